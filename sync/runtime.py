@@ -1,0 +1,139 @@
+"""The one place that knows whether we run under gevent or plain threads.
+
+The engine runs inside a gunicorn gevent worker in production (every actor a greenlet on one OS thread) and
+on plain threads in tests.  Code that waits on sockets, sleeps, spawns background loops or must run a
+blocking C call goes through this module, so that:
+
+* under gevent, waits are cooperative (``gevent.socket.wait_read``) and blocking work is pushed to a real
+  OS thread (gevent's threadpool) so it never stalls the hub;
+* without gevent, waits use :mod:`selectors` and blocking work simply runs in the calling thread, which is
+  already an OS thread of its own.
+
+No other module imports gevent (architecture §1).  Whether gevent is active is decided by
+``gevent.monkey.is_module_patched("threading")``, i.e. by whoever patched the process before importing us.
+"""
+
+from __future__ import annotations
+
+import selectors
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+__all__ = [
+    "Event",
+    "Handle",
+    "gevent_active",
+    "run_blocking",
+    "sleep",
+    "spawn",
+    "wait_readable",
+    "wait_writable",
+]
+
+
+def gevent_active() -> bool:
+    """True when the process was monkey-patched by gevent (the gunicorn gevent worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None:
+        return False
+    return bool(monkey.is_module_patched("threading"))
+
+
+def _wait(fd: int, events: int, timeout: float | None) -> bool:
+    if gevent_active():
+        import gevent.socket  # noqa: PLC0415 - only imported when gevent runs the process
+
+        try:
+            if events == selectors.EVENT_READ:
+                gevent.socket.wait_read(fd, timeout=timeout, timeout_exc=TimeoutError)
+            else:
+                gevent.socket.wait_write(fd, timeout=timeout, timeout_exc=TimeoutError)
+        except TimeoutError:
+            return False
+        return True
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, events)
+        return bool(sel.select(timeout))
+
+
+def wait_readable(fd: int, timeout: float | None = None) -> bool:
+    """Block (cooperatively under gevent) until ``fd`` is readable; False on timeout."""
+    return _wait(fd, selectors.EVENT_READ, timeout)
+
+
+def wait_writable(fd: int, timeout: float | None = None) -> bool:
+    """Block (cooperatively under gevent) until ``fd`` is writable; False on timeout."""
+    return _wait(fd, selectors.EVENT_WRITE, timeout)
+
+
+def sleep(seconds: float) -> None:
+    """Sleep; under gevent this yields to other greenlets (``time.sleep`` is patched there)."""
+    time.sleep(seconds)
+
+
+class Handle(Protocol):
+    """A background loop started by :func:`spawn`."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+class _ThreadHandle:
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+def spawn(fn: Callable[..., Any], *args: Any, name: str | None = None) -> Handle:
+    """Run ``fn(*args)`` concurrently: a greenlet under gevent (threading patched), else a daemon thread."""
+    thread = threading.Thread(target=fn, args=args, name=name, daemon=True)
+    thread.start()
+    return _ThreadHandle(thread)
+
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking C call or a CPU chunk without stalling other greenlets.
+
+    Under gevent the call runs in gevent's pool of real OS threads and the calling greenlet waits for it
+    cooperatively.  Without gevent it runs directly: the caller already owns an OS thread.
+    """
+    if gevent_active():
+        import gevent  # noqa: PLC0415
+
+        result: T = gevent.get_hub().threadpool.apply(fn, args)
+        return result
+    return fn(*args)
+
+
+class Event:
+    """A one-shot/level event usable from threads and greenlets alike (``threading`` is patched by gevent)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
