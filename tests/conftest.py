@@ -1,3 +1,3 @@
 """Test plugins: real Postgres fixtures (see tests/fixtures/pg.py)."""
 
-pytest_plugins = ["tests.fixtures.pg"]
+pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.service"]

@@ -1,0 +1,48 @@
+# shapesync developer commands.  `make run` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-all check lint type fmt bench clean
+
+setup: $(STAMP)
+
+# Re-install only when the project metadata changed; a no-op otherwise.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# Serve the demo: uses DATABASE_URL when set, otherwise a local dev Postgres under .data/.
+run: setup
+	$(PY) -m sync.cli serve --dev
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+type: setup
+	$(VENV)/bin/mypy
+
+check: lint type test
+
+fmt: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Every benchmark prints one JSON line.
+bench: setup
+	@for m in $$(ls bench/*.py | xargs -n1 basename | grep -v '^_' | sed 's/\.py$$//'); do \
+		$(PY) -m bench.$$m || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,62 @@
+"""gunicorn configuration for shapesync: exactly one gevent worker that owns the whole engine.
+
+Why one worker: the engine (actor tree, replication stream, shape logs) lives in the worker process; a
+second worker would open a second replication stream and split the live waiters (see
+shared/reference/python-stack.md §5).  Scale reads with an HTTP cache in front, writes with more instances.
+
+Hooks: the engine starts in ``post_worker_init`` (after gevent has patched the worker and the app is loaded;
+never at import time, never with ``--preload``) and stops in ``worker_exit``, which also wakes every waiting
+request so that a graceful shutdown does not wait for long-polls to time out.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from sync.settings import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as _exc:  # gunicorn would print a traceback; say it in one line instead
+    print(f"shapesync: configuration error: {_exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+bind = [f"{_settings.http.host}:{_settings.http.port}"]
+worker_class = "gevent"
+workers = _settings.http.workers  # validated to be 1
+worker_connections = _settings.http.worker_connections
+backlog = _settings.http.backlog
+graceful_timeout = _settings.http.graceful_timeout_s
+timeout = 60  # the gevent worker heartbeats from the hub; a stalled hub for a minute is a bug
+keepalive = 75
+preload_app = False
+control_socket_disable = True  # gunicorn >= 27 otherwise creates ~/.gunicorn/gunicorn.ctl
+loglevel = _settings.logging.level.lower()
+accesslog = None
+errorlog = "-"
+proc_name = "shapesync"
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start the engine inside the (patched) worker and hand it to the Falcon app."""
+    from api.app import attach_engine  # noqa: PLC0415 - import after gevent patched the worker
+    from sync.engine import Engine  # noqa: PLC0415
+
+    logging.getLogger("shapesync").info("starting engine in worker %s", worker.pid)
+    attach_engine(worker.wsgi, Engine.start(_settings))
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Stop the engine in order and wake every waiting request."""
+    del server
+    from api.app import detach_engine  # noqa: PLC0415
+
+    engine = detach_engine(worker.wsgi)
+    if engine is not None:
+        engine.stop()
+
+
+def worker_int(worker: Any) -> None:
+    worker_exit(None, worker)
