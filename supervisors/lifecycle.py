@@ -1,0 +1,221 @@
+"""The per-actor lifecycle record: the "process table" that pykka lacks.
+
+Why this module exists: pykka has no links or monitors, and a crash in an ``ask`` handler is invisible
+to anyone but the caller. Every `SupervisedActor` owns one `Lifecycle`, reachable from its ``ActorRef``
+without asking the actor (so never a self-ask, never an ask cycle, never a deadlock), which records::
+
+    STARTING ──on_start ok──▶ RUNNING ──stop / crash──▶ EXITED(reason)
+        │                                                   ▲
+        └──────────── on_start raised / killed ─────────────┘
+
+and fires watchers exactly once on each transition. Supervisors, monitors and the name registry are all
+watchers. Watchers run in the exiting actor's thread/greenlet (or immediately in the caller's when the
+actor already exited), so they must be short and non-blocking: typically a ``tell``.
+
+Monitors follow Erlang's ``erlang:monitor/2``: `monitor` a ref with a callback or an observer actor; it
+receives one `Down` with the exit reason, also when the target was already dead. `Monitor.cancel`
+is ``erlang:demonitor/1``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from supervisors.errors import ExitReason, NotSupervised
+
+__all__ = ["Down", "Lifecycle", "Monitor", "demonitor", "lifecycle_of", "monitor"]
+
+logger = logging.getLogger(__name__)
+
+ExitWatcher = Callable[[ExitReason, bool], None]
+"""Called with ``(reason, started)``: ``started`` is False when the actor died before on_start ended."""
+
+_STARTING, _RUNNING, _EXITED = 0, 1, 2
+_tokens = itertools.count(1)
+_table: weakref.WeakKeyDictionary[pykka.ActorRef[Any], Lifecycle] = weakref.WeakKeyDictionary()
+_table_lock = threading.Lock()
+
+
+class Lifecycle:
+    """State, exit reason and watchers of one actor incarnation. Thread/greenlet safe."""
+
+    __slots__ = (
+        "_exit_watchers",
+        "_exited",
+        "_lock",
+        "_reason",
+        "_settled",
+        "_start_watchers",
+        "_started_at_exit",
+        "_state",
+        "tree",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _STARTING
+        self._reason: ExitReason = None
+        self._started_at_exit = False
+        self._start_watchers: list[Callable[[], None]] = []
+        self._exit_watchers: dict[int, ExitWatcher] = {}
+        self._settled = threading.Event()  # started or exited
+        self._exited = threading.Event()
+        self.tree: Any = None  # a supervisor's published snapshot cell (supervisors.snapshot)
+
+    @property
+    def started(self) -> bool:
+        """True once on_start completed (or, for a supervisor, all its children started)."""
+        return self._state == _RUNNING or (self._state == _EXITED and self._started_at_exit)
+
+    @property
+    def exited(self) -> bool:
+        return self._state == _EXITED
+
+    @property
+    def reason(self) -> ExitReason:
+        """The exit reason once exited (``None`` = normal); ``None`` while alive."""
+        return self._reason
+
+    def mark_started(self) -> None:
+        with self._lock:
+            if self._state != _STARTING:
+                return
+            self._state = _RUNNING
+            watchers, self._start_watchers = self._start_watchers, []
+        self._settled.set()
+        for watcher in watchers:
+            _call(watcher)
+
+    def mark_exited(self, reason: ExitReason) -> bool:
+        """Record the exit and fire exit watchers; only the first call counts (returns True)."""
+        with self._lock:
+            if self._state == _EXITED:
+                return False
+            started = self._state == _RUNNING
+            self._state = _EXITED
+            self._reason = reason
+            self._started_at_exit = started
+            watchers = list(self._exit_watchers.values())
+            self._exit_watchers.clear()
+            self._start_watchers = []
+        self._exited.set()
+        self._settled.set()
+        for watcher in watchers:
+            _call(watcher, reason, started)
+        return True
+
+    def on_started(self, watcher: Callable[[], None]) -> None:
+        """Call ``watcher()`` once when started (now if already started; never if it exited first)."""
+        with self._lock:
+            if self._state == _STARTING:
+                self._start_watchers.append(watcher)
+                return
+            if self._state == _EXITED:
+                return
+        _call(watcher)
+
+    def on_exit(self, watcher: ExitWatcher) -> int | None:
+        """Call ``watcher(reason, started)`` once on exit; now if already exited (returns None)."""
+        with self._lock:
+            if self._state != _EXITED:
+                token = next(_tokens)
+                self._exit_watchers[token] = watcher
+                return token
+            reason, started = self._reason, self._started_at_exit
+        _call(watcher, reason, started)
+        return None
+
+    def cancel(self, token: int | None) -> None:
+        if token is not None:
+            with self._lock:
+                self._exit_watchers.pop(token, None)
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until started or exited; False on timeout."""
+        return self._settled.wait(timeout)
+
+    def wait_exited(self, timeout: float) -> bool:
+        """Wait until exited; False on timeout."""
+        return self._exited.wait(timeout)
+
+
+def _call(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except pykka.ActorDeadError:
+        logger.debug("lifecycle watcher %r: target actor already dead", fn)
+    except Exception:
+        logger.exception("lifecycle watcher %r failed", fn)
+
+
+def attach(ref: pykka.ActorRef[Any], life: Lifecycle) -> None:
+    """Bind a lifecycle to the ref (done once by `SupervisedActor.__init__`)."""
+    with _table_lock:
+        _table[ref] = life
+
+
+def lifecycle_of(ref: pykka.ActorRef[Any]) -> Lifecycle:
+    """The lifecycle of a `SupervisedActor`'s ref; `NotSupervised` for plain pykka actors."""
+    with _table_lock:
+        life = _table.get(ref)
+    if life is None:
+        msg = f"{ref} is not a SupervisedActor: it has no lifecycle to watch"
+        raise NotSupervised(msg)
+    return life
+
+
+@dataclass(frozen=True, slots=True)
+class Down:
+    """Sent (tell) to an observer actor, or passed to a callback, when a monitored actor exited."""
+
+    monitor: Monitor
+    ref: pykka.ActorRef[Any]
+    reason: ExitReason
+
+
+@dataclass(eq=False, slots=True)
+class Monitor:
+    """A live monitor; `cancel` (or `demonitor`) stops it. Identity-compared."""
+
+    ref: pykka.ActorRef[Any]
+    _life: Lifecycle = field(repr=False)
+    _token: int | None = field(default=None, repr=False)
+
+    def cancel(self) -> None:
+        self._life.cancel(self._token)
+
+
+def monitor(
+    ref: pykka.ActorRef[Any],
+    notify: pykka.ActorRef[Any] | Callable[[Down], None],
+) -> Monitor:
+    """Watch ``ref``: on exit, ``notify`` gets one `Down` (a tell if it is an ActorRef).
+
+    If ``ref`` already exited, the `Down` is delivered immediately with the recorded reason.
+    Callbacks run in the dying actor's thread/greenlet: keep them short (set an event, tell an actor).
+    """
+    life = lifecycle_of(ref)
+    mon = Monitor(ref, life)
+
+    def deliver(reason: ExitReason, _started: bool) -> None:
+        down = Down(mon, ref, reason)
+        if isinstance(notify, pykka.ActorRef):
+            notify.tell(down)
+        else:
+            notify(down)
+
+    mon._token = life.on_exit(deliver)
+    return mon
+
+
+def demonitor(mon: Monitor) -> None:
+    """Stop a monitor; a `Down` already delivered is not recalled (as in Erlang without flush)."""
+    mon.cancel()
