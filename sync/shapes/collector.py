@@ -1,0 +1,288 @@
+"""ShapeLogCollector: fans committed transactions out to the shape consumers they affect.
+
+One per stack, in the Shapes subtree (architecture §2).  The replication client hands it each
+:class:`~sync.replication.changes.TransactionFragment` (``ask``, which doubles as backpressure: the client
+sends the next fragment only when this one has been routed).  For every change the routing index returns
+the shapes whose WHERE clause holds for the new or the old row, in time independent of the number of
+shapes for indexable clauses; TRUNCATE reaches every shape of its table.  Each affected consumer gets only
+its own changes (``tell``; the collector never waits for a consumer).  A consumer whose inbox grows past
+``max_consumer_queue`` cannot keep up: it is reported to the ShapeCache for invalidation instead of
+stalling every other shape.
+
+Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
+shapes received the transaction; storages report the offsets they made durable; whenever the ackable LSN
+advances the collector tells the replication client, which then acknowledges it to Postgres.
+
+Register before snapshot (hard spot 3): a shape is routed changes from the moment ``RegisterShape``
+returns; its consumer holds them until its snapshot's visibility is known.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pykka
+
+from supervisors import SupervisedActor
+from sync.offsets import LogOffset
+from sync.replication.changes import (
+    UNCHANGED_TOAST,
+    Change,
+    Delete,
+    Insert,
+    Relation,
+    Row,
+    TransactionFragment,
+    Truncate,
+    Update,
+)
+from sync.shapes.flush_tracker import FlushTracker
+
+__all__ = [
+    "ProcessFragment",
+    "RegisterShape",
+    "ShapeChanges",
+    "ShapeDurable",
+    "ShapeLogCollector",
+    "ShapeRouting",
+    "UnregisterShape",
+]
+
+logger = logging.getLogger(__name__)
+
+TableKey = tuple[str, str]
+TextRow = Mapping[str, str | None]
+
+
+class ShapeRouting(Protocol):
+    """The routing index (``sync.where.index.RoutingIndex``) as the collector uses it."""
+
+    def add(self, shape_id: str, table_key: TableKey, clause: Any) -> None: ...
+
+    def remove(self, shape_id: str) -> None: ...
+
+    def affected(self, table_key: TableKey, new_row: TextRow | None, old_row: TextRow | None) -> set[str]: ...
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterShape:
+    """ask (ShapeCache): from now on route changes of ``table`` matching ``clause`` to ``consumer``."""
+
+    handle: str
+    table: TableKey
+    clause: Any  # a compiled WHERE clause, or None for "every row"
+    consumer: pykka.ActorRef[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterShape:
+    """tell/ask: stop routing to ``handle`` and stop waiting for its durability."""
+
+    handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFragment:
+    """ask (ReplicationClient): route one fragment; the reply means it was handed to every consumer."""
+
+    fragment: TransactionFragment
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeDurable:
+    """tell (a shape's storage): everything of ``handle`` up to ``offset`` is on disk."""
+
+    handle: str
+    offset: LogOffset
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeChanges:
+    """tell (to a consumer): the changes of one fragment that may concern the shape, in commit order."""
+
+    xid: int
+    commit_lsn: int
+    changes: tuple[Change, ...]
+    begin: bool
+    commit: bool
+
+
+@dataclass(slots=True)
+class _Route:
+    handle: str
+    table: TableKey
+    consumer: pykka.ActorRef[Any]
+
+
+@dataclass(slots=True)
+class _OpenTxn:
+    commit_lsn: int
+    touched: set[str] = field(default_factory=set)
+
+
+def _text_row(relation: Relation, row: Row, fallback: Row | None = None) -> dict[str, str | None]:
+    """A row as ``{column: text}``; unchanged TOAST values come from ``fallback`` (the old image)."""
+    out: dict[str, str | None] = {}
+    for i, col in enumerate(relation.columns):
+        v = row[i]
+        if v is UNCHANGED_TOAST:
+            w = fallback[i] if fallback is not None else None
+            out[col.name] = None if w is UNCHANGED_TOAST else w
+        else:
+            out[col.name] = v
+    return out
+
+
+def _queue_length(ref: pykka.ActorRef[Any]) -> int:
+    """Messages waiting in an actor's inbox (a ``queue.Queue`` for threading actors)."""
+    qsize = getattr(ref.actor_inbox, "qsize", None)
+    return int(qsize()) if qsize is not None else 0
+
+
+class ShapeLogCollector(SupervisedActor):
+    """Routes committed transactions to shape consumers and tracks what may be acknowledged.
+
+    Owns:       the routing index, the registered shapes, the FlushTracker, the last routed commit LSN.
+    Receives:   RegisterShape (ask) -> None; UnregisterShape (tell/ask); ProcessFragment (ask, from the
+                ReplicationClient) -> None; ShapeDurable (tell, from storages).
+    Sends:      ShapeChanges (tell) to consumers; ``on_ack(lsn, idle)`` to the replication side;
+                ``on_overloaded(handle)`` for a consumer that cannot keep up.
+    Crashes on: fragments out of commit order; a routing/evaluation bug (the Shapes subtree restarts,
+                shapes reload from their durable logs and replication resumes from the slot).
+    """
+
+    def __init__(
+        self,
+        index: ShapeRouting,
+        *,
+        on_ack: Callable[[int, bool], None],
+        on_overloaded: Callable[[str], None] | None = None,
+        max_consumer_queue: int = 50_000,
+        acked_lsn: int = 0,
+    ) -> None:
+        super().__init__()
+        self._index = index
+        self._routes: dict[str, _Route] = {}
+        self._by_table: dict[TableKey, set[str]] = {}
+        self._tracker = FlushTracker(acked_lsn)
+        self._on_ack = on_ack
+        self._on_overloaded = on_overloaded
+        self._max_queue = max_consumer_queue
+        self._open: _OpenTxn | None = None
+        self._last_commit_lsn = 0
+        self._last_acked = acked_lsn
+        self._last_report: tuple[int, bool] = (acked_lsn, True)
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ProcessFragment(fragment):
+                self._route(fragment)
+            case ShapeDurable(handle, offset):
+                self._report(self._tracker.durable(handle, offset))
+            case RegisterShape(handle, table, clause, consumer):
+                self._register(handle, table, clause, consumer)
+            case UnregisterShape(handle):
+                self._unregister(handle)
+            case _:
+                msg = f"{type(self).__name__}: unexpected message {message!r}"
+                raise TypeError(msg)
+        return None
+
+    # -- registration -----------------------------------------------------------------------------
+
+    def _register(self, handle: str, table: TableKey, clause: Any, consumer: pykka.ActorRef[Any]) -> None:
+        if handle in self._routes:
+            self._unregister(handle)
+        self._routes[handle] = _Route(handle, table, consumer)
+        self._by_table.setdefault(table, set()).add(handle)
+        self._index.add(handle, table, clause)
+
+    def _unregister(self, handle: str) -> None:
+        route = self._routes.pop(handle, None)
+        if route is None:
+            return
+        self._index.remove(handle)
+        shapes = self._by_table.get(route.table)
+        if shapes is not None:
+            shapes.discard(handle)
+            if not shapes:
+                del self._by_table[route.table]
+        if self._open is not None:
+            self._open.touched.discard(handle)
+        self._report(self._tracker.remove_shape(handle))
+
+    # -- routing ----------------------------------------------------------------------------------
+
+    def _route(self, fragment: TransactionFragment) -> None:
+        if fragment.begin:
+            if fragment.commit_lsn <= self._last_commit_lsn:
+                # Already routed before a reconnect: Postgres resent it.  Skip (exactly once).
+                logger.debug("skipping replayed transaction %s", fragment.commit_lsn)
+                self._open = None
+                return
+            self._open = _OpenTxn(fragment.commit_lsn)
+        txn = self._open
+        if txn is None or txn.commit_lsn != fragment.commit_lsn:
+            if txn is None and fragment.commit_lsn <= self._last_commit_lsn:
+                return  # the rest of a skipped replayed transaction
+            msg = f"fragment of transaction {fragment.commit_lsn} arrived without its beginning"
+            raise RuntimeError(msg)
+        per_shape: dict[str, list[Change]] = {}
+        for change in fragment.changes:
+            for handle in self._affected(change):
+                per_shape.setdefault(handle, []).append(change)
+        # Consumers that already got part of this transaction must learn where it ends.
+        recipients = set(per_shape) | (txn.touched if fragment.commit else set())
+        for handle in recipients:
+            route = self._routes.get(handle)
+            if route is None:
+                continue
+            changes = tuple(per_shape.get(handle, ()))
+            first = handle not in txn.touched
+            txn.touched.add(handle)
+            if _queue_length(route.consumer) > self._max_queue and self._on_overloaded is not None:
+                logger.warning(
+                    "shape %s cannot keep up (queue > %d); invalidating it", handle, self._max_queue
+                )
+                self._on_overloaded(handle)
+            route.consumer.tell(
+                ShapeChanges(fragment.xid, fragment.commit_lsn, changes, begin=first, commit=fragment.commit)
+            )
+        if fragment.commit:
+            self._last_commit_lsn = fragment.commit_lsn
+            end_lsn = fragment.end_lsn if fragment.end_lsn is not None else fragment.commit_lsn
+            touched = {h: LogOffset(fragment.commit_lsn, 0) for h in txn.touched if h in self._routes}
+            self._open = None
+            self._report(self._tracker.register(end_lsn, touched))
+
+    def _affected(self, change: Change) -> set[str]:
+        if isinstance(change, Truncate):
+            out: set[str] = set()
+            for rel in change.relations:
+                out |= self._by_table.get((rel.schema, rel.name), set())
+            return out
+        rel = change.relation
+        key = (rel.schema, rel.name)
+        if key not in self._by_table:
+            return set()
+        if isinstance(change, Insert):
+            return self._index.affected(key, _text_row(rel, change.new), None)
+        if isinstance(change, Update):
+            old = _text_row(rel, change.old) if change.old is not None else None
+            return self._index.affected(key, _text_row(rel, change.new, change.old), old)
+        if isinstance(change, Delete):
+            return self._index.affected(key, None, _text_row(rel, change.old))
+        return set()  # pragma: no cover - Change is a closed union
+
+    def _report(self, acked: int) -> None:
+        state = (max(acked, self._last_acked), self._tracker.idle)
+        if state != self._last_report:
+            self._last_report = state
+            self._last_acked = state[0]
+            self._on_ack(*state)

@@ -1,0 +1,174 @@
+"""ShapeLogCollector: each shape gets exactly its changes, and the ack waits for every affected shape."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pykka
+import pytest
+
+from supervisors import SupervisedActor
+from sync.offsets import LogOffset
+from sync.replication.changes import (
+    UNCHANGED_TOAST,
+    Column,
+    Insert,
+    Relation,
+    TransactionFragment,
+    Truncate,
+    Update,
+)
+from sync.shapes.collector import (
+    ProcessFragment,
+    RegisterShape,
+    ShapeChanges,
+    ShapeDurable,
+    ShapeLogCollector,
+    UnregisterShape,
+)
+
+Row = Mapping[str, str | None]
+REL = Relation(
+    1,
+    "public",
+    "items",
+    "f",
+    (Column("id", 20, -1, True), Column("owner", 25, -1, True), Column("doc", 25, -1, True)),
+)
+OTHER = Relation(2, "public", "other", "f", (Column("id", 20, -1, True),))
+
+
+class BruteIndex:
+    """The routing contract evaluated by brute force (the real index is tested against this)."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[tuple[str, str], Callable[[Row], bool] | None]] = {}
+
+    def add(self, shape_id: str, table_key: tuple[str, str], clause: Any) -> None:
+        self.shapes[shape_id] = (table_key, clause)
+
+    def remove(self, shape_id: str) -> None:
+        self.shapes.pop(shape_id, None)
+
+    def affected(self, table_key: tuple[str, str], new_row: Row | None, old_row: Row | None) -> set[str]:
+        out = set()
+        for sid, (key, clause) in self.shapes.items():
+            if key != table_key:
+                continue
+            if clause is None or any(r is not None and clause(r) for r in (new_row, old_row)):
+                out.add(sid)
+        return out
+
+
+class Sink(SupervisedActor):
+    def __init__(self, inbox: queue.Queue[Any]) -> None:
+        super().__init__()
+        self.inbox = inbox
+
+    def on_receive(self, message: Any) -> None:
+        self.inbox.put(message)
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[pykka.ActorRef[Any], dict[str, queue.Queue[Any]], list[tuple[int, bool]]]]:
+    acks: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+
+    def on_ack(lsn: int, idle: bool) -> None:
+        with lock:
+            acks.append((lsn, idle))
+
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=on_ack)
+    sinks: dict[str, queue.Queue[Any]] = {}
+    refs = []
+    for name, clause in [
+        ("alice", lambda r: r["owner"] == "alice"),
+        ("bob", lambda r: r["owner"] == "bob"),
+        ("all", None),
+    ]:
+        q: queue.Queue[Any] = queue.Queue()
+        ref = Sink.start(q)
+        refs.append(ref)
+        sinks[name] = q
+        collector.ask(RegisterShape(name, ("public", "items"), clause, ref), timeout=5)
+    yield collector, sinks, acks
+    collector.stop()
+    for ref in refs:
+        ref.stop()
+
+
+def frag(xid: int, lsn: int, *changes: Any, begin: bool = True, commit: bool = True) -> ProcessFragment:
+    return ProcessFragment(
+        TransactionFragment(
+            xid, lsn, tuple(changes), begin=begin, commit=commit, end_lsn=lsn + 8 if commit else None
+        )
+    )
+
+
+def drain(q: queue.Queue[Any]) -> list[ShapeChanges]:
+    out = []
+    while True:
+        try:
+            out.append(q.get(timeout=0.5 if not out else 0.05))
+        except queue.Empty:
+            return out
+
+
+def test_routes_by_new_and_old_row_and_moves(setup: Any) -> None:
+    collector, sinks, _ = setup
+    ins = Insert(REL, ("1", "alice", "x"), 0)
+    move = Update(REL, ("1", "bob", UNCHANGED_TOAST), ("1", "alice", "x"), "O", 2)
+    other = Insert(OTHER, ("9",), 4)
+    collector.ask(frag(500, 1000, ins, move, other), timeout=5)
+    alice = drain(sinks["alice"])
+    bob = drain(sinks["bob"])
+    everything = drain(sinks["all"])
+    assert [c.changes for c in alice] == [(ins, move)]  # the move out of alice's shape reaches alice
+    assert [c.changes for c in bob] == [(move,)]  # and the move in reaches bob (TOAST filled from old row)
+    assert [c.changes for c in everything] == [(ins, move)]  # the other table is not routed
+    assert all(c.begin and c.commit and c.xid == 500 and c.commit_lsn == 1000 for c in alice + bob)
+
+
+def test_fragments_tell_earlier_recipients_where_the_transaction_ends(setup: Any) -> None:
+    collector, sinks, _ = setup
+    collector.ask(frag(7, 2000, Insert(REL, ("1", "alice", "x"), 0), commit=False), timeout=5)
+    collector.ask(frag(7, 2000, Insert(REL, ("2", "bob", "y"), 2), begin=False), timeout=5)
+    alice = drain(sinks["alice"])
+    assert [(c.begin, c.commit, len(c.changes)) for c in alice] == [(True, False, 1), (False, True, 0)]
+    bob = drain(sinks["bob"])
+    assert [(c.begin, c.commit, len(c.changes)) for c in bob] == [(True, True, 1)]
+
+
+def test_truncate_reaches_every_shape_of_the_table(setup: Any) -> None:
+    collector, sinks, _ = setup
+    collector.ask(frag(8, 3000, Truncate((REL,), cascade=False, restart_identity=False, op=0)), timeout=5)
+    for name in ("alice", "bob", "all"):
+        assert len(drain(sinks[name])) == 1
+
+
+def test_ack_waits_for_all_affected_shapes_and_replays_are_skipped(setup: Any) -> None:
+    collector, sinks, acks = setup
+    collector.ask(frag(9, 4000, Insert(REL, ("1", "alice", "x"), 0)), timeout=5)
+    collector.ask(frag(10, 5000, Insert(OTHER, ("1",), 0)), timeout=5)  # touches nobody
+    assert acks[-1][0] < 4008
+    collector.ask(ShapeDurable("alice", LogOffset(4000, 0)), timeout=5)
+    assert acks[-1][0] < 4008  # "all" has not made it durable yet
+    collector.ask(ShapeDurable("all", LogOffset(4000, 0)), timeout=5)
+    assert acks[-1] == (5008, True)
+    drain(sinks["alice"])
+    collector.ask(frag(9, 4000, Insert(REL, ("1", "alice", "x"), 0)), timeout=5)  # replay after reconnect
+    assert drain(sinks["alice"]) == []
+
+
+def test_unregistered_shape_gets_nothing_and_stops_pinning(setup: Any) -> None:
+    collector, sinks, acks = setup
+    collector.ask(frag(11, 6000, Insert(REL, ("1", "bob", "x"), 0)), timeout=5)
+    collector.ask(ShapeDurable("bob", LogOffset(6000, 0)), timeout=5)
+    collector.ask(UnregisterShape("all"), timeout=5)
+    assert acks[-1] == (6008, True)
+    drain(sinks["all"])
+    collector.ask(frag(12, 7000, Insert(REL, ("2", "carol", "x"), 0)), timeout=5)
+    assert drain(sinks["all"]) == []
