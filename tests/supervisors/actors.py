@@ -10,7 +10,7 @@ from typing import Any
 
 import pykka
 
-from supervisors import ChildSpec, Restart, SupervisedActor
+from supervisors import ChildSpec, Registry, Restart, SupervisedActor
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Worker(SupervisedActor):
         fail_on_start: bool = False,
         hang_on_stop: threading.Event | None = None,
         gate: threading.Event | None = None,
+        register_as: tuple[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -71,6 +72,7 @@ class Worker(SupervisedActor):
         self.fail_on_start = fail_on_start
         self.hang_on_stop = hang_on_stop
         self.gate = gate
+        self.register_as = register_as
         self.value = 0
 
     def on_start(self) -> None:
@@ -79,6 +81,9 @@ class Worker(SupervisedActor):
         if self.fail_on_start:
             self.journal.add("start_failed", self.name)
             raise RuntimeError(f"{self.name} cannot start")
+        if self.register_as is not None:
+            stack_id, name = self.register_as
+            Registry(stack_id).register(name, self.actor_ref)
         self.journal.add("started", self.name, self.actor_ref)
 
     def on_stop(self) -> None:
@@ -117,3 +122,13 @@ def spec(
     **kwargs: Any,
 ) -> ChildSpec:
     return ChildSpec(name, lambda: Worker.start(name, journal, **kwargs), restart=restart, shutdown=shutdown)
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll-with-deadline for conditions that have no event (e.g. a supervisor's bookkeeping)."""
+    deadline = time.monotonic() + timeout
+    done = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        done.wait(0.005)
