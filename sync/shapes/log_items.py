@@ -1,0 +1,389 @@
+"""Turning replicated changes and snapshot rows into a shape's log items, as exact JSON bytes (spec §5).
+
+A log item is stored and served as the bytes built here, so this module is both the wire format and the hot
+path of ingestion.  Per shape, a :class:`ShapeLogEncoder` precomputes everything that does not depend on the
+row (key prefix, relation JSON, column positions per Relation message) and builds each item as a few byte
+concatenations around ``orjson.dumps`` of the key and the value dicts.
+
+Rules (spec §5), for the shape's selected columns; the WHERE predicate always sees the full row:
+
+* insert: full row; delete: PK columns (the full old row with ``replica=full`` or without a PK);
+* update inside the shape: ``replica=default`` -> PK + changed columns, ``replica=full`` -> full new row and
+  ``old_value`` with the old values of the changed columns; no change in the selected columns -> dropped;
+* a key change (always the case for a PK-less table whose row changed) -> delete at op n with
+  ``key_change_to``, then insert at op n+1 with ``key_change_from``;
+* an update moving a row into the shape -> insert (full row); out of it -> delete;
+* ``last: true`` on the shape's last item of each transaction, which is why an encoder holds one item back
+  until it knows whether the transaction has more for this shape.
+
+Unchanged TOAST values (pgoutput ``u``) are taken from the old row image, which the engine always has because
+it sets ``REPLICA IDENTITY FULL``.  Without that image (someone changed the replica identity), an unresolved
+value is treated as unchanged for an in-place ``replica=default`` update of a shape without WHERE; whenever
+the full row is needed (a WHERE to evaluate, ``replica=full``, an insert produced by a move or a key change)
+:class:`IncompleteChange` is raised and the consumer must invalidate the shape rather than guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import orjson
+
+from sync.offsets import LogOffset
+from sync.replication.changes import (
+    UNCHANGED_TOAST,
+    Delete,
+    Insert,
+    Relation,
+    Row,
+    TransactionFragment,
+    Truncate,
+    Update,
+)
+from sync.shapes.definition import ShapeDefinition
+
+__all__ = [
+    "MUST_REFETCH",
+    "IncompleteChange",
+    "LogItem",
+    "Operation",
+    "Predicate",
+    "RelationMismatch",
+    "ShapeLogEncoder",
+    "ShapeTruncated",
+    "key_prefix",
+    "row_key",
+    "snapshot_end",
+    "up_to_date",
+]
+
+Operation = Literal["insert", "update", "delete"]
+Predicate = Callable[[Mapping[str, str | None]], bool]
+TextRow = Sequence[str | None]
+
+MUST_REFETCH: Final = b'{"headers":{"control":"must-refetch"}}'
+
+
+class IncompleteChange(Exception):
+    """The change lacks the old row image or a TOASTed value needed to build the shape's items."""
+
+
+class RelationMismatch(Exception):
+    """The Relation message no longer has a column the shape selects (or keys by)."""
+
+
+class ShapeTruncated(Exception):
+    """The shape's table was truncated: the shape must be invalidated."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogItem:
+    """One log entry: its offset, row key, operation and exact JSON bytes."""
+
+    offset: LogOffset
+    key: str
+    operation: Operation
+    json: bytes
+
+
+def up_to_date(global_last_seen_lsn: int) -> bytes:
+    return b'{"headers":{"control":"up-to-date","global_last_seen_lsn":"%d"}}' % global_last_seen_lsn
+
+
+def snapshot_end(xmin: int, xmax: int, xip: Iterable[int]) -> bytes:
+    return orjson.dumps(
+        {
+            "headers": {
+                "control": "snapshot-end",
+                "xmin": str(xmin),
+                "xmax": str(xmax),
+                "xip_list": [str(x) for x in xip],
+            }
+        }
+    )
+
+
+def _escape_rel(name: str) -> str:
+    return name.replace(".", "..").replace("/", "//")
+
+
+def key_prefix(schema: str, table: str) -> str:
+    """``"schema"."table"`` with ``.`` and ``/`` doubled inside the names."""
+    return f'"{_escape_rel(schema)}"."{_escape_rel(table)}"'
+
+
+def row_key(prefix: str, values: Iterable[str | None]) -> str:
+    """``prefix/"v1"/"v2"``: ``/`` doubled inside values, NULL as ``_``."""
+    parts = [prefix]
+    for v in values:
+        parts.append("_" if v is None else '"' + v.replace("/", "//") + '"')
+    return "/".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Column positions of the shape in one Relation message."""
+
+    relation: Relation
+    names: tuple[str, ...]  # every column of the relation
+    sel: tuple[int, ...]  # selected columns, in definition order
+    sel_names: tuple[str, ...]
+    key: tuple[int, ...]  # key columns, in key order
+    pk_sel: tuple[int, ...]  # positions (in the relation) of PK columns among the selected
+
+
+@dataclass(slots=True)
+class _Pending:
+    offset: LogOffset
+    key: str
+    operation: Operation
+    body: bytes  # the item up to (excluding) the closing ``}}`` of headers and item
+
+
+_CLOSE = b"}}"
+_Encoded = tuple[LogOffset, str, Operation, bytes, bytes]  # offset, key, operation, value part, extra
+_CLOSE_LAST = b',"last":true}}'
+
+
+class ShapeLogEncoder:
+    """Builds one shape's log items; holds one item back per transaction to place ``last``.
+
+    Feed the fragments of each transaction in order with :meth:`encode_fragment` (changes of other
+    relations are ignored).  Raises :class:`ShapeTruncated`, :class:`RelationMismatch` or
+    :class:`IncompleteChange` (the consumer invalidates the shape), or whatever ``where`` raises.
+    """
+
+    def __init__(self, definition: ShapeDefinition, where: Predicate | None = None) -> None:
+        self.definition = definition
+        self._where = where
+        self._full = definition.replica == "full"
+        self._has_pk = bool(definition.primary_key)
+        self._prefix = key_prefix(definition.schema, definition.table)
+        self._rel_json = orjson.dumps([definition.schema, definition.table])
+        self._snapshot_headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b"}}"
+        self._sel_pos = {c: i for i, c in enumerate(definition.columns)}
+        self._snapshot_key = tuple(self._sel_pos[c] for c in definition.key_columns)
+        self._layout: _Layout | None = None
+        self._pending: _Pending | None = None
+
+    # -- snapshot -------------------------------------------------------------------------------------------
+
+    def snapshot_item(self, row: TextRow) -> tuple[str, bytes]:
+        """``(key, json)`` for a snapshot row aligned with ``definition.columns``."""
+        key = row_key(self._prefix, [row[i] for i in self._snapshot_key])
+        value = dict(zip(self.definition.columns, row, strict=True))
+        return key, b'{"key":' + orjson.dumps(key) + b',"value":' + orjson.dumps(
+            value
+        ) + self._snapshot_headers
+
+    # -- replication ----------------------------------------------------------------------------------------
+
+    def encode_fragment(self, fragment: TransactionFragment) -> list[LogItem]:
+        out: list[LogItem] = []
+        if fragment.begin:
+            self._pending = None
+        oid = self.definition.relation_oid
+        hdr = b'","relation":' + self._rel_json + b',"lsn":"%d","op_position":' % fragment.commit_lsn
+        headers = {
+            "insert": b',"headers":{"operation":"insert' + hdr,
+            "update": b',"headers":{"operation":"update' + hdr,
+            "delete": b',"headers":{"operation":"delete' + hdr,
+        }
+        txids = b',"txids":[%d]' % fragment.xid
+        for change in fragment.changes:
+            if isinstance(change, Truncate):
+                if any(r.oid == oid for r in change.relations):
+                    raise ShapeTruncated(f"{self._prefix} was truncated")
+                continue
+            if change.relation.oid != oid:
+                continue
+            for offset, key, operation, value, extra in self._encode(change, fragment.commit_lsn):
+                body = b"".join(
+                    (
+                        b'{"key":',
+                        orjson.dumps(key),
+                        value,
+                        headers[operation],
+                        b"%d" % offset.op,
+                        txids,
+                        extra,
+                    )
+                )
+                if self._pending is not None:
+                    p = self._pending
+                    out.append(LogItem(p.offset, p.key, p.operation, p.body + _CLOSE))
+                self._pending = _Pending(offset, key, operation, body)
+        if fragment.commit and self._pending is not None:
+            p = self._pending
+            out.append(LogItem(p.offset, p.key, p.operation, p.body + _CLOSE_LAST))
+            self._pending = None
+        return out
+
+    def _layout_for(self, relation: Relation) -> _Layout:
+        lay = self._layout
+        if lay is not None and (lay.relation is relation or lay.relation == relation):
+            return lay
+        idx = relation.column_index
+        d = self.definition
+        missing = [c for c in (*d.columns, *d.key_columns) if c not in idx]
+        if missing:
+            raise RelationMismatch(f"{self._prefix} has no column(s) {', '.join(sorted(set(missing)))}")
+        lay = _Layout(
+            relation=relation,
+            names=relation.column_names,
+            sel=tuple(idx[c] for c in d.columns),
+            sel_names=d.columns,
+            key=tuple(idx[c] for c in d.key_columns),
+            pk_sel=tuple(idx[c] for c in d.columns if c in set(d.primary_key)),
+        )
+        self._layout = lay
+        return lay
+
+    def _encode(self, change: Insert | Update | Delete, lsn: int) -> list[_Encoded]:
+        lay = self._layout_for(change.relation)
+        where = self._where
+        if isinstance(change, Insert):
+            row = change.new
+            if where is not None and not where(_mapping(lay, row)):
+                return []
+            return [(LogOffset(lsn, change.op), self._key(lay, row), "insert", self._value(lay, row), b"")]
+        if isinstance(change, Delete):
+            old = change.old
+            full_old = change.old_kind == "O"
+            if where is not None:
+                if not full_old:
+                    raise IncompleteChange(
+                        f"{self._prefix}: DELETE without the old row, cannot evaluate WHERE"
+                    )
+                if not where(_mapping(lay, old)):
+                    return []
+            return [
+                (
+                    LogOffset(lsn, change.op),
+                    self._key(lay, old),
+                    "delete",
+                    self._delete_value(lay, old, full_old),
+                    b"",
+                )
+            ]
+        return self._update(lay, change, lsn)
+
+    def _update(self, lay: _Layout, change: Update, lsn: int) -> list[_Encoded]:
+        old_full = change.old if change.old_kind == "O" else None
+        new = change.new
+        unresolved: set[int] = set()
+        if UNCHANGED_TOAST in new:
+            new, unresolved = _fill_toast(new, old_full)
+        where = self._where
+        if where is not None:
+            if old_full is None:
+                raise IncompleteChange(f"{self._prefix}: UPDATE without the old row, cannot evaluate WHERE")
+            if unresolved:
+                raise IncompleteChange(f"{self._prefix}: UPDATE with an unresolved TOAST value")
+            old_in = where(_mapping(lay, old_full))
+            new_in = where(_mapping(lay, new))
+        else:
+            old_in = new_in = True
+        if not old_in and not new_in:
+            return []
+        op = change.op
+        key_source = change.old if change.old is not None else new
+        if unresolved and any(i in unresolved for i in lay.key):
+            raise IncompleteChange(f"{self._prefix}: UPDATE with an unresolved TOAST key value")
+        new_key = self._key(lay, new)
+        if not new_in:
+            old = old_full if old_full is not None else key_source
+            return [
+                (
+                    LogOffset(lsn, op),
+                    self._key(lay, old),
+                    "delete",
+                    self._delete_value(lay, old, old_full is not None),
+                    b"",
+                )
+            ]
+        if not old_in:
+            self._require_full(unresolved)
+            return [(LogOffset(lsn, op), new_key, "insert", self._value(lay, new), b"")]
+        old_key = self._key(lay, key_source)
+        if old_key != new_key:
+            self._require_full(unresolved)
+            old = old_full if old_full is not None else key_source
+            del_value = self._delete_value(lay, old, old_full is not None)
+            return [
+                (
+                    LogOffset(lsn, op),
+                    old_key,
+                    "delete",
+                    del_value,
+                    b',"key_change_to":' + orjson.dumps(new_key),
+                ),
+                (
+                    LogOffset(lsn, op + 1),
+                    new_key,
+                    "insert",
+                    self._value(lay, new),
+                    b',"key_change_from":' + orjson.dumps(old_key),
+                ),
+            ]
+        if old_full is not None:
+            changed = [i for i in lay.sel if new[i] != old_full[i] and i not in unresolved]
+            if not changed:
+                return []
+        else:
+            changed = [i for i in lay.sel if i not in unresolved]
+        if self._full:
+            self._require_full(unresolved)
+            value = self._value(lay, new)
+            if old_full is not None:
+                old_value = {lay.names[i]: old_full[i] for i in changed}
+                value += b',"old_value":' + orjson.dumps(old_value)
+        else:
+            cols = dict.fromkeys(lay.pk_sel)
+            cols.update(dict.fromkeys(changed))
+            value = b',"value":' + orjson.dumps({lay.names[i]: new[i] for i in lay.sel if i in cols})
+        return [(LogOffset(lsn, op), new_key, "update", value, b"")]
+
+    def _require_full(self, unresolved: set[int]) -> None:
+        if unresolved:
+            raise IncompleteChange(
+                f"{self._prefix}: UPDATE with an unresolved TOAST value needs the full row"
+            )
+
+    def _key(self, lay: _Layout, row: Row) -> str:
+        return row_key(self._prefix, [_text(row[i]) for i in lay.key])
+
+    def _value(self, lay: _Layout, row: Row) -> bytes:
+        return b',"value":' + orjson.dumps({n: row[i] for n, i in zip(lay.sel_names, lay.sel, strict=True)})
+
+    def _delete_value(self, lay: _Layout, old: Row, full_old: bool) -> bytes:
+        if self._full or not self._has_pk:
+            if not full_old:
+                raise IncompleteChange(f"{self._prefix}: DELETE without the old row, cannot send it in full")
+            return self._value(lay, old)
+        return b',"value":' + orjson.dumps({lay.names[i]: old[i] for i in lay.pk_sel})
+
+
+def _text(v: object) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise IncompleteChange("a key column has no value")
+
+
+def _mapping(lay: _Layout, row: Row) -> Mapping[str, str | None]:
+    return dict(zip(lay.names, row, strict=True))  # type: ignore[arg-type]  # no UNCHANGED_TOAST left here
+
+
+def _fill_toast(new: Row, old: Row | None) -> tuple[Row, set[int]]:
+    filled = list(new)
+    unresolved: set[int] = set()
+    for i, v in enumerate(new):
+        if v is UNCHANGED_TOAST:
+            prev = old[i] if old is not None else UNCHANGED_TOAST
+            if prev is UNCHANGED_TOAST:
+                unresolved.add(i)
+            else:
+                filled[i] = prev
+    return tuple(filled), unresolved
