@@ -27,7 +27,9 @@ __all__ = [
     "Insert",
     "Relation",
     "RelationChanged",
+    "ReplicationEvent",
     "Row",
+    "SlotRecreated",
     "TransactionFragment",
     "Truncate",
     "UnchangedToast",
@@ -139,3 +141,16 @@ class RelationChanged:
 
     relation: Relation
     previous: Relation | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRecreated:
+    """The replication slot had to be created anew (first start, dropped or invalidated from outside, or the
+    publication was re-created): changes since the previous slot are lost, so every shape must be
+    invalidated.  Delivered before any fragment of the new slot."""
+
+    slot: str
+    reason: str
+
+
+ReplicationEvent = TransactionFragment | RelationChanged | SlotRecreated

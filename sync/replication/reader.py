@@ -1,0 +1,254 @@
+"""The replication reader loop: connect, set up, stream, decode, deliver with backpressure, acknowledge.
+
+Why this module exists: hard spot 1 (architecture §6).  The ReplicationClient actor's inbox receives
+acknowledgements while this loop, spawned by the actor, services the socket continuously: it drains
+XLogData into the decoder, answers keepalives that ask for a reply, and sends a standby status update on a
+timer well inside ``wal_sender_timeout`` -- also while it waits for a slow downstream, when it stops reading
+(the server keeps processing our replies while its send buffer is full).  Only this loop touches the
+connection, which is what serialises every libpq call on it; the actor thread only writes integers into
+the :class:`~sync.replication.acks.AckTracker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import psycopg
+import pykka
+
+from sync import runtime
+from sync.postgres.errors import classify
+from sync.postgres.lsn import format_lsn
+from sync.replication.acks import AckTracker
+from sync.replication.changes import (
+    RelationChanged,
+    ReplicationEvent,
+    SlotRecreated,
+    TransactionFragment,
+)
+from sync.replication.pgoutput import DEFAULT_MAX_BATCH, PgOutputDecoder, RelationCache
+from sync.replication.sink import Pending, ReplicationSink
+from sync.replication.status import Backoff, ConnectionStatus
+from sync.replication.stream import KEEPALIVE, ReplicationStream
+
+__all__ = ["ReaderConfig", "ReplicationReader", "Stopped"]
+
+logger = logging.getLogger(__name__)
+
+_YIELD_EVERY = 2000  # messages between cooperative yields / timer checks while data keeps coming
+_MAX_WAIT = 0.25  # longest socket wait, bounds stop latency and ack latency
+
+
+class Stopped(Exception):
+    """The owner asked the loop to stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderConfig:
+    dsn: str
+    stream_id: str = "default"
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_in_flight: int = 4
+    status_interval: float = 5.0  # capped at wal_sender_timeout / 3
+    connect_timeout: float = 30.0
+    stable_after: float = 10.0  # streaming this long resets the restart backoff
+    extra_options: str = ""  # extra ``-c name=value`` for the replication session (tests)
+
+    @property
+    def slot(self) -> str:
+        return f"shapesync_slot_{self.stream_id}"
+
+    @property
+    def publication(self) -> str:
+        return f"shapesync_pub_{self.stream_id}"
+
+
+class ReplicationReader:
+    """One incarnation's loop; :meth:`run` returns when stopped and raises on any failure."""
+
+    def __init__(
+        self,
+        config: ReaderConfig,
+        sink: ReplicationSink,
+        *,
+        cache: RelationCache,
+        status: ConnectionStatus,
+        backoff: Backoff,
+        lock_acquired: runtime.Event,
+        stop: runtime.Event,
+    ) -> None:
+        self.config = config
+        self._sink = sink
+        self._cache = cache
+        self._status = status
+        self._backoff = backoff
+        self._lock_acquired = lock_acquired
+        self._stop = stop
+        self._stream: ReplicationStream | None = None
+        self._in_flight: deque[Pending] = deque()
+        self._interval = config.status_interval
+        self._next_status = 0.0
+        self._last_flush = 0
+        self._reply_due = False
+        self.tracker: AckTracker | None = None
+        self.decoder: PgOutputDecoder | None = None
+
+    # -- called from the actor thread ------------------------------------------------------------------
+    def ack(self, commit_lsn: int) -> None:
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.on_ack(commit_lsn)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise Stopped
+
+    def run(self) -> None:
+        self._sleep(self._backoff.delay())
+        while not self._lock_acquired.wait(_MAX_WAIT):
+            if self._stop.is_set():
+                raise Stopped
+        cfg = self.config
+        stream = self._stream = ReplicationStream.open(
+            cfg.dsn, timeout=cfg.connect_timeout, extra_options=cfg.extra_options
+        )
+        try:
+            info = stream.identify_system()
+            stream.check_wal_level()
+            timeout = stream.wal_sender_timeout()
+            if timeout > 0:
+                self._interval = min(cfg.status_interval, timeout / 3)
+            created = stream.ensure_publication(cfg.publication)
+            slot = stream.ensure_slot(cfg.slot, publication_created=created)
+            resume = self._sink.resume_point()
+            self.tracker = AckTracker(
+                confirmed=slot.confirmed_flush_lsn, processed=resume.processed_lsn, durable=resume.durable_lsn
+            )
+            self.decoder = PgOutputDecoder(
+                self._emit, max_batch=cfg.max_batch, cache=self._cache, skip_through=resume.processed_lsn
+            )
+            if slot.recreated is not None:
+                self._deliver(SlotRecreated(cfg.slot, slot.recreated))
+                self._drain_in_flight()
+            stream.start(cfg.slot, cfg.publication, slot.confirmed_flush_lsn)
+            logger.info(
+                "streaming slot %s of system %s from %s (status every %.1f s, skip through %s)",
+                cfg.slot,
+                info.system_id,
+                format_lsn(slot.confirmed_flush_lsn),
+                self._interval,
+                format_lsn(resume.processed_lsn),
+            )
+            self._status.set_state("active")
+            self._pump(stream, self.decoder)
+        finally:
+            self._stream = None
+            stream.close()
+
+    def _pump(self, stream: ReplicationStream, decoder: PgOutputDecoder) -> None:
+        pg = stream.pg
+        get_copy_data = pg.get_copy_data
+        feed = decoder.feed
+        tracker = self.tracker
+        assert tracker is not None
+        fd = pg.socket
+        started = time.monotonic()
+        stable = False
+        count = 0
+        self._next_status = 0.0
+        while True:
+            n, data = get_copy_data(1)
+            if n > 0:
+                tag = data[0]
+                if tag == 119:  # 'w' XLogData
+                    feed(bytes(data[25:]))
+                elif tag == 107:  # 'k' keepalive
+                    wal_end, _ts, reply = KEEPALIVE.unpack_from(data, 1)
+                    tracker.on_keepalive(wal_end)
+                    if reply:
+                        self._send_status()
+                count += 1
+                if count >= _YIELD_EVERY:
+                    count = 0
+                    self._maintain()
+                    runtime.sleep(0)
+                continue
+            if n < 0:
+                raise stream.ended()
+            # nothing buffered: housekeeping, then wait for the socket
+            count = 0
+            self._poll_in_flight()
+            self._maintain()
+            if not stable and time.monotonic() - started >= self.config.stable_after:
+                stable = True
+                self._backoff.succeeded()
+            runtime.wait_readable(fd, min(_MAX_WAIT, max(0.0, self._next_status - time.monotonic())))
+            try:
+                pg.consume_input()
+            except psycopg.OperationalError as exc:
+                raise classify(exc) from exc
+
+    def _maintain(self) -> None:
+        """Timed status update (or a prompt one when the flush position moved); stop check."""
+        if self._stop.is_set():
+            self._send_status()
+            raise Stopped
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._send_status()
+        elif self.tracker is not None and self.decoder is not None:
+            flush = self.tracker.flush_lsn(in_transaction=self.decoder.in_transaction)
+            if flush > self._last_flush and now >= self._next_status - self._interval + 0.1:
+                self._send_status()
+
+    def _send_status(self) -> None:
+        stream, tracker, decoder = self._stream, self.tracker, self.decoder
+        if stream is None or not stream.streaming or tracker is None or decoder is None:
+            return
+        flush = tracker.flush_lsn(in_transaction=decoder.in_transaction)
+        stream.send_status(max(tracker.received, flush), flush, flush)
+        self._last_flush = flush
+        self._next_status = time.monotonic() + self._interval
+
+    # -- delivery --------------------------------------------------------------------------------------
+    def _emit(self, event: TransactionFragment | RelationChanged) -> None:
+        if isinstance(event, TransactionFragment) and event.commit and self.tracker is not None:
+            self.tracker.on_delivered(event.commit_lsn, event.end_lsn or event.commit_lsn)
+        self._deliver(event)
+
+    def _deliver(self, event: ReplicationEvent) -> None:
+        pending = self._sink.deliver(event)
+        if pending is None:
+            return
+        self._in_flight.append(pending)
+        while len(self._in_flight) >= self.config.max_in_flight:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        """Wait for the oldest delivery while keeping the connection alive (status on the timer)."""
+        pending = self._in_flight[0]
+        while True:
+            try:
+                pending.get(timeout=max(0.01, min(_MAX_WAIT, self._next_status - time.monotonic())))
+            except pykka.Timeout:
+                self._maintain()
+                continue
+            self._in_flight.popleft()
+            return
+
+    def _drain_in_flight(self) -> None:
+        while self._in_flight:
+            self._wait_oldest()
+
+    def _poll_in_flight(self) -> None:
+        """Collect finished deliveries (and their failures) without waiting."""
+        while self._in_flight:
+            try:
+                self._in_flight[0].get(timeout=0)
+            except pykka.Timeout:
+                return
+            self._in_flight.popleft()

@@ -1,0 +1,86 @@
+"""What the replication client hands its events to: the downstream contract (the ShapeLogCollector).
+
+Why this module exists: the client must not know the shape engine, yet it needs three things from it:
+
+* where to resume: :meth:`ReplicationSink.resume_point` returns the commit LSN of the last transaction the
+  downstream fully processed (replayed transactions up to it are skipped) and of the last one it made
+  durable (the client may acknowledge up to there at once);
+* delivery with backpressure: :meth:`ReplicationSink.deliver` returns ``None`` when the event was handled
+  synchronously, or a :class:`Pending` (a pykka future fits) the client waits for before it lets more than
+  ``max_in_flight`` events be outstanding.  A failed pending re-raises in the client, which crashes;
+* durability: later, the downstream tells the client actor ``AckLsn(commit_lsn)`` meaning "every
+  transaction delivered with a commit LSN <= commit_lsn is durable (or affected no shape)".  When that
+  covers everything delivered, nothing is pending and the client acknowledges the server's ``wal_end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pykka
+
+from sync.replication.changes import ReplicationEvent
+
+__all__ = ["ActorSink", "CallbackSink", "Pending", "ReplicationSink", "ResumePoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    processed_lsn: int = 0  # commit LSN of the last transaction fully processed downstream
+    durable_lsn: int = 0  # commit LSN of the last transaction durable everywhere (<= processed_lsn)
+
+
+class Pending(Protocol):
+    """A delivery in progress; ``get`` raises ``pykka.Timeout`` if it is not done within ``timeout``."""
+
+    def get(self, *, timeout: float | None = None) -> Any: ...
+
+
+class ReplicationSink(Protocol):
+    def resume_point(self) -> ResumePoint: ...
+
+    def deliver(self, event: ReplicationEvent) -> Pending | None: ...
+
+
+class CallbackSink:
+    """A sink from plain callables (tests, the benchmark)."""
+
+    def __init__(
+        self,
+        deliver: Callable[[ReplicationEvent], Pending | None],
+        resume_point: Callable[[], ResumePoint] = ResumePoint,
+    ) -> None:
+        self._deliver = deliver
+        self._resume_point = resume_point
+
+    def resume_point(self) -> ResumePoint:
+        return self._resume_point()
+
+    def deliver(self, event: ReplicationEvent) -> Pending | None:
+        return self._deliver(event)
+
+
+@dataclass(frozen=True, slots=True)
+class GetResumePoint:
+    """Ask (ActorSink -> downstream actor) -> ResumePoint."""
+
+
+class ActorSink:
+    """Deliver events to an actor: ``ask(event, block=False)`` (its future is the backpressure) and
+    ``ask(GetResumePoint(), timeout=...)`` for the resume point."""
+
+    def __init__(self, ref: pykka.ActorRef[Any], *, timeout: float = 30.0) -> None:
+        self._ref = ref
+        self._timeout = timeout
+
+    def resume_point(self) -> ResumePoint:
+        point = self._ref.ask(GetResumePoint(), timeout=self._timeout)
+        if not isinstance(point, ResumePoint):
+            raise TypeError(f"{self._ref} answered GetResumePoint with {point!r}")
+        return point
+
+    def deliver(self, event: ReplicationEvent) -> Pending:
+        future: Pending = self._ref.ask(event, block=False)
+        return future
