@@ -1,0 +1,246 @@
+"""The byte stores under a shape log: real files (``DiskFiles``) or bytearrays (``MemoryFiles``).
+
+The log logic (writer, recovery, reader) is written once against :class:`ShapeFiles`; the two backends only
+differ in where bytes live.  File names are the ones of :mod:`sync.storage.format` (``log.json`` ...).
+Writers append at the size they track; readers use positional reads on their own handles, so a reader never
+shares a file position with the writer.  Large writes/reads and every fsync go through
+:func:`sync.runtime.run_blocking` so they do not stall the gevent hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable
+from typing import Protocol
+
+from sync import runtime
+
+__all__ = ["BIG_IO", "DiskFiles", "MemoryFiles", "ReadFiles", "ShapeFiles"]
+
+BIG_IO = 1 << 20  # reads/writes above this go to a real OS thread under gevent
+_META = "meta.bin"
+
+
+class ReadFiles(Protocol):
+    def pread(self, name: str, pos: int, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class ShapeFiles(ReadFiles, Protocol):
+    def size(self, name: str) -> int: ...
+
+    def append(self, name: str, data: bytes) -> None: ...
+
+    def pwrite(self, name: str, pos: int, data: bytes) -> None: ...
+
+    def truncate(self, name: str, size: int) -> None: ...
+
+    def sync(self, names: Iterable[str]) -> None: ...
+
+    def release(self, names: Iterable[str]) -> None: ...
+
+    def read_meta(self) -> bytes | None: ...
+
+    def write_meta(self, data: bytes) -> None: ...
+
+    def reader(self) -> ReadFiles: ...
+
+
+def _write_all(fd: int, data: bytes | memoryview, pos: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view = view[n:]
+        pos += n
+
+
+def _read_exact(fd: int, pos: int, size: int) -> bytes:
+    data = os.pread(fd, size, pos)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, pos + got)
+        if not more:
+            raise OSError(f"short read: wanted {size} bytes at {pos}, file ends after {got}")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _fdatasync_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.fdatasync(fd)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _DiskReader:
+    """Read-only descriptors, opened on first use, safe to share between threads/greenlets."""
+
+    def __init__(self, directory: str) -> None:
+        self._dir = directory
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(name)
+                if fd is None:
+                    fd = os.open(os.path.join(self._dir, name), os.O_RDONLY | os.O_CLOEXEC)
+                    self._fds[name] = fd
+        return fd
+
+    def pread(self, name: str, pos: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        fd = self._fd(name)
+        if size > BIG_IO:
+            return runtime.run_blocking(_read_exact, fd, pos, size)
+        return _read_exact(fd, pos, size)
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # readers are shared and dropped, not closed, when a shape is deleted: nobody can be reading now
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class DiskFiles(_DiskReader):
+    """Read-write descriptors of one shape directory (owned by the single writer)."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self._sizes: dict[str, int] = {}
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = os.open(os.path.join(self._dir, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fds[name] = fd
+            self._sizes[name] = os.fstat(fd).st_size
+        return fd
+
+    def size(self, name: str) -> int:
+        self._fd(name)
+        return self._sizes[name]
+
+    def append(self, name: str, data: bytes) -> None:
+        fd = self._fd(name)
+        pos = self._sizes[name]
+        if len(data) > BIG_IO:
+            runtime.run_blocking(_write_all, fd, data, pos)
+        else:
+            _write_all(fd, data, pos)
+        self._sizes[name] = pos + len(data)
+
+    def pwrite(self, name: str, pos: int, data: bytes) -> None:
+        fd = self._fd(name)
+        _write_all(fd, data, pos)
+        self._sizes[name] = max(self._sizes[name], pos + len(data))
+
+    def truncate(self, name: str, size: int) -> None:
+        fd = self._fd(name)
+        os.ftruncate(fd, size)
+        self._sizes[name] = size
+
+    def sync(self, names: Iterable[str]) -> None:
+        fds = [self._fd(n) for n in names]
+        if fds:
+            runtime.run_blocking(_fdatasync_all, fds)
+
+    def release(self, names: Iterable[str]) -> None:
+        for name in names:
+            fd = self._fds.pop(name, None)
+            self._sizes.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+
+    def read_meta(self) -> bytes | None:
+        try:
+            with open(os.path.join(self._dir, _META), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_meta(self, data: bytes) -> None:
+        path = os.path.join(self._dir, _META)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, data, 0)
+            runtime.run_blocking(os.fsync, fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        runtime.run_blocking(fsync_dir, self._dir)
+
+    def reader(self) -> ReadFiles:
+        return _DiskReader(self._dir)
+
+
+class MemoryFiles:
+    """The same interface over bytearrays; "durable" means "written" (for tests without disk)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytearray] = {}
+        self._meta: bytes | None = None
+
+    def _buf(self, name: str) -> bytearray:
+        return self._data.setdefault(name, bytearray())
+
+    def pread(self, name: str, pos: int, size: int) -> bytes:
+        return bytes(self._buf(name)[pos : pos + size]) if size > 0 else b""
+
+    def close(self) -> None:
+        return None
+
+    def size(self, name: str) -> int:
+        return len(self._buf(name))
+
+    def append(self, name: str, data: bytes) -> None:
+        self._buf(name).extend(data)
+
+    def pwrite(self, name: str, pos: int, data: bytes) -> None:
+        buf = self._buf(name)
+        if len(buf) < pos:
+            buf.extend(bytes(pos - len(buf)))
+        buf[pos : pos + len(data)] = data
+
+    def truncate(self, name: str, size: int) -> None:
+        del self._buf(name)[size:]
+
+    def sync(self, names: Iterable[str]) -> None:
+        return None
+
+    def release(self, names: Iterable[str]) -> None:
+        return None
+
+    def read_meta(self) -> bytes | None:
+        return self._meta
+
+    def write_meta(self, data: bytes) -> None:
+        self._meta = data
+
+    def reader(self) -> ReadFiles:
+        return self
+
+    def total_size(self) -> int:
+        return sum(len(b) for b in self._data.values()) + len(self._meta or b"")

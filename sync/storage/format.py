@@ -1,0 +1,161 @@
+"""On-disk format of a shape log: enough to write an independent reader from this docstring alone.
+
+Layout (``FileStorage(root, stack_id)``)::
+
+    <root>/<stack_id>/shapes/<handle>/
+        meta.bin           metadata, replaced atomically (meta.bin.tmp, fsync, rename, fsync dir)
+        log.json           live-log items' JSON, each followed by one ``,`` byte        append-only
+        log.keys           live-log items' keys, UTF-8, concatenated                    append-only
+        log.items          one 40-byte ITEM entry per item                              append-only (1)
+        log.chunks         one 32-byte CHUNK entry per closed chunk                     append-only
+        log.durable        one 32-byte DURABLE marker, overwritten in place
+        snapshot.json, snapshot.keys, snapshot.items, snapshot.chunks    the snapshot, same formats
+    <root>/<stack_id>/trash/<handle>.<hex>/    deleted shapes, removed in the background
+
+All integers are little-endian.  The live log and the snapshot are two independent *sequences* with the
+same four files; ``<seq>`` below is ``log`` or ``snapshot``.
+
+ITEM entry (``<QQQQIBBxx``, 40 bytes), item ``i`` (0-based) at byte ``40*i`` of ``<seq>.items``:
+``tx u64, op u64, json_end u64, key_end u64, crc u32, kind u8, flags u8, 2 pad bytes``.
+
+* The item's JSON is ``<seq>.json[json_end(i-1) : json_end(i) - 1]`` (``json_end(-1) = 0``); the byte at
+  ``json_end(i) - 1`` is the ``,`` separator.  So items ``i..j`` are served as the single byte range
+  ``[json_end(i-1), json_end(j) - 1)``, already comma-separated: the response is ``[`` + range + ``]``.
+* The key is ``<seq>.keys[key_end(i-1) : key_end(i)]``.
+* ``crc = zlib.crc32(json, zlib.crc32(key))``.  ``kind`` is :class:`~sync.storage.items.OpKind`.
+* ``flags`` bit 0 (``TXN_END``): the item is the last one of a complete transaction.  (1) The only in-place
+  write into ``.items``: when a transaction ends with an empty fragment, the flags byte of its last,
+  not-yet-committed entry is set afterwards.
+* Live-log offsets are ``<tx>_<op>`` with ``tx`` = commit LSN (> 0), strictly increasing.  Snapshot items
+  have ``tx = 0, op = position``; they are addressed by chunk only (snapshot chunk ``k`` ends at ``0_k``).
+
+CHUNK entry (``<QQQQ``, 32 bytes), chunk ``k`` at byte ``32*k`` of ``<seq>.chunks``:
+``end_item u64`` (items before the chunk end, exclusive), ``end_tx u64, end_op u64`` (offset of the chunk's
+last item), ``end_json u64`` (``json_end`` of that item).  Chunk ``k`` holds items
+``[end_item(k-1), end_item(k))``.  A chunk closes after the item that brings the sum of its items' JSON
+lengths (separators excluded) to >= the threshold (spec §3), so chunks may split a transaction.  The last,
+still open chunk of a sequence has no entry.  The snapshot's final chunk is closed whatever its size and
+ends with the ``snapshot-end`` control item.
+
+DURABLE marker (``<QQQI4x``, 32 bytes) at byte 0 of ``log.durable``: ``items u64`` (entries known fsynced,
+with their JSON and keys), ``tx u64, op u64`` (offset of the last complete transaction's last item then; 0_0
+if none), ``crc u32`` of the first 24 bytes.  Written (without its own fsync) only after the files it covers
+were fsynced, so it never claims more than what is durable.  Invalid or missing means 0.
+
+``meta.bin``: magic ``b"SSMD"``, ``crc32(payload) u32``, then the msgpack payload: a map with ``version``
+(= :data:`FORMAT_VERSION`), ``handle``, ``definition`` (opaque, from the caller), ``created_at`` (unix s),
+``snapshot_complete`` (bool), ``xmin``, ``xmax`` (int or nil), ``xip_list`` (list of int).
+
+Reading rules (what a reader does):
+
+1. Trust nothing when ``meta.bin`` is missing, fails its magic/crc/msgpack checks, or has another version.
+2. The snapshot is valid only when ``snapshot_complete`` is true; its files were fsynced before that.
+3. The live log ends at the last entry with ``TXN_END`` whose bytes exist; entries after the DURABLE
+   marker's ``items`` must also pass their crc.  Everything after that end is a torn tail (the writer trims
+   it on open).  Chunk entries past the end are dropped; the open chunk is re-derived from the threshold.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import NamedTuple
+
+import msgpack
+
+from sync.offsets import LogOffset
+from sync.storage.errors import StorageCorrupt
+
+__all__ = [
+    "CHUNK",
+    "DURABLE",
+    "FORMAT_VERSION",
+    "ITEM",
+    "SEQUENCES",
+    "TXN_END",
+    "ChunkEntry",
+    "Durable",
+    "ItemEntry",
+    "decode_meta",
+    "encode_meta",
+]
+
+FORMAT_VERSION = 1
+ITEM = struct.Struct("<QQQQIBBxx")
+CHUNK = struct.Struct("<QQQQ")
+DURABLE = struct.Struct("<QQQI4x")
+TXN_END = 1
+SEQUENCES = ("log", "snapshot")
+_META_MAGIC = b"SSMD"
+_CRC = struct.Struct("<I")
+
+
+class ItemEntry(NamedTuple):
+    tx: int
+    op: int
+    json_end: int
+    key_end: int
+    crc: int
+    kind: int
+    flags: int
+
+    @property
+    def offset(self) -> LogOffset:
+        return LogOffset(self.tx, self.op)
+
+
+class ChunkEntry(NamedTuple):
+    end_item: int
+    end_tx: int
+    end_op: int
+    end_json: int
+
+    @property
+    def end_offset(self) -> LogOffset:
+        return LogOffset(self.end_tx, self.end_op)
+
+
+class Durable(NamedTuple):
+    items: int
+    tx: int
+    op: int
+
+    def encode(self) -> bytes:
+        head = struct.pack("<QQQ", self.items, self.tx, self.op)
+        return DURABLE.pack(self.items, self.tx, self.op, zlib.crc32(head))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Durable:
+        if len(data) != DURABLE.size:
+            return cls(0, 0, 0)
+        items, tx, op, crc = DURABLE.unpack(data)
+        if zlib.crc32(data[:24]) != crc:
+            return cls(0, 0, 0)
+        return cls(items, tx, op)
+
+
+def item_crc(json: bytes, key: bytes) -> int:
+    return zlib.crc32(json, zlib.crc32(key))
+
+
+def encode_meta(meta: dict[str, object]) -> bytes:
+    payload: bytes = msgpack.packb({**meta, "version": FORMAT_VERSION}, use_bin_type=True)
+    return _META_MAGIC + _CRC.pack(zlib.crc32(payload)) + payload
+
+
+def decode_meta(data: bytes) -> dict[str, object]:
+    """Decode ``meta.bin``; any doubt raises :class:`StorageCorrupt`."""
+    if len(data) < 8 or data[:4] != _META_MAGIC:
+        raise StorageCorrupt("metadata: bad magic")
+    payload = data[8:]
+    if _CRC.unpack(data[4:8])[0] != zlib.crc32(payload):
+        raise StorageCorrupt("metadata: checksum mismatch")
+    try:
+        meta = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise StorageCorrupt(f"metadata: undecodable ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise StorageCorrupt("metadata: not a map")
+    if meta.get("version") != FORMAT_VERSION:
+        raise StorageCorrupt(f"metadata: format version {meta.get('version')!r}, expected {FORMAT_VERSION}")
+    return meta

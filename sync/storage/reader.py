@@ -1,0 +1,177 @@
+"""Lock-free reads of a shape log, straight from its files (spec §3 chunk semantics).
+
+Readers never talk to the writer.  The writer publishes a :class:`LogView` (counts and lengths of what is
+complete) by replacing ``LogState.view`` in one store, and only after the bytes it describes are written
+(to the page cache; fsync is not needed to read them).  A reader takes one view per request and reads only
+up to it, so it never sees a partial item or a partial transaction, and needs no lock shared with the
+writer.  Closed chunk boundaries are cached in memory (one entry per chunk) and binary-searched.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass
+
+from sync.offsets import LogOffset
+from sync.storage.errors import ShapeGone
+from sync.storage.files import ReadFiles
+from sync.storage.format import CHUNK, ITEM, ChunkEntry
+from sync.storage.items import ChunkRead
+
+__all__ = ["LogState", "LogView", "ShapeLogReader"]
+
+_OFFSET = ITEM.size
+_EMPTY = b""
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    """What readers may see: complete transactions of the log, closed chunks of the snapshot."""
+
+    log_items: int = 0
+    log_json: int = 0
+    log_chunks: int = 0
+    log_last: LogOffset | None = None
+    snap_chunks: int = 0
+    snap_complete: bool = False
+    deleted: bool = False
+
+    @property
+    def latest(self) -> LogOffset:
+        """The shape's latest offset: its last log item, else ``0_inf`` (spec §3)."""
+        return self.log_last if self.log_last is not None else LogOffset.SNAPSHOT_END
+
+
+class LogState:
+    """The one mutable cell shared by a writer and its readers."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: LogView) -> None:
+        self.view = view
+
+
+class _Chunks:
+    """In-memory copy of a ``.chunks`` file, extended on demand up to the published count."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ends: list[LogOffset] = []
+        self.end_items: list[int] = []
+        self.end_json: list[int] = []
+        self._lock = threading.Lock()
+
+    def load(self, files: ReadFiles, count: int) -> None:
+        if len(self.ends) >= count:
+            return
+        with self._lock:
+            have = len(self.ends)
+            if have >= count:
+                return
+            data = files.pread(self.name, have * CHUNK.size, (count - have) * CHUNK.size)
+            for fields in CHUNK.iter_unpack(data):
+                entry = ChunkEntry(*fields)
+                self.end_items.append(entry.end_item)
+                self.end_json.append(entry.end_json)
+                self.ends.append(entry.end_offset)  # appended last: readers size by `ends`
+
+
+class _ItemOffsets:
+    """``bisect``-able lazy sequence of item offsets, read from ``log.items`` on demand."""
+
+    def __init__(self, files: ReadFiles, count: int) -> None:
+        self._files = files
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> LogOffset:
+        tx, op = _unpack_offset(self._files.pread("log.items", i * _OFFSET, 16))
+        return LogOffset(tx, op)
+
+
+def _unpack_offset(data: bytes) -> tuple[int, int]:
+    return int.from_bytes(data[:8], "little"), int.from_bytes(data[8:16], "little")
+
+
+class ShapeLogReader:
+    """Reads chunks of one shape log.  Thread/greenlet safe; share one per shape."""
+
+    def __init__(self, state: LogState, files: ReadFiles) -> None:
+        self._state = state
+        self._files = files
+        self._log = _Chunks("log.chunks")
+        self._snap = _Chunks("snapshot.chunks")
+
+    def _view(self) -> LogView:
+        view = self._state.view
+        if view.deleted:
+            raise ShapeGone("shape log deleted")
+        return view
+
+    def latest_offset(self) -> LogOffset:
+        return self._view().latest
+
+    @property
+    def snapshot_complete(self) -> bool:
+        return self._view().snap_complete
+
+    @property
+    def snapshot_chunks(self) -> int:
+        """Closed snapshot chunks so far (all of them once the snapshot is complete)."""
+        return self._view().snap_chunks
+
+    def close(self) -> None:
+        self._files.close()
+
+    def read_chunk(self, offset: LogOffset) -> ChunkRead:
+        """Items strictly after ``offset`` up to the end of the chunk holding the next item (spec §3).
+
+        ``-1`` reads snapshot chunk 0; ``0_k`` reads snapshot chunk ``k+1`` while there is one, else the log
+        from its start (as does ``0_inf``); a real offset reads the log.  See :class:`ChunkRead`.
+        """
+        view = self._view()
+        if offset.is_before_all or (offset.is_snapshot and offset != LogOffset.SNAPSHOT_END):
+            k = 0 if offset.is_before_all else offset.op + 1
+            if k < view.snap_chunks:
+                return self._read_snapshot_chunk(view, k)
+        if not view.snap_complete:
+            return ChunkRead(_EMPTY, 0, offset, up_to_date=False, snapshot=True, ready=False)
+        return self._read_log(view, offset)
+
+    def _read_snapshot_chunk(self, view: LogView, k: int) -> ChunkRead:
+        snap = self._snap
+        snap.load(self._files, view.snap_chunks)
+        start_json = snap.end_json[k - 1] if k > 0 else 0
+        start_item = snap.end_items[k - 1] if k > 0 else 0
+        end_json = snap.end_json[k]
+        body = self._files.pread("snapshot.json", start_json, end_json - start_json - 1)
+        end = LogOffset.snapshot_chunk(k)
+        return ChunkRead(body, snap.end_items[k] - start_item, end, end >= view.latest, snapshot=True)
+
+    def _read_log(self, view: LogView, offset: LogOffset) -> ChunkRead:
+        latest = view.latest
+        if offset > latest:
+            return ChunkRead(_EMPTY, 0, latest, up_to_date=True, out_of_bounds=True)
+        if view.log_last is None or offset >= view.log_last:
+            return ChunkRead(_EMPTY, 0, latest, up_to_date=True)
+        chunks = self._log
+        chunks.load(self._files, view.log_chunks)
+        c = bisect.bisect_right(chunks.ends, offset, 0, view.log_chunks)
+        first = chunks.end_items[c - 1] if c > 0 else 0  # first item of chunk c
+        if c < view.log_chunks:
+            end_item, end_json, end = chunks.end_items[c], chunks.end_json[c], chunks.ends[c]
+        else:
+            end_item, end_json, end = view.log_items, view.log_json, view.log_last
+        start_item = first
+        if not offset.is_snapshot and not (c > 0 and offset == chunks.ends[c - 1]):
+            start_item = bisect.bisect_right(_ItemOffsets(self._files, end_item), offset, first, end_item)
+        if start_item == first:
+            start_json = chunks.end_json[c - 1] if c > 0 else 0
+        else:
+            entry = self._files.pread("log.items", (start_item - 1) * _OFFSET + 16, 8)
+            start_json = int.from_bytes(entry, "little")
+        body = self._files.pread("log.json", start_json, end_json - start_json - 1)
+        return ChunkRead(body, end_item - start_item, end, end >= latest)

@@ -1,0 +1,170 @@
+"""Per-stack shape storage: create, open (recover), delete and measure shape logs.
+
+``FileStorage`` keeps every shape of a stack under ``<root>/<stack_id>/shapes/<handle>/`` (file format and
+layout: :mod:`sync.storage.format`); ``MemoryStorage`` offers the same interface over bytearrays for tests
+that need no disk.  Both hand out :class:`~sync.storage.writer.ShapeLogWriter` objects; readers come from
+``writer.reader()``.
+
+Deletion is a rename into ``<root>/<stack_id>/trash/`` (atomic, immediate: the handle is free at once)
+followed by removal in the background; leftovers in the trash are removed again on start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Protocol
+
+from sync import runtime
+from sync.storage.files import DiskFiles, MemoryFiles, ShapeFiles, fsync_dir
+from sync.storage.format import SEQUENCES, encode_meta
+from sync.storage.recovery import recover
+from sync.storage.writer import SeqPosition, ShapeLogWriter
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "FileStorage", "MemoryStorage", "Storage"]
+
+log = logging.getLogger(__name__)
+DEFAULT_CHUNK_BYTES = 10 * 1024 * 1024  # spec §3 ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD
+_FILES = [f"{s}.{ext}" for s in SEQUENCES for ext in ("json", "keys", "items", "chunks")] + ["log.durable"]
+
+
+class Storage(Protocol):
+    """What the shape cache and the storage actor need from a storage backend."""
+
+    def create(self, handle: str, definition: object) -> ShapeLogWriter: ...
+
+    def open(self, handle: str) -> ShapeLogWriter: ...
+
+    def handles(self) -> list[str]: ...
+
+    def delete(self, handle: str) -> None: ...
+
+    def disk_usage(self, handle: str) -> int: ...
+
+
+def _new_meta(handle: str, definition: object) -> dict[str, object]:
+    return {
+        "handle": handle,
+        "definition": definition,
+        "created_at": time.time(),
+        "snapshot_complete": False,
+        "xmin": None,
+        "xmax": None,
+        "xip_list": [],
+    }
+
+
+def _writer(files: ShapeFiles, handle: str, definition: object, chunk_bytes: int) -> ShapeLogWriter:
+    meta = _new_meta(handle, definition)
+    files.write_meta(encode_meta(meta))
+    return ShapeLogWriter(files, meta, SeqPosition(), SeqPosition(), chunk_bytes=chunk_bytes)
+
+
+def _open(files: ShapeFiles, chunk_bytes: int) -> ShapeLogWriter:
+    try:
+        meta, log_pos, snap_pos = recover(files, chunk_bytes)
+    except BaseException:
+        files.close()
+        raise
+    return ShapeLogWriter(files, meta, log_pos, snap_pos, chunk_bytes=chunk_bytes)
+
+
+class FileStorage:
+    """Shape logs of one stack on local disk."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], stack_id: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> None:
+        base = Path(root) / stack_id
+        self.shapes_dir = base / "shapes"
+        self.trash_dir = base / "trash"
+        self.chunk_bytes = chunk_bytes
+        self.shapes_dir.mkdir(parents=True, exist_ok=True)
+        self.trash_dir.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, handle: str) -> Path:
+        if not handle or "/" in handle or handle.startswith("."):
+            raise ValueError(f"invalid shape handle {handle!r}")
+        return self.shapes_dir / handle
+
+    def create(self, handle: str, definition: object) -> ShapeLogWriter:
+        """Create an empty log (raises FileExistsError if the handle exists)."""
+        path = self._dir(handle)
+        path.mkdir()
+        for name in _FILES:
+            os.close(os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+        writer = _writer(DiskFiles(str(path)), handle, definition, self.chunk_bytes)  # fsyncs the dir
+        fsync_dir(str(self.shapes_dir))
+        return writer
+
+    def open(self, handle: str) -> ShapeLogWriter:
+        """Open an existing log, trimming a torn tail.  Raises FileNotFoundError, ShapeMustBeRecreated."""
+        path = self._dir(handle)
+        if not path.is_dir():
+            raise FileNotFoundError(str(path))
+        return _open(DiskFiles(str(path)), self.chunk_bytes)
+
+    def handles(self) -> list[str]:
+        return sorted(p.name for p in self.shapes_dir.iterdir() if p.is_dir())
+
+    def delete(self, handle: str) -> None:
+        """Rename the shape into the trash (immediate), then remove it in the background."""
+        path = self._dir(handle)
+        target = self.trash_dir / f"{handle}.{secrets.token_hex(4)}"
+        try:
+            path.rename(target)
+        except FileNotFoundError:
+            return
+        fsync_dir(str(self.shapes_dir))
+        runtime.spawn(self._remove, target, name=f"storage-rm-{handle}")
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        runtime.run_blocking(shutil.rmtree, path, True)
+
+    def purge_trash(self) -> None:
+        """Remove whatever a previous run left in the trash (blocking; call at start-up)."""
+        for p in self.trash_dir.iterdir():
+            shutil.rmtree(p, ignore_errors=True)
+
+    def disk_usage(self, handle: str) -> int:
+        """Bytes allocated on disk by the shape's files (0 if it does not exist)."""
+        try:
+            with os.scandir(self._dir(handle)) as it:
+                return sum(e.stat().st_blocks * 512 for e in it if e.is_file())
+        except FileNotFoundError:
+            return 0
+
+
+class MemoryStorage:
+    """The same interface in memory; ``open`` runs the same recovery over the bytes kept since ``create``."""
+
+    def __init__(self, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.chunk_bytes = chunk_bytes
+        self._shapes: dict[str, MemoryFiles] = {}
+
+    def create(self, handle: str, definition: object) -> ShapeLogWriter:
+        if handle in self._shapes:
+            raise FileExistsError(handle)
+        files = self._shapes[handle] = MemoryFiles()
+        return _writer(files, handle, definition, self.chunk_bytes)
+
+    def open(self, handle: str) -> ShapeLogWriter:
+        files = self._shapes.get(handle)
+        if files is None:
+            raise FileNotFoundError(handle)
+        return _open(files, self.chunk_bytes)
+
+    def handles(self) -> list[str]:
+        return sorted(self._shapes)
+
+    def delete(self, handle: str) -> None:
+        self._shapes.pop(handle, None)
+
+    def disk_usage(self, handle: str) -> int:
+        files = self._shapes.get(handle)
+        return files.total_size() if files is not None else 0

@@ -1,0 +1,304 @@
+"""``ShapeLogWriter``: appends items to a shape log, closes chunks, fsyncs, and publishes to readers.
+
+Pure-ish: no actor, no timers; the storage actor decides *when* to flush.  One writer per shape log, used
+from one thread/greenlet at a time.  Write order per append is ``.json``, ``.keys``, ``.items``, ``.chunks``,
+so a crash between writes leaves entries that point only at bytes already written (see
+:mod:`sync.storage.format` for the format and :mod:`sync.storage.recovery` for the trimming on open).
+Readers see an appended transaction once it is complete (``LogView`` is replaced after the writes).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from sync.offsets import LogOffset
+from sync.storage.files import ShapeFiles
+from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
+from sync.storage.items import OP_KINDS, AppendItem, OpKind, snapshot_end_json
+from sync.storage.reader import LogState, LogView, ShapeLogReader
+
+__all__ = ["SeqPosition", "ShapeLogWriter"]
+
+log = logging.getLogger(__name__)
+_crc32 = zlib.crc32
+_pack_item = ITEM.pack_into
+_ITEM_SIZE = ITEM.size
+
+
+@dataclass(slots=True)
+class SeqPosition:
+    """Where a sequence's files end (written, not necessarily durable or visible)."""
+
+    items: int = 0
+    json_len: int = 0
+    keys_len: int = 0
+    chunks: int = 0
+    open_chunk_bytes: int = 0
+    last: LogOffset | None = None
+
+
+class _Seq:
+    def __init__(self, prefix: str, pos: SeqPosition) -> None:
+        self.prefix = prefix
+        self.pos = pos
+        self.json = prefix + ".json"
+        self.keys = prefix + ".keys"
+        self.items = prefix + ".items"
+        self.chunks = prefix + ".chunks"
+        self.names = (self.json, self.keys, self.items, self.chunks)
+        self.dirty = False
+
+
+class ShapeLogWriter:
+    """The single writer of one shape log (live log + snapshot); see the module docstring."""
+
+    def __init__(
+        self,
+        files: ShapeFiles,
+        meta: Mapping[str, object],
+        log_pos: SeqPosition,
+        snap_pos: SeqPosition,
+        *,
+        chunk_bytes: int,
+    ) -> None:
+        self._files = files
+        self._meta = dict(meta)
+        self._chunk_bytes = chunk_bytes
+        self._log = _Seq("log", log_pos)
+        self._snap = _Seq("snapshot", snap_pos)
+        self._committed_items = log_pos.items
+        self._committed_last = log_pos.last
+        self._durable = log_pos.last
+        self._unsynced_bytes = 0
+        snap_complete = bool(meta.get("snapshot_complete"))
+        self.state = LogState(
+            LogView(
+                log_items=log_pos.items,
+                log_json=log_pos.json_len,
+                log_chunks=log_pos.chunks,
+                log_last=log_pos.last,
+                snap_chunks=snap_pos.chunks,
+                snap_complete=snap_complete,
+            )
+        )
+        self._reader: ShapeLogReader | None = None
+        self._closed = False
+
+    # -- introspection -------------------------------------------------------------------------------------
+
+    @property
+    def handle(self) -> str:
+        return str(self._meta["handle"])
+
+    @property
+    def metadata(self) -> dict[str, object]:
+        return dict(self._meta)
+
+    @property
+    def snapshot_complete(self) -> bool:
+        return self.state.view.snap_complete
+
+    @property
+    def last_offset(self) -> LogOffset | None:
+        """Offset of the last item of the last *complete* transaction."""
+        return self._committed_last
+
+    @property
+    def durable_offset(self) -> LogOffset | None:
+        """Offset of the last complete transaction's last item known to be fsynced."""
+        return self._durable
+
+    @property
+    def unsynced_bytes(self) -> int:
+        return self._unsynced_bytes
+
+    @property
+    def has_unsynced(self) -> bool:
+        return self._log.dirty or self._snap.dirty
+
+    def reader(self) -> ShapeLogReader:
+        """The shared reader of this log (its own read-only handles)."""
+        if self._reader is None:
+            self._reader = ShapeLogReader(self.state, self._files.reader())
+        return self._reader
+
+    # -- appends -------------------------------------------------------------------------------------------
+
+    def append(self, items: Sequence[AppendItem], *, complete: bool) -> None:
+        """Append a transaction fragment; ``complete`` marks the transaction's end (then readers see it).
+
+        Offsets must be real (``tx > 0``) and strictly increasing across calls.
+        """
+        seq = self._log
+        last = seq.pos.last
+        prev = (last.tx, last.op) if last is not None else (0, -1)
+        rows = []
+        kinds = OP_KINDS
+        for it in items:
+            off = it.offset
+            cur = (off.tx, off.op)
+            if cur <= prev or off.tx <= 0:
+                raise ValueError(f"offset {off} does not follow {LogOffset(*prev)}")
+            prev = cur
+            rows.append((off.tx, off.op, it.key, kinds[it.operation], it.json))
+        if rows:
+            self._write(seq, rows, txn_end=complete)
+        elif complete and seq.pos.items > self._committed_items:
+            # the transaction's last fragment was empty: flag its last, still invisible, entry
+            flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
+            self._files.pwrite(seq.items, flags_at, bytes([TXN_END]))
+        if complete:
+            self._committed_items = seq.pos.items
+            self._committed_last = seq.pos.last
+            self._publish()
+
+    def append_snapshot(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """Append snapshot rows ``(key, json)`` (visible chunk by chunk, as chunks close)."""
+        seq = self._snap
+        if self.state.view.snap_complete:
+            raise ValueError("snapshot already complete")
+        if not rows:
+            return
+        base = seq.pos.items
+        kind = int(OpKind.INSERT)
+        self._write(
+            seq, [(0, base + i, key, kind, json) for i, (key, json) in enumerate(rows)], txn_end=False
+        )
+        self._publish()
+
+    def complete_snapshot(self, xmin: int, xmax: int, xip_list: Sequence[int]) -> None:
+        """Append ``snapshot-end``, close the last snapshot chunk, fsync it and record it in metadata."""
+        seq = self._snap
+        end_item = (0, seq.pos.items, "", int(OpKind.CONTROL), snapshot_end_json(xmin, xmax, xip_list))
+        self._write(seq, [end_item], txn_end=True)
+        pos = seq.pos
+        if pos.chunks == 0 or pos.open_chunk_bytes > 0:
+            assert pos.last is not None
+            self._files.append(seq.chunks, CHUNK.pack(pos.items, 0, pos.last.op, pos.json_len))
+            pos.chunks += 1
+            pos.open_chunk_bytes = 0
+        self._files.sync(seq.names)
+        seq.dirty = False
+        self._files.release(seq.names)
+        self._meta.update(snapshot_complete=True, xmin=xmin, xmax=xmax, xip_list=list(xip_list))
+        self._files.write_meta(encode_meta(self._meta))
+        self._publish(snap_complete=True)
+
+    def _write(self, seq: _Seq, rows: Sequence[tuple[int, int, str, int, bytes]], *, txn_end: bool) -> None:
+        pos = seq.pos
+        n = len(rows)
+        entries = bytearray(n * _ITEM_SIZE)
+        chunk_entries: list[bytes] = []
+        json_end = pos.json_len
+        key_end = pos.keys_len
+        open_bytes = pos.open_chunk_bytes
+        threshold = self._chunk_bytes
+        first_item = pos.items
+        jsons: list[bytes] = []
+        keys: list[bytes] = []
+        for i, (tx, op, key, kind, json) in enumerate(rows):
+            k = key.encode()
+            size = len(json)
+            json_end += size + 1
+            key_end += len(k)
+            flags = TXN_END if txn_end and i == n - 1 else 0
+            _pack_item(
+                entries, i * _ITEM_SIZE, tx, op, json_end, key_end, _crc32(json, _crc32(k)), kind, flags
+            )
+            jsons.append(json)
+            keys.append(k)
+            open_bytes += size
+            if open_bytes >= threshold:
+                chunk_entries.append(CHUNK.pack(first_item + i + 1, tx, op, json_end))
+                open_bytes = 0
+        jsons.append(b"")  # join gives the trailing separator
+        files = self._files
+        files.append(seq.json, b",".join(jsons))
+        files.append(seq.keys, b"".join(keys))
+        files.append(seq.items, bytes(entries))
+        if chunk_entries:
+            files.append(seq.chunks, b"".join(chunk_entries))
+        self._unsynced_bytes += json_end - pos.json_len
+        last_tx, last_op = rows[-1][0], rows[-1][1]
+        pos.items += n
+        pos.json_len = json_end
+        pos.keys_len = key_end
+        pos.chunks += len(chunk_entries)
+        pos.open_chunk_bytes = open_bytes
+        pos.last = LogOffset(last_tx, last_op)
+        seq.dirty = True
+
+    def _publish(self, *, snap_complete: bool | None = None) -> None:
+        view = self.state.view
+        self.state.view = replace(
+            view,
+            log_items=self._committed_items,
+            log_json=self._committed_json(),
+            log_chunks=self._committed_chunks(),
+            log_last=self._committed_last,
+            snap_chunks=self._snap.pos.chunks,
+            snap_complete=view.snap_complete if snap_complete is None else snap_complete,
+        )
+
+    def _committed_json(self) -> int:
+        n = self._committed_items
+        if n == self._log.pos.items:
+            return self._log.pos.json_len
+        if n == 0:
+            return 0
+        return int.from_bytes(self._files.pread(self._log.items, (n - 1) * _ITEM_SIZE + 16, 8), "little")
+
+    def _committed_chunks(self) -> int:
+        """Closed log chunks whose end is visible (a chunk may close inside an open transaction)."""
+        pos = self._log.pos
+        if self._committed_items == pos.items:
+            return pos.chunks
+        count = pos.chunks
+        while count > 0:
+            entry = self._files.pread(self._log.chunks, (count - 1) * CHUNK.size, 8)
+            if int.from_bytes(entry, "little") <= self._committed_items:
+                break
+            count -= 1
+        return count
+
+    # -- durability ----------------------------------------------------------------------------------------
+
+    def flush(self) -> LogOffset | None:
+        """fsync everything written so far; returns the durable offset (last complete transaction)."""
+        names: list[str] = []
+        for seq in (self._log, self._snap):
+            if seq.dirty:
+                names.extend(seq.names)
+        log_dirty = self._log.dirty
+        committed = self._committed_last
+        synced_items = self._log.pos.items
+        if names:
+            self._files.sync(names)
+        self._log.dirty = self._snap.dirty = False
+        self._unsynced_bytes = 0
+        if log_dirty:
+            at = committed if committed is not None else LogOffset(0, 0)
+            # written after the fsync above, so it never claims more than is durable (no fsync of its own)
+            self._files.pwrite("log.durable", 0, Durable(synced_items, at.tx, at.op).encode())
+        self._durable = committed
+        return committed
+
+    def close(self) -> None:
+        """Flush and release the write handles (readers keep working on their own)."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._files.close()
+
+    def abort(self) -> None:
+        """Release the write handles without flushing (what a crash leaves; also before deletion)."""
+        self._closed = True
+        self._files.close()
+
+    def mark_deleted(self) -> None:
+        """Tell readers the log is gone (they raise ShapeGone from now on)."""
+        self.state.view = replace(self.state.view, deleted=True)
