@@ -1,0 +1,211 @@
+"""Falcon middleware of the Shape API: path normalisation, request id + common/CORS headers, auth, admission.
+
+Why middleware: these rules hold for every response (including errors and 404s) or must run before routing
+(``/v1/shape/``, ``/v1//shape`` and ``/v1/%73hape`` route and authenticate as ``/v1/shape``), so they cannot
+live in a resource.  Admission control keeps a request's slot until its body has been fully written (or the
+client went away): streamed bodies are wrapped so the slot is released when the WSGI server closes them.
+
+Order matters; use :func:`shape_api_middleware` which returns them in the right order.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
+
+import falcon
+
+from api.errors import ConcurrencyLimitExceeded, Unauthorized
+from api.headers import SHAPE_PATH, common_headers, cors_headers
+from api.params import ApiSettings, parse_query
+
+__all__ = [
+    "AdmissionControl",
+    "AdmissionMiddleware",
+    "AuthMiddleware",
+    "CommonHeadersMiddleware",
+    "PathNormalizer",
+    "normalize_path",
+    "shape_api_middleware",
+]
+
+log = logging.getLogger(__name__)
+
+_SLASHES = re.compile(r"/{2,}")
+Kind = Literal["initial", "existing"]
+
+
+def normalize_path(path: str) -> str:
+    """Collapse repeated slashes and drop a trailing one (percent-decoding is done by Falcon)."""
+    path = _SLASHES.sub("/", path)
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/") or "/"
+    return path
+
+
+class PathNormalizer:
+    """Rewrites ``req.path`` before routing so that equivalent spellings reach the same resource."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        normalized = normalize_path(req.path)
+        if normalized != req.path:
+            req.path = normalized
+
+
+class CommonHeadersMiddleware:
+    """Assigns the request id and puts ``electric-server``, ``x-request-id`` and CORS on every response."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self._settings = settings
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        incoming = req.get_header("x-request-id")
+        # Plug.RequestId accepts a client's id of 20..200 characters, otherwise generates one.
+        req.context.request_id = (
+            incoming if incoming is not None and 20 <= len(incoming) <= 200 else secrets.token_urlsafe(15)
+        )
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        request_id = getattr(req.context, "request_id", None) or secrets.token_urlsafe(15)
+        for name, value in common_headers(self._settings, request_id):
+            resp.set_header(name, value)
+        for name, value in cors_headers(req.get_header("origin"), req.path):
+            resp.set_header(name, value)
+
+
+class AuthMiddleware:
+    """With a secret configured, ``/v1/shape`` (not OPTIONS) needs ``?secret=`` (legacy ``?api_secret=``)."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self._secret = settings.secret.encode() if settings.secret else None
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self._secret is None or req.path != SHAPE_PATH or req.method == "OPTIONS":
+            return
+        query = parse_query(req.query_string)
+        given = query.get("secret") or query.get("api_secret") or ""
+        if not hmac.compare_digest(given.encode(), self._secret):
+            raise Unauthorized
+
+
+class AdmissionControl:
+    """Counters of in-flight shape requests per kind, with limits (Electric's AdmissionControl)."""
+
+    def __init__(self, limits: dict[Kind, int]) -> None:
+        self._limits = dict(limits)
+        self._counts: dict[Kind, int] = {"initial": 0, "existing": 0}
+        self._lock = threading.Lock()
+
+    def try_acquire(self, kind: Kind) -> bool:
+        with self._lock:
+            if self._counts[kind] >= self._limits[kind]:
+                return False
+            self._counts[kind] += 1
+            return True
+
+    def release(self, kind: Kind) -> None:
+        with self._lock:
+            self._counts[kind] -= 1
+
+    def limit(self, kind: Kind) -> int:
+        return self._limits[kind]
+
+    def in_flight(self, kind: Kind) -> int:
+        with self._lock:
+            return self._counts[kind]
+
+
+class _Slot:
+    """One acquired admission slot; releasing is idempotent."""
+
+    __slots__ = ("_control", "_kind", "_released")
+
+    def __init__(self, control: AdmissionControl, kind: Kind) -> None:
+        self._control = control
+        self._kind = kind
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._control.release(self._kind)
+
+
+class _ReleasingStream:
+    """Wraps a streamed body; the WSGI server's ``close()`` (always called, even on a client disconnect)
+    closes the inner iterator (running its ``finally`` blocks) and then releases the slot."""
+
+    def __init__(self, inner: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close()
+
+
+def request_kind(query: dict[str, str]) -> Kind:
+    """``existing`` for a request naming a handle past ``-1``; ``initial`` otherwise."""
+    handle = query.get("handle")
+    offset = query.get("offset")
+    return "existing" if handle and offset not in (None, "", "-1", "now") else "initial"
+
+
+class AdmissionMiddleware:
+    """Bounds concurrent GET/HEAD ``/v1/shape`` requests; 503 ``concurrent_request_limit_exceeded`` above."""
+
+    def __init__(self, settings: ApiSettings, *, rand: Callable[[int, int], int] = random.randint) -> None:
+        self.control = AdmissionControl(
+            {"initial": settings.max_concurrent_initial, "existing": settings.max_concurrent_existing}
+        )
+        self._rand = rand
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.path != SHAPE_PATH or req.method not in ("GET", "HEAD", "POST"):
+            return
+        kind = request_kind(parse_query(req.query_string))
+        if not self.control.try_acquire(kind):
+            raise ConcurrencyLimitExceeded(kind, self.control.limit(kind), retry_after=self._rand(6, 10))
+        req.context.admission_slot = _Slot(self.control, kind)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        slot: _Slot | None = getattr(req.context, "admission_slot", None)
+        if slot is None:
+            return
+        stream: Any = resp.stream
+        bodiless = req.method == "HEAD" or resp.status_code in (204, 304)
+        if stream is None:
+            slot.release()
+        elif bodiless:
+            # Falcon drops the body of HEAD/204/304 without closing it: close it here.
+            _ReleasingStream(stream, slot.release).close()
+            resp.stream = None
+        else:
+            resp.stream = _ReleasingStream(stream, slot.release)
+
+
+def shape_api_middleware(settings: ApiSettings) -> list[Any]:
+    """The middleware list, in order: normalise -> ids/CORS -> auth -> admission."""
+    return [
+        PathNormalizer(),
+        CommonHeadersMiddleware(settings),
+        AuthMiddleware(settings),
+        AdmissionMiddleware(settings),
+    ]

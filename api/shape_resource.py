@@ -1,0 +1,384 @@
+"""The ``/v1/shape`` resource: GET/HEAD/DELETE/OPTIONS over the :class:`ShapeEngine` port (spec §3-§7).
+
+Why it is thin: parsing lives in ``api/params.py``, header rules in ``api/headers.py``, error mapping in
+``api/errors.py`` and SSE in ``api/sse.py``; this module only sequences a request: resolve the shape
+(409 on an unknown/mismatched handle), wait out an out-of-bounds offset, read the chunk, answer 304 on a
+matching If-None-Match (decided before any wait), hold a live request on a :class:`ChangeWaiter` (a future,
+no actor busy) and stream the body as ``[`` + stored item bytes + control item + ``]`` without decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import Any, cast
+
+import falcon
+
+from api.engine_port import (
+    ChangeWaiter,
+    InvalidRequest,
+    LogChunk,
+    ShapeDefinition,
+    ShapeEngine,
+    ShapeEngineError,
+    ShapeGone,
+    StackNotReady,
+    WaitOutcome,
+)
+from api.errors import (
+    DefinitionMismatch,
+    DeleteNotAllowed,
+    MustRefetch,
+    ShapeNotFound,
+    register_error_handlers,
+)
+from api.headers import (
+    SHAPE_PATH,
+    ShapeResponseMeta,
+    cache_control_headers,
+    if_none_match_matches,
+    preflight_headers,
+    shape_response_headers,
+)
+from api.middleware import shape_api_middleware
+from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_query, parse_shape_request
+from api.sse import sse_events, up_to_date_item
+from sync.offsets import LogOffset
+
+__all__ = ["ShapeResource", "install_shape_api", "json_array_body"]
+
+log = logging.getLogger(__name__)
+
+OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
+
+
+def json_array_body(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> Iterator[bytes]:
+    """``[`` + pieces (comma-separated items) + ``,`` tail + ``]``, coalesced into ~``limit`` writes."""
+    buf = bytearray(b"[")
+    empty = True
+    for piece in pieces:
+        if not piece:
+            continue
+        empty = False
+        if len(piece) >= limit:
+            if buf:
+                yield bytes(buf)
+                buf.clear()
+            yield piece
+            continue
+        buf += piece
+        if len(buf) >= limit:
+            yield bytes(buf)
+            buf.clear()
+    if tail is not None:
+        if not empty:
+            buf += b","
+        buf += tail
+    buf += b"]"
+    yield bytes(buf)
+
+
+def _body_length(pieces: Iterable[bytes], tail: bytes | None) -> int | None:
+    """The exact body length when the pieces are already in memory, else None (chunked encoding)."""
+    if not isinstance(pieces, (list, tuple)):
+        return None
+    sizes = [len(p) for p in pieces if p]
+    n = sum(sizes) + 2
+    if tail is not None:
+        n += len(tail) + (1 if sizes else 0)
+    return n
+
+
+class ShapeResource:
+    """``/v1/shape``.  Collaborators are injected; time and randomness too (tests pin them).
+
+    ``engine`` is the engine itself or a zero-argument callable returning it (None while it is not
+    attached yet, e.g. before gunicorn's ``post_worker_init``: requests then get 503 "Stack not ready").
+    """
+
+    def __init__(
+        self,
+        engine: ShapeEngine | Callable[[], ShapeEngine | None],
+        settings: ApiSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        rand: Callable[[int, int], int] = random.randint,
+    ) -> None:
+        self._provider: Callable[[], ShapeEngine | None]
+        if hasattr(engine, "get_or_create"):
+            fixed = cast("ShapeEngine", engine)
+            self._provider = lambda: fixed
+        else:
+            self._provider = engine
+        self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._monotonic_ns = monotonic_ns
+        self._rand = rand
+
+    @property
+    def _engine(self) -> ShapeEngine:
+        engine = self._provider()
+        if engine is None:
+            raise StackNotReady("Stack not ready", retry_after=5)
+        return engine
+
+    # ------------------------------------------------------------------------------------- responders
+
+    def on_options(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.status = 204
+        for name, value in preflight_headers(req.get_header("access-control-request-headers")):
+            resp.set_header(name, value)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        request = parse_shape_request(parse_query(req.query_string))
+        handle = self._engine.get_or_create(request.definition)
+        if request.handle is not None and request.handle != handle:
+            raise MustRefetch(handle)
+        try:
+            if request.is_now:
+                self._serve_now(req, resp, request, handle)
+            else:
+                self._serve_log(req, resp, request, handle)
+        except ShapeGone:
+            raise MustRefetch(self._resolve_again(request.definition)) from None
+
+    on_head = on_get
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self._settings.allow_shape_deletion:
+            raise DeleteNotAllowed
+        request = parse_delete_request(parse_query(req.query_string))
+        if request.definition is not None:
+            handle = self._engine.find(request.definition)
+            if handle is None:
+                if request.handle is not None and self._engine.exists(request.handle):
+                    raise DefinitionMismatch
+                raise ShapeNotFound
+            if request.handle is not None and request.handle != handle:
+                raise DefinitionMismatch
+        else:
+            assert request.handle is not None
+            handle = request.handle
+        if not self._engine.delete(handle):
+            raise ShapeNotFound
+        resp.status = 202
+        for name, value in cache_control_headers(self._settings, method="DELETE", status=202):
+            resp.set_header(name, value)
+
+    # ---------------------------------------------------------------------------------------- serving
+
+    def _resolve_again(self, definition: ShapeDefinition) -> str | None:
+        """After a rotation: the definition's current shape (created if needed), or None if that fails."""
+        try:
+            return self._engine.get_or_create(definition)
+        except ShapeEngineError:
+            return None
+
+    def _serve_now(
+        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str
+    ) -> None:
+        latest = self._engine.latest_offset(handle)
+        meta = ShapeResponseMeta(
+            handle=handle,
+            request_offset=request.offset_text,
+            offset=latest,
+            before_all=False,
+            live=False,
+            live_sse=False,
+            up_to_date=True,
+            has_data=False,
+        )
+        if self._not_modified(req, resp, request, meta):
+            return
+        meta = _with_schema(meta, self._engine.schema_header(handle))
+        lsn = max(self._engine.global_last_seen_lsn(), latest.tx)
+        self._respond(req, resp, request, meta, (), up_to_date_item(lsn))
+
+    def _serve_log(
+        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str
+    ) -> None:
+        offset = request.log_offset
+        if not offset.is_before_all:
+            self._wait_in_bounds(handle, offset)
+        sse = request.live and request.live_sse
+        chunk = self._engine.read(handle, offset, per_item=sse)
+        up_to_date = not offset.is_before_all and chunk.end_offset >= max(chunk.latest_offset, offset)
+        meta = ShapeResponseMeta(
+            handle=handle,
+            request_offset=request.offset_text,
+            offset=chunk.end_offset,
+            before_all=offset.is_before_all,
+            live=request.live,
+            live_sse=sse,
+            up_to_date=up_to_date,
+            has_data=True,
+        )
+        if not sse and self._not_modified(req, resp, request, meta):
+            return
+        if sse:
+            self._apply_headers(req, resp, request, meta, status=200)
+            resp.stream = sse_events(self._engine, handle, chunk, self._settings, clock=self._monotonic)
+            return
+        if request.live and chunk.is_empty:
+            self._long_poll(req, resp, request, handle, chunk)
+            return
+        if not request.live:
+            meta = _with_schema(meta, self._engine.schema_header(handle))
+        tail = None
+        if up_to_date:
+            # Live with data: the chunk's own transaction; non-live: also trust the global LSN (spec §5).
+            lsn = chunk.end_offset.tx
+            if not request.live:
+                lsn = max(self._engine.global_last_seen_lsn(), lsn)
+            tail = up_to_date_item(lsn)
+        self._respond(req, resp, request, meta, chunk.pieces, tail)
+
+    def _long_poll(
+        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str, chunk: LogChunk
+    ) -> None:
+        """Hold the request until data lands after the chunk end, the shape rotates, or the timeout."""
+        offset = request.log_offset
+        deadline = self._monotonic() + self._settings.long_poll_timeout
+        wait_from = chunk.end_offset
+        while True:
+            remaining = deadline - self._monotonic()
+            outcome = self._wait(handle, wait_from, remaining) if remaining > 0 else WaitOutcome.TIMEOUT
+            if outcome is WaitOutcome.ROTATED:
+                raise ShapeGone(handle)
+            if outcome is WaitOutcome.STOPPED:
+                raise StackNotReady("Stack not ready", retry_after=10)
+            if outcome is WaitOutcome.NEW_DATA:
+                fresh = self._engine.read(handle, offset)
+                if fresh.is_empty:
+                    wait_from = max(wait_from, fresh.end_offset)
+                    continue
+                up_to_date = fresh.end_offset >= max(fresh.latest_offset, offset)
+                meta = ShapeResponseMeta(
+                    handle=handle,
+                    request_offset=request.offset_text,
+                    offset=fresh.end_offset,
+                    before_all=False,
+                    live=True,
+                    live_sse=False,
+                    up_to_date=up_to_date,
+                    has_data=True,
+                )
+                tail = up_to_date_item(fresh.end_offset.tx) if up_to_date else None
+                self._respond(req, resp, request, meta, fresh.pieces, tail)
+                return
+            if self._engine.status() != "active":
+                raise StackNotReady("Stack not ready", retry_after=10)
+            meta = ShapeResponseMeta(
+                handle=handle,
+                request_offset=request.offset_text,
+                offset=chunk.end_offset,
+                before_all=False,
+                live=True,
+                live_sse=False,
+                up_to_date=True,
+                has_data=False,
+                no_changes=True,
+            )
+            lsn = max(self._engine.global_last_seen_lsn(), chunk.end_offset.tx)
+            self._respond(req, resp, request, meta, (), up_to_date_item(lsn))
+            return
+
+    def _wait_in_bounds(self, handle: str, offset: LogOffset) -> None:
+        """Spec §3: an offset past the shape's latest waits up to long_poll_timeout/2, then 400."""
+        latest = self._engine.latest_offset(handle)
+        if offset <= latest:
+            return
+        deadline = self._monotonic() + self._settings.out_of_bounds_timeout
+        while offset > latest:
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                raise InvalidRequest(OUT_OF_BOUNDS)
+            outcome = self._wait(handle, latest, remaining)
+            if outcome is WaitOutcome.ROTATED:
+                raise ShapeGone(handle)
+            if outcome is WaitOutcome.STOPPED:
+                raise StackNotReady("Stack not ready", retry_after=10)
+            latest = self._engine.latest_offset(handle)
+
+    def _wait(self, handle: str, offset: LogOffset, timeout: float) -> WaitOutcome:
+        waiter: ChangeWaiter = self._engine.wait_for_change(handle, offset)
+        try:
+            return waiter.wait(timeout)
+        finally:
+            waiter.cancel()
+
+    # -------------------------------------------------------------------------------------- responding
+
+    def _not_modified(
+        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, meta: ShapeResponseMeta
+    ) -> bool:
+        if_none_match = req.get_header("if-none-match")
+        if if_none_match is None or not if_none_match_matches([if_none_match], meta.unquoted_etag):
+            return False
+        self._apply_headers(req, resp, request, meta, status=304)
+        resp.status = 304
+        return True
+
+    def _apply_headers(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        request: ShapeRequest,
+        meta: ShapeResponseMeta,
+        *,
+        status: int,
+    ) -> None:
+        headers = shape_response_headers(
+            meta,
+            self._settings,
+            method=req.method,
+            status=status,
+            client_cursor=request.cursor,
+            now=self._clock(),
+            monotonic_ns=self._monotonic_ns(),
+            rand=self._rand,
+        )
+        for name, value in headers:
+            resp.set_header(name, value)
+
+    def _respond(  # noqa: PLR0917 - one call shape used throughout this module
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        request: ShapeRequest,
+        meta: ShapeResponseMeta,
+        pieces: Iterable[bytes],
+        tail: bytes | None,
+    ) -> None:
+        self._apply_headers(req, resp, request, meta, status=200)
+        resp.status = 200
+        length = _body_length(pieces, tail)
+        if length is not None and length <= self._settings.stream_buffer_bytes:
+            resp.data = b"".join(json_array_body(pieces, tail, self._settings.stream_buffer_bytes))
+            return
+        resp.stream = json_array_body(pieces, tail, self._settings.stream_buffer_bytes)
+        if length is not None:
+            resp.content_length = length
+
+
+def _with_schema(meta: ShapeResponseMeta, schema: str) -> ShapeResponseMeta:
+    return replace(meta, schema=schema)
+
+
+def install_shape_api(
+    app: falcon.App[Any, Any], engine: ShapeEngine, settings: ApiSettings, **kwargs: Any
+) -> None:
+    """Wire the Shape API into ``app``: middleware (in order), the error table and the ``/v1/shape`` route.
+
+    Call before the app serves its first request.  ``kwargs`` go to :class:`ShapeResource` (clock, rand...).
+    """
+    app.add_middleware(shape_api_middleware(settings))
+    register_error_handlers(app, settings)
+    app.add_route(SHAPE_PATH, ShapeResource(engine, settings, **kwargs))
