@@ -1,0 +1,112 @@
+"""Pure helpers for a shape's initial snapshot: session settings, the query, raw text rows, item bytes.
+
+Snapshot rows must be byte-identical to replicated rows, so the snapshot never asks Postgres to cast
+values to text (``char(n)::text`` drops padding, ``bool::text`` says ``true``): it selects the columns as
+they are and reads them in the text result format (each type's output function, exactly what pgoutput sends),
+provided both sessions use :data:`DISPLAY_SETTINGS`.
+
+The row JSON (key included) is built in Python with orjson rather than inside Postgres as Electric does:
+on 100k rows of six columns, fetched through a server-side cursor, Python took a median 0.50 s against
+0.66 s for ``'{"key":' || to_json(...) || ...`` built by the server (6 runs each, noisy shared cores), and
+it keeps the per-row work off the database, which all shapes share.
+
+The transaction is ``REPEATABLE READ READ ONLY``; :data:`SNAPSHOT_INFO_QUERY` returns the snapshot and the
+WAL position, to be parsed with :meth:`sync.shapes.xid.PgSnapshot.parse` and :func:`parse_lsn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+import psycopg
+import psycopg.postgres
+from psycopg import sql
+from psycopg.types.string import TextLoader
+
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_items import ShapeLogEncoder, TextRow
+from sync.shapes.xid import PgSnapshot, SnapshotFilter, widen_xid
+
+__all__ = [
+    "BEGIN_SNAPSHOT",
+    "DISPLAY_SETTINGS",
+    "SNAPSHOT_INFO_QUERY",
+    "PgSnapshot",
+    "SnapshotFilter",
+    "display_settings_options",
+    "display_settings_sql",
+    "parse_lsn",
+    "raw_text_cursor",
+    "snapshot_items",
+    "snapshot_query",
+    "widen_xid",
+]
+
+DISPLAY_SETTINGS: Final[dict[str, str]] = {
+    "DateStyle": "ISO, DMY",
+    "TimeZone": "UTC",
+    "IntervalStyle": "iso_8601",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
+
+BEGIN_SNAPSHOT: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+# One statement, so the insert LSN is read after the snapshot was taken (see sync.shapes.xid).
+SNAPSHOT_INFO_QUERY: Final = "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
+
+
+def display_settings_sql() -> sql.Composed:
+    """``SET name = 'value'; …`` for every display setting (run once per session)."""
+    return sql.SQL(" ").join(
+        sql.SQL("SET {} = {};").format(sql.Identifier(k), sql.Literal(v)) for k, v in DISPLAY_SETTINGS.items()
+    )
+
+
+def display_settings_options() -> str:
+    """The settings as a libpq ``options`` value (``-c name=value`` with spaces escaped)."""
+    return " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}" for k, v in DISPLAY_SETTINGS.items())
+
+
+def parse_lsn(text: str) -> int:
+    """``"16/B374D848"`` -> its 64-bit integer."""
+    hi, sep, lo = text.partition("/")
+    if not sep:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def snapshot_query(definition: ShapeDefinition, where_sql: sql.Composable | None = None) -> sql.Composed:
+    """``SELECT <selected columns> FROM <table> [WHERE (<where>)]``; the caller passes the WHERE's params."""
+    query = sql.SQL("SELECT {} FROM {}.{}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in definition.columns),
+        sql.Identifier(definition.schema),
+        sql.Identifier(definition.table),
+    )
+    if where_sql is not None:
+        query = sql.Composed([query, sql.SQL(" WHERE ("), where_sql, sql.SQL(")")])
+    return query
+
+
+_TEXT_OIDS: Final = frozenset(oid for t in psycopg.postgres.types for oid in (t.oid, t.array_oid) if oid)
+
+
+def raw_text_cursor(
+    conn: psycopg.Connection[Any], name: str | None = None
+) -> psycopg.Cursor[tuple[Any, ...]]:
+    """A cursor returning every value as its Postgres text output (``str``) or None.
+
+    Built-in types get a plain text loader; other types (enums, composites, arrays of them) already fall back
+    to text.  ``name`` makes it a server-side cursor, to stream a large snapshot.
+    """
+    cur: psycopg.Cursor[tuple[Any, ...]] = conn.cursor(name=name) if name is not None else conn.cursor()
+    for oid in _TEXT_OIDS:
+        cur.adapters.register_loader(oid, TextLoader)
+    return cur
+
+
+def snapshot_items(encoder: ShapeLogEncoder, rows: Iterable[TextRow]) -> Iterator[tuple[str, bytes]]:
+    """``(key, json)`` for each snapshot row (rows aligned with the definition's columns)."""
+    item = encoder.snapshot_item
+    for row in rows:
+        yield item(row)
