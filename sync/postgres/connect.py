@@ -46,12 +46,10 @@ def connect(conninfo: str, *, timeout: float = 30.0) -> PGconn:
     try:
         status = pq.PollingStatus.WRITING
         while True:
-            if pq.ConnStatus(pg.status) == pq.ConnStatus.BAD:
-                raise DbConnectionError("connection_failed", _message(pg))
+            if status == pq.PollingStatus.FAILED or pq.ConnStatus(pg.status) == pq.ConnStatus.BAD:
+                raise classify(psycopg.OperationalError(_message(pg)))
             if status == pq.PollingStatus.OK:
                 break
-            if status == pq.PollingStatus.FAILED:
-                raise classify(psycopg.OperationalError(_message(pg)))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DbConnectionError("connection_failed", f"connecting timed out after {timeout:g} s")

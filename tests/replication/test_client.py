@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from typing import Any
+
 import psycopg
+import pykka
 import pytest
 
-from sync.replication.changes import Insert
+from sync.postgres.lsn import parse_lsn
+from sync.replication.changes import Insert, ReplicationEvent, TransactionFragment
 from sync.replication.connection import ConnectionConfig
+from sync.replication.sink import Pending
 from tests.replication.support import (
     RecordingSink,
     confirmed_flush,
     running_connection,
+    slot_row,
     stream_id_for,
     wait_until,
 )
@@ -46,3 +54,198 @@ def test_streams_transactions_in_commit_order(db_dsn: str, config: ConnectionCon
         lsn_now = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         assert lsn_now is not None
         wait_until(lambda: confirmed_flush(db_dsn, config.slot) >= sink.processed)
+
+
+def _walsender(conn: psycopg.Connection[Any], slot: str) -> tuple[int, Any] | None:
+    row = conn.execute(
+        "SELECT r.pid, r.reply_time FROM pg_replication_slots s JOIN pg_stat_replication r "
+        "ON r.pid = s.active_pid WHERE s.slot_name = %s",
+        (slot,),
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def _replies_seen(conn: psycopg.Connection[Any], slot: str, n: int) -> None:
+    """Wait until the client has sent ``n`` more status updates (reply_time moves each time)."""
+    seen: list[Any] = []
+
+    def moved() -> bool:
+        ws = _walsender(conn, slot)
+        if ws is not None and (not seen or ws[1] != seen[-1]):
+            seen.append(ws[1])
+        return len(seen) > n
+
+    wait_until(moved, timeout=10, interval=0.02)
+
+
+def _setup_table(conn: psycopg.Connection[Any], config: ConnectionConfig, table: str = "items") -> None:
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE {table}")
+
+
+def test_confirmed_flush_advances_only_after_ack(db_dsn: str, config: ConnectionConfig) -> None:
+    sink = RecordingSink(auto_ack=False)
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        _setup_table(conn, config)
+        conn.execute("CREATE TABLE other (n int)")  # not published: unrelated traffic
+        conn.execute("INSERT INTO items VALUES (1, 'a')")
+        sink.wait_for(lambda: sink.processed > 0)
+        commit = sink.processed
+        for _ in range(20):
+            conn.execute("INSERT INTO other SELECT generate_series(1, 100)")
+        _replies_seen(conn, config.slot, 5)
+        assert confirmed_flush(db_dsn, config.slot) <= commit  # pending: neither the txn nor wal_end
+        sink.ack(commit)
+        wait_until(lambda: confirmed_flush(db_dsn, config.slot) > commit)
+
+
+def test_idle_traffic_advances_the_slot_when_nothing_is_pending(
+    db_dsn: str, config: ConnectionConfig
+) -> None:
+    sink = RecordingSink()
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        _setup_table(conn, config)
+        conn.execute("INSERT INTO items VALUES (1, 'a')")
+        sink.wait_for(lambda: sink.processed > 0)
+        conn.execute("CREATE TABLE other (n int)")
+        for _ in range(10):
+            conn.execute("INSERT INTO other SELECT generate_series(1, 100)")
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        target = parse_lsn(row[0])
+        assert target > sink.processed
+        wait_until(lambda: confirmed_flush(db_dsn, config.slot) >= target)
+
+
+def test_walsender_terminated_mid_stream_delivers_every_transaction_once(
+    db_dsn: str, config: ConnectionConfig
+) -> None:
+    sink = RecordingSink(ack_every=7, delay=0.002)  # lagging acks: the server replays, we must skip
+    config = dataclasses.replace(config, backoff_base=0.2)
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        _setup_table(conn, config)
+        pids = set()
+        for i in range(300):
+            conn.execute("INSERT INTO items VALUES (%s, 'x')", (i,))
+            if i % 75 == 40:
+                sink.wait_for(lambda i=i: len(sink.inserted()) >= i - 20)
+                ws = _walsender(conn, config.slot)
+                assert ws is not None
+                pids.add(ws[0])
+                conn.execute("SELECT pg_terminate_backend(%s)", (ws[0],))
+        sink.wait_for(lambda: len(sink.inserted()) >= 300)
+        wait_until(lambda: handles.state() == "active")
+        assert sink.inserted() == [str(i) for i in range(300)]
+        assert sink.violations == []
+        assert len(pids) == 4  # every termination hit a new walsender, i.e. the client reconnected
+
+
+def test_stalled_downstream_keeps_connection_alive(db_dsn: str, config: ConnectionConfig) -> None:
+    config = dataclasses.replace(config, extra_options="-c wal_sender_timeout=2s", status_interval=5.0)
+    sink = RecordingSink()
+    release = threading.Event()
+
+    def stall(event: ReplicationEvent) -> Pending | None:
+        if isinstance(event, TransactionFragment) and event.commit and not release.is_set():
+            future: pykka.ThreadingFuture[None] = pykka.ThreadingFuture()
+            threading.Timer(10.0, lambda: (release.set(), future.set(None))).start()
+            return future
+        return None
+
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        _setup_table(conn, config)
+        before = _walsender(conn, config.slot)
+        sink.on_deliver = stall
+        for i in range(config.max_in_flight + 20):
+            conn.execute("INSERT INTO items VALUES (%s, 'x')", (i,))
+        conn.execute("INSERT INTO items SELECT g, repeat('y', 500) FROM generate_series(1000, 30000) g")
+        assert not release.wait(1.0)
+        assert len(sink.inserted()) < 20  # really stalled
+        assert release.wait(15.0)
+        sink.wait_for(lambda: len(sink.inserted()) == config.max_in_flight + 20 + 29001)
+        after = _walsender(conn, config.slot)
+        assert before is not None and after is not None and before[0] == after[0]
+        assert handles.status.error is None
+
+
+def test_missing_replication_privilege_is_a_clear_slow_retried_error(
+    db_dsn: str, config: ConnectionConfig
+) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS norepl")
+        conn.execute("CREATE ROLE norepl LOGIN")
+    dsn = db_dsn.replace("user=postgres", "user=norepl")
+    config = dataclasses.replace(config, dsn=dsn, misconfiguration_retry=30.0)
+    sink = RecordingSink()
+    try:
+        with running_connection(config, sink) as (sup, handles):
+            wait_until(lambda: handles.status.error is not None)
+            error = handles.status.error
+            assert error is not None and error.kind == "replication_privilege"
+            assert not error.retry_may_fix and "REPLICATION" in error.message
+            assert handles.backoff.delay() >= 30.0
+            assert handles.health()["error"]["kind"] == "replication_privilege"  # type: ignore[index]
+            assert sup.is_alive()
+    finally:
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute("DROP ROLE norepl")
+
+
+def test_slot_dropped_from_outside_is_recreated_and_announced(db_dsn: str, config: ConnectionConfig) -> None:
+    sink = RecordingSink()
+    config = dataclasses.replace(config, backoff_base=1.0)
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        _setup_table(conn, config)
+        conn.execute("INSERT INTO items VALUES (1, 'a')")
+        sink.wait_for(lambda: sink.inserted() == ["1"])
+        ws = _walsender(conn, config.slot)
+        assert ws is not None
+        conn.execute("SELECT pg_terminate_backend(%s)", (ws[0],))
+        wait_until(lambda: (slot_row(db_dsn, config.slot) or (None, 1))[1] is None, timeout=5)
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (config.slot,))
+        sink.wait_for(lambda: len(sink.slot_events()) == 2)
+        assert sink.slot_events()[1].reason == "slot did not exist"
+        conn.execute("INSERT INTO items VALUES (2, 'b')")
+        sink.wait_for(lambda: sink.inserted() == ["1", "2"])
+
+
+def test_publication_dropped_from_outside_recreates_publication_and_slot(
+    db_dsn: str, config: ConnectionConfig
+) -> None:
+    sink = RecordingSink()
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        _setup_table(conn, config)
+        conn.execute("INSERT INTO items VALUES (1, 'a')")
+        sink.wait_for(lambda: sink.inserted() == ["1"])
+        conn.execute(f"DROP PUBLICATION {config.publication}")
+        conn.execute("INSERT INTO items VALUES (2, 'b')")  # makes the walsender fail
+        sink.wait_for(lambda: len(sink.slot_events()) == 2)
+        assert sink.slot_events()[1].reason == "publication was re-created"
+        wait_until(lambda: handles.state() == "active")
+        conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE items")
+        conn.execute("INSERT INTO items VALUES (3, 'c')")
+        sink.wait_for(lambda: sink.inserted()[-1:] == ["3"])
