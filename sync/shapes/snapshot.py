@@ -51,6 +51,7 @@ DISPLAY_SETTINGS: Final[dict[str, str]] = {
     "bytea_output": "hex",
 }
 
+# For an autocommit connection (psycopg would otherwise open its own transaction first); end with COMMIT.
 BEGIN_SNAPSHOT: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # One statement, so the insert LSN is read after the snapshot was taken (see sync.shapes.xid).
 SNAPSHOT_INFO_QUERY: Final = "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"

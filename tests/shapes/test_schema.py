@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import psycopg
+
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.schema import schema_header, shape_schema
+from tests.shapes.helpers import read_table
+
+
+def test_schema_header_from_the_catalog(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
+        conn.execute("CREATE DOMAIN posint AS int4 CHECK (VALUE > 0)")
+        conn.execute(
+            """CREATE TABLE s (
+                 b int8 NOT NULL, a text, vc varchar(10), bp char(4), num numeric(10,2), num_any numeric,
+                 ts timestamp(3), tstz timestamptz, t time(0), ttz timetz(6),
+                 iv_ms interval minute to second(2), iv_h interval hour, iv_p interval(4), iv interval,
+                 ia int4[], ta2 text[][], en mood NOT NULL, ena mood[], dom posint, bits bit(3), vb varbit(5),
+                 f float8, js jsonb, u uuid,
+                 PRIMARY KEY (b, a))"""
+        )
+        table = read_table(conn, "public", "s")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "s"), table)
+    expected: dict[str, Any] = {
+        "b": {"type": "int8", "pk_index": 0, "not_null": True},
+        "a": {"type": "text", "pk_index": 1, "not_null": True},
+        "vc": {"type": "varchar", "max_length": 10},
+        "bp": {"type": "bpchar", "length": 4},
+        "num": {"type": "numeric", "precision": 10, "scale": 2},
+        "num_any": {"type": "numeric"},
+        "ts": {"type": "timestamp", "precision": 3},
+        "tstz": {"type": "timestamptz"},
+        "t": {"type": "time", "precision": 0},
+        "ttz": {"type": "timetz", "precision": 6},
+        "iv_ms": {"type": "interval", "precision": 2, "fields": "MINUTE TO SECOND"},
+        "iv_h": {"type": "interval", "fields": "HOUR"},
+        "iv_p": {"type": "interval", "precision": 4},
+        "iv": {"type": "interval"},
+        "ia": {"type": "int4", "dims": 1},
+        "ta2": {"type": "text", "dims": 2},
+        "en": {"type": "mood", "not_null": True},
+        "ena": {"type": "mood", "dims": 1},
+        "dom": {"type": "posint"},
+        "bits": {"type": "bit", "length": 3},
+        "vb": {"type": "varbit", "length": 5},
+        "f": {"type": "float8"},
+        "js": {"type": "jsonb"},
+        "u": {"type": "uuid"},
+    }
+    assert shape_schema(definition, table) == expected
+    assert list(shape_schema(definition, table)) == list(expected)  # table order
+    header = schema_header(definition, table)
+    assert orjson.loads(header) == expected and " " not in header.replace("MINUTE TO SECOND", "")
+    subset = ShapeDefinition.create(("public", "s"), table, columns=["a", "b", "vc"])
+    assert list(shape_schema(subset, table)) == ["b", "a", "vc"]
