@@ -1,0 +1,97 @@
+"""The PublicationManager actor: tables enter and leave the publication as shapes need them.
+
+Why this module exists: the shape engine must not race two ``ALTER PUBLICATION`` statements or hold a
+connection per shape; this actor serialises the steps of :mod:`sync.replication.tables` on one connection
+of its own (cooperative under gevent: high-level psycopg, never ``pgconn.exec_()``), keeps the reference
+counts, and answers every request with a value: ``None`` on success, the :class:`DbConnectionError` that
+explains the failure otherwise (errors are part of its contract, so it does not crash on them).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from supervisors import SupervisedActor
+from sync.postgres.errors import DbConnectionError, classify
+from sync.replication.tables import TableName, TableRefs, publish_table, unpublish_table
+
+__all__ = ["AddTable", "PublicationManager", "RemoveTable", "TableName"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AddTable:
+    """Ask -> ``DbConnectionError | None``: ``owner`` (a shape handle) needs ``table`` published."""
+
+    table: TableName
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTable:
+    """Ask -> ``DbConnectionError | None``: ``owner`` no longer needs ``table``."""
+
+    table: TableName
+    owner: str
+
+
+class PublicationManager(SupervisedActor):
+    """Adds and removes tables in the stream's publication, reference-counted by shape.
+
+    Owns:       one autocommit connection (reopened after a failure); the table -> owners counts.
+    Receives:   AddTable, RemoveTable (ask) -> DbConnectionError | None.
+    Sends:      nothing.
+    Crashes on: nothing expected: database errors are returned to the asker.
+    """
+
+    def __init__(
+        self, dsn: str, publication: str, *, lock_timeout: float = 5.0, connect_timeout: float = 30.0
+    ) -> None:
+        super().__init__()
+        self._dsn = dsn
+        self._publication = publication
+        self._lock_timeout = lock_timeout
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self.refs = TableRefs()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, AddTable):
+            return self._attempt(message.table, message.owner, add=True)
+        if isinstance(message, RemoveTable):
+            return self._attempt(message.table, message.owner, add=False)
+        logger.warning("%s: unexpected message %r", self, message)
+        return None
+
+    def on_stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
+            )
+        return self._conn
+
+    def _attempt(self, table: TableName, owner: str, *, add: bool) -> DbConnectionError | None:
+        try:
+            conn = self._connection()
+            if add:
+                publish_table(conn, self._publication, table, lock_timeout=self._lock_timeout)
+                self.refs.add(table, owner)
+            elif self.refs.remove(table, owner):
+                unpublish_table(conn, self._publication, table, lock_timeout=self._lock_timeout)
+        except (psycopg.Error, DbConnectionError) as exc:
+            error = classify(exc)
+            if isinstance(exc, psycopg.OperationalError) and self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            logger.warning("publication %s: %s", self._publication, error.message)
+            return error
+        return None

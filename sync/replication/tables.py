@@ -1,0 +1,134 @@
+"""Publication membership of tables: reference counts and the SQL steps, without the actor.
+
+Why this module exists: shapes come and go, a table belongs in the publication while at least one shape
+reads it, and every published table needs ``REPLICA IDENTITY FULL`` (old rows on UPDATE/DELETE, unchanged
+TOAST values; electric-architecture §2).  The steps are idempotent (they read the catalog first, so they
+also repair a publication edited from outside) and each runs in its own transaction with ``SET LOCAL
+lock_timeout``, so an application transaction holding a lock on the table makes the step fail with a
+clear ``lock_timeout`` error instead of hanging the engine (and queueing every other query on that table
+behind our ACCESS EXCLUSIVE request).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sync.postgres.errors import DbConnectionError, classify
+
+__all__ = ["TableName", "TableRefs", "publish_table", "unpublish_table"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TableName:
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def sql(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+
+
+@dataclass(slots=True)
+class TableRefs:
+    """Which owners (shape handles) need which table."""
+
+    owners: dict[TableName, set[str]] = field(default_factory=dict)
+
+    def holders(self, table: TableName) -> set[str]:
+        return self.owners.get(table, set())
+
+    def add(self, table: TableName, owner: str) -> None:
+        self.owners.setdefault(table, set()).add(owner)
+
+    def remove(self, table: TableName, owner: str) -> bool:
+        """Forget ``owner``; True when nobody needs the table any more."""
+        owners = self.owners.get(table)
+        if owners is None:
+            return False
+        owners.discard(owner)
+        if owners:
+            return False
+        del self.owners[table]
+        return True
+
+
+def _timeout_sql(lock_timeout: float) -> sql.Composed:
+    return sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{max(1, int(lock_timeout * 1000))}ms"))
+
+
+def _run(conn: psycopg.Connection[Any], table: TableName, what: str, steps: list[sql.Composed]) -> None:
+    try:
+        with conn.transaction():
+            for step in steps:
+                conn.execute(step)
+    except psycopg.errors.LockNotAvailable as exc:
+        raise DbConnectionError(
+            "lock_timeout",
+            f"could not {what} {table}: another transaction holds a lock on it (lock_timeout expired); "
+            "it will be retried when a shape needs the table again",
+            sqlstate=exc.sqlstate,
+        ) from exc
+    except psycopg.errors.UndefinedTable as exc:
+        raise DbConnectionError(
+            "table_missing", f"table {table} does not exist", retry_may_fix=False, sqlstate=exc.sqlstate
+        ) from exc
+    except psycopg.errors.UndefinedObject as exc:
+        raise DbConnectionError(
+            "publication_missing",
+            f"could not {what} {table}: {str(exc).strip()} (the replication client creates it on start)",
+            sqlstate=exc.sqlstate,
+        ) from exc
+    except psycopg.Error as exc:
+        raise classify(exc) from exc
+
+
+def publish_table(
+    conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
+) -> None:
+    """Make ``table`` REPLICA IDENTITY FULL and a member of ``publication`` (no-op if already so)."""
+    row = conn.execute(
+        "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p "
+        "ON p.oid = pr.prpubid WHERE p.pubname = %s AND pr.prrelid = c.oid) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (publication, table.schema, table.name),
+    ).fetchone()
+    if row is None:
+        raise DbConnectionError("table_missing", f"table {table} does not exist", retry_may_fix=False)
+    replident, member = row
+    steps: list[sql.Composed] = []
+    if replident != "f":
+        steps.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.sql()))
+    if not member:
+        steps.append(
+            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(publication), table.sql())
+        )
+    if steps:
+        _run(conn, table, "publish", [_timeout_sql(lock_timeout), *steps])
+
+
+def unpublish_table(
+    conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
+) -> None:
+    """Remove ``table`` from ``publication`` if it is a member (its replica identity is left as is)."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND tablename = %s",
+        (publication, table.schema, table.name),
+    ).fetchone()
+    if row is None:
+        return
+    _run(
+        conn,
+        table,
+        "unpublish",
+        [
+            _timeout_sql(lock_timeout),
+            sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(sql.Identifier(publication), table.sql()),
+        ],
+    )
