@@ -66,7 +66,8 @@ def cors_headers(origin: str | None, path: str) -> Headers:
 
 def preflight_headers(requested_headers: str | None) -> Headers:
     """OPTIONS ``/v1/shape``: cacheable for a day; allow-headers only for exactly the two known headers."""
-    headers: Headers = [("access-control-max-age", "86400"), ("connection", "keep-alive")]
+    # ``connection: keep-alive`` is hop-by-hop: PEP 3333 forbids it from the app; gunicorn sends it itself.
+    headers: Headers = [("access-control-max-age", "86400")]
     if requested_headers is not None and requested_headers.strip().lower() in PREFLIGHT_ALLOWED_HEADERS:
         headers.append(("access-control-allow-headers", requested_headers))
     return headers
@@ -205,9 +206,10 @@ def shape_response_headers(
         headers.append(("electric-up-to-date", ""))
     headers.append(("electric-offset", str(meta.offset)))
     headers.append(("electric-has-data", "true" if meta.has_data else "false"))
-    if meta.live and meta.live_sse and status == 200:
-        headers.append(("content-type", SSE_CONTENT_TYPE))
-        headers.append(("connection", "keep-alive"))
+    if status == 304:
+        pass  # a 304 has no content, hence no content-type
+    elif meta.live and meta.live_sse:
+        headers.append(("content-type", SSE_CONTENT_TYPE))  # connection: keep-alive comes from gunicorn
     else:
         headers.append(("content-type", JSON_CONTENT_TYPE))
     return headers

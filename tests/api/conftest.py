@@ -31,6 +31,10 @@ class Backend(Protocol):
 
     def truncate(self, table: str) -> None: ...
 
+    def wait_for_waiter(self, timeout: float) -> bool:
+        """Block until a live request is parked on the engine (True) or ``timeout`` passes (False)."""
+        ...
+
 
 class FakeBackend:
     def __init__(self, fake: FakeEngine) -> None:
@@ -38,6 +42,11 @@ class FakeBackend:
         self.create_table = fake.create_table
         self.insert = fake.insert
         self.truncate = fake.truncate
+
+    def wait_for_waiter(self, timeout: float) -> bool:
+        ok = self.engine.waiter_registered.wait(timeout)
+        self.engine.waiter_registered.clear()
+        return ok
 
 
 TEST_SETTINGS = ApiSettings(

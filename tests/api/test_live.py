@@ -1,0 +1,164 @@
+"""Spec §6: long-poll and SSE through real Falcon handling (long_poll_timeout 1 s, sse_timeout 1.5 s here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from falcon.testing import Result, TestClient
+
+from tests.api.conftest import Backend
+from tests.api.test_shape_resource import body, controls, follow_snapshot, get, rows
+
+ROWS = [{"id": "1", "title": "a"}]
+
+
+class Background:
+    """Runs one request in a thread; ``result()`` joins it."""
+
+    def __init__(self, fn: Callable[[], Result]) -> None:
+        self._result: list[Result] = []
+        self._thread = threading.Thread(target=lambda: self._result.append(fn()), daemon=True)
+        self._thread.start()
+
+    def result(self, timeout: float = 10) -> Result:
+        self._thread.join(timeout)
+        assert self._result, "request did not finish"
+        return self._result[0]
+
+
+def caught_up(client: TestClient, backend: Backend) -> tuple[str, str, str]:
+    table = backend.create_table(ROWS)
+    handle, offset, _ = follow_snapshot(client, table)
+    return table, handle, offset
+
+
+def test_long_poll_timeout_returns_up_to_date_without_data(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    started = time.monotonic()
+    r = get(client, f"table={table}&offset={offset}&handle={handle}&live&cursor=1")
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 5
+    assert r.status_code == 200
+    assert controls(r) == ["up-to-date"] and len(body(r)) == 1
+    h = r.headers
+    assert h["electric-has-data"] == "false"
+    assert h["electric-offset"] == offset
+    assert h["electric-up-to-date"] == ""
+    assert h["etag"].startswith(f'"{handle}:{offset}:{offset}:') and h["etag"].endswith('"')
+    assert int(h["electric-cursor"]) > 1
+    assert h["cache-control"] == "public, max-age=5, stale-while-revalidate=5"
+    assert "electric-schema" not in h
+
+
+def test_long_poll_woken_by_new_data(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    started = time.monotonic()
+    bg = Background(lambda: get(client, f"table={table}&offset={offset}&handle={handle}&live"))
+    assert backend.wait_for_waiter(5)
+    backend.insert(table, {"id": "2", "title": "b"})
+    r = bg.result()
+    assert time.monotonic() - started < 0.9  # woken, not timed out
+    assert r.status_code == 200
+    assert rows(r) == [{"id": "2", "title": "b"}]
+    assert controls(r) == ["up-to-date"]
+    new_offset = r.headers["electric-offset"]
+    assert new_offset != offset
+    assert body(r)[-1]["headers"]["global_last_seen_lsn"] == new_offset.split("_")[0]
+    assert r.headers["electric-has-data"] == "true"
+    assert "electric-cursor" in r.headers
+    assert "electric-schema" not in r.headers
+
+
+def test_live_behind_returns_at_once(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    backend.insert(table, {"id": "2", "title": "b"})
+    started = time.monotonic()
+    r = get(client, f"table={table}&offset={offset}&handle={handle}&live")
+    assert time.monotonic() - started < 0.9
+    assert rows(r) == [{"id": "2", "title": "b"}]
+
+
+def test_live_304_carries_cursor(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    backend.insert(table, {"id": "2", "title": "b"})
+    q = f"table={table}&offset={offset}&handle={handle}&live"
+    r = get(client, q)
+    r2 = get(client, q, headers={"If-None-Match": r.headers["etag"]})
+    assert r2.status_code == 304
+    assert "electric-cursor" in r2.headers
+    assert r2.headers["cache-control"] == "public, max-age=5, stale-while-revalidate=5"
+
+
+def test_rotation_during_long_poll_is_409(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    bg = Background(lambda: get(client, f"table={table}&offset={offset}&handle={handle}&live"))
+    assert backend.wait_for_waiter(5)
+    backend.truncate(table)
+    r = bg.result()
+    assert r.status_code == 409
+    assert orjson.loads(r.content) == [{"headers": {"control": "must-refetch"}}]
+    assert r.headers["electric-handle"] != handle
+
+
+def sse_messages(result: Result) -> list[Any]:
+    text = result.content.decode()
+    out: list[Any] = []
+    for frame in text.split("\n\n"):
+        if frame.startswith("data: "):
+            out.append(orjson.loads(frame[len("data: ") :]))
+        elif frame:
+            out.append(frame)
+    return out
+
+
+def test_sse_stream_sends_batches_keepalives_and_closes(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    started = time.monotonic()
+    bg = Background(
+        lambda: get(client, f"table={table}&offset={offset}&handle={handle}&live=true&live_sse=true&log=full")
+    )
+    assert backend.wait_for_waiter(5)
+    backend.insert(table, {"id": "2", "title": "b"})
+    r = bg.result()
+    elapsed = time.monotonic() - started
+    assert 1.4 <= elapsed < 5  # closed by sse_timeout (1.5 s)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/event-stream"
+    assert r.headers["cache-control"] == "public, max-age=1"
+    assert "electric-cursor" in r.headers
+    messages = sse_messages(r)
+    data = [m for m in messages if isinstance(m, dict)]
+    assert data[0]["value"] == {"id": "2", "title": "b"}
+    assert data[1]["headers"]["control"] == "up-to-date"
+    assert data[1]["headers"]["global_last_seen_lsn"] == data[0]["headers"]["lsn"]
+    assert ": keep-alive" in messages  # 0.4 s keep-alive interval within the 1.5 s stream
+
+
+def test_sse_backlog_is_finite(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    for i in range(2, 12):  # more than one log chunk
+        backend.insert(table, {"id": str(i), "title": "b"})
+    started = time.monotonic()
+    r = get(client, f"table={table}&offset={offset}&handle={handle}&live&experimental_live_sse")
+    assert time.monotonic() - started < 1.0
+    data = [m for m in sse_messages(r) if isinstance(m, dict)]
+    assert data and all("key" in m for m in data)  # no up-to-date: the backlog goes on
+    assert r.headers["electric-offset"] == data[-1]["headers"]["lsn"] + "_0"
+
+
+def test_sse_closes_silently_on_rotation(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    started = time.monotonic()
+    bg = Background(lambda: get(client, f"table={table}&offset={offset}&handle={handle}&live&live_sse"))
+    assert backend.wait_for_waiter(5)
+    backend.truncate(table)
+    r = bg.result()
+    assert time.monotonic() - started < 1.4
+    assert r.status_code == 200
+    assert [m for m in sse_messages(r) if isinstance(m, dict)] == []
+    r = get(client, f"table={table}&offset={offset}&handle={handle}&live&live_sse")
+    assert r.status_code == 409
