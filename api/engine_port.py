@@ -184,7 +184,8 @@ class ShapeEngine(Protocol):
         snapshot) if there is none.  Returns without waiting for the snapshot.
 
         Raises InvalidRequest (400: table/where/columns/params errors with Electric's exact messages),
-        StackNotReady, DatabaseUnreachable, ShapeCreationFailed."""
+        StackNotReady, DatabaseUnreachable, ShapeCreationFailed.  Called on every shape request (live ones
+        included): the lookup of an existing shape should not need an actor round trip."""
         ...
 
     def find(self, definition: ShapeDefinition) -> str | None:
@@ -212,7 +213,10 @@ class ShapeEngine(Protocol):
 
         ``offset=-1`` gives snapshot chunk 0 (ending at ``0_0``), ``0_k`` the next snapshot chunk while
         there are any, then the main log.  For a snapshot chunk that is still being written this waits
-        (cooperatively, bounded) for it to complete.  Raises ShapeGone, SnapshotFailed, StackNotReady."""
+        (cooperatively, bounded) for it to complete.  An offset past the latest gives an empty chunk
+        (``end_offset == latest_offset``); the API then waits for the shape to catch up or answers 400.
+        This is the hot path of every shape request: serve it from shared read-only state, not an actor ask.
+        Raises ShapeGone, SnapshotFailed, StackNotReady."""
         ...
 
     def schema_header(self, handle: str) -> str:

@@ -12,6 +12,7 @@ Errors raised by the API itself (the engine's are in ``api/engine_port.py``)::
     ├─ DeleteNotAllowed          405
     ├─ ShapeNotFound             404 (DELETE of an unknown shape)
     ├─ DefinitionMismatch        400 (DELETE with a handle that does not match the definition)
+    ├─ BadRequestBody            400/413 (POST body)
     ├─ MustRefetch               409 [{"headers":{"control":"must-refetch"}}] + electric-handle
     └─ ConcurrencyLimitExceeded  503 concurrent_request_limit_exceeded
 """
@@ -39,6 +40,7 @@ from api.params import ApiSettings
 
 __all__ = [
     "ApiError",
+    "BadRequestBody",
     "ConcurrencyLimitExceeded",
     "DefinitionMismatch",
     "DeleteNotAllowed",
@@ -77,6 +79,15 @@ class ShapeNotFound(ApiError):
 
 class DefinitionMismatch(ApiError):
     """DELETE with a handle that is not the definition's shape."""
+
+
+class BadRequestBody(ApiError):
+    """A POST body that is too large, not JSON or not an object (``{"error": ...}`` bodies, spec §2)."""
+
+    def __init__(self, status: int, payload: dict[str, str]) -> None:
+        super().__init__(status, payload)
+        self.status = status
+        self.payload = payload
 
 
 class MustRefetch(ApiError):
@@ -154,6 +165,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], Callable[[Any], ErrorResponse]], ...] 
     (DeleteNotAllowed, lambda _: _json(405, {"message": "DELETE not allowed"})),
     (ShapeNotFound, lambda _: _json(404, {"message": "No existing shape found"})),
     (DefinitionMismatch, lambda _: _json(400, {"message": DEFINITION_MISMATCH})),
+    (BadRequestBody, lambda ex: _json(ex.status, ex.payload)),
     (MustRefetch, _must_refetch),
     (ShapeGone, _shape_gone),
     (ConcurrencyLimitExceeded, _limit),

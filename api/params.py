@@ -56,6 +56,7 @@ class ApiSettings:
     max_concurrent_existing: int = 10_000  # admission: requests for an existing handle (incl. live)
     server_header: str = "ElectricSQL/1.7.12"  # electric-server header value
     stream_buffer_bytes: int = 256 * 1024  # body pieces are coalesced up to this size before a write
+    max_request_body_bytes: int = 1024 * 1024  # POST /v1/shape bodies above this get 413
 
     @property
     def out_of_bounds_timeout(self) -> float:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 import falcon
+import orjson
 
 from api.engine_port import (
     ChangeWaiter,
@@ -30,6 +31,7 @@ from api.engine_port import (
     WaitOutcome,
 )
 from api.errors import (
+    BadRequestBody,
     DefinitionMismatch,
     DeleteNotAllowed,
     MustRefetch,
@@ -54,6 +56,9 @@ __all__ = ["ShapeResource", "install_shape_api", "json_array_body"]
 log = logging.getLogger(__name__)
 
 OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
+SUBSET_BODY_KEYS = frozenset(
+    {"where", "order_by", "limit", "offset", "params", "where_expr", "order_by_expr", "subset"}
+)
 
 
 def json_array_body(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> Iterator[bytes]:
@@ -151,6 +156,25 @@ class ShapeResource:
 
     on_head = on_get
 
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Spec §1: the same as GET (with ``cache-control: no-cache``) unless the body asks for a subset."""
+        limit = self._settings.max_request_body_bytes
+        raw = req.bounded_stream.read(limit + 1)
+        if len(raw) > limit:
+            raise BadRequestBody(413, {"error": "Request body too large"})
+        if raw.strip():
+            try:
+                decoded = orjson.loads(raw)
+            except orjson.JSONDecodeError as ex:
+                raise BadRequestBody(
+                    400, {"error": "Invalid JSON in request body", "details": str(ex)}
+                ) from None
+            if not isinstance(decoded, dict):
+                raise BadRequestBody(400, {"error": "Request body must be a JSON object"})
+            if SUBSET_BODY_KEYS & decoded.keys():
+                raise InvalidRequest({"subset": ["subset snapshots are not supported yet"]})
+        self.on_get(req, resp)
+
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not self._settings.allow_shape_deletion:
             raise DeleteNotAllowed
@@ -205,10 +229,11 @@ class ShapeResource:
         self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str
     ) -> None:
         offset = request.log_offset
-        if not offset.is_before_all:
-            self._wait_in_bounds(handle, offset)
         sse = request.live and request.live_sse
         chunk = self._engine.read(handle, offset, per_item=sse)
+        if not offset.is_before_all and offset > chunk.latest_offset:
+            self._wait_in_bounds(handle, offset, chunk.latest_offset)
+            chunk = self._engine.read(handle, offset, per_item=sse)
         up_to_date = not offset.is_before_all and chunk.end_offset >= max(chunk.latest_offset, offset)
         meta = ShapeResponseMeta(
             handle=handle,
@@ -290,11 +315,8 @@ class ShapeResource:
             self._respond(req, resp, request, meta, (), up_to_date_item(lsn))
             return
 
-    def _wait_in_bounds(self, handle: str, offset: LogOffset) -> None:
+    def _wait_in_bounds(self, handle: str, offset: LogOffset, latest: LogOffset) -> None:
         """Spec §3: an offset past the shape's latest waits up to long_poll_timeout/2, then 400."""
-        latest = self._engine.latest_offset(handle)
-        if offset <= latest:
-            return
         deadline = self._monotonic() + self._settings.out_of_bounds_timeout
         while offset > latest:
             remaining = deadline - self._monotonic()

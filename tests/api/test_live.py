@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from falcon.testing import Result, TestClient
 
+from sync.offsets import LogOffset
 from tests.api.conftest import Backend
 from tests.api.test_shape_resource import body, controls, follow_snapshot, get, rows
 
@@ -162,3 +163,39 @@ def test_sse_closes_silently_on_rotation(client: TestClient, backend: Backend) -
     assert [m for m in sse_messages(r) if isinstance(m, dict)] == []
     r = get(client, f"table={table}&offset={offset}&handle={handle}&live&live_sse")
     assert r.status_code == 409
+
+
+def test_out_of_bounds_offset_waits_for_the_shape_to_catch_up(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    backend.insert(table, {"id": "2", "title": "b"})
+    first = get(client, f"table={table}&offset={offset}&handle={handle}")
+    tx = int(first.headers["electric-offset"].split("_")[0])
+    ahead = f"{tx}_2"  # the next op that is not there yet
+    bg = Background(lambda: get(client, f"table={table}&offset={ahead}&handle={handle}"))
+    assert backend.wait_for_waiter(5)
+    backend.insert(table, {"id": "3", "title": "c"})
+    r = bg.result()
+    assert r.status_code == 200
+    assert LogOffset.parse(r.headers["electric-offset"]) > LogOffset.parse(ahead)
+
+
+def test_fresh_shape_long_poll_at_0_0_times_out_at_0_inf(client: TestClient, backend: Backend) -> None:
+    table = backend.create_table([])
+    handle = get(client, f"table={table}&offset=-1").headers["electric-handle"]
+    r = get(client, f"table={table}&offset=0_0&handle={handle}&live")
+    assert r.status_code == 200
+    assert r.headers["electric-offset"] == "0_inf"
+    assert r.headers["electric-has-data"] == "false"
+
+
+def test_sse_with_pending_data_sends_it_then_stays_live(client: TestClient, backend: Backend) -> None:
+    table, handle, offset = caught_up(client, backend)
+    backend.insert(table, {"id": "2", "title": "b"})
+    bg = Background(lambda: get(client, f"table={table}&offset={offset}&handle={handle}&live&live_sse"))
+    assert backend.wait_for_waiter(5)  # parked after sending the pending batch
+    backend.insert(table, {"id": "3", "title": "c"})
+    r = bg.result()
+    data = [m for m in sse_messages(r) if isinstance(m, dict)]
+    kinds = [m["value"]["id"] if "key" in m else m["headers"]["control"] for m in data]
+    assert kinds == ["2", "up-to-date", "3", "up-to-date"]
+    assert r.headers["electric-up-to-date"] == ""

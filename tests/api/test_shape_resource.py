@@ -348,3 +348,26 @@ def test_auth_with_secret(make_client: Any, backend: Backend, settings: Any) -> 
     assert client.simulate_get("/v1//shape/", query_string=f"table={table}&offset=-1").status_code == 401
     assert client.simulate_delete("/v1/shape", query_string="handle=x").status_code == 401
     assert client.simulate_options("/v1/shape").status_code == 204
+
+
+def test_post_without_body_is_get_with_no_cache(client: TestClient, backend: Backend) -> None:
+    table = backend.create_table(ROWS)
+    for payload in (b"", b"{}"):
+        r = client.simulate_post("/v1/shape", query_string=f"table={table}&offset=-1", body=payload)
+        assert r.status_code == 200
+        assert rows(r) == ROWS
+        assert r.headers["cache-control"] == "no-cache"
+        assert "electric-schema" in r.headers
+
+
+def test_post_body_errors(client: TestClient, backend: Backend) -> None:
+    table = backend.create_table(ROWS)
+    q = f"table={table}&offset=-1"
+    r = client.simulate_post("/v1/shape", query_string=q, body=b"{nope")
+    assert r.status_code == 400
+    assert orjson.loads(r.content)["error"] == "Invalid JSON in request body"
+    assert r.headers["cache-control"] == "no-cache"
+    r = client.simulate_post("/v1/shape", query_string=q, body=b"[1]")
+    assert (r.status_code, orjson.loads(r.content)) == (400, {"error": "Request body must be a JSON object"})
+    r = client.simulate_post("/v1/shape", query_string=q, body=b" " * (1024 * 1024 + 10))
+    assert (r.status_code, orjson.loads(r.content)) == (413, {"error": "Request body too large"})
