@@ -1,14 +1,14 @@
 """What the shape engine needs to know about a table from the catalog, as structural Protocols.
 
-The inspector (``sync/postgres/inspector.py``) reads ``pg_catalog``; the shape engine only needs a few facts
-per table and column.  Declaring them as Protocols keeps ``sync/shapes`` free of the inspector's internals:
-any object with these attributes (a frozen dataclass, a named tuple) fits.
+``sync.postgres.inspector`` reads ``pg_catalog`` into ``TableInfo``/``ColumnInfo`` values, which fit these
+Protocols; declaring only the few facts the shape engine uses keeps ``sync/shapes`` independent of the
+inspector's internals (tests use small dataclasses of their own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["ColumnInfo", "TableInfo"]
 
@@ -20,22 +20,13 @@ class ColumnInfo(Protocol):
     def name(self) -> str: ...
 
     @property
-    def type_name(self) -> str:
-        """``pg_type.typname``; for an array column, the element type's ``typname``."""
+    def generated(self) -> bool:
+        """A generated column: PG < 18 does not replicate it, so a shape cannot select it."""
         ...
 
-    @property
-    def type_mod(self) -> int:
-        """``pg_attribute.atttypmod`` (-1 when none)."""
+    def schema_entry(self) -> dict[str, Any]:
+        """This column's value in the ``electric-schema`` header (spec §4)."""
         ...
-
-    @property
-    def array_dims(self) -> int:
-        """``pg_attribute.attndims``; 0 for a non-array column."""
-        ...
-
-    @property
-    def not_null(self) -> bool: ...
 
 
 class TableInfo(Protocol):
@@ -54,6 +45,6 @@ class TableInfo(Protocol):
     def columns(self) -> Sequence[ColumnInfo]: ...
 
     @property
-    def primary_key(self) -> Sequence[str]:
+    def pk(self) -> tuple[str, ...]:
         """Primary-key column names in index order; empty for a table without a primary key."""
         ...

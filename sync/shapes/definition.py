@@ -97,7 +97,8 @@ class ShapeDefinition:
                 "If the table name contains capitals or special characters you must quote it.",
             )
         table_columns = [c.name for c in table_info.columns]
-        pk = tuple(table_info.primary_key)
+        generated = {c.name for c in table_info.columns if c.generated}
+        pk = tuple(table_info.pk)
         if columns is None:
             selected = tuple(table_columns)
         else:
@@ -117,6 +118,13 @@ class ShapeDefinition:
                     + ", ".join(missing),
                 )
             selected = tuple(c for c in table_columns if c in wanted)
+        if generated.intersection(selected):
+            # PG < 18 never replicates generated columns: the log could not keep them up to date.
+            raise ShapeDefinitionError(
+                "columns",
+                "The following columns are generated and cannot be included in a shape: "
+                + ", ".join(c for c in selected if c in generated),
+            )
         where_text = normalise_where(where)
         param_tuple = _param_tuple(params) if where_text is not None else ()
         return cls(

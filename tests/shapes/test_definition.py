@@ -18,7 +18,7 @@ ITEMS = Table(
     16400,
     "public",
     "items",
-    (Col("id", "int8", not_null=True), Col("title"), Col("Value"), Col("n", "int4")),
+    (Col("id", "int8"), Col("title"), Col("Value"), Col("n", "int4")),
     ("id",),
 )
 NOPK = Table(16500, "public", "nopk", (Col("a"), Col("b")))
@@ -160,3 +160,16 @@ def test_handle_clock_observes_reloaded_handles() -> None:
     for bad in ["", "1", "a-1", "1-", "1-2-3", "-1"]:
         with pytest.raises(ValueError, match="handle"):
             split_handle(bad)
+
+
+def test_generated_columns_rejected() -> None:
+    gen = Table(16700, "public", "g", (Col("id"), Col("a"), Col("twice", generated=True)), ("id",))
+    ok = ShapeDefinition.create(("public", "g"), gen, columns=["id", "a"])
+    assert ok.columns == ("id", "a")
+    for columns in (None, ["id", "twice"]):
+        with pytest.raises(ShapeDefinitionError) as exc:
+            ShapeDefinition.create(("public", "g"), gen, columns=columns)
+        assert (exc.value.field, exc.value.message) == (
+            "columns",
+            "The following columns are generated and cannot be included in a shape: twice",
+        )
