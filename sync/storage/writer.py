@@ -150,6 +150,7 @@ class ShapeLogWriter:
             # the transaction's last fragment was empty: flag its last, still invisible, entry
             flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
             self._files.pwrite(seq.items, flags_at, bytes([TXN_END]))
+            seq.dirty = True  # the next flush must make the flag durable too
         if complete:
             self._committed_items = seq.pos.items
             self._committed_last = seq.pos.last
