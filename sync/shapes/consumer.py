@@ -1,0 +1,365 @@
+"""``Consumer``: one actor per shape, turning routed transactions into the shape's log.
+
+The decisions (replay skip, holding until the snapshot's visibility is known, snapshot filtering, item
+encoding) live in the pure :class:`~sync.shapes.consumer_state.ConsumerState`; this actor wires them to the
+shape's :class:`~sync.storage.storage_actor.StorageActor`, the ShapeLogCollector (registration, durability)
+and the live waiters (:mod:`sync.shapes.waiters`).
+
+Durability: the storage reports what it fsynced (``StorageDurable``, wired from its ``on_durable``); the
+consumer forwards it to the collector as ``ShapeDurable``, raised to ``<commit_lsn>_0`` of the newest
+transaction that added nothing to the log once everything written before that transaction is durable, so a
+transaction dropped by the snapshot filter never pins the acknowledgement.
+
+Waiters are completed when data is *readable* (written by the storage actor, not necessarily fsynced).  The
+storage writes asynchronously, so when waiters exist the consumer hands a completed transaction over with
+``ask`` (returning once written), and a waiter arriving while data is still in flight is checked again
+behind a cheap ``ask`` barrier; without waiters appends are plain ``tell``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pykka
+from psycopg import sql
+
+from supervisors import SupervisedActor
+from sync.offsets import LogOffset
+from sync.shapes.collector import RegisterShape, ShapeChanges, ShapeDurable, UnregisterShape
+from sync.shapes.consumer_state import Action, Append, CommitEmpty, ConsumerState, ShapeFailed
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_items import (
+    IncompleteChange,
+    Predicate,
+    RelationMismatch,
+    ShapeLogEncoder,
+    ShapeTruncated,
+)
+from sync.shapes.snapshot_worker import SnapshotCompleted, SnapshotFailed, SnapshotRequest, SnapshotStarted
+from sync.shapes.waiters import WaiterList, WaitResult
+from sync.shapes.xid import PgSnapshot, SnapshotFilter
+from sync.storage.errors import ShapeGone
+from sync.storage.reader import ShapeLogReader
+from sync.storage.storage_actor import AppendTransaction, DeleteLog, GetReader
+
+__all__ = [
+    "AwaitData",
+    "CancelWait",
+    "Consumer",
+    "ConsumerInfo",
+    "GetConsumerInfo",
+    "RotateShape",
+    "StorageDurable",
+    "StoredShape",
+]
+
+logger = logging.getLogger(__name__)
+
+_INVALIDATING = (ShapeFailed, ShapeTruncated, RelationMismatch, IncompleteChange)
+_NEVER_ENDS = 1 << 64  # WAL position bound for a filter rebuilt after a restart (see on_start)
+
+
+# -- messages ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitData:
+    """tell (API): complete ``future`` with a WaitResult once data past ``after`` is readable.
+
+    ``deadline`` (``time.monotonic()``) is when the request stops waiting; the consumer drops the waiter
+    after it even if no CancelWait arrives.
+    """
+
+    after: LogOffset
+    future: pykka.Future[Any]
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelWait:
+    """tell (API): the request waiting on ``future`` gave up (timed out or disconnected)."""
+
+    future: pykka.Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StorageDurable:
+    """tell (the shape's StorageActor ``on_durable``): everything up to ``offset`` is fsynced."""
+
+    offset: LogOffset
+
+
+@dataclass(frozen=True, slots=True)
+class RotateShape:
+    """ask (ShapeCache) -> None: the shape is invalidated or deleted: wake waiters with ``rotated``, stop
+    writing, and delete the log when ``delete_log``.  The cache then terminates the shape's subtree."""
+
+    reason: str
+    delete_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GetConsumerInfo:
+    """ask -> ConsumerInfo."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    handle: str
+    reader: ShapeLogReader
+    snapshot_complete: bool
+    held_transactions: int
+    waiters: int
+    failed: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredShape:
+    """What a reopened log tells its new consumer: the snapshot it was built from and its last transaction."""
+
+    snapshot: PgSnapshot
+    last_tx: int
+
+
+# -- the actor --------------------------------------------------------------------------------------------
+
+
+class Consumer(SupervisedActor):
+    """Keeps one shape's log in step with replication.
+
+    Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
+                the reader of its log, what was appended and what is durable.
+    Receives:   ShapeChanges (tell, collector); SnapshotStarted / SnapshotCompleted / SnapshotFailed (tell,
+                snapshot worker); StorageDurable (tell, storage); AwaitData / CancelWait (tell, API);
+                RotateShape (ask, cache) -> None; GetConsumerInfo (ask) -> ConsumerInfo.
+    Sends:      RegisterShape (ask, on start) / UnregisterShape (tell, on stop) / ShapeDurable (tell) to the
+                collector; AppendTransaction (tell, or ask when waiters exist), GetReader (ask), DeleteLog
+                (ask) to the storage; ``start_snapshot(SnapshotRequest)`` once for a new shape;
+                ``on_invalidate(handle, reason)`` when the shape cannot continue.
+    Crashes on: storage or collector ask timeouts and unexpected errors; ``on_failure`` then invalidates the
+                shape (a restarted consumer would have missed transactions, so it is never restarted).
+    """
+
+    def __init__(
+        self,
+        handle: str,
+        definition: ShapeDefinition,
+        *,
+        storage: pykka.ActorRef[Any],
+        collector: pykka.ActorRef[Any],
+        start_snapshot: Callable[[SnapshotRequest], None],
+        on_invalidate: Callable[[str, str], None],
+        stored: StoredShape | None = None,
+        routing_clause: Any = None,
+        predicate: Predicate | None = None,
+        where_sql: sql.Composable | None = None,
+        where_params: Sequence[Any] = (),
+        max_held: int = 10_000,
+        ask_timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.handle = handle
+        self._definition = definition
+        self._storage = storage
+        self._collector = collector
+        self._start_snapshot = start_snapshot
+        self._on_invalidate = on_invalidate
+        self._stored = stored
+        self._clause = routing_clause
+        self._where_sql = where_sql
+        self._where_params = tuple(where_params)
+        self._timeout = ask_timeout
+        self._state = ConsumerState(
+            ShapeLogEncoder(definition, predicate),
+            last_tx=stored.last_tx if stored is not None else 0,
+            # After a restart the WAL bound of the filter is unknown: judging by visibility alone is exact.
+            snapshot_filter=SnapshotFilter(stored.snapshot, _NEVER_ENDS) if stored is not None else None,
+            max_held=max_held,
+        )
+        self._waiters = WaiterList()
+        self._reader: ShapeLogReader | None = None
+        self._appended: LogOffset | None = None  # last item of the last complete transaction sent
+        self._txn_last: LogOffset | None = None  # last item sent of the open transaction
+        self._durable = LogOffset.BEFORE_ALL
+        self._pending_empty: tuple[int, LogOffset | None] | None = None
+        self._failed: str | None = None
+
+    def __str__(self) -> str:
+        return f"Consumer[{self.handle}]"
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._reader = cast("ShapeLogReader", self._storage.ask(GetReader(), timeout=self._timeout))
+        self._collector.ask(
+            RegisterShape(self.handle, self._definition.relation, self._clause, self.actor_ref),
+            timeout=self._timeout,
+        )
+        if self._stored is None:
+            self._start_snapshot(
+                SnapshotRequest(
+                    self.handle,
+                    self._definition,
+                    self._storage,
+                    self.actor_ref,
+                    self._where_sql,
+                    self._where_params,
+                )
+            )
+
+    def on_stop(self) -> None:
+        self._waiters.complete_all(WaitResult("stopped", reason="shape consumer stopped"))
+        self._unregister()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        reason = f"shape consumer crashed: {exc_info[1]!r}"
+        self._waiters.complete_all(WaitResult("stopped", reason=reason))
+        self._unregister()
+        self._on_invalidate(self.handle, reason)
+
+    # -- dispatch -----------------------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ShapeChanges():
+                if self._failed is None:
+                    self._guarded(self._state.changes, message)
+            case StorageDurable(offset):
+                self._storage_durable(offset)
+            case AwaitData(after, future, deadline):
+                self._await(after, future, deadline)
+            case CancelWait(future):
+                self._waiters.cancel(id(future))
+            case SnapshotStarted(snapshot, wal_lsn):
+                if self._failed is None:
+                    self._guarded(self._state.snapshot_known, snapshot, wal_lsn)
+            case SnapshotCompleted(rows):
+                logger.debug("%s: snapshot complete (%d rows)", self, rows)
+                self._notify()
+            case SnapshotFailed(reason):
+                self._fail(f"snapshot failed: {reason}")
+            case RotateShape(reason, delete_log):
+                self._rotate(reason, delete_log=delete_log)
+            case GetConsumerInfo():
+                return self._info()
+            case _:
+                msg = f"{self}: unexpected message {message!r}"
+                raise TypeError(msg)
+        return None
+
+    # -- transactions -------------------------------------------------------------------------------------
+
+    def _guarded(self, step: Callable[..., list[Action]], *args: Any) -> None:
+        try:
+            actions = step(*args)
+        except _INVALIDATING as exc:
+            self._fail(str(exc))
+            return
+        self._apply(actions)
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, CommitEmpty):
+                self._settle_empty(action.commit_lsn)
+                continue
+            assert isinstance(action, Append)
+            if action.items:
+                self._txn_last = action.items[-1].offset
+            msg = AppendTransaction(action.items, action.complete)
+            if not action.complete:
+                self._storage.tell(msg)
+                continue
+            self._appended = self._txn_last
+            self._txn_last = None
+            if len(self._waiters):
+                self._storage.ask(msg, timeout=self._timeout)  # written (readable) when it returns
+                self._notify()
+            else:
+                self._storage.tell(msg)
+
+    def _settle_empty(self, commit_lsn: int) -> None:
+        if self._appended is None or self._appended <= self._durable:
+            self._report(LogOffset(commit_lsn, 0))
+        else:
+            self._pending_empty = (commit_lsn, self._appended)
+
+    def _storage_durable(self, offset: LogOffset) -> None:
+        self._durable = max(self._durable, offset)
+        settled = self._durable
+        pending = self._pending_empty
+        if pending is not None and (pending[1] is None or pending[1] <= self._durable):
+            settled = max(settled, LogOffset(pending[0], 0))
+            self._pending_empty = None
+        self._report(settled)
+
+    def _report(self, offset: LogOffset) -> None:
+        if self._failed is None:
+            self._collector.tell(ShapeDurable(self.handle, offset))
+
+    # -- waiters ------------------------------------------------------------------------------------------
+
+    def _readable(self) -> LogOffset:
+        reader = self._reader
+        if reader is None:
+            return LogOffset.BEFORE_ALL
+        try:
+            return reader.latest_offset() if reader.snapshot_complete else LogOffset.BEFORE_ALL
+        except ShapeGone:
+            return LogOffset.BEFORE_ALL
+
+    def _await(self, after: LogOffset, future: pykka.Future[Any], deadline: float) -> None:
+        if self._failed is not None:
+            future.set(WaitResult("rotated", reason=self._failed))
+            return
+        latest = self._readable()
+        if latest <= after and self._appended is not None and self._appended > after:
+            self._storage.ask(GetReader(), timeout=self._timeout)  # barrier: in-flight appends land
+            latest = self._readable()
+        if latest > after:
+            future.set(WaitResult("data", latest))
+            return
+        self._waiters.prune(time.monotonic())
+        self._waiters.add(id(future), after, future, deadline)
+
+    def _notify(self) -> None:
+        if len(self._waiters):
+            self._waiters.notify(self._readable())
+
+    # -- end of the shape ---------------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> None:
+        if self._failed is not None:
+            return
+        logger.warning("shape %s must be invalidated: %s", self.handle, reason)
+        self._failed = reason
+        self._waiters.complete_all(WaitResult("rotated", reason=reason))
+        self._unregister()
+        self._on_invalidate(self.handle, reason)
+
+    def _rotate(self, reason: str, *, delete_log: bool) -> None:
+        self._failed = self._failed or reason
+        self._waiters.complete_all(WaitResult("rotated", reason=reason))
+        self._unregister()
+        if delete_log:
+            self._storage.ask(DeleteLog(), timeout=self._timeout)
+
+    def _unregister(self) -> None:
+        try:
+            self._collector.tell(UnregisterShape(self.handle))
+        except pykka.ActorDeadError:
+            logger.debug("%s: collector already stopped", self)
+
+    def _info(self) -> ConsumerInfo:
+        assert self._reader is not None
+        return ConsumerInfo(
+            self.handle,
+            self._reader,
+            self._readable() != LogOffset.BEFORE_ALL,
+            self._state.held_transactions,
+            len(self._waiters),
+            self._failed,
+        )

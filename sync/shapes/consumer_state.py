@@ -1,0 +1,148 @@
+"""The pure core of a shape consumer: which transactions reach the shape's log, and as which items.
+
+Three rules decide what happens to each transaction routed to a shape (architecture hard spots 3 and 4):
+
+* **Replay is skipped.** A transaction whose commit LSN is at or below the last transaction already in the
+  shape's log was written before a restart; Postgres resends it because the slot was acknowledged only up
+  to a durable point.  It is dropped whole, so the log is re-derived with the same offsets and bytes.
+* **Register before snapshot.** The shape is routed changes before its snapshot knows its visibility.
+  Until then, messages are held (at most ``max_held`` transactions: past that the shape fails with a clear
+  reason, it never grows without bound).  Once ``pg_current_snapshot()`` is known, the held transactions
+  and every later one go through :class:`~sync.shapes.xid.SnapshotFilter`: those the snapshot already
+  saw are dropped, and the filtering stops for good at the first transaction committed at or past the WAL
+  insert position read with the snapshot.
+* **Nothing pins the acknowledgement.** A dropped transaction, or one that yields no item for the shape,
+  still produces a :class:`CommitEmpty`, so the storage can report the shape durable past it.
+
+The output is a list of actions for the storage, in order; the actor shell only carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sync.replication.changes import TransactionFragment
+from sync.shapes.collector import ShapeChanges
+from sync.shapes.log_items import LogItem, ShapeLogEncoder
+from sync.shapes.xid import PgSnapshot, SnapshotFilter
+
+__all__ = ["Action", "Append", "CommitEmpty", "ConsumerState", "ShapeFailed"]
+
+
+class ShapeFailed(Exception):
+    """The shape cannot continue (held too much while waiting for its snapshot, ...): invalidate it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append these items of one transaction; ``complete`` ends the transaction (readers then see it)."""
+
+    items: tuple[LogItem, ...]
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommitEmpty:
+    """The transaction at ``commit_lsn`` added nothing to the log: it is settled for this shape."""
+
+    commit_lsn: int
+
+
+Action = Append | CommitEmpty
+
+
+@dataclass(slots=True)
+class _Txn:
+    commit_lsn: int
+    mode: Literal["write", "drop"]
+    wrote: bool = False
+
+
+class ConsumerState:
+    """Per-shape transaction handling; see the module docstring.  Feed messages in arrival order."""
+
+    __slots__ = ("_encoder", "_filter", "_held", "_held_txns", "_last_tx", "_max_held", "_txn")
+
+    def __init__(
+        self,
+        encoder: ShapeLogEncoder,
+        *,
+        last_tx: int = 0,
+        snapshot_filter: SnapshotFilter | None = None,
+        max_held: int = 10_000,
+    ) -> None:
+        self._encoder = encoder
+        self._last_tx = last_tx
+        self._filter = snapshot_filter
+        self._held: list[ShapeChanges] = []
+        self._held_txns = 0
+        self._max_held = max_held
+        self._txn: _Txn | None = None
+
+    @property
+    def waiting_for_snapshot(self) -> bool:
+        return self._filter is None
+
+    @property
+    def held_transactions(self) -> int:
+        return self._held_txns
+
+    @property
+    def filtering(self) -> bool:
+        """True while transactions may still be ones the snapshot already holds."""
+        return self._filter is None or self._filter.active
+
+    def changes(self, msg: ShapeChanges) -> list[Action]:
+        """Handle one routed message; returns the storage actions it causes (maybe none)."""
+        if self._filter is None:
+            if msg.begin:
+                self._held_txns += 1
+                if self._held_txns > self._max_held:
+                    raise ShapeFailed(
+                        f"more than {self._max_held} transactions arrived while the shape's snapshot was "
+                        "starting; the shape is invalidated rather than holding them without bound"
+                    )
+            self._held.append(msg)
+            return []
+        return self._process(msg)
+
+    def snapshot_known(self, snapshot: PgSnapshot, wal_lsn: int) -> list[Action]:
+        """The snapshot's visibility (and WAL insert position) is known: filter and release what is held."""
+        if self._filter is not None:
+            raise ValueError("snapshot visibility already known")
+        self._filter = SnapshotFilter(snapshot, wal_lsn)
+        held, self._held, self._held_txns = self._held, [], 0
+        out: list[Action] = []
+        for msg in held:
+            out.extend(self._process(msg))
+        return out
+
+    def _process(self, msg: ShapeChanges) -> list[Action]:
+        txn = self._txn
+        if msg.begin or txn is None:
+            txn = self._txn = _Txn(msg.commit_lsn, self._decide(msg))
+        elif txn.commit_lsn != msg.commit_lsn:
+            raise RuntimeError(
+                f"fragment of transaction {msg.commit_lsn} inside transaction {txn.commit_lsn}"
+            )
+        out: list[Action] = []
+        if txn.mode == "write":
+            fragment = TransactionFragment(msg.xid, msg.commit_lsn, msg.changes, msg.begin, msg.commit)
+            items = self._encoder.encode_fragment(fragment)
+            if items or (txn.wrote and msg.commit):
+                txn.wrote = True
+                out.append(Append(tuple(items), complete=msg.commit))
+            if msg.commit:
+                self._last_tx = msg.commit_lsn
+        if msg.commit:
+            self._txn = None
+            if not txn.wrote:
+                out.append(CommitEmpty(msg.commit_lsn))
+        return out
+
+    def _decide(self, msg: ShapeChanges) -> Literal["write", "drop"]:
+        if msg.commit_lsn <= self._last_tx:
+            return "drop"  # already in the log before a restart: replay
+        assert self._filter is not None
+        return "write" if self._filter.keep(msg.xid, msg.commit_lsn) else "drop"

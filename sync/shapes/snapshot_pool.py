@@ -1,0 +1,126 @@
+"""``SnapshotPool``: bounded concurrency for initial snapshots.
+
+A snapshot is a long read on its own connection; running too many at once would exhaust Postgres
+connections and starve replication, so at most ``size`` run at a time and the rest queue in arrival order.
+The pool actor only dispatches: each snapshot runs in a worker spawned for it
+(:func:`sync.shapes.snapshot_worker.take_snapshot`, a greenlet under gevent), which reports back with
+``WorkerDone`` and hands its connection back for reuse.  The inbox is never blocked by a snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pykka
+
+from supervisors import SupervisedActor
+from sync import runtime
+from sync.shapes.snapshot_worker import SnapshotRequest, take_snapshot
+
+__all__ = ["GetPoolStatus", "PoolStatus", "SnapshotPool", "StartSnapshot", "WorkerDone"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StartSnapshot:
+    """tell (Consumer): take this shape's snapshot when a slot is free."""
+
+    request: SnapshotRequest
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDone:
+    """tell (worker -> pool): a snapshot ended; ``conn`` is reusable, or None."""
+
+    conn: psycopg.Connection[Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetPoolStatus:
+    """ask -> PoolStatus."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    running: int
+    queued: int
+    idle_connections: int
+    completed: int
+
+
+class SnapshotPool(SupervisedActor):
+    """Runs at most ``size`` snapshots at once.
+
+    Owns:       the queue of waiting requests, the idle snapshot connections, the running count.
+    Receives:   StartSnapshot (tell); WorkerDone (tell, from its workers); GetPoolStatus (ask) -> PoolStatus.
+    Sends:      nothing itself; spawns one worker per snapshot, which tells the consumer
+                SnapshotStarted / SnapshotCompleted / SnapshotFailed.
+    Crashes on: nothing expected; idle connections are closed on stop and running workers finish alone.
+    """
+
+    def __init__(
+        self, dsn: str, *, size: int = 8, fetch_rows: int = 1000, storage_timeout: float = 60.0
+    ) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError("snapshot pool size must be >= 1")
+        self._dsn = dsn
+        self._size = size
+        self._fetch_rows = fetch_rows
+        self._timeout = storage_timeout
+        self._queue: deque[SnapshotRequest] = deque()
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._running = 0
+        self._completed = 0
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case StartSnapshot(request):
+                self._queue.append(request)
+                self._pump()
+            case WorkerDone(conn):
+                self._running -= 1
+                self._completed += 1
+                if conn is not None:
+                    self._idle.append(conn)
+                self._pump()
+            case GetPoolStatus():
+                return PoolStatus(self._running, len(self._queue), len(self._idle), self._completed)
+            case _:
+                msg = f"{type(self).__name__}: unexpected message {message!r}"
+                raise TypeError(msg)
+        return None
+
+    def on_stop(self) -> None:
+        self._close_idle()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._close_idle()
+
+    def _pump(self) -> None:
+        while self._queue and self._running < self._size:
+            request = self._queue.popleft()
+            conn = self._idle.pop() if self._idle else None
+            self._running += 1
+            runtime.spawn(self._work, request, conn, name=f"snapshot-{request.handle}")
+        # connections beyond what can run at once are not kept
+        while len(self._idle) > self._size - self._running:
+            self._idle.pop().close()
+
+    def _work(self, request: SnapshotRequest, conn: psycopg.Connection[Any] | None) -> None:
+        kept = take_snapshot(self._dsn, conn, request, fetch_rows=self._fetch_rows, timeout=self._timeout)
+        try:
+            self.actor_ref.tell(WorkerDone(kept))
+        except pykka.ActorDeadError:  # the pool stopped meanwhile: nobody will reuse the connection
+            if kept is not None:
+                kept.close()
+
+    def _close_idle(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()

@@ -1,0 +1,162 @@
+"""One initial snapshot, run on its own connection outside any actor's inbox.
+
+Why a separate module: the SnapshotPool actor only dispatches; the work (a consistent read of the shape's
+rows, streamed into storage chunk by chunk) happens here, in a worker spawned per snapshot (a greenlet under
+gevent, where psycopg's high-level API is cooperative; a thread otherwise).
+
+Sequence (architecture §3, hard spot 3): ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``, the display
+settings (so values are byte-identical to what replication sends), ``pg_current_snapshot()`` whose
+xmin/xmax/xip go to the consumer at once (it may now filter the transactions it holds), then the rows through
+a server-side cursor, ``fetch_rows`` at a time, each batch encoded and appended to storage, then
+``snapshot-end``.  The table is never held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pykka
+from psycopg import sql
+
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_items import ShapeLogEncoder
+from sync.shapes.snapshot import (
+    BEGIN_SNAPSHOT,
+    SNAPSHOT_INFO_QUERY,
+    display_settings_sql,
+    parse_lsn,
+    raw_text_cursor,
+    snapshot_query,
+)
+from sync.shapes.xid import PgSnapshot
+from sync.storage.storage_actor import AppendSnapshot, CompleteSnapshot
+
+__all__ = [
+    "SnapshotCompleted",
+    "SnapshotFailed",
+    "SnapshotRequest",
+    "SnapshotStarted",
+    "connect_snapshot",
+    "run_snapshot",
+    "take_snapshot",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Everything a worker needs to snapshot one shape: rows go to ``storage`` (the shape's StorageActor),
+    ``consumer`` receives the Snapshot* messages."""
+
+    handle: str
+    definition: ShapeDefinition
+    storage: pykka.ActorRef[Any]
+    consumer: pykka.ActorRef[Any]
+    where_sql: sql.Composable | None = None
+    where_params: Sequence[Any] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotStarted:
+    """tell (worker -> consumer): the snapshot's visibility and ``pg_current_wal_insert_lsn()`` read with it;
+    rows are being written."""
+
+    snapshot: PgSnapshot
+    wal_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCompleted:
+    """tell (worker -> consumer): every row and ``snapshot-end`` are written and fsynced."""
+
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFailed:
+    """tell (worker/pool -> consumer): the snapshot could not be taken; the shape must be invalidated."""
+
+    reason: str
+
+
+def connect_snapshot(dsn: str, connect_timeout: float = 10.0) -> psycopg.Connection[Any]:
+    """A snapshot connection: autocommit (transactions are explicit), display settings applied."""
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout)))
+    conn.execute(display_settings_sql())
+    return conn
+
+
+def run_snapshot(
+    conn: psycopg.Connection[Any], request: SnapshotRequest, *, fetch_rows: int = 1000, timeout: float = 60.0
+) -> int:
+    """Take the snapshot of ``request`` on ``conn``; returns the row count.
+
+    Each batch is handed to the storage actor with ``ask`` (``timeout`` each), which bounds memory: the
+    worker never runs ahead of the disk.  Raises on any failure (psycopg errors, ``pykka.ActorDeadError``
+    when the shape went away meanwhile); the connection is left outside any transaction unless it broke.
+    """
+    encoder = ShapeLogEncoder(request.definition)
+    storage = request.storage
+    count = 0
+    conn.execute(BEGIN_SNAPSHOT)
+    try:
+        row = conn.execute(SNAPSHOT_INFO_QUERY).fetchone()
+        assert row is not None
+        snapshot = PgSnapshot.parse(str(row[0]))
+        request.consumer.tell(SnapshotStarted(snapshot, parse_lsn(str(row[1]))))
+        query = snapshot_query(request.definition, request.where_sql)
+        with raw_text_cursor(conn, name="shapesync_snapshot") as cur:
+            cur.execute(query, tuple(request.where_params) or None)
+            while True:
+                rows = cur.fetchmany(fetch_rows)
+                if not rows:
+                    break
+                storage.ask(AppendSnapshot([encoder.snapshot_item(r) for r in rows]), timeout=timeout)
+                count += len(rows)
+        storage.ask(
+            CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
+        )
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute("ROLLBACK")
+    request.consumer.tell(SnapshotCompleted(count))
+    logger.info("shape %s: snapshot of %d rows complete (%s)", request.handle, count, snapshot)
+    return count
+
+
+def take_snapshot(
+    dsn: str,
+    conn: psycopg.Connection[Any] | None,
+    request: SnapshotRequest,
+    *,
+    fetch_rows: int = 1000,
+    timeout: float = 60.0,
+) -> psycopg.Connection[Any] | None:
+    """A worker's whole job: (re)connect if needed, run the snapshot, report a failure to the consumer.
+
+    Returns the connection if it is healthy and idle (the pool reuses it), else None (it was closed).
+    Never raises: every outcome is a message to the consumer (or nobody, if the shape is already gone).
+    """
+    try:
+        if conn is None or conn.closed or conn.broken:
+            conn = connect_snapshot(dsn, timeout)
+        run_snapshot(conn, request, fetch_rows=fetch_rows, timeout=timeout)
+    except pykka.ActorDeadError:
+        logger.info("shape %s went away during its snapshot", request.handle)
+    except Exception as exc:
+        logger.warning("shape %s: snapshot failed: %r", request.handle, exc)
+        try:
+            request.consumer.tell(SnapshotFailed(f"{type(exc).__name__}: {exc}"))
+        except pykka.ActorDeadError:
+            logger.debug("shape %s: consumer gone, snapshot failure not reported", request.handle)
+    if conn is None or conn.closed:
+        return None
+    if conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.close()
+        return None
+    return conn

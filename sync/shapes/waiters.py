@@ -1,0 +1,119 @@
+"""Live waiters: requests parked until a shape has data beyond the offset they hold (hard spot 5).
+
+A live request must not keep an actor busy while it waits.  The request creates a future, hands it to the
+shape's consumer (``AwaitData``, a ``tell``) and blocks on the future itself; the consumer keeps the future
+here and completes it when data past the request's offset becomes readable (written, not necessarily
+fsynced), or when the shape goes away.  A waiter that times out removes itself (``CancelWait``); the
+consumer also prunes waiters past their deadline whenever it adds one, so abandoned futures never pile up.
+
+Pure bookkeeping: completing a future never blocks (``ThreadingFuture.set`` puts into an unbounded
+queue), so thousands of waiters cost memory, not actor time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from sync.offsets import LogOffset
+
+__all__ = ["WaitOutcome", "WaitResult", "Waiter", "WaiterList"]
+
+WaitOutcome = Literal["data", "rotated", "stopped"]
+"""``data``: the log has something past the waiter's offset; ``rotated``: the shape was invalidated or
+deleted (the client must refetch: 409); ``stopped``: the shape's consumer stopped without rotating the shape
+(engine shutdown or a crash; the request should answer 503/retry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitResult:
+    """What a waiting request's future is completed with."""
+
+    outcome: WaitOutcome
+    latest: LogOffset | None = None  # the readable latest offset when outcome == "data"
+    reason: str | None = None
+
+
+class Waiter(Protocol):
+    """Anything completed once with a :class:`WaitResult` (``pykka.ThreadingFuture`` fits)."""
+
+    def set(self, value: WaitResult | None = None) -> None: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    token: int
+    after: LogOffset
+    future: Waiter
+    deadline: float
+
+
+class WaiterList:
+    """Waiters keyed by a token, completed in offset order; O(log n) per add, complete or prune."""
+
+    __slots__ = ("_by_deadline", "_by_offset", "_entries")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, _Entry] = {}
+        self._by_offset: list[tuple[LogOffset, int]] = []
+        self._by_deadline: list[tuple[float, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, token: int, after: LogOffset, future: Waiter, deadline: float) -> None:
+        """Park ``future`` until data past ``after`` is readable; ``token`` identifies it for cancelling."""
+        if token in self._entries:
+            raise ValueError(f"waiter token {token} already registered")
+        entry = _Entry(token, after, future, deadline)
+        self._entries[token] = entry
+        heapq.heappush(self._by_offset, (after, token))
+        heapq.heappush(self._by_deadline, (deadline, token))
+
+    def cancel(self, token: int) -> bool:
+        """Forget a waiter (it timed out on its side).  True if it was still parked."""
+        return self._entries.pop(token, None) is not None
+
+    def prune(self, now: float) -> int:
+        """Drop waiters whose deadline passed (their request stopped waiting).  Returns how many."""
+        dropped = 0
+        heap = self._by_deadline
+        while heap and heap[0][0] <= now:
+            _, token = heapq.heappop(heap)
+            if self._entries.pop(token, None) is not None:
+                dropped += 1
+        self._compact()
+        return dropped
+
+    def notify(self, latest: LogOffset) -> int:
+        """Complete every waiter whose offset is below ``latest`` with ``data``.  Returns how many."""
+        done = 0
+        heap = self._by_offset
+        result = WaitResult("data", latest)
+        while heap and heap[0][0] < latest:
+            _, token = heapq.heappop(heap)
+            entry = self._entries.pop(token, None)
+            if entry is not None:
+                entry.future.set(result)
+                done += 1
+        return done
+
+    def complete_all(self, result: WaitResult) -> int:
+        """Complete every waiter with ``result`` (shape rotated or consumer stopping)."""
+        entries = list(self._entries.values())
+        self._entries.clear()
+        self._by_offset.clear()
+        self._by_deadline.clear()
+        for entry in entries:
+            entry.future.set(result)
+        return len(entries)
+
+    def _compact(self) -> None:
+        """Rebuild the heaps when cancelled entries dominate them (keeps memory proportional to waiters)."""
+        live = len(self._entries)
+        if len(self._by_offset) > 64 and len(self._by_offset) > 4 * live:
+            self._by_offset = [(e.after, t) for t, e in self._entries.items()]
+            heapq.heapify(self._by_offset)
+            self._by_deadline = [(e.deadline, t) for t, e in self._entries.items()]
+            heapq.heapify(self._by_deadline)
