@@ -49,7 +49,11 @@ class _Seq:
         self.items = prefix + ".items"
         self.chunks = prefix + ".chunks"
         self.names = (self.json, self.keys, self.items, self.chunks)
-        self.dirty = False
+        self.dirty_names: set[str] = set()
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.dirty_names)
 
 
 class ShapeLogWriter:
@@ -150,7 +154,7 @@ class ShapeLogWriter:
             # the transaction's last fragment was empty: flag its last, still invisible, entry
             flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
             self._files.pwrite(seq.items, flags_at, bytes([TXN_END]))
-            seq.dirty = True  # the next flush must make the flag durable too
+            seq.dirty_names.add(seq.items)  # the next flush must make the flag durable too
         if complete:
             self._committed_items = seq.pos.items
             self._committed_last = seq.pos.last
@@ -182,7 +186,7 @@ class ShapeLogWriter:
             pos.chunks += 1
             pos.open_chunk_bytes = 0
         self._files.sync(seq.names)
-        seq.dirty = False
+        seq.dirty_names.clear()
         self._files.release(seq.names)
         self._meta.update(snapshot_complete=True, xmin=xmin, xmax=xmax, xip_list=list(xip_list))
         self._files.write_meta(encode_meta(self._meta))
@@ -220,8 +224,10 @@ class ShapeLogWriter:
         files.append(seq.json, b",".join(jsons))
         files.append(seq.keys, b"".join(keys))
         files.append(seq.items, bytes(entries))
+        seq.dirty_names.update((seq.json, seq.keys, seq.items))
         if chunk_entries:
             files.append(seq.chunks, b"".join(chunk_entries))
+            seq.dirty_names.add(seq.chunks)
         self._unsynced_bytes += json_end - pos.json_len
         last_tx, last_op = rows[-1][0], rows[-1][1]
         pos.items += n
@@ -230,7 +236,6 @@ class ShapeLogWriter:
         pos.chunks += len(chunk_entries)
         pos.open_chunk_bytes = open_bytes
         pos.last = LogOffset(last_tx, last_op)
-        seq.dirty = True
 
     def _publish(self, *, snap_complete: bool | None = None) -> None:
         view = self.state.view
@@ -271,14 +276,14 @@ class ShapeLogWriter:
         """fsync everything written so far; returns the durable offset (last complete transaction)."""
         names: list[str] = []
         for seq in (self._log, self._snap):
-            if seq.dirty:
-                names.extend(seq.names)
+            names.extend(sorted(seq.dirty_names))
         log_dirty = self._log.dirty
         committed = self._committed_last
         synced_items = self._log.pos.items
         if names:
             self._files.sync(names)
-        self._log.dirty = self._snap.dirty = False
+        self._log.dirty_names.clear()
+        self._snap.dirty_names.clear()
         self._unsynced_bytes = 0
         if log_dirty:
             at = committed if committed is not None else LogOffset(0, 0)
