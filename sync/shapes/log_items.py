@@ -26,8 +26,8 @@ the full row is needed (a WHERE to evaluate, ``replica=full``, an insert produce
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final, Literal
+from operator import itemgetter
+from typing import Final, Literal, NamedTuple
 
 import orjson
 
@@ -41,6 +41,7 @@ from sync.replication.changes import (
     TransactionFragment,
     Truncate,
     Update,
+    Value,
 )
 from sync.shapes.definition import ShapeDefinition
 
@@ -78,9 +79,8 @@ class ShapeTruncated(Exception):
     """The shape's table was truncated: the shape must be invalidated."""
 
 
-@dataclass(frozen=True, slots=True)
-class LogItem:
-    """One log entry: its offset, row key, operation and exact JSON bytes."""
+class LogItem(NamedTuple):
+    """One log entry: its offset, row key, operation and exact JSON bytes (a NamedTuple: cheap to build)."""
 
     offset: LogOffset
     key: str
@@ -122,29 +122,55 @@ def row_key(prefix: str, values: Iterable[str | None]) -> str:
     return "/".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
 class _Layout:
-    """Column positions of the shape in one Relation message."""
+    """Column positions of the shape in one Relation message, and row -> key / selected-values functions."""
 
-    relation: Relation
-    names: tuple[str, ...]  # every column of the relation
-    sel: tuple[int, ...]  # selected columns, in definition order
-    sel_names: tuple[str, ...]
-    key: tuple[int, ...]  # key columns, in key order
-    pk_sel: tuple[int, ...]  # positions (in the relation) of PK columns among the selected
+    __slots__ = ("key", "key_of", "names", "pk_pos", "pk_sel", "project", "relation", "sel", "sel_names")
+
+    def __init__(self, relation: Relation, definition: ShapeDefinition, prefix: str) -> None:
+        idx = relation.column_index
+        self.relation = relation
+        self.names = relation.column_names  # every column of the relation
+        self.sel = tuple(idx[c] for c in definition.columns)  # selected, in definition order
+        self.sel_names = definition.columns
+        self.key = tuple(idx[c] for c in definition.key_columns)  # key columns, in key order
+        pk = set(definition.primary_key)
+        self.pk_sel = tuple(idx[c] for c in definition.columns if c in pk)
+        self.pk_pos = frozenset(j for j, c in enumerate(definition.columns) if c in pk)  # in ``sel`` space
+        self.project: Callable[[Row], Sequence[Value]]
+        if self.sel == tuple(range(len(self.names))):
+            self.project = _identity
+        elif len(self.sel) == 1:
+            only = self.sel[0]
+            self.project = lambda row: (row[only],)
+        else:
+            self.project = itemgetter(*self.sel)
+        self.key_of: Callable[[Row], str]
+        if len(self.key) == 1 and definition.primary_key:
+            k = self.key[0]
+            head = prefix + '/"'
+
+            def single(row: Row) -> str:
+                v = row[k]
+                if type(v) is not str:
+                    raise IncompleteChange("a key column has no value")
+                return head + v.replace("/", "//") + '"' if "/" in v else head + v + '"'
+
+            self.key_of = single
+        else:
+            key = self.key
+            self.key_of = lambda row: row_key(prefix, [_text(row[i]) for i in key])
 
 
-@dataclass(slots=True)
-class _Pending:
-    offset: LogOffset
-    key: str
-    operation: Operation
-    body: bytes  # the item up to (excluding) the closing ``}}`` of headers and item
+def _identity(row: Row) -> Row:
+    return row
 
 
+_NONE_UNRESOLVED: set[int] = set()  # shared, never mutated
 _CLOSE = b"}}"
-_Encoded = tuple[LogOffset, str, Operation, bytes, bytes]  # offset, key, operation, value part, extra
 _CLOSE_LAST = b',"last":true}}'
+_Encoded = tuple[LogOffset, str, Operation, bytes, bytes]  # offset, key, operation, value part, extra
+_PendingItem = tuple[LogOffset, str, Operation, bytes]  # the item without its closing ``}}``
 
 
 class ShapeLogEncoder:
@@ -166,7 +192,7 @@ class ShapeLogEncoder:
         self._sel_pos = {c: i for i, c in enumerate(definition.columns)}
         self._snapshot_key = tuple(self._sel_pos[c] for c in definition.key_columns)
         self._layout: _Layout | None = None
-        self._pending: _Pending | None = None
+        self._pending: _PendingItem | None = None
 
     # -- snapshot -------------------------------------------------------------------------------------------
 
@@ -174,75 +200,92 @@ class ShapeLogEncoder:
         """``(key, json)`` for a snapshot row aligned with ``definition.columns``."""
         key = row_key(self._prefix, [row[i] for i in self._snapshot_key])
         value = dict(zip(self.definition.columns, row, strict=True))
-        return key, b'{"key":' + orjson.dumps(key) + b',"value":' + orjson.dumps(
-            value
-        ) + self._snapshot_headers
+        return key, b"".join(
+            (b'{"key":', orjson.dumps(key), b',"value":', orjson.dumps(value), self._snapshot_headers)
+        )
 
     # -- replication ----------------------------------------------------------------------------------------
 
     def encode_fragment(self, fragment: TransactionFragment) -> list[LogItem]:
         out: list[LogItem] = []
+        append = out.append
+        dumps = orjson.dumps
         if fragment.begin:
             self._pending = None
+        pending = self._pending
         oid = self.definition.relation_oid
-        hdr = b'","relation":' + self._rel_json + b',"lsn":"%d","op_position":' % fragment.commit_lsn
+        lsn = fragment.commit_lsn
+        hdr = b'","relation":' + self._rel_json + b',"lsn":"%d","op_position":' % lsn
         headers = {
             "insert": b',"headers":{"operation":"insert' + hdr,
             "update": b',"headers":{"operation":"update' + hdr,
             "delete": b',"headers":{"operation":"delete' + hdr,
         }
+        insert_headers = headers["insert"]
         txids = b',"txids":[%d]' % fragment.xid
+        where = self._where
+        lay = self._layout
         for change in fragment.changes:
+            if type(change) is Insert:
+                # the hot path, inlined: one insert -> at most one item
+                relation = change.relation
+                if relation.oid != oid:
+                    continue
+                if lay is None or lay.relation is not relation:
+                    lay = self._layout_for(relation)
+                row = change.new
+                if where is not None and not where(dict(zip(lay.names, row, strict=True))):  # type: ignore[arg-type]
+                    continue
+                key = lay.key_of(row)
+                body = b"".join(
+                    (
+                        b'{"key":',
+                        dumps(key),
+                        b',"value":',
+                        dumps(dict(zip(lay.sel_names, lay.project(row), strict=True))),
+                        insert_headers,
+                        b"%d" % change.op,
+                        txids,
+                    )
+                )
+                if pending is not None:
+                    append(LogItem(pending[0], pending[1], pending[2], pending[3] + _CLOSE))
+                pending = (LogOffset(lsn, change.op), key, "insert", body)
+                continue
             if isinstance(change, Truncate):
                 if any(r.oid == oid for r in change.relations):
                     raise ShapeTruncated(f"{self._prefix} was truncated")
                 continue
             if change.relation.oid != oid:
                 continue
-            for offset, key, operation, value, extra in self._encode(change, fragment.commit_lsn):
+            if lay is None or lay.relation is not change.relation:
+                lay = self._layout_for(change.relation)
+            for offset, key, operation, value, extra in self._encode(lay, change, lsn):
                 body = b"".join(
-                    (
-                        b'{"key":',
-                        orjson.dumps(key),
-                        value,
-                        headers[operation],
-                        b"%d" % offset.op,
-                        txids,
-                        extra,
-                    )
+                    (b'{"key":', dumps(key), value, headers[operation], b"%d" % offset.op, txids, extra)
                 )
-                if self._pending is not None:
-                    p = self._pending
-                    out.append(LogItem(p.offset, p.key, p.operation, p.body + _CLOSE))
-                self._pending = _Pending(offset, key, operation, body)
-        if fragment.commit and self._pending is not None:
-            p = self._pending
-            out.append(LogItem(p.offset, p.key, p.operation, p.body + _CLOSE_LAST))
-            self._pending = None
+                if pending is not None:
+                    append(LogItem(pending[0], pending[1], pending[2], pending[3] + _CLOSE))
+                pending = (offset, key, operation, body)
+        if fragment.commit and pending is not None:
+            append(LogItem(pending[0], pending[1], pending[2], pending[3] + _CLOSE_LAST))
+            pending = None
+        self._pending = pending
         return out
 
     def _layout_for(self, relation: Relation) -> _Layout:
         lay = self._layout
         if lay is not None and (lay.relation is relation or lay.relation == relation):
             return lay
-        idx = relation.column_index
         d = self.definition
-        missing = [c for c in (*d.columns, *d.key_columns) if c not in idx]
+        missing = [c for c in (*d.columns, *d.key_columns) if c not in relation.column_index]
         if missing:
             raise RelationMismatch(f"{self._prefix} has no column(s) {', '.join(sorted(set(missing)))}")
-        lay = _Layout(
-            relation=relation,
-            names=relation.column_names,
-            sel=tuple(idx[c] for c in d.columns),
-            sel_names=d.columns,
-            key=tuple(idx[c] for c in d.key_columns),
-            pk_sel=tuple(idx[c] for c in d.columns if c in set(d.primary_key)),
-        )
+        lay = _Layout(relation, d, self._prefix)
         self._layout = lay
         return lay
 
-    def _encode(self, change: Insert | Update | Delete, lsn: int) -> list[_Encoded]:
-        lay = self._layout_for(change.relation)
+    def _encode(self, lay: _Layout, change: Insert | Update | Delete, lsn: int) -> list[_Encoded]:
         where = self._where
         if isinstance(change, Insert):
             row = change.new
@@ -273,7 +316,7 @@ class ShapeLogEncoder:
     def _update(self, lay: _Layout, change: Update, lsn: int) -> list[_Encoded]:
         old_full = change.old if change.old_kind == "O" else None
         new = change.new
-        unresolved: set[int] = set()
+        unresolved: set[int] = _NONE_UNRESOLVED
         if UNCHANGED_TOAST in new:
             new, unresolved = _fill_toast(new, old_full)
         where = self._where
@@ -284,30 +327,23 @@ class ShapeLogEncoder:
                 raise IncompleteChange(f"{self._prefix}: UPDATE with an unresolved TOAST value")
             old_in = where(_mapping(lay, old_full))
             new_in = where(_mapping(lay, new))
+            if not old_in and not new_in:
+                return []
         else:
             old_in = new_in = True
-        if not old_in and not new_in:
-            return []
         op = change.op
         key_source = change.old if change.old is not None else new
         if unresolved and any(i in unresolved for i in lay.key):
             raise IncompleteChange(f"{self._prefix}: UPDATE with an unresolved TOAST key value")
-        new_key = self._key(lay, new)
+        new_key = lay.key_of(new)
         if not new_in:
             old = old_full if old_full is not None else key_source
-            return [
-                (
-                    LogOffset(lsn, op),
-                    self._key(lay, old),
-                    "delete",
-                    self._delete_value(lay, old, old_full is not None),
-                    b"",
-                )
-            ]
+            value = self._delete_value(lay, old, old_full is not None)
+            return [(LogOffset(lsn, op), lay.key_of(old), "delete", value, b"")]
         if not old_in:
             self._require_full(unresolved)
             return [(LogOffset(lsn, op), new_key, "insert", self._value(lay, new), b"")]
-        old_key = self._key(lay, key_source)
+        old_key = lay.key_of(key_source)
         if old_key != new_key:
             self._require_full(unresolved)
             old = old_full if old_full is not None else key_source
@@ -328,23 +364,35 @@ class ShapeLogEncoder:
                     b',"key_change_from":' + orjson.dumps(old_key),
                 ),
             ]
-        if old_full is not None:
-            changed = [i for i in lay.sel if new[i] != old_full[i] and i not in unresolved]
-            if not changed:
+        if old_full is not None and not unresolved:
+            # the common case: compare the selected values as tuples, in C
+            new_p = lay.project(new)
+            old_p = lay.project(old_full)
+            if new_p == old_p:
                 return []
-        else:
-            changed = [i for i in lay.sel if i not in unresolved]
+            names = lay.sel_names
+            if self._full:
+                old_value = {names[j]: old_p[j] for j in range(len(names)) if new_p[j] != old_p[j]}
+                value = b"".join(
+                    (
+                        b',"value":',
+                        orjson.dumps(dict(zip(names, new_p, strict=True))),
+                        b',"old_value":',
+                        orjson.dumps(old_value),
+                    )
+                )
+            else:
+                keep = lay.pk_pos
+                value = b',"value":' + orjson.dumps(
+                    {names[j]: new_p[j] for j in range(len(names)) if j in keep or new_p[j] != old_p[j]}
+                )
+            return [(LogOffset(lsn, op), new_key, "update", value, b"")]
+        # no usable old row: what changed is unknown, send every known column
         if self._full:
             self._require_full(unresolved)
-            value = self._value(lay, new)
-            if old_full is not None:
-                old_value = {lay.names[i]: old_full[i] for i in changed}
-                value += b',"old_value":' + orjson.dumps(old_value)
-        else:
-            cols = dict.fromkeys(lay.pk_sel)
-            cols.update(dict.fromkeys(changed))
-            value = b',"value":' + orjson.dumps({lay.names[i]: new[i] for i in lay.sel if i in cols})
-        return [(LogOffset(lsn, op), new_key, "update", value, b"")]
+            return [(LogOffset(lsn, op), new_key, "update", self._value(lay, new), b"")]
+        known = {lay.names[i]: new[i] for i in lay.sel if i not in unresolved}
+        return [(LogOffset(lsn, op), new_key, "update", b',"value":' + orjson.dumps(known), b"")]
 
     def _require_full(self, unresolved: set[int]) -> None:
         if unresolved:
@@ -353,10 +401,10 @@ class ShapeLogEncoder:
             )
 
     def _key(self, lay: _Layout, row: Row) -> str:
-        return row_key(self._prefix, [_text(row[i]) for i in lay.key])
+        return lay.key_of(row)
 
     def _value(self, lay: _Layout, row: Row) -> bytes:
-        return b',"value":' + orjson.dumps({n: row[i] for n, i in zip(lay.sel_names, lay.sel, strict=True)})
+        return b',"value":' + orjson.dumps(dict(zip(lay.sel_names, lay.project(row), strict=True)))
 
     def _delete_value(self, lay: _Layout, old: Row, full_old: bool) -> bytes:
         if self._full or not self._has_pk:
