@@ -1,0 +1,108 @@
+"""SnapshotPool: bounded concurrency, values byte-identical to replication, failures reported."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sync.shapes.consumer import ConsumerInfo, GetConsumerInfo
+from sync.shapes.snapshot_pool import GetPoolStatus, PoolStatus
+from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for
+
+
+@pytest.fixture
+def h(db_dsn: str, tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(db_dsn, tmp_path)
+    yield harness
+    harness.stop()
+
+
+def status(h: Harness) -> PoolStatus:
+    result = h.pool.ask(GetPoolStatus(), timeout=5)
+    assert isinstance(result, PoolStatus)
+    return result
+
+
+def snapshot_done(shape: ShapeUnderTest) -> bool:
+    assert shape.consumer is not None
+    result = shape.consumer.ask(GetConsumerInfo(), timeout=5)
+    assert isinstance(result, ConsumerInfo)
+    return result.snapshot_complete
+
+
+def test_at_most_size_snapshots_run_at_once(h: Harness) -> None:
+    h.conn.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)")
+    h.slot.add_table("t")
+    blocker = psycopg.connect(h.dsn)
+    blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")  # every snapshot's SELECT waits
+    shapes = [h.start_shape(ShapeUnderTest(f"{i}-1", h.definition("t"), None, None)) for i in range(3)]
+    wait_for(lambda: status(h).running == 2 and status(h).queued == 1)
+    assert not any(snapshot_done(s) for s in shapes)
+    blocker.rollback()
+    blocker.close()
+    wait_for(lambda: all(snapshot_done(s) for s in shapes))
+    final = status(h)
+    assert (final.running, final.queued, final.completed) == (0, 0, 3)
+    assert final.idle_connections <= 2
+    for s in shapes:
+        assert s.reader is not None
+        assert replay(read_log(s.reader)) == h.expected(s)
+
+
+TYPES = """
+CREATE TYPE mood AS ENUM ('sad', 'ok');
+CREATE TABLE v (
+  id int PRIMARY KEY, b bool, i8 int8, f8 float8, f4 float4, n numeric(10,3), t text, vc varchar(5),
+  c char(5), ts timestamp, tz timestamptz, d date, tm time, iv interval, by bytea, j json, jb jsonb,
+  u uuid, ia int[], ta text[], m mood, big numeric
+);
+"""
+VALUES = """(%s, true, 9223372036854775807, 1.1, 'NaN', 12.5, 'a"b\\c', 'xy', 'ab',
+  '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05+02', '2024-02-29', '23:59:59.5', '1 day 2 hours',
+  '\\x0001fffe', '{"a" : 1}', '{"b": [1, 2], "a": null}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+  '{{1,2},{3,4}}', ARRAY['x', NULL, 'y z'], 'ok', 'Infinity')"""
+
+
+def test_snapshot_values_are_identical_to_replicated_values(h: Harness) -> None:
+    h.conn.execute(TYPES)
+    h.conn.execute("ALTER TABLE v REPLICA IDENTITY FULL")
+    h.slot.add_table("v")
+    h.conn.execute("INSERT INTO v VALUES " + VALUES, (1,))
+    shape = h.start_shape(ShapeUnderTest("1-1", h.definition("v"), None, None))
+    wait_for(lambda: snapshot_done(shape))
+    h.conn.execute("INSERT INTO v VALUES " + VALUES, (2,))
+    h.sync_all()
+    assert shape.reader is not None
+    items = [i for i in read_log(shape.reader) if "key" in i]
+    assert [i["headers"]["operation"] for i in items] == ["insert", "insert"]
+    snap, live = (dict(i["value"]) for i in items)
+    assert "lsn" not in items[0]["headers"]
+    assert "lsn" in items[1]["headers"]
+    assert snap.pop("id") == "1"
+    assert live.pop("id") == "2"
+    assert snap == live
+    assert snap["b"] == "t"  # the same text as pgoutput for booleans too
+    assert snap["by"] == "\\x0001fffe"
+    assert snap["c"] == "ab   "
+
+
+def test_a_failed_snapshot_invalidates_the_shape(h: Harness) -> None:
+    h.conn.execute("CREATE TABLE gone (id int PRIMARY KEY)")
+    h.slot.add_table("gone")
+    h.hold_snapshots = True
+    shape = h.start_shape(ShapeUnderTest("1-1", h.definition("gone"), None, None))
+    h.conn.execute("DROP TABLE gone")
+    h.release_snapshot()
+    handle, reason = h.invalidated.get(timeout=10)
+    assert handle == shape.handle
+    assert "snapshot failed" in reason
+    assert "gone" in reason
+    wait_for(lambda: status(h).running == 0)
+    # The pool keeps working after a failure.
+    h.conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    h.hold_snapshots = False
+    other = h.start_shape(ShapeUnderTest("2-1", h.definition("t"), None, None))
+    wait_for(lambda: snapshot_done(other))
