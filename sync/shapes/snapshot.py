@@ -38,6 +38,7 @@ __all__ = [
     "display_settings_sql",
     "parse_lsn",
     "raw_text_cursor",
+    "snapshot_batches",
     "snapshot_items",
     "snapshot_query",
     "widen_xid",
@@ -98,7 +99,8 @@ def raw_text_cursor(
     """A cursor returning every value as its Postgres text output (``str``) or None.
 
     Built-in types get a plain text loader; other types (enums, composites, arrays of them) already fall back
-    to text.  ``name`` makes it a server-side cursor, to stream a large snapshot.
+    to text, provided nobody registered loaders for them on the connection (use a plain pool connection).
+    ``name`` makes it a server-side cursor, to stream a large snapshot.
     """
     cur: psycopg.Cursor[tuple[Any, ...]] = conn.cursor(name=name) if name is not None else conn.cursor()
     for oid in _TEXT_OIDS:
@@ -111,3 +113,16 @@ def snapshot_items(encoder: ShapeLogEncoder, rows: Iterable[TextRow]) -> Iterato
     item = encoder.snapshot_item
     for row in rows:
         yield item(row)
+
+
+def snapshot_batches(
+    cursor: psycopg.Cursor[tuple[Any, ...]], encoder: ShapeLogEncoder, batch_size: int = 1000
+) -> Iterator[list[tuple[str, bytes]]]:
+    """Fetch an executed snapshot cursor ``batch_size`` rows at a time, as lists of ``(key, json)``.
+
+    Meant for a server-side :func:`raw_text_cursor`, so memory stays bounded by one batch; each list can go
+    to storage's ``append_snapshot`` as it is.
+    """
+    item = encoder.snapshot_item
+    while rows := cursor.fetchmany(batch_size):
+        yield [item(row) for row in rows]

@@ -14,6 +14,7 @@ from sync.shapes.snapshot import (
     display_settings_sql,
     parse_lsn,
     raw_text_cursor,
+    snapshot_batches,
     snapshot_items,
     snapshot_query,
 )
@@ -53,10 +54,11 @@ def test_snapshot_of_quoted_table_with_where_and_params(db_dsn: str) -> None:
         where_sql = sql.SQL("{} > %s").format(sql.Identifier("N"))
         query = snapshot_query(definition, where_sql) + sql.SQL(" ORDER BY 1")
         cur = raw_text_cursor(conn, name="snap")
-        cur.itersize = 2
         cur.execute(query, ("2",))
-        items = list(snapshot_items(ShapeLogEncoder(definition), cur))
+        batches = list(snapshot_batches(cur, ShapeLogEncoder(definition), batch_size=2))
         cur.close()
+        items = [item for batch in batches for item in batch]
+        assert [len(b) for b in batches] == [2, 1]
         conn.execute("COMMIT")
     assert [key for key, _ in items] == [
         '"We..ird//S"."Ta"ble"/""',
