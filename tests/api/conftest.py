@@ -23,13 +23,22 @@ from tests.api.fake_engine import FakeEngine
 
 
 class Backend(Protocol):
+    """An engine plus a driver of its data.  Each driver call returns once the engine has seen the change
+    (a real backend waits until the shape's latest offset moved, or the handle rotated, before returning)."""
+
     engine: ShapeEngine
 
-    def create_table(self, rows: list[dict[str, str]]) -> str: ...
+    def create_table(self, rows: list[dict[str, str]]) -> str:
+        """A new table ``(id int primary key, title text)`` holding ``rows``; returns its name."""
+        ...
 
-    def insert(self, table: str, row: dict[str, str]) -> None: ...
+    def insert(self, table: str, row: dict[str, str]) -> None:
+        """Insert ``row`` in its own transaction."""
+        ...
 
-    def truncate(self, table: str) -> None: ...
+    def truncate(self, table: str) -> None:
+        """TRUNCATE the table (its shapes rotate)."""
+        ...
 
     def wait_for_waiter(self, timeout: float) -> bool:
         """Block until a live request is parked on the engine (True) or ``timeout`` passes (False)."""

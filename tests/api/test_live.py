@@ -11,7 +11,8 @@ import orjson
 from falcon.testing import Result, TestClient
 
 from sync.offsets import LogOffset
-from tests.api.conftest import Backend
+from tests.api.conftest import TEST_SETTINGS, Backend, FakeBackend, build_app
+from tests.api.fake_engine import FakeEngine
 from tests.api.test_shape_resource import body, controls, follow_snapshot, get, rows
 
 ROWS = [{"id": "1", "title": "a"}]
@@ -139,15 +140,17 @@ def test_sse_stream_sends_batches_keepalives_and_closes(client: TestClient, back
     assert ": keep-alive" in messages  # 0.4 s keep-alive interval within the 1.5 s stream
 
 
-def test_sse_backlog_is_finite(client: TestClient, backend: Backend) -> None:
-    table, handle, offset = caught_up(client, backend)
+def test_sse_backlog_is_finite(fake: FakeEngine) -> None:
+    # engine-specific: relies on the fake's 4-item log chunks
+    client = TestClient(build_app(fake, TEST_SETTINGS))
+    table, handle, offset = caught_up(client, FakeBackend(fake))
     for i in range(2, 12):  # more than one log chunk
-        backend.insert(table, {"id": str(i), "title": "b"})
+        fake.insert(table, {"id": str(i), "title": "b"})
     started = time.monotonic()
     r = get(client, f"table={table}&offset={offset}&handle={handle}&live&experimental_live_sse")
     assert time.monotonic() - started < 1.0
     data = [m for m in sse_messages(r) if isinstance(m, dict)]
-    assert data and all("key" in m for m in data)  # no up-to-date: the backlog goes on
+    assert len(data) == 4 and all("key" in m for m in data)  # no up-to-date: the backlog goes on
     assert r.headers["electric-offset"] == data[-1]["headers"]["lsn"] + "_0"
 
 
@@ -199,3 +202,18 @@ def test_sse_with_pending_data_sends_it_then_stays_live(client: TestClient, back
     kinds = [m["value"]["id"] if "key" in m else m["headers"]["control"] for m in data]
     assert kinds == ["2", "up-to-date", "3", "up-to-date"]
     assert r.headers["electric-up-to-date"] == ""
+
+
+def test_waiters_are_removed_after_timeouts_and_wakeups(fake: FakeEngine) -> None:
+    # engine-specific: inspects the fake consumer's waiter list (architecture pitfall: stale waiters)
+    client = TestClient(build_app(fake, TEST_SETTINGS))
+    table, handle, offset = caught_up(client, FakeBackend(fake))
+    get(client, f"table={table}&offset={offset}&handle={handle}&live")  # times out
+    assert fake.shapes[handle].waiters == []
+    fake.waiter_registered.clear()
+    bg = Background(lambda: get(client, f"table={table}&offset={offset}&handle={handle}&live"))
+    assert fake.waiter_registered.wait(5)
+    assert len(fake.shapes[handle].waiters) == 1
+    fake.insert(table, {"id": "2", "title": "b"})
+    assert bg.result().status_code == 200
+    assert fake.shapes[handle].waiters == []

@@ -12,7 +12,10 @@ import orjson
 import pytest
 from falcon.testing import Result, TestClient
 
-from tests.api.conftest import Backend
+from api.engine_port import LogChunk
+from sync.offsets import LogOffset
+from tests.api.conftest import TEST_SETTINGS, Backend, build_app
+from tests.api.fake_engine import FakeEngine
 
 ROWS = [{"id": str(i), "title": f"t{i}"} for i in range(1, 3)]
 MUST_REFETCH = [{"headers": {"control": "must-refetch"}}]
@@ -371,3 +374,20 @@ def test_post_body_errors(client: TestClient, backend: Backend) -> None:
     assert (r.status_code, orjson.loads(r.content)) == (400, {"error": "Request body must be a JSON object"})
     r = client.simulate_post("/v1/shape", query_string=q, body=b" " * (1024 * 1024 + 10))
     assert (r.status_code, orjson.loads(r.content)) == (413, {"error": "Request body too large"})
+
+
+class SnapshotIsTheWholeLog(FakeEngine):
+    """A shape whose latest offset is the end of its only snapshot chunk (``0_0``)."""
+
+    def read(self, handle: str, offset: LogOffset, *, per_item: bool = False) -> LogChunk:
+        chunk = super().read(handle, offset, per_item=per_item)
+        return replace(chunk, latest_offset=chunk.end_offset) if offset.is_before_all else chunk
+
+
+def test_before_all_response_never_has_up_to_date() -> None:
+    engine = SnapshotIsTheWholeLog()
+    table = engine.create_table(ROWS)
+    r = get(TestClient(build_app(engine, TEST_SETTINGS)), f"table={table}&offset=-1")
+    assert r.status_code == 200
+    assert controls(r) == ["snapshot-end"]
+    assert "electric-up-to-date" not in r.headers
