@@ -32,6 +32,7 @@ __all__ = [
     "CommonHeadersMiddleware",
     "PathNormalizer",
     "normalize_path",
+    "request_query",
     "shape_api_middleware",
 ]
 
@@ -39,6 +40,15 @@ log = logging.getLogger(__name__)
 
 _SLASHES = re.compile(r"/{2,}")
 Kind = Literal["initial", "existing"]
+
+
+def request_query(req: falcon.Request) -> dict[str, str]:
+    """The decoded query of ``req`` (see :func:`api.params.parse_query`), parsed once per request."""
+    query: dict[str, str] | None = getattr(req.context, "shape_query", None)
+    if query is None:
+        query = parse_query(req.query_string)
+        req.context.shape_query = query
+    return query
 
 
 def normalize_path(path: str) -> str:
@@ -90,7 +100,7 @@ class AuthMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self._secret is None or req.path != SHAPE_PATH or req.method == "OPTIONS":
             return
-        query = parse_query(req.query_string)
+        query = request_query(req)
         given = query.get("secret") or query.get("api_secret") or ""
         if not hmac.compare_digest(given.encode(), self._secret):
             raise Unauthorized
@@ -178,7 +188,7 @@ class AdmissionMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.path != SHAPE_PATH or req.method not in ("GET", "HEAD", "POST"):
             return
-        kind = request_kind(parse_query(req.query_string))
+        kind = request_kind(request_query(req))
         if not self.control.try_acquire(kind):
             raise ConcurrencyLimitExceeded(kind, self.control.limit(kind), retry_after=self._rand(6, 10))
         req.context.admission_slot = _Slot(self.control, kind)

@@ -130,9 +130,10 @@ def _cast_params(query: Mapping[str, str], errors: dict[str, list[str]]) -> dict
     """Collect ``params[n]=v`` (the client's form) or ``params=<JSON object>``; keys are checked later."""
     collected: dict[str, str] = {}
     for key, value in query.items():
-        m = _PARAM_KEY.match(key)
-        if m is not None:
-            collected[m.group(1)] = value
+        if key.startswith("params["):
+            m = _PARAM_KEY.match(key)
+            if m is not None:
+                collected[m.group(1)] = value
     raw = query.get("params")
     if not _blank(raw):
         assert raw is not None

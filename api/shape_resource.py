@@ -46,8 +46,8 @@ from api.headers import (
     preflight_headers,
     shape_response_headers,
 )
-from api.middleware import shape_api_middleware
-from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_query, parse_shape_request
+from api.middleware import request_query, shape_api_middleware
+from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_shape_request
 from api.sse import sse_events, up_to_date_item
 from sync.offsets import LogOffset
 
@@ -142,7 +142,7 @@ class ShapeResource:
             resp.set_header(name, value)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = parse_shape_request(parse_query(req.query_string))
+        request = parse_shape_request(request_query(req))
         handle = self._engine.get_or_create(request.definition)
         if request.handle is not None and request.handle != handle:
             raise MustRefetch(handle)
@@ -178,7 +178,7 @@ class ShapeResource:
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not self._settings.allow_shape_deletion:
             raise DeleteNotAllowed
-        request = parse_delete_request(parse_query(req.query_string))
+        request = parse_delete_request(request_query(req))
         if request.definition is not None:
             handle = self._engine.find(request.definition)
             if handle is None:
