@@ -106,10 +106,10 @@ class Lifecycle:
             watchers = list(self._exit_watchers.values())
             self._exit_watchers.clear()
             self._start_watchers = []
+        for watcher in watchers:  # before the events: whoever waited for the exit finds the
+            _call(watcher, reason, started)  # supervisor and monitors already told
         self._exited.set()
         self._settled.set()
-        for watcher in watchers:
-            _call(watcher, reason, started)
         return True
 
     def on_started(self, watcher: Callable[[], None]) -> None:

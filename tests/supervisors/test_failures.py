@@ -16,13 +16,14 @@ from supervisors import (
     MaxRestartsExceeded,
     StartError,
     Supervisor,
+    crash,
     lifecycle_of,
     snapshot,
     start_tree,
     stop_tree,
     which_children,
 )
-from tests.supervisors.actors import Journal, Worker, spec
+from tests.supervisors.actors import Journal, Worker, eventually, spec
 
 
 def test_intensity_exceeded_escalates_to_parent(journal: Journal) -> None:
@@ -41,6 +42,7 @@ def test_intensity_exceeded_escalates_to_parent(journal: Journal) -> None:
     assert life.wait_exited(5)
     assert isinstance(life.reason, MaxRestartsExceeded)
     # the parent restarted the whole inner subtree: a fresh inner supervisor and a fresh w
+    eventually(lambda: which_children(root)[0].status == "running")
     views = which_children(root)
     assert views[0].restarts == 1
     assert views[0].last_failure is not None
@@ -165,7 +167,7 @@ def test_crash_and_stop_racing(journal: Journal, round_: int) -> None:
     def crasher() -> None:
         go.wait(5)
         for ref in victims[round_ % 3 :]:
-            ref.tell("boom")
+            crash(ref, RuntimeError("racing"))  # tolerates a victim already stopped
 
     t = threading.Thread(target=crasher)
     t.start()

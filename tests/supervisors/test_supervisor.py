@@ -20,7 +20,7 @@ from supervisors import (
     stop_tree,
     which_children,
 )
-from tests.supervisors.actors import Journal, Worker, spec
+from tests.supervisors.actors import Journal, Worker, eventually, spec
 
 
 def _tree(journal: Journal, strategy: Strategy, names: str = "abc", **kw: object) -> pykka.ActorRef:
@@ -28,18 +28,9 @@ def _tree(journal: Journal, strategy: Strategy, names: str = "abc", **kw: object
     return start_tree(lambda: Supervisor.start(specs, strategy=strategy, name="root", **kw), timeout=5)
 
 
-def _settled(root: pykka.ActorRef, names: str = "abc") -> None:
-    """Wait (on lifecycle events, no sleep) until every child has a started, current incarnation."""
-    for _ in range(200):
-        views = which_children(root)
-        if all(v.status == "running" and v.alive for v in views):
-            return
-        for v in views:
-            if v.ref is not None:
-                lifecycle_of(v.ref).wait_settled(0.05)
-            else:
-                lifecycle_of(root).wait_exited(0.01)
-    raise AssertionError(f"tree did not settle: {which_children(root)}")
+def _settled(root: pykka.ActorRef) -> None:
+    """Wait until every child has a started, current incarnation."""
+    eventually(lambda: all(v.status == "running" and v.alive for v in which_children(root)))
 
 
 @pytest.mark.parametrize(
@@ -93,7 +84,7 @@ def test_crash_on_purpose_from_another_thread(journal: Journal) -> None:
     root = _tree(journal, ONE_FOR_ONE, "a")
     crash(journal.ref("a"), ConnectionError("socket closed"))
     journal.wait_count("started", "a", 2)
-    _settled(root, "a")
+    _settled(root)
     assert snapshot(root).children[0].last_failure == "ConnectionError: socket closed"
     assert stop_tree(root, 5)
 
@@ -121,7 +112,7 @@ def test_restart_types(journal: Journal, restart: Restart, how: str, restarted: 
     lifecycle_of(a).wait_exited(5)
     if restarted:
         journal.wait_count("started", "a", 2)
-        _settled(root, "az")
+        _settled(root)
     else:
         # z is the canary: crash it and wait for its restart, so a's exit was processed before it
         journal.ref("z").tell("boom")
