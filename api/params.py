@@ -21,7 +21,7 @@ import orjson
 from falcon.uri import parse_query_string
 
 from api.engine_port import InvalidRequest, LogMode, Replica, ShapeDefinition
-from sync.offsets import InvalidOffset, LogOffset
+from sync.offsets import INF, LogOffset
 
 __all__ = [
     "NOW",
@@ -37,6 +37,7 @@ __all__ = [
 NOW: Literal["now"] = "now"
 RequestOffset = LogOffset | Literal["now"]
 
+_OFFSET = re.compile(r"\A([0-9]+)_([0-9]+|inf)\Z")
 _PARAM_KEY = re.compile(r"\Aparams\[(.*)\]\Z", re.DOTALL)
 _SUBSET_PREFIX = "subset__"
 
@@ -200,6 +201,18 @@ def _definition_fields(
     return replica, log_mode, compaction, collected
 
 
+def _parse_offset(text: str) -> RequestOffset:
+    """``now``, ``-1``, ``<int>_<int>`` or ``<int>_inf``; like Electric, leading zeros are accepted."""
+    if text == NOW:
+        return NOW
+    if text == "-1":
+        return LogOffset.BEFORE_ALL
+    m = _OFFSET.match(text)
+    if m is None:
+        raise InvalidRequest({"offset": ["has invalid format"]})
+    return LogOffset(int(m.group(1)), INF if m.group(2) == "inf" else int(m.group(2)))
+
+
 def _text(query: Mapping[str, str], name: str) -> str | None:
     value = query.get(name)
     return None if _blank(value) else value
@@ -216,14 +229,7 @@ def parse_shape_request(query: Mapping[str, str]) -> ShapeRequest:
         raise InvalidRequest(errors)
     assert offset_text is not None
 
-    offset: RequestOffset
-    if offset_text == NOW:
-        offset = NOW
-    else:
-        try:
-            offset = LogOffset.parse(offset_text)
-        except InvalidOffset:
-            raise InvalidRequest({"offset": ["has invalid format"]}) from None
+    offset = _parse_offset(offset_text)
 
     by_definition = offset == NOW or (isinstance(offset, LogOffset) and offset.is_before_all)
     handle = _text(query, "handle")

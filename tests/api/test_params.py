@@ -31,7 +31,10 @@ def test_missing_table_after_offset_checks() -> None:
     assert errors_of("offset=-1&table=") == {"table": ["can't be blank"]}
 
 
-@pytest.mark.parametrize("offset", ["10", "0_-1", "abc", "-2", "1_", "_1", "1_1_1", "0_infinity", " 0_0"])
+@pytest.mark.parametrize(
+    "offset",
+    ["10", "0_-1", "abc", "-2", "1_", "_1", "1_1_1", "0_infinity", " 0_0", "1_2%20", "10_32.1", "NOW"],
+)
 def test_invalid_offset_format(offset: str) -> None:
     assert errors_of(f"table=t&offset={offset}") == {"offset": ["has invalid format"]}
 
@@ -49,6 +52,12 @@ def test_valid_offsets(text: str, expected: LogOffset) -> None:
     req = parse(f"table=t&offset={text}&handle=h")
     assert req.offset == expected
     assert req.offset_text == text
+
+
+def test_offset_leading_zeros_accepted_and_canonical() -> None:
+    req = parse("table=t&offset=0_02&handle=h")
+    assert req.offset == LogOffset(0, 2)
+    assert req.offset_text == "0_2"
 
 
 def test_offset_now() -> None:
