@@ -1,8 +1,8 @@
 """ShapeLogCollector: fans committed transactions out to the shape consumers they affect.
 
 One per stack, in the Shapes subtree (architecture §2).  The replication client hands it each
-:class:`~sync.replication.changes.TransactionFragment` (``ask``, which doubles as backpressure: the client
-sends the next fragment only when this one has been routed).  For every change the routing index returns
+replication event (``ask`` through :class:`~sync.replication.sink.ActorSink`, which doubles as backpressure:
+the client keeps a bounded number of events in flight).  For every change the routing index returns
 the shapes whose WHERE clause holds for the new or the old row, in time independent of the number of
 shapes for indexable clauses; TRUNCATE reaches every shape of its table.  Each affected consumer gets only
 its own changes (``tell``; the collector never waits for a consumer).  A consumer whose inbox grows past
@@ -10,8 +10,10 @@ its own changes (``tell``; the collector never waits for a consumer).  A consume
 stalling every other shape.
 
 Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
-shapes received the transaction; storages report the offsets they made durable; whenever the ackable LSN
-advances the collector tells the replication client, which then acknowledges it to Postgres.
+shapes received the transaction; storages report the offsets they made durable; whenever the durable
+commit LSN advances the collector calls ``on_ack(commit_lsn)`` (the stack wires it to the replication
+client's ``AckLsn``), and the client acknowledges it to Postgres.  Relation changes and a re-created slot
+are passed on (``on_relation_changed`` / ``on_slot_recreated``) to whoever invalidates shapes.
 
 Register before snapshot (hard spot 3): a shape is routed changes from the moment ``RegisterShape``
 returns; its consumer holds them until its snapshot's visibility is known.
@@ -34,15 +36,17 @@ from sync.replication.changes import (
     Delete,
     Insert,
     Relation,
+    RelationChanged,
     Row,
+    SlotRecreated,
     TransactionFragment,
     Truncate,
     Update,
 )
+from sync.replication.sink import GetResumePoint, ResumePoint
 from sync.shapes.flush_tracker import FlushTracker
 
 __all__ = [
-    "ProcessFragment",
     "RegisterShape",
     "ShapeChanges",
     "ShapeDurable",
@@ -85,13 +89,6 @@ class UnregisterShape:
     """tell/ask: stop routing to ``handle`` and stop waiting for its durability."""
 
     handle: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessFragment:
-    """ask (ReplicationClient): route one fragment; the reply means it was handed to every consumer."""
-
-    fragment: TransactionFragment
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +146,11 @@ class ShapeLogCollector(SupervisedActor):
     """Routes committed transactions to shape consumers and tracks what may be acknowledged.
 
     Owns:       the routing index, the registered shapes, the FlushTracker, the last routed commit LSN.
-    Receives:   RegisterShape (ask) -> None; UnregisterShape (tell/ask); ProcessFragment (ask, from the
-                ReplicationClient) -> None; ShapeDurable (tell, from storages).
-    Sends:      ShapeChanges (tell) to consumers; ``on_ack(lsn, idle)`` to the replication side;
-                ``on_overloaded(handle)`` for a consumer that cannot keep up.
+    Receives:   RegisterShape (ask) -> None; UnregisterShape (tell/ask); from the ReplicationClient (ask):
+                TransactionFragment -> None, RelationChanged -> None, SlotRecreated -> None,
+                GetResumePoint -> ResumePoint; ShapeDurable (tell, from storages).
+    Sends:      ShapeChanges (tell) to consumers; ``on_ack(commit_lsn)`` towards the replication client;
+                ``on_overloaded(handle)``, ``on_relation_changed(event)``, ``on_slot_recreated(event)``.
     Crashes on: fragments out of commit order; a routing/evaluation bug (the Shapes subtree restarts,
                 shapes reload from their durable logs and replication resumes from the slot).
     """
@@ -161,8 +159,10 @@ class ShapeLogCollector(SupervisedActor):
         self,
         index: ShapeRouting,
         *,
-        on_ack: Callable[[int, bool], None],
+        on_ack: Callable[[int], None],
         on_overloaded: Callable[[str], None] | None = None,
+        on_relation_changed: Callable[[RelationChanged], None] | None = None,
+        on_slot_recreated: Callable[[SlotRecreated], None] | None = None,
         max_consumer_queue: int = 50_000,
         acked_lsn: int = 0,
     ) -> None:
@@ -173,16 +173,27 @@ class ShapeLogCollector(SupervisedActor):
         self._tracker = FlushTracker(acked_lsn)
         self._on_ack = on_ack
         self._on_overloaded = on_overloaded
+        self._on_relation_changed = on_relation_changed
+        self._on_slot_recreated = on_slot_recreated
         self._max_queue = max_consumer_queue
         self._open: _OpenTxn | None = None
         self._last_commit_lsn = 0
         self._last_acked = acked_lsn
-        self._last_report: tuple[int, bool] = (acked_lsn, True)
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case ProcessFragment(fragment):
-                self._route(fragment)
+            case TransactionFragment():
+                self._route(message)
+            case GetResumePoint():
+                return ResumePoint(processed_lsn=self._last_commit_lsn, durable_lsn=self._last_acked)
+            case RelationChanged():
+                if self._on_relation_changed is not None:
+                    self._on_relation_changed(message)
+            case SlotRecreated():
+                logger.warning("replication slot re-created (%s): every shape must refetch", message.reason)
+                self._last_commit_lsn = 0
+                if self._on_slot_recreated is not None:
+                    self._on_slot_recreated(message)
             case ShapeDurable(handle, offset):
                 self._report(self._tracker.durable(handle, offset))
             case RegisterShape(handle, table, clause, consumer):
@@ -256,10 +267,9 @@ class ShapeLogCollector(SupervisedActor):
             )
         if fragment.commit:
             self._last_commit_lsn = fragment.commit_lsn
-            end_lsn = fragment.end_lsn if fragment.end_lsn is not None else fragment.commit_lsn
             touched = {h: LogOffset(fragment.commit_lsn, 0) for h in txn.touched if h in self._routes}
             self._open = None
-            self._report(self._tracker.register(end_lsn, touched))
+            self._report(self._tracker.register(fragment.commit_lsn, touched))
 
     def _affected(self, change: Change) -> set[str]:
         if isinstance(change, Truncate):
@@ -281,8 +291,6 @@ class ShapeLogCollector(SupervisedActor):
         return set()  # pragma: no cover - Change is a closed union
 
     def _report(self, acked: int) -> None:
-        state = (max(acked, self._last_acked), self._tracker.idle)
-        if state != self._last_report:
-            self._last_report = state
-            self._last_acked = state[0]
-            self._on_ack(*state)
+        if acked > self._last_acked:
+            self._last_acked = acked
+            self._on_ack(acked)

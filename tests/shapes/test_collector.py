@@ -21,8 +21,8 @@ from sync.replication.changes import (
     Truncate,
     Update,
 )
+from sync.replication.sink import GetResumePoint, ResumePoint
 from sync.shapes.collector import (
-    ProcessFragment,
     RegisterShape,
     ShapeChanges,
     ShapeDurable,
@@ -73,13 +73,13 @@ class Sink(SupervisedActor):
 
 
 @pytest.fixture
-def setup() -> Iterator[tuple[pykka.ActorRef[Any], dict[str, queue.Queue[Any]], list[tuple[int, bool]]]]:
-    acks: list[tuple[int, bool]] = []
+def setup() -> Iterator[tuple[pykka.ActorRef[Any], dict[str, queue.Queue[Any]], list[int]]]:
+    acks: list[int] = []
     lock = threading.Lock()
 
-    def on_ack(lsn: int, idle: bool) -> None:
+    def on_ack(lsn: int) -> None:
         with lock:
-            acks.append((lsn, idle))
+            acks.append(lsn)
 
     collector = ShapeLogCollector.start(BruteIndex(), on_ack=on_ack)
     sinks: dict[str, queue.Queue[Any]] = {}
@@ -100,12 +100,9 @@ def setup() -> Iterator[tuple[pykka.ActorRef[Any], dict[str, queue.Queue[Any]], 
         ref.stop()
 
 
-def frag(xid: int, lsn: int, *changes: Any, begin: bool = True, commit: bool = True) -> ProcessFragment:
-    return ProcessFragment(
-        TransactionFragment(
-            xid, lsn, tuple(changes), begin=begin, commit=commit, end_lsn=lsn + 8 if commit else None
-        )
-    )
+def frag(xid: int, lsn: int, *changes: Any, begin: bool = True, commit: bool = True) -> TransactionFragment:
+    end_lsn = lsn + 8 if commit else None
+    return TransactionFragment(xid, lsn, tuple(changes), begin=begin, commit=commit, end_lsn=end_lsn)
 
 
 def drain(q: queue.Queue[Any]) -> list[ShapeChanges]:
@@ -153,11 +150,12 @@ def test_ack_waits_for_all_affected_shapes_and_replays_are_skipped(setup: Any) -
     collector, sinks, acks = setup
     collector.ask(frag(9, 4000, Insert(REL, ("1", "alice", "x"), 0)), timeout=5)
     collector.ask(frag(10, 5000, Insert(OTHER, ("1",), 0)), timeout=5)  # touches nobody
-    assert acks[-1][0] < 4008
+    assert acks == []
     collector.ask(ShapeDurable("alice", LogOffset(4000, 0)), timeout=5)
-    assert acks[-1][0] < 4008  # "all" has not made it durable yet
+    assert acks == []  # "all" has not made it durable yet
     collector.ask(ShapeDurable("all", LogOffset(4000, 0)), timeout=5)
-    assert acks[-1] == (5008, True)
+    assert acks[-1] == 5000  # and the untouched transaction after it is durable too
+    assert collector.ask(GetResumePoint(), timeout=5) == ResumePoint(processed_lsn=5000, durable_lsn=5000)
     drain(sinks["alice"])
     collector.ask(frag(9, 4000, Insert(REL, ("1", "alice", "x"), 0)), timeout=5)  # replay after reconnect
     assert drain(sinks["alice"]) == []
@@ -168,7 +166,7 @@ def test_unregistered_shape_gets_nothing_and_stops_pinning(setup: Any) -> None:
     collector.ask(frag(11, 6000, Insert(REL, ("1", "bob", "x"), 0)), timeout=5)
     collector.ask(ShapeDurable("bob", LogOffset(6000, 0)), timeout=5)
     collector.ask(UnregisterShape("all"), timeout=5)
-    assert acks[-1] == (6008, True)
+    assert acks[-1] == 6000
     drain(sinks["all"])
     collector.ask(frag(12, 7000, Insert(REL, ("2", "carol", "x"), 0)), timeout=5)
     assert drain(sinks["all"]) == []
