@@ -169,17 +169,29 @@ class _ReleasingStream:
             self._on_close()
 
 
-def request_kind(query: dict[str, str]) -> Kind:
-    """``existing`` for a request naming a handle past ``-1``; ``initial`` otherwise."""
+def request_kind(query: dict[str, str], exists: Callable[[str], bool]) -> Kind:
+    """Electric's rule: ``existing`` when the request names a handle the engine knows, else ``initial``."""
     handle = query.get("handle")
-    offset = query.get("offset")
-    return "existing" if handle and offset not in (None, "", "-1", "now") else "initial"
+    if not handle:
+        return "initial"
+    try:
+        return "existing" if exists(handle) else "initial"
+    except Exception:  # an engine that cannot answer yet: count it as a new client
+        log.debug("admission: handle lookup failed", exc_info=True)
+        return "initial"
 
 
 class AdmissionMiddleware:
     """Bounds concurrent GET/HEAD ``/v1/shape`` requests; 503 ``concurrent_request_limit_exceeded`` above."""
 
-    def __init__(self, settings: ApiSettings, *, rand: Callable[[int, int], int] = random.randint) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        exists: Callable[[str], bool] = lambda handle: True,
+        rand: Callable[[int, int], int] = random.randint,
+    ) -> None:
+        self._exists = exists
         self.control = AdmissionControl(
             {"initial": settings.max_concurrent_initial, "existing": settings.max_concurrent_existing}
         )
@@ -188,7 +200,7 @@ class AdmissionMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.path != SHAPE_PATH or req.method not in ("GET", "HEAD", "POST"):
             return
-        kind = request_kind(request_query(req))
+        kind = request_kind(request_query(req), self._exists)
         if not self.control.try_acquire(kind):
             raise ConcurrencyLimitExceeded(kind, self.control.limit(kind), retry_after=self._rand(6, 10))
         req.context.admission_slot = _Slot(self.control, kind)
@@ -211,11 +223,16 @@ class AdmissionMiddleware:
             resp.stream = _ReleasingStream(stream, slot.release)
 
 
-def shape_api_middleware(settings: ApiSettings) -> list[Any]:
-    """The middleware list, in order: normalise -> ids/CORS -> auth -> admission."""
+def shape_api_middleware(
+    settings: ApiSettings, *, exists: Callable[[str], bool] = lambda handle: True
+) -> list[Any]:
+    """The middleware list, in order: normalise -> ids/CORS -> auth -> admission.
+
+    ``exists(handle)`` tells admission control whether a handle names a live shape (``existing`` budget).
+    """
     return [
         PathNormalizer(),
         CommonHeadersMiddleware(settings),
         AuthMiddleware(settings),
-        AdmissionMiddleware(settings),
+        AdmissionMiddleware(settings, exists=exists),
     ]

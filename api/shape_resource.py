@@ -134,6 +134,11 @@ class ShapeResource:
             raise StackNotReady("Stack not ready", retry_after=5)
         return engine
 
+    def handle_exists(self, handle: str) -> bool:
+        """For admission control: does ``handle`` name a live shape (False while no engine is attached)."""
+        engine = self._provider()
+        return engine is not None and engine.exists(handle)
+
     # ------------------------------------------------------------------------------------- responders
 
     def on_options(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -395,12 +400,17 @@ def _with_schema(meta: ShapeResponseMeta, schema: str) -> ShapeResponseMeta:
 
 
 def install_shape_api(
-    app: falcon.App[Any, Any], engine: ShapeEngine, settings: ApiSettings, **kwargs: Any
-) -> None:
+    app: falcon.App[Any, Any],
+    engine: ShapeEngine | Callable[[], ShapeEngine | None],
+    settings: ApiSettings,
+    **kwargs: Any,
+) -> ShapeResource:
     """Wire the Shape API into ``app``: middleware (in order), the error table and the ``/v1/shape`` route.
 
     Call before the app serves its first request.  ``kwargs`` go to :class:`ShapeResource` (clock, rand...).
     """
-    app.add_middleware(shape_api_middleware(settings))
+    resource = ShapeResource(engine, settings, **kwargs)
+    app.add_middleware(shape_api_middleware(settings, exists=resource.handle_exists))
     register_error_handlers(app, settings)
-    app.add_route(SHAPE_PATH, ShapeResource(engine, settings, **kwargs))
+    app.add_route(SHAPE_PATH, resource)
+    return resource

@@ -30,15 +30,21 @@ def test_normalize_path(raw: str, expected: str) -> None:
     ("query", "kind"),
     [
         ("table=t&offset=-1", "initial"),
-        ("table=t&offset=-1&handle=h", "initial"),
-        ("table=t&offset=now&handle=h", "initial"),
-        ("table=t&offset=0_0", "initial"),
-        ("table=t&offset=0_0&handle=h", "existing"),
-        ("table=t&offset=5_2&handle=h&live", "existing"),
+        ("table=t&offset=0_0&handle=", "initial"),
+        ("table=t&offset=0_0&handle=unknown", "initial"),
+        ("table=t&offset=0_0&handle=known", "existing"),
+        ("table=t&offset=-1&handle=known", "existing"),
+        ("table=t&offset=5_2&handle=known&live", "existing"),
+        ("table=t&offset=5_2&handle=boom&live", "initial"),
     ],
 )
 def test_request_kind(query: str, kind: str) -> None:
-    assert request_kind(parse_query(query)) == kind
+    def exists(handle: str) -> bool:
+        if handle == "boom":
+            raise RuntimeError("engine not ready")
+        return handle == "known"
+
+    assert request_kind(parse_query(query), exists) == kind
 
 
 def admission_of(app: Any) -> AdmissionMiddleware:
