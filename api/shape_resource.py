@@ -204,9 +204,10 @@ class ShapeResource:
     # ---------------------------------------------------------------------------------------- serving
 
     def _resolve_again(self, definition: ShapeDefinition) -> str | None:
-        """After a rotation: the definition's current shape (created if needed), or None if that fails."""
+        """After a rotation seen mid-request: the definition's current shape if one exists (Electric looks
+        it up without creating it, so a DELETE is not undone by a waiting client), else None."""
         try:
-            return self._engine.get_or_create(definition)
+            return self._engine.find(definition)
         except ShapeEngineError:
             return None
 
