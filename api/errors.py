@@ -180,7 +180,12 @@ ERROR_TABLE: tuple[tuple[type[Exception], Callable[[Any], ErrorResponse]], ...] 
         ShapeCreationFailed,
         lambda _: _json(503, {"message": "Failed to create shape, please retry"}, _retry(1)),
     ),
-    (SnapshotFailed, lambda ex: _json(503, {"message": ex.message}, _retry(10))),
+    (
+        SnapshotFailed,
+        lambda ex: _json(
+            503, {"message": ex.message}, [*_retry(10), ("electric-internal-known-error", "true")]
+        ),
+    ),
     (falcon.HTTPError, _http_error),
 )
 

@@ -58,7 +58,12 @@ from tests.api.fake_engine import FakeEngine
             {"message": "Failed to create shape, please retry"},
             {"retry-after": "1"},
         ),
-        (SnapshotFailed("boom"), 503, {"message": "boom"}, {"retry-after": "10"}),
+        (
+            SnapshotFailed("boom"),
+            503,
+            {"message": "boom"},
+            {"retry-after": "10", "electric-internal-known-error": "true"},
+        ),
         (
             ConcurrencyLimitExceeded("initial", 300, 7),
             503,
