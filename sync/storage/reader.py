@@ -44,12 +44,17 @@ class LogView:
 
 
 class LogState:
-    """The one mutable cell shared by a writer and its readers."""
+    """The one mutable cell shared by a shape's writers (successive incarnations) and its reader.
 
-    __slots__ = ("view",)
+    The storage keeps one per handle for the life of the process, so the reader handed to the API keeps
+    working when the storage actor restarts and a new writer re-opens the log.
+    """
+
+    __slots__ = ("reader", "view")
 
     def __init__(self, view: LogView) -> None:
         self.view = view
+        self.reader: ShapeLogReader | None = None
 
 
 class _Chunks:
@@ -102,6 +107,11 @@ class ShapeLogReader:
     def __init__(self, state: LogState, files: ReadFiles) -> None:
         self._state = state
         self._files = files
+        self._log = _Chunks("log.chunks")
+        self._snap = _Chunks("snapshot.chunks")
+
+    def reset_cache(self) -> None:
+        """Forget cached chunk boundaries (a re-opened log may have been trimmed)."""
         self._log = _Chunks("log.chunks")
         self._snap = _Chunks("snapshot.chunks")
 

@@ -16,12 +16,14 @@ import os
 import secrets
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from sync import runtime
 from sync.storage.files import DiskFiles, MemoryFiles, ShapeFiles, fsync_dir
 from sync.storage.format import SEQUENCES, encode_meta
+from sync.storage.reader import LogState, ShapeLogReader
 from sync.storage.recovery import recover
 from sync.storage.writer import SeqPosition, ShapeLogWriter
 
@@ -33,11 +35,13 @@ _FILES = [f"{s}.{ext}" for s in SEQUENCES for ext in ("json", "keys", "items", "
 
 
 class Storage(Protocol):
-    """What the shape cache and the storage actor need from a storage backend."""
+    """What the shape cache, the storage actor and the API need from a storage backend."""
 
     def create(self, handle: str, definition: object) -> ShapeLogWriter: ...
 
     def open(self, handle: str) -> ShapeLogWriter: ...
+
+    def reader(self, handle: str) -> ShapeLogReader: ...
 
     def handles(self) -> list[str]: ...
 
@@ -58,19 +62,40 @@ def _new_meta(handle: str, definition: object) -> dict[str, object]:
     }
 
 
-def _writer(files: ShapeFiles, handle: str, definition: object, chunk_bytes: int) -> ShapeLogWriter:
-    meta = _new_meta(handle, definition)
-    files.write_meta(encode_meta(meta))
-    return ShapeLogWriter(files, meta, SeqPosition(), SeqPosition(), chunk_bytes=chunk_bytes)
+class _States:
+    """One LogState per handle for the life of the process (readers survive writer restarts)."""
 
+    def __init__(self) -> None:
+        self._states: dict[str, LogState] = {}
 
-def _open(files: ShapeFiles, chunk_bytes: int) -> ShapeLogWriter:
-    try:
-        meta, log_pos, snap_pos = recover(files, chunk_bytes)
-    except BaseException:
-        files.close()
-        raise
-    return ShapeLogWriter(files, meta, log_pos, snap_pos, chunk_bytes=chunk_bytes)
+    def create(self, files: ShapeFiles, handle: str, definition: object, chunk_bytes: int) -> ShapeLogWriter:
+        meta = _new_meta(handle, definition)
+        files.write_meta(encode_meta(meta))
+        writer = ShapeLogWriter(files, meta, SeqPosition(), SeqPosition(), chunk_bytes=chunk_bytes)
+        self._states[handle] = writer.state
+        return writer
+
+    def open(self, files: ShapeFiles, handle: str, chunk_bytes: int) -> ShapeLogWriter:
+        try:
+            meta, log_pos, snap_pos = recover(files, chunk_bytes)
+        except BaseException:
+            files.close()
+            raise
+        state = self._states.get(handle)
+        writer = ShapeLogWriter(files, meta, log_pos, snap_pos, chunk_bytes=chunk_bytes, state=state)
+        self._states[handle] = writer.state
+        return writer
+
+    def reader(self, handle: str) -> ShapeLogReader:
+        state = self._states.get(handle)
+        if state is None or state.reader is None:
+            raise FileNotFoundError(f"shape log {handle!r} is not open in this process")
+        return state.reader
+
+    def deleted(self, handle: str) -> None:
+        state = self._states.pop(handle, None)
+        if state is not None:
+            state.view = replace(state.view, deleted=True)
 
 
 class FileStorage:
@@ -83,6 +108,7 @@ class FileStorage:
         self.shapes_dir = base / "shapes"
         self.trash_dir = base / "trash"
         self.chunk_bytes = chunk_bytes
+        self._states = _States()
         self.shapes_dir.mkdir(parents=True, exist_ok=True)
         self.trash_dir.mkdir(parents=True, exist_ok=True)
 
@@ -97,7 +123,8 @@ class FileStorage:
         path.mkdir()
         for name in _FILES:
             os.close(os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
-        writer = _writer(DiskFiles(str(path)), handle, definition, self.chunk_bytes)  # fsyncs the dir
+        writer = self._states.create(DiskFiles(str(path)), handle, definition, self.chunk_bytes)  # fsyncs dir
+        writer.reader()
         fsync_dir(str(self.shapes_dir))
         return writer
 
@@ -106,13 +133,20 @@ class FileStorage:
         path = self._dir(handle)
         if not path.is_dir():
             raise FileNotFoundError(str(path))
-        return _open(DiskFiles(str(path)), self.chunk_bytes)
+        writer = self._states.open(DiskFiles(str(path)), handle, self.chunk_bytes)
+        writer.reader()
+        return writer
+
+    def reader(self, handle: str) -> ShapeLogReader:
+        """The shared lock-free reader of a log created or opened in this process (FileNotFoundError)."""
+        return self._states.reader(handle)
 
     def handles(self) -> list[str]:
         return sorted(p.name for p in self.shapes_dir.iterdir() if p.is_dir())
 
     def delete(self, handle: str) -> None:
         """Rename the shape into the trash (immediate), then remove it in the background."""
+        self._states.deleted(handle)
         path = self._dir(handle)
         target = self.trash_dir / f"{handle}.{secrets.token_hex(4)}"
         try:
@@ -146,23 +180,32 @@ class MemoryStorage:
     def __init__(self, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         self.chunk_bytes = chunk_bytes
         self._shapes: dict[str, MemoryFiles] = {}
+        self._states = _States()
 
     def create(self, handle: str, definition: object) -> ShapeLogWriter:
         if handle in self._shapes:
             raise FileExistsError(handle)
         files = self._shapes[handle] = MemoryFiles()
-        return _writer(files, handle, definition, self.chunk_bytes)
+        writer = self._states.create(files, handle, definition, self.chunk_bytes)
+        writer.reader()
+        return writer
 
     def open(self, handle: str) -> ShapeLogWriter:
         files = self._shapes.get(handle)
         if files is None:
             raise FileNotFoundError(handle)
-        return _open(files, self.chunk_bytes)
+        writer = self._states.open(files, handle, self.chunk_bytes)
+        writer.reader()
+        return writer
+
+    def reader(self, handle: str) -> ShapeLogReader:
+        return self._states.reader(handle)
 
     def handles(self) -> list[str]:
         return sorted(self._shapes)
 
     def delete(self, handle: str) -> None:
+        self._states.deleted(handle)
         self._shapes.pop(handle, None)
 
     def disk_usage(self, handle: str) -> int:

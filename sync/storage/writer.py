@@ -67,6 +67,7 @@ class ShapeLogWriter:
         snap_pos: SeqPosition,
         *,
         chunk_bytes: int,
+        state: LogState | None = None,
     ) -> None:
         self._files = files
         self._meta = dict(meta)
@@ -78,17 +79,21 @@ class ShapeLogWriter:
         self._durable = log_pos.last
         self._unsynced_bytes = 0
         snap_complete = bool(meta.get("snapshot_complete"))
-        self.state = LogState(
-            LogView(
-                log_items=log_pos.items,
-                log_json=log_pos.json_len,
-                log_chunks=log_pos.chunks,
-                log_last=log_pos.last,
-                snap_chunks=snap_pos.chunks,
-                snap_complete=snap_complete,
-            )
+        view = LogView(
+            log_items=log_pos.items,
+            log_json=log_pos.json_len,
+            log_chunks=log_pos.chunks,
+            log_last=log_pos.last,
+            snap_chunks=snap_pos.chunks,
+            snap_complete=snap_complete,
         )
-        self._reader: ShapeLogReader | None = None
+        if state is None:
+            state = LogState(view)
+        else:
+            state.view = view  # a re-opened log: the shared reader continues from here
+            if state.reader is not None:
+                state.reader.reset_cache()
+        self.state = state
         self._closed = False
 
     # -- introspection -------------------------------------------------------------------------------------
@@ -125,9 +130,10 @@ class ShapeLogWriter:
 
     def reader(self) -> ShapeLogReader:
         """The shared reader of this log (its own read-only handles)."""
-        if self._reader is None:
-            self._reader = ShapeLogReader(self.state, self._files.reader())
-        return self._reader
+        state = self.state
+        if state.reader is None:
+            state.reader = ShapeLogReader(state, self._files.reader())
+        return state.reader
 
     # -- appends -------------------------------------------------------------------------------------------
 

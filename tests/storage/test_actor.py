@@ -118,3 +118,18 @@ def test_delete(start: Any, file_storage: FileStorage) -> None:
     assert file_storage.handles() == []
     ref.ask(AppendTransaction(tuple(txn(18, 1)), complete=True), timeout=T)  # dropped, no crash
     ref.stop(timeout=T)
+
+
+def test_reader_survives_an_actor_restart(start: Any, file_storage: FileStorage) -> None:
+    ref = start(flush_interval=60)
+    snapshot(ref)
+    reader = file_storage.reader("h")
+    assert ref.ask(GetReader(), timeout=T) is reader
+    ref.ask(AppendTransaction(tuple(txn(20, 2)), complete=True), timeout=T)
+    with pytest.raises(ValueError, match="does not follow"):
+        ref.ask(AppendTransaction((item(19, 0),), complete=True), timeout=T)
+    assert ref.actor_stopped.wait(T)
+    ref2 = start()  # what the supervisor's start function does: re-open the log, start a new actor
+    ref2.ask(AppendTransaction(tuple(txn(21, 1)), complete=True), timeout=T)
+    assert reader.latest_offset() == LogOffset(21, 0)
+    assert [len(c) for c in follow(reader).chunks] == [3, 3]
