@@ -45,6 +45,7 @@ from sync.shapes.xid import PgSnapshot, SnapshotFilter
 from sync.storage.errors import ShapeGone
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage_actor import AppendTransaction, DeleteLog, GetReader
+from sync.where.errors import WhereEvalError
 
 __all__ = [
     "AwaitData",
@@ -59,7 +60,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_INVALIDATING = (ShapeFailed, ShapeTruncated, RelationMismatch, IncompleteChange)
+_INVALIDATING = (ShapeFailed, ShapeTruncated, RelationMismatch, IncompleteChange, WhereEvalError)
 _NEVER_ENDS = 1 << 64  # WAL position bound for a filter rebuilt after a restart (see on_start)
 
 

@@ -30,6 +30,7 @@ from sync.shapes.snapshot import (
     display_settings_sql,
     parse_lsn,
     raw_text_cursor,
+    snapshot_batches,
     snapshot_query,
 )
 from sync.shapes.xid import PgSnapshot
@@ -112,12 +113,9 @@ def run_snapshot(
         query = snapshot_query(request.definition, request.where_sql)
         with raw_text_cursor(conn, name="shapesync_snapshot") as cur:
             cur.execute(query, tuple(request.where_params) or None)
-            while True:
-                rows = cur.fetchmany(fetch_rows)
-                if not rows:
-                    break
-                storage.ask(AppendSnapshot([encoder.snapshot_item(r) for r in rows]), timeout=timeout)
-                count += len(rows)
+            for batch in snapshot_batches(cur, encoder, fetch_rows):
+                storage.ask(AppendSnapshot(batch), timeout=timeout)
+                count += len(batch)
         storage.ask(
             CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
         )

@@ -70,6 +70,7 @@ class ShapeUnderTest:
     definition: ShapeDefinition
     predicate: Pred | None
     where_sql: sql.Composable | None
+    where_params: tuple[Any, ...] = ()
     storage: pykka.ActorRef[Any] | None = None
     consumer: pykka.ActorRef[Any] | None = None
     reader: ShapeLogReader | None = None
@@ -88,7 +89,7 @@ class Harness:
     def __post_init__(self) -> None:
         self.conn = psycopg.connect(self.dsn, autocommit=True)
         self.slot = SqlSlot(make_conninfo(self.dsn, options=display_settings_options()))
-        self.index = BruteIndex()
+        self.index: Any = self.make_index()
         self._ack_cond = threading.Condition()
         self.collector = ShapeLogCollector.start(self.index, on_ack=self.on_ack)
         self.pool = SnapshotPool.start(self.dsn, size=2, fetch_rows=7)
@@ -97,6 +98,9 @@ class Harness:
         self.last_commit_lsn = 0
 
     # -- wiring -------------------------------------------------------------------------------------------
+
+    def make_index(self) -> Any:
+        return BruteIndex()
 
     def on_ack(self, lsn: int) -> None:
         with self._ack_cond:
@@ -124,9 +128,12 @@ class Harness:
         replica: str = "default",
         columns: list[str] | None = None,
         where: str | None = None,
+        params: tuple[str, ...] = (),
     ) -> ShapeDefinition:
         info = read_table(self.conn, "public", table)
-        return ShapeDefinition.create(("public", table), info, columns=columns, where=where, replica=replica)
+        return ShapeDefinition.create(
+            ("public", table), info, columns=columns, where=where, params=params, replica=replica
+        )
 
     def start_shape(self, shape: ShapeUnderTest, stored: StoredShape | None = None) -> ShapeUnderTest:
         if stored is None:
@@ -151,6 +158,7 @@ class Harness:
                 routing_clause=shape.predicate,
                 predicate=shape.predicate,
                 where_sql=shape.where_sql,
+                where_params=shape.where_params,
                 max_held=self.max_held,
                 ask_timeout=10,
             )
@@ -188,7 +196,7 @@ class Harness:
         d = shape.definition
         with psycopg.connect(self.dsn, options=display_settings_options()) as conn:
             cur = raw_text_cursor(conn)
-            cur.execute(snapshot_query(d, shape.where_sql))
+            cur.execute(snapshot_query(d, shape.where_sql), shape.where_params or None)
             rows = cur.fetchall()
         prefix = key_prefix(d.schema, d.table)
         out = {}

@@ -1,0 +1,95 @@
+"""``ShapeDirectory``: the live shapes as a read-only view for request handlers, without an actor round trip.
+
+Every shape request looks its shape up (by handle or by definition); asking the ShapeCache actor each time
+would serialise all requests through one inbox.  The ShapeCache is the only writer of this directory;
+readers on any thread/greenlet see a consistent entry per lookup (single dict operations are atomic under
+the GIL, and entries are immutable).  ``touch`` records use for the cache's least-recently-used eviction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from sync.shapes.definition import ShapeDefinition
+from sync.storage.reader import ShapeLogReader
+
+__all__ = ["LiveShape", "ShapeDirectory"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveShape:
+    """A live shape: where to read its log and whom to ask for live waits (``AwaitData``)."""
+
+    handle: str
+    definition: ShapeDefinition
+    reader: ShapeLogReader
+    consumer: pykka.ActorRef[Any]
+
+
+class ShapeDirectory:
+    """Live shapes by handle and by definition, plus the definitions of handles rotated away."""
+
+    __slots__ = ("_by_definition", "_by_handle", "_last_used", "_rotated")
+
+    def __init__(self) -> None:
+        self._by_handle: dict[str, LiveShape] = {}
+        self._by_definition: dict[ShapeDefinition, str] = {}
+        self._last_used: dict[str, float] = {}
+        self._rotated: dict[str, ShapeDefinition] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_handle)
+
+    # -- readers (any thread) -----------------------------------------------------------------------------
+
+    def get(self, handle: str) -> LiveShape | None:
+        return self._by_handle.get(handle)
+
+    def find(self, definition: ShapeDefinition) -> LiveShape | None:
+        handle = self._by_definition.get(definition)
+        return self._by_handle.get(handle) if handle is not None else None
+
+    def rotated_to(self, handle: str) -> str | None:
+        """The live handle for the definition ``handle`` had, if that handle was rotated away (else None)."""
+        definition = self._rotated.get(handle)
+        if definition is None:
+            return None
+        return self._by_definition.get(definition)
+
+    def was_rotated(self, handle: str) -> bool:
+        return handle in self._rotated
+
+    def touch(self, handle: str) -> None:
+        if handle in self._by_handle:
+            self._last_used[handle] = time.monotonic()
+
+    def handles(self) -> list[str]:
+        return list(self._by_handle)
+
+    # -- the ShapeCache (single writer) -------------------------------------------------------------------
+
+    def publish(self, shape: LiveShape) -> None:
+        self._by_handle[shape.handle] = shape
+        self._by_definition[shape.definition] = shape.handle
+        self._last_used[shape.handle] = time.monotonic()
+
+    def withdraw(self, handle: str) -> LiveShape | None:
+        shape = self._by_handle.pop(handle, None)
+        self._last_used.pop(handle, None)
+        if shape is not None:
+            if self._by_definition.get(shape.definition) == handle:
+                del self._by_definition[shape.definition]
+            self._rotated[handle] = shape.definition
+            if len(self._rotated) > 100_000:  # bounded memory: forget the oldest rotations
+                for old in list(self._rotated)[:10_000]:
+                    del self._rotated[old]
+        return shape
+
+    def least_recently_used(self) -> str | None:
+        if not self._last_used:
+            return None
+        return min(self._last_used, key=self._last_used.__getitem__)

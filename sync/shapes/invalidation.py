@@ -1,0 +1,75 @@
+"""Which shapes a schema change invalidates, and the compiled form of a shape's WHERE clause.
+
+Pure rules for the ShapeCache (spec §7): a relation change invalidates a shape when the table was renamed or
+re-created (another OID under the same name), when a selected or key column disappeared or changed type, or
+when a shape following all columns no longer matches the table's column list.  A change that leaves the
+selected columns alone (a nullability change, a column added to a table whose shape selects a subset) does
+not invalidate.
+
+:class:`CompiledShape` is what a consumer and the collector need from a WHERE clause: the routing clause (a
+``sync.where.WhereClause`` for the RoutingIndex), the row predicate, and the snapshot's SQL with its params
+(always regenerated from the validated tree, never the user's text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from sync.replication.changes import Relation
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_items import Predicate
+from sync.where.clause import WhereClause
+
+__all__ = ["CompiledShape", "compiled_from_clause", "relation_change_reason"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledShape:
+    routing_clause: Any = None
+    predicate: Predicate | None = None
+    where_sql: sql.Composable | None = None
+    where_params: Sequence[Any] = field(default=())
+
+
+def compiled_from_clause(clause: WhereClause | None) -> CompiledShape:
+    """The compiled shape for a validated clause (None: every row of the table)."""
+    if clause is None:
+        return CompiledShape()
+    text, params = clause.to_sql()
+    return CompiledShape(clause, clause.evaluate, sql.SQL(text), tuple(params))
+
+
+def relation_change_reason(
+    definition: ShapeDefinition, relation: Relation, previous: Relation | None
+) -> str | None:
+    """Why ``definition``'s shape must be invalidated by this Relation message, or None if it survives.
+
+    Call for shapes whose table has ``relation``'s OID or its (schema, name).
+    """
+    if relation.oid != definition.relation_oid:
+        return f"table {definition.schema}.{definition.table} was re-created"
+    if (relation.schema, relation.name) != (definition.schema, definition.table):
+        return (
+            f"table {definition.schema}.{definition.table} was renamed to {relation.schema}.{relation.name}"
+        )
+    names = relation.column_index
+    needed = set(definition.columns) | set(definition.key_columns)
+    missing = sorted(c for c in needed if c not in names)
+    if missing:
+        return f"column(s) {', '.join(missing)} of {definition.schema}.{definition.table} are gone"
+    if definition.all_columns and tuple(relation.column_names) != definition.columns:
+        return f"the columns of {definition.schema}.{definition.table} changed"
+    if previous is not None:
+        before = {c.name: (c.type_oid, c.type_modifier) for c in previous.columns}
+        for col in relation.columns:
+            if (
+                col.name in needed
+                and col.name in before
+                and before[col.name] != (col.type_oid, col.type_modifier)
+            ):
+                return f"column {col.name} of {definition.schema}.{definition.table} changed type"
+    return None

@@ -1,0 +1,260 @@
+"""ShapeCache: one shape per definition under concurrency, publication, invalidation, reload, LRU eviction."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pykka
+import pytest
+
+from supervisors import wait_started
+from sync.offsets import LogOffset
+from sync.postgres.inspector import inspect_table
+from sync.replication.changes import RelationChanged
+from sync.replication.publication import AddTable, PublicationManager, RemoveTable
+from sync.replication.tables import TableName
+from sync.shapes.cache import (
+    CacheSettings,
+    DeleteShape,
+    GetOrCreateShape,
+    InvalidateShape,
+    ShapeCache,
+    ShapeResult,
+)
+from sync.shapes.collector import ShapeLogCollector
+from sync.shapes.consumer import AwaitData, ConsumerInfo, GetConsumerInfo
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.directory import LiveShape, ShapeDirectory
+from sync.shapes.invalidation import CompiledShape, compiled_from_clause
+from sync.shapes.shape_supervisor import ShapeSupervisor
+from sync.shapes.waiters import WaitResult
+from sync.where import RoutingIndex, compile_where
+from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for
+
+
+class CacheHarness(Harness):
+    def make_index(self) -> Any:
+        return RoutingIndex()
+
+    def compile(self, definition: ShapeDefinition) -> CompiledShape:
+        if definition.where is None:
+            return CompiledShape()
+        with psycopg.connect(self.dsn) as conn:
+            table = inspect_table(conn, definition.schema, definition.table)
+        return compiled_from_clause(
+            compile_where(definition.where, table, dict(enumerate(definition.params, 1)))
+        )
+
+    def start_cache(self, settings: CacheSettings | None = None) -> pykka.ActorRef[Any]:
+        self.publications = PublicationManager.start(self.dsn, self.slot.pub)
+
+        def publish(d: ShapeDefinition, handle: str) -> str | None:
+            err = self.publications.ask(AddTable(TableName(d.schema, d.table), handle), timeout=10)
+            return None if err is None else str(err)
+
+        def unpublish(d: ShapeDefinition, handle: str) -> None:
+            self.publications.ask(RemoveTable(TableName(d.schema, d.table), handle), timeout=10)
+
+        self.directory = ShapeDirectory()
+        self.cache = ShapeCache.start(
+            self.storage,
+            shape_supervisor=self.shapes_sup,
+            collector=self.collector,
+            snapshot_pool=self.pool,
+            compile_shape=self.compile,
+            publish=publish,
+            unpublish=unpublish,
+            directory=self.directory,
+            settings=settings or CacheSettings(flush_interval=0.01, ask_timeout=10),
+        )
+        wait_started(self.cache, timeout=30)  # on_start reloads the stored shapes
+        return self.cache
+
+    def stop_cache(self) -> None:
+        self.cache.stop(timeout=10)
+        self.publications.stop(timeout=10)
+
+    def create(self, definition: ShapeDefinition) -> ShapeResult:
+        result = self.cache.ask(GetOrCreateShape(definition), timeout=30)
+        assert isinstance(result, ShapeResult)
+        return result
+
+    def live(self, definition: ShapeDefinition) -> LiveShape:
+        result = self.create(definition)
+        assert result.shape is not None, result.error
+        return result.shape
+
+
+@pytest.fixture
+def h(db_dsn: str, tmp_path: Path) -> Iterator[CacheHarness]:
+    harness = CacheHarness(db_dsn, tmp_path)
+    harness.conn.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, value int NOT NULL, label text);"
+        "INSERT INTO items SELECT g, g, 'row ' || g FROM generate_series(1, 30) g;"
+    )
+    harness.start_cache()
+    yield harness
+    harness.stop_cache()
+    harness.stop()
+
+
+def as_test_shape(shape: LiveShape, h: CacheHarness) -> ShapeUnderTest:
+    compiled = h.compile(shape.definition)
+    return ShapeUnderTest(
+        shape.handle,
+        shape.definition,
+        compiled.predicate,
+        compiled.where_sql,
+        tuple(compiled.where_params),
+        reader=shape.reader,
+    )
+
+
+def snapshot_done(shape: LiveShape) -> bool:
+    result = shape.consumer.ask(GetConsumerInfo(), timeout=5)
+    assert isinstance(result, ConsumerInfo)
+    return result.snapshot_complete
+
+
+def check(h: CacheHarness, shape: LiveShape) -> None:
+    assert replay(read_log(shape.reader)) == h.expected(as_test_shape(shape, h))
+
+
+def test_concurrent_get_or_create_creates_the_shape_once(h: CacheHarness) -> None:
+    definition = h.definition("items", where="value > 10")
+    results: list[ShapeResult] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def ask() -> None:
+        start.wait(timeout=10)
+        result = h.create(definition)
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(results) == 16
+    assert {r.shape.handle for r in results if r.shape is not None} == {results[0].shape.handle}  # type: ignore[union-attr]
+    assert sum(r.created for r in results) == 1
+    assert h.storage.handles() == [results[0].shape.handle]  # type: ignore[union-attr]
+    row = h.conn.execute(
+        "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND tablename = 'items')"
+        " FROM pg_class c WHERE c.relname = 'items'",
+        (h.slot.pub,),
+    ).fetchone()
+    assert row == ("f", True)  # REPLICA IDENTITY FULL and published before the snapshot
+
+
+def test_created_shapes_follow_the_log_with_real_where_clauses(h: CacheHarness) -> None:
+    shapes = [
+        h.live(h.definition("items", where="value > 10 AND value <= $1", params=("20",))),
+        h.live(h.definition("items", where="label LIKE 'row 1%'", replica="full")),
+        h.live(h.definition("items", columns=["id", "label"])),
+    ]
+    wait_for(lambda: all(snapshot_done(s) for s in shapes))
+    h.conn.execute("UPDATE items SET value = value + 5 WHERE id BETWEEN 5 AND 15")
+    h.conn.execute("UPDATE items SET label = 'row 100' WHERE id = 2")
+    h.conn.execute("DELETE FROM items WHERE id = 17")
+    h.conn.execute("INSERT INTO items VALUES (40, 12, 'row 1x')")
+    h.sync_all()
+    for s in shapes:
+        check(h, s)
+
+
+def test_invalidation_rotates_the_handle_wakes_waiters_and_removes_the_log(h: CacheHarness) -> None:
+    definition = h.definition("items")
+    old = h.live(definition)
+    wait_for(lambda: snapshot_done(old))
+    waiter: pykka.ThreadingFuture[WaitResult] = pykka.ThreadingFuture()
+    old.consumer.tell(AwaitData(LogOffset.SNAPSHOT_END, waiter, time.monotonic() + 10))
+    assert h.cache.ask(InvalidateShape(old.handle, "test"), timeout=10) is True
+    assert waiter.get(timeout=10).outcome == "rotated"
+    assert h.directory.get(old.handle) is None
+    assert h.storage.handles() == []
+    new = h.live(definition)
+    assert new.handle != old.handle
+    assert h.directory.rotated_to(old.handle) == new.handle
+    wait_for(lambda: snapshot_done(new))
+    assert h.cache.ask(DeleteShape(new.handle), timeout=10) is True
+    assert h.cache.ask(DeleteShape(new.handle), timeout=10) is False
+
+
+def test_truncate_and_column_drop_invalidate_exactly_the_affected_shapes(h: CacheHarness) -> None:
+    h.conn.execute("CREATE TABLE other (id int PRIMARY KEY, x text)")
+    subset = h.live(h.definition("items", columns=["id", "value"]))
+    everything = h.live(h.definition("items"))
+    unrelated = h.live(h.definition("other"))
+    wait_for(lambda: all(snapshot_done(s) for s in (subset, everything, unrelated)))
+    h.conn.execute("ALTER TABLE items DROP COLUMN label")
+    h.conn.execute("INSERT INTO items VALUES (99, 99)")
+    for event in h.slot.decode():
+        if isinstance(event, RelationChanged):
+            h.cache.tell(event)
+        else:
+            h.collector.ask(event, timeout=10)
+    wait_for(lambda: h.directory.get(everything.handle) is None)
+    assert h.directory.get(subset.handle) is not None  # its columns are all still there
+    h.conn.execute("TRUNCATE items")
+    h.feed()
+    wait_for(lambda: h.directory.get(subset.handle) is None)
+    assert h.directory.get(unrelated.handle) is not None
+
+
+def test_shapes_reload_after_a_restart(h: CacheHarness) -> None:
+    shape = h.live(h.definition("items", where="value > 20"))
+    wait_for(lambda: snapshot_done(shape))
+    h.conn.execute("UPDATE items SET value = 25 WHERE id = 3")
+    frags = h.feed()
+    h.wait_acked(h.last_commit_lsn)
+    before = read_log(shape.reader)
+    # Restart everything but the database and the files.
+    h.stop_cache()
+    h.shapes_sup.stop(timeout=10)
+    h.collector.stop(timeout=10)
+    h.collector = ShapeLogCollector.start(h.index, on_ack=h.on_ack)
+    h.shapes_sup = ShapeSupervisor.start()
+    h.start_cache()
+    again = h.directory.get(shape.handle)
+    assert again is not None
+    assert read_log(again.reader) == before
+    for f in frags:  # Postgres resends from the acknowledged LSN: nothing is duplicated
+        h.collector.ask(f, timeout=10)
+    h.conn.execute("UPDATE items SET value = 1 WHERE id = 25")
+    h.sync_all()
+    check(h, again)
+    assert h.live(shape.definition).handle == shape.handle  # found, not re-created
+    new = h.live(h.definition("items"))
+    assert int(new.handle.split("-")[1]) > int(shape.handle.split("-")[1])
+
+
+def test_a_shape_that_cannot_resume_is_dropped_on_reload(h: CacheHarness) -> None:
+    h.hold_snapshots = True
+    shape = h.live(h.definition("items"))  # its snapshot never runs
+    h.stop_cache()
+    h.shapes_sup.stop(timeout=10)
+    h.shapes_sup = ShapeSupervisor.start()
+    h.start_cache()
+    assert h.directory.get(shape.handle) is None
+    assert h.storage.handles() == []
+
+
+def test_least_recently_used_shape_is_evicted(h: CacheHarness) -> None:
+    h.stop_cache()
+    h.start_cache(CacheSettings(max_shapes=2, flush_interval=0.01, ask_timeout=10))
+    a = h.live(h.definition("items", where="value = 1"))
+    b = h.live(h.definition("items", where="value = 2"))
+    time.sleep(0.01)  # distinct monotonic use times
+    h.directory.touch(a.handle)
+    c = h.live(h.definition("items", where="value = 3"))
+    assert h.directory.get(b.handle) is None
+    assert {a.handle, c.handle} == set(h.directory.handles())
+    assert sorted(h.storage.handles()) == sorted([a.handle, c.handle])
