@@ -28,7 +28,12 @@ class OpKind(IntEnum):
     CONTROL = 4
 
 
-OP_KINDS = {"insert": OpKind.INSERT, "update": OpKind.UPDATE, "delete": OpKind.DELETE}
+OP_KINDS = {
+    "insert": OpKind.INSERT,
+    "update": OpKind.UPDATE,
+    "delete": OpKind.DELETE,
+    "control": OpKind.CONTROL,
+}
 
 
 class AppendItem(Protocol):
@@ -41,7 +46,7 @@ class AppendItem(Protocol):
     def key(self) -> str: ...
 
     @property
-    def operation(self) -> str: ...  # "insert" | "update" | "delete"
+    def operation(self) -> str: ...  # "insert" | "update" | "delete" | "control" (events, markers)
 
     @property
     def json(self) -> bytes: ...

@@ -183,6 +183,8 @@ class ShapeLogWriter:
     def complete_snapshot(self, xmin: int, xmax: int, xip_list: Sequence[int]) -> None:
         """Append ``snapshot-end``, close the last snapshot chunk, fsync it and record it in metadata."""
         seq = self._snap
+        if self.state.view.snap_complete:
+            raise ValueError("snapshot already complete")
         end_item = (0, seq.pos.items, "", int(OpKind.CONTROL), snapshot_end_json(xmin, xmax, xip_list))
         self._write(seq, [end_item], txn_end=True)
         pos = seq.pos
@@ -199,6 +201,8 @@ class ShapeLogWriter:
         self._publish(snap_complete=True)
 
     def _write(self, seq: _Seq, rows: Sequence[tuple[int, int, str, int, bytes]], *, txn_end: bool) -> None:
+        if self._closed:
+            raise ValueError(f"shape log {self.handle} is closed")
         pos = seq.pos
         n = len(rows)
         entries = bytearray(n * _ITEM_SIZE)
@@ -280,6 +284,8 @@ class ShapeLogWriter:
 
     def flush(self) -> LogOffset | None:
         """fsync everything written so far; returns the durable offset (last complete transaction)."""
+        if self._closed:
+            return self._durable
         names: list[str] = []
         for seq in (self._log, self._snap):
             names.extend(sorted(seq.dirty_names))

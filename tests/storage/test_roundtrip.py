@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from sync.offsets import LogOffset
-from sync.storage import ShapeLogWriter, Storage
+from sync.storage import LogItem, ShapeLogWriter, Storage
 from tests.storage.conftest import CHUNK
 from tests.storage.helpers import follow, item, log_items, parse, row, txn
 
@@ -177,3 +177,23 @@ def test_metadata_survives(storage: Storage) -> None:
         [12, 15],
         True,
     )
+
+
+def test_closed_writer_refuses_appends(storage: Storage) -> None:
+    w = ready(storage)
+    with pytest.raises(ValueError, match="already complete"):
+        w.complete_snapshot(1, 2, [])
+    w.append([item(3, 0)], complete=True)
+    w.close()
+    assert w.flush() == LogOffset(3, 0)
+    with pytest.raises(ValueError, match="closed"):
+        w.append([item(4, 0)], complete=True)
+
+
+def test_control_items_in_the_log(storage: Storage) -> None:
+    w = ready(storage)
+    event = LogItem(LogOffset(7, 0), "", "control", b'{"headers":{"event":"move-out","patterns":[]}}')
+    w.append([event, item(7, 2)], complete=True)
+    w.close()
+    chain = follow(storage.open("h").reader(), LogOffset(0, 0))
+    assert chain.items[0] == {"headers": {"event": "move-out", "patterns": []}}
