@@ -2,8 +2,18 @@
 
 ``FileStorage`` keeps every shape of a stack under ``<root>/<stack_id>/shapes/<handle>/`` (file format and
 layout: :mod:`sync.storage.format`); ``MemoryStorage`` offers the same interface over bytearrays for tests
-that need no disk.  Both hand out :class:`~sync.storage.writer.ShapeLogWriter` objects; readers come from
-``writer.reader()``.
+that need no disk.  Both hand out :class:`~sync.storage.writer.ShapeLogWriter` objects (give each to its
+``StorageActor``).  The HTTP layer gets the shape's lock-free reader with ``storage.reader(handle)`` (or
+``writer.reader()``): one per handle for the life of the process, it keeps working across writer restarts.
+
+Typical life of a shape::
+
+    writer = storage.create(handle, definition)       # definition: any msgpack-serialisable value
+    writer.append_snapshot(rows); writer.complete_snapshot(xmin, xmax, xip_list)
+    writer.append(items, complete=True); writer.flush() -> durable LogOffset
+    ... restart ...
+    writer = storage.open(handle)    # trims a torn tail; ShapeMustBeRecreated / StorageCorrupt otherwise
+    storage.delete(handle)           # readers then raise ShapeGone
 
 Deletion is a rename into ``<root>/<stack_id>/trash/`` (atomic, immediate: the handle is free at once)
 followed by removal in the background; leftovers in the trash are removed again on start.
