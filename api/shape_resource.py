@@ -204,10 +204,11 @@ class ShapeResource:
     # ---------------------------------------------------------------------------------------- serving
 
     def _resolve_again(self, definition: ShapeDefinition) -> str | None:
-        """After a rotation seen mid-request: the definition's current shape if one exists (Electric looks
-        it up without creating it, so a DELETE is not undone by a waiting client), else None."""
+        """After a rotation seen mid-request: the definition's shape, created if needed (spec §7), so the 409
+        carries a handle (the TS client warns about handle-less 409s and refetches at once anyway).  None
+        when that fails (table dropped, engine stopping): the 409 then has no handle."""
         try:
-            return self._engine.find(definition)
+            return self._engine.get_or_create(definition)
         except ShapeEngineError:
             return None
 
