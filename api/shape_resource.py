@@ -228,7 +228,7 @@ class ShapeResource:
         )
         if self._not_modified(req, resp, request, meta):
             return
-        meta = _with_schema(meta, self._engine.schema_header(handle))
+        meta = replace(meta, schema=self._engine.schema_header(handle))
         lsn = max(self._engine.global_last_seen_lsn(), latest.tx)
         self._respond(req, resp, request, meta, (), up_to_date_item(lsn))
 
@@ -259,10 +259,10 @@ class ShapeResource:
             resp.stream = sse_events(self._engine, handle, chunk, self._settings, clock=self._monotonic)
             return
         if request.live and chunk.is_empty:
-            self._long_poll(req, resp, request, handle, chunk)
+            self._long_poll(req, resp, request, meta, chunk)
             return
         if not request.live:
-            meta = _with_schema(meta, self._engine.schema_header(handle))
+            meta = replace(meta, schema=self._engine.schema_header(handle))
         tail = None
         if up_to_date:
             # Live with data: the chunk's own transaction; non-live: also trust the global LSN (spec §5).
@@ -273,10 +273,15 @@ class ShapeResource:
         self._respond(req, resp, request, meta, chunk.pieces, tail)
 
     def _long_poll(
-        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str, chunk: LogChunk
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        request: ShapeRequest,
+        meta: ShapeResponseMeta,
+        chunk: LogChunk,
     ) -> None:
         """Hold the request until data lands after the chunk end, the shape rotates, or the timeout."""
-        offset = request.log_offset
+        offset, handle = request.log_offset, meta.handle
         deadline = self._monotonic() + self._settings.long_poll_timeout
         wait_from = chunk.end_offset
         while True:
@@ -292,33 +297,14 @@ class ShapeResource:
                     wait_from = max(wait_from, fresh.end_offset)
                     continue
                 up_to_date = fresh.end_offset >= max(fresh.latest_offset, offset)
-                meta = ShapeResponseMeta(
-                    handle=handle,
-                    request_offset=request.offset_text,
-                    offset=fresh.end_offset,
-                    before_all=False,
-                    live=True,
-                    live_sse=False,
-                    up_to_date=up_to_date,
-                    has_data=True,
-                )
                 tail = up_to_date_item(fresh.end_offset.tx) if up_to_date else None
+                meta = replace(meta, offset=fresh.end_offset, up_to_date=up_to_date)
                 self._respond(req, resp, request, meta, fresh.pieces, tail)
                 return
             if self._engine.status() != "active":
                 raise StackNotReady("Stack not ready", retry_after=10)
-            meta = ShapeResponseMeta(
-                handle=handle,
-                request_offset=request.offset_text,
-                offset=chunk.end_offset,
-                before_all=False,
-                live=True,
-                live_sse=False,
-                up_to_date=True,
-                has_data=False,
-                no_changes=True,
-            )
             lsn = max(self._engine.global_last_seen_lsn(), chunk.end_offset.tx)
+            meta = replace(meta, up_to_date=True, has_data=False, no_changes=True)
             self._respond(req, resp, request, meta, (), up_to_date_item(lsn))
             return
 
@@ -395,10 +381,6 @@ class ShapeResource:
         resp.stream = json_array_body(pieces, tail, self._settings.stream_buffer_bytes)
         if length is not None:
             resp.content_length = length
-
-
-def _with_schema(meta: ShapeResponseMeta, schema: str) -> ShapeResponseMeta:
-    return replace(meta, schema=schema)
 
 
 def install_shape_api(
