@@ -15,13 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 from falcon.uri import parse_query_string
 
 from api.engine_port import InvalidRequest, LogMode, Replica, ShapeDefinition
 from sync.offsets import INF, LogOffset
+
+if TYPE_CHECKING:
+    from sync.settings import HttpSettings
 
 __all__ = [
     "NOW",
@@ -58,6 +61,20 @@ class ApiSettings:
     server_header: str = "ElectricSQL/1.7.12"  # electric-server header value
     stream_buffer_bytes: int = 256 * 1024  # body pieces are coalesced up to this size before a write
     max_request_body_bytes: int = 1024 * 1024  # POST /v1/shape bodies above this get 413
+
+    @classmethod
+    def from_http(cls, http: HttpSettings) -> ApiSettings:
+        """Map the ``[http]`` section of the TOML settings onto the API's settings."""
+        return cls(
+            long_poll_timeout=http.long_poll_timeout_ms / 1000,
+            sse_timeout=float(http.sse_timeout_s),
+            cache_max_age=http.cache_max_age_s,
+            cache_stale_age=http.cache_stale_age_s,
+            secret=http.secret or None,
+            allow_shape_deletion=http.allow_shape_deletion,
+            max_concurrent_initial=http.max_concurrent_initial,
+            max_concurrent_existing=http.max_concurrent_existing,
+        )
 
     @property
     def out_of_bounds_timeout(self) -> float:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from api.engine_port import InvalidRequest, ShapeDefinition
-from api.params import NOW, parse_delete_request, parse_query, parse_shape_request
+from api.params import NOW, ApiSettings, parse_delete_request, parse_query, parse_shape_request
 from sync.offsets import INF, LogOffset
+from sync.settings import HttpSettings
 
 
 def errors_of(query: str) -> dict[str, list[str]]:
@@ -184,3 +185,22 @@ def test_delete_request_forms() -> None:
     with pytest.raises(InvalidRequest) as info:
         parse_delete_request(parse_query(""))
     assert info.value.errors == {"handle": ["can't be blank when shape definition is missing"]}
+
+
+def test_api_settings_from_http_settings() -> None:
+    http = HttpSettings(
+        secret="",
+        allow_shape_deletion=True,
+        long_poll_timeout_ms=1500,
+        sse_timeout_s=30,
+        cache_max_age_s=1,
+        cache_stale_age_s=3,
+        max_concurrent_initial=5,
+        max_concurrent_existing=6,
+    )
+    s = ApiSettings.from_http(http)
+    assert (s.long_poll_timeout, s.sse_timeout, s.out_of_bounds_timeout) == (1.5, 30.0, 0.75)
+    assert (s.cache_max_age, s.cache_stale_age) == (1, 3)
+    assert s.secret is None and s.allow_shape_deletion
+    assert (s.max_concurrent_initial, s.max_concurrent_existing) == (5, 6)
+    assert ApiSettings.from_http(HttpSettings(secret="x")).secret == "x"
