@@ -1,13 +1,14 @@
 """A writer appending while readers follow the log; shared by the thread test and the gevent subprocess.
 
 Run as ``python -m tests.storage.concurrent_check <dir>`` (after gevent patching, see test_concurrency) it
-prints ``OK <reads>`` or raises.
+prints ``OK <reads> <longest event-loop stall in ms>`` or raises.
 """
 
 from __future__ import annotations
 
 import random
 import sys
+import time
 
 import orjson
 
@@ -96,9 +97,27 @@ def main(directory: str, txns: int = 150, readers: int = 4) -> int:
     return sum(results)
 
 
+def max_loop_stall(stop: runtime.Event, out: list[float]) -> None:
+    """Under gevent: the longest time the hub did not get back to this greenlet."""
+    worst = 0.0
+    last = time.perf_counter()
+    while not stop.is_set():
+        runtime.sleep(0.001)
+        now = time.perf_counter()
+        worst = max(worst, now - last - 0.001)
+        last = now
+    out.append(worst)
+
+
 if __name__ == "__main__":
     from gevent import monkey
 
     monkey.patch_all()
     assert runtime.gevent_active()
-    print("OK", main(sys.argv[1]))
+    stalls: list[float] = []
+    done = runtime.Event()
+    probe = runtime.spawn(max_loop_stall, done, stalls)
+    reads = main(sys.argv[1])
+    done.set()
+    probe.join(10)
+    print("OK", reads, round(stalls[0] * 1000, 1))

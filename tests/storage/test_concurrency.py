@@ -24,5 +24,8 @@ def test_gevent_in_a_subprocess(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("OK ")
-    assert int(proc.stdout.split()[1]) > 0
+    ok, reads, stall_ms = proc.stdout.split()
+    assert ok == "OK" and int(reads) > 0
+    # fsyncs and big writes/reads run in OS threads: the hub is never blocked for long (multi-MB
+    # transactions still cost some CPU on the loop; the bound is loose for a shared 2-core machine)
+    assert float(stall_ms) < 250, stall_ms
