@@ -108,6 +108,7 @@ class ListShapes:
 class CacheSettings:
     max_shapes: int = 0  # 0: unlimited
     max_held: int = 10_000  # transactions a consumer may hold while its snapshot starts
+    max_held_changes: int = 1_000_000  # and changes
     flush_bytes: int = 64 * 1024
     flush_interval: float = 0.05
     ask_timeout: float = 30.0
@@ -245,6 +246,7 @@ class ShapeCache(SupervisedActor):
                 where_sql=compiled.where_sql,
                 where_params=compiled.where_params,
                 max_held=s.max_held,
+                max_held_changes=s.max_held_changes,
                 ask_timeout=s.ask_timeout,
             )
             consumer_ref.append(ref)

@@ -39,8 +39,14 @@ from sync.shapes.log_items import (
     ShapeLogEncoder,
     ShapeTruncated,
 )
-from sync.shapes.snapshot_worker import SnapshotCompleted, SnapshotFailed, SnapshotRequest, SnapshotStarted
-from sync.shapes.waiters import WaiterList, WaitResult
+from sync.shapes.snapshot_worker import (
+    SnapshotCompleted,
+    SnapshotFailed,
+    SnapshotProgress,
+    SnapshotRequest,
+    SnapshotStarted,
+)
+from sync.shapes.waiters import AwaitData, CancelWait, WaiterList, WaitResult
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
 from sync.storage.errors import ShapeGone
 from sync.storage.reader import ShapeLogReader
@@ -48,8 +54,6 @@ from sync.storage.storage_actor import AppendTransaction, DeleteLog, GetReader
 from sync.where.errors import WhereEvalError
 
 __all__ = [
-    "AwaitData",
-    "CancelWait",
     "Consumer",
     "ConsumerInfo",
     "GetConsumerInfo",
@@ -65,26 +69,6 @@ _NEVER_ENDS = 1 << 64  # WAL position bound for a filter rebuilt after a restart
 
 
 # -- messages ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AwaitData:
-    """tell (API): complete ``future`` with a WaitResult once data past ``after`` is readable.
-
-    ``deadline`` (``time.monotonic()``) is when the request stops waiting; the consumer drops the waiter
-    after it even if no CancelWait arrives.
-    """
-
-    after: LogOffset
-    future: pykka.Future[Any]
-    deadline: float
-
-
-@dataclass(frozen=True, slots=True)
-class CancelWait:
-    """tell (API): the request waiting on ``future`` gave up (timed out or disconnected)."""
-
-    future: pykka.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +118,9 @@ class Consumer(SupervisedActor):
 
     Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
                 the reader of its log, what was appended and what is durable.
-    Receives:   ShapeChanges (tell, collector); SnapshotStarted / SnapshotCompleted / SnapshotFailed (tell,
-                snapshot worker); StorageDurable (tell, storage); AwaitData / CancelWait (tell, API);
-                RotateShape (ask, cache) -> None; GetConsumerInfo (ask) -> ConsumerInfo.
+    Receives:   ShapeChanges (tell, collector); SnapshotStarted / SnapshotProgress / SnapshotCompleted /
+                SnapshotFailed (tell, snapshot worker); StorageDurable (tell, storage); AwaitData /
+                CancelWait (tell, API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask) -> Info.
     Sends:      RegisterShape (ask, on start) / UnregisterShape (tell, on stop) / ShapeDurable (tell) to the
                 collector; AppendTransaction (tell, or ask when waiters exist), GetReader (ask), DeleteLog
                 (ask) to the storage; ``start_snapshot(SnapshotRequest)`` once for a new shape;
@@ -160,6 +144,7 @@ class Consumer(SupervisedActor):
         where_sql: sql.Composable | None = None,
         where_params: Sequence[Any] = (),
         max_held: int = 10_000,
+        max_held_changes: int = 1_000_000,
         ask_timeout: float = 30.0,
     ) -> None:
         super().__init__()
@@ -180,6 +165,7 @@ class Consumer(SupervisedActor):
             # After a restart the WAL bound of the filter is unknown: judging by visibility alone is exact.
             snapshot_filter=SnapshotFilter(stored.snapshot, _NEVER_ENDS) if stored is not None else None,
             max_held=max_held,
+            max_held_changes=max_held_changes,
         )
         self._waiters = WaiterList()
         self._reader: ShapeLogReader | None = None
@@ -238,6 +224,8 @@ class Consumer(SupervisedActor):
             case SnapshotStarted(snapshot, wal_lsn):
                 if self._failed is None:
                     self._guarded(self._state.snapshot_known, snapshot, wal_lsn)
+            case SnapshotProgress():
+                self._notify()
             case SnapshotCompleted(rows):
                 logger.debug("%s: snapshot complete (%d rows)", self, rows)
                 self._notify()
@@ -304,13 +292,18 @@ class Consumer(SupervisedActor):
     # -- waiters ------------------------------------------------------------------------------------------
 
     def _readable(self) -> LogOffset:
+        """The latest readable offset: the log's latest once the snapshot is complete, else the end of the
+        last closed snapshot chunk (``0_k``), else ``-1``."""
         reader = self._reader
         if reader is None:
             return LogOffset.BEFORE_ALL
         try:
-            return reader.latest_offset() if reader.snapshot_complete else LogOffset.BEFORE_ALL
+            if reader.snapshot_complete:
+                return reader.latest_offset()
+            chunks = reader.snapshot_chunks
         except ShapeGone:
             return LogOffset.BEFORE_ALL
+        return LogOffset.snapshot_chunk(chunks - 1) if chunks else LogOffset.BEFORE_ALL
 
     def _await(self, after: LogOffset, future: pykka.Future[Any], deadline: float) -> None:
         if self._failed is not None:
@@ -325,6 +318,12 @@ class Consumer(SupervisedActor):
             return
         self._waiters.prune(time.monotonic())
         self._waiters.add(id(future), after, future, deadline)
+
+    def _snapshot_complete(self) -> bool:
+        try:
+            return self._reader is not None and self._reader.snapshot_complete
+        except ShapeGone:
+            return False
 
     def _notify(self) -> None:
         if len(self._waiters):
@@ -359,7 +358,7 @@ class Consumer(SupervisedActor):
         return ConsumerInfo(
             self.handle,
             self._reader,
-            self._readable() != LogOffset.BEFORE_ALL,
+            self._snapshot_complete(),
             self._state.held_transactions,
             len(self._waiters),
             self._failed,

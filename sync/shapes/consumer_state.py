@@ -62,7 +62,17 @@ class _Txn:
 class ConsumerState:
     """Per-shape transaction handling; see the module docstring.  Feed messages in arrival order."""
 
-    __slots__ = ("_encoder", "_filter", "_held", "_held_txns", "_last_tx", "_max_held", "_txn")
+    __slots__ = (
+        "_encoder",
+        "_filter",
+        "_held",
+        "_held_changes",
+        "_held_txns",
+        "_last_tx",
+        "_max_held",
+        "_max_held_changes",
+        "_txn",
+    )
 
     def __init__(
         self,
@@ -71,13 +81,16 @@ class ConsumerState:
         last_tx: int = 0,
         snapshot_filter: SnapshotFilter | None = None,
         max_held: int = 10_000,
+        max_held_changes: int = 1_000_000,
     ) -> None:
         self._encoder = encoder
         self._last_tx = last_tx
         self._filter = snapshot_filter
         self._held: list[ShapeChanges] = []
         self._held_txns = 0
+        self._held_changes = 0
         self._max_held = max_held
+        self._max_held_changes = max_held_changes
         self._txn: _Txn | None = None
 
     @property
@@ -103,6 +116,12 @@ class ConsumerState:
                         f"more than {self._max_held} transactions arrived while the shape's snapshot was "
                         "starting; the shape is invalidated rather than holding them without bound"
                     )
+            self._held_changes += len(msg.changes)
+            if self._held_changes > self._max_held_changes:
+                raise ShapeFailed(
+                    f"more than {self._max_held_changes} changes arrived while the shape's snapshot was "
+                    "starting; the shape is invalidated rather than holding them without bound"
+                )
             self._held.append(msg)
             return []
         return self._process(msg)
@@ -112,7 +131,7 @@ class ConsumerState:
         if self._filter is not None:
             raise ValueError("snapshot visibility already known")
         self._filter = SnapshotFilter(snapshot, wal_lsn)
-        held, self._held, self._held_txns = self._held, [], 0
+        held, self._held, self._held_txns, self._held_changes = self._held, [], 0, 0
         out: list[Action] = []
         for msg in held:
             out.extend(self._process(msg))

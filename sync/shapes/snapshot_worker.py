@@ -39,6 +39,7 @@ from sync.storage.storage_actor import AppendSnapshot, CompleteSnapshot
 __all__ = [
     "SnapshotCompleted",
     "SnapshotFailed",
+    "SnapshotProgress",
     "SnapshotRequest",
     "SnapshotStarted",
     "connect_snapshot",
@@ -69,6 +70,13 @@ class SnapshotStarted:
 
     snapshot: PgSnapshot
     wal_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotProgress:
+    """tell (worker -> consumer): ``rows`` rows are written so far (snapshot chunks may have closed)."""
+
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +124,7 @@ def run_snapshot(
             for batch in snapshot_batches(cur, encoder, fetch_rows):
                 storage.ask(AppendSnapshot(batch), timeout=timeout)
                 count += len(batch)
+                request.consumer.tell(SnapshotProgress(count))
         storage.ask(
             CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
         )

@@ -6,19 +6,23 @@ here and completes it when data past the request's offset becomes readable (writ
 fsynced), or when the shape goes away.  A waiter that times out removes itself (``CancelWait``); the
 consumer also prunes waiters past their deadline whenever it adds one, so abandoned futures never pile up.
 
-Pure bookkeeping: completing a future never blocks (``ThreadingFuture.set`` puts into an unbounded
-queue), so thousands of waiters cost memory, not actor time.
+The request side is :class:`DataWaiter` (it sends ``AwaitData`` and ``CancelWait``); the consumer side is
+:class:`WaiterList`, pure bookkeeping: completing a future never blocks (``ThreadingFuture.set`` only
+notifies a condition), so thousands of waiters cost memory, not actor time.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, cast
+
+import pykka
 
 from sync.offsets import LogOffset
 
-__all__ = ["WaitOutcome", "WaitResult", "Waiter", "WaiterList"]
+__all__ = ["AwaitData", "CancelWait", "DataWaiter", "WaitOutcome", "WaitResult", "Waiter", "WaiterList"]
 
 WaitOutcome = Literal["data", "rotated", "stopped"]
 """``data``: the log has something past the waiter's offset; ``rotated``: the shape was invalidated or
@@ -117,3 +121,62 @@ class WaiterList:
             heapq.heapify(self._by_offset)
             self._by_deadline = [(e.deadline, t) for t, e in self._entries.items()]
             heapq.heapify(self._by_deadline)
+
+
+# -- the waiting side -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitData:
+    """tell (API): complete ``future`` with a WaitResult once data past ``after`` is readable.
+
+    ``deadline`` (``time.monotonic()``) is when the request stops waiting; the consumer drops the waiter
+    after it even if no CancelWait arrives.
+    """
+
+    after: LogOffset
+    future: pykka.Future[Any]
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelWait:
+    """tell (API): the request waiting on ``future`` gave up (timed out or disconnected)."""
+
+    future: pykka.Future[Any]
+
+
+class DataWaiter:
+    """The requesting side of :class:`AwaitData` (one live request): park a future in the consumer, block on
+    it (cooperatively under gevent), cancel the registration if it times out.
+
+    Raises ``pykka.ActorDeadError`` at construction if the consumer is gone (the shape was removed).
+    """
+
+    __slots__ = ("_consumer", "_done", "_future")
+
+    def __init__(self, consumer: pykka.ActorRef[Any], after: LogOffset, timeout: float) -> None:
+        self._consumer = consumer
+        self._future: pykka.ThreadingFuture[WaitResult] = pykka.ThreadingFuture()
+        self._done = False
+        consumer.tell(AwaitData(after, self._future, time.monotonic() + timeout))
+
+    def wait(self, timeout: float) -> WaitResult | None:
+        """The result, or None on timeout (the registration is then cancelled)."""
+        try:
+            result = cast("WaitResult", self._future.get(timeout=timeout))
+        except pykka.Timeout:
+            self.cancel()
+            return None
+        self._done = True
+        return result
+
+    def cancel(self) -> None:
+        """Withdraw the registration (idempotent; harmless after completion)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._consumer.tell(CancelWait(self._future))
+        except pykka.ActorDeadError:
+            return

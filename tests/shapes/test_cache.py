@@ -27,12 +27,12 @@ from sync.shapes.cache import (
     ShapeResult,
 )
 from sync.shapes.collector import ShapeLogCollector
-from sync.shapes.consumer import AwaitData, ConsumerInfo, GetConsumerInfo
+from sync.shapes.consumer import ConsumerInfo, GetConsumerInfo
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, compiled_from_clause
 from sync.shapes.shape_supervisor import ShapeSupervisor
-from sync.shapes.waiters import WaitResult
+from sync.shapes.waiters import AwaitData, WaitResult
 from sync.where import RoutingIndex, compile_where
 from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for
 

@@ -14,15 +14,13 @@ from psycopg import sql
 from sync.offsets import LogOffset
 from sync.shapes.collector import ShapeLogCollector
 from sync.shapes.consumer import (
-    AwaitData,
-    CancelWait,
     ConsumerInfo,
     GetConsumerInfo,
     RotateShape,
     StoredShape,
 )
 from sync.shapes.shape_supervisor import ShapeSupervisor
-from sync.shapes.waiters import WaitResult
+from sync.shapes.waiters import AwaitData, CancelWait, WaitResult
 from sync.shapes.xid import PgSnapshot
 from sync.storage.errors import ShapeGone
 from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for

@@ -1,0 +1,100 @@
+"""ConsumerState (pure): holding, snapshot filtering, replay skip and settling of empty transactions."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sync.offsets import LogOffset
+from sync.replication.changes import Column, Insert, Relation, Update
+from sync.shapes.collector import ShapeChanges
+from sync.shapes.consumer_state import Append, CommitEmpty, ConsumerState, ShapeFailed
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_items import ShapeLogEncoder
+from sync.shapes.xid import PgSnapshot, SnapshotFilter
+
+REL = Relation(7, "public", "t", "f", (Column("id", 23, -1, True), Column("v", 25, -1, True)))
+DEF = ShapeDefinition("public", "t", 7, ("id", "v"), ("id",), all_columns=True)
+SNAP = PgSnapshot(100, 105, frozenset({102}))  # 100, 101, 103, 104 visible; 102 running; >= 105 later
+
+
+def state(**kw: object) -> ConsumerState:
+    return ConsumerState(ShapeLogEncoder(DEF), **kw)  # type: ignore[arg-type]
+
+
+def txn(xid: int, lsn: int, *ids: int, begin: bool = True, commit: bool = True) -> ShapeChanges:
+    changes = tuple(Insert(REL, (str(i), "x"), op=2 * n) for n, i in enumerate(ids))
+    return ShapeChanges(xid, lsn, changes, begin, commit)
+
+
+def summary(actions: list[Append | CommitEmpty]) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for a in actions:
+        if isinstance(a, CommitEmpty):
+            out.append(("empty", a.commit_lsn))
+        else:
+            out.append(("append", ([str(i.offset) for i in a.items], a.complete)))
+    return out
+
+
+def test_held_until_the_snapshot_then_filtered_by_visibility_and_wal_position() -> None:
+    s = state()
+    msgs = [txn(101, 1000, 1), txn(102, 1010, 2), txn(106, 1020, 3), txn(103, 1030, 4), txn(104, 2000, 5)]
+    for m in msgs:
+        assert s.changes(m) == []
+    assert s.held_transactions == 5 and s.waiting_for_snapshot
+    actions = s.snapshot_known(SNAP, wal_lsn=1500)
+    assert summary(actions) == [
+        ("empty", 1000),  # visible: in the snapshot already
+        ("append", (["1010_0"], True)),  # in progress at the snapshot
+        ("append", (["1020_0"], True)),  # began after it
+        ("empty", 1030),  # visible, committed after an invisible one (WAL order != xid order)
+        ("append", (["2000_0"], True)),  # at/after the WAL position: filtering ends for good
+    ]
+    assert not s.filtering
+    assert summary(s.changes(txn(100, 2100, 6))) == [("append", (["2100_0"], True))]
+
+
+def test_replayed_transactions_are_skipped_and_settled() -> None:
+    s = state(last_tx=1010, snapshot_filter=SnapshotFilter(SNAP, 0))
+    assert summary(s.changes(txn(200, 1000, 1))) == [("empty", 1000)]
+    assert summary(s.changes(txn(201, 1010, 2))) == [("empty", 1010)]
+    assert summary(s.changes(txn(202, 1020, 3))) == [("append", (["1020_0"], True))]
+
+
+def test_fragments_of_one_transaction_and_the_last_flag() -> None:
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    first = s.changes(txn(300, 5000, 1, 2, begin=True, commit=False))
+    middle = s.changes(ShapeChanges(300, 5000, (), False, False))
+    last = s.changes(ShapeChanges(300, 5000, (Insert(REL, ("3", "y"), op=4),), False, True))
+    assert summary(first) == [("append", (["5000_0"], False))]  # one item held back for `last`
+    assert middle == []
+    assert summary(last) == [("append", (["5000_2", "5000_4"], True))]
+    assert isinstance(last[0], Append)
+    items = [orjson.loads(i.json) for i in last[0].items]
+    assert [i["headers"].get("last") for i in items] == [None, True]
+
+
+def test_a_transaction_without_items_for_the_shape_is_settled() -> None:
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    noop = Update(REL, ("1", "x"), ("1", "x"), "O", op=0)
+    assert summary(s.changes(ShapeChanges(400, 6000, (noop,), True, True))) == [("empty", 6000)]
+
+
+@pytest.mark.parametrize(
+    ("limit", "changes", "expect"), [("txns", 1, "transactions"), ("changes", 3, "changes")]
+)
+def test_holding_is_bounded(limit: str, changes: int, expect: str) -> None:
+    s = state(max_held=2) if limit == "txns" else state(max_held_changes=6)
+    ids = list(range(changes))
+    s.changes(txn(101, 1000, *ids))
+    s.changes(txn(102, 1010, *ids))
+    with pytest.raises(ShapeFailed, match=f"more than \\d+ {expect}"):
+        s.changes(txn(103, 1020, *ids))
+
+
+def test_offsets_are_the_commit_lsn_and_op() -> None:
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    actions = s.changes(txn(500, 7000, 1, 2))
+    assert isinstance(actions[0], Append)
+    assert [i.offset for i in actions[0].items] == [LogOffset(7000, 0), LogOffset(7000, 2)]
