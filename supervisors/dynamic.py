@@ -105,6 +105,7 @@ class DynamicSupervisor(Supervisor):
             return False
         self._terminate(child)
         self._remove(child)
+        self._pump()  # it may have been the queue head, waiting for a restart
         return True
 
     def _first_start_failed(self, child: _Child, reason: ExitReason) -> None:
@@ -120,6 +121,7 @@ class DynamicSupervisor(Supervisor):
         """Stop all children concurrently, each bounded by its own shutdown timeout."""
         self._stopping = True
         self._queue.clear()
+        self._queued.clear()
         now = time.monotonic()
         stopping: list[tuple[_Child, pykka.ActorRef[Any], float]] = []
         for child in reversed(list(self._children.values())):

@@ -17,7 +17,7 @@ help; the supervisor then fails itself and its parent decides (escalation).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 __all__ = [
     "ONE_FOR_ALL",
@@ -36,8 +36,9 @@ class Strategy:
 
     name = "strategy"
 
-    def affected(self, order: Sequence[str], failed: str) -> list[str]:
-        """The ids to stop and restart (in start order), ``failed`` included."""
+    def affected(self, order: Iterable[str], failed: str) -> list[str]:
+        """The ids to stop and restart (in start order), ``failed`` included. ``order`` is every
+        child id in start order; one_for_one never iterates it (O(1) for dynamic supervisors)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -49,7 +50,7 @@ class OneForOne(Strategy):
 
     name = "one_for_one"
 
-    def affected(self, order: Sequence[str], failed: str) -> list[str]:
+    def affected(self, order: Iterable[str], failed: str) -> list[str]:
         return [failed]
 
 
@@ -58,7 +59,7 @@ class OneForAll(Strategy):
 
     name = "one_for_all"
 
-    def affected(self, order: Sequence[str], failed: str) -> list[str]:
+    def affected(self, order: Iterable[str], failed: str) -> list[str]:
         return list(order)
 
 
@@ -67,8 +68,9 @@ class RestForOne(Strategy):
 
     name = "rest_for_one"
 
-    def affected(self, order: Sequence[str], failed: str) -> list[str]:
-        return list(order[list(order).index(failed) :])
+    def affected(self, order: Iterable[str], failed: str) -> list[str]:
+        ids = list(order)
+        return ids[ids.index(failed) :]
 
 
 ONE_FOR_ONE: Strategy = OneForOne()

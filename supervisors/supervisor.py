@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -50,7 +51,7 @@ from supervisors.errors import (
 )
 from supervisors.lifecycle import lifecycle_of
 from supervisors.snapshot import ChildView, TreeCell
-from supervisors.strategies import ONE_FOR_ONE, RestartIntensity, Strategy
+from supervisors.strategies import ONE_FOR_ONE, OneForOne, RestartIntensity, Strategy
 
 __all__ = ["ChildDown", "ChildStarted", "Supervisor"]
 
@@ -126,7 +127,8 @@ class Supervisor(SupervisedActor):
         self._intensity = RestartIntensity(max_restarts, max_seconds)
         self._children: dict[str, _Child] = {}
         self._by_ref: dict[pykka.ActorRef[Any], str] = {}
-        self._queue: list[str] = []  # ids waiting to be (re)started, in start order
+        self._queue: deque[str] = deque()  # ids waiting to be (re)started, in start order
+        self._queued: set[str] = set()
         self._order = 0
         self._starting = True
         self._stopping = False
@@ -145,7 +147,8 @@ class Supervisor(SupervisedActor):
 
     def on_start(self) -> None:
         logger.debug("%s starting %d children", self, len(self._children))
-        self._queue = list(self._children)
+        self._queue = deque(self._children)
+        self._queued = set(self._children)
         self._pump()
 
     def on_stop(self) -> None:
@@ -204,9 +207,10 @@ class Supervisor(SupervisedActor):
     def _pump(self) -> None:
         """Start queued children one at a time, each after the previous one reported started."""
         while self._queue and not self._stopping:
-            child = self._children.get(self._queue[0])
-            if child is None or child.started:
-                self._queue.pop(0)
+            head = self._queue[0]
+            child = self._children.get(head)
+            if child is None or child.started or head not in self._queued:
+                self._queued.discard(self._queue.popleft())
                 continue
             if child.ref is not None:
                 return  # waiting for its ChildStarted
@@ -217,7 +221,7 @@ class Supervisor(SupervisedActor):
                     child.restarts += 1
                     self._publish(child)
                 else:
-                    self._queue.pop(0)
+                    self._queued.discard(self._queue.popleft())
         if self._starting and not self._stopping:
             self._starting = False
             logger.info("%s started (%s, %d children)", self, self._strategy, len(self._children))
@@ -253,7 +257,9 @@ class Supervisor(SupervisedActor):
                 describe_reason(reason),
                 child.spec.restart.value,
             )
+            self._queued.discard(child.spec.id)  # lazily dropped from the queue by _pump
             self._exited_for_good(child)
+            self._pump()
             return
         logger.warning(
             "%s: child %r exited (%s), restarting (%s)",
@@ -263,7 +269,7 @@ class Supervisor(SupervisedActor):
             self._strategy,
         )
         self._count_restart()
-        affected = self._strategy.affected(list(self._children), child.spec.id)
+        affected = self._strategy.affected(self._children.keys(), child.spec.id)
         for sibling_id in reversed(affected):
             sibling = self._children[sibling_id]
             if sibling is not child:
@@ -297,12 +303,22 @@ class Supervisor(SupervisedActor):
             raise MaxRestartsExceeded(self.name, self._intensity.max_restarts, self._intensity.max_seconds)
 
     def _enqueue(self, ids: list[str]) -> None:
+        """Queue restarts; the queue stays in start order (O(1) for a single id at the tail)."""
         for child_id in ids:
             self._children[child_id].restarts += 1
-        pending = set(self._queue) | set(ids)
-        self._queue = sorted(
-            (i for i in pending if i in self._children), key=lambda i: self._children[i].order
-        )
+        new = [i for i in ids if i not in self._queued]
+        self._queued.update(new)
+        order = self._children
+        if not new:
+            return
+        if len(new) == 1:
+            tail = order.get(self._queue[-1]) if self._queue else None
+            # one_for_one children are independent: their restart order is irrelevant
+            if isinstance(self._strategy, OneForOne) or tail is None or tail.order < order[new[0]].order:
+                self._queue.append(new[0])
+                return
+        merged = sorted((*self._queue, *new), key=lambda i: order[i].order if i in order else -1)
+        self._queue = deque(merged)
 
     def _failed(self, child: _Child, reason: ExitReason) -> None:
         if reason is not None:
@@ -342,6 +358,7 @@ class Supervisor(SupervisedActor):
         """Stop every child in reverse start order."""
         self._stopping = True
         self._queue.clear()
+        self._queued.clear()
         for child in reversed(list(self._children.values())):
             self._terminate(child)
         logger.info("%s stopped", self)
