@@ -136,32 +136,34 @@ class ShapeLogReader:
     def close(self) -> None:
         self._files.close()
 
-    def read_chunk(self, offset: LogOffset) -> ChunkRead:
+    def read_chunk(self, offset: LogOffset, *, body: bool = True) -> ChunkRead:
         """Items strictly after ``offset`` up to the end of the chunk holding the next item (spec §3).
 
         ``-1`` reads snapshot chunk 0; ``0_k`` reads snapshot chunk ``k+1`` while there is one, else the log
         from its start (as does ``0_inf``); a real offset reads the log.  See :class:`ChunkRead`.
+        With ``body=False`` only the answer's shape is computed (end offset, count, flags; ``body`` is
+        empty), e.g. to build the ETag and answer a 304 without reading megabytes.
         """
         view = self._view()
         if offset.is_before_all or (offset.is_snapshot and offset != LogOffset.SNAPSHOT_END):
             k = 0 if offset.is_before_all else offset.op + 1
             if k < view.snap_chunks:
-                return self._read_snapshot_chunk(view, k)
+                return self._read_snapshot_chunk(view, k, body)
         if not view.snap_complete:
             return ChunkRead(_EMPTY, 0, offset, up_to_date=False, snapshot=True, ready=False)
-        return self._read_log(view, offset)
+        return self._read_log(view, offset, body)
 
-    def _read_snapshot_chunk(self, view: LogView, k: int) -> ChunkRead:
+    def _read_snapshot_chunk(self, view: LogView, k: int, body: bool) -> ChunkRead:
         snap = self._snap
         snap.load(self._files, view.snap_chunks)
         start_json = snap.end_json[k - 1] if k > 0 else 0
         start_item = snap.end_items[k - 1] if k > 0 else 0
         end_json = snap.end_json[k]
-        body = self._files.pread("snapshot.json", start_json, end_json - start_json - 1)
+        data = self._files.pread("snapshot.json", start_json, end_json - start_json - 1) if body else _EMPTY
         end = LogOffset.snapshot_chunk(k)
-        return ChunkRead(body, snap.end_items[k] - start_item, end, end >= view.latest, snapshot=True)
+        return ChunkRead(data, snap.end_items[k] - start_item, end, end >= view.latest, snapshot=True)
 
-    def _read_log(self, view: LogView, offset: LogOffset) -> ChunkRead:
+    def _read_log(self, view: LogView, offset: LogOffset, body: bool) -> ChunkRead:
         latest = view.latest
         if offset > latest:
             return ChunkRead(_EMPTY, 0, latest, up_to_date=True, out_of_bounds=True)
@@ -183,5 +185,5 @@ class ShapeLogReader:
         else:
             entry = self._files.pread("log.items", (start_item - 1) * _OFFSET + 16, 8)
             start_json = int.from_bytes(entry, "little")
-        body = self._files.pread("log.json", start_json, end_json - start_json - 1)
-        return ChunkRead(body, end_item - start_item, end, end >= latest)
+        data = self._files.pread("log.json", start_json, end_json - start_json - 1) if body else _EMPTY
+        return ChunkRead(data, end_item - start_item, end, end >= latest)

@@ -75,6 +75,12 @@ def test_offsets_inside_and_at_the_edges(storage: Storage) -> None:
         got = [LogOffset(int(x["headers"]["lsn"]), x["headers"]["op_position"]) for x in parse(read)]  # type: ignore[index]
         assert got == expected
         assert read.up_to_date == (chunk_end == latest)
+        head = r.read_chunk(it.offset, body=False)
+        assert head.body == b"" and (head.count, head.end_offset, head.up_to_date) == (
+            read.count,
+            read.end_offset,
+            read.up_to_date,
+        )
     # an offset between items (odd op) reads from the next item
     between = r.read_chunk(LogOffset(100, 1))
     assert parse(between)[0]["headers"]["op_position"] == 2  # type: ignore[index]
