@@ -113,3 +113,16 @@ def test_hanging_dynamic_children_are_abandoned_concurrently(journal: Journal) -
     release.set()
     for i in range(5):
         journal.wait_count("stopped", f"h{i}", 1)
+
+
+def test_slow_starting_child_does_not_block_the_supervisor(journal: Journal) -> None:
+    gate = threading.Event()
+    sup = start_tree(DynamicSupervisor.start, timeout=5)
+    slow = start_child(sup, spec("slow", journal, gate=gate), wait=False)
+    fast = start_child(sup, spec("fast", journal), timeout=2)  # answered while slow is starting
+    assert fast.ask("ping", timeout=2) == "pong"
+    assert not lifecycle_of(slow).started
+    assert {v.id: v.status for v in which_children(sup)}["slow"] == "starting"
+    gate.set()
+    assert lifecycle_of(slow).wait_settled(5)
+    assert stop_tree(sup, 5)

@@ -176,3 +176,13 @@ def test_crash_and_stop_racing(journal: Journal, round_: int) -> None:
     t.join(5)
     assert pykka.ActorRegistry.get_all() == []  # nothing restarted behind the stop
     assert not any(n.alive for n in snapshot(root).walk())
+
+
+def test_start_tree_timeout_stops_the_half_started_tree(journal: Journal) -> None:
+    gate = threading.Event()
+    specs = [spec("a", journal), spec("slow", journal, gate=gate, shutdown=0.2)]
+    with pytest.raises(pykka.Timeout):
+        start_tree(lambda: Supervisor.start(specs, name="root"), timeout=0.3)
+    assert journal.names("stopped") == ["a"]
+    assert pykka.ActorRegistry.get_all() == []
+    gate.set()  # the abandoned child finishes its on_start and exits on its own
