@@ -234,3 +234,24 @@ def test_protocol_errors_are_explicit() -> None:
         dec.feed(b"C" + bytes(25))
     with pytest.raises(ValueError, match="max_batch"):
         PgOutputDecoder(lambda _e: None, max_batch=0)
+
+
+def test_hot_path_values_equal_normally_built_ones(slot: SqlSlot) -> None:
+    slot.execute("CREATE TABLE h (id int PRIMARY KEY, v text)")
+    slot.add_table("h")
+    slot.execute("INSERT INTO h VALUES (1, 'x'), (2, NULL)")
+    events = slot.decode(max_batch=1)
+    rel = next(e.relation for e in events if isinstance(e, RelationChanged))
+    frags = fragments(events)
+    assert frags[0] == TransactionFragment(
+        frags[0].xid,
+        frags[0].commit_lsn,
+        (Insert(rel, ("1", "x"), 0),),
+        True,
+        False,
+        None,
+        frags[0].commit_time_us,
+    )
+    assert hash(frags[1].changes[0]) == hash(Insert(rel, ("2", None), 2))
+    with pytest.raises(AttributeError):
+        frags[0].changes[0].op = 5  # type: ignore[misc]
