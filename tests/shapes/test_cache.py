@@ -12,7 +12,7 @@ import psycopg
 import pykka
 import pytest
 
-from supervisors import wait_started
+from supervisors import crash, wait_started
 from sync.offsets import LogOffset
 from sync.postgres.inspector import inspect_table
 from sync.replication.changes import RelationChanged
@@ -258,3 +258,22 @@ def test_least_recently_used_shape_is_evicted(h: CacheHarness) -> None:
     assert h.directory.get(b.handle) is None
     assert {a.handle, c.handle} == set(h.directory.handles())
     assert sorted(h.storage.handles()) == sorted([a.handle, c.handle])
+
+
+def test_a_crashed_consumer_invalidates_its_shape(h: CacheHarness) -> None:
+    definition = h.definition("items")
+    shape = h.live(definition)
+    wait_for(lambda: snapshot_done(shape))
+    waiter: pykka.ThreadingFuture[WaitResult] = pykka.ThreadingFuture()
+    shape.consumer.tell(AwaitData(LogOffset.SNAPSHOT_END, waiter, time.monotonic() + 10))
+    crash(shape.consumer, RuntimeError("injected failure"))
+    assert waiter.get(timeout=10).outcome == "stopped"
+    wait_for(lambda: h.directory.get(shape.handle) is None)
+    wait_for(lambda: h.storage.handles() == [])
+    # The collector no longer routes to it (and it does not pin the acknowledgement).
+    h.conn.execute("UPDATE items SET label = 'after crash' WHERE id = 1")
+    h.sync_all()
+    fresh = h.live(definition)
+    assert fresh.handle != shape.handle
+    wait_for(lambda: snapshot_done(fresh))
+    check(h, fresh)
