@@ -9,10 +9,13 @@ Readers see an appended transaction once it is complete (``LogView`` is replaced
 
 from __future__ import annotations
 
+import bisect
 import logging
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import accumulate, repeat
+from operator import add, lt
 
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
@@ -24,8 +27,19 @@ __all__ = ["SeqPosition", "ShapeLogWriter"]
 
 log = logging.getLogger(__name__)
 _crc32 = zlib.crc32
-_pack_item = ITEM.pack_into
 _ITEM_SIZE = ITEM.size
+_INSERT = int(OpKind.INSERT)
+
+
+def _check_order(last: LogOffset | None, offsets: list[tuple[int, int]]) -> None:
+    """Offsets must be real and strictly increasing, after ``last``."""
+    prev = (last.tx, last.op) if last is not None else (0, -1)
+    if offsets[0] > prev and offsets[0][0] > 0 and all(map(lt, offsets, offsets[1:])):
+        return
+    for cur in offsets:
+        if cur <= prev or cur[0] <= 0:
+            raise ValueError(f"offset {LogOffset(*cur)} does not follow {LogOffset(*prev)}")
+        prev = cur
 
 
 @dataclass(slots=True)
@@ -143,19 +157,21 @@ class ShapeLogWriter:
         Offsets must be real (``tx > 0``) and strictly increasing across calls.
         """
         seq = self._log
-        last = seq.pos.last
-        prev = (last.tx, last.op) if last is not None else (0, -1)
-        rows = []
-        kinds = OP_KINDS
-        for it in items:
-            off = it.offset
-            cur = (off.tx, off.op)
-            if cur <= prev or off.tx <= 0:
-                raise ValueError(f"offset {off} does not follow {LogOffset(*prev)}")
-            prev = cur
-            rows.append((off.tx, off.op, it.key, kinds[it.operation], it.json))
-        if rows:
-            self._write(seq, rows, txn_end=complete)
+        if items:
+            offsets = [it.offset for it in items]
+            txs = [o.tx for o in offsets]
+            ops = [o.op for o in offsets]
+            _check_order(seq.pos.last, list(zip(txs, ops, strict=True)))
+            kinds = OP_KINDS
+            self._write(
+                seq,
+                txs=txs,
+                ops=ops,
+                keys=[it.key.encode() for it in items],
+                kinds=[kinds[it.operation] for it in items],
+                jsons=[it.json for it in items],
+                txn_end=complete,
+            )
         elif complete and seq.pos.items > self._committed_items:
             # the transaction's last fragment was empty: flag its last, still invisible, entry
             flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
@@ -174,9 +190,11 @@ class ShapeLogWriter:
         if not rows:
             return
         base = seq.pos.items
-        kind = int(OpKind.INSERT)
+        n = len(rows)
+        keys = [key.encode() for key, _ in rows]
+        jsons = [j for _, j in rows]
         self._write(
-            seq, [(0, base + i, key, kind, json) for i, (key, json) in enumerate(rows)], txn_end=False
+            seq, txs=[0] * n, ops=list(range(base, base + n)), keys=keys, kinds=[_INSERT] * n, jsons=jsons
         )
         self._publish()
 
@@ -185,8 +203,11 @@ class ShapeLogWriter:
         seq = self._snap
         if self.state.view.snap_complete:
             raise ValueError("snapshot already complete")
-        end_item = (0, seq.pos.items, "", int(OpKind.CONTROL), snapshot_end_json(xmin, xmax, xip_list))
-        self._write(seq, [end_item], txn_end=True)
+        end_json = snapshot_end_json(xmin, xmax, xip_list)
+        control = int(OpKind.CONTROL)
+        self._write(
+            seq, txs=[0], ops=[seq.pos.items], keys=[b""], kinds=[control], jsons=[end_json], txn_end=True
+        )
         pos = seq.pos
         if pos.chunks == 0 or pos.open_chunk_bytes > 0:
             assert pos.last is not None
@@ -200,52 +221,60 @@ class ShapeLogWriter:
         self._files.write_meta(encode_meta(self._meta))
         self._publish(snap_complete=True)
 
-    def _write(self, seq: _Seq, rows: Sequence[tuple[int, int, str, int, bytes]], *, txn_end: bool) -> None:
+    def _write(
+        self,
+        seq: _Seq,
+        *,
+        txs: list[int],
+        ops: list[int],
+        keys: list[bytes],
+        kinds: list[int],
+        jsons: list[bytes],
+        txn_end: bool = False,
+    ) -> None:
+        """Append a batch (parallel lists, one element per item); C-level loops only, chunks by bisection."""
         if self._closed:
             raise ValueError(f"shape log {self.handle} is closed")
         pos = seq.pos
-        n = len(rows)
-        entries = bytearray(n * _ITEM_SIZE)
+        n = len(jsons)
+        sizes = list(map(len, jsons))
+        json_ends = list(accumulate(map(add, sizes, repeat(1)), initial=pos.json_len))[1:]
+        key_ends = list(accumulate(map(len, keys), initial=pos.keys_len))[1:]
+        crcs = map(_crc32, jsons, map(_crc32, keys))
+        flags = [0] * n
+        if txn_end:
+            flags[-1] = TXN_END
+        entries = b"".join(map(ITEM.pack, txs, ops, json_ends, key_ends, crcs, kinds, flags))
+        # chunk closes: the item that brings the open chunk's JSON bytes to >= threshold (spec §3)
+        cum = list(accumulate(sizes, initial=0))  # cum[i]: bytes of the batch's items before item i
         chunk_entries: list[bytes] = []
-        json_end = pos.json_len
-        key_end = pos.keys_len
         open_bytes = pos.open_chunk_bytes
-        threshold = self._chunk_bytes
-        first_item = pos.items
-        jsons: list[bytes] = []
-        keys: list[bytes] = []
-        for i, (tx, op, key, kind, json) in enumerate(rows):
-            k = key.encode()
-            size = len(json)
-            json_end += size + 1
-            key_end += len(k)
-            flags = TXN_END if txn_end and i == n - 1 else 0
-            _pack_item(
-                entries, i * _ITEM_SIZE, tx, op, json_end, key_end, _crc32(json, _crc32(k)), kind, flags
-            )
-            jsons.append(json)
-            keys.append(k)
-            open_bytes += size
-            if open_bytes >= threshold:
-                chunk_entries.append(CHUNK.pack(first_item + i + 1, tx, op, json_end))
-                open_bytes = 0
+        start = 0
+        while True:
+            stop = bisect.bisect_left(cum, cum[start] + self._chunk_bytes - open_bytes, start + 1)
+            if stop > n:
+                break
+            j = stop - 1  # closes the chunk
+            chunk_entries.append(CHUNK.pack(pos.items + stop, txs[j], ops[j], json_ends[j]))
+            start = stop
+            open_bytes = 0
+        open_bytes += cum[n] - cum[start]
         jsons.append(b"")  # join gives the trailing separator
         files = self._files
         files.append(seq.json, b",".join(jsons))
         files.append(seq.keys, b"".join(keys))
-        files.append(seq.items, bytes(entries))
+        files.append(seq.items, entries)
         seq.dirty_names.update((seq.json, seq.keys, seq.items))
         if chunk_entries:
             files.append(seq.chunks, b"".join(chunk_entries))
             seq.dirty_names.add(seq.chunks)
-        self._unsynced_bytes += json_end - pos.json_len
-        last_tx, last_op = rows[-1][0], rows[-1][1]
+        self._unsynced_bytes += json_ends[-1] - pos.json_len
         pos.items += n
-        pos.json_len = json_end
-        pos.keys_len = key_end
+        pos.json_len = json_ends[-1]
+        pos.keys_len = key_ends[-1]
         pos.chunks += len(chunk_entries)
         pos.open_chunk_bytes = open_bytes
-        pos.last = LogOffset(last_tx, last_op)
+        pos.last = LogOffset(txs[-1], ops[-1])
 
     def _publish(self, *, snap_complete: bool | None = None) -> None:
         view = self.state.view
