@@ -9,7 +9,7 @@ offset is on disk (``on_durable``) and may acknowledge the LSN.  The log logic i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 class AppendTransaction:
     """tell/ask: items of one transaction fragment; ``complete`` on its last; ``sync`` fsyncs at that end."""
 
-    items: Sequence[AppendItem]
+    items: tuple[AppendItem, ...]
     complete: bool
     sync: bool = False
 
@@ -50,7 +50,7 @@ class AppendTransaction:
 class AppendSnapshot:
     """tell/ask: snapshot rows ``(key, json)``."""
 
-    rows: Sequence[tuple[str, bytes]]
+    rows: tuple[tuple[str, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
