@@ -11,12 +11,14 @@ and the Connection subtree (rest_for_one) restarts the ReplicationClient after i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import psycopg
 
 from supervisors import SupervisedActor
 from sync import runtime
-from sync.postgres.errors import classify
+from sync.postgres.backoff import Backoff
+from sync.postgres.errors import DbConnectionError, classify
 
 __all__ = ["AdvisoryLock", "LockState"]
 
@@ -38,7 +40,8 @@ class AdvisoryLock(SupervisedActor):
                 polls for the lock, then checks the connection every ``check_interval``.
     Receives:   nothing besides stop (it answers no messages).
     Sends:      nothing; sets ``LockState.acquired`` / ``LockState.waiting``.
-    Crashes on: connection failure or loss (the lock is gone with the session).
+    Crashes on: connection failure or loss (the lock is gone with the session), after reporting it to
+                ``on_error``; each incarnation first waits ``backoff.delay()``.
     """
 
     def __init__(
@@ -50,8 +53,12 @@ class AdvisoryLock(SupervisedActor):
         poll_interval: float = 0.5,
         check_interval: float = 2.0,
         connect_timeout: float = 30.0,
+        backoff: Backoff | None = None,
+        on_error: Callable[[DbConnectionError], None] | None = None,
     ) -> None:
         super().__init__()
+        self._backoff = backoff or Backoff()
+        self._on_error = on_error
         self._dsn = dsn
         self._key = key
         self._state = state
@@ -78,11 +85,21 @@ class AdvisoryLock(SupervisedActor):
 
     def _run(self) -> None:
         try:
+            if self._halt.wait(self._backoff.delay()):
+                return
             self._hold()
         except Exception as exc:  # every failure of the loop is a crash of the actor
             if not self._halt.is_set():
                 error = classify(exc)
-                logger.warning("instance lock %s lost: %s", self._key, error.message)
+                self._backoff.failed(error)
+                if self._on_error is not None:
+                    self._on_error(error)
+                logger.warning(
+                    "instance lock %s: %s; retrying in %.1f s",
+                    self._key,
+                    error.message,
+                    self._backoff.delay(),
+                )
                 self.crash(error)
         finally:
             self._state.acquired.clear()

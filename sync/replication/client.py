@@ -15,11 +15,12 @@ from typing import Any
 
 from supervisors import SupervisedActor
 from sync import runtime
+from sync.postgres.backoff import Backoff
 from sync.postgres.errors import classify
 from sync.replication.pgoutput import RelationCache
 from sync.replication.reader import ReaderConfig, ReplicationReader, Stopped
 from sync.replication.sink import ReplicationSink
-from sync.replication.status import Backoff, ConnectionStatus
+from sync.replication.status import ConnectionStatus
 
 __all__ = ["AckLsn", "ReplicationClient"]
 

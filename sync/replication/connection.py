@@ -14,18 +14,20 @@ current client's ref for acknowledgements) lives in :class:`ConnectionHandles`::
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
 from supervisors import REST_FOR_ONE, ChildSpec, Supervisor
+from sync.postgres.backoff import Backoff
 from sync.postgres.lock import AdvisoryLock, LockState
 from sync.replication.client import AckLsn, ReplicationClient
 from sync.replication.pgoutput import DEFAULT_MAX_BATCH, RelationCache
 from sync.replication.reader import ReaderConfig
 from sync.replication.sink import ReplicationSink
-from sync.replication.status import Backoff, ConnectionStatus, State
+from sync.replication.status import ConnectionStatus, State
 
 __all__ = ["ConnectionConfig", "ConnectionHandles", "connection_children", "start_connection_supervisor"]
 
@@ -111,6 +113,8 @@ def connection_children(
             poll_interval=config.lock_poll_interval,
             check_interval=config.lock_check_interval,
             connect_timeout=config.connect_timeout,
+            backoff=handles.backoff,
+            on_error=handles.status.fail,
         )
 
     def start_client() -> pykka.ActorRef[Any]:
@@ -134,10 +138,17 @@ def start_connection_supervisor(
     sink: ReplicationSink,
     handles: ConnectionHandles,
     *,
-    max_restarts: int = 5,
+    max_restarts: int | None = None,
     max_seconds: float = 10.0,
 ) -> pykka.ActorRef[Any]:
-    """Start the Connection supervisor (for a ``ChildSpec(..., kind="supervisor")`` or a test)."""
+    """Start the Connection supervisor (for a ``ChildSpec(..., kind="supervisor")`` or a test).
+
+    Every incarnation first sleeps the shared backoff (at least ``backoff_base`` after a failure), which
+    is what rate-limits restarts; the default restart intensity is sized so that a database that stays
+    down while we back off never exhausts it (escalating would not bring the database back sooner).
+    """
+    if max_restarts is None:
+        max_restarts = math.ceil(max_seconds / min(config.backoff_base, config.backoff_max)) + 2
     return Supervisor.start(
         connection_children(config, sink, handles),
         strategy=REST_FOR_ONE,

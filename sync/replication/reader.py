@@ -20,6 +20,7 @@ import psycopg
 import pykka
 
 from sync import runtime
+from sync.postgres.backoff import Backoff
 from sync.postgres.errors import classify
 from sync.postgres.lsn import format_lsn
 from sync.replication.acks import AckTracker
@@ -31,7 +32,7 @@ from sync.replication.changes import (
 )
 from sync.replication.pgoutput import DEFAULT_MAX_BATCH, PgOutputDecoder, RelationCache
 from sync.replication.sink import Pending, ReplicationSink
-from sync.replication.status import Backoff, ConnectionStatus
+from sync.replication.status import ConnectionStatus
 from sync.replication.stream import KEEPALIVE, ReplicationStream
 
 __all__ = ["ReaderConfig", "ReplicationReader", "Stopped"]

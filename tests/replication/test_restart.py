@@ -1,4 +1,4 @@
-"""A Postgres restart mid-stream (cluster-wide, so it lives alone in this module).
+"""A Postgres restart mid-stream, down for several retries (cluster-wide, so it lives alone here).
 
 Every committed transaction is delivered once, in commit order, across the restart; the client crashes,
 the Connection subtree restarts it with backoff, and it resumes from the slot's confirmed position while
@@ -25,7 +25,7 @@ def test_postgres_restart_mid_stream_delivers_every_transaction_once(
     )
     config = dataclasses.replace(config, lock_check_interval=0.5)
     sink = RecordingSink(ack_every=5, delay=0.01)  # slow downstream: the restart hits mid-stream
-    with running_connection(config, sink) as (_sup, handles):
+    with running_connection(config, sink) as (sup, handles):
         wait_until(lambda: handles.state() == "active")
         with psycopg.connect(db_dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
@@ -34,7 +34,10 @@ def test_postgres_restart_mid_stream_delivers_every_transaction_once(
                 conn.execute("INSERT INTO items VALUES (%s)", (i,))
         sink.wait_for(lambda: len(sink.inserted()) >= 30)
         assert len(sink.inserted()) < 150  # still streaming
-        pg_cluster.cluster.restart()
+        pg_cluster.cluster.stop()
+        wait_until(lambda: handles.status.error is not None)
+        wait_until(lambda: handles.backoff.delay() >= 0.8, timeout=60)  # down through several retries
+        pg_cluster.cluster.start()
         with psycopg.connect(db_dsn, autocommit=True) as conn:
             for i in range(150, 200):
                 conn.execute("INSERT INTO items VALUES (%s)", (i,))
@@ -43,3 +46,4 @@ def test_postgres_restart_mid_stream_delivers_every_transaction_once(
         assert sink.inserted() == [str(i) for i in range(200)]
         assert sink.violations == []
         assert handles.status.error is None
+        assert sup.is_alive()  # backing off, never escalated
