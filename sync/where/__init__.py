@@ -1,0 +1,30 @@
+"""The WHERE language of shapes: parse, validate, evaluate with Postgres semantics, generate safe SQL.
+
+Public API::
+
+    clause = compile_where(text, table, params)     # table: sync.postgres.inspector.TableInfo
+    clause.evaluate(row) -> bool                     # row: {column: Postgres text | None}; TRUE only
+    clause.columns -> frozenset[str]                 # the columns the clause reads
+    clause.to_sql() -> (sql, params)                 # psycopg %s placeholders, constants bound + cast
+    clause.equality_facts()                          # indexable conjuncts, for RoutingIndex
+
+    RoutingIndex().add(shape_id, table_key, clause | None); .remove(shape_id)
+    RoutingIndex().affected(table_key, new_row, old_row) -> set[shape_id]
+
+Errors: :class:`WhereError` (``.messages``: the strings of the HTTP 400 body ``errors.where``) when the
+clause is rejected; :class:`WhereEvalError` (``.message``: Postgres' text) when evaluating a row fails
+where Postgres would raise (integer overflow, division by zero, invalid cast input...).  Evaluation errors
+are never swallowed: Postgres would fail the snapshot query for that row too, so the caller decides
+(the shape consumer should invalidate the shape).
+
+Text semantics are those of the C collation (code-point order, ASCII-only case mapping); the generated SQL
+pins ``COLLATE "C"`` where it matters so that snapshots and live evaluation always agree.
+"""
+
+from __future__ import annotations
+
+from sync.where.clause import WhereClause, compile_where
+from sync.where.errors import WhereError, WhereEvalError
+from sync.where.index import RoutingIndex
+
+__all__ = ["RoutingIndex", "WhereClause", "WhereError", "WhereEvalError", "compile_where"]

@@ -1,0 +1,456 @@
+"""Compiles a typed tree into nested Python closures, once per clause.
+
+Each node becomes ``fn(row) -> value | None`` where ``row`` maps column names to Postgres text (or None
+for NULL); a column is parsed only when its closure runs, so ``AND``/``OR`` short-circuits also skip
+parsing.  NULL handling is Postgres' three-valued logic; errors Postgres would raise surface as
+:class:`~sync.where.errors.WhereEvalError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sync.where import ast as a
+from sync.where.casts import cast_fn
+from sync.where.errors import WhereEvalError
+from sync.where.functions import ascii_lower, resolve_function
+from sync.where.ops import _flat, binary, cmp_key, comparison_impl, unary
+from sync.where.values import parser
+from sync.where.zones import timezone_impl
+
+Row = Mapping[str, str | None]
+Fn = Callable[[Row], Any]
+
+__all__ = ["Fn", "Row", "compile_node", "like_matcher"]
+
+
+def compile_node(node: a.Node, enums: dict[str, tuple[str, ...]]) -> Fn:
+    c = _Compiler(enums)
+    return c.compile(node)
+
+
+def like_matcher(pattern: str, escape: str | None = "\\", ci: bool = False) -> Callable[[str], bool]:
+    """A LIKE/ILIKE predicate for ``pattern`` (``%``, ``_``, ``escape`` quoting the next character).
+
+    As in Postgres, a pattern ending with the escape character is an error only when matching gets that
+    far (``LIKE pattern must not end with escape character``); ILIKE compares ASCII-lowercased text.
+    """
+    out = []
+    i = 0
+    n = len(pattern)
+    dangling = False
+    while i < n:
+        ch = pattern[i]
+        if escape and ch == escape:
+            i += 1
+            if i >= n:
+                dangling = True
+                break
+            lit = pattern[i]
+            out.append(re.escape(ascii_lower(lit) if ci else lit))
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ascii_lower(ch) if ci else ch))
+        i += 1
+    rx = re.compile("".join(out), re.DOTALL)
+    fold = ascii_lower if ci else (lambda v: v)
+    if not dangling:
+        full = rx.fullmatch
+        return lambda v: full(fold(v)) is not None
+    prefix = rx.match
+
+    def dangling_match(v: str) -> bool:
+        if prefix(fold(v)) is not None:
+            raise WhereEvalError("LIKE pattern must not end with escape character")
+        return False
+
+    return dangling_match
+
+
+class _Compiler:
+    def __init__(self, enums: dict[str, tuple[str, ...]]) -> None:
+        self.enums = enums
+
+    def compile(self, node: a.Node) -> Fn:
+        method = getattr(self, "_" + type(node).__name__.lower())
+        fn: Fn = method(node)
+        return fn
+
+    def _const(self, node: a.Const) -> Fn:
+        value = node.value
+        return lambda r: value
+
+    def _col(self, node: a.Col) -> Fn:
+        name = node.name
+        parse = parser(node.type, self.enums)
+
+        def col(r: Row) -> Any:
+            s = r[name]
+            return None if s is None else parse(s)
+
+        return col
+
+    def _cast(self, node: a.Cast) -> Fn:
+        fn = cast_fn(_type_of(node.arg), node.type, node.length, self.enums)
+        if fn is None:  # pragma: no cover - the parser only builds castable casts
+            raise AssertionError(f"no cast {_type_of(node.arg)} -> {node.type}")
+        arg = self.compile(node.arg)
+        conv = fn
+
+        def cast(r: Row) -> Any:
+            v = arg(r)
+            return None if v is None else conv(v)
+
+        return cast
+
+    def _call(self, node: a.Call) -> Fn:
+        args = [self.compile(x) for x in node.args]
+        impl: Callable[..., Any]
+        if node.op == "timezone":
+            impl = timezone_impl(node.argtypes[1])
+            strict = True
+        elif node.op in ("abs", "neg", "|/", "~") or (len(args) == 1 and node.op == "-"):
+            res = unary("-" if node.op == "neg" else node.op, node.argtypes[0])
+            assert res is not None
+            impl, strict = res.impl, True
+        elif len(args) == 2 and (res2 := binary(node.op, *node.argtypes)) is not None:
+            impl, strict = res2.impl, res2.strict
+        else:
+            fres = resolve_function(node.op, list(node.argtypes))
+            assert fres is not None, node
+            impl, strict = fres.impl, fres.strict
+        return _strict_call(impl, args) if strict else (lambda r: impl(*(f(r) for f in args)))
+
+    def _and(self, node: a.And) -> Fn:
+        fs = [self.compile(x) for x in node.args]
+        if len(fs) == 2:
+            f0, f1 = fs
+
+            def and2(r: Row) -> bool | None:
+                x = f0(r)
+                if x is False:
+                    return False
+                y = f1(r)
+                if y is False:
+                    return False
+                return None if x is None or y is None else True
+
+            return and2
+
+        def and_(r: Row) -> bool | None:
+            null = False
+            for f in fs:
+                v = f(r)
+                if v is False:
+                    return False
+                if v is None:
+                    null = True
+            return None if null else True
+
+        return and_
+
+    def _or(self, node: a.Or) -> Fn:
+        fs = [self.compile(x) for x in node.args]
+
+        def or_(r: Row) -> bool | None:
+            null = False
+            for f in fs:
+                v = f(r)
+                if v is True:
+                    return True
+                if v is None:
+                    null = True
+            return None if null else False
+
+        return or_
+
+    def _not(self, node: a.Not) -> Fn:
+        f = self.compile(node.arg)
+
+        def not_(r: Row) -> bool | None:
+            v = f(r)
+            return None if v is None else not v
+
+        return not_
+
+    def _isnull(self, node: a.IsNull) -> Fn:
+        f = self.compile(node.arg)
+        if node.negated:
+            return lambda r: f(r) is not None
+        return lambda r: f(r) is None
+
+    def _booltest(self, node: a.BoolTest) -> Fn:
+        f = self.compile(node.arg)
+        want, neg = node.value, node.negated
+        return lambda r: (f(r) is want) != neg
+
+    def _distinct(self, node: a.Distinct) -> Fn:
+        fl, fr = self.compile(node.left), self.compile(node.right)
+        eq = comparison_impl("=", node.cmp_type)
+        neg = node.negated
+
+        def distinct(r: Row) -> bool:
+            x, y = fl(r), fr(r)
+            d = (x is None) != (y is None) if x is None or y is None else not eq(x, y)
+            return d != neg
+
+        return distinct
+
+    def _inlist(self, node: a.InList) -> Fn:
+        f = self.compile(node.arg)
+        if all(isinstance(i, a.Const) for i in node.items):
+            key = cmp_key(node.cmp_type) or (lambda v: v)
+            values = [i.value for i in node.items if isinstance(i, a.Const)]
+            has_null = any(v is None for v in values)
+            keys = frozenset(key(v) for v in values if v is not None)
+
+            def in_set(r: Row) -> bool | None:
+                v = f(r)
+                if v is None:
+                    return None
+                if key(v) in keys:
+                    return True
+                return None if has_null else False
+
+            return in_set
+        items = [self.compile(i) for i in node.items]
+        eq = comparison_impl("=", node.cmp_type)
+
+        def in_list(r: Row) -> bool | None:
+            v = f(r)
+            if v is None:
+                return None
+            null = False
+            for g in items:
+                w = g(r)
+                if w is None:
+                    null = True
+                elif eq(v, w):
+                    return True
+            return None if null else False
+
+        return in_list
+
+    def _anyall(self, node: a.AnyAll) -> Fn:
+        fl, fa = self.compile(node.left), self.compile(node.array)
+        res = binary(node.op, node.cmp_type, node.cmp_type)
+        assert res is not None
+        cmp = res.impl
+        is_all = node.all
+
+        def any_all(r: Row) -> bool | None:
+            v = fl(r)  # Postgres evaluates the scalar first (its errors win)
+            arr = fa(r)
+            if arr is None:
+                return None
+            elems = _flat(arr)
+            if not elems:
+                return is_all
+            if v is None:
+                return None
+            null = False
+            for e in elems:
+                if e is None:
+                    null = True
+                    continue
+                ok = cmp(v, e)
+                if ok and not is_all:
+                    return True
+                if not ok and is_all:
+                    return False
+            return None if null else is_all
+
+        return any_all
+
+    def _between(self, node: a.Between) -> Fn:
+        f, lo, hi = self.compile(node.arg), self.compile(node.low), self.compile(node.high)
+        le = comparison_impl("<=", node.cmp_type)
+        sym = node.symmetric
+
+        def tri(x: Any, y: Any) -> bool | None:
+            return None if x is None or y is None else le(x, y)
+
+        def both(p: bool | None, q: bool | None) -> bool | None:
+            if p is False or q is False:
+                return False
+            return None if p is None or q is None else True
+
+        def conj(r: Row, first: Fn, second: Fn) -> bool | None:
+            # Postgres expands BETWEEN to ``x >= a AND x <= b``: the second bound is not evaluated
+            # when the first comparison is false
+            p = tri(first(r), f(r))
+            if p is False:
+                return False
+            return both(p, tri(f(r), second(r)))
+
+        def between(r: Row) -> bool | None:
+            res = conj(r, lo, hi)
+            if not sym or res is True:
+                return res
+            other = conj(r, hi, lo)
+            if other is True:
+                return True
+            return None if res is None or other is None else False
+
+        return between
+
+    def _like(self, node: a.Like) -> Fn:
+        f = self.compile(node.arg)
+        ci, neg = node.case_insensitive, node.negated
+        esc_node = node.escape
+        if isinstance(node.pattern, a.Const) and (esc_node is None or isinstance(esc_node, a.Const)):
+            pat = node.pattern.value
+            esc = "\\" if esc_node is None else esc_node.value
+            if pat is None or esc is None:
+                return lambda r: None
+            match = like_matcher(pat, _escape(esc), ci)
+
+            def like_const(r: Row) -> bool | None:
+                v = f(r)
+                if v is None:
+                    return None
+                return match(v) != neg
+
+            return like_const
+        fp = self.compile(node.pattern)
+        fe = self.compile(esc_node) if esc_node is not None else (lambda r: "\\")
+
+        def like(r: Row) -> bool | None:
+            v, p, e = f(r), fp(r), fe(r)
+            if v is None or p is None or e is None:
+                return None
+            return like_matcher(p, _escape(e), ci)(v) != neg
+
+        return like
+
+    def _arrayctor(self, node: a.ArrayCtor) -> Fn:
+        fs = [self.compile(i) for i in node.items]
+        nested = any(isinstance(i, a.ArrayCtor) for i in node.items) or (
+            bool(node.items) and all(_type_of(i).endswith("[]") for i in node.items)
+        )
+
+        def arr(r: Row) -> tuple[Any, ...]:
+            vals = tuple(f(r) for f in fs)
+            if nested:
+                subs = [v for v in vals if v is not None]
+                if not subs or all(len(s) == 0 for s in subs):
+                    return ()
+                shapes = {_shape(s) for s in subs}
+                if len(shapes) != 1 or len(subs) != len(vals):
+                    raise WhereEvalError(
+                        "multidimensional arrays must have array expressions with matching dimensions"
+                    )
+            return vals
+
+        return arr
+
+    def _subscript(self, node: a.Subscript) -> Fn:
+        f = self.compile(node.arg)
+        lows = [None if x is None else self.compile(x) for x in node.lowers]
+        ups = [None if x is None else self.compile(x) for x in node.uppers]
+        is_slice = node.is_slice
+
+        def sub(r: Row) -> Any:
+            v = f(r)
+            if v is None:
+                return None
+            lo_vals: list[int | None] = [None if g is None else g(r) for g in lows]
+            up_vals: list[int | None] = [None if g is None else g(r) for g in ups]
+            if not is_slice:
+                idx = [x for x in up_vals if x is not None]
+                return None if len(idx) != len(up_vals) else _fetch(v, idx)
+            for g, x in zip(lows + ups, lo_vals + up_vals, strict=True):
+                if g is not None and x is None:
+                    return None
+            return _slice(v, lo_vals, up_vals)
+
+        return sub
+
+
+def _escape(e: str) -> str | None:
+    if e == "":
+        return None
+    if len(e) != 1:
+        raise WhereEvalError("invalid escape string")
+    return e
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    out = []
+    while isinstance(v, tuple) and v:
+        out.append(len(v))
+        v = v[0]
+    return tuple(out)
+
+
+def _fetch(v: tuple[Any, ...], idx: list[int]) -> Any:
+    if len(idx) != len(_shape(v)):
+        return None
+    cur: Any = v
+    for i in idx:
+        if not 1 <= i <= len(cur):
+            return None
+        cur = cur[i - 1]
+    return cur
+
+
+def _slice(v: tuple[Any, ...], lows: list[int | None], ups: list[int | None]) -> tuple[Any, ...]:
+    shape = _shape(v)
+    if not shape or len(lows) > len(shape):
+        return ()
+    bounds = []
+    for d, size in enumerate(shape):
+        if d < len(lows):
+            given_lo, given_hi = lows[d], ups[d]
+            lo = 1 if given_lo is None else max(given_lo, 1)
+            hi = size if given_hi is None else min(given_hi, size)
+            if lo > hi:
+                return ()
+            bounds.append((lo, hi))
+        else:
+            bounds.append((1, size))
+
+    def cut(x: Any, d: int) -> Any:
+        if d == len(bounds):
+            return x
+        lo, hi = bounds[d]
+        return tuple(cut(y, d + 1) for y in x[lo - 1 : hi])
+
+    out: tuple[Any, ...] = cut(v, 0)
+    return out
+
+
+def _type_of(node: a.Node) -> str:
+    return node.type
+
+
+def _strict_call(impl: Callable[..., Any], args: list[Fn]) -> Fn:
+    """A call returning NULL when an argument is NULL (after evaluating every argument, as Postgres)."""
+    if len(args) == 1:
+        (f0,) = args
+
+        def call1(r: Row) -> Any:
+            v = f0(r)
+            return None if v is None else impl(v)
+
+        return call1
+    if len(args) == 2:
+        f0, f1 = args
+
+        def call2(r: Row) -> Any:
+            x = f0(r)
+            y = f1(r)  # strict functions evaluate every argument before the NULL check
+            return None if x is None or y is None else impl(x, y)
+
+        return call2
+
+    def calln(r: Row) -> Any:
+        vals = [f(r) for f in args]
+        return None if any(v is None for v in vals) else impl(*vals)
+
+    return calln

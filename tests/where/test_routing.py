@@ -1,0 +1,148 @@
+"""The routing index returns exactly the shapes whose clause is TRUE for the old or the new row."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sync.where import RoutingIndex, WhereError, WhereEvalError, compile_where
+from tests.where.tables import MOOD, array_of, make_table, scalar
+
+TABLE = make_table(
+    {
+        "id": scalar("int4"),
+        "n": scalar("numeric"),
+        "f": scalar("float8"),
+        "t": scalar("text"),
+        "s": MOOD,
+        "a": array_of(scalar("int4")),
+    }
+)
+
+CLAUSES = [
+    "id = {i}",
+    "id = {i} AND t = '{w}'",
+    "t = '{w}' AND id > {i}",
+    "id IN ({i}, {j}, NULL)",
+    "id = ANY('{{{i},{j}}}')",
+    "n = {i}",
+    "n = {i}.0",
+    "n IN ({i}.00, 2.5)",
+    "id = {i}.0",
+    "f = {i}",
+    "f = 'NaN'",
+    "f = '-0'",
+    "s = '{m}'",
+    "t = '{w}'",
+    "t LIKE '{w}%'",
+    "id > {i} OR t = '{w}'",
+    "a @> '{{{i}}}'",
+    "id IS NULL",
+    "{i} = id AND n IS NOT NULL",
+    "",
+]
+ints = st.integers(-3, 3)
+words = st.sampled_from(["a", "b", "ab", ""])
+moods = st.sampled_from(MOOD.enum_labels)
+
+
+@st.composite
+def clause_texts(draw: st.DrawFn) -> str:
+    template = draw(st.sampled_from(CLAUSES))
+    return template.format(i=draw(ints), j=draw(ints), w=draw(words), m=draw(moods))
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> dict[str, str | None]:
+    def maybe(s: st.SearchStrategy[str]) -> str | None:
+        return draw(st.one_of(st.none(), s))
+
+    return {
+        "id": maybe(ints.map(str)),
+        "n": maybe(st.sampled_from(["1", "1.0", "1.00", "-2", "2.5", "0", "NaN", "3.000"])),
+        "f": maybe(st.sampled_from(["1", "-0", "0", "NaN", "2", "-3", "Infinity"])),
+        "t": maybe(words),
+        "s": maybe(moods),
+        "a": maybe(st.sampled_from(["{}", "{1}", "{1,2,NULL}", "{-3,3}"])),
+    }
+
+
+def _compile(text: str):  # type: ignore[no-untyped-def]
+    return None if text == "" else compile_where(text, TABLE, {})
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shapes=st.lists(clause_texts(), min_size=1, max_size=25),
+    changes=st.lists(
+        st.tuples(st.one_of(st.none(), rows()), st.one_of(st.none(), rows())), min_size=1, max_size=5
+    ),
+    removed=st.sets(st.integers(0, 24), max_size=5),
+)
+def test_affected_matches_brute_force(
+    shapes: list[str],
+    changes: list[tuple[dict[str, str | None] | None, dict[str, str | None] | None]],
+    removed: set[int],
+) -> None:
+    index = RoutingIndex()
+    clauses = {}
+    for sid, text in enumerate(shapes):
+        try:
+            clauses[sid] = _compile(text)
+        except WhereError:
+            continue
+        index.add(sid, "items", clauses[sid])
+    for sid in removed:
+        index.remove(sid)
+        clauses.pop(sid, None)
+    for new, old in changes:
+        expected = {
+            sid
+            for sid, clause in clauses.items()
+            if clause is None or any(r is not None and clause.evaluate(r) for r in (new, old))
+        }
+        if new is None and old is None:
+            expected = {sid for sid, clause in clauses.items() if clause is None}
+        assert index.affected("items", new, old) == expected
+        assert index.affected("other", new, old) == set()
+
+
+def test_equality_keys_are_normalised_by_type() -> None:
+    index = RoutingIndex()
+    index.add("n=1", "items", _compile("n = 1"))
+    index.add("n=1.0", "items", _compile("n = 1.0"))
+    index.add("id=1.0", "items", _compile("id = 1.0"))
+    index.add("f=0", "items", _compile("f = 0"))
+    index.add("f=nan", "items", _compile("f = 'NaN'"))
+    index.add("n=nan", "items", _compile("n = 'NaN'"))
+    index.add("all", "items", None)
+    assert index.affected("items", {"n": "1.000", "id": None, "f": None}) == {"n=1", "n=1.0", "all"}
+    assert index.affected("items", {"n": None, "id": "1", "f": "-0"}) == {"id=1.0", "f=0", "all"}
+    assert index.affected("items", {"n": "NaN", "id": None, "f": "NaN"}) == {"f=nan", "n=nan", "all"}
+    assert index.affected("items", {"n": "2", "id": "2", "f": "1"}) == {"all"}
+
+
+def test_old_and_new_rows_both_count_and_remove_works() -> None:
+    index = RoutingIndex()
+    index.add(1, "items", _compile("id = 1 AND t = 'a'"))
+    index.add(2, "items", _compile("id = 2"))
+    index.add(3, "items", _compile("t LIKE 'a%'"))
+    moved = {"id": "2", "t": "b"}, {"id": "1", "t": "a"}
+    assert index.affected("items", *moved) == {1, 2, 3}
+    index.remove(1)
+    index.remove(3)
+    assert index.affected("items", *moved) == {2}
+    index.remove(2)
+    assert len(index) == 0 and index.affected("items", *moved) == set()
+
+
+def test_evaluation_errors_are_reported_per_shape() -> None:
+    index = RoutingIndex()
+    index.add("overflow", "items", _compile("id * 1000000000 > 0"))
+    index.add("fine", "items", _compile("id = 5"))
+    errors: dict[object, WhereEvalError] = {}
+    assert index.affected("items", {"id": "5"}, None, errors) == {"fine"}
+    assert list(errors) == ["overflow"] and errors["overflow"].message == "integer out of range"
+    with pytest.raises(WhereEvalError, match="integer out of range"):
+        index.affected("items", {"id": "5"})
