@@ -87,7 +87,8 @@ def recvlogical(cluster: LocalCluster, dbname: str, end_lsn: str) -> float:
     return time.perf_counter() - t0
 
 
-def ours(dsn: str, rows: int) -> float:
+def ours(dsn: str, rows: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) to receive ``rows`` rows."""
     done = threading.Event()
     count = [0]
 
@@ -101,19 +102,20 @@ def ours(dsn: str, rows: int) -> float:
     config = ConnectionConfig(dsn=dsn, stream_id=STREAM, max_batch=500, status_interval=1.0)
     handles = ConnectionHandles(config)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     sup = start_connection_supervisor(config, CallbackSink(deliver), handles)
     try:
         wait_started(sup, 30)
         if not done.wait(600):
             raise RuntimeError(f"only {count[0]} of {rows} rows received: {handles.health()}")
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     finally:
         stop_tree(sup, 30)
 
 
 def measure(
     cluster: LocalCluster, dbname: str, kind: str, rows: int, batch: int, rep: int
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     dsn = cluster.dsn(dbname)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for slot in (OUR_SLOT, RECV_SLOT):
@@ -122,14 +124,14 @@ def measure(
         conn.execute("CHECKPOINT")
         if rep % 2 == 0:
             base = recvlogical(cluster, dbname, end_lsn)
-            mine = ours(dsn, rows)
+            mine, cpu = ours(dsn, rows)
         else:
-            mine = ours(dsn, rows)
+            mine, cpu = ours(dsn, rows)
             base = recvlogical(cluster, dbname, end_lsn)
         for slot in (OUR_SLOT, RECV_SLOT):
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         conn.execute("TRUNCATE bench")
-    return rows / mine, rows / base
+    return rows / mine, rows / base, cpu / mine
 
 
 def main() -> None:
@@ -157,7 +159,8 @@ def main() -> None:
                 "ours": round(our_rate),
                 "baseline": round(base_rate),
                 "ratio": round(our_rate / base_rate, 3),
-                "runs": [{"ours": round(a), "baseline": round(b)} for a, b in results],
+                "ours_cpu_share": round(statistics.median(r[2] for r in results), 2),
+                "runs": [{"ours": round(a), "baseline": round(b)} for a, b, _ in results],
             }
     finally:
         cluster.remove()

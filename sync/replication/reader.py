@@ -160,10 +160,12 @@ class ReplicationReader:
         started = time.monotonic()
         stable = False
         count = 0
+        drained = False
         self._next_status = 0.0
         while True:
             n, data = get_copy_data(1)
             if n > 0:
+                drained = False
                 tag = data[0]
                 if tag == 119:  # 'w' XLogData
                     feed(bytes(data[25:]))
@@ -180,14 +182,16 @@ class ReplicationReader:
                 continue
             if n < 0:
                 raise stream.ended()
-            # nothing buffered: housekeeping, then wait for the socket
-            count = 0
-            self._poll_in_flight()
-            self._maintain()
-            if not stable and time.monotonic() - started >= self.config.stable_after:
-                stable = True
-                self._backoff.succeeded()
-            runtime.wait_readable(fd, min(_MAX_WAIT, max(0.0, self._next_status - time.monotonic())))
+            if drained:
+                # nothing buffered, nothing in the kernel either: housekeeping, then wait for the socket
+                count = 0
+                self._poll_in_flight()
+                self._maintain()
+                if not stable and time.monotonic() - started >= self.config.stable_after:
+                    stable = True
+                    self._backoff.succeeded()
+                runtime.wait_readable(fd, min(_MAX_WAIT, max(0.0, self._next_status - time.monotonic())))
+            drained = True  # reset by the next message; a second empty read in a row waits
             try:
                 pg.consume_input()
             except psycopg.OperationalError as exc:
