@@ -12,17 +12,22 @@ from typing import Any
 
 import falcon
 
-from api.health import ActorTreeResource, HealthResource, HealthSource
+from api.engine_adapter import EngineShapes
+from api.health import ActorTreeResource, HealthResource
+from api.params import ApiSettings
+from api.shape_resource import install_shape_api
+from sync.engine import Engine
 from sync.settings import Settings, load_settings
 
 __all__ = ["EngineSlot", "attach_engine", "create_app", "detach_engine", "get_app"]
 
 
 class EngineSlot:
-    """The engine the app serves, attached after the worker started it."""
+    """The engine the app serves (and its Shape API adapter), attached after the worker started it."""
 
     def __init__(self) -> None:
-        self.engine: Any | None = None
+        self.engine: Engine | None = None
+        self.shapes: EngineShapes | None = None
 
 
 class RootResource:
@@ -40,31 +45,40 @@ def _not_found(req: falcon.Request, resp: falcon.Response, **kwargs: Any) -> Non
     resp.data = b"Not found"
 
 
-def create_app(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]:
-    slot = EngineSlot()
-    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(cors_enable=False)
+class ShapesyncApp(falcon.App[falcon.Request, falcon.Response]):
+    """The Falcon app plus the engine slot and settings the hooks and resources share."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(cors_enable=False)
+        self.shapesync_settings = settings
+        self.shapesync_slot = EngineSlot()
+
+
+def create_app(settings: Settings) -> ShapesyncApp:
+    app = ShapesyncApp(settings)
+    slot = app.shapesync_slot
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
     app.add_route("/", RootResource())
     app.add_route("/v1/health", HealthResource(slot))
     app.add_route("/v1/health/actors", ActorTreeResource(slot))
+    install_shape_api(app, lambda: slot.shapes, ApiSettings.from_http(settings.http))
     app.add_sink(_not_found, r"/")
-    app.shapesync_slot = slot  # type: ignore[attr-defined]
-    app.shapesync_settings = settings  # type: ignore[attr-defined]
     return app
 
 
-def get_app() -> falcon.App[falcon.Request, falcon.Response]:
+def get_app() -> ShapesyncApp:
     """Entry point for gunicorn (``api.app:get_app()``): settings from the file and environment."""
     return create_app(load_settings())
 
 
-def attach_engine(app: falcon.App[falcon.Request, falcon.Response], engine: HealthSource) -> None:
-    app.shapesync_slot.engine = engine  # type: ignore[attr-defined]
+def attach_engine(app: ShapesyncApp, engine: Engine) -> None:
+    app.shapesync_slot.shapes = EngineShapes(engine)
+    app.shapesync_slot.engine = engine
 
 
-def detach_engine(app: falcon.App[falcon.Request, falcon.Response]) -> Any | None:
-    slot: EngineSlot = app.shapesync_slot  # type: ignore[attr-defined]
-    engine, slot.engine = slot.engine, None
+def detach_engine(app: ShapesyncApp) -> Engine | None:
+    slot = app.shapesync_slot
+    engine, slot.engine, slot.shapes = slot.engine, None, None
     return engine

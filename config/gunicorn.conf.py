@@ -23,6 +23,12 @@ except ConfigError as _exc:  # gunicorn would print a traceback; say it in one l
     print(f"shapesync: configuration error: {_exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+logging.basicConfig(
+    level=_settings.logging.level.upper(),
+    format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    stream=sys.stderr,
+)
+
 bind = [f"{_settings.http.host}:{_settings.http.port}"]
 worker_class = "gevent"
 workers = _settings.http.workers  # validated to be 1
@@ -53,7 +59,8 @@ def worker_exit(server: Any, worker: Any) -> None:
     del server
     from api.app import detach_engine  # noqa: PLC0415
 
-    engine = detach_engine(worker.wsgi)
+    app = getattr(worker, "wsgi", None)  # absent when the worker failed to load the app
+    engine = detach_engine(app) if app is not None else None
     if engine is not None:
         engine.stop()
 

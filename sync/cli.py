@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a local development Postgres under .data/ when no database URL is configured",
     )
+    serve.add_argument("--dev-data", default=str(DEV_DATA), help="folder of the development Postgres")
     return parser
 
 
@@ -55,7 +56,7 @@ def _run(argv: list[str], env: dict[str, str]) -> int:
     return proc.wait()
 
 
-def serve(config: str | None, dev: bool) -> int:
+def serve(config: str | None, dev: bool, dev_data: Path = DEV_DATA) -> int:
     try:
         settings = load_settings(config)
     except ConfigError as exc:
@@ -77,22 +78,23 @@ def serve(config: str | None, dev: bool) -> int:
     from sync.postgres.devdb import start_dev_database  # noqa: PLC0415
 
     try:
-        cluster, url = start_dev_database(DEV_DATA)
+        cluster, url = start_dev_database(dev_data)
     except ClusterError as exc:
         print(f"shapesync: {exc}", file=sys.stderr)
         return 2
     env["DATABASE_URL"] = url
-    print(f"shapesync: development Postgres at {url} (data in {DEV_DATA})", file=sys.stderr)
+    print(f"shapesync: development Postgres at {url} (data in {dev_data})", file=sys.stderr)
     try:
         return _run(_gunicorn_argv(settings), env)
     finally:
+        print("shapesync: stopping the development Postgres", file=sys.stderr)
         cluster.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args.config, args.dev)
+        return serve(args.config, args.dev, Path(args.dev_data))
     return 2  # pragma: no cover - argparse enforces the sub-command
 
 

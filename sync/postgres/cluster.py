@@ -133,6 +133,9 @@ class LocalCluster:
             capture_output=True,
             text=True,
             cwd="/",
+            # Own session: a Ctrl-C or SIGTERM aimed at our process group must not reach the postmaster
+            # (we stop it ourselves, in order, after the service).
+            start_new_session=True,
             **kwargs,  # type: ignore[call-overload]
         )
         if check and proc.returncode != 0:
@@ -207,7 +210,10 @@ class LocalCluster:
 
     @property
     def running(self) -> bool:
-        return self._run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0
+        proc = self._run("pg_ctl", "-D", str(self.datadir), "status", check=False)
+        if proc.returncode == 4:  # the data folder is not accessible: we cannot tell, so say so
+            raise ClusterError(f"pg_ctl status failed: {proc.stderr.strip()}")
+        return proc.returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``pg_ctl stop -m <mode>``); a no-op if it is not running."""

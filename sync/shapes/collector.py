@@ -150,6 +150,7 @@ class ShapeLogCollector(SupervisedActor):
                 TransactionFragment -> None, RelationChanged -> None, SlotRecreated -> None,
                 GetResumePoint -> ResumePoint; ShapeDurable (tell, from storages).
     Sends:      ShapeChanges (tell) to consumers; ``on_ack(commit_lsn)`` towards the replication client;
+                ``on_commit(commit_lsn)`` after routing each transaction (global_last_seen_lsn);
                 ``on_overloaded(handle)``, ``on_relation_changed(event)``, ``on_slot_recreated(event)``.
     Crashes on: fragments out of commit order; a routing/evaluation bug (the Shapes subtree restarts,
                 shapes reload from their durable logs and replication resumes from the slot).
@@ -163,6 +164,7 @@ class ShapeLogCollector(SupervisedActor):
         on_overloaded: Callable[[str], None] | None = None,
         on_relation_changed: Callable[[RelationChanged], None] | None = None,
         on_slot_recreated: Callable[[SlotRecreated], None] | None = None,
+        on_commit: Callable[[int], None] | None = None,
         max_consumer_queue: int = 50_000,
         acked_lsn: int = 0,
     ) -> None:
@@ -175,6 +177,7 @@ class ShapeLogCollector(SupervisedActor):
         self._on_overloaded = on_overloaded
         self._on_relation_changed = on_relation_changed
         self._on_slot_recreated = on_slot_recreated
+        self._on_commit = on_commit
         self._max_queue = max_consumer_queue
         self._open: _OpenTxn | None = None
         self._last_commit_lsn = 0
@@ -267,6 +270,8 @@ class ShapeLogCollector(SupervisedActor):
             )
         if fragment.commit:
             self._last_commit_lsn = fragment.commit_lsn
+            if self._on_commit is not None:
+                self._on_commit(fragment.commit_lsn)
             touched = {h: LogOffset(fragment.commit_lsn, 0) for h in txn.touched if h in self._routes}
             self._open = None
             self._report(self._tracker.register(fragment.commit_lsn, touched))

@@ -1,0 +1,221 @@
+"""The :class:`~api.engine_port.ShapeEngine` port over the real engine.
+
+Why it lives in ``api/``: imports flow ``api -> sync``; the port's errors are the API's, so the adapter that
+raises them belongs here.  Every request calls it from its own greenlet:
+
+* lookups (handle -> shape, definition -> handle) read the ShapeDirectory the ShapeCache publishes, never
+  asking an actor; only creating or deleting a shape asks the cache;
+* reads go straight to the shape's storage reader (lock-free, the writer is never involved);
+* a live wait is a future parked in the shape's consumer (:class:`~sync.shapes.waiters.DataWaiter`), so a
+  waiting request holds no actor busy.
+
+Request definitions are memoised (text -> validated definition) for a short time, so a live request for an
+existing shape costs two dict lookups before its read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+import pykka
+
+from api.engine_port import (
+    DatabaseUnreachable,
+    EngineStatus,
+    InvalidRequest,
+    LogChunk,
+    ShapeCreationFailed,
+    ShapeDefinition,
+    ShapeGone,
+    SnapshotFailed,
+    StackNotReady,
+    WaitOutcome,
+)
+from sync.engine import Engine
+from sync.offsets import LogOffset
+from sync.shapes.cache import DeleteShape, GetOrCreateShape, ShapeResult
+from sync.shapes.definition import ShapeDefinition as SyncDefinition
+from sync.shapes.directory import LiveShape
+from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
+from sync.shapes.waiters import DataWaiter
+from sync.stack import SHAPE_CACHE
+from sync.storage.errors import ShapeGone as StorageShapeGone
+
+__all__ = ["EngineShapes"]
+
+logger = logging.getLogger(__name__)
+
+_OUTCOMES = {"data": WaitOutcome.NEW_DATA, "rotated": WaitOutcome.ROTATED, "stopped": WaitOutcome.STOPPED}
+
+
+class _Waiter:
+    """A :class:`~api.engine_port.ChangeWaiter` over a DataWaiter."""
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self, waiter: DataWaiter) -> None:
+        self._waiter = waiter
+
+    def wait(self, timeout: float) -> WaitOutcome:
+        result = self._waiter.wait(timeout)
+        if result is None:
+            return WaitOutcome.TIMEOUT
+        return _OUTCOMES[result.outcome]
+
+    def cancel(self) -> None:
+        self._waiter.cancel()
+
+
+class EngineShapes:
+    """Implements the ShapeEngine port for one running :class:`~sync.engine.Engine`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        ask_timeout: float = 30.0,
+        memo_size: int = 10_000,
+        memo_ttl: float = 30.0,
+        snapshot_wait: float = 60.0,
+    ) -> None:
+        self._engine = engine
+        self._services = engine.services
+        self._timeout = ask_timeout
+        self._memo: OrderedDict[ShapeDefinition, tuple[float, SyncDefinition]] = OrderedDict()
+        self._memo_size = memo_size
+        self._memo_ttl = memo_ttl
+        self._snapshot_wait = snapshot_wait
+        self._wait_budget = engine.settings.http.long_poll_timeout_ms / 1000 + 5
+
+    # -- definitions ----------------------------------------------------------------------------------
+
+    def _definition(self, d: ShapeDefinition) -> SyncDefinition:
+        now = time.monotonic()
+        hit = self._memo.get(d)
+        if hit is not None and now - hit[0] < self._memo_ttl:
+            return hit[1]
+        request = ShapeRequest(d.table, d.where, d.params, d.columns, d.replica, d.log_mode)
+        try:
+            definition, _ = self._services.resolver.resolve(request)
+        except ShapeRequestError as exc:
+            raise InvalidRequest(exc.errors) from None
+        except CatalogUnavailable as exc:
+            logger.warning("catalog unavailable: %s", exc)
+            raise DatabaseUnreachable(str(exc)) from None
+        self._memo[d] = (now, definition)
+        self._memo.move_to_end(d)
+        while len(self._memo) > self._memo_size:
+            self._memo.popitem(last=False)
+        return definition
+
+    def _shape(self, handle: str) -> LiveShape:
+        shape = self._services.directory.get(handle)
+        if shape is None:
+            raise ShapeGone(handle)
+        return shape
+
+    def _cache(self) -> pykka.ActorRef[Any]:
+        ref = self._services.registry.whereis(SHAPE_CACHE)
+        if ref is None:
+            raise StackNotReady("Stack not ready: the shape subsystem is restarting")
+        return ref
+
+    # -- the port -------------------------------------------------------------------------------------
+
+    def status(self) -> EngineStatus:
+        state = self._engine.status()
+        return "active" if state == "active" else "waiting" if state == "waiting" else "starting"
+
+    def find(self, definition: ShapeDefinition) -> str | None:
+        shape = self._services.directory.find(self._definition(definition))
+        return shape.handle if shape is not None else None
+
+    def get_or_create(self, definition: ShapeDefinition) -> str:
+        defn = self._definition(definition)
+        directory = self._services.directory
+        shape = directory.find(defn)
+        if shape is not None:
+            directory.touch(shape.handle)
+            return shape.handle
+        if self._engine.status() != "active":
+            raise StackNotReady("Stack not ready: waiting for the replication stream")
+        try:
+            result = self._cache().ask(GetOrCreateShape(defn), timeout=self._timeout)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            logger.warning("creating a shape failed: %r", exc)
+            raise ShapeCreationFailed(str(exc)) from None
+        assert isinstance(result, ShapeResult)
+        if result.shape is None:
+            logger.warning("creating a shape for %s failed: %s", defn.relation, result.error)
+            raise ShapeCreationFailed(result.error or "unknown error")
+        return result.shape.handle
+
+    def exists(self, handle: str) -> bool:
+        return self._services.directory.get(handle) is not None
+
+    def delete(self, handle: str) -> bool:
+        try:
+            return bool(self._cache().ask(DeleteShape(handle), timeout=self._timeout))
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            raise StackNotReady(f"Stack not ready: {exc}") from None
+
+    def latest_offset(self, handle: str) -> LogOffset:
+        shape = self._shape(handle)
+        try:
+            return shape.reader.latest_offset()
+        except StorageShapeGone:
+            raise ShapeGone(handle) from None
+
+    def read(self, handle: str, offset: LogOffset, *, per_item: bool = False) -> LogChunk:
+        shape = self._shape(handle)
+        deadline = time.monotonic() + self._snapshot_wait
+        while True:
+            try:
+                chunk = shape.reader.read_chunk(offset)
+                latest = shape.reader.latest_offset()
+            except StorageShapeGone:
+                raise ShapeGone(handle) from None
+            if chunk.ready:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SnapshotFailed("Timed out waiting for the shape's snapshot, please retry")
+            outcome = self.wait_for_change(handle, offset).wait(min(remaining, 5.0))
+            if outcome is WaitOutcome.ROTATED:
+                raise ShapeGone(handle)
+            if outcome is WaitOutcome.STOPPED:
+                raise StackNotReady("Stack not ready: the shape is restarting")
+        pieces: list[bytes]
+        if chunk.count == 0:
+            pieces = []
+        elif per_item:
+            pieces = [orjson.dumps(item) for item in orjson.loads(b"[" + chunk.body + b"]")]
+        else:
+            pieces = [chunk.body]
+        end = chunk.end_offset
+        return LogChunk(
+            end_offset=end, latest_offset=max(latest, end), is_empty=chunk.count == 0, pieces=pieces
+        )
+
+    def schema_header(self, handle: str) -> str:
+        shape = self._shape(handle)
+        try:
+            return self._services.resolver.schema_header(shape.definition)
+        except CatalogUnavailable as exc:
+            raise DatabaseUnreachable(str(exc)) from None
+        except LookupError:
+            raise ShapeGone(handle) from None
+
+    def wait_for_change(self, handle: str, offset: LogOffset) -> _Waiter:
+        shape = self._shape(handle)
+        try:
+            return _Waiter(DataWaiter(shape.consumer, offset, self._wait_budget))
+        except pykka.ActorDeadError:
+            raise ShapeGone(handle) from None
+
+    def global_last_seen_lsn(self) -> int:
+        return self._services.last_seen_lsn

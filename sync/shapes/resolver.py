@@ -1,0 +1,178 @@
+"""From a request's text (table, where, params, columns, replica, log) to a validated shape definition.
+
+Why this module exists: both the HTTP layer (validating a request, finding its shape) and the ShapeCache
+(compiling a shape it creates or reloads) need the table's catalog entry and the compiled WHERE clause.
+The :class:`ShapeResolver` reads the catalog through a small pool of its own connections (cooperative under
+gevent), keeps the table entries it read (dropped when a Relation message says the table changed, and
+after ``ttl`` seconds), and compiles every clause with :mod:`sync.where`, so SQL sent to Postgres is
+always regenerated from the validated tree, never the client's text.
+
+Errors are returned as :class:`ShapeRequestError` with the field name and Electric's messages; the HTTP
+layer turns them into ``{"message":"Invalid request","errors":{field: messages}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from sync.postgres.inspector import TableInfo, TableNotFound, inspect_table
+from sync.shapes.definition import ShapeDefinition, ShapeDefinitionError
+from sync.shapes.identifiers import InvalidIdentifier, parse_columns, parse_relation
+from sync.shapes.invalidation import CompiledShape, compiled_from_clause
+from sync.shapes.schema import schema_header
+from sync.where import WhereClause, WhereError, compile_where
+
+__all__ = ["CatalogUnavailable", "ShapeRequest", "ShapeRequestError", "ShapeResolver"]
+
+logger = logging.getLogger(__name__)
+
+
+class ShapeRequestError(ValueError):
+    """A client mistake in the definition: ``errors`` maps a parameter to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class CatalogUnavailable(RuntimeError):
+    """Postgres could not be reached to read the catalog."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeRequest:
+    """A shape definition as the client sent it (text only)."""
+
+    table: str
+    where: str | None = None
+    params: tuple[str, ...] = ()
+    columns: str | None = None
+    replica: Literal["default", "full"] = "default"
+    log_mode: Literal["full", "changes_only"] = "full"
+
+
+def _missing_table(schema: str, name: str) -> str:
+    return (
+        f'Table "{schema}"."{name}" does not exist. If the table name contains capitals or special '
+        "characters you must quote it."
+    )
+
+
+class ShapeResolver:
+    """Validates definitions against the catalog and compiles their WHERE clauses (thread-safe)."""
+
+    def __init__(
+        self, dsn: str, *, pool_size: int = 2, ttl: float = 30.0, connect_timeout: float = 10.0
+    ) -> None:
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=0,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": int(connect_timeout)},
+            open=False,
+            name="catalog",
+        )
+        self._opened = False
+        self._lock = threading.Lock()
+        self._tables: dict[tuple[str, str], tuple[float, TableInfo]] = {}
+        self._ttl = ttl
+        self._timeout = connect_timeout
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close()
+
+    def _open(self) -> None:
+        with self._lock:
+            if not self._opened:
+                self._pool.open(wait=False)
+                self._opened = True
+
+    # -- catalog --------------------------------------------------------------------------------------
+
+    def table(self, schema: str, name: str, *, fresh: bool = False) -> TableInfo:
+        """The catalog entry of ``schema.name``; raises TableNotFound or CatalogUnavailable."""
+        key = (schema, name)
+        hit = self._tables.get(key)
+        if hit is not None and not fresh and time.monotonic() - hit[0] < self._ttl:
+            return hit[1]
+        self._open()
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                info = inspect_table(conn, schema, name)
+        except TableNotFound:
+            self._tables.pop(key, None)
+            raise
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise CatalogUnavailable(str(exc)) from exc
+        self._tables[key] = (time.monotonic(), info)
+        return info
+
+    def forget(self, schema: str, name: str) -> None:
+        """The table changed (a Relation message): read it again next time."""
+        self._tables.pop((schema, name), None)
+
+    # -- definitions ----------------------------------------------------------------------------------
+
+    def resolve(self, request: ShapeRequest) -> tuple[ShapeDefinition, WhereClause | None]:
+        """Validate ``request``; raises ShapeRequestError (400) or CatalogUnavailable (503)."""
+        try:
+            schema, name = parse_relation(request.table)
+        except InvalidIdentifier as exc:
+            raise ShapeRequestError({"table": [exc.message]}) from None
+        try:
+            info = self.table(schema, name)
+        except TableNotFound:
+            raise ShapeRequestError({"table": [_missing_table(schema, name)]}) from None
+        columns: Sequence[str] | None = None
+        if request.columns is not None:
+            try:
+                columns = parse_columns(request.columns)
+            except InvalidIdentifier as exc:
+                raise ShapeRequestError({"columns": [exc.message]}) from None
+        clause = self._compile(request.where, info, request.params)
+        try:
+            definition = ShapeDefinition.create(
+                (schema, name),
+                info,
+                columns=columns,
+                where=request.where if clause is not None else None,
+                params=request.params,
+                replica=request.replica,
+                log_mode=request.log_mode,
+            )
+        except ShapeDefinitionError as exc:
+            raise ShapeRequestError({exc.field: [exc.message]}) from None
+        return definition, clause
+
+    def _compile(self, where: str | None, info: TableInfo, params: Sequence[str]) -> WhereClause | None:
+        if where is None or not where.strip():
+            return None
+        try:
+            return compile_where(where, info, {i + 1: v for i, v in enumerate(params)})
+        except WhereError as exc:
+            raise ShapeRequestError({"where": list(exc.messages)}) from None
+
+    def compile(self, definition: ShapeDefinition) -> CompiledShape:
+        """The ShapeCache's ``compile_shape``: recompile a stored or new definition against the catalog."""
+        info = self.table(definition.schema, definition.table)
+        if info.oid != definition.relation_oid:
+            msg = f"table {definition.schema}.{definition.table} was re-created (oid {info.oid})"
+            raise ShapeDefinitionError("table", msg)
+        clause = self._compile(definition.where, info, definition.params)
+        return compiled_from_clause(clause)
+
+    def schema_header(self, definition: ShapeDefinition) -> str:
+        """The ``electric-schema`` header for the shape, from the current catalog entry."""
+        return schema_header(definition, self.table(definition.schema, definition.table))
+
+    def describe(self) -> dict[str, Any]:
+        return {"cached_tables": len(self._tables)}

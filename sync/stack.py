@@ -1,0 +1,273 @@
+"""The concrete supervision tree of one stack (one source database, one replication stream).
+
+::
+
+    engine (one_for_one)                         one per stack
+    ├─ shapes (one_for_all)                      survives connection loss; shapes are kept
+    │  ├─ shape_log_collector   routes each committed transaction to the affected shapes (routing index);
+    │  │                        tracks durability, tells the ReplicationClient which LSN may be acknowledged
+    │  ├─ publication_manager   adds/removes tables in the publication, sets REPLICA IDENTITY FULL
+    │  ├─ snapshot_pool         bounded pool of snapshot connections/workers
+    │  ├─ shape_supervisor (dynamic, one_for_one)
+    │  │  └─ shape:<handle> (one_for_all, temporary): storage + consumer
+    │  └─ shape_cache           definition -> handle; creates, persists, invalidates and deletes shapes
+    └─ connection (rest_for_one)                 may crash and restart on any connection loss
+       ├─ lock                  pg advisory lock: exactly one active instance per replication stream
+       └─ replication_client    owns the replication connection; decodes pgoutput; sends status updates
+
+Why these strategies:
+
+* ``engine`` is one_for_one: a lost connection must not take the shapes down, and a crashed shape
+  subsystem does not need a new replication connection (the client simply resumes from the slot).
+* ``shapes`` is one_for_all: the collector's routing index, the consumers' registrations and the cache's
+  view of live shapes are one consistent whole; if any of them dies, all restart and the cache reloads
+  every shape from its durable log (Postgres resends what was not acknowledged).
+* ``connection`` is rest_for_one: the client depends on the lock; a lost lock stops streaming too, a lost
+  replication connection only restarts the client (with exponential backoff).
+
+Order: ``shapes`` starts before ``connection`` (a deviation from the drawing in architecture §2, which
+lists Connection first): the replication client asks the collector for its resume point as soon as it
+starts, so the collector must exist; shutdown runs in reverse, so streaming stops before the shapes do.
+
+Actors find each other through the stack's :class:`~supervisors.Registry`, never through refs captured at
+start, because every restart makes new refs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from supervisors import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, ChildSpec, Registry, Supervisor
+from sync.replication.changes import RelationChanged, ReplicationEvent, SlotRecreated
+from sync.replication.connection import ConnectionConfig, ConnectionHandles, connection_children
+from sync.replication.publication import AddTable, PublicationManager, RemoveTable
+from sync.replication.sink import GetResumePoint, Pending, ResumePoint
+from sync.replication.tables import TableName
+from sync.settings import Settings
+from sync.shapes.cache import CacheSettings, ShapeCache
+from sync.shapes.collector import ShapeLogCollector
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.directory import ShapeDirectory
+from sync.shapes.resolver import ShapeResolver
+from sync.shapes.shape_supervisor import ShapeSupervisor
+from sync.shapes.snapshot_pool import SnapshotPool
+from sync.storage.storage import FileStorage
+from sync.where.index import RoutingIndex
+
+__all__ = [
+    "COLLECTOR",
+    "PUBLICATION_MANAGER",
+    "SHAPE_SUPERVISOR",
+    "SNAPSHOT_POOL",
+    "RegistrySink",
+    "build_stack",
+]
+
+logger = logging.getLogger(__name__)
+
+COLLECTOR = "shape_log_collector"
+PUBLICATION_MANAGER = "publication_manager"
+SNAPSHOT_POOL = "snapshot_pool"
+SHAPE_SUPERVISOR = "shape_supervisor"
+SHAPE_CACHE = "shape_cache"
+
+
+@dataclass(slots=True)
+class StackServices:
+    """What request handlers use without asking an actor: the catalog resolver, the live-shape directory
+    (replaced with each ShapeCache incarnation), the storage, and the last commit LSN routed."""
+
+    registry: Registry
+    resolver: ShapeResolver
+    storage: FileStorage
+    directory: ShapeDirectory = field(default_factory=ShapeDirectory)
+    last_seen_lsn: int = 0
+
+    def note_commit(self, lsn: int) -> None:
+        self.last_seen_lsn = max(self.last_seen_lsn, lsn)
+
+
+class RegistrySink:
+    """The replication client's downstream: whichever collector incarnation is current.
+
+    If the collector is down (the Shapes subtree is restarting), delivery fails and the client crashes; the
+    Connection subtree restarts with backoff and resumes from the slot, which is exactly what is needed.
+    """
+
+    def __init__(self, registry: Registry, timeout: float = 30.0) -> None:
+        self._registry = registry
+        self._timeout = timeout
+
+    def _collector(self) -> pykka.ActorRef[Any]:
+        ref = self._registry.whereis(COLLECTOR)
+        if ref is None:
+            raise pykka.ActorDeadError("the shape log collector is not running")
+        return ref
+
+    def resume_point(self) -> ResumePoint:
+        point = self._collector().ask(GetResumePoint(), timeout=self._timeout)
+        if not isinstance(point, ResumePoint):
+            raise TypeError(f"collector answered the resume point with {point!r}")
+        return point
+
+    def deliver(self, event: ReplicationEvent) -> Pending:
+        future: Pending = self._collector().ask(event, block=False)
+        return future
+
+
+def _registered(registry: Registry, name: str, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+    registry.register(name, ref)
+    return ref
+
+
+def connection_config(settings: Settings) -> ConnectionConfig:
+    return ConnectionConfig(
+        dsn=settings.database.url,
+        stream_id=settings.replication.stream_id,
+        max_batch=settings.replication.max_batch,
+        status_interval=settings.replication.status_interval_s,
+        backoff_max=settings.replication.backoff_max_s,
+    )
+
+
+def shapes_children(
+    settings: Settings, services: StackServices, handles: ConnectionHandles
+) -> list[ChildSpec]:
+    """The Shapes subtree's children in start order."""
+    registry = services.registry
+
+    def on_relation_changed(event: RelationChanged) -> None:
+        services.resolver.forget(event.relation.schema, event.relation.name)
+        if event.previous is not None:
+            services.resolver.forget(event.previous.schema, event.previous.name)
+        cache = registry.whereis(SHAPE_CACHE)
+        if cache is not None:
+            cache.tell(event)
+
+    def on_slot_recreated(event: SlotRecreated) -> None:
+        cache = registry.whereis(SHAPE_CACHE)
+        if cache is not None:
+            cache.tell(event)
+
+    def start_collector() -> pykka.ActorRef[Any]:
+        ref = ShapeLogCollector.start(
+            RoutingIndex(),
+            on_ack=handles.ack,
+            on_relation_changed=on_relation_changed,
+            on_slot_recreated=on_slot_recreated,
+            on_commit=services.note_commit,
+            max_consumer_queue=settings.shapes.max_consumer_queue,
+        )
+        return _registered(registry, COLLECTOR, ref)
+
+    def start_publication_manager() -> pykka.ActorRef[Any]:
+        ref = PublicationManager.start(
+            settings.database.url, settings.publication_name, lock_timeout=settings.database.lock_timeout_s
+        )
+        return _registered(registry, PUBLICATION_MANAGER, ref)
+
+    def start_snapshot_pool() -> pykka.ActorRef[Any]:
+        ref = SnapshotPool.start(settings.snapshot_dsn, size=settings.database.snapshot_pool_size)
+        return _registered(registry, SNAPSHOT_POOL, ref)
+
+    def start_shape_supervisor() -> pykka.ActorRef[Any]:
+        return _registered(registry, SHAPE_SUPERVISOR, ShapeSupervisor.start())
+
+    def publish(definition: ShapeDefinition, handle: str) -> str | None:
+        manager = registry.whereis(PUBLICATION_MANAGER)
+        if manager is None:
+            return "the publication manager is not running"
+        error = manager.ask(AddTable(TableName(*definition.relation), handle), timeout=60.0)
+        return None if error is None else str(error)
+
+    def unpublish(definition: ShapeDefinition, handle: str) -> None:
+        manager = registry.whereis(PUBLICATION_MANAGER)
+        if manager is not None:
+            manager.tell(RemoveTable(TableName(*definition.relation), handle))
+
+    def start_cache() -> pykka.ActorRef[Any]:
+        def need(name: str) -> pykka.ActorRef[Any]:
+            ref = registry.whereis(name)
+            if ref is None:
+                raise RuntimeError(f"{name} is not running")
+            return ref
+
+        services.directory = ShapeDirectory()
+        ref = ShapeCache.start(
+            services.storage,
+            shape_supervisor=need(SHAPE_SUPERVISOR),
+            collector=need(COLLECTOR),
+            snapshot_pool=need(SNAPSHOT_POOL),
+            compile_shape=services.resolver.compile,
+            publish=publish,
+            unpublish=unpublish,
+            directory=services.directory,
+            settings=CacheSettings(
+                max_shapes=settings.shapes.max_shapes,
+                max_held=settings.shapes.max_pending_transactions,
+                flush_bytes=settings.storage.flush_bytes,
+                flush_interval=settings.storage.flush_interval_ms / 1000,
+            ),
+        )
+        return _registered(registry, SHAPE_CACHE, ref)
+
+    return [
+        ChildSpec(COLLECTOR, start_collector),
+        ChildSpec(PUBLICATION_MANAGER, start_publication_manager),
+        ChildSpec(SNAPSHOT_POOL, start_snapshot_pool),
+        ChildSpec(SHAPE_SUPERVISOR, start_shape_supervisor, shutdown=30.0, kind="supervisor"),
+        ChildSpec(SHAPE_CACHE, start_cache, shutdown=30.0),
+    ]
+
+
+def build_services(settings: Settings) -> StackServices:
+    stack_id = settings.replication.stream_id
+    return StackServices(
+        registry=Registry(stack_id),
+        resolver=ShapeResolver(settings.database.url),
+        storage=FileStorage(
+            settings.storage.dir, stack_id, chunk_bytes=settings.storage.chunk_bytes_threshold
+        ),
+    )
+
+
+def build_stack(
+    settings: Settings, services: StackServices, handles: ConnectionHandles
+) -> pykka.ActorRef[Any]:
+    """Start the root supervisor of the stack (``supervisors.start_tree`` waits for the subtree)."""
+    config = connection_config(settings)
+    sink = RegistrySink(services.registry)
+
+    def start_shapes() -> pykka.ActorRef[Any]:
+        return Supervisor.start(
+            shapes_children(settings, services, handles),
+            strategy=ONE_FOR_ALL,
+            max_restarts=3,
+            max_seconds=30.0,
+            name="shapes",
+        )
+
+    def start_connection() -> pykka.ActorRef[Any]:
+        return Supervisor.start(
+            connection_children(config, sink, handles),
+            strategy=REST_FOR_ONE,
+            # Restarts are slowed by the client's own exponential backoff; allow many before escalating.
+            max_restarts=1000,
+            max_seconds=60.0,
+            name="connection",
+        )
+
+    return Supervisor.start(
+        [
+            ChildSpec("shapes", start_shapes, shutdown=60.0, kind="supervisor"),
+            ChildSpec("connection", start_connection, shutdown=30.0, kind="supervisor"),
+        ],
+        strategy=ONE_FOR_ONE,
+        max_restarts=5,
+        max_seconds=60.0,
+        name="engine",
+    )

@@ -1,0 +1,74 @@
+"""The real service: `shapesync serve` under gunicorn with one gevent worker, against a real Postgres."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.fixtures.service import ServiceProcess
+
+
+def _nodes(tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {tree["name"]: tree}
+    for child in tree.get("children", []):
+        out.update(_nodes(child))
+    return out
+
+
+def _tree(service: ServiceProcess) -> dict[str, dict[str, Any]]:
+    code, headers, body = service.get("/v1/health/actors")
+    assert code == 200
+    assert headers["cache-control"] == "no-cache, no-store, must-revalidate"
+    return _nodes(json.loads(body)["tree"])
+
+
+def test_health_root_404_and_actor_tree(service: ServiceProcess) -> None:
+    assert service.wait_healthy() == {"status": "active"}
+    code, headers, body = service.get("/v1/health")
+    assert (code, body) == (200, b'{"status":"active"}')
+    assert headers["cache-control"] == "no-cache, no-store, must-revalidate"
+    assert service.get("/")[0] == 200
+    code, _, body = service.get("/nope")
+    assert (code, body) == (404, b"Not found")
+    nodes = _tree(service)
+    for name in ("engine", "connection", "shapes", "replication_client", "shape_log_collector"):
+        assert name in nodes, f"{name} missing from {sorted(nodes)}"
+        assert nodes[name]["alive"] is True
+        assert nodes[name]["restarts"] == 0
+    assert nodes["engine"]["kind"] == "supervisor"
+
+
+def test_crashed_actor_is_restarted_and_service_keeps_answering(service: ServiceProcess, db_dsn: str) -> None:
+    service.wait_healthy()
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE backend_type = 'walsender' AND datname = current_database()"
+        ).fetchall()
+    assert killed == [(True,)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        nodes = _tree(service)
+        client = nodes["replication_client"]
+        if client["restarts"] >= 1 and client["alive"]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"replication client not restarted: {nodes}")
+    assert client["last_failure"]
+    assert client["last_failure_at"] is not None
+    assert service.wait_healthy() == {"status": "active"}
+
+
+def test_sigterm_stops_promptly(db_dsn: str, tmp_path: Path) -> None:
+    svc = ServiceProcess(db_dsn, tmp_path).start()
+    svc.wait_healthy()
+    started = time.monotonic()
+    assert svc.stop() == 0
+    assert time.monotonic() - started < 15
+    assert "engine for stack 'e2e' started" in svc.output() or "starting engine" in svc.output()
