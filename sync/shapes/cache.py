@@ -5,10 +5,12 @@ publish its table (``REPLICA IDENTITY FULL``, through the PublicationManager), c
 subtree under the ShapeSupervisor (storage, then the consumer, which registers with the collector *before*
 it asks the SnapshotPool for its snapshot: hard spot 3), publish it in the :class:`ShapeDirectory`.
 
-Persistence: a shape's log metadata holds its handle and definition, so the storage directory is the shape
-index.  On start the cache reopens every log (a torn tail is trimmed; a log whose snapshot never completed
-or that is damaged is deleted: clients get 409 and a new shape) and restarts each consumer from its last
-transaction; Postgres resends from the acknowledged LSN and the consumers skip what they already have.
+Persistence: a shape's log metadata holds its handle, definition and snapshot visibility, so the storage
+directory is the shape index; the WAL position read with each snapshot is kept in the small
+:class:`~sync.shapes.snapshot_marks.SnapshotMarks` journal next to it.  On start the cache reopens every log
+(a torn tail is trimmed; a log whose snapshot never completed, that is damaged or has no mark is deleted:
+clients get 409 and a new shape) and restarts each consumer from its last transaction; Postgres resends
+from the acknowledged LSN and the consumers skip what they already have.
 
 Invalidation (TRUNCATE, schema change, a consumer that cannot continue, a re-created slot) withdraws the
 handle (clients get 409 and re-create the shape from its definition under a new handle), wakes its waiters
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import pykka
@@ -34,6 +37,7 @@ from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, relation_change_reason
 from sync.shapes.shape_supervisor import shape_spec
+from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.snapshot_pool import StartSnapshot
 from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.shapes.xid import PgSnapshot
@@ -142,6 +146,7 @@ class ShapeCache(SupervisedActor):
         unpublish: Unpublish | None = None,
         directory: ShapeDirectory | None = None,
         settings: CacheSettings | None = None,
+        marks: SnapshotMarks | None = None,
     ) -> None:
         super().__init__()
         self._storage = storage
@@ -154,9 +159,13 @@ class ShapeCache(SupervisedActor):
         self.directory = directory if directory is not None else ShapeDirectory()
         self._settings = settings or CacheSettings()
         self._clock = HandleClock()
+        self._marks = marks if marks is not None else SnapshotMarks(_marks_path(storage))
 
     def on_start(self) -> None:
         self._reload()
+
+    def on_stop(self) -> None:
+        self._marks.close()
 
     def on_receive(self, message: Any) -> Any:
         match message:
@@ -241,6 +250,7 @@ class ShapeCache(SupervisedActor):
                 start_snapshot=self._start_snapshot,
                 on_invalidate=self._invalidate_later,
                 stored=stored,
+                record_snapshot=self._marks.record,
                 routing_clause=compiled.routing_clause,
                 predicate=compiled.predicate,
                 where_sql=compiled.where_sql,
@@ -274,6 +284,7 @@ class ShapeCache(SupervisedActor):
     # -- reload -------------------------------------------------------------------------------------------
 
     def _reload(self) -> None:
+        self._marks.load()
         handles = self._storage.handles()
         for handle in handles:
             self._clock.observe(handle)
@@ -287,7 +298,7 @@ class ShapeCache(SupervisedActor):
             try:
                 definition = ShapeDefinition.from_dict(cast("dict[str, Any]", writer.metadata["definition"]))
                 compiled = self._compile(definition)
-                stored = _stored(writer)
+                stored = _stored(writer, self._marks.get(handle))
             except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
                 logger.warning("shape %s cannot be reloaded (%r): deleted", handle, exc)
                 writer.abort()
@@ -301,6 +312,7 @@ class ShapeCache(SupervisedActor):
             if self._start(handle, definition, compiled, writer, stored) is None:
                 self._storage.delete(handle)
                 self._release(definition, handle)
+        self._marks.compact(self.directory.handles())
         logger.info("reloaded %d of %d stored shapes", len(self.directory), len(handles))
 
     # -- removal ------------------------------------------------------------------------------------------
@@ -315,6 +327,7 @@ class ShapeCache(SupervisedActor):
         except pykka.ActorDeadError:
             self._storage.delete(handle)  # the subtree is already gone: remove the log ourselves
         terminate_child(self._sup, handle, timeout=self._settings.ask_timeout)
+        self._marks.forget(handle)
         self._release(shape.definition, handle)
         return True
 
@@ -336,10 +349,19 @@ class ShapeCache(SupervisedActor):
                 self._remove(handle, reason)
 
 
-def _stored(writer: ShapeLogWriter) -> StoredShape:
+def _stored(writer: ShapeLogWriter, wal_lsn: int | None) -> StoredShape:
     meta = writer.metadata
     xmin, xmax, xip = meta.get("xmin"), meta.get("xmax"), meta.get("xip_list")
     if not isinstance(xmin, int) or not isinstance(xmax, int) or not isinstance(xip, list):
         raise ShapeMustBeRecreated("snapshot visibility missing from metadata")
+    if wal_lsn is None:
+        raise ShapeMustBeRecreated("no snapshot mark (WAL position) recorded")
     last = writer.last_offset
-    return StoredShape(PgSnapshot(xmin, xmax, frozenset(int(x) for x in xip)), last.tx if last else 0)
+    snapshot = PgSnapshot(xmin, xmax, frozenset(int(x) for x in xip))
+    return StoredShape(snapshot, wal_lsn, last.tx if last else 0)
+
+
+def _marks_path(storage: Storage) -> Path | None:
+    """Next to the shape logs of a FileStorage (``<root>/<stack>/snapshot_marks``); None in memory."""
+    shapes_dir = getattr(storage, "shapes_dir", None)
+    return Path(shapes_dir).parent / "snapshot_marks" if shapes_dir is not None else None

@@ -65,7 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _INVALIDATING = (ShapeFailed, ShapeTruncated, RelationMismatch, IncompleteChange, WhereEvalError)
-_NEVER_ENDS = 1 << 64  # WAL position bound for a filter rebuilt after a restart (see on_start)
 
 
 # -- messages ---------------------------------------------------------------------------------------------
@@ -104,9 +103,11 @@ class ConsumerInfo:
 
 @dataclass(frozen=True, slots=True)
 class StoredShape:
-    """What a reopened log tells its new consumer: the snapshot it was built from and its last transaction."""
+    """What a reopened log tells its new consumer: the snapshot it was built from (with the WAL position read
+    with it, from :class:`~sync.shapes.snapshot_marks.SnapshotMarks`) and its last transaction."""
 
     snapshot: PgSnapshot
+    wal_lsn: int
     last_tx: int
 
 
@@ -139,6 +140,7 @@ class Consumer(SupervisedActor):
         start_snapshot: Callable[[SnapshotRequest], None],
         on_invalidate: Callable[[str, str], None],
         stored: StoredShape | None = None,
+        record_snapshot: Callable[[str, int], None] | None = None,
         routing_clause: Any = None,
         predicate: Predicate | None = None,
         where_sql: sql.Composable | None = None,
@@ -155,6 +157,7 @@ class Consumer(SupervisedActor):
         self._start_snapshot = start_snapshot
         self._on_invalidate = on_invalidate
         self._stored = stored
+        self._record_snapshot = record_snapshot
         self._clause = routing_clause
         self._where_sql = where_sql
         self._where_params = tuple(where_params)
@@ -162,8 +165,7 @@ class Consumer(SupervisedActor):
         self._state = ConsumerState(
             ShapeLogEncoder(definition, predicate),
             last_tx=stored.last_tx if stored is not None else 0,
-            # After a restart the WAL bound of the filter is unknown: judging by visibility alone is exact.
-            snapshot_filter=SnapshotFilter(stored.snapshot, _NEVER_ENDS) if stored is not None else None,
+            snapshot_filter=SnapshotFilter(stored.snapshot, stored.wal_lsn) if stored is not None else None,
             max_held=max_held,
             max_held_changes=max_held_changes,
         )
@@ -195,6 +197,7 @@ class Consumer(SupervisedActor):
                     self.actor_ref,
                     self._where_sql,
                     self._where_params,
+                    self._record_snapshot,
                 )
             )
 

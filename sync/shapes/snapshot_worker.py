@@ -14,7 +14,7 @@ a server-side cursor, ``fetch_rows`` at a time, each batch encoded and appended 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ class SnapshotRequest:
     consumer: pykka.ActorRef[Any]
     where_sql: sql.Composable | None = None
     where_params: Sequence[Any] = field(default=())
+    record_mark: Callable[[str, int], None] | None = None  # persists the WAL position before any row
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +118,15 @@ def run_snapshot(
         row = conn.execute(SNAPSHOT_INFO_QUERY).fetchone()
         assert row is not None
         snapshot = PgSnapshot.parse(str(row[0]))
-        request.consumer.tell(SnapshotStarted(snapshot, parse_lsn(str(row[1]))))
+        wal_lsn = parse_lsn(str(row[1]))
+        if request.record_mark is not None:
+            request.record_mark(request.handle, wal_lsn)
+        request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))
         query = snapshot_query(request.definition, request.where_sql)
         with raw_text_cursor(conn, name="shapesync_snapshot") as cur:
             cur.execute(query, tuple(request.where_params) or None)
             for batch in snapshot_batches(cur, encoder, fetch_rows):
-                storage.ask(AppendSnapshot(batch), timeout=timeout)
+                storage.ask(AppendSnapshot(tuple(batch)), timeout=timeout)
                 count += len(batch)
                 request.consumer.tell(SnapshotProgress(count))
         storage.ask(

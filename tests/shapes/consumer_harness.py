@@ -30,6 +30,7 @@ from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import key_prefix, row_key
 from sync.shapes.shape_supervisor import ShapeSupervisor, shape_spec
 from sync.shapes.snapshot import display_settings_options, raw_text_cursor, snapshot_query
+from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.snapshot_pool import SnapshotPool, StartSnapshot
 from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.storage.reader import ShapeLogReader
@@ -96,6 +97,7 @@ class Harness:
         self.shapes_sup = ShapeSupervisor.start()
         self.storage = FileStorage(self.root, "stack", chunk_bytes=1000)
         self.last_commit_lsn = 0
+        self.marks = SnapshotMarks()
 
     # -- wiring -------------------------------------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class Harness:
                 start_snapshot=self.start_snapshot,
                 on_invalidate=lambda h, r: self.invalidated.put((h, r)),
                 stored=stored,
+                record_snapshot=self.marks.record,
                 routing_clause=shape.predicate,
                 predicate=shape.predicate,
                 where_sql=shape.where_sql,

@@ -32,6 +32,7 @@ from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, compiled_from_clause
 from sync.shapes.shape_supervisor import ShapeSupervisor
+from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.waiters import AwaitData, WaitResult
 from sync.where import RoutingIndex, compile_where
 from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for
@@ -277,3 +278,20 @@ def test_a_crashed_consumer_invalidates_its_shape(h: CacheHarness) -> None:
     assert fresh.handle != shape.handle
     wait_for(lambda: snapshot_done(fresh))
     check(h, fresh)
+
+
+def test_a_shape_without_snapshot_mark_is_dropped_on_reload(h: CacheHarness) -> None:
+    kept = h.live(h.definition("items", where="value > 5"))
+    lost = h.live(h.definition("items", where="value > 6"))
+    wait_for(lambda: snapshot_done(kept) and snapshot_done(lost))
+    h.stop_cache()
+    h.shapes_sup.stop(timeout=10)
+    marks_file = h.storage.shapes_dir.parent / "snapshot_marks"
+    marks = SnapshotMarks(marks_file)
+    assert set(marks.load()) == {kept.handle, lost.handle}
+    marks.forget(lost.handle)  # a log whose WAL position is unknown cannot be filtered exactly
+    marks.close()
+    h.shapes_sup = ShapeSupervisor.start()
+    h.start_cache()
+    assert h.directory.handles() == [kept.handle]
+    assert h.storage.handles() == [kept.handle]

@@ -121,8 +121,11 @@ def test_replay_after_restart_is_byte_identical(h: Harness, db_dsn: str, tmp_pat
     writer = h.storage.open(shape.handle)
     meta = writer.metadata
     writer.close()
+    wal_lsn = h.marks.get(shape.handle)
+    assert wal_lsn is not None
     stored = StoredShape(
         PgSnapshot(int(meta["xmin"]), int(meta["xmax"]), frozenset(meta["xip_list"])),  # type: ignore[call-overload]
+        wal_lsn,
         latest.tx,
     )
     again = h.start_shape(
