@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import pykka
 
-from supervisors import SupervisedActor, start_child, terminate_child
+from supervisors import Down, Monitor, SupervisedActor, describe_reason, monitor, start_child, terminate_child
 from sync.replication.changes import RelationChanged, SlotRecreated
 from sync.shapes.consumer import Consumer, RotateShape, StoredShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
@@ -160,6 +160,7 @@ class ShapeCache(SupervisedActor):
         self._settings = settings or CacheSettings()
         self._clock = HandleClock()
         self._marks = marks if marks is not None else SnapshotMarks(_marks_path(storage))
+        self._monitors: dict[str, Monitor] = {}
 
     def on_start(self) -> None:
         self._reload()
@@ -264,10 +265,16 @@ class ShapeCache(SupervisedActor):
 
         spec = shape_spec(handle, start_storage=start_storage, start_consumer=start_consumer)
         try:
-            start_child(self._sup, spec, timeout=s.ask_timeout)
+            subtree = start_child(self._sup, spec, timeout=s.ask_timeout)
         except Exception:
             logger.exception("shape %s: subtree failed to start", handle)
             return None
+
+        def down(event: Down) -> None:
+            if event.reason is not None:  # a normal stop is the cache's or the engine's own doing
+                self._invalidate_later(handle, f"shape subtree failed: {describe_reason(event.reason)}")
+
+        self._monitors[handle] = monitor(subtree, down)
         shape = LiveShape(handle, definition, reader, consumer_ref[0])
         self.directory.publish(shape)
         return shape
@@ -322,6 +329,9 @@ class ShapeCache(SupervisedActor):
         if shape is None:
             return False
         logger.info("shape %s removed: %s", handle, reason)
+        mon = self._monitors.pop(handle, None)
+        if mon is not None:
+            mon.cancel()
         try:
             shape.consumer.ask(RotateShape(reason, delete_log=True), timeout=self._settings.ask_timeout)
         except pykka.ActorDeadError:

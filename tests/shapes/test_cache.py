@@ -34,6 +34,7 @@ from sync.shapes.invalidation import CompiledShape, compiled_from_clause
 from sync.shapes.shape_supervisor import ShapeSupervisor
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.waiters import AwaitData, WaitResult
+from sync.storage.storage_actor import StorageActor
 from sync.where import RoutingIndex, compile_where
 from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for
 
@@ -295,3 +296,13 @@ def test_a_shape_without_snapshot_mark_is_dropped_on_reload(h: CacheHarness) -> 
     h.start_cache()
     assert h.directory.handles() == [kept.handle]
     assert h.storage.handles() == [kept.handle]
+
+
+def test_a_crashed_storage_takes_its_shape_down_and_invalidates_it(h: CacheHarness) -> None:
+    shape = h.live(h.definition("items"))
+    wait_for(lambda: snapshot_done(shape))
+    (storage,) = pykka.ActorRegistry.get_by_class(StorageActor)
+    crash(storage, OSError("disk failure injected"))
+    wait_for(lambda: h.directory.get(shape.handle) is None)
+    wait_for(lambda: h.storage.handles() == [])
+    assert not shape.consumer.is_alive()
