@@ -111,6 +111,8 @@ class AdvisoryLock(SupervisedActor):
         ) as conn:
             logged = False
             while True:
+                if self._halt.is_set():  # stopped while connecting: never take the lock as a zombie
+                    return
                 row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._key,)).fetchone()
                 if row is not None and row[0]:
                     break
@@ -121,6 +123,8 @@ class AdvisoryLock(SupervisedActor):
                 if self._halt.wait(self._poll):
                     return
             self._state.waiting = False
+            if self._halt.is_set():
+                return  # closing the session releases the lock
             logger.info("acquired the instance lock for %s", self._key)
             self._state.acquired.set()
             while not self._halt.wait(self._check):

@@ -40,6 +40,7 @@ __all__ = ["ReaderConfig", "ReplicationReader", "Stopped"]
 logger = logging.getLogger(__name__)
 
 _YIELD_EVERY = 2000  # messages between cooperative yields / timer checks while data keeps coming
+_GEVENT_YIELD_S = 0.0001
 _MAX_WAIT = 0.25  # longest socket wait, bounds stop latency and ack latency
 
 
@@ -104,6 +105,10 @@ class ReplicationReader:
             tracker.on_ack(commit_lsn)
 
     # -- the loop --------------------------------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise Stopped
+
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):
             raise Stopped
@@ -118,14 +123,17 @@ class ReplicationReader:
             cfg.dsn, timeout=cfg.connect_timeout, extra_options=cfg.extra_options
         )
         try:
+            self._check_stop()  # each step may have taken long: an abandoned loop must not go on
             info = stream.identify_system()
             stream.check_wal_level()
             timeout = stream.wal_sender_timeout()
             if timeout > 0:
                 self._interval = min(cfg.status_interval, timeout / 3)
+            self._check_stop()
             created = stream.ensure_publication(cfg.publication)
             slot = stream.ensure_slot(cfg.slot, publication_created=created)
             resume = self._sink.resume_point()
+            self._check_stop()
             self.tracker = AckTracker(
                 confirmed=slot.confirmed_flush_lsn, processed=resume.processed_lsn, durable=resume.durable_lsn
             )
@@ -161,6 +169,9 @@ class ReplicationReader:
         stable = False
         count = 0
         drained = False
+        # Under gevent, let the hub run a full loop iteration (timers included: sleep(0) only runs
+        # ready callbacks) every _YIELD_EVERY messages; threads are preempted by the interpreter anyway.
+        yield_s = _GEVENT_YIELD_S if runtime.gevent_active() else 0.0
         self._next_status = 0.0
         while True:
             n, data = get_copy_data(1)
@@ -178,7 +189,8 @@ class ReplicationReader:
                 if count >= _YIELD_EVERY:
                     count = 0
                     self._maintain()
-                    runtime.sleep(0)
+                    if yield_s:
+                        runtime.sleep(yield_s)
                 continue
             if n < 0:
                 raise stream.ended()

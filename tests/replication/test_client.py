@@ -249,3 +249,54 @@ def test_publication_dropped_from_outside_recreates_publication_and_slot(
         conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE items")
         conn.execute("INSERT INTO items VALUES (3, 'c')")
         sink.wait_for(lambda: sink.inserted()[-1:] == ["3"])
+
+
+def test_publication_owned_by_another_role_is_a_clear_error(db_dsn: str, config: ConnectionConfig) -> None:
+    dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS pubowner")
+        conn.execute("DROP ROLE IF EXISTS repl")
+        conn.execute("CREATE ROLE pubowner")
+        conn.execute("CREATE ROLE repl LOGIN REPLICATION")
+        conn.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO pubowner, repl')
+        conn.execute("SET ROLE pubowner")
+        conn.execute(f"CREATE PUBLICATION {config.publication}")
+        conn.execute("RESET ROLE")
+    config = dataclasses.replace(config, dsn=db_dsn.replace("user=postgres", "user=repl"))
+    try:
+        with running_connection(config, RecordingSink()) as (sup, handles):
+            wait_until(lambda: handles.status.error is not None)
+            error = handles.status.error
+            assert error is not None and error.kind == "publication_not_ours", error
+            assert "owned by another role" in error.message and not error.retry_may_fix
+            assert slot_row(db_dsn, config.slot) is None  # no slot created for a publication we cannot use
+            assert sup.is_alive()
+    finally:
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP PUBLICATION IF EXISTS {config.publication}")
+            conn.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM pubowner, repl')
+            conn.execute("DROP ROLE pubowner")
+            conn.execute("DROP ROLE repl")
+
+
+def test_no_free_replication_slot_is_a_clear_error(db_dsn: str, config: ConnectionConfig) -> None:
+    fillers: list[str] = []
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        try:
+            while True:  # take every free slot (the test cluster allows a few dozen)
+                name = f"filler_{config.stream_id}_{len(fillers)}"
+                conn.execute("SELECT pg_create_physical_replication_slot(%s)", (name,))
+                fillers.append(name)
+        except psycopg.errors.ConfigurationLimitExceeded:
+            pass
+        try:
+            with running_connection(config, RecordingSink()) as (sup, handles):
+                wait_until(lambda: handles.status.error is not None)
+                error = handles.status.error
+                assert error is not None and error.kind == "slot_limit", error
+                assert "max_replication_slots" in error.message and not error.retry_may_fix
+                assert handles.backoff.delay() >= config.misconfiguration_retry
+                assert sup.is_alive()
+        finally:
+            for name in fillers:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))

@@ -84,4 +84,6 @@ def test_pipeline_under_gevent_is_cooperative(db_dsn: str) -> None:
     result = _result(_probe("gevent", db_dsn, stream_id_for(db_dsn), "50000"), timeout=300)
     assert result["gevent"] is True
     assert result["ok"] is True and result["changes"] == 50_000
-    assert float(result["max_stall_s"]) < 0.25, result  # type: ignore[arg-type]
+    # the hub never ran our code for long without letting the heartbeat greenlet in (CPU time, so a
+    # machine busy with other work does not count against us)
+    assert float(result["max_busy_stall_s"]) < 0.1, result  # type: ignore[arg-type]
