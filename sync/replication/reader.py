@@ -94,7 +94,7 @@ class ReplicationReader:
         self._interval = config.status_interval
         self._next_status = 0.0
         self._last_flush = 0
-        self._reply_due = False
+        self._stable_at = 0.0  # streaming since then without failure resets the backoff
         self.tracker: AckTracker | None = None
         self.decoder: PgOutputDecoder | None = None
 
@@ -165,8 +165,7 @@ class ReplicationReader:
         tracker = self.tracker
         assert tracker is not None
         fd = pg.socket
-        started = time.monotonic()
-        stable = False
+        self._stable_at = time.monotonic() + self.config.stable_after
         count = 0
         drained = False
         # Under gevent, let the hub run a full loop iteration (timers included: sleep(0) only runs
@@ -199,9 +198,6 @@ class ReplicationReader:
                 count = 0
                 self._poll_in_flight()
                 self._maintain()
-                if not stable and time.monotonic() - started >= self.config.stable_after:
-                    stable = True
-                    self._backoff.succeeded()
                 runtime.wait_readable(fd, min(_MAX_WAIT, max(0.0, self._next_status - time.monotonic())))
             drained = True  # reset by the next message; a second empty read in a row waits
             try:
@@ -210,11 +206,15 @@ class ReplicationReader:
                 raise classify(exc) from exc
 
     def _maintain(self) -> None:
-        """Timed status update (or a prompt one when the flush position moved); stop check."""
+        """Stop check; timed status update (or a prompt one when the flush position moved); backoff reset
+        once streaming has been stable for ``stable_after`` seconds."""
         if self._stop.is_set():
             self._send_status()
             raise Stopped
         now = time.monotonic()
+        if self._stable_at and now >= self._stable_at:
+            self._stable_at = 0.0
+            self._backoff.succeeded()
         if now >= self._next_status:
             self._send_status()
         elif self.tracker is not None and self.decoder is not None:
