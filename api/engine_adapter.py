@@ -31,19 +31,32 @@ from api.engine_port import (
     ShapeCreationFailed,
     ShapeDefinition,
     ShapeGone,
+    SnapshotBusy,
     SnapshotFailed,
     StackNotReady,
+    SubsetSnapshot,
     WaitOutcome,
 )
+from api.subset import InvalidSubset
 from sync.engine import Engine
 from sync.offsets import LogOffset
 from sync.shapes.cache import DeleteShape, GetOrCreateShape, ShapeResult
 from sync.shapes.definition import ShapeDefinition as SyncDefinition
 from sync.shapes.directory import LiveShape
+from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
+from sync.shapes.subset import (
+    SubsetError,
+    SubsetRequest,
+    build_subset_query,
+    restrict_table,
+    validate_subset,
+)
+from sync.shapes.subset_runner import SubsetBusy, SubsetQueryFailed, SubsetRunner
 from sync.shapes.waiters import DataWaiter
 from sync.stack import SHAPE_CACHE
 from sync.storage.errors import ShapeGone as StorageShapeGone
+from sync.where import WhereError, compile_where
 
 __all__ = ["EngineShapes"]
 
@@ -90,6 +103,13 @@ class EngineShapes:
         self._memo_ttl = memo_ttl
         self._snapshot_wait = snapshot_wait
         self._wait_budget = engine.settings.http.long_poll_timeout_ms / 1000 + 5
+        db = engine.settings.database
+        self._subsets = SubsetRunner(
+            engine.settings.snapshot_dsn,
+            size=db.snapshot_pool_size,
+            queue_timeout=db.snapshot_queue_timeout_s,
+            statement_timeout=db.statement_timeout_s,
+        )
 
     # -- definitions ----------------------------------------------------------------------------------
 
@@ -216,6 +236,59 @@ class EngineShapes:
             return _Waiter(DataWaiter(shape.consumer, offset, self._wait_budget))
         except pykka.ActorDeadError:
             raise ShapeGone(handle) from None
+
+    def subset_snapshot(
+        self,
+        handle: str,
+        subset: SubsetRequest,
+        *,
+        request_offset: LogOffset | None,
+        queryable_columns: tuple[str, ...] | None = None,
+    ) -> SubsetSnapshot:
+        shape = self._shape(handle)
+        defn = shape.definition
+        try:
+            info = self._services.resolver.table(defn.schema, defn.table)
+        except CatalogUnavailable as exc:
+            raise DatabaseUnreachable(str(exc)) from None
+        except LookupError:
+            raise ShapeGone(handle) from None
+        if info.oid != defn.relation_oid:
+            raise ShapeGone(handle)
+        if queryable_columns is not None:
+            missing = [c for c in info.pk if c not in queryable_columns]
+            if missing:
+                msg = "The list of queryable columns must include all primary key columns, missing: "
+                raise InvalidRequest({"queryable_columns": [msg + ", ".join(missing)]})
+        try:
+            query = validate_subset(subset, restrict_table(info, queryable_columns))
+        except SubsetError as exc:
+            raise InvalidSubset(exc.errors) from None
+        try:
+            shape_where = (
+                compile_where(defn.where, info, {i + 1: v for i, v in enumerate(defn.params)})
+                if defn.where is not None
+                else None
+            )
+        except WhereError:  # the table changed under the shape: it is being invalidated
+            raise ShapeGone(handle) from None
+        sql_query, params = build_subset_query(defn, shape_where, query)
+        try:
+            latest = shape.reader.latest_offset()  # before the snapshot: the log up to here is covered
+        except StorageShapeGone:
+            raise ShapeGone(handle) from None
+        try:
+            result = self._subsets.run(sql_query, params, ShapeLogEncoder(defn))
+        except SubsetBusy:
+            raise SnapshotBusy from None
+        except SubsetQueryFailed as exc:
+            raise SnapshotFailed(f"Subset snapshot failed: {exc}") from None
+        offset = request_offset if request_offset is not None else latest
+        return SubsetSnapshot(body=result.body(), offset=offset)
+
+    def close(self) -> None:
+        """Close the subset connections (the engine's own resources are stopped with the engine)."""
+        self._subsets.close()
 
     def global_last_seen_lsn(self) -> int:
         return self._services.last_seen_lsn

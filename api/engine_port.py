@@ -16,6 +16,7 @@ Error hierarchy (all raised by the engine, mapped to HTTP in ``api/errors.py``):
     ├─ InvalidRequest          400 {"message":"Invalid request","errors":{...}}  (also raised by params)
     ├─ ShapeGone               the handle was rotated/deleted under us -> 409 must-refetch
     ├─ StackNotReady           503 {"message": reason}, retry-after (5 by default)
+    │  └─ SnapshotBusy         503 too many concurrent subset snapshots, retry-after 1
     ├─ DatabaseUnreachable     503 {"code":"database_unreachable",...}, retry-after 10
     ├─ ShapeCreationFailed     503 {"message":"Failed to create shape, please retry"}, retry-after 1
     └─ SnapshotFailed          503 {"message": ...}, retry-after 10
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from sync.offsets import LogOffset
+from sync.shapes.subset import SubsetRequest
 
 __all__ = [
     "ChangeWaiter",
@@ -41,8 +43,11 @@ __all__ = [
     "ShapeEngine",
     "ShapeEngineError",
     "ShapeGone",
+    "SnapshotBusy",
     "SnapshotFailed",
     "StackNotReady",
+    "SubsetRequest",
+    "SubsetSnapshot",
     "WaitOutcome",
 ]
 
@@ -85,6 +90,13 @@ class StackNotReady(ShapeEngineError):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class SnapshotBusy(StackNotReady):
+    """Every subset snapshot slot stayed busy for the queue timeout (spec §9: bounded concurrency)."""
+
+    def __init__(self, reason: str = "Too many concurrent subset snapshots, please retry") -> None:
+        super().__init__(reason, retry_after=1)
 
 
 class DatabaseUnreachable(ShapeEngineError):
@@ -142,6 +154,14 @@ class LogChunk:
     latest_offset: LogOffset
     is_empty: bool
     pieces: Iterable[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetSnapshot:
+    """What :meth:`ShapeEngine.subset_snapshot` returns: the whole JSON body and the ``electric-offset``."""
+
+    body: bytes
+    offset: LogOffset
 
 
 class WaitOutcome(enum.Enum):
@@ -229,6 +249,23 @@ class ShapeEngine(Protocol):
         shape's latest offset is already past ``offset`` (registration and check are atomic in the shape's
         consumer), later when data lands, ROTATED if the shape goes away, STOPPED at engine shutdown.
         Raises ShapeGone if the handle is already gone."""
+        ...
+
+    def subset_snapshot(
+        self,
+        handle: str,
+        subset: SubsetRequest,
+        *,
+        request_offset: LogOffset | None,
+        queryable_columns: tuple[str, ...] | None = None,
+    ) -> SubsetSnapshot:
+        """Spec §9: the shape's rows matching ``subset`` in one REPEATABLE READ snapshot, as the body
+        ``{"metadata":{...},"data":[...]}``.  ``request_offset`` is the client's log offset (None for
+        ``-1``/``now``): it is echoed as ``electric-offset``; without one the shape's latest offset read
+        *before* the snapshot is used, so the client resumes the log from a point the snapshot covers.
+
+        Raises InvalidRequest (``errors.subset.<field>``, or ``errors.queryable_columns``), ShapeGone,
+        SnapshotBusy (all subset slots busy), SnapshotFailed, DatabaseUnreachable."""
         ...
 
     def global_last_seen_lsn(self) -> int:

@@ -49,16 +49,21 @@ from api.headers import (
 from api.middleware import request_query, shape_api_middleware
 from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_shape_request
 from api.sse import sse_events, up_to_date_item
+from api.subset import (
+    apply_queryable_columns,
+    parse_queryable_columns,
+    serve_subset,
+    subset_from_body,
+    subset_from_query,
+)
 from sync.offsets import LogOffset
+from sync.shapes.subset import SubsetRequest
 
 __all__ = ["ShapeResource", "install_shape_api", "json_array_body"]
 
 log = logging.getLogger(__name__)
 
 OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
-SUBSET_BODY_KEYS = frozenset(
-    {"where", "order_by", "limit", "offset", "params", "where_expr", "order_by_expr", "subset"}
-)
 
 
 def json_array_body(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> Iterator[bytes]:
@@ -146,13 +151,21 @@ class ShapeResource:
         for name, value in preflight_headers(req.get_header("access-control-request-headers")):
             resp.set_header(name, value)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = parse_shape_request(request_query(req))
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, body_subset: SubsetRequest | None = None
+    ) -> None:
+        query = request_query(req)
+        request = parse_shape_request(query)
+        queryable = parse_queryable_columns(query)
+        request = apply_queryable_columns(request, queryable)
         handle = self._engine.get_or_create(request.definition)
         if request.handle is not None and request.handle != handle:
             raise MustRefetch(handle)
+        subset = body_subset or subset_from_query(request.subset)
         try:
-            if request.is_now:
+            if subset is not None:  # spec §9: a subset snapshot instead of the log
+                serve_subset(self._engine, resp, request, handle, subset, queryable, self._settings)
+            elif request.is_now:
                 self._serve_now(req, resp, request, handle)
             else:
                 self._serve_log(req, resp, request, handle)
@@ -167,6 +180,7 @@ class ShapeResource:
         raw = req.bounded_stream.read(limit + 1)
         if len(raw) > limit:
             raise BadRequestBody(413, {"error": "Request body too large"})
+        body_subset = None
         if raw.strip():
             try:
                 decoded = orjson.loads(raw)
@@ -176,9 +190,8 @@ class ShapeResource:
                 ) from None
             if not isinstance(decoded, dict):
                 raise BadRequestBody(400, {"error": "Request body must be a JSON object"})
-            if SUBSET_BODY_KEYS & decoded.keys():
-                raise InvalidRequest({"subset": ["subset snapshots are not supported yet"]})
-        self.on_get(req, resp)
+            body_subset = subset_from_body(decoded)
+        self.on_get(req, resp, body_subset)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not self._settings.allow_shape_deletion:

@@ -79,14 +79,23 @@ def parse_lsn(text: str) -> int:
 
 
 def snapshot_query(definition: ShapeDefinition, where_sql: sql.Composable | None = None) -> sql.Composed:
-    """``SELECT <selected columns> FROM <table> [WHERE (<where>)]``; the caller passes the WHERE's params."""
+    """``SELECT <selected columns> FROM <table> [WHERE (<where>)]``; the caller passes the WHERE's params.
+
+    A ``log=changes_only`` shape has no snapshot rows (spec §2) but everything else of a snapshot (its
+    visibility filters the log, ``snapshot-end`` is written): its query is ``... WHERE false [AND (...)]``,
+    which keeps the WHERE's placeholders and which Postgres folds into a one-time filter (no scan).
+    """
     query = sql.SQL("SELECT {} FROM {}.{}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in definition.columns),
         sql.Identifier(definition.schema),
         sql.Identifier(definition.table),
     )
+    changes_only = definition.log_mode == "changes_only"
     if where_sql is not None:
-        query = sql.Composed([query, sql.SQL(" WHERE ("), where_sql, sql.SQL(")")])
+        head = " WHERE false AND (" if changes_only else " WHERE ("
+        query = sql.Composed([query, sql.SQL(head), where_sql, sql.SQL(")")])
+    elif changes_only:
+        query = sql.Composed([query, sql.SQL(" WHERE false")])
     return query
 
 

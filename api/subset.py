@@ -1,0 +1,160 @@
+"""The HTTP side of subset snapshots (spec §9) and of ``queryable_columns`` (spec §2).
+
+Why a module of its own: the shape resource only has to notice that a request is a subset and hand it
+here.  This module reads the subset from the query string (``subset__where``, ``subset__params``,
+``subset__limit``, ``subset__offset``, ``subset__order_by``) or from a POST body (the same keys without
+the prefix, or nested under ``"subset"``; body values are converted to strings, ``offset`` there is the
+*row* offset), asks the engine for the snapshot and writes the response: 200, the body as the engine built
+it, ``electric-snapshot: true``, ``electric-handle``, ``electric-schema``, ``electric-offset`` and
+``cache-control: no-cache``.  Subsets never 304.  Validation errors leave as 400 with
+``errors.subset.<field>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, cast
+
+import falcon
+
+from api.engine_port import InvalidRequest, ShapeEngine
+from api.headers import JSON_CONTENT_TYPE, cache_control_headers
+from api.params import ApiSettings, ShapeRequest
+from sync.shapes.identifiers import InvalidIdentifier, parse_columns
+from sync.shapes.subset import SubsetRequest
+
+__all__ = [
+    "SUBSET_BODY_KEYS",
+    "InvalidSubset",
+    "apply_queryable_columns",
+    "parse_queryable_columns",
+    "serve_subset",
+    "subset_from_body",
+    "subset_from_query",
+]
+
+SUBSET_PREFIX = "subset__"
+SUBSET_BODY_KEYS = frozenset(
+    {"where", "order_by", "limit", "offset", "params", "where_expr", "order_by_expr", "subset"}
+)
+_INVALID = "\x00invalid"  # a value no integer/where parser accepts: gives Ecto's "is invalid"
+
+
+class InvalidSubset(InvalidRequest):
+    """A 400 whose errors are nested under ``subset``: ``{"errors":{"subset":{"limit":[...]}}}``."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        super().__init__({})
+        # The error body nests one level deeper than InvalidRequest's type says; the renderer dumps it as is.
+        self.errors = cast("dict[str, list[str]]", {"subset": {k: list(v) for k, v in errors.items()}})
+
+
+def subset_from_query(pairs: tuple[tuple[str, str], ...]) -> SubsetRequest | None:
+    """The subset of a GET/POST query string (``subset__*``), or None when there is none."""
+    if not pairs:
+        return None
+    values = {k[len(SUBSET_PREFIX) :]: v for k, v in pairs}
+    return SubsetRequest(
+        where=values.get("where"),
+        params=values.get("params"),
+        limit=values.get("limit"),
+        offset=values.get("offset"),
+        order_by=values.get("order_by"),
+    )
+
+
+def _text_field(body: Mapping[str, Any], name: str, errors: dict[str, list[str]]) -> str | None:
+    value = body.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    errors[name] = ["is invalid"]
+    return None
+
+
+def _int_field(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return _INVALID
+    return str(value)
+
+
+def subset_from_body(body: Mapping[str, Any]) -> SubsetRequest | None:
+    """The subset of a decoded POST body, or None when the body does not ask for one."""
+    if not SUBSET_BODY_KEYS & body.keys():
+        return None
+    nested = body.get("subset")
+    fields: Mapping[str, Any] = nested if isinstance(nested, Mapping) else body
+    errors: dict[str, list[str]] = {}
+    where = _text_field(fields, "where", errors)
+    order_by = _text_field(fields, "order_by", errors)
+    params = fields.get("params")
+    if params is not None and not isinstance(params, (str, Mapping)):
+        errors["params"] = ["params must be a JSON object"]
+        params = None
+    if errors:
+        raise InvalidSubset(errors)
+    return SubsetRequest(
+        where=where,
+        params=params,
+        limit=_int_field(fields, "limit"),
+        offset=_int_field(fields, "offset"),
+        order_by=order_by,
+    )
+
+
+def parse_queryable_columns(query: Mapping[str, str]) -> tuple[str, ...] | None:
+    """``queryable_columns`` as catalog names (same syntax as ``columns``), None when absent."""
+    raw = query.get("queryable_columns")
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_columns(raw)
+    except InvalidIdentifier as exc:
+        raise InvalidRequest({"queryable_columns": [exc.message]}) from None
+
+
+def apply_queryable_columns(request: ShapeRequest, queryable: tuple[str, ...] | None) -> ShapeRequest:
+    """``queryable_columns`` is the allow-list of ``columns`` and their default (spec §2)."""
+    if queryable is None:
+        return request
+    definition = request.definition
+    if definition.columns is None:
+        text = ",".join('"' + c.replace('"', '""') + '"' for c in queryable)
+        return replace(request, definition=replace(definition, columns=text))
+    try:
+        selected = parse_columns(definition.columns)
+    except InvalidIdentifier:
+        return request  # the engine reports the columns error itself
+    outside = [c for c in selected if c not in queryable]
+    if outside:
+        raise InvalidRequest(
+            {"columns": ["The following columns are not in queryable_columns: " + ", ".join(outside)]}
+        )
+    return request
+
+
+def serve_subset(  # noqa: PLR0917 - the resource's whole request context
+    engine: ShapeEngine,
+    resp: falcon.Response,
+    request: ShapeRequest,
+    handle: str,
+    subset: SubsetRequest,
+    queryable: tuple[str, ...] | None,
+    settings: ApiSettings,
+) -> None:
+    """Answer a subset request for the shape ``handle`` (already resolved, handle checked)."""
+    offset = None if request.is_now or request.is_before_all else request.log_offset
+    snapshot = engine.subset_snapshot(handle, subset, request_offset=offset, queryable_columns=queryable)
+    schema = engine.schema_header(handle)
+    resp.status = 200
+    for name, value in cache_control_headers(settings, method="GET", status=200, subset=True):
+        resp.set_header(name, value)
+    resp.set_header("electric-snapshot", "true")
+    resp.set_header("electric-handle", handle)
+    resp.set_header("electric-schema", schema)
+    resp.set_header("electric-offset", str(snapshot.offset))
+    resp.set_header("content-type", JSON_CONTENT_TYPE)
+    resp.data = snapshot.body
