@@ -117,7 +117,12 @@ def _cstring(data: bytes, pos: int) -> tuple[str, int]:
 
 
 def decode_tuple(data: bytes, pos: int) -> tuple[Row, int]:
-    """TupleData at ``pos`` -> (values, position after it).  Text values stay Postgres text output."""
+    """TupleData at ``pos`` -> (values, position after it).  Text values stay Postgres text output.
+
+    Most messages are pure ASCII: then the whole message is decoded once and values are sliced from the
+    ``str`` (byte and character positions coincide), instead of decoding every value separately.
+    """
+    text = data.decode("ascii") if data.isascii() else None
     ncols = _I16.unpack_from(data, pos)[0]
     pos += 2
     out: list[Value] = []
@@ -128,7 +133,7 @@ def decode_tuple(data: bytes, pos: int) -> tuple[Row, int]:
         if kind == _T:
             start = pos + 5
             pos = start + unpack_len(data, pos + 1)[0]
-            append(data[start:pos].decode())
+            append(text[start:pos] if text is not None else data[start:pos].decode())
         elif kind == _N:
             append(None)
             pos += 1

@@ -255,3 +255,12 @@ def test_hot_path_values_equal_normally_built_ones(slot: SqlSlot) -> None:
     assert hash(frags[1].changes[0]) == hash(Insert(rel, ("2", None), 2))
     with pytest.raises(AttributeError):
         frags[0].changes[0].op = 5  # type: ignore[misc]
+
+
+def test_non_ascii_values(slot: SqlSlot) -> None:
+    slot.execute("CREATE TABLE u (id int PRIMARY KEY, v text, w text)")
+    slot.add_table("u")
+    slot.execute("INSERT INTO u VALUES (1, 'héllo ✓ 日本', 'plain'), (2, 'ascii', NULL)")
+    ins1, ins2 = changes(slot.decode())
+    assert isinstance(ins1, Insert) and ins1.new == ("1", "héllo ✓ 日本", "plain")
+    assert isinstance(ins2, Insert) and ins2.new == ("2", "ascii", None)
