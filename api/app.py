@@ -14,6 +14,7 @@ import falcon
 
 from api.engine_adapter import EngineShapes
 from api.health import ActorTreeResource, HealthResource
+from api.metrics import METRICS_PATH, ApiMetrics, MetricsMiddleware, MetricsResource
 from api.params import ApiSettings
 from api.shape_resource import install_shape_api
 from sync.engine import Engine
@@ -52,6 +53,7 @@ class ShapesyncApp(falcon.App[falcon.Request, falcon.Response]):
         super().__init__(cors_enable=False)
         self.shapesync_settings = settings
         self.shapesync_slot = EngineSlot()
+        self.shapesync_metrics: ApiMetrics | None = None
 
 
 def create_app(settings: Settings) -> ShapesyncApp:
@@ -60,6 +62,14 @@ def create_app(settings: Settings) -> ShapesyncApp:
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
+    if settings.metrics.enabled:
+        # Outermost middleware (added first): it sees every response's final status and body.
+        here = settings.metrics.port == 0
+        routes = ("/", "/v1/health", "/v1/health/actors", "/v1/shape") + ((METRICS_PATH,) if here else ())
+        metrics = app.shapesync_metrics = ApiMetrics(lambda: slot.engine, routes)
+        app.add_middleware(MetricsMiddleware(metrics))
+        if here:
+            app.add_route(METRICS_PATH, MetricsResource(metrics))
     app.add_route("/", RootResource())
     app.add_route("/v1/health", HealthResource(slot))
     app.add_route("/v1/health/actors", ActorTreeResource(slot))

@@ -6,7 +6,8 @@ shared/reference/python-stack.md §5).  Scale reads with an HTTP cache in front,
 
 Hooks: the engine starts in ``post_worker_init`` (after gevent has patched the worker and the app is loaded;
 never at import time, never with ``--preload``) and stops in ``worker_exit``, which also wakes every waiting
-request so that a graceful shutdown does not wait for long-polls to time out.
+request so that a graceful shutdown does not wait for long-polls to time out.  With ``[metrics] port`` set,
+the metrics listener starts and stops with the engine.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def post_worker_init(worker: Any) -> None:
 
     logging.getLogger("shapesync").info("starting engine in worker %s", worker.pid)
     attach_engine(worker.wsgi, Engine.start(_settings))
+    metrics = worker.wsgi.shapesync_metrics
+    if metrics is not None and _settings.metrics.port:
+        from api.metrics import start_metrics_server  # noqa: PLC0415
+
+        worker.shapesync_metrics_server = start_metrics_server(
+            metrics, _settings.http.host, _settings.metrics.port
+        )
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -59,6 +67,10 @@ def worker_exit(server: Any, worker: Any) -> None:
     del server
     from api.app import detach_engine  # noqa: PLC0415
 
+    listener = getattr(worker, "shapesync_metrics_server", None)
+    if listener is not None:
+        worker.shapesync_metrics_server = None
+        listener.stop()
     app = getattr(worker, "wsgi", None)  # absent when the worker failed to load the app
     engine = detach_engine(app) if app is not None else None
     if engine is not None:

@@ -68,6 +68,7 @@ class ReplicationClient(SupervisedActor):
             lock_acquired=lock_acquired,
             stop=self._halt,
         )
+        self.status.follow(self.reader)  # read-only view of the ack positions (metrics)
         self._loop: runtime.Handle | None = None
 
     def on_start(self) -> None:

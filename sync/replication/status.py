@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Literal
+from typing import Literal, Protocol
 
 from sync.postgres.errors import DbConnectionError
+from sync.replication.acks import AckTracker
 
 __all__ = ["ConnectionStatus", "State"]
 
 
 State = Literal["starting", "waiting", "active"]
+
+
+class _Tracked(Protocol):
+    """A reader loop: its ack bookkeeping exists once it is streaming."""
+
+    @property
+    def tracker(self) -> AckTracker | None: ...
 
 
 class ConnectionStatus:
@@ -28,6 +36,7 @@ class ConnectionStatus:
         self._state: State = "starting"
         self._error: DbConnectionError | None = None
         self._error_at: float | None = None
+        self._reader: _Tracked | None = None
 
     @property
     def state(self) -> State:
@@ -50,6 +59,25 @@ class ConnectionStatus:
                 self._state = "starting"
             self._error = error
             self._error_at = time.time()
+
+    def follow(self, reader: _Tracked) -> None:
+        """The current client incarnation registers its reader loop (for :meth:`wal_positions`)."""
+        self._reader = reader
+
+    def wal_positions(self) -> tuple[int, int] | None:
+        """``(acknowledged, server)`` WAL positions of the current reader loop, for metrics; read-only.
+
+        ``acknowledged``: the flush LSN the client reports in its standby status updates (the newest one
+        it decided on; it reaches the server with the next update, at most one status interval later).
+        ``server``: the highest WAL position the server told us about (keepalive ``wal_end`` or the end of
+        the last transaction received), never below ``acknowledged``.  None before the first stream.
+        """
+        reader = self._reader
+        tracker = None if reader is None else reader.tracker
+        if tracker is None:
+            return None
+        acknowledged = tracker.confirmed
+        return acknowledged, max(tracker.received, acknowledged)
 
     def as_dict(self) -> dict[str, object]:
         with self._lock:
