@@ -1,0 +1,265 @@
+"""Ingest benchmark: ``python -m bench.ingest``: commit -> durable in the shape logs, rows/s.
+
+Table ``bench (seq bigserial PRIMARY KEY, id int, aid int, delta int, mtime timestamp, filler char(22))``.
+Two workloads, each in a fresh subprocess with its own Postgres:
+
+* ``one``: one shape without WHERE (it matches every row);
+* ``many``: ``--shapes`` shapes ``id = k`` (k = 1..N) sharing the rows (row i has ``id = i % N + 1``).
+
+Each run: the engine (``sync.engine.Engine``, in the subprocess) creates the shapes and finishes their
+snapshots, then stops; ``--rows`` rows are committed in ``--batch``-row transactions (both slots exist, so
+both consumers read the same WAL); then the engine is started again (its shapes reload from storage) and we
+measure from the moment its replication stream is active (``ConnectionStatus.set_state("active")``) to the
+moment the collector acknowledges the last transaction's commit LSN, i.e. every shape affected by every
+transaction has it durably in its log (fsynced).  The baseline is ``pg_recvlogical`` (pgoutput, proto 1,
+same publication, to /dev/null, until the end LSN; process wall time including connecting) reading the same
+WAL from its own slot in the same run.  Runs alternate which consumer goes first; medians are reported.
+
+The engine runs on plain threads for ``one`` and under gevent (as in the gunicorn worker) for ``many``:
+on plain threads every shape costs two OS threads, and 20,000 threads do not fit this machine's pid space
+(``--mode-one`` / ``--mode-many`` change that).
+
+Prints one JSON line; the headline is the workload with the lower ratio to its target.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if "--worker" in sys.argv and sys.argv[sys.argv.index("--mode") + 1] == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from bench._common import emit
+from bench._service import lsn_int, start_engine, temp_cluster
+
+STREAM = "bench"
+PUB = f"shapesync_pub_{STREAM}"
+RECV_SLOT = "bench_recvlogical"
+TARGETS = {"one": 0.5, "many": 0.4}
+
+SCHEMA = """
+CREATE TABLE bench (seq bigserial PRIMARY KEY, id int NOT NULL, aid int, delta int, mtime timestamp,
+                    filler char(22));
+"""
+
+
+class Probe:
+    """Hooks the engine's ack path and stream state (class-level wrappers, installed once)."""
+
+    def __init__(self) -> None:
+        from sync.replication.connection import ConnectionHandles  # noqa: PLC0415
+        from sync.replication.status import ConnectionStatus  # noqa: PLC0415
+
+        self.active_at: float | None = None
+        self.target = 1 << 64
+        self.done = threading.Event()
+        self.done_at = 0.0
+        probe = self
+        orig_ack = ConnectionHandles.ack
+        orig_state = ConnectionStatus.set_state
+
+        def ack(handles: Any, lsn: int) -> None:
+            if lsn >= probe.target and not probe.done.is_set():
+                probe.done_at = time.perf_counter()
+                probe.done.set()
+            orig_ack(handles, lsn)
+
+        def set_state(status: Any, state: Any) -> None:
+            if state == "active" and probe.active_at is None:
+                probe.active_at = time.perf_counter()
+            orig_state(status, state)
+
+        ConnectionHandles.ack = ack  # type: ignore[method-assign]
+        ConnectionStatus.set_state = set_state  # type: ignore[method-assign]
+
+    def arm(self, target: int) -> None:
+        self.active_at = None
+        self.target = target
+        self.done.clear()
+
+
+def recvlogical(bindir: str, dsn: str, end_lsn: str) -> float:
+    cmd = [
+        f"{bindir}/pg_recvlogical",
+        "-d",
+        dsn,
+        "--slot",
+        RECV_SLOT,
+        "--start",
+        "--no-loop",
+        "-o",
+        "proto_version=1",
+        "-o",
+        f"publication_names={PUB}",
+        "-E",
+        end_lsn,
+        "-f",
+        "/dev/null",
+    ]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def commit_workload(conn: psycopg.Connection[Any], rows: int, batch: int, shapes: int) -> tuple[int, str]:
+    """Insert ``rows`` rows; return (an LSN the last commit is after, the WAL end for pg_recvlogical)."""
+    last_before = 0
+    for start in range(0, rows, batch):
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO bench (id, aid, delta, mtime, filler) "
+                "SELECT g %% %s + 1, g, g, now(), 'x' FROM generate_series(%s::int, %s::int) g",
+                (shapes, start, min(rows, start + batch) - 1),
+            )
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            assert row is not None
+            last_before = lsn_int(str(row[0]))
+    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return last_before, str(row[0])
+
+
+def create_shapes(engine: Any, wheres: list[str | None], concurrency: int) -> None:
+    from api.engine_adapter import EngineShapes  # noqa: PLC0415
+    from api.engine_port import ShapeDefinition  # noqa: PLC0415
+
+    port = EngineShapes(engine)
+
+    def one(where: str | None) -> str:
+        return str(port.get_or_create(ShapeDefinition("bench", where=where)))
+
+    if concurrency <= 1:
+        handles = [one(w) for w in wheres]
+    else:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            handles = list(pool.map(one, wheres))
+    directory = engine.services.directory
+    deadline = time.monotonic() + 900
+    pending = set(handles)
+    while pending:
+        pending = {h for h in pending if not directory.get(h).reader.snapshot_complete}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} snapshots not complete")
+        time.sleep(0.01)
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    probe = Probe()
+    wheres: list[str | None] = (
+        [None] if args.worker == "one" else [f"id = {k}" for k in range(1, args.shapes + 1)]
+    )
+    n_shapes = 1 if args.worker == "one" else args.shapes
+    runs: list[dict[str, float]] = []
+    with temp_cluster() as (cluster, dsn):
+        storage = tempfile.mkdtemp(prefix="bench-ingest-")
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(SCHEMA)
+            engine = start_engine(dsn, storage, STREAM)
+            t0 = time.perf_counter()
+            create_shapes(engine, wheres, args.concurrency)
+            create_s = time.perf_counter() - t0
+            engine.stop(120)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (RECV_SLOT,))
+                for rep in range(args.repeat):
+                    # the engine's slot exists; the workload is committed while no consumer reads
+                    target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
+                    conn.execute("CHECKPOINT")
+                    if rep % 2:
+                        base = recvlogical(str(cluster.bindir), dsn, end_lsn)
+                    probe.arm(target)
+                    r0 = time.perf_counter()
+                    engine = start_engine(dsn, storage, STREAM)
+                    if not probe.done.wait(600):
+                        raise RuntimeError(f"not acknowledged: {engine.health_details()}")
+                    assert probe.active_at is not None
+                    ours = probe.done_at - probe.active_at
+                    reload_s = probe.active_at - r0
+                    engine.stop(120)
+                    if not rep % 2:
+                        base = recvlogical(str(cluster.bindir), dsn, end_lsn)
+                    runs.append({"ours_s": ours, "baseline_s": base, "reload_s": reload_s})
+                    # the next run starts from an empty pg_recvlogical backlog: advance its slot
+                    conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (RECV_SLOT, end_lsn))
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+    ours_rate = statistics.median(args.rows / r["ours_s"] for r in runs)
+    base_rate = statistics.median(args.rows / r["baseline_s"] for r in runs)
+    return {
+        "workload": args.worker,
+        "mode": args.mode,
+        "shapes": n_shapes,
+        "ours": round(ours_rate),
+        "baseline": round(base_rate),
+        "ratio": round(ours_rate / base_rate, 3),
+        "target_ratio": TARGETS[args.worker],
+        "target_met": ours_rate / base_rate >= TARGETS[args.worker],
+        "create_shapes_s": round(create_s, 2),
+        "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--shapes", type=int, default=10_000, help="shapes id = k in the 'many' workload")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent shape creations")
+    parser.add_argument("--mode-one", default="threads", choices=("threads", "gevent"))
+    parser.add_argument("--mode-many", default="gevent", choices=("threads", "gevent"))
+    parser.add_argument("--only", choices=("one", "many"), help="run one workload only")
+    parser.add_argument("--worker", choices=("one", "many"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="threads", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        sys.stdout.write(json.dumps(worker(args)) + "\n")
+        return
+    workloads: dict[str, dict[str, Any]] = {}
+    for kind in ("one", "many"):
+        if args.only and kind != args.only:
+            continue
+        mode = args.mode_one if kind == "one" else args.mode_many
+        cmd = [sys.executable, "-m", "bench.ingest", "--worker", kind, "--mode", mode]
+        for flag in ("rows", "batch", "shapes", "repeat", "concurrency"):
+            cmd += [f"--{flag}", str(getattr(args, flag))]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        workloads[kind] = json.loads(out.strip().splitlines()[-1])
+    worst = min(workloads.values(), key=lambda w: w["ratio"] / w["target_ratio"])
+    emit(
+        {
+            "name": "ingest",
+            "unit": "rows/s (commit -> durable in the shape logs)",
+            "ours": worst["ours"],
+            "baseline": worst["baseline"],
+            "baseline_name": "pg_recvlogical (pgoutput proto 1, same publication and WAL, to /dev/null)",
+            "ratio": worst["ratio"],
+            "headline": f"workload '{worst['workload']}' (the lower ratio to its target)",
+            "targets": TARGETS,
+            "workloads": workloads,
+            "rows": args.rows,
+            "batch_rows": args.batch,
+            "repeat": args.repeat,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
