@@ -1,0 +1,131 @@
+"""Initial sync benchmark: ``python -m bench.snapshot``.
+
+A table of ``--rows`` rows (id, two ints, a timestamp, a 40-character text).  The real service (gunicorn,
+one gevent worker) is asked for the whole table as a new shape: one HTTP client (``http.client``, one
+keep-alive connection) reads from ``offset=-1`` chunk by chunk until ``electric-up-to-date``; the time
+covers creating the shape, the snapshot query, storing it and serving every byte.  Baseline, same run:
+``psql -c "COPY (SELECT <the shape's columns>::text ...) TO STDOUT"`` of the same rows to /dev/null.
+Target: <= 1.5x COPY's time.
+
+A second client then reads the same shape again (served from storage only) and we report its MB/s.
+Prints one JSON line (lower is better: seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import psycopg
+
+from bench._common import emit
+from bench._service import ServiceProcess, temp_cluster
+
+SCHEMA = """
+CREATE TABLE items (id int PRIMARY KEY, aid int NOT NULL, bid int, mtime timestamptz NOT NULL,
+                    label text NOT NULL);
+INSERT INTO items SELECT g, g %% 1000, g %% 7, '2026-01-01'::timestamptz + g * interval '1 second',
+                         md5(g::text) || 'abcdefgh' FROM generate_series(1, %s) g;
+"""
+COPY_SQL = "COPY (SELECT id::text, aid::text, bid::text, mtime::text, label FROM items) TO STDOUT"
+
+
+def read_shape(port: int, query: str) -> tuple[float, int, int]:
+    """(seconds, bytes, requests) to read a shape from offset -1 to up-to-date."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    total = 0
+    requests = 0
+    t0 = time.perf_counter()
+    conn.request("GET", f"/v1/shape?{query}&offset=-1")
+    while True:
+        resp = conn.getresponse()
+        body = resp.read()
+        requests += 1
+        if resp.status != 200:
+            raise RuntimeError(f"{resp.status}: {body[:300]!r}")
+        total += len(body)
+        if resp.getheader("electric-up-to-date") is not None:
+            break
+        handle = resp.getheader("electric-handle")
+        offset = resp.getheader("electric-offset")
+        conn.request("GET", f"/v1/shape?{query}&handle={handle}&offset={offset}")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed, total, requests
+
+
+def copy_baseline(bindir: str, dsn: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        [f"{bindir}/psql", "-X", "-q", "-d", dsn, "-c", COPY_SQL],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=2, help="fresh shapes (distinct definitions)")
+    args = parser.parse_args()
+    ours: list[float] = []
+    again: list[tuple[float, int]] = []
+    copies: list[float] = []
+    sizes: list[int] = []
+    with temp_cluster() as (cluster, dsn), tempfile.TemporaryDirectory(prefix="bench-snap-") as tmp:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SCHEMA % args.rows)
+            conn.execute("VACUUM ANALYZE items")
+        svc = ServiceProcess(dsn, Path(tmp)).start()
+        try:
+            svc.wait_healthy()
+            copy_baseline(str(cluster.bindir), dsn)  # warm the table into shared buffers / page cache
+            for rep in range(args.repeat):
+                # a distinct definition per run (always true) so each run takes a new snapshot
+                query = "table=items&where=" + urllib.parse.quote(f"id > {-rep - 1}")
+                if rep % 2:
+                    copies.append(copy_baseline(str(cluster.bindir), dsn))
+                seconds, size, requests = read_shape(svc.port, query)
+                ours.append(seconds)
+                sizes.append(size)
+                if not rep % 2:
+                    copies.append(copy_baseline(str(cluster.bindir), dsn))
+                s2, size2, _ = read_shape(svc.port, query)
+                again.append((s2, size2))
+        finally:
+            svc.stop()
+    o = statistics.median(ours)
+    b = statistics.median(copies)
+    mbps = statistics.median(size / s / 2**20 for s, size in again)
+    emit(
+        {
+            "name": "snapshot",
+            "unit": f"s for one client's initial sync of a {args.rows}-row shape",
+            "ours": round(o, 3),
+            "baseline": round(b, 3),
+            "baseline_name": 'psql -c "COPY (SELECT <columns>::text FROM items) TO STDOUT" > /dev/null',
+            "ratio": round(o / b, 3),
+            "lower_is_better": True,
+            "target_ratio": 1.5,
+            "target_met": o / b <= 1.5,
+            "runs_s": [round(x, 3) for x in ours],
+            "baseline_runs_s": [round(x, 3) for x in copies],
+            "shape_bytes": sizes[-1],
+            "requests_per_sync": requests,
+            "second_client_mb_per_s": round(mbps, 1),
+            "second_client_runs_s": [round(s, 3) for s, _ in again],
+            "rows": args.rows,
+            "repeat": args.repeat,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
