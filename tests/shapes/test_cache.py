@@ -16,6 +16,7 @@ from supervisors import crash, wait_started
 from sync.offsets import LogOffset
 from sync.postgres.inspector import inspect_table
 from sync.replication.changes import RelationChanged
+from sync.replication.pgoutput import PgOutputDecoder
 from sync.replication.publication import AddTable, PublicationManager, RemoveTable
 from sync.replication.tables import TableName
 from sync.shapes.cache import (
@@ -306,3 +307,32 @@ def test_a_crashed_storage_takes_its_shape_down_and_invalidates_it(h: CacheHarne
     wait_for(lambda: h.directory.get(shape.handle) is None)
     wait_for(lambda: h.storage.handles() == [])
     assert not shape.consumer.is_alive()
+
+
+def relay(h: CacheHarness, decoder: PgOutputDecoder, events: list[Any]) -> None:
+    """Feed the slot's events through one long-lived decoder (as the replication client does): fragments
+    to the collector, relation changes to the cache."""
+    h.slot.feed(decoder)
+    for event in events:
+        if isinstance(event, RelationChanged):
+            h.cache.tell(event)
+        else:
+            h.collector.ask(event, timeout=10)
+    events.clear()
+
+
+def test_rename_and_type_change_invalidate_the_shapes_of_that_table(h: CacheHarness) -> None:
+    h.conn.execute("CREATE TABLE other (id int PRIMARY KEY, n int)")
+    items = h.live(h.definition("items", columns=["id", "value"]))
+    other = h.live(h.definition("other"))
+    wait_for(lambda: snapshot_done(items) and snapshot_done(other))
+    events: list[Any] = []
+    decoder = PgOutputDecoder(events.append)
+    h.conn.execute("INSERT INTO items VALUES (100, 1, 'x'); INSERT INTO other VALUES (1, 1)")
+    relay(h, decoder, events)  # first Relation messages of this decoding session: nothing changed
+    assert set(h.directory.handles()) == {items.handle, other.handle}
+    h.conn.execute("ALTER TABLE items RENAME TO items2")
+    h.conn.execute("ALTER TABLE other ALTER COLUMN n TYPE bigint")
+    h.conn.execute("INSERT INTO items2 VALUES (101, 1, 'x'); INSERT INTO other VALUES (2, 2)")
+    relay(h, decoder, events)
+    wait_for(lambda: h.directory.handles() == [])
