@@ -116,16 +116,15 @@ def _cstring(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos:end].decode(), end + 1
 
 
-def decode_tuple(data: bytes, pos: int) -> tuple[Row, int]:
-    """TupleData at ``pos`` -> (values, position after it).  Text values stay Postgres text output.
+def _values(data: bytes, pos: int, out: list[Value]) -> int:
+    """Append the values of the TupleData at ``pos`` to ``out``; return the position after it.
 
     Most messages are pure ASCII: then the whole message is decoded once and values are sliced from the
-    ``str`` (byte and character positions coincide), instead of decoding every value separately.
+    ``str`` (byte and character positions coincide) instead of decoding every value separately.
     """
     text = data.decode("ascii") if data.isascii() else None
-    ncols = _I16.unpack_from(data, pos)[0]
+    ncols = (data[pos] << 8) | data[pos + 1]  # Int16, never negative (at most 1600 columns)
     pos += 2
-    out: list[Value] = []
     append = out.append
     unpack_len = _I32.unpack_from
     for _ in range(ncols):
@@ -144,6 +143,13 @@ def decode_tuple(data: bytes, pos: int) -> tuple[Row, int]:
             raise ProtocolError("binary tuple data received but binary mode was not requested")
         else:
             raise ProtocolError(f"unknown tuple data kind {kind!r}")
+    return pos
+
+
+def decode_tuple(data: bytes, pos: int) -> tuple[Row, int]:
+    """TupleData at ``pos`` -> (values, position after it).  Text values stay Postgres text output."""
+    out: list[Value] = []
+    pos = _values(data, pos, out)
     return tuple(out), pos
 
 
@@ -227,9 +233,11 @@ class PgOutputDecoder:
             if len(buf) >= self._max_batch:
                 self._flush()
                 buf = self._buf
+            values: list[Value] = []
+            _values(data, 6, values)
             change = _new(Insert)
             _INS_REL(change, rel)
-            _INS_NEW(change, decode_tuple(data, 6)[0])
+            _INS_NEW(change, tuple(values))
             _INS_OP(change, self._op)
             buf.append(change)
             self._op += 2
