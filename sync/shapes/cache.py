@@ -200,9 +200,8 @@ class ShapeCache(SupervisedActor):
         limit = self._settings.max_shapes
         while limit and len(self.directory) >= limit:
             victim = self.directory.least_recently_used()
-            if victim is None:
+            if victim is None or not self._remove(victim, "evicted (least recently used)"):
                 break
-            self._remove(victim, "evicted (least recently used)")
         handle = self._clock.new_handle(definition)
         try:
             compiled = self._compile(definition)

@@ -90,6 +90,10 @@ class ShapeDirectory:
         return shape
 
     def least_recently_used(self) -> str | None:
-        if not self._last_used:
-            return None
-        return min(self._last_used, key=self._last_used.__getitem__)
+        """The live handle used longest ago (entries a racing ``touch`` left behind are purged)."""
+        used = list(self._last_used.items())  # copy: request threads may touch concurrently
+        for handle, _ in used:
+            if handle not in self._by_handle:
+                self._last_used.pop(handle, None)
+        live = [(t, h) for h, t in used if h in self._by_handle]
+        return min(live)[1] if live else None
