@@ -113,6 +113,20 @@ def ours(dsn: str, rows: int) -> tuple[float, float]:
         stop_tree(sup, 30)
 
 
+def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:
+    """Drop once its WAL sender has noticed that the consumer went away."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        else:
+            return
+
+
 def measure(
     cluster: LocalCluster, dbname: str, kind: str, rows: int, batch: int, rep: int
 ) -> tuple[float, float, float]:
@@ -129,7 +143,7 @@ def measure(
             mine, cpu = ours(dsn, rows)
             base = recvlogical(cluster, dbname, end_lsn)
         for slot in (OUR_SLOT, RECV_SLOT):
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            drop_slot(conn, slot)
         conn.execute("TRUNCATE bench")
     return rows / mine, rows / base, cpu / mine
 
