@@ -154,7 +154,8 @@ def take_snapshot(
     Never raises: every outcome is a message to the consumer (or nobody, if the shape is already gone).
     """
     try:
-        if conn is None or conn.closed or conn.broken:
+        conn = _usable(conn)
+        if conn is None:
             conn = connect_snapshot(dsn, timeout)
         run_snapshot(conn, request, fetch_rows=fetch_rows, timeout=timeout)
     except pykka.ActorDeadError:
@@ -168,6 +169,18 @@ def take_snapshot(
     if conn is None or conn.closed:
         return None
     if conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.close()
+        return None
+    return conn
+
+
+def _usable(conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+    """``conn`` if it still works (an idle pooled connection may have been cut by a server restart)."""
+    if conn is None or conn.closed or conn.broken:
+        return None
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
         conn.close()
         return None
     return conn

@@ -106,3 +106,18 @@ def test_a_failed_snapshot_invalidates_the_shape(h: Harness) -> None:
     h.hold_snapshots = False
     other = h.start_shape(ShapeUnderTest("2-1", h.definition("t"), None, None))
     wait_for(lambda: snapshot_done(other))
+
+
+def test_an_idle_connection_cut_by_the_server_is_replaced(h: Harness) -> None:
+    h.conn.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+    first = h.start_shape(ShapeUnderTest("1-1", h.definition("t"), None, None))
+    wait_for(lambda: snapshot_done(first))
+    wait_for(lambda: status(h).idle_connections >= 1)
+    killed = h.conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state = 'idle' AND query = 'ROLLBACK'"
+    ).fetchone()
+    assert killed is not None and killed[0] >= 1
+    second = h.start_shape(ShapeUnderTest("2-1", h.definition("t"), None, None))
+    wait_for(lambda: snapshot_done(second))
+    assert h.invalidated.empty()
