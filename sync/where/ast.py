@@ -23,6 +23,7 @@ __all__ = [
     "Col",
     "Const",
     "Distinct",
+    "Failed",
     "InList",
     "IsNull",
     "Like",
@@ -170,8 +171,21 @@ class Subscript:
     type: str
 
 
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A column-free sub-expression whose evaluation fails (``1/0``).  Postgres raises when its planner
+    folds it, unless folding never reaches it (``OR`` after a constant TRUE, ``AND`` after a constant
+    FALSE, ``coalesce`` after a non-NULL constant); see :func:`sync.where.binder.check_folding`."""
+
+    node: Node
+    message: str
+    loc: int
+    type: str
+
+
 Node = (
-    Const
+    Failed
+    | Const
     | Col
     | Call
     | Cast
@@ -193,6 +207,8 @@ Node = (
 def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, Const | Col):
         return ()
+    if isinstance(node, Failed):
+        return (node.node,)
     if isinstance(node, Call | And | Or | ArrayCtor):
         return node.args if not isinstance(node, ArrayCtor) else node.items
     if isinstance(node, Cast | Not | IsNull | BoolTest):

@@ -72,12 +72,16 @@ class Binder:
     # ---- typing helpers ---------------------------------------------------------------------------
 
     def fold(self, node: a.Node, loc: int) -> a.Node:
-        if isinstance(node, a.Const) or node.type == "unknown" or a.columns_of(node) or _has_unknown(node):
+        if isinstance(node, a.Const | a.Failed) or node.type == "unknown" or a.columns_of(node):
+            return node
+        if _has_unknown(node):
             return node
         try:
             value = compile_node(node, self.enums)({})
         except WhereEvalError as e:
-            raise self.err(loc, e.message) from None
+            # Postgres' planner may never fold this part (see check_folding): decide at the end
+            inner = node.node if isinstance(node, a.Failed) else node
+            return a.Failed(inner, e.message, loc, node.type)
         return a.Const(node.type, value)
 
     def coerce(self, node: a.Node, target: str, loc: int, *, top: bool = False, what: str = "") -> a.Node:
@@ -334,6 +338,32 @@ class Binder:
             if parts in ([name], [schema, name]):
                 return t
         raise self.err(loc, f"unsupported type {raw}")
+
+
+def check_folding(node: a.Node, parsed: Parsed) -> None:
+    """Raise the error of the first failing constant that Postgres' planner would fold.
+
+    Mirrors ``eval_const_expressions``: children are simplified in order, ``AND``/``OR`` stop at a
+    constant FALSE/TRUE and ``coalesce`` at a non-NULL constant, so failures beyond those are never
+    reached (and the evaluator, which short-circuits the same way, never reaches them either).
+    """
+    if isinstance(node, a.Failed):
+        raise parsed.at(node.loc, node.message)
+    if isinstance(node, a.And | a.Or):
+        stop = isinstance(node, a.Or)
+        for arg in node.args:
+            check_folding(arg, parsed)
+            if isinstance(arg, a.Const) and arg.value is stop:
+                return
+        return
+    if isinstance(node, a.Call) and node.op == "coalesce":
+        for arg in node.args:
+            check_folding(arg, parsed)
+            if isinstance(arg, a.Const) and arg.value is not None:
+                return
+        return
+    for child in a.children(node):
+        check_folding(child, parsed)
 
 
 def _has_unknown(node: a.Node) -> bool:

@@ -81,6 +81,14 @@ class _Compiler:
         fn: Fn = method(node)
         return fn
 
+    def _failed(self, node: a.Failed) -> Fn:
+        message = node.message
+
+        def fail(r: Row) -> Any:
+            raise WhereEvalError(message)
+
+        return fail
+
     def _const(self, node: a.Const) -> Fn:
         value = node.value
         return lambda r: value
@@ -111,6 +119,16 @@ class _Compiler:
     def _call(self, node: a.Call) -> Fn:
         args = [self.compile(x) for x in node.args]
         impl: Callable[..., Any]
+        if node.op == "coalesce":  # lazy: arguments after the first non-NULL one are not evaluated
+
+            def coalesce(r: Row) -> Any:
+                for f in args:
+                    v = f(r)
+                    if v is not None:
+                        return v
+                return None
+
+            return coalesce
         if node.op == "timezone":
             impl = timezone_impl(node.argtypes[1])
             strict = True

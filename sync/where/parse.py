@@ -18,7 +18,7 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import Token
 
 from sync.where import ast as a
-from sync.where.binder import Binder
+from sync.where.binder import Binder, check_folding
 from sync.where.errors import WhereError
 from sync.where.syntax import TT, Parsed, _syntax, parse_text
 from sync.where.values import INT_RANGES, parse_numeric
@@ -67,6 +67,7 @@ def build_tree(
     builder = _Builder(parsed, columns, enums, params)
     node = builder.build(parsed.tree)
     node = builder.binder.coerce(node, "bool", 0, top=True)
+    check_folding(node, parsed)
     unused = sorted(set(params) - set(builder.binder.param_types))
     if unused:
         raise WhereError([f"parameter value for ${unused[0]} was not used"])

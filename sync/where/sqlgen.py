@@ -50,6 +50,8 @@ class _Renderer:
         self.literal = literal
 
     def r(self, node: a.Node) -> str:
+        if isinstance(node, a.Failed):
+            return self.r(node.node)
         if isinstance(node, a.Const):
             text = None if node.value is None else formatter(node.type)(node.value)
             return self.literal(text, sql_type(node.type))

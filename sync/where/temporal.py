@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 from sync.where.errors import WhereEvalError
 
+PG_SPACE = " \t\n\r\v\f"  # what Postgres' input functions treat as white space
+
 USECS_PER_SEC = 1_000_000
 USECS_PER_MIN = 60 * USECS_PER_SEC
 USECS_PER_HOUR = 60 * USECS_PER_MIN
@@ -170,10 +172,12 @@ def format_interval(iv: Interval) -> str:
 
 # ---- parsing ----------------------------------------------------------------------------------------
 
-_DATE_RE = re.compile(r"\s*(\d{1,7})-(\d{1,2})-(\d{1,2})")
-_TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?")
-_TZ_RE = re.compile(r"\s*(?:([+-])(\d{1,2})(?::?(\d{2}))?(?::(\d{2}))?|(Z|UTC|GMT))", re.IGNORECASE)
-_BC_RE = re.compile(r"\s*(BC|AD)\s*$", re.IGNORECASE)
+_DATE_RE = re.compile(r"[ \t\n\r\f\v]*([0-9]{1,7})-([0-9]{1,2})-([0-9]{1,2})")
+_TIME_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?")
+_TZ_RE = re.compile(
+    r"[ \t\n\r\f\v]*(?:([+-])([0-9]{1,2})(?::?([0-9]{2}))?(?::([0-9]{2}))?|(Z|UTC|GMT))", re.IGNORECASE
+)
+_BC_RE = re.compile(r"[ \t\n\r\f\v]*(BC|AD)[ \t\n\r\f\v]*$", re.IGNORECASE)
 
 
 def _bad(kind: str, text: str) -> WhereEvalError:
@@ -181,7 +185,7 @@ def _bad(kind: str, text: str) -> WhereEvalError:
 
 
 def _special(text: str) -> str | None:
-    s = text.strip().lower()
+    s = text.strip(PG_SPACE).lower()
     return s if s in ("infinity", "+infinity", "-infinity", "epoch", "allballs") else None
 
 
@@ -225,9 +229,9 @@ def parse_date(text: str) -> int:
     bc = bool(bc_m and bc_m.group(1).upper() == "BC")
     if bc_m:
         rest = rest[: bc_m.start()]
-    if rest.strip():
+    if rest.strip(PG_SPACE):
         # a time part is allowed (and ignored) in date input
-        tm = _TIME_RE.match(rest.strip().lstrip("Tt").strip())
+        tm = _TIME_RE.match(rest.strip(PG_SPACE).lstrip("Tt").strip(PG_SPACE))
         if tm is None:
             raise _bad("date", text)
     return check_date(_ymd_to_days(int(m.group(1)), int(m.group(2)), int(m.group(3)), bc, text))
@@ -236,7 +240,7 @@ def parse_date(text: str) -> int:
 def parse_time(text: str) -> int:
     if _special(text) == "allballs":
         return 0
-    tm = _TIME_RE.fullmatch(text.strip())
+    tm = _TIME_RE.fullmatch(text.strip(PG_SPACE))
     if tm is None:
         raise _bad("time without time zone", text)
     return _time_micros(tm, text)
@@ -261,7 +265,7 @@ def parse_timestamp(text: str, tz: bool) -> int:
     bc = bool(bc_m and bc_m.group(1).upper() == "BC")
     if bc_m:
         rest = rest[: bc_m.start()]
-    rest = rest.strip()
+    rest = rest.strip(PG_SPACE)
     if rest[:1] in ("T", "t"):
         rest = rest[1:]
     micros = 0
@@ -272,7 +276,7 @@ def parse_timestamp(text: str, tz: bool) -> int:
             raise _bad(kind, text)
         micros = _time_micros(tm, text)
         rest = rest[tm.end() :]
-        if rest.strip():
+        if rest.strip(PG_SPACE):
             zm = _TZ_RE.fullmatch(rest)
             if zm is None:
                 raise _bad(kind, text)
@@ -287,8 +291,8 @@ def parse_timestamp(text: str, tz: bool) -> int:
 
 
 _ISO_IV_RE = re.compile(
-    r"(-)?P(?:(-?[\d.]+)Y)?(?:(-?[\d.]+)M)?(?:(-?[\d.]+)W)?(?:(-?[\d.]+)D)?"
-    r"(?:T(?:(-?[\d.]+)H)?(?:(-?[\d.]+)M)?(?:(-?[\d.]+)S)?)?",
+    r"(-)?P(?:(-?[0-9.]+)Y)?(?:(-?[0-9.]+)M)?(?:(-?[0-9.]+)W)?(?:(-?[0-9.]+)D)?"
+    r"(?:T(?:(-?[0-9.]+)H)?(?:(-?[0-9.]+)M)?(?:(-?[0-9.]+)S)?)?",
     re.IGNORECASE,
 )
 _UNITS = {
@@ -316,8 +320,11 @@ _ALIASES = {
     "y": "year", "yr": "year", "yrs": "year", "years": "year",
     "decades": "decade", "centuries": "century", "millennia": "millennium",
 }  # fmt: skip
+_SP = r"[ \t\n\r\f\v]*"
 _IV_TOKEN_RE = re.compile(
-    r"\s*(?:([+-]?\d+(?:\.\d*)?|[+-]?\.\d+)\s*([a-z]+)?|([+-]?\d+:\d+(?::\d+(?:\.\d+)?)?)|(ago))", re.I
+    _SP + r"(?:([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)" + _SP + r"([a-z]+)?"
+    r"|([+-]?[0-9]+:[0-9]+(?::[0-9]+(?:\.[0-9]+)?)?)|(ago))",
+    re.IGNORECASE,
 )
 
 
@@ -347,7 +354,7 @@ class _IvAcc:
 
 
 def parse_interval(text: str) -> Interval:
-    s = text.strip()
+    s = text.strip(PG_SPACE)
     iso = _ISO_IV_RE.fullmatch(s)
     if iso is not None and len(s) > 1:
         acc = _IvAcc()

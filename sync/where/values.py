@@ -24,6 +24,8 @@ from typing import Any
 from sync.where import temporal as tm
 from sync.where.errors import WhereEvalError
 
+PG_SPACE = " \t\n\r\v\f"  # what Postgres' input functions treat as white space
+
 Parser = Callable[[str], Any]
 Formatter = Callable[[Any], str]
 
@@ -69,13 +71,15 @@ def to_f4(v: float) -> float:
 
 # ---- input -------------------------------------------------------------------------------------------
 
-_INT_RE = re.compile(r"\s*[+-]?[0-9]+\s*")
-_FLOAT_RE = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)\s*")
+_INT_RE = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")
+_FLOAT_RE = re.compile(
+    r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)[ \t\n\r\f\v]*"
+)
 _SPECIAL_NAMES = {"nan": "NaN", "infinity": "Infinity", "+infinity": "Infinity", "-infinity": "-Infinity",
                   "inf": "Infinity", "+inf": "Infinity", "-inf": "-Infinity"}  # fmt: skip
 _FLOAT_SPECIAL = {k: float(v) for k, v in _SPECIAL_NAMES.items()}
 _NUMERIC_SPECIAL = {k: Decimal(v) for k, v in _SPECIAL_NAMES.items()}
-_UUID_RE = re.compile(r"\s*\{?([0-9a-fA-F]{4}-?){7}[0-9a-fA-F]{4}\}?\s*")
+_UUID_RE = re.compile(r"[ \t\n\r\f\v]*\{?([0-9a-fA-F]{4}-?){7}[0-9a-fA-F]{4}\}?[ \t\n\r\f\v]*")
 _BOOL_TRUE = ("true", "yes", "on", "1")
 _BOOL_FALSE = ("false", "no", "off", "0")
 
@@ -99,7 +103,7 @@ def _float_parser(t: str) -> Parser:
     name = FLOAT_NAMES[t]
 
     def parse(s: str) -> float:
-        special = _FLOAT_SPECIAL.get(s.strip().lower())
+        special = _FLOAT_SPECIAL.get(s.strip(PG_SPACE).lower())
         if special is not None:
             return special
         if not _FLOAT_RE.fullmatch(s):
@@ -108,37 +112,37 @@ def _float_parser(t: str) -> Parser:
         if t == "float4":
             r = to_f4(v)
             if math.isinf(r) or (r == 0.0 and v != 0.0) or (v == 0.0 and _nonzero_digits(s)):
-                raise WhereEvalError(f'"{s.strip()}" is out of range for type {name}')
+                raise WhereEvalError(f'"{s.strip(PG_SPACE)}" is out of range for type {name}')
             return r
         if math.isinf(v) or (v == 0.0 and _nonzero_digits(s)):
-            raise WhereEvalError(f'"{s.strip()}" is out of range for type {name}')
+            raise WhereEvalError(f'"{s.strip(PG_SPACE)}" is out of range for type {name}')
         return v
 
     return parse
 
 
 def _nonzero_digits(s: str) -> bool:
-    mantissa = s.strip().lower().split("e")[0]
+    mantissa = s.strip(PG_SPACE).lower().split("e")[0]
     return any(c in "123456789" for c in mantissa)
 
 
-_NUMERIC_RE = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+_NUMERIC_RE = re.compile(r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t\n\r\f\v]*")
 
 
 def parse_numeric(s: str) -> Decimal:
-    special = _NUMERIC_SPECIAL.get(s.strip().lower())
+    special = _NUMERIC_SPECIAL.get(s.strip(PG_SPACE).lower())
     if special is not None:
         return special
     if not _NUMERIC_RE.fullmatch(s):
         raise WhereEvalError(f'invalid input syntax for type numeric: "{s}"')
-    d = Decimal(s.strip())
+    d = Decimal(s.strip(PG_SPACE))
     if d.as_tuple().exponent > 0:  # type: ignore[operator]
         d = d.quantize(Decimal(1), context=NUMERIC_CTX)
     return d.copy_abs() if d.is_zero() else d
 
 
 def parse_bool(s: str) -> bool:
-    v = s.strip().lower()
+    v = s.strip(PG_SPACE).lower()
     if v:
         t = any(w.startswith(v) for w in _BOOL_TRUE) and v not in ("o",)
         f = any(w.startswith(v) for w in _BOOL_FALSE) and v not in ("o",)
@@ -171,14 +175,14 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
     s = text
     pos = 0
     n = len(s)
-    while pos < n and s[pos].isspace():
+    while pos < n and s[pos] in PG_SPACE:
         pos += 1
     if pos < n and s[pos] == "[":
         eq = s.find("=", pos)
         if eq < 0:
             raise WhereEvalError(f'malformed array literal: "{text}"')
         pos = eq + 1
-        while pos < n and s[pos].isspace():
+        while pos < n and s[pos] in PG_SPACE:
             pos += 1
 
     def bad() -> WhereEvalError:
@@ -190,7 +194,7 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
         i += 1
         items: list[Any] = []
         while True:
-            while i < n and s[i].isspace():
+            while i < n and s[i] in PG_SPACE:
                 i += 1
             if i >= n:
                 raise bad()
@@ -223,11 +227,11 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
                             raise bad()
                     buf.append(s[i])
                     i += 1
-                raw = "".join(buf).strip()
+                raw = "".join(buf).strip(PG_SPACE)
                 if not raw or i == start:
                     raise bad()
                 items.append(None if raw.upper() == "NULL" else parse_elem(raw))
-            while i < n and s[i].isspace():
+            while i < n and s[i] in PG_SPACE:
                 i += 1
             if i < n and s[i] == ",":
                 i += 1
@@ -237,7 +241,7 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
             raise bad()
 
     value, pos = level(pos)
-    if s[pos:].strip():
+    if s[pos:].strip(PG_SPACE):
         raise bad()
     _check_rectangular(value, text)
     return value
@@ -335,7 +339,7 @@ def format_numeric(d: Decimal) -> str:
     return format(d, "f")
 
 
-_NEEDS_QUOTE = re.compile(r'[{},"\\\s]')
+_NEEDS_QUOTE = re.compile(r'[{},"\\ \t\n\r\f\v]')
 
 
 def _quote_elem(s: str) -> str:
