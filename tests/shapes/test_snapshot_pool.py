@@ -44,6 +44,7 @@ def test_at_most_size_snapshots_run_at_once(h: Harness) -> None:
     blocker.rollback()
     blocker.close()
     wait_for(lambda: all(snapshot_done(s) for s in shapes))
+    wait_for(lambda: status(h).running == 0)  # workers report back after completing the snapshot
     final = status(h)
     assert (final.running, final.queued, final.completed) == (0, 0, 3)
     assert final.idle_connections <= 2
