@@ -22,7 +22,7 @@ from typing import Any, Literal
 import falcon
 
 from api.errors import ConcurrencyLimitExceeded, Unauthorized
-from api.headers import SHAPE_PATH, common_headers, cors_headers
+from api.headers import SHAPE_PATH, SSE_CONTENT_TYPE, common_headers, cors_headers
 from api.params import ApiSettings, parse_query
 
 __all__ = [
@@ -69,7 +69,8 @@ class PathNormalizer:
 
 
 class CommonHeadersMiddleware:
-    """Assigns the request id and puts ``electric-server``, ``x-request-id`` and CORS on every response."""
+    """Assigns the request id and puts ``electric-server``, ``x-request-id`` and CORS on every response
+    (and ``x-accel-buffering: no`` on event streams)."""
 
     def __init__(self, settings: ApiSettings) -> None:
         self._settings = settings
@@ -89,6 +90,9 @@ class CommonHeadersMiddleware:
             resp.set_header(name, value)
         for name, value in cors_headers(req.get_header("origin"), req.path):
             resp.set_header(name, value)
+        if resp.content_type == SSE_CONTENT_TYPE:
+            # nginx (config/nginx.conf) and similar proxies must pass an event stream through unbuffered.
+            resp.set_header("x-accel-buffering", "no")
 
 
 class AuthMiddleware:
