@@ -31,7 +31,7 @@ from sync.replication.changes import (
     TransactionFragment,
 )
 from sync.replication.pgoutput import DEFAULT_MAX_BATCH, PgOutputDecoder, RelationCache
-from sync.replication.sink import Pending, ReplicationSink
+from sync.replication.sink import Pending, ReplicationSink, ResumePoint
 from sync.replication.status import ConnectionStatus
 from sync.replication.stream import KEEPALIVE, ReplicationStream
 
@@ -132,7 +132,9 @@ class ReplicationReader:
             self._check_stop()
             created = stream.ensure_publication(cfg.publication)
             slot = stream.ensure_slot(cfg.slot, publication_created=created)
-            resume = self._sink.resume_point()
+            # A new slot starts a new history: what the downstream processed from the old one says
+            # nothing about it (after a restore the LSNs may even go back), so nothing is skipped.
+            resume = self._sink.resume_point() if slot.recreated is None else ResumePoint()
             self._check_stop()
             self.tracker = AckTracker(
                 confirmed=slot.confirmed_flush_lsn, processed=resume.processed_lsn, durable=resume.durable_lsn

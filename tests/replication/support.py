@@ -49,6 +49,8 @@ class RecordingSink:
         if self.delay:
             time.sleep(self.delay)
         with self.changed:
+            if isinstance(event, SlotRecreated):  # a new history: forget positions of the old one
+                self.processed = self.durable = 0
             if isinstance(event, TransactionFragment):
                 if event.begin and self._partial:  # a transaction cut by a reconnect comes again whole
                     self.events = [e for e in self.events if e not in self._partial]
