@@ -69,6 +69,9 @@ def sse_events(
     deadline = clock() + settings.sse_timeout
     last_sent = clock()
     offset: LogOffset = first.end_offset
+    # An empty first write makes the WSGI server send the status line and headers now (as Electric does):
+    # a stream with nothing to say yet must still open at once, not only at its first keep-alive.
+    yield b""
     if not first.is_empty:
         frames, caught_up = _send_chunk(first, settings.stream_buffer_bytes)
         yield from frames

@@ -11,6 +11,13 @@ Why this module exists: the client must not know the shape engine, yet it needs 
 * durability: later, the downstream tells the client actor ``AckLsn(commit_lsn)`` meaning "every
   transaction delivered with a commit LSN <= commit_lsn is durable (or affected no shape)".  When that
   covers everything delivered, nothing is pending and the client acknowledges the server's ``wal_end``.
+
+Two replay rules the downstream must follow:
+
+* a transaction cut by a reconnect (some fragments delivered, not its commit) is delivered again whole,
+  from its first fragment (``begin=True``): drop the partial one (or deduplicate by ``(commit_lsn, op)``);
+* after :class:`~sync.replication.changes.SlotRecreated` the positions of the old slot mean nothing (the
+  client does not ask for the resume point then): forget them, along with every shape.
 """
 
 from __future__ import annotations
