@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
+NODE_DIR   := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.install-stamp
 
-.PHONY: setup run test test-all check lint type fmt bench clean
+.PHONY: setup node-setup run test test-all check lint type fmt bench clean
 
 setup: $(STAMP)
 
@@ -15,14 +17,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
+# The Node project of tests/api/test_official_client.py (the official @electric-sql/client): `npm ci` only when
+# node_modules is missing or older than the lockfile; a no-op otherwise.
+node-setup: $(NODE_STAMP)
+
+$(NODE_STAMP): $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
 # Serve the demo: uses DATABASE_URL when set, otherwise a local dev Postgres under .data/.
 run: setup
 	$(PY) -m sync.cli serve --dev
 
-test: setup
+test: setup node-setup
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
-test-all: setup
+test-all: setup node-setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup

@@ -1,0 +1,435 @@
+"""The official ``@electric-sql/client`` (npm) against the real service under gunicorn+gevent.
+
+Any application written against Electric's clients must work unchanged when pointed at shapesync, so these
+tests run the real TypeScript client (``tests/node/driver.mjs``, installed by ``make test``) and compare what
+it materialises with ``SELECT`` of the shape.  Pytest makes every write with psycopg; the Node driver reports
+each HTTP exchange, each batch and each up-to-date state as a JSON line, and the tests wait for the state
+they expect with a deadline.  Each round of writes ends with a *fence*: an update of row 0 (always in the
+shape) to a fresh title, so a state holding the new fence has applied every earlier write and must equal
+``SELECT`` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.fixtures.service import ServiceProcess
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+DRIVER = NODE_DIR / "driver.mjs"
+SERVICE_SETTINGS = {"http": {"long_poll_timeout_ms": 2000, "sse_timeout_s": 3}}
+Event = dict[str, Any]
+
+
+@dataclass
+class NodeClient:
+    """The Node driver process: commands in, events out (see the header of driver.mjs)."""
+
+    proc: subprocess.Popen[str]
+    events: queue.Queue[Event | None] = field(default_factory=queue.Queue)
+    seen: list[Event] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, url: str) -> NodeClient:
+        node = shutil.which("node")
+        assert node, "node is not on PATH"
+        assert (NODE_DIR / "node_modules" / "@electric-sql" / "client").is_dir(), (
+            "the Node test project is not installed: run `make test` (or `npm ci` in tests/node)"
+        )
+        proc = subprocess.Popen(
+            [node, str(DRIVER)],
+            cwd=NODE_DIR,
+            env={**os.environ, "SHAPESYNC_URL": url},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        client = cls(proc)
+        threading.Thread(target=client._read_stdout, daemon=True).start()
+        threading.Thread(target=client._read_stderr, daemon=True).start()
+        client.wait(lambda e: e["ev"] == "ready", 20, "driver ready")
+        return client
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+        self.events.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr.extend(self.proc.stderr)
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send(cmd="exit")
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def wait(self, pred: Callable[[Event], bool], timeout: float, what: str) -> Event:
+        """Consume events until one satisfies ``pred``; an ``error``/``fatal`` event or the deadline fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                event = self.events.get(timeout=max(left, 0.0)) if left > 0 else self.events.get_nowait()
+            except queue.Empty:
+                pytest.fail(f"timed out after {timeout}s waiting for {what}\n{self.tail()}")
+            if event is None:
+                pytest.fail(f"node driver exited while waiting for {what}\n{self.tail()}")
+            self.seen.append(event)
+            if event["ev"] in ("error", "fatal"):
+                pytest.fail(f"client reported {event} while waiting for {what}\n{self.tail()}")
+            if pred(event):
+                return event
+
+    def tail(self, n: int = 25) -> str:
+        lines = [json.dumps(e)[:600] for e in self.seen[-n:]]
+        return "last events:\n" + "\n".join(lines) + "\nnode stderr:\n" + "".join(self.stderr[-20:])
+
+    def wait_state(
+        self,
+        sid: str,
+        expected: list[dict[str, Any]],
+        timeout: float = 20.0,
+        *,
+        redelivery: bool = False,
+        shape: bool = True,
+    ) -> Event:
+        """Wait for a state of stream ``sid`` equal to ``expected``; then no change may have been a violation,
+        none may have come twice unless ``redelivery`` (SSE, spec §11), and Shape's rows must agree unless
+        ``shape`` is false (a resumed stream's Shape starts empty)."""
+        state = self.wait(
+            lambda e: e["ev"] == "state" and e["id"] == sid and by_id(e["rows"]) == expected,
+            timeout,
+            f"stream {sid} to equal {expected}",
+        )
+        assert state["violations"] == [], state["violations"]
+        assert redelivery or state["redelivered"] == 0, self.tail()
+        if shape:
+            assert by_id(state["shapeRows"]) == expected, "Shape disagrees with the stream's messages"
+        return state
+
+    def requests(self, sid: str) -> list[Event]:
+        return [e for e in self.seen if e["ev"] == "request" and e["id"] == sid]
+
+
+def by_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: int(r["id"]))
+
+
+def query_params(url: str) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+# The workload table.  The shape: WHERE grp < $1 AND flag = $2 (params 3, true), columns id, grp, title, n.
+CREATE_ITEMS = """
+CREATE TABLE items (id int PRIMARY KEY, grp int NOT NULL, title text, n bigint, flag bool NOT NULL);
+INSERT INTO items VALUES (0, 0, 'fence-0', 0, true);
+"""
+ITEMS_PARAMS = {
+    "table": "items",
+    "where": "grp < $1 AND flag = $2",
+    "params": ["3", "true"],
+    "columns": ["id", "grp", "title", "n"],
+}
+ITEMS_SELECT = "SELECT id, grp, title, n FROM items WHERE grp < 3 AND flag = true"
+
+
+@dataclass
+class Workload:
+    """Random single- and multi-statement transactions on ``items``; rows move in and out of the WHERE."""
+
+    dsn: str
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    fences: int = 0
+
+    def setup(self, initial: int = 20) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(CREATE_ITEMS)
+            for i in range(1, initial + 1):
+                conn.execute("INSERT INTO items VALUES (%s, %s, %s, %s, %s)", self._row(i))
+
+    def _row(self, i: int) -> tuple[int, int, str, int, bool]:
+        r = self.rng
+        return (
+            i,
+            r.randrange(5),
+            f"t{r.randrange(1000)} 'q' \"d\" é",
+            r.randrange(-(2**62), 2**62),
+            r.random() < 0.7,
+        )
+
+    def round(self, transactions: int) -> None:
+        """``transactions`` random transactions, then the fence."""
+        r = self.rng
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            for _ in range(transactions):
+                with conn.transaction():
+                    for _ in range(r.choice((1, 1, 1, 2, 4))):
+                        i = r.randrange(1, 40)
+                        action = r.random()
+                        if action < 0.35:
+                            conn.execute(
+                                "INSERT INTO items VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
+                                " SET grp = excluded.grp, flag = excluded.flag",
+                                self._row(i),
+                            )
+                        elif action < 0.55:
+                            conn.execute("UPDATE items SET grp = %s WHERE id = %s", (r.randrange(5), i))
+                        elif action < 0.7:
+                            conn.execute("UPDATE items SET flag = NOT flag WHERE id = %s", (i,))
+                        elif action < 0.85:
+                            conn.execute(
+                                "UPDATE items SET title = %s, n = n + 1 WHERE id = %s",
+                                (f"u{r.randrange(99)}", i),
+                            )
+                        else:
+                            conn.execute("DELETE FROM items WHERE id = %s", (i,))
+        self.fence()
+
+    def fence(self) -> None:
+        """Two changes in one transaction, so a client resuming from ``<lsn>_0`` can see the second again."""
+        self.fences += 1
+        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.transaction():
+            conn.execute("UPDATE items SET title = %s WHERE id = 0", (f"fence-{self.fences}",))
+            conn.execute(
+                "INSERT INTO items VALUES (%s, 0, %s, 0, true)", (100 + self.fences, f"fence-{self.fences}")
+            )
+
+    def expected(self) -> list[dict[str, Any]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute(ITEMS_SELECT + " ORDER BY id").fetchall()
+        return [{"id": i, "grp": g, "title": t, "n": {"$bigint": str(n)}} for i, g, t, n in rows]
+
+
+@pytest.fixture
+def svc(db_dsn: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(db_dsn, tmp_path, SERVICE_SETTINGS).start()
+    try:
+        service.wait_healthy()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def node(svc: ServiceProcess) -> Iterator[NodeClient]:
+    client = NodeClient.start(svc.url)
+    try:
+        yield client
+    finally:
+        client.stop()
+
+
+@pytest.fixture
+def items(db_dsn: str) -> Workload:
+    workload = Workload(db_dsn)
+    workload.setup()
+    return workload
+
+
+def test_shape_with_where_params_columns_follows_random_writes(node: NodeClient, items: Workload) -> None:
+    node.send(cmd="open", id="s", params=ITEMS_PARAMS)
+    node.wait_state("s", items.expected())
+    request = query_params(node.requests("s")[0]["url"])
+    assert (request["where"], request["params[1]"], request["params[2]"]) == (
+        "grp < $1 AND flag = $2",
+        "3",
+        "true",
+    )
+    assert request["columns"] == '"id","grp","title","n"'
+    for _ in range(3):
+        items.round(25)
+        state = node.wait_state("s", items.expected())
+    assert state["mustRefetch"] == 0
+    assert all(set(row) == {"id", "grp", "title", "n"} for row in state["rows"])
+
+
+def test_truncate_refetches_and_converges(node: NodeClient, items: Workload, db_dsn: str) -> None:
+    node.send(cmd="open", id="s", params=ITEMS_PARAMS)
+    node.wait_state("s", items.expected())
+    handle = node.requests("s")[0]["headers"]["electric-handle"]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE items")
+        conn.execute("INSERT INTO items VALUES (0, 0, 'fence-0', 0, true), (1, 1, 'after', 5, true)")
+    items.round(10)
+    state = node.wait_state("s", items.expected())
+    assert state["mustRefetch"] >= 1
+    assert state["handle"] != handle
+    conflicts = [e for e in node.requests("s") if e.get("status") == 409]
+    assert conflicts, node.tail()
+    # As in Electric, the live request that sees the rotation answers 409 with the handle it waited on; the
+    # client then refetches from -1 marking that handle expired.
+    refetch = node.requests("s")[node.requests("s").index(conflicts[0]) + 1]
+    assert query_params(refetch["url"])["offset"] == "-1"
+    assert query_params(refetch["url"])["expired_handle"] == handle
+
+
+def test_resume_from_handle_and_offset_without_snapshot(node: NodeClient, items: Workload) -> None:
+    node.send(cmd="open", id="a", params=ITEMS_PARAMS)
+    node.wait_state("a", items.expected())
+    node.send(cmd="close", id="a")
+    closed = node.wait(lambda e: e["ev"] == "closed", 10, "the close of stream a")
+    items.round(15)
+    node.send(
+        cmd="open",
+        id="b",
+        params=ITEMS_PARAMS,
+        offset=closed["offset"],
+        handle=closed["handle"],
+        logBodies=True,
+        **{"from": "a"},
+    )
+    state = node.wait_state("b", items.expected(), shape=False)
+    assert state["mustRefetch"] == 0
+    assert state["handle"] == closed["handle"]
+    requests = node.requests("b")
+    first = requests[0]
+    assert query_params(first["url"])["offset"] == closed["offset"]
+    assert query_params(first["url"])["handle"] == closed["handle"]
+    assert first["status"] == 200, first
+    assert all(query_params(e["url"])["offset"] != "-1" for e in requests)
+    # Only the changes made while away: no insert of a row the client already held (the driver flags those
+    # as violations) and no snapshot-sized body.
+    changes = [m for m in first["body"] if "operation" in m["headers"]]
+    assert len(changes) < 15 * 4 + 2, changes
+
+
+def test_live_sse_follows_random_writes(node: NodeClient, items: Workload) -> None:
+    node.send(cmd="open", id="s", params=ITEMS_PARAMS, liveSse=True)
+    node.wait_state("s", items.expected())
+
+    def sse_requests() -> list[Event]:
+        return [e for e in node.requests("s") if query_params(e["url"]).get("live_sse") == "true"]
+
+    def more_sse_requests_than(count: int) -> Callable[[Event], bool]:
+        return lambda e: e["ev"] == "request" and len(sse_requests()) > count
+
+    # With nothing to send, the stream still opens at once (headers now, not at the first message or at
+    # sse_timeout_s = 3 s).
+    node.wait(more_sse_requests_than(0), 2.0, "the SSE stream to open")
+    for _ in range(2):
+        connections = len(sse_requests())
+        items.round(20)
+        node.wait_state("s", items.expected(), redelivery=True)
+        # The server closes the stream after sse_timeout_s; the next round runs on the reconnected stream,
+        # which resumes from `<global_last_seen_lsn>_0` of the last up-to-date.
+        node.wait(more_sse_requests_than(connections), 10, "an SSE reconnect")
+    sse = sse_requests()
+    assert all(e.get("status") == 200 for e in sse), node.tail()
+    assert all(e["headers"]["content-type"].startswith("text/event-stream") for e in sse), node.tail()
+    live = node.requests("s")[2:]
+    assert all(query_params(e["url"]).get("live_sse") == "true" for e in live), "fell back to long-polling"
+    items.round(5)
+    node.wait_state("s", items.expected(), redelivery=True)
+
+
+TYPES_DDL = """
+CREATE TABLE typed (
+    id int PRIMARY KEY, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, num numeric, num_s numeric(10, 2),
+    b bool, t text, vc varchar(20), ch char(4), u uuid, d date, tm time, ts timestamp, tstz timestamptz,
+    iv interval, js json, jsb jsonb, by bytea, ia int4[], i8a int8[], ia2 int4[][], ta text[], ba bool[],
+    fa float8[], jsa jsonb[]
+);
+"""
+TYPED_VALUES = """(
+    %s, -32768, 2147483647, 9007199254740993, 1.5, 0.1, 12345678901234567890.123456789, -3.10,
+    true, E'multi\\nline "quoted" \\\\ é 😀', 'varchar', 'ab', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+    '2024-02-29', '13:45:01.5', '2024-02-29 13:45:01.123456', '2024-02-29 13:45:01.123456+02',
+    '1 day 02:03:04', '{"a": [1, 2.5, "x"], "b": null}', '{"z": {"y": [true, false]}, "a": 1}', '\\xdeadbeef',
+    '{1,-2,NULL}', '{9007199254740993,-1}', '{{1,2},{3,4}}', '{"a b","c,d","e\\"f",NULL,"NULL",""}',
+    '{t,f,NULL}', '{1.5,-0.25,NaN,Infinity}', ARRAY['{"k": 1}'::jsonb, '[1, 2]'::jsonb]
+)"""
+
+
+def test_types_parse_identically_from_snapshot_and_live(node: NodeClient, db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(TYPES_DDL)
+        conn.execute("INSERT INTO typed VALUES " + TYPED_VALUES, (1,))
+        conn.execute("INSERT INTO typed (id) VALUES (3)")
+    node.send(cmd="open", id="s", params={"table": "typed"})
+    snap = node.wait(lambda e: e["ev"] == "state" and e["id"] == "s", 20, "the snapshot")
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO typed VALUES " + TYPED_VALUES, (2,))
+        conn.execute("INSERT INTO typed (id) VALUES (4)")
+    live = node.wait(lambda e: e["ev"] == "state" and e["id"] == "s" and len(e["rows"]) == 4, 20, "live rows")
+    rows = {r["id"]: r for r in by_id(live["rows"])}
+    assert [r["id"] for r in by_id(snap["rows"])] == [1, 3]
+    snapshot_row, live_row = dict(rows[1], id=None), dict(rows[2], id=None)
+    assert snapshot_row == live_row
+    assert dict(rows[3], id=None) == dict(rows[4], id=None)
+    assert rows[1] == {
+        "id": 1,
+        "i2": -32768,
+        "i4": 2147483647,
+        "i8": {"$bigint": "9007199254740993"},
+        "f4": 1.5,
+        "f8": 0.1,
+        "num": "12345678901234567890.123456789",
+        "num_s": "-3.10",
+        "b": True,
+        "t": 'multi\nline "quoted" \\ é 😀',
+        "vc": "varchar",
+        "ch": "ab  ",
+        "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "d": "2024-02-29",
+        "tm": "13:45:01.5",
+        "ts": "2024-02-29 13:45:01.123456",
+        "tstz": "2024-02-29 11:45:01.123456+00",
+        "iv": "P1DT2H3M4S",
+        "js": {"a": [1, 2.5, "x"], "b": None},
+        "jsb": {"a": 1, "z": {"y": [True, False]}},
+        "by": "\\xdeadbeef",
+        "ia": [1, -2, None],
+        "i8a": [{"$bigint": "9007199254740993"}, {"$bigint": "-1"}],
+        "ia2": [[1, 2], [3, 4]],
+        "ta": ["a b", "c,d", 'e"f', None, "NULL", ""],
+        "ba": [True, False, None],
+        "fa": [1.5, -0.25, {"$number": "NaN"}, {"$number": "Infinity"}],
+        "jsa": [{"k": 1}, [1, 2]],
+    }
+    assert all(v is None for k, v in rows[3].items() if k != "id")
+
+
+def test_service_restart_mid_stream_costs_latency_not_data(
+    node: NodeClient, items: Workload, svc: ServiceProcess
+) -> None:
+    node.send(cmd="open", id="s", params=ITEMS_PARAMS)
+    node.wait_state("s", items.expected())
+    items.round(10)
+    before = node.wait_state("s", items.expected())
+    assert svc.stop() == 0
+    items.round(10)  # while the service is down: the slot holds these
+    svc.start()
+    items.round(10)
+    state = node.wait_state("s", items.expected(), timeout=40)
+    assert state["mustRefetch"] == 0
+    assert state["handle"] == before["handle"]
+    failures = [e for e in node.requests("s") if "error" in e or e.get("status", 200) >= 500]
+    assert failures, "the client never saw the service go away"
