@@ -138,7 +138,9 @@ class Proxied:
 
 @pytest.fixture
 def proxied(db_dsn: str, tmp_path: Path) -> Iterator[Proxied]:
-    extra = {"http": {"long_poll_timeout_ms": int(LONG_POLL_S * 1000), "sse_timeout_s": 30}}
+    extra = {
+        "http": {"long_poll_timeout_ms": int(LONG_POLL_S * 1000), "sse_timeout_s": 30, "cache_max_age_s": 1}
+    }
     svc = ServiceProcess(db_dsn, tmp_path, extra).start()
     proxy: Nginx | None = None
     try:
@@ -193,6 +195,27 @@ def test_concurrent_identical_requests_reach_the_service_once(proxied: Proxied) 
     assert proxied.nginx.get("/v1/shape?table=items&offset=x")[0] == 400
     assert proxied.nginx.get("/v1/shape?table=items&offset=x")[1]["X-Proxy-Cache"] == "MISS"
     assert proxied.shape_responses(400) - bad == 2
+
+
+def test_expired_entries_are_revalidated_with_the_etag(proxied: Proxied) -> None:
+    handle, offset = proxied.catch_up("items")
+    path = f"/v1/shape?table=items&handle={handle}&offset={offset}"  # non-live: max-age=1 (the setting)
+    code, headers, body = proxied.nginx.get(path)
+    assert code == 200 and headers["X-Proxy-Cache"] == "MISS"
+    assert headers["cache-control"] == "public, max-age=1, stale-while-revalidate=300"
+    not_modified = proxied.shape_responses(304)
+    seen = set()
+    deadline = time.monotonic() + 15
+    # No event tells when the entry expires: request until nginx has asked the service with If-None-Match.
+    while proxied.shape_responses(304) == not_modified:
+        assert time.monotonic() < deadline, seen
+        code, headers, again = proxied.nginx.get(path)
+        assert (code, again) == (200, body)
+        seen.add(headers["X-Proxy-Cache"])
+        time.sleep(0.1)
+    assert seen <= {"HIT", "STALE", "UPDATING", "REVALIDATED"}, seen
+    assert proxied.shape_responses(304) - not_modified == 1
+    assert proxied.nginx.get(path)[2] == body
 
 
 def test_live_long_polls_collapse_and_are_woken_by_a_write(proxied: Proxied) -> None:
