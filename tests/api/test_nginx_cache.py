@@ -204,7 +204,7 @@ def test_expired_entries_are_revalidated_with_the_etag(proxied: Proxied) -> None
     assert code == 200 and headers["X-Proxy-Cache"] == "MISS"
     assert headers["cache-control"] == "public, max-age=1, stale-while-revalidate=300"
     not_modified = proxied.shape_responses(304)
-    seen = set()
+    seen: set[str] = set()
     deadline = time.monotonic() + 15
     # No event tells when the entry expires: request until nginx has asked the service with If-None-Match.
     while proxied.shape_responses(304) == not_modified:
