@@ -209,3 +209,20 @@ def test_truncate_invalidates_and_dropped_transactions_do_not_pin_the_ack(h: Har
     handle, reason = h.invalidated.get(timeout=5)
     assert handle == shape.handle
     assert "truncated" in reason
+
+
+def test_a_waiter_at_minus_one_wakes_when_the_first_snapshot_chunk_closes(h: Harness) -> None:
+    h.conn.execute("INSERT INTO items SELECT g, g, repeat('y', 100) FROM generate_series(100, 5000) g")
+    h.hold_snapshots = True
+    shape = h.start_shape(whole_shape(h))
+    assert shape.consumer is not None
+    early: pykka.ThreadingFuture[WaitResult] = pykka.ThreadingFuture()
+    shape.consumer.tell(AwaitData(LogOffset.BEFORE_ALL, early, time.monotonic() + 30))
+    wait_for(lambda: info(shape).waiters == 1)
+    h.release_snapshot()
+    result = early.get(timeout=30)
+    assert result.outcome == "data"
+    assert result.latest is not None
+    assert result.latest.is_snapshot
+    assert result.latest != LogOffset.SNAPSHOT_END  # a closed chunk, long before the snapshot's end
+    wait_for(lambda: info(shape).snapshot_complete, timeout=30)
