@@ -113,6 +113,7 @@ class StorageActor(SupervisedActor):
         self._reported: LogOffset | None = writer.durable_offset
         self._deleted = False
         self._stop_timer = runtime.Event()
+        self._pending = runtime.Event()  # set while the log has unsynced bytes: the timer sleeps otherwise
         self._tick_queued = False
 
     def on_start(self) -> None:
@@ -120,12 +121,14 @@ class StorageActor(SupervisedActor):
 
     def on_stop(self) -> None:
         self._stop_timer.set()
+        self._pending.set()
         if not self._deleted:
             self._writer.close()
             self._report()
 
     def on_failure(self, *exc_info: Any) -> None:
         self._stop_timer.set()
+        self._pending.set()
         if not self._deleted:
             self._writer.abort()  # reopening trims whatever was not made durable
 
@@ -156,6 +159,8 @@ class StorageActor(SupervisedActor):
             case _:
                 msg = f"{type(self).__name__}: unexpected message {message!r}"
                 raise TypeError(msg)
+        if self._writer.has_unsynced and not self._pending.is_set():
+            self._pending.set()
         return None
 
     def _reader(self) -> ShapeLogReader:
@@ -178,14 +183,22 @@ class StorageActor(SupervisedActor):
             return
         self._deleted = True
         self._stop_timer.set()
+        self._pending.set()
         self._writer.mark_deleted()
         self._writer.abort()
         self._storage.delete(self._writer.handle)
 
     def _timer(self, ref: pykka.ActorRef[Any]) -> None:
-        while not self._stop_timer.wait(self._interval):
+        # An idle log costs no wake-ups: the timer sleeps until an append leaves unsynced bytes.  Clearing
+        # ``_pending`` before the Tick is sent is race-free: an append handled before the Tick is flushed by
+        # it, one handled after it sets ``_pending`` again (the actor handles messages in order).
+        while True:
+            self._pending.wait()
+            if self._stop_timer.wait(self._interval):
+                return
             if self._tick_queued:
                 continue  # the previous Tick is still in the inbox: do not pile them up
+            self._pending.clear()
             self._tick_queued = True
             try:
                 ref.tell(Tick())
