@@ -274,7 +274,8 @@ class PgOutputDecoder:
         self._skipping = self._commit_lsn <= self.skip_through
         self._begin_pending = True
         self._op = 0
-        self._buf = []
+        if self._buf:  # Commit hands a fresh list over; only a broken stream leaves one behind
+            self._buf = []
 
     def _commit(self, data: bytes) -> None:
         if not self.in_transaction:

@@ -84,6 +84,7 @@ class ReplicationReader:
     ) -> None:
         self.config = config
         self._sink = sink
+        self._sink_deliver = sink.deliver
         self._cache = cache
         self._status = status
         self._backoff = backoff
@@ -235,14 +236,21 @@ class ReplicationReader:
 
     # -- delivery --------------------------------------------------------------------------------------
     def _emit(self, event: TransactionFragment | RelationChanged) -> None:
-        if isinstance(event, TransactionFragment) and event.commit and self.tracker is not None:
-            self.tracker.on_delivered(event.commit_lsn, event.end_lsn or event.commit_lsn)
-        self._deliver(event)
+        """The decoder's output (hot path: once per fragment, i.e. per transaction when they are small)."""
+        if event.__class__ is TransactionFragment and event.commit:
+            tracker = self.tracker
+            if tracker is not None:
+                tracker.on_delivered(event.commit_lsn, event.end_lsn or event.commit_lsn)
+        pending = self._sink_deliver(event)
+        if pending is not None:
+            self._queue(pending)
 
     def _deliver(self, event: ReplicationEvent) -> None:
-        pending = self._sink.deliver(event)
-        if pending is None:
-            return
+        pending = self._sink_deliver(event)
+        if pending is not None:
+            self._queue(pending)
+
+    def _queue(self, pending: Pending) -> None:
         self._in_flight.append(pending)
         while len(self._in_flight) >= self.config.max_in_flight:
             self._wait_oldest()
