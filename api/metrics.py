@@ -28,15 +28,15 @@ from prometheus_client.registry import Collector
 
 from api.headers import SHAPE_PATH
 from api.middleware import request_query
-from supervisors import which_children
+from supervisors import ChildView, which_children
 from supervisors.errors import NotSupervised
+from sync.engine import Engine
 from sync.stack import SHAPE_SUPERVISOR
 
 __all__ = [
     "METRICS_PATH",
     "ApiMetrics",
     "EngineCollector",
-    "EngineSource",
     "MetricsMiddleware",
     "MetricsResource",
     "start_metrics_server",
@@ -49,23 +49,10 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 UNMATCHED = "unmatched"
 
 
-class EngineSource(Protocol):
-    """What the collector reads from a running :class:`sync.engine.Engine` (all without asking an actor)."""
-
-    @property
-    def root(self) -> pykka.ActorRef[Any]: ...
-
-    @property
-    def services(self) -> Any: ...  # StackServices: .directory (len), .last_seen_lsn
-
-    @property
-    def connection(self) -> Any: ...  # ConnectionHandles: .status.wal_positions(), .state()
-
-
 class ApiMetrics:
     """The registry of one app and its per-request series."""
 
-    def __init__(self, engine: Callable[[], EngineSource | None], routes: Iterable[str] = ()) -> None:
+    def __init__(self, engine: Callable[[], Engine | None], routes: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "shapesync_http_requests",
@@ -197,7 +184,7 @@ class MetricsMiddleware:
 class EngineCollector(Collector):
     """Engine series, computed when scraped from state any greenlet may read."""
 
-    def __init__(self, engine: Callable[[], EngineSource | None]) -> None:
+    def __init__(self, engine: Callable[[], Engine | None]) -> None:
         self._engine = engine
 
     def describe(self) -> Iterable[Metric]:
@@ -260,7 +247,7 @@ def _restart_families(root: pykka.ActorRef[Any]) -> Iterator[Metric]:
     yield alive
 
 
-def _walk(sup: pykka.ActorRef[Any], prefix: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+def _walk(sup: pykka.ActorRef[Any], prefix: str, depth: int = 0) -> Iterator[tuple[str, ChildView]]:
     """Children of ``sup`` depth first, read from the published views (never asking a supervisor).
 
     The per-shape subtrees under the shape supervisor are skipped: they are temporary (never restarted)
