@@ -40,6 +40,7 @@ from sync.shapes.log_items import (
     ShapeTruncated,
 )
 from sync.shapes.snapshot_worker import (
+    PrepareSnapshot,
     SnapshotCompleted,
     SnapshotFailed,
     SnapshotProgress,
@@ -119,13 +120,13 @@ class Consumer(SupervisedActor):
 
     Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
                 the reader of its log, what was appended and what is durable.
-    Receives:   ShapeChanges (tell, collector); SnapshotStarted / SnapshotProgress / SnapshotCompleted /
-                SnapshotFailed (tell, snapshot worker); StorageDurable (tell, storage); AwaitData /
-                CancelWait (tell, API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask) -> Info.
-    Sends:      RegisterShape (ask, on start) / UnregisterShape (tell, on stop) / ShapeDurable (tell) to the
-                collector; AppendTransaction (tell, or ask when waiters exist), GetReader (ask), DeleteLog
-                (ask) to the storage; ``start_snapshot(SnapshotRequest)`` once for a new shape;
-                ``on_invalidate(handle, reason)`` when the shape cannot continue.
+    Receives:   ShapeChanges (tell, collector); PrepareSnapshot (ask) / SnapshotStarted / SnapshotProgress /
+                SnapshotCompleted / SnapshotFailed (tell, snapshot worker); StorageDurable (tell, storage);
+                AwaitData / CancelWait (tell, API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask).
+    Sends:      RegisterShape (ask: on start if reloaded, on PrepareSnapshot if new), UnregisterShape and
+                ShapeDurable (tell) to the collector; AppendTransaction (tell, or ask when waiters exist),
+                GetReader and DeleteLog (ask) to the storage; ``start_snapshot(SnapshotRequest)`` once for a
+                new shape; ``on_invalidate(handle, reason)`` when the shape cannot continue.
     Crashes on: storage or collector ask timeouts and unexpected errors; ``on_failure`` then invalidates the
                 shape (a restarted consumer would have missed transactions, so it is never restarted).
     """
@@ -176,6 +177,7 @@ class Consumer(SupervisedActor):
         self._durable = LogOffset.BEFORE_ALL
         self._pending_empty: tuple[int, LogOffset | None] | None = None
         self._failed: str | None = None
+        self._registered = False
 
     def __str__(self) -> str:
         return f"Consumer[{self.handle}]"
@@ -184,11 +186,9 @@ class Consumer(SupervisedActor):
 
     def on_start(self) -> None:
         self._reader = cast("ShapeLogReader", self._storage.ask(GetReader(), timeout=self._timeout))
-        self._collector.ask(
-            RegisterShape(self.handle, self._definition.relation, self._clause, self.actor_ref),
-            timeout=self._timeout,
-        )
-        if self._stored is None:
+        if self._stored is not None:
+            self._register()  # a reloaded shape follows the log at once
+        else:  # a new shape registers when its snapshot worker is about to start (PrepareSnapshot)
             self._start_snapshot(
                 SnapshotRequest(
                     self.handle,
@@ -224,6 +224,9 @@ class Consumer(SupervisedActor):
                 self._await(after, future, deadline)
             case CancelWait(future):
                 self._waiters.cancel(id(future))
+            case PrepareSnapshot():
+                if self._failed is None:
+                    self._register()
             case SnapshotStarted(snapshot, wal_lsn):
                 if self._failed is None:
                     self._guarded(self._state.snapshot_known, snapshot, wal_lsn)
@@ -349,6 +352,15 @@ class Consumer(SupervisedActor):
         self._unregister()
         if delete_log:
             self._storage.ask(DeleteLog(), timeout=self._timeout)
+
+    def _register(self) -> None:
+        if self._registered:
+            return  # re-registering would make the collector forget what this shape still owes
+        self._registered = True
+        self._collector.ask(
+            RegisterShape(self.handle, self._definition.relation, self._clause, self.actor_ref),
+            timeout=self._timeout,
+        )
 
     def _unregister(self) -> None:
         try:

@@ -4,11 +4,13 @@ Why a separate module: the SnapshotPool actor only dispatches; the work (a consi
 rows, streamed into storage chunk by chunk) happens here, in a worker spawned per snapshot (a greenlet under
 gevent, where psycopg's high-level API is cooperative; a thread otherwise).
 
-Sequence (architecture §3, hard spot 3): ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``, the display
-settings (so values are byte-identical to what replication sends), ``pg_current_snapshot()`` whose
-xmin/xmax/xip go to the consumer at once (it may now filter the transactions it holds), then the rows through
-a server-side cursor, ``fetch_rows`` at a time, each batch encoded and appended to storage, then
-``snapshot-end``.  The table is never held in memory.
+Sequence (architecture §3, hard spot 3): ask the consumer to register with the collector
+(``PrepareSnapshot``; registering only now, not when the shape was created, means shapes queued behind
+busy workers hold nothing and pin no acknowledgement), then ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
+ONLY``, the display settings (so values are byte-identical to what replication sends),
+``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it may now filter the
+transactions it holds), then the rows through a server-side cursor, ``fetch_rows`` at a time, each batch
+encoded and appended to storage, then ``snapshot-end``.  The table is never held in memory.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sync.shapes.xid import PgSnapshot
 from sync.storage.storage_actor import AppendSnapshot, CompleteSnapshot
 
 __all__ = [
+    "PrepareSnapshot",
     "SnapshotCompleted",
     "SnapshotFailed",
     "SnapshotProgress",
@@ -62,6 +65,11 @@ class SnapshotRequest:
     where_sql: sql.Composable | None = None
     where_params: Sequence[Any] = field(default=())
     record_mark: Callable[[str, int], None] | None = None  # persists the WAL position before any row
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareSnapshot:
+    """ask (worker -> consumer) -> None: register with the collector now; the snapshot starts after."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,7 @@ def run_snapshot(
     encoder = ShapeLogEncoder(request.definition)
     storage = request.storage
     count = 0
+    request.consumer.ask(PrepareSnapshot(), timeout=timeout)  # registered before the snapshot is taken
     conn.execute(BEGIN_SNAPSHOT)
     try:
         row = conn.execute(SNAPSHOT_INFO_QUERY).fetchone()

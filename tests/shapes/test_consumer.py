@@ -20,6 +20,7 @@ from sync.shapes.consumer import (
     StoredShape,
 )
 from sync.shapes.shape_supervisor import ShapeSupervisor
+from sync.shapes.snapshot_worker import PrepareSnapshot
 from sync.shapes.waiters import AwaitData, CancelWait, WaitResult
 from sync.shapes.xid import PgSnapshot
 from sync.storage.errors import ShapeGone
@@ -88,6 +89,9 @@ def test_log_equals_select_with_writes_racing_the_snapshot(h: Harness, replica: 
     other.execute("INSERT INTO items VALUES (500, 500, 'in flight')")
     other.execute("UPDATE items SET value = 100, label = 'moved' WHERE id = 3")
     shapes = [h.start_shape(even_shape(h, "1-1", replica)), h.start_shape(whole_shape(h, "2-1"))]
+    for s in shapes:  # registered, as the snapshot worker has them do right before the snapshot
+        assert s.consumer is not None
+        s.consumer.ask(PrepareSnapshot(), timeout=5)
     h.feed()  # the 'before' transaction reaches both consumers before their snapshots exist
     assert all(info(s).held_transactions == 1 for s in shapes)
     h.release_snapshot()
@@ -188,6 +192,13 @@ def test_holding_past_the_limit_fails_the_shape(h: Harness) -> None:
     h.hold_snapshots = True
     h.max_held = 2
     shape = h.start_shape(whole_shape(h))
+    assert shape.consumer is not None
+    # Queued for a snapshot worker: not registered yet, so it holds nothing and pins no acknowledgement.
+    for i in range(3):
+        h.conn.execute("UPDATE items SET label = %s WHERE id = 2", (f"w{i}",))
+    h.sync_all()
+    assert info(shape).held_transactions == 0
+    shape.consumer.ask(PrepareSnapshot(), timeout=5)  # the worker is about to take the snapshot
     for i in range(3):
         h.conn.execute("UPDATE items SET label = %s WHERE id = 1", (f"v{i}",))
     h.feed()
