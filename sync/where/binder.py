@@ -132,7 +132,7 @@ class Binder:
             raise self.err(loc, f"operator does not exist: {op} {readable(arg.type)}")
         arg = self.coerce(arg, res.argtypes[0], loc)
         name = "neg" if op == "-" else op
-        return self.fold(a.Call(name, (arg,), res.result, res.argtypes), loc)
+        return self.fold(_strict_null(a.Call(name, (arg,), res.result, res.argtypes)), loc)
 
     def binary(self, op: str, left: a.Node, right: a.Node, loc: int) -> a.Node:
         res = binary(op, left.type, right.type)
@@ -140,7 +140,8 @@ class Binder:
             raise self.err(loc, f"operator does not exist: {readable(left.type)} {op} {readable(right.type)}")
         left = self.coerce(left, res.argtypes[0], loc)
         right = self.coerce(right, res.argtypes[1], loc)
-        return self.fold(a.Call(op, (left, right), res.result, res.argtypes), loc)
+        call = a.Call(op, (left, right), res.result, res.argtypes)
+        return self.fold(_strict_null(call) if res.strict else call, loc)
 
     def boolean(self, is_and: bool, args: list[a.Node], loc: int) -> a.Node:
         what = "AND" if is_and else "OR"
@@ -149,6 +150,14 @@ class Binder:
         for raw in args:
             arg = self.coerce(raw, "bool", loc, what=what)
             flat.extend(arg.args if isinstance(arg, kind) else (arg,))
+        decisive = not is_and  # a constant TRUE decides an OR, a constant FALSE an AND
+        for i, arg in enumerate(flat):
+            if isinstance(arg, a.Const) and arg.value is decisive:
+                # Postgres' planner reduces the whole expression to that constant, after simplifying
+                # (and raising for) the arguments before it
+                for prev in flat[:i]:
+                    check_folding(prev, self.p)
+                return a.Const("bool", decisive)
         node: a.Node = a.And(tuple(flat)) if is_and else a.Or(tuple(flat))
         return self.fold(node, loc)
 
@@ -202,6 +211,9 @@ class Binder:
             ci,
             negated,
         )
+        parts = (node.arg, node.pattern, node.escape)
+        if any(isinstance(x, a.Const) and x.value is None for x in parts):
+            return a.Const("bool", None)  # strict, folded to NULL by the planner
         return self.fold(node, loc)
 
     def any_all(self, op: str, left: a.Node, array: a.Node, is_all: bool, loc: int) -> a.Node:
@@ -282,7 +294,7 @@ class Binder:
             raise self.err(loc, f"function timezone(text, {readable(ts.type)}) does not exist")
         ts = self.coerce(ts, src, loc)
         result = "timestamp" if src == "timestamptz" else "timestamptz"
-        return self.fold(a.Call("timezone", (zone, ts), result, ("text", src)), loc)
+        return self.fold(_strict_null(a.Call("timezone", (zone, ts), result, ("text", src))), loc)
 
     def function(self, name: str, args: list[a.Node], loc: int) -> a.Node:
         n = len(args)
@@ -302,7 +314,8 @@ class Binder:
             shown = ", ".join(readable(x.type) for x in args)
             raise self.err(loc, f"Could not select a function overload for {name}({shown})")
         typed = tuple(self.coerce(x, t, loc) for x, t in zip(args, res.argtypes, strict=True))
-        return self.fold(a.Call(name, typed, res.result, res.argtypes), loc)
+        call = a.Call(name, typed, res.result, res.argtypes)
+        return self.fold(_strict_null(call) if res.strict else call, loc)
 
     def type_from_sql(self, dt: exp.Expr, loc: int) -> tuple[str, int | None]:
         """Our type name (and varchar/char length) for a sqlglot ``DataType``."""
@@ -364,6 +377,14 @@ def check_folding(node: a.Node, parsed: Parsed) -> None:
         return
     for child in a.children(node):
         check_folding(child, parsed)
+
+
+def _strict_null(node: a.Call) -> a.Node:
+    """A strict operator/function with a constant NULL argument is NULL (the planner folds it without
+    evaluating the other arguments, so their errors never happen)."""
+    if any(isinstance(x, a.Const) and x.value is None and x.type != "unknown" for x in node.args):
+        return a.Const(node.type, None)
+    return node
 
 
 def _has_unknown(node: a.Node) -> bool:

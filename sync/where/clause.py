@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sync.postgres.inspector import ColumnInfo, TableInfo, TypeInfo
@@ -72,6 +72,7 @@ class EqualityFact:
     group: tuple[str, str, str]  # (column, column type, comparison type)
     keys: frozenset[Any]
     key: Callable[[str], Any] = field(compare=False, repr=False)
+    whole: bool = False  # the fact is the entire clause: a key hit is a match, no evaluation needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +122,11 @@ class WhereClause:
 
     def equality_facts(self) -> list[EqualityFact]:
         """The indexable conjuncts of the clause (empty if none)."""
-        conjuncts = self.tree.args if isinstance(self.tree, a.And) else (self.tree,)
+        if not isinstance(self.tree, a.And):
+            fact = _fact(self.tree, self.enums)
+            return [] if fact is None else [replace(fact, whole=True)]
         facts = []
-        for c in conjuncts:
+        for c in self.tree.args:
             fact = _fact(c, self.enums)
             if fact is not None:
                 facts.append(fact)

@@ -95,6 +95,8 @@ class _Compiler:
 
     def _col(self, node: a.Col) -> Fn:
         name = node.name
+        if node.type in ("text", "varchar", "name") or node.type.startswith("other:"):
+            return lambda r: r[name]  # the text output is the value
         parse = parser(node.type, self.enums)
 
         def col(r: Row) -> Any:

@@ -23,11 +23,11 @@ _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ
 
 
 def ascii_lower(s: str) -> str:
-    return s.translate(_LOWER)
+    return s.lower() if s.isascii() else s.translate(_LOWER)
 
 
 def ascii_upper(s: str) -> str:
-    return s.translate(_UPPER)
+    return s.upper() if s.isascii() else s.translate(_UPPER)
 
 
 class Function(NamedTuple):

@@ -29,6 +29,7 @@ class _Group:
     column: str
     key: Callable[[str], Any]
     buckets: dict[Any, set[ShapeId]] = field(default_factory=dict)
+    exact: set[ShapeId] = field(default_factory=set)  # shapes whose whole clause is the indexed fact
 
 
 @dataclass
@@ -75,6 +76,8 @@ class RoutingIndex:
             group = table.groups[fact.group] = _Group(fact.column, fact.key)
         for k in fact.keys:
             group.buckets.setdefault(k, set()).add(shape_id)
+        if fact.whole:
+            group.exact.add(shape_id)
         entry.group, entry.keys = fact.group, fact.keys
 
     def remove(self, shape_id: ShapeId) -> None:
@@ -86,6 +89,7 @@ class RoutingIndex:
         table.others.discard(shape_id)
         if entry.group is not None:
             group = table.groups[entry.group]
+            group.exact.discard(shape_id)
             for k in entry.keys:
                 bucket = group.buckets.get(k)
                 if bucket is not None:
@@ -125,8 +129,14 @@ class RoutingIndex:
                 except WhereEvalError as exc:
                     self._fail_group(group, exc, errors)
                     continue
-                for sid in group.buckets.get(key, ()):
-                    if sid not in out:
+                bucket = group.buckets.get(key)
+                if bucket is None:
+                    continue
+                exact = group.exact
+                for sid in bucket:
+                    if sid in exact:
+                        out.add(sid)  # key equality is the clause's equality (see EqualityFact)
+                    elif sid not in out:
                         self._check(sid, row, out, errors)
             for sid in table.others:
                 if sid not in out:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+from decimal import Decimal
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -63,11 +64,35 @@ def cmp_key(t: str) -> Callable[[Any], Any] | None:
 
 def comparison_impl(op: str, t: str) -> Impl:
     py = _PY_CMP[op]
+    if t in FLOAT_TYPES or t == "numeric":
+        return _nan_aware(op, t)
     key = cmp_key(t)
     if key is None:
         return py
     k = key
     return lambda a, b: py(k(a), k(b))
+
+
+def _nan_aware(op: str, t: str) -> Impl:
+    """Comparisons on floats/numerics: plain Python unless a NaN is involved (NaN = NaN, NaN > all)."""
+    py = _PY_CMP[op]
+    key = nm.float_cmp_key if t in FLOAT_TYPES else nm.num_cmp_key
+    is_nan: Callable[[Any], bool] = math.isnan if t in FLOAT_TYPES else Decimal.is_nan
+
+    def slow(a: Any, b: Any) -> bool:
+        return py(key(a), key(b))
+
+    if op == "=":
+        return lambda a, b: a == b or (is_nan(a) and is_nan(b))
+    if op == "<>":
+        return lambda a, b: a != b and not (is_nan(a) and is_nan(b))
+
+    def ordered(a: Any, b: Any) -> bool:
+        if is_nan(a) or is_nan(b):
+            return slow(a, b)
+        return py(a, b)
+
+    return ordered
 
 
 def _comparable(op: str, t: str) -> bool:

@@ -8,6 +8,7 @@ or near "tok"`` where N is the byte offset in ``SELECT 1 WHERE <where>`` (libpg_
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sqlglot
@@ -202,8 +203,12 @@ def _check_tokens(text: str, tokens: list[Token]) -> list[Token]:
     return tokens
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_text(text: str) -> Parsed:
-    """One sqlglot expression for ``text`` or a :class:`WhereError` with Postgres-style syntax errors."""
+    """One sqlglot expression for ``text`` or a :class:`WhereError` with Postgres-style syntax errors.
+
+    Cached: many shapes share a clause text and differ in ``$n`` parameters only (the tree is only read).
+    """
     try:
         tokens = _DIALECT.tokenize(text)
     except TokenError:

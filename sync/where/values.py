@@ -89,8 +89,10 @@ def _int_parser(t: str) -> Parser:
     name = INT_NAMES[t]
 
     def parse(s: str) -> int:
-        if not _INT_RE.fullmatch(s):
-            raise WhereEvalError(f'invalid input syntax for type {name}: "{s}"')
+        # fast path for Postgres' own output ("-?[0-9]+"); anything else goes through the full check
+        if not (s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit()))):
+            if not _INT_RE.fullmatch(s):
+                raise WhereEvalError(f'invalid input syntax for type {name}: "{s}"')
         v = int(s)
         if v < lo or v > hi:
             raise WhereEvalError(f'value "{s}" is out of range for type {name}')
@@ -129,7 +131,17 @@ def _nonzero_digits(s: str) -> bool:
 _NUMERIC_RE = re.compile(r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t\n\r\f\v]*")
 
 
+_NUMERIC_FAST = frozenset("0123456789.-")
+
+
 def parse_numeric(s: str) -> Decimal:
+    if s and s[-1].isdigit() and s.isascii() and _NUMERIC_FAST.issuperset(s) and s[0] != ".":
+        # Postgres' own output: plain decimal notation
+        try:
+            d = Decimal(s)
+        except decimal.InvalidOperation:
+            raise WhereEvalError(f'invalid input syntax for type numeric: "{s}"') from None
+        return d.copy_abs() if s[0] == "-" and d.is_zero() else d
     special = _NUMERIC_SPECIAL.get(s.strip(PG_SPACE).lower())
     if special is not None:
         return special
