@@ -324,7 +324,7 @@ class ShapeCache(SupervisedActor):
     # -- removal ------------------------------------------------------------------------------------------
 
     def _remove(self, handle: str, reason: str) -> bool:
-        shape = self.directory.withdraw(handle)
+        shape = self.directory.withdraw(handle, reason)
         if shape is None:
             return False
         logger.info("shape %s removed: %s", handle, reason)

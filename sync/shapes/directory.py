@@ -39,7 +39,7 @@ class ShapeDirectory:
         self._by_handle: dict[str, LiveShape] = {}
         self._by_definition: dict[ShapeDefinition, str] = {}
         self._last_used: dict[str, float] = {}
-        self._rotated: dict[str, ShapeDefinition] = {}
+        self._rotated: dict[str, tuple[ShapeDefinition, str]] = {}  # old handle -> (definition, reason)
 
     def __len__(self) -> int:
         return len(self._by_handle)
@@ -55,13 +55,18 @@ class ShapeDirectory:
 
     def rotated_to(self, handle: str) -> str | None:
         """The live handle for the definition ``handle`` had, if that handle was rotated away (else None)."""
-        definition = self._rotated.get(handle)
-        if definition is None:
+        entry = self._rotated.get(handle)
+        if entry is None:
             return None
-        return self._by_definition.get(definition)
+        return self._by_definition.get(entry[0])
 
     def was_rotated(self, handle: str) -> bool:
         return handle in self._rotated
+
+    def rotation_reason(self, handle: str) -> str | None:
+        """Why ``handle`` was removed (e.g. ``"snapshot failed: ..."``, ``"deleted"``), if it was."""
+        entry = self._rotated.get(handle)
+        return entry[1] if entry is not None else None
 
     def touch(self, handle: str) -> None:
         if handle in self._by_handle:
@@ -77,13 +82,13 @@ class ShapeDirectory:
         self._by_definition[shape.definition] = shape.handle
         self._last_used[shape.handle] = time.monotonic()
 
-    def withdraw(self, handle: str) -> LiveShape | None:
+    def withdraw(self, handle: str, reason: str = "removed") -> LiveShape | None:
         shape = self._by_handle.pop(handle, None)
         self._last_used.pop(handle, None)
         if shape is not None:
             if self._by_definition.get(shape.definition) == handle:
                 del self._by_definition[shape.definition]
-            self._rotated[handle] = shape.definition
+            self._rotated[handle] = (shape.definition, reason)
             if len(self._rotated) > 100_000:  # bounded memory: forget the oldest rotations
                 for old in list(self._rotated)[:10_000]:
                     del self._rotated[old]

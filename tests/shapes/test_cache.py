@@ -182,6 +182,7 @@ def test_invalidation_rotates_the_handle_wakes_waiters_and_removes_the_log(h: Ca
     assert h.cache.ask(InvalidateShape(old.handle, "test"), timeout=10) is True
     assert waiter.get(timeout=10).outcome == "rotated"
     assert h.directory.get(old.handle) is None
+    assert h.directory.rotation_reason(old.handle) == "test"
     assert h.storage.handles() == []
     new = h.live(definition)
     assert new.handle != old.handle
@@ -209,6 +210,7 @@ def test_truncate_and_column_drop_invalidate_exactly_the_affected_shapes(h: Cach
     h.conn.execute("TRUNCATE items")
     h.feed()
     wait_for(lambda: h.directory.get(subset.handle) is None)
+    assert "truncated" in (h.directory.rotation_reason(subset.handle) or "")
     assert h.directory.get(unrelated.handle) is not None
 
 
