@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import operator
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sync.where import numeric as nm

@@ -90,9 +90,9 @@ def _int_parser(t: str) -> Parser:
 
     def parse(s: str) -> int:
         # fast path for Postgres' own output ("-?[0-9]+"); anything else goes through the full check
-        if not (s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit()))):
-            if not _INT_RE.fullmatch(s):
-                raise WhereEvalError(f'invalid input syntax for type {name}: "{s}"')
+        canonical = s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit()))
+        if not canonical and not _INT_RE.fullmatch(s):
+            raise WhereEvalError(f'invalid input syntax for type {name}: "{s}"')
         v = int(s)
         if v < lo or v > hi:
             raise WhereEvalError(f'value "{s}" is out of range for type {name}')
