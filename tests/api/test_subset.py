@@ -101,6 +101,13 @@ def test_get_subset_headers_body_and_rows(svc: ServiceProcess, dsn: str, table: 
     assert all(isinstance(v, str) for v in first["value"].values())
 
 
+def test_no_matching_row_gives_empty_data_with_metadata(svc: ServiceProcess, table: str) -> None:
+    status, _, body = subset(svc, table, where="id < 0", order_by="id", limit="5")
+    assert status == 200, body
+    assert body["data"] == []
+    assert set(body["metadata"]) == {"xmin", "xmax", "xip_list", "database_lsn", "snapshot_mark"}
+
+
 def test_post_body_forms_and_non_string_params(svc: ServiceProcess, dsn: str, table: str) -> None:
     expected = [
         r[0] for r in pg_rows(dsn, f'SELECT id FROM "{table}" WHERE grp = 3 ORDER BY id LIMIT 5 OFFSET 2')
