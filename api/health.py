@@ -43,6 +43,8 @@ class HealthResource:
         resp.set_header("cache-control", NO_CACHE)
         resp.data = orjson.dumps({"status": status})
 
+    on_head = on_get  # the CORS headers advertise GET, HEAD; the server drops the body of a HEAD
+
 
 class ActorTreeResource:
     def __init__(self, slot: EngineSlot) -> None:

@@ -72,3 +72,14 @@ def test_sigterm_stops_promptly(db_dsn: str, tmp_path: Path) -> None:
     assert svc.stop() == 0
     assert time.monotonic() - started < 15
     assert "engine for stack 'e2e' started" in svc.output() or "starting engine" in svc.output()
+
+
+def test_head_health_answers_like_get(service: ServiceProcess) -> None:
+    import urllib.request  # noqa: PLC0415
+
+    service.wait_healthy()
+    req = urllib.request.Request(service.url + "/v1/health", method="HEAD")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+        assert resp.headers["cache-control"] == "no-cache, no-store, must-revalidate"
+        assert resp.read() == b""
