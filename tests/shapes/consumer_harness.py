@@ -131,10 +131,17 @@ class Harness:
         columns: list[str] | None = None,
         where: str | None = None,
         params: tuple[str, ...] = (),
+        log_mode: str = "full",
     ) -> ShapeDefinition:
         info = read_table(self.conn, "public", table)
         return ShapeDefinition.create(
-            ("public", table), info, columns=columns, where=where, params=params, replica=replica
+            ("public", table),
+            info,
+            columns=columns,
+            where=where,
+            params=params,
+            replica=replica,
+            log_mode=log_mode,
         )
 
     def start_shape(self, shape: ShapeUnderTest, stored: StoredShape | None = None) -> ShapeUnderTest:

@@ -338,3 +338,13 @@ def test_rename_and_type_change_invalidate_the_shapes_of_that_table(h: CacheHarn
     h.conn.execute("INSERT INTO items2 VALUES (101, 1, 'x'); INSERT INTO other VALUES (2, 2)")
     relay(h, decoder, events)
     wait_for(lambda: h.directory.handles() == [])
+
+
+def test_a_changes_only_shape_has_an_empty_snapshot_then_follows_the_log(h: CacheHarness) -> None:
+    shape = h.live(h.definition("items", where="value > 10", log_mode="changes_only"))
+    wait_for(lambda: snapshot_done(shape))
+    h.conn.execute("UPDATE items SET label = 'changed' WHERE id IN (5, 15)")
+    h.sync_all()
+    items = read_log(shape.reader)
+    assert items[0]["headers"]["control"] == "snapshot-end"
+    assert [(i["key"], i["headers"]["operation"]) for i in items[1:]] == [('"public"."items"/"15"', "update")]
