@@ -211,7 +211,12 @@ class ShapeCache(SupervisedActor):
             error = self._publish(definition, handle)
             if error is not None:
                 return ShapeResult(None, error=error)
-        writer = self._storage.create(handle, definition.to_dict())
+        try:
+            writer = self._storage.create(handle, definition.to_dict())
+        except OSError as exc:
+            logger.warning("shape %s: cannot create its log: %r", handle, exc)
+            self._release(definition, handle)
+            return ShapeResult(None, error=f"cannot create the shape's log: {exc}")
         shape = self._start(handle, definition, compiled, writer, None)
         if shape is None:
             self._storage.delete(handle)
@@ -267,6 +272,7 @@ class ShapeCache(SupervisedActor):
             subtree = start_child(self._sup, spec, timeout=s.ask_timeout)
         except Exception:
             logger.exception("shape %s: subtree failed to start", handle)
+            writer.abort()  # no storage actor owns it
             return None
 
         def down(event: Down) -> None:
