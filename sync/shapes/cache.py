@@ -303,7 +303,7 @@ class ShapeCache(SupervisedActor):
         for handle in handles:
             try:
                 writer = self._storage.open(handle)
-            except ShapeMustBeRecreated as exc:
+            except (ShapeMustBeRecreated, OSError) as exc:
                 logger.warning("shape %s cannot be resumed (%s): deleted", handle, exc)
                 self._storage.delete(handle)
                 continue
