@@ -15,7 +15,7 @@ from sync.where.casts import canonical, cast_fn, common_of, common_type
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.evaluate import compile_node
 from sync.where.functions import FUNCTIONS, resolve_function
-from sync.where.ops import COMPARISONS, binary, unary
+from sync.where.ops import binary, unary
 from sync.where.syntax import Parsed
 from sync.where.values import INT_TYPES, TEXT_TYPES, elem, is_array, parser
 
@@ -391,6 +391,3 @@ def _has_unknown(node: a.Node) -> bool:
     if node.type == "unknown":
         return True
     return any(_has_unknown(c) for c in a.children(node))
-
-
-COMPARISON_OPS = COMPARISONS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,8 +17,6 @@ from sync.where.sqlgen import render
 from sync.where.values import parser
 
 __all__ = ["EqualityFact", "WhereClause", "column_type", "compile_where", "table_types"]
-
-log = logging.getLogger(__name__)
 
 SUPPORTED = frozenset(
     {

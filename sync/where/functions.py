@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from sync.where import intervals as ivl
 from sync.where import temporal as tm
 from sync.where.casts import common_of
 from sync.where.ops import array_append, array_cat, array_prepend, cmp_key
@@ -104,8 +105,8 @@ def resolve_function(name: str, types: list[str]) -> Function | None:
     if name == "array_ndims" and n == 1 and is_array(types[0]):
         return Function((types[0],), "int4", _ndims, True)
     if name in ("justify_days", "justify_hours", "justify_interval") and n == 1 and t[0] == "interval":
-        impl = {"justify_days": tm.justify_days, "justify_hours": tm.justify_hours}.get(
-            name, tm.justify_interval
+        impl = {"justify_days": ivl.justify_days, "justify_hours": tm.justify_hours}.get(
+            name, ivl.justify_interval
         )
         return Function(("interval",), "interval", impl, True)
     return None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from sync.where import intervals as ivl
 from sync.where import numeric as nm
 from sync.where import temporal as tm
 from sync.where.casts import ORDERED, canonical, common_type, numeric_common
@@ -143,7 +144,7 @@ def _iv_add(a: tm.Interval, b: tm.Interval) -> tm.Interval:
 def _iv_div(a: tm.Interval, f: float) -> tm.Interval:
     if f == 0.0:
         raise WhereEvalError("division by zero")
-    return tm.interval_mul(a, 1.0 / f)
+    return ivl.interval_mul(a, 1.0 / f)
 
 
 def _time_pl(t: int, iv: tm.Interval) -> int:
@@ -155,7 +156,7 @@ def _time_mi(t: int, iv: tm.Interval) -> int:
 
 
 def _float_mul_iv(f: float, iv: tm.Interval) -> tm.Interval:
-    return tm.interval_mul(iv, f)
+    return ivl.interval_mul(iv, f)
 
 
 def _iv_pl_ts(iv: tm.Interval, t: int) -> int:
@@ -179,7 +180,7 @@ def _temporal(op: str, a: str, b: str) -> Resolved | None:
         ("+", "interval", "time"): Resolved(("interval", "time"), "time", lambda iv, t: _time_pl(t, iv)),
         ("-", "time", "interval"): Resolved(("time", "interval"), "time", _time_mi),
         ("-", "time", "time"): Resolved(("time", "time"), "interval", lambda x, y: tm.Interval(0, 0, x - y)),
-        ("*", "interval", "float8"): Resolved(("interval", "float8"), "interval", tm.interval_mul),
+        ("*", "interval", "float8"): Resolved(("interval", "float8"), "interval", ivl.interval_mul),
         ("*", "float8", "interval"): Resolved(("float8", "interval"), "interval", _float_mul_iv),
         ("/", "interval", "float8"): Resolved(("interval", "float8"), "interval", _iv_div),
     }  # fmt: skip
@@ -399,7 +400,3 @@ def unary(op: str, t: str) -> Resolved | None:
     if op == "abs" and c in NUMERIC_TYPES:
         return Resolved((c,), c, _numeric_impls(c)["abs"])
     return None
-
-
-def is_nan_or_inf(v: float) -> bool:
-    return math.isnan(v) or math.isinf(v)

@@ -10,9 +10,8 @@ offending node as a byte offset in the clause.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
 
 from sqlglot import exp
 from sqlglot.tokenizer_core import Token
@@ -20,6 +19,7 @@ from sqlglot.tokenizer_core import Token
 from sync.where import ast as a
 from sync.where.binder import Binder, check_folding
 from sync.where.errors import WhereError
+from sync.where.literals import decode_string
 from sync.where.syntax import TT, Parsed, _syntax, parse_text
 from sync.where.values import INT_RANGES, parse_numeric
 
@@ -263,7 +263,7 @@ class _Builder:
             raise self.p.at(start, "BitString values are not supported")
         if isinstance(e, exp.Literal) and not e.is_string:
             return self.number(str(e.this))
-        value = _decode_string(self.p.text, tok) if tok is not None else str(e.this)
+        value = decode_string(self.p.text, tok) if tok is not None else str(e.this)
         if "\x00" in value:
             raise self.p.at(start, 'invalid byte sequence for encoding "UTF8": 0x00')
         return a.Const("unknown", value)
@@ -367,7 +367,7 @@ class _Builder:
             raise self.p.at(self.loc(e), "INTERVAL is not supported in this context")
         tok = self.token_at(self.loc(this))
         if tok is not None and tok.token_type in (TT.STRING, TT.BYTE_STRING, TT.HEREDOC_STRING):
-            text = _decode_string(self.p.text, tok)
+            text = decode_string(self.p.text, tok)
             unit_tok = next((t for t in self.p.tokens if t.start > tok.end), None)
             if unit is not None and unit_tok is not None:
                 text = f"{text} {unit.name}"
@@ -451,84 +451,3 @@ def _syntax_at(p: Parsed, e: exp.Expr, b: _Builder) -> WhereError:
     pos = b.loc(e)
     tok = b.token_at(pos)
     return _syntax(p.text, pos, p.text[tok.start : tok.end + 1] if tok is not None else None)
-
-
-_ESCAPES: dict[str, str] = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
-def _decode_string(text: str, tok: Token) -> str:
-    """The value of a string token, decoded from the source (standard, ``E''`` and ``$$`` strings)."""
-    raw = text[tok.start : tok.end + 1]
-    if tok.token_type == TT.HEREDOC_STRING:
-        end = raw.index("$", 1)
-        return raw[end + 1 : len(raw) - end - 1]
-    if tok.token_type == TT.UNICODE_STRING:
-        return _decode_unicode(raw[3:-1].replace("''", "'"))
-    if tok.token_type == TT.BYTE_STRING or raw[:1] in ("e", "E"):
-        return _decode_escape(raw[2:-1])
-    if tok.token_type == TT.STRING and raw.startswith("'"):
-        return raw[1:-1].replace("''", "'")
-    return str(tok.text)
-
-
-def _decode_unicode(body: str) -> str:
-    """``U&'...'`` with the default escape character: ``\\XXXX``, ``\\+XXXXXX``, ``\\\\``."""
-    out: list[str] = []
-    i, n = 0, len(body)
-    while i < n:
-        if body[i] == "\\" and i + 1 < n:
-            if body[i + 1] == "\\":
-                out.append("\\")
-                i += 2
-            elif body[i + 1] == "+":
-                out.append(chr(int(body[i + 2 : i + 8], 16)))
-                i += 8
-            else:
-                out.append(chr(int(body[i + 1 : i + 5], 16)))
-                i += 5
-        else:
-            out.append(body[i])
-            i += 1
-    return "".join(out)
-
-
-def _decode_escape(body: str) -> str:
-    out: list[str] = []
-    i, n = 0, len(body)
-    while i < n:
-        ch = body[i]
-        if ch == "'" and i + 1 < n and body[i + 1] == "'":
-            out.append("'")
-            i += 2
-            continue
-        if ch != "\\" or i + 1 >= n:
-            out.append(ch)
-            i += 1
-            continue
-        nxt = body[i + 1]
-        if nxt in _ESCAPES:
-            out.append(_ESCAPES[nxt])
-            i += 2
-        elif nxt in "01234567":
-            j = i + 1
-            while j < min(i + 4, n) and body[j] in "01234567":
-                j += 1
-            out.append(chr(int(body[i + 1 : j], 8)))
-            i = j
-        elif nxt == "x" and i + 2 < n and body[i + 2] in "0123456789abcdefABCDEF":
-            j = i + 2
-            while j < min(i + 4, n) and body[j] in "0123456789abcdefABCDEF":
-                j += 1
-            out.append(chr(int(body[i + 2 : j], 16)))
-            i = j
-        elif nxt in "uU":
-            width = 4 if nxt == "u" else 8
-            out.append(chr(int(body[i + 2 : i + 2 + width], 16)))
-            i += 2 + width
-        else:
-            out.append(nxt)
-            i += 2
-    return "".join(out)
-
-
-Factory = Callable[..., Any]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from sync.where import intervals as ivl
 from sync.where import temporal as tm
 from sync.where.errors import WhereEvalError
 
@@ -295,7 +296,7 @@ def parser(t: str, enums: dict[str, tuple[str, ...]] | None = None) -> Parser:
         "time": tm.parse_time,
         "timestamp": lambda s: tm.parse_timestamp(s, False),
         "timestamptz": lambda s: tm.parse_timestamp(s, True),
-        "interval": tm.parse_interval,
+        "interval": ivl.parse_interval,
     }
     if t in simple:
         return simple[t]
