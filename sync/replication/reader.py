@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 _YIELD_EVERY = 2000  # messages between cooperative yields / timer checks while data keeps coming
 _GEVENT_YIELD_S = 0.0001
+_SMALL_BURST = 64  # messages read since the last wait below which we coalesce wake-ups
+_COALESCE_S = 0.001  # the pause that coalesces them (adds at most this to the latency)
 _MAX_WAIT = 0.25  # longest socket wait, bounds stop latency and ack latency
 
 
@@ -198,10 +200,15 @@ class ReplicationReader:
                 raise stream.ended()
             if drained:
                 # nothing buffered, nothing in the kernel either: housekeeping, then wait for the socket
-                count = 0
                 self._poll_in_flight()
                 self._maintain()
-                runtime.wait_readable(fd, min(_MAX_WAIT, max(0.0, self._next_status - time.monotonic())))
+                if 0 < count < _SMALL_BURST:
+                    # We outpace the server (small transactions trickling in): pause briefly so that the
+                    # next wake-up finds many of them, instead of paying one wake-up per transaction.
+                    runtime.sleep(_COALESCE_S)
+                else:
+                    runtime.wait_readable(fd, min(_MAX_WAIT, max(0.0, self._next_status - time.monotonic())))
+                count = 0
             drained = True  # reset by the next message; a second empty read in a row waits
             try:
                 pg.consume_input()
