@@ -40,9 +40,17 @@ from sync.replication.changes import (
     Value,
 )
 
-__all__ = ["DEFAULT_MAX_BATCH", "PgOutputDecoder", "ProtocolError", "RelationCache", "decode_tuple"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "XLOGDATA_HEADER",
+    "PgOutputDecoder",
+    "ProtocolError",
+    "RelationCache",
+    "decode_tuple",
+]
 
 DEFAULT_MAX_BATCH = 500
+XLOGDATA_HEADER = 25  # 'w', start LSN, wal_end, send time: the pgoutput message follows
 
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
@@ -219,22 +227,31 @@ class PgOutputDecoder:
     # -- entry point -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Decode one pgoutput message (the payload of one XLogData frame)."""
-        tag = data[0]
+        self._decode(data, 0)
+
+    def feed_frame(self, frame: bytes) -> None:
+        """Decode the message inside a whole XLogData frame (``w`` + 24-byte header) without copying it
+        out first: the replication reader's hot path."""
+        self._decode(frame, XLOGDATA_HEADER)
+
+    def _decode(self, data: bytes, b: int) -> None:
+        """The message starts at ``data[b]``."""
+        tag = data[b]
         if tag == 73:  # 'I': the hot path, inlined
             if self._skipping:
                 return
             try:
-                rel = self.cache.relations[_U32.unpack_from(data, 1)[0]]
+                rel = self.cache.relations[_U32.unpack_from(data, b + 1)[0]]
             except KeyError:
                 raise ProtocolError("Insert for a relation before its Relation message") from None
-            if data[5] != _NEW:
+            if data[b + 5] != _NEW:
                 raise ProtocolError("Insert without a new tuple")
             buf = self._buf
             if len(buf) >= self._max_batch:
                 self._flush()
                 buf = self._buf
             values: list[Value] = []
-            _values(data, 6, values)
+            _values(data, b + 6, values)
             change = _new(Insert)
             _INS_REL(change, rel)
             _INS_NEW(change, tuple(values))
@@ -242,16 +259,21 @@ class PgOutputDecoder:
             buf.append(change)
             self._op += 2
         elif tag == 66:  # 'B'
-            self._begin(data)
+            self._begin(data, b)
         elif tag == 67:  # 'C'
-            self._commit(data)
+            self._commit(data, b)
         elif tag == 85:  # 'U'
             if not self._skipping:
-                self._update(data)
+                self._update(data, b)
         elif tag == 68:  # 'D'
             if not self._skipping:
-                self._delete(data)
-        elif tag == 82:  # 'R'
+                self._delete(data, b)
+        else:
+            self._other(data[b:] if b else data, tag)
+
+    def _other(self, data: bytes, tag: int) -> None:
+        """The rarer messages, from their own payload."""
+        if tag == 82:  # 'R'
             self._relation(_decode_relation(data))
         elif tag == 84:  # 'T'
             if not self._skipping:
@@ -266,10 +288,10 @@ class PgOutputDecoder:
             raise ProtocolError(f"unexpected pgoutput message {chr(tag)!r} (protocol version 1)")
 
     # -- transactions ----------------------------------------------------------------------------------
-    def _begin(self, data: bytes) -> None:
+    def _begin(self, data: bytes, b: int) -> None:
         if self.in_transaction:
             raise ProtocolError("Begin inside a transaction")
-        self._commit_lsn, self._commit_ts, self._xid = _BEGIN.unpack_from(data, 1)
+        self._commit_lsn, self._commit_ts, self._xid = _BEGIN.unpack_from(data, b + 1)
         self.in_transaction = True
         self._skipping = self._commit_lsn <= self.skip_through
         self._begin_pending = True
@@ -277,10 +299,10 @@ class PgOutputDecoder:
         if self._buf:  # Commit hands a fresh list over; only a broken stream leaves one behind
             self._buf = []
 
-    def _commit(self, data: bytes) -> None:
+    def _commit(self, data: bytes, b: int) -> None:
         if not self.in_transaction:
             raise ProtocolError("Commit outside a transaction")
-        _flags, commit_lsn, end_lsn, commit_ts = _COMMIT.unpack_from(data, 1)
+        _flags, commit_lsn, end_lsn, commit_ts = _COMMIT.unpack_from(data, b + 1)
         if commit_lsn != self._commit_lsn:
             raise ProtocolError(f"Commit LSN {commit_lsn} differs from Begin's {self._commit_lsn}")
         self.in_transaction = False
@@ -322,14 +344,14 @@ class PgOutputDecoder:
             self._buf = []
 
     # -- changes ---------------------------------------------------------------------------------------
-    def _update(self, data: bytes) -> None:
-        rel = self.cache.get(_U32.unpack_from(data, 1)[0])
-        kind = data[5]
+    def _update(self, data: bytes, b: int) -> None:
+        rel = self.cache.get(_U32.unpack_from(data, b + 1)[0])
+        kind = data[b + 5]
         old: Row | None = None
         old_kind: Literal["K", "O"] | None = None
-        pos = 6
+        pos = b + 6
         if kind in (_K, _O):
-            old, pos = decode_tuple(data, 6)
+            old, pos = decode_tuple(data, pos)
             old_kind = "K" if kind == _K else "O"
             kind = data[pos]
             pos += 1
@@ -338,12 +360,12 @@ class PgOutputDecoder:
         new = decode_tuple(data, pos)[0]
         self._add(Update(rel, new, old, old_kind, self._op))
 
-    def _delete(self, data: bytes) -> None:
-        rel = self.cache.get(_U32.unpack_from(data, 1)[0])
-        kind = data[5]
+    def _delete(self, data: bytes, b: int) -> None:
+        rel = self.cache.get(_U32.unpack_from(data, b + 1)[0])
+        kind = data[b + 5]
         if kind not in (_K, _O):
             raise ProtocolError("Delete without an old tuple")
-        old = decode_tuple(data, 6)[0]
+        old = decode_tuple(data, b + 6)[0]
         self._add(Delete(rel, old, "K" if kind == _K else "O", self._op))
 
     def _truncate(self, data: bytes) -> None:

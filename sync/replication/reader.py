@@ -166,7 +166,7 @@ class ReplicationReader:
     def _pump(self, stream: ReplicationStream, decoder: PgOutputDecoder) -> None:
         pg = stream.pg
         get_copy_data = pg.get_copy_data
-        feed = decoder.feed
+        feed_frame = decoder.feed_frame
         tracker = self.tracker
         assert tracker is not None
         fd = pg.socket
@@ -183,7 +183,7 @@ class ReplicationReader:
                 drained = False
                 tag = data[0]
                 if tag == 119:  # 'w' XLogData
-                    feed(bytes(data[25:]))
+                    feed_frame(data.tobytes())
                 elif tag == 107:  # 'k' keepalive
                     wal_end, _ts, reply = KEEPALIVE.unpack_from(data, 1)
                     tracker.on_keepalive(wal_end)

@@ -264,3 +264,24 @@ def test_non_ascii_values(slot: SqlSlot) -> None:
     ins1, ins2 = changes(slot.decode())
     assert isinstance(ins1, Insert) and ins1.new == ("1", "héllo ✓ 日本", "plain")
     assert isinstance(ins2, Insert) and ins2.new == ("2", "ascii", None)
+
+
+def test_whole_frames_decode_like_payloads(slot: SqlSlot) -> None:
+    slot.execute("CREATE TABLE f (id int PRIMARY KEY, v text)")
+    slot.execute("ALTER TABLE f REPLICA IDENTITY FULL")
+    slot.add_table("f")
+    slot.execute("INSERT INTO f VALUES (1, 'é'), (2, NULL)")
+    slot.execute("UPDATE f SET v = 'x' WHERE id = 1")
+    slot.execute("DELETE FROM f WHERE id = 2")
+    slot.execute("TRUNCATE f")
+    msgs = slot.messages()
+    by_payload: list[TransactionFragment | RelationChanged] = []
+    by_frame: list[TransactionFragment | RelationChanged] = []
+    dec_payload = PgOutputDecoder(by_payload.append, max_batch=1)
+    dec_frame = PgOutputDecoder(by_frame.append, max_batch=1)
+    for i, m in enumerate(msgs):
+        header = b"w" + bytes((0x80 + i) % 256 for _ in range(24))  # non-ASCII like real LSNs
+        dec_payload.feed(m)
+        dec_frame.feed_frame(header + m)
+    assert by_frame == by_payload
+    assert len(changes(by_frame)) == 5
