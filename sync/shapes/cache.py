@@ -17,6 +17,11 @@ handle (clients get 409 and re-create the shape from its definition under a new 
 with ``rotated``, deletes its log and stops its subtree.  With ``max_shapes`` set, creating one more shape
 evicts the least recently used one the same way.
 
+Creation runs outside the cache's inbox (``CreateShape``, through :func:`get_or_create_shape`): the cache
+reserves the definition, a worker does the slow part (catalog, publication, log files, subtree start), and
+every request for that definition gets the same result; many shapes are thus created at once.  The older
+``GetOrCreateShape`` does the same work inside the handler (one creation at a time).
+
 The ShapeSupervisor must be started before the cache (the cache starts shape subtrees from ``on_start``).
 """
 
@@ -30,24 +35,25 @@ from typing import Any, cast
 
 import pykka
 
-from supervisors import Down, Monitor, SupervisedActor, describe_reason, monitor, start_child, terminate_child
+from supervisors import Down, Monitor, SupervisedActor, describe_reason, monitor, terminate_child
+from sync import runtime
 from sync.replication.changes import RelationChanged, SlotRecreated
-from sync.shapes.consumer import Consumer, RotateShape, StoredShape
+from sync.shapes.consumer import RotateShape, StoredShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, relation_change_reason
-from sync.shapes.shape_supervisor import shape_spec
+from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.snapshot_pool import StartSnapshot
 from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.shapes.xid import PgSnapshot
 from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.storage import Storage
-from sync.storage.storage_actor import StorageActor
 from sync.storage.writer import ShapeLogWriter
 
 __all__ = [
     "CacheSettings",
+    "CreateShape",
     "DeleteShape",
     "GetOrCreateShape",
     "GetShape",
@@ -55,6 +61,7 @@ __all__ = [
     "ListShapes",
     "ShapeCache",
     "ShapeResult",
+    "get_or_create_shape",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +78,29 @@ class GetOrCreateShape:
     """ask -> ShapeResult: the live shape for ``definition``, created (snapshot started) if there is none."""
 
     definition: ShapeDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class CreateShape:
+    """ask -> ShapeResult | pykka.Future[ShapeResult]: like GetOrCreateShape, but a new shape is built
+    outside the cache's inbox and the reply is a future of its result (use :func:`get_or_create_shape`)."""
+
+    definition: ShapeDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """tell (creation worker -> cache): the outcome of building ``handle``."""
+
+    definition: ShapeDefinition
+    handle: str
+    outcome: tuple[LiveShape, pykka.ActorRef[Any]] | str
+
+
+@dataclass(slots=True)
+class _Pending:
+    handle: str
+    futures: list[pykka.ThreadingFuture[ShapeResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +154,12 @@ class CacheSettings:
 class ShapeCache(SupervisedActor):
     """The registry of a stack's shapes (see the module docstring).
 
-    Owns:       the live shapes (with the ShapeDirectory it publishes), the HandleClock.
-    Receives:   GetOrCreateShape (ask) -> ShapeResult; GetShape (ask) -> LiveShape | None; DeleteShape (ask)
-                -> bool; InvalidateShape (tell/ask) -> bool; RelationChanged, SlotRecreated (tell, from the
-                collector's callbacks); ListShapes (ask) -> list[LiveShape].
+    Owns:       the live shapes (with the ShapeDirectory it publishes), the shapes being built, the
+                HandleClock, the SnapshotMarks journal, a monitor per shape subtree.
+    Receives:   CreateShape (ask) -> ShapeResult | Future[ShapeResult]; GetOrCreateShape (ask) -> ShapeResult;
+                GetShape (ask) -> LiveShape | None; DeleteShape (ask) -> bool; InvalidateShape (tell/ask) ->
+                bool; RelationChanged, SlotRecreated (tell, from the collector's callbacks); ListShapes (ask)
+                -> list[LiveShape]; _Built (tell, from its creation workers).
     Sends:      ``publish``/``unpublish`` (the PublicationManager); start_child / terminate_child to the
                 ShapeSupervisor; RotateShape (ask) to consumers; StartSnapshot (tell, via consumers) to the
                 SnapshotPool.
@@ -161,15 +193,39 @@ class ShapeCache(SupervisedActor):
         self._clock = HandleClock()
         self._marks = marks if marks is not None else SnapshotMarks(_marks_path(storage))
         self._monitors: dict[str, Monitor] = {}
+        self._pending: dict[ShapeDefinition, _Pending] = {}
+        self._doomed: dict[str, str] = {}  # handles invalidated while still being built
+        s = self._settings
+        self._wiring = ShapeWiring(
+            storage,
+            shape_supervisor,
+            collector,
+            self._start_snapshot,
+            self._invalidate_later,
+            self._marks.record,
+            max_held=s.max_held,
+            max_held_changes=s.max_held_changes,
+            flush_bytes=s.flush_bytes,
+            flush_interval=s.flush_interval,
+            ask_timeout=s.ask_timeout,
+        )
 
     def on_start(self) -> None:
         self._reload()
 
     def on_stop(self) -> None:
         self._marks.close()
+        for pending in self._pending.values():
+            for future in pending.futures:
+                future.set(ShapeResult(None, error="the shape cache stopped"))
+        self._pending.clear()
 
     def on_receive(self, message: Any) -> Any:
         match message:
+            case CreateShape(definition):
+                return self._create_async(definition)
+            case _Built(definition, handle, outcome):
+                self._built(definition, handle, outcome)
             case GetOrCreateShape(definition):
                 return self._get_or_create(definition)
             case GetShape(handle):
@@ -192,96 +248,93 @@ class ShapeCache(SupervisedActor):
 
     # -- creation -----------------------------------------------------------------------------------------
 
-    def _get_or_create(self, definition: ShapeDefinition) -> ShapeResult:
+    def _existing(self, definition: ShapeDefinition) -> LiveShape | None:
         existing = self.directory.find(definition)
         if existing is not None:
             self.directory.touch(existing.handle)
-            return ShapeResult(existing)
+        return existing
+
+    def _make_room(self) -> None:
         limit = self._settings.max_shapes
-        while limit and len(self.directory) >= limit:
+        while limit and len(self.directory) + len(self._pending) >= limit:
             victim = self.directory.least_recently_used()
             if victim is None or not self._remove(victim, "evicted (least recently used)"):
                 break
+
+    def _get_or_create(self, definition: ShapeDefinition) -> ShapeResult:
+        existing = self._existing(definition)
+        if existing is not None:
+            return ShapeResult(existing)
+        if definition in self._pending:
+            return ShapeResult(None, error="the shape is being created, retry")
+        self._make_room()
         handle = self._clock.new_handle(definition)
-        try:
-            compiled = self._compile(definition)
-        except Exception as exc:  # reported to the requester as a value
-            return ShapeResult(None, error=f"cannot compile the shape: {exc}")
-        if self._publish is not None:
-            error = self._publish(definition, handle)
-            if error is not None:
-                return ShapeResult(None, error=error)
-        try:
-            writer = self._storage.create(handle, definition.to_dict())
-        except OSError as exc:
-            logger.warning("shape %s: cannot create its log: %r", handle, exc)
-            self._release(definition, handle)
-            return ShapeResult(None, error=f"cannot create the shape's log: {exc}")
-        shape = self._start(handle, definition, compiled, writer, None)
-        if shape is None:
-            self._storage.delete(handle)
-            self._release(definition, handle)
-            return ShapeResult(None, error="the shape's actors failed to start")
-        logger.info("shape %s created for %s.%s", handle, definition.schema, definition.table)
-        return ShapeResult(shape, created=True)
+        outcome = self._build(handle, definition)
+        if isinstance(outcome, str):
+            return ShapeResult(None, error=outcome)
+        return ShapeResult(self._adopt(*outcome), created=True)
 
-    def _start(
-        self,
-        handle: str,
-        definition: ShapeDefinition,
-        compiled: CompiledShape,
-        writer: ShapeLogWriter,
-        stored: StoredShape | None,
-    ) -> LiveShape | None:
-        s = self._settings
-        consumer_ref: list[pykka.ActorRef[Any]] = []
-        reader = writer.reader()
+    def _create_async(self, definition: ShapeDefinition) -> ShapeResult | pykka.ThreadingFuture[ShapeResult]:
+        existing = self._existing(definition)
+        if existing is not None:
+            return ShapeResult(existing)
+        future: pykka.ThreadingFuture[ShapeResult] = pykka.ThreadingFuture()
+        pending = self._pending.get(definition)
+        if pending is not None:
+            pending.futures.append(future)
+            return future
+        self._make_room()
+        handle = self._clock.new_handle(definition)
+        self._pending[definition] = _Pending(handle, [future])
+        runtime.spawn(self._build_and_report, handle, definition, name=f"create-{handle}")
+        return future
 
-        def start_storage(on_durable: Callable[..., None]) -> pykka.ActorRef[Any]:
-            return StorageActor.start(
-                writer,
-                self._storage,
-                on_durable=on_durable,
-                flush_bytes=s.flush_bytes,
-                flush_interval=s.flush_interval,
+    def _build(self, handle: str, definition: ShapeDefinition) -> tuple[LiveShape, pykka.ActorRef[Any]] | str:
+        return build_shape(
+            self._wiring,
+            handle,
+            definition,
+            compile_shape=self._compile,
+            publish=self._publish,
+            unpublish=self._unpublish,
+        )
+
+    def _build_and_report(self, handle: str, definition: ShapeDefinition) -> None:
+        outcome = self._build(handle, definition)  # in a worker: never in the inbox
+        try:
+            self.actor_ref.tell(_Built(definition, handle, outcome))
+        except pykka.ActorDeadError:
+            logger.info(
+                "shape %s built after the cache stopped; it is reloaded or dropped at restart", handle
             )
 
-        def start_consumer(storage: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
-            ref = Consumer.start(
-                handle,
-                definition,
-                storage=storage,
-                collector=self._collector,
-                start_snapshot=self._start_snapshot,
-                on_invalidate=self._invalidate_later,
-                stored=stored,
-                record_snapshot=self._marks.record,
-                routing_clause=compiled.routing_clause,
-                predicate=compiled.predicate,
-                where_sql=compiled.where_sql,
-                where_params=compiled.where_params,
-                max_held=s.max_held,
-                max_held_changes=s.max_held_changes,
-                ask_timeout=s.ask_timeout,
-            )
-            consumer_ref.append(ref)
-            return ref
+    def _built(
+        self, definition: ShapeDefinition, handle: str, outcome: tuple[LiveShape, pykka.ActorRef[Any]] | str
+    ) -> None:
+        pending = self._pending.pop(definition, None)
+        futures = pending.futures if pending is not None else []
+        if isinstance(outcome, str):
+            for future in futures:
+                future.set(ShapeResult(None, error=outcome))
+            return
+        shape = self._adopt(*outcome)
+        for i, future in enumerate(futures):
+            future.set(ShapeResult(shape, created=i == 0))
+        doomed = self._doomed.pop(handle, None)
+        if doomed is not None:
+            self._remove(handle, doomed)
 
-        spec = shape_spec(handle, start_storage=start_storage, start_consumer=start_consumer)
-        try:
-            subtree = start_child(self._sup, spec, timeout=s.ask_timeout)
-        except Exception:
-            logger.exception("shape %s: subtree failed to start", handle)
-            writer.abort()  # no storage actor owns it
-            return None
+    def _adopt(self, shape: LiveShape, subtree: pykka.ActorRef[Any]) -> LiveShape:
+        """Publish a started shape and watch its subtree."""
+        handle = shape.handle
 
         def down(event: Down) -> None:
             if event.reason is not None:  # a normal stop is the cache's or the engine's own doing
                 self._invalidate_later(handle, f"shape subtree failed: {describe_reason(event.reason)}")
 
         self._monitors[handle] = monitor(subtree, down)
-        shape = LiveShape(handle, definition, reader, consumer_ref[0])
         self.directory.publish(shape)
+        logger.info("shape %s live for %s.%s", handle, shape.definition.schema, shape.definition.table)
         return shape
 
     def _start_snapshot(self, request: SnapshotRequest) -> None:
@@ -321,7 +374,10 @@ class ShapeCache(SupervisedActor):
                 writer.abort()
                 self._storage.delete(handle)
                 continue
-            if self._start(handle, definition, compiled, writer, stored) is None:
+            try:
+                self._adopt(*start_shape(self._wiring, handle, definition, compiled, writer, stored=stored))
+            except Exception:
+                logger.exception("shape %s: subtree failed to start: deleted", handle)
                 self._storage.delete(handle)
                 self._release(definition, handle)
         self._marks.compact(self.directory.handles())
@@ -332,6 +388,8 @@ class ShapeCache(SupervisedActor):
     def _remove(self, handle: str, reason: str) -> bool:
         shape = self.directory.withdraw(handle, reason)
         if shape is None:
+            if any(p.handle == handle for p in self._pending.values()):
+                self._doomed[handle] = reason  # removed as soon as it is built
             return False
         logger.info("shape %s removed: %s", handle, reason)
         mon = self._monitors.pop(handle, None)
@@ -380,3 +438,17 @@ def _marks_path(storage: Storage) -> Path | None:
     """Next to the shape logs of a FileStorage (``<root>/<stack>/snapshot_marks``); None in memory."""
     shapes_dir = getattr(storage, "shapes_dir", None)
     return Path(shapes_dir).parent / "snapshot_marks" if shapes_dir is not None else None
+
+
+def get_or_create_shape(
+    cache: pykka.ActorRef[Any], definition: ShapeDefinition, timeout: float
+) -> ShapeResult:
+    """The live shape for ``definition``, created if needed (concurrent creations run in parallel).
+
+    Raises ``pykka.Timeout`` / ``pykka.ActorDeadError`` like an ask.
+    """
+    reply = cache.ask(CreateShape(definition), timeout=timeout)
+    if isinstance(reply, pykka.Future):
+        reply = reply.get(timeout=timeout)
+    assert isinstance(reply, ShapeResult)
+    return reply

@@ -20,16 +20,27 @@ collector; the consumer is started second, so the wiring goes through a small ce
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
-from supervisors import ONE_FOR_ALL, ChildSpec, DynamicSupervisor, Restart, Supervisor
+from supervisors import ONE_FOR_ALL, ChildSpec, DynamicSupervisor, Restart, Supervisor, start_child
 from sync.offsets import LogOffset
-from sync.shapes.consumer import StorageDurable
+from sync.shapes.consumer import Consumer, StorageDurable, StoredShape
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.directory import LiveShape
+from sync.shapes.invalidation import CompiledShape
+from sync.shapes.snapshot_worker import SnapshotRequest
+from sync.storage.storage import Storage
+from sync.storage.storage_actor import StorageActor
+from sync.storage.writer import ShapeLogWriter
 
-__all__ = ["ShapeSupervisor", "shape_spec"]
+__all__ = ["ShapeSupervisor", "ShapeWiring", "build_shape", "shape_spec", "start_shape"]
+
+logger = logging.getLogger(__name__)
 
 StartStorage = Callable[[Callable[[LogOffset], None]], pykka.ActorRef[Any]]
 StartConsumer = Callable[[pykka.ActorRef[Any]], pykka.ActorRef[Any]]
@@ -98,3 +109,116 @@ def shape_spec(
         return Supervisor.start(children, strategy=ONE_FOR_ALL, max_restarts=0, name=f"shape:{handle}")
 
     return ChildSpec(handle, start, restart=Restart.TEMPORARY, shutdown=shutdown, kind="supervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeWiring:
+    """What every shape subtree of a stack is connected to, and its tuning (set by the ShapeCache)."""
+
+    storage: Storage
+    shape_supervisor: pykka.ActorRef[Any]
+    collector: pykka.ActorRef[Any]
+    start_snapshot: Callable[[SnapshotRequest], None]
+    on_invalidate: Callable[[str, str], None]
+    record_snapshot: Callable[[str, int], None] | None = None
+    max_held: int = 10_000
+    max_held_changes: int = 1_000_000
+    flush_bytes: int = 64 * 1024
+    flush_interval: float = 0.05
+    ask_timeout: float = 30.0
+
+
+def start_shape(
+    wiring: ShapeWiring,
+    handle: str,
+    definition: ShapeDefinition,
+    compiled: CompiledShape,
+    writer: ShapeLogWriter,
+    *,
+    stored: StoredShape | None = None,
+) -> tuple[LiveShape, pykka.ActorRef[Any]]:
+    """Start one shape's subtree under the ShapeSupervisor; returns the live shape and the subtree's ref.
+
+    Safe to call from any thread.  Raises (``StartError``, ``pykka.Timeout``) if the subtree does not start;
+    ``writer`` is then released.
+    """
+    w = wiring
+    consumer_ref: list[pykka.ActorRef[Any]] = []
+
+    def start_storage(on_durable: Callable[[LogOffset], None]) -> pykka.ActorRef[Any]:
+        return StorageActor.start(
+            writer,
+            w.storage,
+            on_durable=on_durable,
+            flush_bytes=w.flush_bytes,
+            flush_interval=w.flush_interval,
+        )
+
+    def start_consumer(storage: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+        ref = Consumer.start(
+            handle,
+            definition,
+            storage=storage,
+            collector=w.collector,
+            start_snapshot=w.start_snapshot,
+            on_invalidate=w.on_invalidate,
+            stored=stored,
+            record_snapshot=w.record_snapshot,
+            routing_clause=compiled.routing_clause,
+            predicate=compiled.predicate,
+            where_sql=compiled.where_sql,
+            where_params=compiled.where_params,
+            max_held=w.max_held,
+            max_held_changes=w.max_held_changes,
+            ask_timeout=w.ask_timeout,
+        )
+        consumer_ref.append(ref)
+        return ref
+
+    reader = writer.reader()
+    spec = shape_spec(handle, start_storage=start_storage, start_consumer=start_consumer)
+    try:
+        subtree = start_child(w.shape_supervisor, spec, timeout=w.ask_timeout)
+    except BaseException:
+        writer.abort()  # no storage actor owns it
+        raise
+    return LiveShape(handle, definition, reader, consumer_ref[0]), subtree
+
+
+def build_shape(
+    wiring: ShapeWiring,
+    handle: str,
+    definition: ShapeDefinition,
+    *,
+    compile_shape: Callable[[ShapeDefinition], CompiledShape],
+    publish: Callable[[ShapeDefinition, str], str | None] | None,
+    unpublish: Callable[[ShapeDefinition, str], None] | None,
+) -> tuple[LiveShape, pykka.ActorRef[Any]] | str:
+    """Create a new shape end to end: compile, publish its table, create its log, start its subtree.
+
+    Returns the live shape and its subtree, or the reason it failed (everything undone).  Safe to call from
+    any thread (the ShapeCache runs several at once, outside its inbox).
+    """
+    try:
+        compiled = compile_shape(definition)
+    except Exception as exc:  # reported as a value
+        return f"cannot compile the shape: {exc}"
+    if publish is not None:
+        error = publish(definition, handle)
+        if error is not None:
+            return error
+    try:
+        writer = wiring.storage.create(handle, definition.to_dict())
+    except OSError as exc:
+        logger.warning("shape %s: cannot create its log: %r", handle, exc)
+        if unpublish is not None:
+            unpublish(definition, handle)
+        return f"cannot create the shape's log: {exc}"
+    try:
+        return start_shape(wiring, handle, definition, compiled, writer)
+    except Exception:
+        logger.exception("shape %s: subtree failed to start", handle)
+        wiring.storage.delete(handle)
+        if unpublish is not None:
+            unpublish(definition, handle)
+        return "the shape's actors failed to start"

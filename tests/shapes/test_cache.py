@@ -12,6 +12,7 @@ import psycopg
 import pykka
 import pytest
 
+import sync.shapes.cache as cache_module
 from supervisors import crash, wait_started
 from sync.offsets import LogOffset
 from sync.postgres.inspector import inspect_table
@@ -21,18 +22,20 @@ from sync.replication.publication import AddTable, PublicationManager, RemoveTab
 from sync.replication.tables import TableName
 from sync.shapes.cache import (
     CacheSettings,
+    CreateShape,
     DeleteShape,
     GetOrCreateShape,
     InvalidateShape,
     ShapeCache,
     ShapeResult,
+    get_or_create_shape,
 )
 from sync.shapes.collector import ShapeLogCollector
 from sync.shapes.consumer import ConsumerInfo, GetConsumerInfo
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, compiled_from_clause
-from sync.shapes.shape_supervisor import ShapeSupervisor
+from sync.shapes.shape_supervisor import ShapeSupervisor, build_shape
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.waiters import AwaitData, WaitResult
 from sync.storage.storage_actor import StorageActor
@@ -128,7 +131,8 @@ def check(h: CacheHarness, shape: LiveShape) -> None:
     assert replay(read_log(shape.reader)) == h.expected(as_test_shape(shape, h))
 
 
-def test_concurrent_get_or_create_creates_the_shape_once(h: CacheHarness) -> None:
+@pytest.mark.parametrize("path", ["async", "in-inbox"])
+def test_concurrent_get_or_create_creates_the_shape_once(h: CacheHarness, path: str) -> None:
     definition = h.definition("items", where="value > 10")
     results: list[ShapeResult] = []
     lock = threading.Lock()
@@ -136,7 +140,10 @@ def test_concurrent_get_or_create_creates_the_shape_once(h: CacheHarness) -> Non
 
     def ask() -> None:
         start.wait(timeout=10)
-        result = h.create(definition)
+        if path == "async":
+            result = get_or_create_shape(h.cache, definition, timeout=30)
+        else:
+            result = h.create(definition)
         with lock:
             results.append(result)
 
@@ -148,6 +155,7 @@ def test_concurrent_get_or_create_creates_the_shape_once(h: CacheHarness) -> Non
     assert len(results) == 16
     assert {r.shape.handle for r in results if r.shape is not None} == {results[0].shape.handle}  # type: ignore[union-attr]
     assert sum(r.created for r in results) == 1
+    assert all(r.error is None for r in results)
     assert h.storage.handles() == [results[0].shape.handle]  # type: ignore[union-attr]
     row = h.conn.execute(
         "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND tablename = 'items')"
@@ -348,3 +356,33 @@ def test_a_changes_only_shape_has_an_empty_snapshot_then_follows_the_log(h: Cach
     items = read_log(shape.reader)
     assert items[0]["headers"]["control"] == "snapshot-end"
     assert [(i["key"], i["headers"]["operation"]) for i in items[1:]] == [('"public"."items"/"15"', "update")]
+
+
+def test_many_shapes_are_built_at_once_and_an_early_invalidation_is_not_lost(
+    h: CacheHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    built = threading.Semaphore(0)
+    real_build = build_shape
+
+    def slow_build(*args: Any, **kwargs: Any) -> Any:
+        outcome = real_build(*args, **kwargs)
+        built.release()
+        gate.wait(timeout=30)
+        return outcome
+
+    monkeypatch.setattr(cache_module, "build_shape", slow_build)
+    definitions = [h.definition("items", where=f"value = {k}") for k in range(4)]
+    futures = [h.cache.ask(CreateShape(d), timeout=10) for d in definitions]
+    for _ in definitions:  # all four are built while none has reported back: they run in parallel
+        assert built.acquire(timeout=30)
+    assert h.directory.handles() == []
+    doomed = sorted(h.storage.handles())[0]
+    assert h.cache.ask(InvalidateShape(doomed, "dropped while being built"), timeout=10) is False
+    gate.set()
+    results = [f.get(timeout=30) for f in futures]
+    assert all(r.shape is not None and r.created for r in results)
+    wait_for(lambda: len(h.directory.handles()) == 3)
+    assert doomed not in h.directory.handles()
+    assert h.directory.rotation_reason(doomed) == "dropped while being built"
+    wait_for(lambda: doomed not in h.storage.handles())
