@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -34,6 +34,7 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 DRIVER = NODE_DIR / "driver.mjs"
 SERVICE_SETTINGS = {"http": {"long_poll_timeout_ms": 2000, "sse_timeout_s": 3}}
 Event = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class NodeClient:
     proc: subprocess.Popen[str]
     events: queue.Queue[Event | None] = field(default_factory=queue.Queue)
     seen: list[Event] = field(default_factory=list)
+    latest: dict[str, Event] = field(default_factory=dict)  # the last state event of each stream
     stderr: list[str] = field(default_factory=list)
 
     @classmethod
@@ -64,7 +66,7 @@ class NodeClient:
         client = cls(proc)
         threading.Thread(target=client._read_stdout, daemon=True).start()
         threading.Thread(target=client._read_stderr, daemon=True).start()
-        client.wait(lambda e: e["ev"] == "ready", 20, "driver ready")
+        client.wait(lambda: client.find("ready"), 20, "driver ready")
         return client
 
     def _read_stdout(self) -> None:
@@ -91,22 +93,37 @@ class NodeClient:
                 self.proc.kill()
                 self.proc.wait(10)
 
-    def wait(self, pred: Callable[[Event], bool], timeout: float, what: str) -> Event:
-        """Consume events until one satisfies ``pred``; an ``error``/``fatal`` event or the deadline fails."""
+    def wait(self, found: Callable[[], T | None], timeout: float, what: str) -> T:
+        """Until ``found()`` (a look at the events so far) returns something, take the driver's next event;
+        an ``error``/``fatal`` event, the driver's exit or the deadline fails the test."""
         deadline = time.monotonic() + timeout
-        while True:
+        while (result := found()) is None:
             left = deadline - time.monotonic()
             try:
-                event = self.events.get(timeout=max(left, 0.0)) if left > 0 else self.events.get_nowait()
+                event = self.events.get(timeout=left) if left > 0 else self.events.get_nowait()
             except queue.Empty:
                 pytest.fail(f"timed out after {timeout}s waiting for {what}\n{self.tail()}")
             if event is None:
                 pytest.fail(f"node driver exited while waiting for {what}\n{self.tail()}")
             self.seen.append(event)
+            if event["ev"] == "state":
+                self.latest[event["id"]] = event
             if event["ev"] in ("error", "fatal"):
                 pytest.fail(f"client reported {event} while waiting for {what}\n{self.tail()}")
-            if pred(event):
-                return event
+        return result
+
+    def find(self, ev: str, sid: str | None = None) -> Event | None:
+        """The first event ``ev`` (of stream ``sid``) seen so far."""
+        return next((e for e in self.seen if e["ev"] == ev and e.get("id") == sid), None)
+
+    def state_when(self, sid: str, cond: Callable[[Event], bool]) -> Callable[[], Event | None]:
+        """For :meth:`wait`: the latest state of stream ``sid`` once it satisfies ``cond``."""
+
+        def found() -> Event | None:
+            state = self.latest.get(sid)
+            return state if state is not None and cond(state) else None
+
+        return found
 
     def tail(self, n: int = 25) -> str:
         lines = [json.dumps(e)[:600] for e in self.seen[-n:]]
@@ -125,7 +142,7 @@ class NodeClient:
         none may have come twice unless ``redelivery`` (SSE, spec §11), and Shape's rows must agree unless
         ``shape`` is false (a resumed stream's Shape starts empty)."""
         state = self.wait(
-            lambda e: e["ev"] == "state" and e["id"] == sid and by_id(e["rows"]) == expected,
+            self.state_when(sid, lambda st: by_id(st["rows"]) == expected),
             timeout,
             f"stream {sid} to equal {expected}",
         )
@@ -295,7 +312,7 @@ def test_resume_from_handle_and_offset_without_snapshot(node: NodeClient, items:
     node.send(cmd="open", id="a", params=ITEMS_PARAMS)
     node.wait_state("a", items.expected())
     node.send(cmd="close", id="a")
-    closed = node.wait(lambda e: e["ev"] == "closed", 10, "the close of stream a")
+    closed = node.wait(lambda: node.find("closed", "a"), 10, "the close of stream a")
     items.round(15)
     node.send(
         cmd="open",
@@ -315,10 +332,12 @@ def test_resume_from_handle_and_offset_without_snapshot(node: NodeClient, items:
     assert query_params(first["url"])["handle"] == closed["handle"]
     assert first["status"] == 200, first
     assert all(query_params(e["url"])["offset"] != "-1" for e in requests)
-    # Only the changes made while away: no insert of a row the client already held (the driver flags those
-    # as violations) and no snapshot-sized body.
-    changes = [m for m in first["body"] if "operation" in m["headers"]]
-    assert len(changes) < 15 * 4 + 2, changes
+    # Only the changes made while away, straight from the log: no snapshot row (those carry no lsn), no
+    # snapshot-end, and no insert of a row the client already held (the driver flags those as violations).
+    assert all("lsn" in m["headers"] for m in first["body"] if "operation" in m["headers"]), first["body"]
+    assert all(m["headers"].get("control") != "snapshot-end" for m in first["body"]), first["body"]
+    received = [m for e in node.seen if e["ev"] == "batch" and e["id"] == "b" for m in e["messages"]]
+    assert all("lsn" in m["headers"] for m in received if "operation" in m["headers"])
 
 
 def test_live_sse_follows_random_writes(node: NodeClient, items: Workload) -> None:
@@ -328,8 +347,8 @@ def test_live_sse_follows_random_writes(node: NodeClient, items: Workload) -> No
     def sse_requests() -> list[Event]:
         return [e for e in node.requests("s") if query_params(e["url"]).get("live_sse") == "true"]
 
-    def more_sse_requests_than(count: int) -> Callable[[Event], bool]:
-        return lambda e: e["ev"] == "request" and len(sse_requests()) > count
+    def more_sse_requests_than(count: int) -> Callable[[], bool | None]:
+        return lambda: len(sse_requests()) > count or None
 
     # With nothing to send, the stream still opens at once (headers now, not at the first message or at
     # sse_timeout_s = 3 s).
@@ -374,11 +393,11 @@ def test_types_parse_identically_from_snapshot_and_live(node: NodeClient, db_dsn
         conn.execute("INSERT INTO typed VALUES " + TYPED_VALUES, (1,))
         conn.execute("INSERT INTO typed (id) VALUES (3)")
     node.send(cmd="open", id="s", params={"table": "typed"})
-    snap = node.wait(lambda e: e["ev"] == "state" and e["id"] == "s", 20, "the snapshot")
+    snap = node.wait(node.state_when("s", lambda st: True), 20, "the snapshot")
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO typed VALUES " + TYPED_VALUES, (2,))
         conn.execute("INSERT INTO typed (id) VALUES (4)")
-    live = node.wait(lambda e: e["ev"] == "state" and e["id"] == "s" and len(e["rows"]) == 4, 20, "live rows")
+    live = node.wait(node.state_when("s", lambda st: len(st["rows"]) == 4), 20, "the live rows")
     rows = {r["id"]: r for r in by_id(live["rows"])}
     assert [r["id"] for r in by_id(snap["rows"])] == [1, 3]
     snapshot_row, live_row = dict(rows[1], id=None), dict(rows[2], id=None)
@@ -420,16 +439,21 @@ def test_types_parse_identically_from_snapshot_and_live(node: NodeClient, db_dsn
 def test_service_restart_mid_stream_costs_latency_not_data(
     node: NodeClient, items: Workload, svc: ServiceProcess
 ) -> None:
-    node.send(cmd="open", id="s", params=ITEMS_PARAMS)
-    node.wait_state("s", items.expected())
+    node.send(cmd="open", id="poll", params=ITEMS_PARAMS)
+    node.send(cmd="open", id="sse", params=ITEMS_PARAMS, liveSse=True)
+    node.wait_state("poll", items.expected())
+    node.wait_state("sse", items.expected())
     items.round(10)
-    before = node.wait_state("s", items.expected())
-    assert svc.stop() == 0
-    items.round(10)  # while the service is down: the slot holds these
-    svc.start()
+    before = {sid: node.wait_state(sid, items.expected(), redelivery=sid == "sse") for sid in ("poll", "sse")}
+    node.send(cmd="mark", label="SIGTERM")
+    assert svc.stop() == 0  # SIGTERM: the master drains and stops; the slot and storage stay
+    items.round(10)  # written while the service is down: the replication slot holds them
+    svc.start()  # same port, configuration, storage folder and database
     items.round(10)
-    state = node.wait_state("s", items.expected(), timeout=40)
-    assert state["mustRefetch"] == 0
-    assert state["handle"] == before["handle"]
-    failures = [e for e in node.requests("s") if "error" in e or e.get("status", 200) >= 500]
-    assert failures, "the client never saw the service go away"
+    expected = items.expected()
+    for sid in ("poll", "sse"):
+        state = node.wait_state(sid, expected, timeout=40, redelivery=sid == "sse")
+        assert state["mustRefetch"] == 0, f"{sid} refetched the shape after the restart"
+        assert state["handle"] == before[sid]["handle"]
+        failures = [e for e in node.requests(sid) if "error" in e or e.get("status", 200) >= 500]
+        assert failures, f"{sid} never saw the service go away"

@@ -10,6 +10,7 @@
 //       starts a ShapeStream (url = $SHAPESYNC_URL/v1/shape) with a Shape over it.  With "from", the strict
 //       materialisation starts from the rows stream S2 held when it was closed (a resumed client).
 //   {"cmd": "close", "id": S}            aborts the stream; answers {"ev": "closed", handle, offset, rows}.
+//   {"cmd": "mark", "label": L}          answers {"ev": "mark", "label": L}: puts a test's step on the timeline.
 //   {"cmd": "exit"}                      closes everything and exits 0.
 // Events:
 //   {"ev": "request", "id", "n", "url", "status" | "error", "headers", "body"?}   every HTTP exchange
@@ -196,6 +197,7 @@ rl.on('line', (line) => {
       if (cmd.from) cmd.from = `closed:${cmd.from}`
       open(cmd)
     } else if (cmd.cmd === 'close') close(cmd)
+    else if (cmd.cmd === 'mark') emit({ ev: 'mark', label: cmd.label })
     else if (cmd.cmd === 'exit') {
       for (const entry of streams.values()) entry.aborter.abort()
       process.exit(0)
