@@ -301,3 +301,33 @@ def test_no_free_replication_slot_is_a_clear_error(db_dsn: str, config: Connecti
         finally:
             for name in fillers:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+
+def test_values_use_the_shared_display_settings(db_dsn: str, config: ConnectionConfig) -> None:
+    dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:  # database defaults that must not leak in
+        for setting, value in [
+            ("TimeZone", "America/New_York"),
+            ("DateStyle", "SQL, MDY"),
+            ("IntervalStyle", "postgres_verbose"),
+            ("extra_float_digits", "-3"),
+            ("bytea_output", "escape"),
+        ]:
+            conn.execute(f"ALTER DATABASE \"{dbname}\" SET {setting} = '{value}'")
+    sink = RecordingSink()
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        conn.execute(
+            "CREATE TABLE v (id int PRIMARY KEY, ts timestamptz, d date, i interval, f float8, b bytea)"
+        )
+        conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE v")
+        conn.execute(
+            "INSERT INTO v VALUES (1, '2026-01-02 03:04:05.5+00', '2026-01-02', '1 day 2 hours', 0.1, '\\x0102')"
+        )
+        sink.wait_for(lambda: len(sink.inserted()) == 1)
+        (ins,) = [c for f in sink.fragments() for c in f.changes]
+        assert isinstance(ins, Insert)
+        assert ins.new == ("1", "2026-01-02 03:04:05.5+00", "2026-01-02", "P1DT2H", "0.1", "\\x0102")
