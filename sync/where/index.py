@@ -28,8 +28,38 @@ ShapeId = Hashable
 class _Group:
     column: str
     key: Callable[[str], Any]
-    buckets: dict[Any, set[ShapeId]] = field(default_factory=dict)
-    exact: set[ShapeId] = field(default_factory=set)  # shapes whose whole clause is the indexed fact
+    # key -> the shape id itself when the key's only shape is "exact" (its whole clause is the indexed
+    # fact, so a key hit is a match without evaluation: the common case, one pointer away), else a list
+    # of (shape id, exact) pairs.  Shape ids are hashable, hence never lists.
+    buckets: dict[Any, Any] = field(default_factory=dict)
+
+    def insert(self, key: Any, sid: ShapeId, exact: bool) -> None:
+        current = self.buckets.get(key, _EMPTY)
+        if current is _EMPTY and exact:
+            self.buckets[key] = sid
+        else:
+            self.buckets[key] = [*_items(current), (sid, exact)]
+
+    def delete(self, key: Any, sid: ShapeId) -> None:
+        current = self.buckets.get(key, _EMPTY)
+        rest = [item for item in _items(current) if item[0] != sid]
+        if not rest:
+            self.buckets.pop(key, None)
+        elif len(rest) == 1 and rest[0][1]:
+            self.buckets[key] = rest[0][0]
+        else:
+            self.buckets[key] = rest
+
+
+_EMPTY = object()
+
+
+def _items(bucket: Any) -> list[tuple[ShapeId, bool]]:
+    if bucket is _EMPTY:
+        return []
+    if type(bucket) is list:
+        return bucket
+    return [(bucket, True)]
 
 
 @dataclass
@@ -75,9 +105,7 @@ class RoutingIndex:
         if group is None:
             group = table.groups[fact.group] = _Group(fact.column, fact.key)
         for k in fact.keys:
-            group.buckets.setdefault(k, set()).add(shape_id)
-        if fact.whole:
-            group.exact.add(shape_id)
+            group.insert(k, shape_id, fact.whole)
         entry.group, entry.keys = fact.group, fact.keys
 
     def remove(self, shape_id: ShapeId) -> None:
@@ -89,13 +117,8 @@ class RoutingIndex:
         table.others.discard(shape_id)
         if entry.group is not None:
             group = table.groups[entry.group]
-            group.exact.discard(shape_id)
             for k in entry.keys:
-                bucket = group.buckets.get(k)
-                if bucket is not None:
-                    bucket.discard(shape_id)
-                    if not bucket:
-                        del group.buckets[k]
+                group.delete(k, shape_id)
             if not group.buckets:
                 del table.groups[entry.group]
         if not (table.groups or table.others or table.everything):
@@ -129,12 +152,14 @@ class RoutingIndex:
                 except WhereEvalError as exc:
                     self._fail_group(group, exc, errors)
                     continue
-                bucket = group.buckets.get(key)
-                if bucket is None:
+                bucket = group.buckets.get(key, _EMPTY)
+                if bucket is _EMPTY:
                     continue
-                exact = group.exact
-                for sid in bucket:
-                    if sid in exact:
+                if type(bucket) is not list:
+                    out.add(bucket)
+                    continue
+                for sid, exact in bucket:
+                    if exact:
                         out.add(sid)  # key equality is the clause's equality (see EqualityFact)
                     elif sid not in out:
                         self._check(sid, row, out, errors)
@@ -161,5 +186,5 @@ class RoutingIndex:
         if errors is None:
             raise exc
         for bucket in group.buckets.values():
-            for sid in bucket:
+            for sid, _ in _items(bucket):
                 errors[sid] = exc
