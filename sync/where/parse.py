@@ -170,7 +170,8 @@ class _Builder:
                 self.build(e.this), self.build(e.expression), isinstance(e, exp.NullSafeEQ), loc
             )
         if type(e) in _BINARY:
-            return self.binary(e)
+            rotated = _rotate_prefix(e)
+            return self.build(rotated) if rotated is not e else self.binary(e)
         if isinstance(e, exp.In):
             return self.in_(e)
         if isinstance(e, exp.Between):
@@ -311,6 +312,9 @@ class _Builder:
         tok = self.token_at(loc)
         if tok is not None and tok.token_type == TT.EQ and self.p.text[tok.start : tok.end + 1] == "==":
             raise self.p.at(loc, "unknown binary operator ==")
+        if op in _COMPARISON_OPS and (type(e.this) in _COMPARISONS or type(e.expression) in _COMPARISONS):
+            # comparison operators do not associate in Postgres' grammar: ``a < b = c`` is invalid
+            raise _syntax(self.p.text, loc, self.p.text[tok.start : tok.end + 1] if tok else op)
         right = e.expression
         quantified = _any_all(right) if op in ("=", "<>", "<", ">", "<=", ">=") else None
         if quantified is not None:
@@ -408,6 +412,27 @@ class _Builder:
         if isinstance(e, exp.ArrayPrepend):  # sqlglot stores (array, element)
             args.reverse()
         return name, args
+
+
+_COMPARISONS = {exp.EQ, exp.NEQ, exp.LT, exp.GT, exp.LTE, exp.GTE}
+_COMPARISON_OPS = {"=", "<>", "<", ">", "<=", ">="}
+_TIGHTER_THAN_OP = {exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Pow}
+
+
+def _rotate_prefix(e: exp.Expr) -> exp.Expr:
+    """Re-associate a prefix operator the way Postgres' grammar does.
+
+    ``|/`` and ``~`` are generic prefix operators in Postgres and bind more loosely than arithmetic:
+    ``|/ 16 + 9`` is ``|/ (16 + 9)``, while sqlglot reads ``(|/ 16) + 9``.
+    """
+    left = e.this
+    prefix = isinstance(left, exp.Sqrt | exp.BitwiseNot) and "start" not in (left.meta if left._meta else {})
+    if type(e) not in _TIGHTER_THAN_OP or not prefix:
+        return e
+    inner = e.copy()
+    inner.set("this", left.this.copy())
+    rotated: exp.Expr = type(left)(this=_rotate_prefix(inner))
+    return rotated
 
 
 def _negated_number(e: exp.Expr) -> str | None:

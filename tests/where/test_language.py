@@ -147,3 +147,30 @@ def test_evaluation_is_three_valued_and_true_only() -> None:
     assert clause.evaluate({"id": "0", "title": "y"}) is False
     assert compile_where("NOT (id > 1)", ITEMS, {}).evaluate({"id": None}) is False
     assert compile_where("id IS NULL", ITEMS, {}).evaluate({"id": None}) is True
+
+
+@pytest.mark.parametrize(
+    ("clause", "expected"),
+    [  # each checked against Postgres 15 with id = 3
+        ("'a' || 1 + 2 = 'a3'", True),
+        ("1 + 2 || 'a' = '3a'", True),
+        ("id & 1 + 2 = 3", True),
+        ("2 ^ 3 ^ 2 = 512", False),
+        ("-2 ^ 2 = 4", True),
+        ("- id ^ 2 = 9", True),
+        ("|/ 16 + 9 = 5", True),
+        ("~ id & 1 = 0", True),
+        ("NOT id = 3", False),
+        ("id IS NULL = false", True),
+        ("id = 3 IS TRUE", True),
+        ("done OR done AND false", True),
+    ],
+)
+def test_operator_precedence_follows_postgres(clause: str, expected: bool) -> None:
+    assert compile_where(clause, ITEMS, {}).evaluate({"id": "3", "done": "t"}) is expected
+
+
+def test_comparisons_do_not_associate() -> None:
+    with pytest.raises(WhereError) as info:
+        compile_where("id < big = true", ITEMS, {})
+    assert info.value.messages == ['At location 24: syntax error at or near "="']
