@@ -28,6 +28,7 @@ The ShapeSupervisor must be started before the cache (the cache starts shape sub
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,7 @@ class CacheSettings:
     flush_bytes: int = 64 * 1024
     flush_interval: float = 0.05
     ask_timeout: float = 30.0
+    max_parallel_builds: int = 16  # new shapes built at once (CreateShape)
 
 
 # -- the actor --------------------------------------------------------------------------------------------
@@ -195,6 +197,8 @@ class ShapeCache(SupervisedActor):
         self._monitors: dict[str, Monitor] = {}
         self._pending: dict[ShapeDefinition, _Pending] = {}
         self._doomed: dict[str, str] = {}  # handles invalidated while still being built
+        self._queued: deque[tuple[str, ShapeDefinition]] = deque()  # builds waiting for a free slot
+        self._building = 0
         s = self._settings
         self._wiring = ShapeWiring(
             storage,
@@ -286,8 +290,15 @@ class ShapeCache(SupervisedActor):
         self._make_room()
         handle = self._clock.new_handle(definition)
         self._pending[definition] = _Pending(handle, [future])
-        runtime.spawn(self._build_and_report, handle, definition, name=f"create-{handle}")
+        self._queued.append((handle, definition))
+        self._start_builds()
         return future
+
+    def _start_builds(self) -> None:
+        while self._queued and self._building < self._settings.max_parallel_builds:
+            handle, definition = self._queued.popleft()
+            self._building += 1
+            runtime.spawn(self._build_and_report, handle, definition, name=f"create-{handle}")
 
     def _build(self, handle: str, definition: ShapeDefinition) -> tuple[LiveShape, pykka.ActorRef[Any]] | str:
         return build_shape(
@@ -311,6 +322,8 @@ class ShapeCache(SupervisedActor):
     def _built(
         self, definition: ShapeDefinition, handle: str, outcome: tuple[LiveShape, pykka.ActorRef[Any]] | str
     ) -> None:
+        self._building -= 1
+        self._start_builds()
         pending = self._pending.pop(definition, None)
         futures = pending.futures if pending is not None else []
         if isinstance(outcome, str):

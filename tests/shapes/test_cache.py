@@ -386,3 +386,25 @@ def test_many_shapes_are_built_at_once_and_an_early_invalidation_is_not_lost(
     assert doomed not in h.directory.handles()
     assert h.directory.rotation_reason(doomed) == "dropped while being built"
     wait_for(lambda: doomed not in h.storage.handles())
+
+
+def test_parallel_builds_are_bounded(h: CacheHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h.stop_cache()
+    h.start_cache(CacheSettings(max_parallel_builds=2, flush_interval=0.01, ask_timeout=10))
+    gate = threading.Event()
+    started = threading.Semaphore(0)
+
+    def gated_build(*args: Any, **kwargs: Any) -> Any:
+        started.release()
+        gate.wait(timeout=30)
+        return build_shape(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "build_shape", gated_build)
+    futures = [
+        h.cache.ask(CreateShape(h.definition("items", where=f"value = {k}")), timeout=10) for k in range(5)
+    ]
+    assert started.acquire(timeout=10) and started.acquire(timeout=10)
+    assert not started.acquire(timeout=0.2)  # the other three wait for a free slot
+    gate.set()
+    assert all(f.get(timeout=30).shape is not None for f in futures)
+    assert len(h.directory.handles()) == 5
