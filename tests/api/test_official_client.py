@@ -370,11 +370,13 @@ def test_live_sse_follows_random_writes(node: NodeClient, items: Workload) -> No
 
 
 TYPES_DDL = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE TABLE typed (
     id int PRIMARY KEY, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, num numeric, num_s numeric(10, 2),
     b bool, t text, vc varchar(20), ch char(4), u uuid, d date, tm time, ts timestamp, tstz timestamptz,
     iv interval, js json, jsb jsonb, by bytea, ia int4[], i8a int8[], ia2 int4[][], ta text[], ba bool[],
-    fa float8[], jsa jsonb[]
+    fa float8[], jsa jsonb[], m mood, ma mood[],
+    "has,comma" int4, "has""quote" text, "has space" bool, "value" text, "MixedCase" int4
 );
 """
 TYPED_VALUES = """(
@@ -383,8 +385,44 @@ TYPED_VALUES = """(
     '2024-02-29', '13:45:01.5', '2024-02-29 13:45:01.123456', '2024-02-29 13:45:01.123456+02',
     '1 day 02:03:04', '{"a": [1, 2.5, "x"], "b": null}', '{"z": {"y": [true, false]}, "a": 1}', '\\xdeadbeef',
     '{1,-2,NULL}', '{9007199254740993,-1}', '{{1,2},{3,4}}', '{"a b","c,d","e\\"f",NULL,"NULL",""}',
-    '{t,f,NULL}', '{1.5,-0.25,NaN,Infinity}', ARRAY['{"k": 1}'::jsonb, '[1, 2]'::jsonb]
+    '{t,f,NULL}', '{1.5,-0.25,NaN,Infinity}', ARRAY['{"k": 1}'::jsonb, '[1, 2]'::jsonb], 'happy', '{sad,ok}',
+    7, 'q"uote', false, 'v', -1
 )"""
+TYPED_COLUMNS = [
+    *[
+        "id",
+        "i2",
+        "i4",
+        "i8",
+        "f4",
+        "f8",
+        "num",
+        "num_s",
+        "b",
+        "t",
+        "vc",
+        "ch",
+        "u",
+        "d",
+        "tm",
+        "ts",
+        "tstz",
+        "iv",
+        "js",
+        "jsb",
+        "by",
+        "ia",
+        "i8a",
+        "ia2",
+        "ta",
+        "ba",
+        "fa",
+        "jsa",
+        "m",
+        "ma",
+    ],
+    *("has,comma", 'has"quote', "has space", "value", "MixedCase"),
+]
 
 
 def test_types_parse_identically_from_snapshot_and_live(node: NodeClient, db_dsn: str) -> None:
@@ -392,7 +430,7 @@ def test_types_parse_identically_from_snapshot_and_live(node: NodeClient, db_dsn
         conn.execute(TYPES_DDL)
         conn.execute("INSERT INTO typed VALUES " + TYPED_VALUES, (1,))
         conn.execute("INSERT INTO typed (id) VALUES (3)")
-    node.send(cmd="open", id="s", params={"table": "typed"})
+    node.send(cmd="open", id="s", params={"table": "typed", "columns": TYPED_COLUMNS})
     snap = node.wait(node.state_when("s", lambda st: True), 20, "the snapshot")
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO typed VALUES " + TYPED_VALUES, (2,))
@@ -432,8 +470,20 @@ def test_types_parse_identically_from_snapshot_and_live(node: NodeClient, db_dsn
         "ba": [True, False, None],
         "fa": [1.5, -0.25, {"$number": "NaN"}, {"$number": "Infinity"}],
         "jsa": [{"k": 1}, [1, 2]],
+        "m": "happy",
+        "ma": ["sad", "ok"],
+        "has,comma": 7,
+        'has"quote': 'q"uote',
+        "has space": False,
+        "value": "v",
+        "MixedCase": -1,
     }
     assert all(v is None for k, v in rows[3].items() if k != "id")
+    assert sorted(rows[3]) == sorted(TYPED_COLUMNS)
+    sent = query_params(node.requests("s")[0]["url"])["columns"]
+    assert sent.startswith('"id","i2",') and sent.endswith(
+        ',"has,comma","has""quote","has space","value","MixedCase"'
+    )
 
 
 def test_service_restart_mid_stream_costs_latency_not_data(
