@@ -16,7 +16,7 @@ import sync.shapes.cache as cache_module
 from supervisors import crash, wait_started
 from sync.offsets import LogOffset
 from sync.postgres.inspector import inspect_table
-from sync.replication.changes import RelationChanged
+from sync.replication.changes import RelationChanged, SlotRecreated
 from sync.replication.pgoutput import PgOutputDecoder
 from sync.replication.publication import AddTable, PublicationManager, RemoveTable
 from sync.replication.tables import TableName
@@ -408,3 +408,12 @@ def test_parallel_builds_are_bounded(h: CacheHarness, monkeypatch: pytest.Monkey
     gate.set()
     assert all(f.get(timeout=30).shape is not None for f in futures)
     assert len(h.directory.handles()) == 5
+
+
+def test_a_recreated_slot_invalidates_every_shape(h: CacheHarness) -> None:
+    shapes = [h.live(h.definition("items", where=f"value > {k}")) for k in range(3)]
+    wait_for(lambda: all(snapshot_done(s) for s in shapes))
+    h.cache.tell(SlotRecreated("t_slot", "dropped from outside"))
+    wait_for(lambda: h.directory.handles() == [])
+    assert all("re-created" in (h.directory.rotation_reason(s.handle) or "") for s in shapes)
+    wait_for(lambda: h.storage.handles() == [])
