@@ -275,6 +275,12 @@ class EngineShapes:
         sql_query, params = build_subset_query(defn, shape_where, query)
         try:
             latest = shape.reader.latest_offset()  # before the snapshot: the log up to here is covered
+            if latest.is_before_all:
+                # The shape's own snapshot has not been taken yet (a new shape).  The subset's must come
+                # after it: a transaction committed between the two would otherwise be neither in the
+                # subset nor in the log.  Its first chunk being readable means it was taken.
+                self.read(handle, LogOffset.BEFORE_ALL)
+                latest = shape.reader.latest_offset()
         except StorageShapeGone:
             raise ShapeGone(handle) from None
         try:

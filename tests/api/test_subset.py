@@ -290,6 +290,24 @@ def test_shape_params_are_still_validated(svc: ServiceProcess, table: str) -> No
     assert status == 409 and headers["electric-handle"] != "1-1"
 
 
+def test_subset_on_a_new_shape_comes_after_the_shapes_snapshot(svc: ServiceProcess, table: str) -> None:
+    # TanStack's on-demand mode creates its changes_only shape with a subset at offset=now: the subset must be
+    # taken after the shape's own snapshot, and its offset must be a real position in the shape's log
+    params = {"table": table, "offset": "now", "log": "changes_only", "subset__where": "id = 7"}
+    status, headers, body = request(svc, params)
+    assert status == 200, body
+    assert ids(body) == [7]
+    assert headers["electric-offset"] != "-1"
+    handle = headers["electric-handle"]
+    status, headers, body = request(svc, {**params, "offset": headers["electric-offset"], "handle": handle})
+    assert status == 200, body
+    status, headers, log = request(
+        svc, {"table": table, "log": "changes_only", "offset": headers["electric-offset"], "handle": handle}
+    )
+    assert status == 200, log
+    assert [i["headers"].get("control") for i in log] == ["up-to-date"]
+
+
 def test_handle_and_offset_echo(svc: ServiceProcess, table: str) -> None:
     status, headers, _ = request(svc, {"table": table, "offset": "-1"})
     assert status == 200
