@@ -113,12 +113,15 @@ class SnapshotPool(SupervisedActor):
             self._idle.pop().close()
 
     def _work(self, request: SnapshotRequest, conn: psycopg.Connection[Any] | None) -> None:
-        kept = take_snapshot(self._dsn, conn, request, fetch_rows=self._fetch_rows, timeout=self._timeout)
+        kept: psycopg.Connection[Any] | None = None
         try:
-            self.actor_ref.tell(WorkerDone(kept))
-        except pykka.ActorDeadError:  # the pool stopped meanwhile: nobody will reuse the connection
-            if kept is not None:
-                kept.close()
+            kept = take_snapshot(self._dsn, conn, request, fetch_rows=self._fetch_rows, timeout=self._timeout)
+        finally:  # the slot is given back whatever happened (even a killed worker)
+            try:
+                self.actor_ref.tell(WorkerDone(kept))
+            except pykka.ActorDeadError:  # the pool stopped meanwhile: nobody will reuse the connection
+                if kept is not None:
+                    kept.close()
 
     def _close_idle(self) -> None:
         for conn in self._idle:
