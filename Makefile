@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 NODE_DIR   := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.install-stamp
+TANSTACK_DIR   := tests/node/tanstack
+TANSTACK_STAMP := $(TANSTACK_DIR)/node_modules/.install-stamp
 
 .PHONY: setup node-setup run test test-all check lint type fmt bench clean
 
@@ -19,11 +21,16 @@ $(STAMP): pyproject.toml
 
 # The Node project of tests/api/test_official_client.py (the official @electric-sql/client): `npm ci` only when
 # node_modules is missing or older than the lockfile; a no-op otherwise.
-node-setup: $(NODE_STAMP)
+node-setup: $(NODE_STAMP) $(TANSTACK_STAMP)
 
 $(NODE_STAMP): $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
+
+# tests/api/test_tanstack.py: TanStack DB + its electric collection, a project of its own (it pins @tanstack/db).
+$(TANSTACK_STAMP): $(TANSTACK_DIR)/package-lock.json
+	cd $(TANSTACK_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(TANSTACK_STAMP)
 
 # Serve the demo: uses DATABASE_URL when set, otherwise a local dev Postgres under .data/.
 run: setup
