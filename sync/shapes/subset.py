@@ -40,6 +40,7 @@ __all__ = [
 NO_SUBQUERIES = "Subqueries are not allowed in subsets"
 ORDER_BY_REQUIRED = "order_by is required when limit or offset is present"
 _SUBLINK_MARK = "sublinks are supported"  # sync.where's message for any sublink
+_BIGINT = 1 << 63
 
 
 class SubsetError(ValueError):
@@ -101,8 +102,8 @@ def _integer(value: str | None, name: str, errors: dict[str, list[str]]) -> int 
         return None
     text = value.strip()
     digits = text[1:] if text[:1] in "+-" else text
-    if not digits.isascii() or not digits.isdigit():
-        errors.setdefault(name, []).append("is invalid")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 30 or abs(int(text)) >= _BIGINT:
+        errors.setdefault(name, []).append("is invalid")  # also what Postgres' bigint LIMIT cannot take
         return None
     return int(text)
 

@@ -107,6 +107,14 @@ def test_validation_order_and_messages() -> None:
     assert list(err.value.errors) == ["where"]
 
 
+@pytest.mark.parametrize("value", ["9223372036854775808", "1" * 40, "1.5", "1e3", " ", "0x10"])
+def test_limit_and_offset_must_be_bigint_integers(value: str) -> None:
+    with pytest.raises(SubsetError) as err:
+        validate_subset(SubsetRequest(limit=value, offset=value, order_by="id"), TABLE)
+    assert err.value.errors["limit"][0] == "is invalid"
+    assert err.value.errors["offset"][0] == "is invalid"
+
+
 def test_params_from_a_body_are_strings() -> None:
     query = validate_subset(SubsetRequest(where="id = $1 AND note = $2", params={"1": 5, "2": "x"}), TABLE)
     assert query.where is not None
