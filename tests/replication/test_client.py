@@ -10,10 +10,11 @@ import psycopg
 import pykka
 import pytest
 
+from supervisors import stop_tree
 from sync.postgres.lsn import parse_lsn
 from sync.replication.changes import Insert, ReplicationEvent, TransactionFragment
-from sync.replication.connection import ConnectionConfig
-from sync.replication.sink import Pending
+from sync.replication.connection import ConnectionConfig, ConnectionHandles, start_connection_supervisor
+from sync.replication.sink import ActorSink, GetResumePoint, Pending, ResumePoint
 from tests.replication.support import (
     RecordingSink,
     confirmed_flush,
@@ -331,3 +332,51 @@ def test_values_use_the_shared_display_settings(db_dsn: str, config: ConnectionC
         (ins,) = [c for f in sink.fragments() for c in f.changes]
         assert isinstance(ins, Insert)
         assert ins.new == ("1", "2026-01-02 03:04:05.5+00", "2026-01-02", "P1DT2H", "0.1", "\\x0102")
+
+
+class _Downstream(pykka.ThreadingActor):
+    """A downstream actor behind ActorSink: records events, answers GetResumePoint, counts in-flight."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.events: list[ReplicationEvent] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, GetResumePoint):
+            return ResumePoint()
+        if isinstance(message, TransactionFragment):
+            self.gate.wait(10)  # a slow downstream: the client must stop at max_in_flight
+        self.events.append(message)
+        return None
+
+
+def test_actor_sink_bounds_in_flight_events(db_dsn: str, config: ConnectionConfig) -> None:
+    gate = threading.Event()
+    ref = _Downstream.start(gate)
+    config = dataclasses.replace(config, max_in_flight=3)
+    handles = ConnectionHandles(config)
+    sup = start_connection_supervisor(config, ActorSink(ref, timeout=10), handles)
+    try:
+        wait_until(lambda: handles.state() == "active")
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+            conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE items")
+            for i in range(20):
+                conn.execute("INSERT INTO items VALUES (%s)", (i,))
+        wait_until(lambda: ref.actor_inbox.qsize() >= 2)  # the actor is stuck on the first event
+        _replies_seen_for(db_dsn, config.slot, 2)  # time passes: the client keeps the connection alive...
+        assert ref.actor_inbox.qsize() <= config.max_in_flight  # ...but sends no more than its window
+        gate.set()
+        wait_until(lambda: len(ref.proxy().events.get(timeout=5)) >= 22)  # SlotRecreated, Relation, 20 txns
+        events = ref.proxy().events.get(timeout=5)
+        inserted = [c.new[0] for e in events if isinstance(e, TransactionFragment) for c in e.changes]
+        assert inserted == [str(i) for i in range(20)]
+    finally:
+        stop_tree(sup, 30)
+        ref.stop(timeout=5)
+
+
+def _replies_seen_for(dsn: str, slot: str, n: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _replies_seen(conn, slot, n)
