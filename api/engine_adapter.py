@@ -40,6 +40,7 @@ from api.engine_port import (
 from api.subset import InvalidSubset
 from sync.engine import Engine
 from sync.offsets import LogOffset
+from sync.postgres.inspector import TableInfo
 from sync.shapes.cache import DeleteShape, GetOrCreateShape, ShapeResult
 from sync.shapes.definition import ShapeDefinition as SyncDefinition
 from sync.shapes.directory import LiveShape
@@ -56,7 +57,7 @@ from sync.shapes.subset_runner import SubsetBusy, SubsetQueryFailed, SubsetRunne
 from sync.shapes.waiters import DataWaiter
 from sync.stack import SHAPE_CACHE
 from sync.storage.errors import ShapeGone as StorageShapeGone
-from sync.where import WhereError, compile_where
+from sync.where import WhereClause, WhereError, compile_where
 
 __all__ = ["EngineShapes"]
 
@@ -103,6 +104,7 @@ class EngineShapes:
         self._memo_ttl = memo_ttl
         self._snapshot_wait = snapshot_wait
         self._wait_budget = engine.settings.http.long_poll_timeout_ms / 1000 + 5
+        self._wheres: OrderedDict[str, WhereClause] = OrderedDict()
         db = engine.settings.database
         self._subsets = SubsetRunner(
             engine.settings.snapshot_dsn,
@@ -264,15 +266,7 @@ class EngineShapes:
             query = validate_subset(subset, restrict_table(info, queryable_columns))
         except SubsetError as exc:
             raise InvalidSubset(exc.errors) from None
-        try:
-            shape_where = (
-                compile_where(defn.where, info, {i + 1: v for i, v in enumerate(defn.params)})
-                if defn.where is not None
-                else None
-            )
-        except WhereError:  # the table changed under the shape: it is being invalidated
-            raise ShapeGone(handle) from None
-        sql_query, params = build_subset_query(defn, shape_where, query)
+        sql_query, params = build_subset_query(defn, self._shape_where(handle, defn, info), query)
         try:
             latest = shape.reader.latest_offset()  # before the snapshot: the log up to here is covered
             if latest.is_before_all:
@@ -291,6 +285,21 @@ class EngineShapes:
             raise SnapshotFailed(f"Subset snapshot failed: {exc}") from None
         offset = request_offset if request_offset is not None else latest
         return SubsetSnapshot(body=result.body(), offset=offset)
+
+    def _shape_where(self, handle: str, defn: SyncDefinition, info: TableInfo) -> WhereClause | None:
+        """The shape's compiled WHERE, kept per handle (a handle's definition never changes)."""
+        if defn.where is None:
+            return None
+        clause = self._wheres.get(handle)
+        if clause is None:
+            try:
+                clause = compile_where(defn.where, info, {i + 1: v for i, v in enumerate(defn.params)})
+            except WhereError:  # the table changed under the shape: it is being invalidated
+                raise ShapeGone(handle) from None
+            self._wheres[handle] = clause
+            while len(self._wheres) > self._memo_size:
+                self._wheres.popitem(last=False)
+        return clause
 
     def close(self) -> None:
         """Close the subset connections (the engine's own resources are stopped with the engine)."""
