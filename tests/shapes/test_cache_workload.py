@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from sync.shapes.cache import get_or_create_shape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.log_items import key_prefix, row_key
@@ -118,13 +119,16 @@ def test_random_workload_racing_shape_creation(h: CacheHarness, seed: int) -> No
     rng = random.Random(seed)
     states: dict[int, dict[str, list[TextRow]]] = {}
     done = threading.Event()
+    first_shapes = threading.Event()
     errors: list[BaseException] = []
 
     def writer() -> None:
         try:
             with psycopg.connect(h.dsn, autocommit=True, options=display_settings_options()) as conn:
                 next_id = [1000]
-                for _ in range(80):
+                for n in range(80):
+                    if n == 10:  # most of the workload comes after some shapes exist, the rest races them
+                        first_shapes.wait(timeout=30)
                     with conn.transaction():
                         for _ in range(rng.randrange(1, 4)):
                             conn.execute(*statement(rng, next_id))
@@ -151,6 +155,8 @@ def test_random_workload_racing_shape_creation(h: CacheHarness, seed: int) -> No
     for spec in SHAPES:
         args = {k: v for k, v in spec.items() if k != "table"}
         shapes.append(h.live(h.definition(spec["table"], **args)))
+        if len(shapes) == 2:
+            first_shapes.set()
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors
@@ -163,3 +169,64 @@ def test_random_workload_racing_shape_creation(h: CacheHarness, seed: int) -> No
         check(h, s)
         boundaries += check_boundaries(h, s, states)
     assert boundaries > 50
+
+
+def test_concurrent_writers_racing_parallel_shape_builds(h: CacheHarness) -> None:
+    """Several writers at once: snapshots see transactions in progress (xip) and commits out of xid order."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+    next_id = [5000]
+    id_lock = threading.Lock()
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with psycopg.connect(h.dsn, autocommit=True) as conn:
+                for _ in range(40):
+                    try:
+                        with conn.transaction():
+                            for _ in range(rng.randrange(1, 4)):
+                                with id_lock:
+                                    stmt = statement(rng, next_id)
+                                conn.execute(*stmt)
+                    except (psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation):
+                        continue  # rolled back: never replicated
+        except BaseException as exc:
+            errors.append(exc)
+
+    def feeder() -> None:
+        try:
+            while not done.is_set():
+                h.feed()
+                done.wait(0.02)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    feed = threading.Thread(target=feeder)
+    for t in [*writers, feed]:
+        t.start()
+    results = []
+    lock = threading.Lock()
+
+    def create(spec: dict[str, Any]) -> None:
+        args = {k: v for k, v in spec.items() if k != "table"}
+        result = get_or_create_shape(h.cache, h.definition(spec["table"], **args), timeout=60)
+        with lock:
+            results.append(result)
+
+    creators = [threading.Thread(target=create, args=(spec,)) for spec in SHAPES]
+    for t in creators:
+        t.start()
+    for t in [*creators, *writers]:
+        t.join(timeout=120)
+    done.set()
+    feed.join(timeout=60)
+    assert not errors, errors
+    shapes = [r.shape for r in results if r.shape is not None]
+    assert len(shapes) == len(SHAPES)
+    h.sync_all()
+    wait_for(lambda: all(snapshot_done(s) for s in shapes))
+    assert h.invalidated.empty()
+    for s in shapes:
+        check(h, s)
