@@ -51,6 +51,7 @@ __all__ = [
 
 DEFAULT_MAX_BATCH = 500
 XLOGDATA_HEADER = 25  # 'w', start LSN, wal_end, send time: the pgoutput message follows
+_FRAME_PAD = b"w" + bytes(XLOGDATA_HEADER - 1)
 
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
@@ -125,12 +126,7 @@ def _cstring(data: bytes, pos: int) -> tuple[str, int]:
 
 
 def _values(data: bytes, pos: int, out: list[Value]) -> int:
-    """Append the values of the TupleData at ``pos`` to ``out``; return the position after it.
-
-    Most messages are pure ASCII: then the whole message is decoded once and values are sliced from the
-    ``str`` (byte and character positions coincide) instead of decoding every value separately.
-    """
-    text = data.decode("ascii") if data.isascii() else None
+    """Append the values of the TupleData at ``pos`` to ``out``; return the position after it."""
     ncols = (data[pos] << 8) | data[pos + 1]  # Int16, never negative (at most 1600 columns)
     pos += 2
     append = out.append
@@ -140,7 +136,7 @@ def _values(data: bytes, pos: int, out: list[Value]) -> int:
         if kind == _T:
             start = pos + 5
             pos = start + unpack_len(data, pos + 1)[0]
-            append(text[start:pos] if text is not None else data[start:pos].decode())
+            append(data[start:pos].decode())
         elif kind == _N:
             append(None)
             pos += 1
@@ -226,16 +222,13 @@ class PgOutputDecoder:
 
     # -- entry point -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
-        """Decode one pgoutput message (the payload of one XLogData frame)."""
-        self._decode(data, 0)
+        """Decode one pgoutput message given alone (e.g. from ``pg_logical_slot_get_binary_changes``)."""
+        self.feed_frame(_FRAME_PAD + data)
 
-    def feed_frame(self, frame: bytes) -> None:
-        """Decode the message inside a whole XLogData frame (``w`` + 24-byte header) without copying it
-        out first: the replication reader's hot path."""
-        self._decode(frame, XLOGDATA_HEADER)
-
-    def _decode(self, data: bytes, b: int) -> None:
-        """The message starts at ``data[b]``."""
+    def feed_frame(self, data: bytes) -> None:
+        """Decode the message inside a whole XLogData frame (``w`` + 24-byte header), in place: the
+        replication reader's hot path (no copy of the message out of the frame)."""
+        b = XLOGDATA_HEADER
         tag = data[b]
         if tag == 73:  # 'I': the hot path, inlined
             if self._skipping:
@@ -269,7 +262,7 @@ class PgOutputDecoder:
             if not self._skipping:
                 self._delete(data, b)
         else:
-            self._other(data[b:] if b else data, tag)
+            self._other(data[b:], tag)
 
     def _other(self, data: bytes, tag: int) -> None:
         """The rarer messages, from their own payload."""
