@@ -385,3 +385,25 @@ def test_changes_only_log_has_snapshot_end_only_then_changes_with_txids(
         ("update", "3"),
     ]
     assert all(i["headers"]["txids"] == [xid] for i in items)
+
+
+def test_identifiers_with_quotes_and_percent_signs(svc: ServiceProcess, dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('CREATE TABLE "we%ird" (id int PRIMARY KEY, "a%b" int NOT NULL, "q""x" text)')
+        conn.execute('INSERT INTO "we%ird" SELECT i, i % 3, $$v$$ || (i % 2) FROM generate_series(1, 20) i')
+    base = {"table": '"we%ird"', "offset": "-1"}
+    status, _, body = request(
+        svc,
+        {**base, "subset__where": '"q""x" = $1', "subset__params": '{"1":"v1"}', "subset__order_by": '"a%b" DESC, id',
+         "subset__limit": "4"},
+    )  # fmt: skip
+    assert status == 200, body
+    expected = pg_rows(
+        dsn, 'SELECT id FROM "we%%ird" WHERE "q""x" = %s ORDER BY "a%%b" DESC, id LIMIT 4', "v1"
+    )
+    assert ids(body) == [r[0] for r in expected]
+    assert set(body["data"][0]["value"]) == {"id", "a%b", 'q"x'}
+    # no bound value at all in the query
+    status, _, body = request(svc, {**base, "subset__order_by": '"a%b", id'})
+    assert status == 200, body
+    assert ids(body) == [r[0] for r in pg_rows(dsn, 'SELECT id FROM "we%%ird" ORDER BY "a%%b", id')]
