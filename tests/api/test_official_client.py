@@ -32,7 +32,12 @@ from tests.fixtures.service import ServiceProcess
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 DRIVER = NODE_DIR / "driver.mjs"
-SERVICE_SETTINGS = {"http": {"long_poll_timeout_ms": 2000, "sse_timeout_s": 3}}
+# Short live timeouts keep the file fast; small chunks make snapshots and logs span several chunks (the
+# client prefetches non-live chunks ahead).
+SERVICE_SETTINGS = {
+    "http": {"long_poll_timeout_ms": 2000, "sse_timeout_s": 3},
+    "storage": {"chunk_bytes_threshold": 1000},
+}
 Event = dict[str, Any]
 T = TypeVar("T")
 
@@ -239,10 +244,17 @@ class Workload:
                 "INSERT INTO items VALUES (%s, 0, %s, 0, true)", (100 + self.fences, f"fence-{self.fences}")
             )
 
-    def expected(self) -> list[dict[str, Any]]:
+    def expected(self, *, full: bool = False) -> list[dict[str, Any]]:
+        """``SELECT`` of the shape (with ``full``: every column, as the replica=full stream selects them)."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            rows = conn.execute(ITEMS_SELECT + " ORDER BY id").fetchall()
-        return [{"id": i, "grp": g, "title": t, "n": {"$bigint": str(n)}} for i, g, t, n in rows]
+            rows = conn.execute(
+                ITEMS_SELECT.replace(", n FROM", ", n, flag FROM") + " ORDER BY id"
+            ).fetchall()
+        out = [{"id": i, "grp": g, "title": t, "n": {"$bigint": str(n)}} for i, g, t, n, _ in rows]
+        if full:
+            for row, (*_, flag) in zip(out, rows, strict=True):
+                row["flag"] = flag
+        return out
 
 
 @pytest.fixture
@@ -273,7 +285,10 @@ def items(db_dsn: str) -> Workload:
 
 def test_shape_with_where_params_columns_follows_random_writes(node: NodeClient, items: Workload) -> None:
     node.send(cmd="open", id="s", params=ITEMS_PARAMS)
+    full = {key: value for key, value in ITEMS_PARAMS.items() if key != "columns"} | {"replica": "full"}
+    node.send(cmd="open", id="full", params=full)
     node.wait_state("s", items.expected())
+    node.wait_state("full", items.expected(full=True))
     request = query_params(node.requests("s")[0]["url"])
     assert (request["where"], request["params[1]"], request["params[2]"]) == (
         "grp < $1 AND flag = $2",
@@ -281,11 +296,24 @@ def test_shape_with_where_params_columns_follows_random_writes(node: NodeClient,
         "true",
     )
     assert request["columns"] == '"id","grp","title","n"'
+    assert query_params(node.requests("full")[0]["url"])["replica"] == "full"
     for _ in range(3):
         items.round(25)
         state = node.wait_state("s", items.expected())
+        node.wait_state("full", items.expected(full=True))
     assert state["mustRefetch"] == 0
     assert all(set(row) == {"id", "grp", "title", "n"} for row in state["rows"])
+    # The snapshot and the log came in several chunks (chunk_bytes_threshold = 1000).
+    assert (
+        len(
+            {
+                e["headers"]["electric-offset"]
+                for e in node.requests("s")
+                if "live" not in query_params(e["url"])
+            }
+        )
+        > 2
+    )
 
 
 def test_truncate_refetches_and_converges(node: NodeClient, items: Workload, db_dsn: str) -> None:
@@ -363,7 +391,7 @@ def test_live_sse_follows_random_writes(node: NodeClient, items: Workload) -> No
     sse = sse_requests()
     assert all(e.get("status") == 200 for e in sse), node.tail()
     assert all(e["headers"]["content-type"].startswith("text/event-stream") for e in sse), node.tail()
-    live = node.requests("s")[2:]
+    live = [e for e in node.requests("s") if query_params(e["url"]).get("live") == "true"]
     assert all(query_params(e["url"]).get("live_sse") == "true" for e in live), "fell back to long-polling"
     items.round(5)
     node.wait_state("s", items.expected(), redelivery=True)
