@@ -15,6 +15,7 @@ No other module imports gevent (architecture §1).  Whether gevent is active is 
 
 from __future__ import annotations
 
+import select
 import selectors
 import sys
 import threading
@@ -56,9 +57,11 @@ def _wait(fd: int, events: int, timeout: float | None) -> bool:
         except TimeoutError:
             return False
         return True
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, events)
-        return bool(sel.select(timeout))
+    # A fresh poll object per call: no kernel object to create (unlike epoll), no FD_SETSIZE limit
+    # (unlike select); ~1.5 µs instead of ~20 µs for a DefaultSelector.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN if events == selectors.EVENT_READ else select.POLLOUT)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
 
 def wait_readable(fd: int, timeout: float | None = None) -> bool:
