@@ -11,7 +11,7 @@ from typing import Any
 from sqlglot import exp
 
 from sync.where import ast as a
-from sync.where.casts import canonical, cast_fn, common_of, common_type
+from sync.where.casts import canonical, cast_fn, common_of, implicitly_castable
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.evaluate import compile_node
 from sync.where.functions import FUNCTIONS, resolve_function
@@ -108,7 +108,7 @@ class Binder:
             raise WhereError(["WHERE clause must return a boolean"])
         if what:
             raise self.err(loc, f"argument of {what} must be type boolean, not type {readable(node.type)}")
-        if common_type(node.type, target) != canonical(target) or cast_fn(node.type, target) is None:
+        if not implicitly_castable(node.type, target) or cast_fn(node.type, target) is None:
             raise self.err(loc, f"{readable(node.type)} cannot be matched to {readable(target)}")
         return self.fold(a.Cast(node, target), loc)
 
@@ -171,29 +171,43 @@ class Binder:
         what = f"IS {'NOT ' if negated else ''}{'TRUE' if value else 'FALSE'}"
         return self.fold(a.BoolTest(self.coerce(arg, "bool", loc, what=what), value, negated), loc)
 
-    def _cmp_type(self, op: str, types: list[str], loc: int) -> str:
-        c = common_of(types)
-        if c is None or binary(op, c, c) is None:
-            shown = " ".join(readable(t) for t in types)
-            raise self.err(loc, f"could not compare values of types {shown} with {op}")
-        return c
+    def _cmp_type(self, op: str, left: str, right: str, loc: int) -> str:
+        """The operand type of comparison ``op`` between ``left`` and ``right`` (operator resolution)."""
+        res = binary(op, left, right)
+        if res is None or res.result != "bool":
+            raise self.err(loc, f"operator does not exist: {readable(left)} {op} {readable(right)}")
+        return res.argtypes[0]
 
     def distinct(self, left: a.Node, right: a.Node, negated: bool, loc: int) -> a.Node:
-        c = self._cmp_type("=", [left.type, right.type], loc)
+        c = self._cmp_type("=", left.type, right.type, loc)
         node = a.Distinct(self.coerce(left, c, loc), self.coerce(right, c, loc), c, negated)
         return self.fold(node, loc)
 
     def in_list(self, arg: a.Node, items: list[a.Node], loc: int) -> a.Node:
-        c = self._cmp_type("=", [arg.type, *(i.type for i in items)], loc)
-        node = a.InList(self.coerce(arg, c, loc), tuple(self.coerce(i, c, loc) for i in items), c, False)
-        return self.fold(node, loc)
+        """``x IN (...)`` as Postgres transforms it: the items without column references (if more than
+        one) become ``x = ANY(array)`` compared in their common type; every other item is a separate
+        ``x = item`` (operator resolution), OR-ed after it."""
+        consts = [i for i in items if not a.columns_of(i)]
+        rest = items
+        parts: list[a.Node] = []
+        if len(consts) > 1:
+            c = common_of([arg.type, *(i.type for i in consts)])
+            if c is not None and binary("=", c, c) is not None:
+                typed = tuple(self.coerce(i, c, loc) for i in consts)
+                parts.append(self.fold(a.InList(self.coerce(arg, c, loc), typed, c, False), loc))
+                rest = [i for i in items if a.columns_of(i)]
+        parts.extend(self.binary("=", arg, i, loc) for i in rest)
+        return parts[0] if len(parts) == 1 else self.boolean(False, parts, loc)
 
     def between(self, arg: a.Node, low: a.Node, high: a.Node, symmetric: bool, loc: int) -> a.Node:
-        c = self._cmp_type("<=", [arg.type, low.type, high.type], loc)
-        node = a.Between(
-            self.coerce(arg, c, loc), self.coerce(low, c, loc), self.coerce(high, c, loc), c, symmetric, False
-        )
-        return self.fold(node, loc)
+        """``x BETWEEN a AND b`` is ``x >= a AND x <= b`` (SYMMETRIC: OR the swapped bounds), as in
+        Postgres' parser; each comparison resolves its own operand types."""
+
+        def pair(lo: a.Node, hi: a.Node) -> a.Node:
+            return self.boolean(True, [self.binary(">=", arg, lo, loc), self.binary("<=", arg, hi, loc)], loc)
+
+        node = pair(low, high)
+        return self.boolean(False, [node, pair(high, low)], loc) if symmetric else node
 
     def like(  # noqa: PLR0917 - mirrors the SQL construct's parts
         self, arg: a.Node, pattern: a.Node, escape: a.Node | None, ci: bool, negated: bool, loc: int
@@ -218,13 +232,13 @@ class Binder:
 
     def any_all(self, op: str, left: a.Node, array: a.Node, is_all: bool, loc: int) -> a.Node:
         if array.type == "unknown":
-            c = self._cmp_type(op, [left.type], loc)
+            c = self._cmp_type(op, left.type, "unknown", loc)
         elif not is_array(array.type):
             raise self.err(
                 loc, f"op ANY/ALL (array) requires array on right side, not {readable(array.type)}"
             )
         else:
-            c = self._cmp_type(op, [left.type, elem(array.type)], loc)
+            c = self._cmp_type(op, left.type, elem(array.type), loc)
         node = a.AnyAll(op, self.coerce(left, c, loc), self.coerce(array, c + "[]", loc), c, is_all)
         return self.fold(node, loc)
 

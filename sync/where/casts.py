@@ -72,21 +72,49 @@ def common_type(a: str, b: str) -> str | None:
     return None
 
 
+_SELECT_RANK = {"int2": 0, "int4": 1, "int8": 2, "numeric": 3, "float4": 4, "float8": 5}
+
+
 def common_of(types: list[str]) -> str | None:
-    out = "unknown"
-    for t in types:
-        if out == "unknown":
-            out = canonical(t)
+    """Postgres' ``select_common_type`` (COALESCE, GREATEST/LEAST, ARRAY[], IN lists): walking the
+    inputs, move to a type the current one implicitly casts to.  Unlike operator resolution this
+    makes ``numeric`` and ``float4`` meet at ``float4``."""
+    known = [canonical(t) for t in types if t != "unknown"]
+    if not known:
+        return "text"
+    out = known[0]
+    for t in known[1:]:
+        if t == out:
             continue
-        c = common_type(out, t)
-        if c is None:
-            return None
-        out = c
-    return "text" if out == "unknown" else out
+        if out in _SELECT_RANK and t in _SELECT_RANK:
+            out = out if _SELECT_RANK[out] >= _SELECT_RANK[t] else t
+        elif is_array(out) and is_array(t):
+            inner = common_of([elem(out), elem(t)])
+            if inner is None:
+                return None
+            out = inner + "[]"
+        else:
+            c = common_type(out, t)
+            if c is None:
+                return None
+            out = c
+    return out
 
 
 def implicitly_castable(src: str, dst: str) -> bool:
-    return src == dst or common_type(src, dst) == canonical(dst)
+    """Whether Postgres casts ``src`` to ``dst`` implicitly (the casts operator arguments may get)."""
+    src, dst = canonical(src), canonical(dst)
+    if src == dst:
+        return True
+    if src in _SELECT_RANK and dst in _SELECT_RANK:
+        return _SELECT_RANK[src] < _SELECT_RANK[dst]
+    if src in TEXT_TYPES and dst in TEXT_TYPES:
+        return True
+    if src in _TEMPORAL_RANK and dst in _TEMPORAL_RANK:
+        return _TEMPORAL_RANK[src] < _TEMPORAL_RANK[dst]
+    if is_array(src) and is_array(dst):
+        return implicitly_castable(elem(src), elem(dst))
+    return False
 
 
 # ---- implementations ---------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def like_matcher(pattern: str, escape: str | None = "\\", ci: bool = False) -> C
     if not dangling:
         full = rx.fullmatch
         return lambda v: full(fold(v)) is not None
-    prefix = rx.match
+    # Postgres' matcher meets the dangling escape only with text left over
+    prefix = re.compile(rx.pattern + ".", re.DOTALL).match
 
     def dangling_match(v: str) -> bool:
         if prefix(fold(v)) is not None:

@@ -183,6 +183,9 @@ def _enum_parser(t: str, labels: tuple[str, ...]) -> Parser:
     return parse
 
 
+_ONE_BASED = re.compile(r"(\[1:[0-9]+\])+")
+
+
 def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...]:
     """Parse a Postgres array literal (``{1,2}``, ``{{a,"b c"},{NULL,d}}``; dimension decorations ignored)."""
     s = text
@@ -194,6 +197,9 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
         eq = s.find("=", pos)
         if eq < 0:
             raise WhereEvalError(f'malformed array literal: "{text}"')
+        if not _ONE_BASED.fullmatch(s[pos:eq].strip(PG_SPACE)):
+            # values are tuples indexed from 1; refuse rather than answer differently from Postgres
+            raise WhereEvalError(f'arrays with lower bounds other than 1 are not supported: "{text}"')
         pos = eq + 1
         while pos < n and s[pos] in PG_SPACE:
             pos += 1

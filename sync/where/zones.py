@@ -13,6 +13,7 @@ from sync.where.errors import WhereEvalError
 _EPOCH = dt.datetime(2000, 1, 1)
 _MIN_US = (dt.datetime(1, 1, 2) - _EPOCH) // dt.timedelta(microseconds=1)
 _MAX_US = (dt.datetime(9999, 12, 30) - _EPOCH) // dt.timedelta(microseconds=1)
+_CYCLE_US = 146097 * tm.USECS_PER_DAY
 
 
 @lru_cache(maxsize=256)
@@ -28,8 +29,12 @@ def _zone(name: str) -> ZoneInfo | None:
 def _offset_us(zone: ZoneInfo | None, local_or_utc: int, is_local: bool) -> int:
     if zone is None:
         return 0
-    if not _MIN_US <= local_or_utc <= _MAX_US:
-        raise WhereEvalError("timestamp out of range")
+    if local_or_utc < _MIN_US:
+        local_or_utc = _MIN_US  # before the zone's first transition: its LMT offset, as at year 1
+    elif local_or_utc > _MAX_US:
+        # after the last transition the zone's rule repeats with the 400-year Gregorian cycle
+        cycles = (local_or_utc - _MAX_US) // _CYCLE_US + 1
+        local_or_utc -= cycles * _CYCLE_US
     moment = _EPOCH + dt.timedelta(microseconds=local_or_utc)
     if is_local:
         off = moment.replace(tzinfo=zone).utcoffset()

@@ -10,7 +10,8 @@ from decimal import Decimal
 from hypothesis import strategies as st
 
 from sync.where import temporal as tm
-from sync.where.values import format_array, format_float, format_numeric
+from sync.where.errors import WhereEvalError
+from sync.where.values import format_array, format_float, format_numeric, formatter, parser
 
 COLUMNS = {
     "i2": "int2",
@@ -276,7 +277,7 @@ def like_pattern(draw: st.DrawFn) -> str:
 @st.composite
 def bool_expr(draw: st.DrawFn, depth: int = 2) -> str:
     kinds = ["numcmp", "textcmp", "temporal", "null", "in", "between", "like", "any", "array", "enum", "col",
-             "distinct", "uuid", "booltest"]  # fmt: skip
+             "distinct", "uuid", "booltest", "input", "zone"]  # fmt: skip
     if depth > 0:
         kinds += ["and", "or", "not"] * 2
     kind = draw(st.sampled_from(kinds))
@@ -348,6 +349,10 @@ def bool_expr(draw: st.DrawFn, depth: int = 2) -> str:
         return f"((m)::text {op} {q(draw(texts))})"
     if kind == "col":
         return "b"
+    if kind == "input":
+        return draw(input_check())
+    if kind == "zone":
+        return draw(zone_check())
     if kind == "uuid":
         return f"(u {op} {q(draw(uuids))})"
     if kind == "distinct":
@@ -364,6 +369,144 @@ def bool_expr(draw: st.DrawFn, depth: int = 2) -> str:
         return f"(NOT {draw(bool_expr(depth - 1))})"
     joiner = " AND " if kind == "and" else " OR "
     return "(" + joiner.join(draw(st.lists(bool_expr(depth - 1), min_size=2, max_size=3))) + ")"
+
+
+TRICKY_INPUTS: dict[str, list[str]] = {
+    "int4": [" 12 ", "+5", "-0", "1_000", "\u0663", "1e3", "", "0x10", "2147483648", "-2147483648", "\t7\n"],
+    "int8": ["9223372036854775807", "-9223372036854775809", " 42"],
+    "int2": ["32768", "-32768", "12"],
+    "float8": [
+        " 1.5 ",
+        "inf",
+        "-INF",
+        "nan",
+        "NaN ",
+        "1e400",
+        "1e-400",
+        ".5",
+        "5.",
+        "-.5e-3",
+        "Infinity",
+        "+Infinity",
+        "1e308",
+        "4.9e-324",
+        "0.1",
+        "-0",
+        "1_0",
+    ],
+    "float4": ["3.4e38", "3.5e38", "1e-46", "0.1", "16777217", "-inf", "1.17549435e-38"],
+    "numeric": [
+        " 1.50 ",
+        "+1",
+        "-0.0",
+        "1e3",
+        "1E-3",
+        "NaN",
+        "inf",
+        "-Infinity",
+        ".5",
+        "5.",
+        "1_0",
+        "  ",
+        "1e-20",
+    ],
+    "bool": ["t", "TRUE", " yes ", "of", "o", "on", "1", "0", "n", "tr", "x", "off", "FALSE "],
+    "date": [
+        "2020-01-02",
+        "2020-1-2",
+        " 2020-01-02 ",
+        "0001-01-01 BC",
+        "2020-02-30",
+        "infinity",
+        "-infinity",
+        "epoch",
+        "2020-02-29",
+        "2021-02-29",
+        "4713-11-24 BC",
+        "5874897-12-31",
+        "2020-01-02 10:00",
+    ],
+    "timestamp": [
+        "2020-01-02 03:04:05",
+        "2020-01-02T03:04:05.123456789",
+        "2020-01-02 03:04",
+        "2020-01-02 24:00:00",
+        "2020-01-02 03:04:05+02",
+        "epoch",
+        "2020-01-02",
+        "294276-12-31 23:59:59",
+        "2020-01-02 03:04:05.5 BC",
+    ],
+    "timestamptz": [
+        "2020-01-02 03:04:05+05:30",
+        "2020-01-02 03:04:05-08",
+        "2020-01-02 03:04:05 UTC",
+        "2020-01-02 03:04:05Z",
+        "2020-01-02 03:04:05+00:00:30",
+        "infinity",
+    ],
+    "interval": [
+        "1 day",
+        "1 day 2 hours",
+        "-1 mon",
+        "1.5 days",
+        "1 year 2 months 3 days 04:05:06.7",
+        "P1Y2M",
+        "PT1.5S",
+        "1 week",
+        "2 hours 30 minutes",
+        "1:30",
+        "-1:30:00",
+        "100 years",
+        "1 millisecond",
+        "1 day ago",
+        "P1DT2H",
+        "0.5 months",
+        "3 mins 4 secs",
+        "P-1D",
+    ],
+    "uuid": [
+        "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+        "a0eebc99",
+    ],
+    "time": ["03:04", "03:04:05.5", "24:00", "24:00:01", " 3:04 ", "allballs", "23:59:59.9999999"],
+    "int4[]": [
+        "{1,2}",
+        "{ 1 , 2 }",
+        "{}",
+        "{{1},{2}}",
+        "{{1},{2,3}}",
+        "{NULL,1}",
+        "{1,}",
+        "[1:2]={1,2}",
+        '{"1"}',
+    ],
+    "text[]": ["{a,b}", '{"a b",c}', '{NULL,"NULL"}', '{"\\""}', "{ a , b }", "{}"],
+}
+
+
+@st.composite
+def input_check(draw: st.DrawFn) -> str:
+    """``'<input>'::T::text = '<our output>'``: Postgres agrees iff it parses and prints like we do."""
+    typ = draw(st.sampled_from(sorted(TRICKY_INPUTS)))
+    text = draw(st.sampled_from(TRICKY_INPUTS[typ]))
+    try:
+        expected = formatter(typ)(parser(typ)(text))
+    except WhereEvalError:
+        expected = "<rejected>"
+    return f"((({q(text)})::{typ})::text = {q(expected)})"
+
+
+@st.composite
+def zone_check(draw: st.DrawFn) -> str:
+    zone = draw(
+        st.sampled_from(["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"])
+    )
+    col = draw(st.sampled_from(["tz", "ts"]))
+    return f"(({col} AT TIME ZONE {q(zone)}) {draw(st.sampled_from(['<', '=', '>=']))} {q(draw(timestamps))})"
 
 
 __all__ = ["DDL", "VALUES", "Decimal", "bool_expr", "format_numeric", "rows"]
