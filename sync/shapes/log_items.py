@@ -187,7 +187,8 @@ class ShapeLogEncoder:
         self._full = definition.replica == "full"
         self._has_pk = bool(definition.primary_key)
         self._prefix = key_prefix(definition.schema, definition.table)
-        self._rel_json = orjson.dumps([definition.schema, definition.table])
+        # A copy: orjson's result keeps its 4 KiB output buffer, which every live shape would hold.
+        self._rel_json = bytes(memoryview(orjson.dumps([definition.schema, definition.table])))
         self._snapshot_headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b"}}"
         self._sel_pos = {c: i for i, c in enumerate(definition.columns)}
         self._snapshot_key = tuple(self._sel_pos[c] for c in definition.key_columns)
