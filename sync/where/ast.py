@@ -16,7 +16,6 @@ __all__ = [
     "And",
     "AnyAll",
     "ArrayCtor",
-    "Between",
     "BoolTest",
     "Call",
     "Cast",
@@ -133,17 +132,6 @@ class AnyAll:
 
 
 @dataclass(frozen=True, slots=True)
-class Between:
-    arg: Node
-    low: Node
-    high: Node
-    cmp_type: str
-    symmetric: bool
-    negated: bool
-    type: str = "bool"
-
-
-@dataclass(frozen=True, slots=True)
 class Like:
     arg: Node
     pattern: Node
@@ -197,7 +185,6 @@ Node = (
     | Distinct
     | InList
     | AnyAll
-    | Between
     | Like
     | ArrayCtor
     | Subscript
@@ -219,8 +206,6 @@ def children(node: Node) -> tuple[Node, ...]:
         return (node.arg, *node.items)
     if isinstance(node, AnyAll):
         return (node.left, node.array)
-    if isinstance(node, Between):
-        return (node.arg, node.low, node.high)
     if isinstance(node, Like):
         return (node.arg, node.pattern) + ((node.escape,) if node.escape is not None else ())
     return tuple(n for n in (node.arg, *node.lowers, *node.uppers) if n is not None)

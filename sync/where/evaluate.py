@@ -288,38 +288,6 @@ class _Compiler:
 
         return any_all
 
-    def _between(self, node: a.Between) -> Fn:
-        f, lo, hi = self.compile(node.arg), self.compile(node.low), self.compile(node.high)
-        le = comparison_impl("<=", node.cmp_type)
-        sym = node.symmetric
-
-        def tri(x: Any, y: Any) -> bool | None:
-            return None if x is None or y is None else le(x, y)
-
-        def both(p: bool | None, q: bool | None) -> bool | None:
-            if p is False or q is False:
-                return False
-            return None if p is None or q is None else True
-
-        def conj(r: Row, first: Fn, second: Fn) -> bool | None:
-            # Postgres expands BETWEEN to ``x >= a AND x <= b``: the second bound is not evaluated
-            # when the first comparison is false
-            p = tri(first(r), f(r))
-            if p is False:
-                return False
-            return both(p, tri(f(r), second(r)))
-
-        def between(r: Row) -> bool | None:
-            res = conj(r, lo, hi)
-            if not sym or res is True:
-                return res
-            other = conj(r, hi, lo)
-            if other is True:
-                return True
-            return None if res is None or other is None else False
-
-        return between
-
     def _like(self, node: a.Like) -> Fn:
         f = self.compile(node.arg)
         ci, neg = node.case_insensitive, node.negated

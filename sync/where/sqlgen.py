@@ -81,10 +81,6 @@ class _Renderer:
         if isinstance(node, a.AnyAll):
             left = self.r(node.left) + (_C if node.op in _ORDERING and node.cmp_type in TEXT_TYPES else "")
             return f"({left} {node.op} {'ALL' if node.all else 'ANY'} ({self.r(node.array)}))"
-        if isinstance(node, a.Between):
-            coll = _C if node.cmp_type in TEXT_TYPES else ""
-            sym = "SYMMETRIC " if node.symmetric else ""
-            return f"(({self.r(node.arg)}{coll}) BETWEEN {sym}({self.r(node.low)}) AND ({self.r(node.high)}))"
         if isinstance(node, a.Like):
             op = ("NOT " if node.negated else "") + ("ILIKE" if node.case_insensitive else "LIKE")
             coll = _C if node.case_insensitive else ""
