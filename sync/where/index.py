@@ -133,8 +133,11 @@ class RoutingIndex:
     ) -> set[ShapeId]:
         """Shapes whose clause is TRUE for ``new_row`` or ``old_row`` (either may be None).
 
-        A shape whose clause raises :class:`WhereEvalError` on a row is left out of the result and put
-        in ``errors`` when given; without ``errors`` the exception propagates.
+        Rows map column names to Postgres text (None for NULL) and must hold every column the clauses
+        read, with unchanged-TOAST values already resolved.  A shape whose clause raises
+        :class:`WhereEvalError` on a row (overflow, invalid input...) is *included*, so that its consumer
+        meets the same error when it evaluates the change and invalidates the shape; the exceptions are
+        also recorded in ``errors`` when given.  This method never raises for a bad row.
         """
         table = self._tables.get(table_key)
         if table is None:
@@ -150,7 +153,7 @@ class RoutingIndex:
                 try:
                     key = group.key(text)
                 except WhereEvalError as exc:
-                    self._fail_group(group, exc, errors)
+                    self._fail_group(group, exc, out, errors)
                     continue
                 bucket = group.buckets.get(key, _EMPTY)
                 if bucket is _EMPTY:
@@ -177,14 +180,16 @@ class RoutingIndex:
             if clause.evaluate(row):
                 out.add(sid)
         except WhereEvalError as exc:
-            if errors is None:
-                raise
-            errors[sid] = exc
+            out.add(sid)
+            if errors is not None:
+                errors[sid] = exc
 
     @staticmethod
-    def _fail_group(group: _Group, exc: WhereEvalError, errors: dict[ShapeId, WhereEvalError] | None) -> None:
-        if errors is None:
-            raise exc
+    def _fail_group(
+        group: _Group, exc: WhereEvalError, out: set[ShapeId], errors: dict[ShapeId, WhereEvalError] | None
+    ) -> None:
         for bucket in group.buckets.values():
             for sid, _ in _items(bucket):
-                errors[sid] = exc
+                out.add(sid)
+                if errors is not None:
+                    errors[sid] = exc

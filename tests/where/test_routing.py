@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync.where import RoutingIndex, WhereError, WhereEvalError, compile_where
+from sync.where import RoutingIndex, WhereClause, WhereError, WhereEvalError, compile_where
 from tests.where.tables import MOOD, array_of, make_table, scalar
 
 TABLE = make_table(
@@ -68,6 +68,13 @@ def rows(draw: st.DrawFn) -> dict[str, str | None]:
     }
 
 
+def _true_or_error(clause: WhereClause, row: dict[str, str | None]) -> bool:
+    try:
+        return clause.evaluate(row)
+    except WhereEvalError:
+        return True  # routed, so that the consumer meets the error
+
+
 def _compile(text: str):  # type: ignore[no-untyped-def]
     return None if text == "" else compile_where(text, TABLE, {})
 
@@ -100,7 +107,7 @@ def test_affected_matches_brute_force(
         expected = {
             sid
             for sid, clause in clauses.items()
-            if clause is None or any(r is not None and clause.evaluate(r) for r in (new, old))
+            if clause is None or any(r is not None and _true_or_error(clause, r) for r in (new, old))
         }
         if new is None and old is None:
             expected = {sid for sid, clause in clauses.items() if clause is None}
@@ -142,7 +149,9 @@ def test_evaluation_errors_are_reported_per_shape() -> None:
     index.add("overflow", "items", _compile("id * 1000000000 > 0"))
     index.add("fine", "items", _compile("id = 5"))
     errors: dict[object, WhereEvalError] = {}
-    assert index.affected("items", {"id": "5"}, None, errors) == {"fine"}
+    # the failing shape is routed the change (its consumer fails the same way and invalidates it)
+    assert index.affected("items", {"id": "5"}, None, errors) == {"fine", "overflow"}
     assert list(errors) == ["overflow"] and errors["overflow"].message == "integer out of range"
+    assert index.affected("items", {"id": "6"}) == {"overflow"}
     with pytest.raises(WhereEvalError, match="integer out of range"):
-        index.affected("items", {"id": "5"})
+        compile_where("id * 1000000000 > 0", TABLE, {}).evaluate({"id": "6"})
