@@ -90,5 +90,8 @@ def attach_engine(app: ShapesyncApp, engine: Engine) -> None:
 
 def detach_engine(app: ShapesyncApp) -> Engine | None:
     slot = app.shapesync_slot
-    engine, slot.engine, slot.shapes = slot.engine, None, None
+    engine, shapes = slot.engine, slot.shapes
+    slot.engine, slot.shapes = None, None
+    if shapes is not None:
+        shapes.close()  # the subset connection pool
     return engine

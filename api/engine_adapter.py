@@ -41,7 +41,7 @@ from api.subset import InvalidSubset
 from sync.engine import Engine
 from sync.offsets import LogOffset
 from sync.postgres.inspector import TableInfo
-from sync.shapes.cache import DeleteShape, GetOrCreateShape, ShapeResult
+from sync.shapes.cache import DeleteShape, get_or_create_shape
 from sync.shapes.definition import ShapeDefinition as SyncDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.log_items import ShapeLogEncoder
@@ -166,11 +166,11 @@ class EngineShapes:
         if self._engine.status() != "active":
             raise StackNotReady("Stack not ready: waiting for the replication stream")
         try:
-            result = self._cache().ask(GetOrCreateShape(defn), timeout=self._timeout)
+            # Builds run outside the cache's inbox, so creations of different shapes proceed in parallel.
+            result = get_or_create_shape(self._cache(), defn, self._timeout)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             logger.warning("creating a shape failed: %r", exc)
             raise ShapeCreationFailed(str(exc)) from None
-        assert isinstance(result, ShapeResult)
         if result.shape is None:
             logger.warning("creating a shape for %s failed: %s", defn.relation, result.error)
             raise ShapeCreationFailed(result.error or "unknown error")
@@ -208,6 +208,10 @@ class EngineShapes:
                 raise SnapshotFailed("Timed out waiting for the shape's snapshot, please retry")
             outcome = self.wait_for_change(handle, offset).wait(min(remaining, 5.0))
             if outcome is WaitOutcome.ROTATED:
+                reason = self._services.directory.rotation_reason(handle) or ""
+                if reason.startswith("snapshot failed"):
+                    # The client did nothing wrong and a retry may well succeed: 503, not 409 (spec §2).
+                    raise SnapshotFailed(f"Snapshot query failed, please retry ({reason})")
                 raise ShapeGone(handle)
             if outcome is WaitOutcome.STOPPED:
                 raise StackNotReady("Stack not ready: the shape is restarting")

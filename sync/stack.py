@@ -48,7 +48,7 @@ from sync.replication.publication import AddTable, PublicationManager, RemoveTab
 from sync.replication.sink import GetResumePoint, Pending, ResumePoint
 from sync.replication.tables import TableName
 from sync.settings import Settings
-from sync.shapes.cache import CacheSettings, ShapeCache
+from sync.shapes.cache import CacheSettings, InvalidateShape, ShapeCache
 from sync.shapes.collector import ShapeLogCollector
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import ShapeDirectory
@@ -153,10 +153,16 @@ def shapes_children(
         if cache is not None:
             cache.tell(event)
 
+    def on_overloaded(handle: str) -> None:
+        cache = registry.whereis(SHAPE_CACHE)
+        if cache is not None:
+            cache.tell(InvalidateShape(handle, "its consumer cannot keep up with replication"))
+
     def start_collector() -> pykka.ActorRef[Any]:
         ref = ShapeLogCollector.start(
             RoutingIndex(),
             on_ack=handles.ack,
+            on_overloaded=on_overloaded,
             on_relation_changed=on_relation_changed,
             on_slot_recreated=on_slot_recreated,
             on_commit=services.note_commit,

@@ -78,17 +78,24 @@ def parse_lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
+def _identifier(name: str) -> sql.Identifier:
+    # The query is always executed with a parameter tuple (possibly empty), so psycopg reads ``%`` as the
+    # start of a placeholder everywhere, quoted names included: a literal ``%`` in a name must be doubled.
+    return sql.Identifier(name.replace("%", "%%"))
+
+
 def snapshot_query(definition: ShapeDefinition, where_sql: sql.Composable | None = None) -> sql.Composed:
-    """``SELECT <selected columns> FROM <table> [WHERE (<where>)]``; the caller passes the WHERE's params.
+    """``SELECT <selected columns> FROM <table> [WHERE (<where>)]``; execute it with the WHERE's params as a
+    tuple, even an empty one (``%`` in names is escaped for placeholder parsing, as the WHERE SQL is).
 
     A ``log=changes_only`` shape has no snapshot rows (spec §2) but everything else of a snapshot (its
     visibility filters the log, ``snapshot-end`` is written): its query is ``... WHERE false [AND (...)]``,
     which keeps the WHERE's placeholders and which Postgres folds into a one-time filter (no scan).
     """
     query = sql.SQL("SELECT {} FROM {}.{}").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in definition.columns),
-        sql.Identifier(definition.schema),
-        sql.Identifier(definition.table),
+        sql.SQL(", ").join(_identifier(c) for c in definition.columns),
+        _identifier(definition.schema),
+        _identifier(definition.table),
     )
     changes_only = definition.log_mode == "changes_only"
     if where_sql is not None:

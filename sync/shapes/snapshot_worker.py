@@ -133,7 +133,7 @@ def run_snapshot(
         request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))
         query = snapshot_query(request.definition, request.where_sql)
         with raw_text_cursor(conn, name="shapesync_snapshot") as cur:
-            cur.execute(query, tuple(request.where_params) or None)
+            cur.execute(query, tuple(request.where_params))  # always a tuple: see snapshot_query
             for batch in snapshot_batches(cur, encoder, fetch_rows):
                 storage.ask(AppendSnapshot(tuple(batch)), timeout=timeout)
                 count += len(batch)

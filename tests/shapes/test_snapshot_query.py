@@ -101,3 +101,23 @@ def test_definition_against_the_real_catalog(db_dsn: str) -> None:
         definition = ShapeDefinition.create(("public", "Items"), table, columns=parse_columns("TITLE,ID"))
         assert definition.columns == ("id", "title") and table is not None
         assert definition.relation_oid == table.oid
+
+
+@pytest.mark.parametrize("where", [None, '"a%b" < $1', '"a%b" IS NOT NULL'])
+def test_percent_in_names_with_and_without_bound_values(db_dsn: str, where: str | None) -> None:
+    """psycopg reads ``%`` as a placeholder once parameters are given: names must survive both cases."""
+    from sync.where import compile_where  # noqa: PLC0415
+
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute('CREATE TABLE "we%ird" ("a%b" int PRIMARY KEY, "c%%d" text)')
+        conn.execute("""INSERT INTO "we%ird" VALUES (1, 'x'), (5, 'y')""")
+        table = read_table(conn, "public", "we%ird")
+        params = ["2"] if where and "$1" in where else []
+        definition = ShapeDefinition.create(("public", "we%ird"), table, where=where, params=params)
+        clause = compile_where(where, table, {i + 1: v for i, v in enumerate(params)}) if where else None
+        where_sql, values = clause.to_sql() if clause else (None, [])
+        query = snapshot_query(definition, sql.SQL(where_sql) if where_sql else None) + sql.SQL(" ORDER BY 1")
+        with raw_text_cursor(conn) as cur:
+            cur.execute(query, tuple(values))
+            rows = cur.fetchall()
+    assert rows == ([("1", "x")] if params else [("1", "x"), ("5", "y")])
