@@ -16,6 +16,8 @@ import logging
 import sys
 from typing import Any
 
+from gunicorn.workers.ggevent import GeventWorker
+
 from sync.settings import ConfigError, load_settings
 
 try:
@@ -30,8 +32,71 @@ logging.basicConfig(
     stream=sys.stderr,
 )
 
+
+class ShapesyncWorker(GeventWorker):  # type: ignore[misc]
+    """gunicorn's gevent worker, with a shutdown that does not wait out idle clients.
+
+    On SIGTERM the stock worker stops accepting and then waits up to ``graceful_timeout`` for every open
+    connection, idle keep-alive ones and parked long-polls included, while the master SIGKILLs it at that
+    same deadline: ``worker_exit`` would never run and the engine would never stop cleanly.  Here SIGTERM
+    also (1) stops the engine at once, which completes every waiting request (they answer and close), and
+    (2) after a short grace closes the connections that are still idle between requests.  Requests in the
+    middle of a response keep the rest of ``graceful_timeout``.
+    """
+
+    IDLE_GRACE_S = 1.0
+
+    def init_process(self) -> None:
+        self._connections: dict[Any, bool] = {}  # handler greenlet -> busy with a request
+        super().init_process()
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        import gevent  # noqa: PLC0415 - patched by now
+
+        me = gevent.getcurrent()
+        self._connections[me] = False
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._connections.pop(me, None)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        import gevent  # noqa: PLC0415
+
+        me = gevent.getcurrent()
+        self._connections[me] = True
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if me in self._connections:
+                self._connections[me] = False
+
+    def handle_exit(self, sig: Any, frame: Any) -> None:
+        import gevent  # noqa: PLC0415
+
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._shut_down)
+
+    def _shut_down(self) -> None:
+        import gevent  # noqa: PLC0415
+
+        _stop_engine(self)
+        gevent.sleep(self.IDLE_GRACE_S)
+        idle = [g for g, busy in list(self._connections.items()) if not busy]
+        gevent.killall(idle, block=False)
+
+
+def _stop_engine(worker: Any) -> None:
+    from api.app import detach_engine  # noqa: PLC0415
+
+    app = getattr(worker, "wsgi", None)  # absent when the worker failed to load the app
+    engine = detach_engine(app) if app is not None else None
+    if engine is not None:
+        engine.stop()
+
+
 bind = [f"{_settings.http.host}:{_settings.http.port}"]
-worker_class = "gevent"
+worker_class = ShapesyncWorker
 workers = _settings.http.workers  # validated to be 1
 worker_connections = _settings.http.worker_connections
 backlog = _settings.http.backlog

@@ -83,3 +83,45 @@ def test_head_health_answers_like_get(service: ServiceProcess) -> None:
         assert resp.status == 200
         assert resp.headers["cache-control"] == "no-cache, no-store, must-revalidate"
         assert resp.read() == b""
+
+
+def test_sigterm_with_parked_long_poll_and_idle_keepalive_stops_cleanly(db_dsn: str, tmp_path: Path) -> None:
+    """Idle keep-alive connections and parked long-polls must not hold shutdown until the master's
+    SIGKILL: the engine is stopped in order (its log line proves worker_exit/SIGTERM ran) well before
+    graceful_timeout, and the long-poll is answered."""
+    import http.client  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int primary key)")
+    svc = ServiceProcess(
+        db_dsn, tmp_path, {"http": {"graceful_timeout_s": 20, "long_poll_timeout_ms": 20000}}
+    )
+    svc.start()
+    svc.wait_healthy()
+    code, headers, _ = svc.get("/v1/shape?table=t&offset=-1")
+    assert code == 200
+    handle = headers["electric-handle"]
+    idle = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
+    idle.request("GET", "/v1/health")
+    assert idle.getresponse().read() == b'{"status":"active"}'  # now idle on a keep-alive connection
+    answered: list[int] = []
+
+    def long_poll() -> None:
+        c = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
+        c.request("GET", f"/v1/shape?table=t&offset=0_inf&handle={handle}&live=true")
+        answered.append(c.getresponse().status)
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    deadline = time.monotonic() + 10
+    while "shapesync_live_waiters 1.0" not in svc.get("/metrics")[2].decode() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert svc.stop() == 0
+    elapsed = time.monotonic() - started
+    poller.join(10)
+    assert elapsed < 8, f"shutdown took {elapsed:.1f}s:\n{svc.output()[-3000:]}"
+    idle.close()
+    assert "stopping engine for stack 'e2e'" in svc.output()
+    assert answered and answered[0] in (200, 503)
