@@ -1,7 +1,8 @@
 """``StorageActor``: the one writer of a shape log, batching fsyncs and reporting durability.
 
 It exists so that appends from the shape consumer are serialised on one actor and made durable in batches
-(on size, at transaction boundaries when asked, and on a timer), and so the ShapeLogCollector learns which
+(on size, at transaction boundaries when asked, and within ``flush_interval`` through the stack's shared
+:class:`~sync.storage.ticker.FlushTicker`), and so the ShapeLogCollector learns which
 offset is on disk (``on_durable``) and may acknowledge the LSN.  The log logic itself is the pure-ish
 :class:`~sync.storage.writer.ShapeLogWriter`; readers never come through here (``writer.reader()``).
 """
@@ -13,14 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
-
 from supervisors import SupervisedActor
-from sync import runtime
 from sync.offsets import LogOffset
 from sync.storage.items import AppendItem
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage import Storage
+from sync.storage.ticker import FlushTicker
 from sync.storage.writer import ShapeLogWriter
 
 __all__ = [
@@ -69,7 +68,7 @@ class Flush:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """tell (from the actor's own timer loop): fsync whatever is pending."""
+    """tell (from the stack's FlushTicker): fsync whatever is pending."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +84,11 @@ class DeleteLog:
 class StorageActor(SupervisedActor):
     """Owns one shape log's writer; one per shape, supervised (one_for_all) with its consumer.
 
-    Owns:       the ShapeLogWriter (its write handles), the timer loop, the last reported durable offset.
+    Owns:       the ShapeLogWriter (its write handles), the last reported durable offset, its own
+                FlushTicker only when started without a shared one (``ticker=None``, tests).
     Receives:   AppendTransaction, AppendSnapshot (tell/ask) -> None; CompleteSnapshot (ask) -> None;
                 Flush (ask) -> LogOffset | None; GetReader (ask) -> ShapeLogReader; DeleteLog (ask) -> None;
-                Tick (tell, own timer).
+                Tick (tell, from the ticker it registered with while it had unsynced data).
     Sends:      ``on_durable(offset)`` after each fsync that advanced the durable offset (a complete
                 transaction's last item), e.g. a ShapeDurable tell to the ShapeLogCollector.
     Crashes on: I/O errors and out-of-order offsets (the shape subtree restarts and re-opens the log,
@@ -103,32 +103,31 @@ class StorageActor(SupervisedActor):
         on_durable: Callable[[LogOffset], None] | None = None,
         flush_bytes: int = 64 * 1024,
         flush_interval: float = 0.05,
+        ticker: FlushTicker | None = None,
     ) -> None:
         super().__init__()
         self._writer = writer
         self._storage = storage
         self._on_durable = on_durable
         self._flush_bytes = flush_bytes
-        self._interval = flush_interval
         self._reported: LogOffset | None = writer.durable_offset
         self._deleted = False
-        self._stop_timer = runtime.Event()
-        self._pending = runtime.Event()  # set while the log has unsynced bytes: the timer sleeps otherwise
-        self._tick_queued = False
+        self._own_ticker = ticker is None
+        self._ticker = ticker if ticker is not None else FlushTicker(flush_interval, Tick())
+        self._registered = False  # with the ticker: set while the log has unsynced bytes
 
     def on_start(self) -> None:
-        runtime.spawn(self._timer, self.actor_ref, name=f"storage-timer-{self._writer.handle}")
+        if self._own_ticker:
+            self._ticker.start()
 
     def on_stop(self) -> None:
-        self._stop_timer.set()
-        self._pending.set()
+        self._leave_ticker()
         if not self._deleted:
             self._writer.close()
             self._report()
 
     def on_failure(self, *exc_info: Any) -> None:
-        self._stop_timer.set()
-        self._pending.set()
+        self._leave_ticker()
         if not self._deleted:
             self._writer.abort()  # reopening trims whatever was not made durable
 
@@ -147,7 +146,7 @@ class StorageActor(SupervisedActor):
             case CompleteSnapshot(xmin, xmax, xip_list):
                 self._writer.complete_snapshot(xmin, xmax, xip_list)
             case Tick():
-                self._tick_queued = False
+                self._registered = False  # the ticker forgot us when it sent the Tick
                 if self._writer.has_unsynced:
                     self._flush()
             case Flush():
@@ -159,8 +158,9 @@ class StorageActor(SupervisedActor):
             case _:
                 msg = f"{type(self).__name__}: unexpected message {message!r}"
                 raise TypeError(msg)
-        if self._writer.has_unsynced and not self._pending.is_set():
-            self._pending.set()
+        if not self._registered and not self._deleted and self._writer.has_unsynced:
+            self._registered = True
+            self._ticker.register(self.actor_ref)
         return None
 
     def _reader(self) -> ShapeLogReader:
@@ -168,7 +168,17 @@ class StorageActor(SupervisedActor):
 
     def _flush(self) -> LogOffset | None:
         self._writer.flush()
+        if self._registered:
+            self._registered = False
+            self._ticker.unregister(self.actor_ref)
         return self._report()
+
+    def _leave_ticker(self) -> None:
+        if self._own_ticker:
+            self._ticker.stop()
+        elif self._registered:
+            self._registered = False
+            self._ticker.unregister(self.actor_ref)
 
     def _report(self) -> LogOffset | None:
         durable = self._writer.durable_offset
@@ -182,25 +192,7 @@ class StorageActor(SupervisedActor):
         if self._deleted:
             return
         self._deleted = True
-        self._stop_timer.set()
-        self._pending.set()
+        self._leave_ticker()
         self._writer.mark_deleted()
         self._writer.abort()
         self._storage.delete(self._writer.handle)
-
-    def _timer(self, ref: pykka.ActorRef[Any]) -> None:
-        # An idle log costs no wake-ups: the timer sleeps until an append leaves unsynced bytes.  Clearing
-        # ``_pending`` before the Tick is sent is race-free: an append handled before the Tick is flushed by
-        # it, one handled after it sets ``_pending`` again (the actor handles messages in order).
-        while True:
-            self._pending.wait()
-            if self._stop_timer.wait(self._interval):
-                return
-            if self._tick_queued:
-                continue  # the previous Tick is still in the inbox: do not pile them up
-            self._pending.clear()
-            self._tick_queued = True
-            try:
-                ref.tell(Tick())
-            except pykka.ActorDeadError:
-                return
