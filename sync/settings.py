@@ -60,6 +60,7 @@ class ShapesSettings:
     max_shapes: int = 0
     max_pending_transactions: int = 10000
     max_consumer_queue: int = 50000
+    schema_check_interval_s: float = 10.0  # catalog check of dropped/renamed tables and types; 0: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
     ("shapes", "max_shapes"): ("an integer >= 0 (0 = unlimited)", lambda v: v >= 0),
     ("shapes", "max_pending_transactions"): ("an integer >= 1", lambda v: v >= 1),
     ("shapes", "max_consumer_queue"): ("an integer >= 1", lambda v: v >= 1),
+    ("shapes", "schema_check_interval_s"): ("a number of seconds >= 0 (0 = never)", lambda v: v >= 0),
     ("http", "port"): ("an integer from 1 to 65535", lambda v: 1 <= v <= 65535),
     ("http", "host"): ("a host name or address", bool),
     ("http", "long_poll_timeout_ms"): (

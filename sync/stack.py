@@ -53,6 +53,7 @@ from sync.shapes.collector import ShapeLogCollector
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import ShapeDirectory
 from sync.shapes.resolver import ShapeResolver
+from sync.shapes.schema_check import SchemaCatalog
 from sync.shapes.shape_supervisor import ShapeSupervisor
 from sync.shapes.snapshot_pool import SnapshotPool
 from sync.storage.storage import FileStorage
@@ -217,7 +218,9 @@ def shapes_children(
                 max_held=settings.shapes.max_pending_transactions,
                 flush_bytes=settings.storage.flush_bytes,
                 flush_interval=settings.storage.flush_interval_ms / 1000,
+                schema_check_interval=settings.shapes.schema_check_interval_s,
             ),
+            catalog=SchemaCatalog(settings.database.url),
         )
         return _registered(registry, SHAPE_CACHE, ref)
 

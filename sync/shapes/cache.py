@@ -43,6 +43,14 @@ from sync.shapes.consumer import RotateShape, StoredShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, relation_change_reason
+from sync.shapes.schema_check import (
+    CatalogTable,
+    ColumnTypes,
+    SchemaCatalog,
+    catalog_reason,
+    check_shapes,
+    column_types_from_meta,
+)
 from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.snapshot_pool import StartSnapshot
@@ -50,6 +58,8 @@ from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.shapes.xid import PgSnapshot
 from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.storage import Storage
+from sync.storage.storage_actor import Tick
+from sync.storage.ticker import FlushTicker
 from sync.storage.writer import ShapeLogWriter
 
 __all__ = [
@@ -140,6 +150,11 @@ class ListShapes:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckSchemas:
+    """tell: compare every live shape with the catalog now (off the inbox); mismatches are invalidated."""
+
+
+@dataclass(frozen=True, slots=True)
 class CacheSettings:
     max_shapes: int = 0  # 0: unlimited
     max_held: int = 10_000  # transactions a consumer may hold while its snapshot starts
@@ -148,6 +163,7 @@ class CacheSettings:
     flush_interval: float = 0.05
     ask_timeout: float = 30.0
     max_parallel_builds: int = 16  # new shapes built at once (CreateShape)
+    schema_check_interval: float = 10.0  # seconds between catalog checks (dropped/renamed tables); 0: never
 
 
 # -- the actor --------------------------------------------------------------------------------------------
@@ -157,7 +173,8 @@ class ShapeCache(SupervisedActor):
     """The registry of a stack's shapes (see the module docstring).
 
     Owns:       the live shapes (with the ShapeDirectory it publishes), the shapes being built, the
-                HandleClock, the SnapshotMarks journal, a monitor per shape subtree.
+                HandleClock, the SnapshotMarks journal, a monitor per shape subtree, the stack's
+                FlushTicker (one flush timer shared by every shape's StorageActor).
     Receives:   CreateShape (ask) -> ShapeResult | Future[ShapeResult]; GetOrCreateShape (ask) -> ShapeResult;
                 GetShape (ask) -> LiveShape | None; DeleteShape (ask) -> bool; InvalidateShape (tell/ask) ->
                 bool; RelationChanged, SlotRecreated (tell, from the collector's callbacks); ListShapes (ask)
@@ -181,6 +198,7 @@ class ShapeCache(SupervisedActor):
         directory: ShapeDirectory | None = None,
         settings: CacheSettings | None = None,
         marks: SnapshotMarks | None = None,
+        catalog: SchemaCatalog | None = None,
     ) -> None:
         super().__init__()
         self._storage = storage
@@ -199,7 +217,12 @@ class ShapeCache(SupervisedActor):
         self._doomed: dict[str, str] = {}  # handles invalidated while still being built
         self._queued: deque[tuple[str, ShapeDefinition]] = deque()  # builds waiting for a free slot
         self._building = 0
+        self._catalog = catalog
+        self._types: dict[str, ColumnTypes] = {}  # handle -> column types when created (schema checks)
+        self._checking = False  # a schema check runs (at most one at a time)
+        self._stop_checks = runtime.Event()
         s = self._settings
+        self._ticker = FlushTicker(s.flush_interval, Tick(), name="shape-flush-ticker")
         self._wiring = ShapeWiring(
             storage,
             shape_supervisor,
@@ -212,12 +235,21 @@ class ShapeCache(SupervisedActor):
             flush_bytes=s.flush_bytes,
             flush_interval=s.flush_interval,
             ask_timeout=s.ask_timeout,
+            ticker=self._ticker,
         )
 
     def on_start(self) -> None:
+        self._ticker.start()
         self._reload()
+        if self._catalog is not None and self._settings.schema_check_interval > 0:
+            runtime.spawn(self._check_loop, self.actor_ref, name="shape-schema-check")
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._stop_background()
 
     def on_stop(self) -> None:
+        # Shapes still running flush their logs when they stop (right after the cache, in reverse order).
+        self._stop_background()
         self._marks.close()
         for pending in self._pending.values():
             for future in pending.futures:
@@ -245,6 +277,8 @@ class ShapeCache(SupervisedActor):
                     self._remove(handle, f"replication slot {slot} re-created: {reason}")
             case ListShapes():
                 return [s for h in self.directory.handles() if (s := self.directory.get(h)) is not None]
+            case CheckSchemas():
+                self._check_soon()
             case _:
                 msg = f"{type(self).__name__}: unexpected message {message!r}"
                 raise TypeError(msg)
@@ -275,6 +309,7 @@ class ShapeCache(SupervisedActor):
         handle = self._clock.new_handle(definition)
         outcome = self._build(handle, definition)
         if isinstance(outcome, str):
+            self._types.pop(handle, None)
             return ShapeResult(None, error=outcome)
         return ShapeResult(self._adopt(*outcome), created=True)
 
@@ -301,11 +336,16 @@ class ShapeCache(SupervisedActor):
             runtime.spawn(self._build_and_report, handle, definition, name=f"create-{handle}")
 
     def _build(self, handle: str, definition: ShapeDefinition) -> tuple[LiveShape, pykka.ActorRef[Any]] | str:
+        def compile_shape(d: ShapeDefinition) -> CompiledShape:
+            compiled = self._compile(d)
+            self._types[handle] = compiled.column_types  # a single dict store: safe from a worker
+            return compiled
+
         return build_shape(
             self._wiring,
             handle,
             definition,
-            compile_shape=self._compile,
+            compile_shape=compile_shape,
             publish=self._publish,
             unpublish=self._unpublish,
         )
@@ -327,6 +367,7 @@ class ShapeCache(SupervisedActor):
         pending = self._pending.pop(definition, None)
         futures = pending.futures if pending is not None else []
         if isinstance(outcome, str):
+            self._types.pop(handle, None)
             for future in futures:
                 future.set(ShapeResult(None, error=outcome))
             return
@@ -374,14 +415,21 @@ class ShapeCache(SupervisedActor):
                 self._storage.delete(handle)
                 continue
             try:
-                definition = ShapeDefinition.from_dict(cast("dict[str, Any]", writer.metadata["definition"]))
+                stored_definition = cast("dict[str, Any]", writer.metadata["definition"])
+                definition = ShapeDefinition.from_dict(stored_definition)
                 compiled = self._compile(definition)
                 stored = _stored(writer, self._marks.get(handle))
+                types = column_types_from_meta(stored_definition.get("column_types"))
+                changed = _changed_while_down(definition, compiled, types)
+                if changed is not None:
+                    raise ShapeMustBeRecreated(changed)
             except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
                 logger.warning("shape %s cannot be reloaded (%r): deleted", handle, exc)
                 writer.abort()
                 self._storage.delete(handle)
                 continue
+            if types is not None:
+                self._types[handle] = types
             if self._publish is not None and (error := self._publish(definition, handle)) is not None:
                 logger.warning("shape %s: table not published (%s): deleted", handle, error)
                 writer.abort()
@@ -395,6 +443,45 @@ class ShapeCache(SupervisedActor):
                 self._release(definition, handle)
         self._marks.compact(self.directory.handles())
         logger.info("reloaded %d of %d stored shapes", len(self.directory), len(handles))
+
+    # -- schema checks (dropped / renamed tables, types; off the inbox) -----------------------------------
+
+    def _stop_background(self) -> None:
+        self._ticker.stop()
+        self._stop_checks.set()
+        if self._catalog is not None and not self._checking:
+            self._catalog.close()
+
+    def _check_loop(self, ref: pykka.ActorRef[Any]) -> None:
+        while not self._stop_checks.wait(self._settings.schema_check_interval):
+            try:
+                ref.tell(CheckSchemas())
+            except pykka.ActorDeadError:
+                return
+
+    def _check_soon(self) -> None:
+        if self._catalog is None or self._checking:
+            return
+        self._checking = True
+        live = (self.directory.get(h) for h in self.directory.handles())
+        shapes = [(s.handle, s.definition) for s in live if s is not None]
+        runtime.spawn(self._check, self._catalog, shapes, dict(self._types), name="shape-schema-check-run")
+
+    def _check(
+        self, catalog: SchemaCatalog, shapes: list[tuple[str, ShapeDefinition]], types: dict[str, ColumnTypes]
+    ) -> None:
+        try:
+            if self._stop_checks.is_set():
+                return
+            tables = catalog.tables(d.relation_oid for _, d in shapes)
+            for handle, reason in check_shapes(shapes, tables, types):
+                self._invalidate_later(handle, reason)
+        except Exception as exc:  # Postgres away: the next check tries again
+            logger.warning("schema check failed: %r", exc)
+        finally:
+            self._checking = False
+            if self._stop_checks.is_set():
+                catalog.close()
 
     # -- removal ------------------------------------------------------------------------------------------
 
@@ -414,6 +501,7 @@ class ShapeCache(SupervisedActor):
             self._storage.delete(handle)  # the subtree is already gone: remove the log ourselves
         terminate_child(self._sup, handle, timeout=self._settings.ask_timeout)
         self._marks.forget(handle)
+        self._types.pop(handle, None)
         self._release(shape.definition, handle)
         return True
 
@@ -433,6 +521,16 @@ class ShapeCache(SupervisedActor):
             reason = relation_change_reason(d, rel, event.previous)
             if reason is not None:
                 self._remove(handle, reason)
+
+
+def _changed_while_down(
+    definition: ShapeDefinition, compiled: CompiledShape, stored: ColumnTypes | None
+) -> str | None:
+    """Why a reloaded shape no longer fits its table (compiled against the catalog of now), else None."""
+    if not compiled.column_types:
+        return None  # the compiler gave no types (tests): nothing to compare
+    now = CatalogTable(definition.relation_oid, definition.schema, definition.table, compiled.column_types)
+    return catalog_reason(definition, now, stored)
 
 
 def _stored(writer: ShapeLogWriter, wal_lsn: int | None) -> StoredShape:

@@ -33,6 +33,7 @@ class CompiledShape:
     predicate: Predicate | None = None
     where_sql: sql.Composable | None = None
     where_params: Sequence[Any] = field(default=())
+    column_types: tuple[tuple[str, int, int], ...] = ()  # (name, type oid, typmod) when compiled (stored)
 
 
 def compiled_from_clause(clause: WhereClause | None) -> CompiledShape:

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import psycopg
@@ -28,6 +28,7 @@ from sync.shapes.definition import ShapeDefinition, ShapeDefinitionError
 from sync.shapes.identifiers import InvalidIdentifier, parse_columns, parse_relation
 from sync.shapes.invalidation import CompiledShape, compiled_from_clause
 from sync.shapes.schema import schema_header
+from sync.shapes.schema_check import table_column_types
 from sync.where import WhereClause, WhereError, compile_where
 
 __all__ = ["CatalogUnavailable", "ShapeRequest", "ShapeRequestError", "ShapeResolver"]
@@ -168,7 +169,7 @@ class ShapeResolver:
             msg = f"table {definition.schema}.{definition.table} was re-created (oid {info.oid})"
             raise ShapeDefinitionError("table", msg)
         clause = self._compile(definition.where, info, definition.params)
-        return compiled_from_clause(clause)
+        return replace(compiled_from_clause(clause), column_types=table_column_types(info))
 
     def schema_header(self, definition: ShapeDefinition) -> str:
         """The ``electric-schema`` header for the shape, from the current catalog entry."""

@@ -33,9 +33,11 @@ from sync.shapes.consumer import Consumer, StorageDurable, StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.invalidation import CompiledShape
+from sync.shapes.schema_check import column_types_to_meta
 from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import StorageActor
+from sync.storage.ticker import FlushTicker
 from sync.storage.writer import ShapeLogWriter
 
 __all__ = ["ShapeSupervisor", "ShapeWiring", "build_shape", "shape_spec", "start_shape"]
@@ -126,6 +128,7 @@ class ShapeWiring:
     flush_bytes: int = 64 * 1024
     flush_interval: float = 0.05
     ask_timeout: float = 30.0
+    ticker: FlushTicker | None = None  # the stack's shared flush timer (None: one per storage actor)
 
 
 def start_shape(
@@ -152,6 +155,7 @@ def start_shape(
             on_durable=on_durable,
             flush_bytes=w.flush_bytes,
             flush_interval=w.flush_interval,
+            ticker=w.ticker,
         )
 
     def start_consumer(storage: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
@@ -208,7 +212,10 @@ def build_shape(
         if error is not None:
             return error
     try:
-        writer = wiring.storage.create(handle, definition.to_dict())
+        stored = definition.to_dict()
+        if compiled.column_types:  # compared with the catalog on reload (type changes while down)
+            stored["column_types"] = column_types_to_meta(compiled.column_types)
+        writer = wiring.storage.create(handle, stored)
     except OSError as exc:
         logger.warning("shape %s: cannot create its log: %r", handle, exc)
         if unpublish is not None:

@@ -1,0 +1,161 @@
+"""Schema changes that no replication message reports: dropped tables, renames and type changes seen late.
+
+pgoutput sends nothing when a table is dropped, and announces a rename or an ``ALTER TABLE`` only with the
+next change to the table (with no previous Relation to compare against after a restart).  Like Electric's
+SchemaReconciler, the ShapeCache therefore compares every live shape with the catalog now and then (and on
+reload), by table OID: :func:`catalog_reason` says why a shape must be invalidated, :class:`SchemaCatalog`
+reads the few catalog facts it needs for many tables in one query.
+
+A shape's column types (``column_types``: ``(name, type oid, typmod)`` of every table column when the shape
+was compiled) are stored in its log metadata, so a type changed while the engine was down is noticed on
+reload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from sync.shapes.definition import ShapeDefinition
+
+__all__ = [
+    "CatalogTable",
+    "ColumnTypes",
+    "SchemaCatalog",
+    "catalog_reason",
+    "column_types_from_meta",
+    "column_types_to_meta",
+    "table_column_types",
+]
+
+logger = logging.getLogger(__name__)
+
+ColumnTypes = tuple[tuple[str, int, int], ...]  # (name, type oid, typmod) in attnum order
+
+_QUERY = """
+SELECT c.oid::bigint, n.nspname, c.relname,
+       coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
+       coalesce(array_agg(a.atttypid::bigint ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
+       coalesce(array_agg(a.atttypmod ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = ANY(%s::oid[])
+GROUP BY c.oid, n.nspname, c.relname
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTable:
+    """A table as the catalog has it now."""
+
+    oid: int
+    schema: str
+    name: str
+    columns: ColumnTypes
+
+
+def table_column_types(info: Any) -> ColumnTypes:
+    """``(name, type oid, typmod)`` of an inspector ``TableInfo``'s columns (``column.type.oid``)."""
+    return tuple((c.name, int(c.type.oid), int(c.type_mod)) for c in info.columns)
+
+
+def column_types_to_meta(types: ColumnTypes) -> list[list[object]]:
+    return [[n, o, m] for n, o, m in types]
+
+
+def column_types_from_meta(value: object) -> ColumnTypes | None:
+    """The stored column types, or None when the metadata has none (logs written before they were kept)."""
+    if not isinstance(value, list):
+        return None
+    return tuple((str(n), int(o), int(m)) for n, o, m in value)
+
+
+def catalog_reason(
+    definition: ShapeDefinition, table: CatalogTable | None, stored: ColumnTypes | None
+) -> str | None:
+    """Why the shape must be invalidated given its table's catalog entry (None: dropped), else None.
+
+    ``stored`` are the column types recorded when the shape was created (None: unknown, not compared).
+    Only what the shape reads matters: a nullability change or a column added beside a column list is fine.
+    """
+    d = definition
+    label = f"{d.schema}.{d.table}"
+    if table is None:
+        return f"table {label} was dropped"
+    if (table.schema, table.name) != (d.schema, d.table):
+        return f"table {label} was renamed to {table.schema}.{table.name}"
+    now = {name: (oid, mod) for name, oid, mod in table.columns}
+    needed = set(d.columns) | set(d.key_columns)
+    missing = sorted(c for c in needed if c not in now)
+    if missing:
+        return f"column(s) {', '.join(missing)} of {label} are gone"
+    if d.all_columns and tuple(name for name, _, _ in table.columns) != d.columns:
+        return f"the columns of {label} changed"
+    if stored is not None:
+        before = {name: (oid, mod) for name, oid, mod in stored}
+        for name in sorted(needed):
+            if name in before and before[name] != now[name]:
+                return f"column {name} of {label} changed type"
+    return None
+
+
+class SchemaCatalog:
+    """Reads tables by OID over one lazily opened autocommit connection (re-opened after an error).
+
+    Used from one background loop at a time (the ShapeCache's schema check, or its reload).
+    """
+
+    def __init__(self, dsn: str, *, connect_timeout: float = 10.0) -> None:
+        self._dsn = dsn
+        self._timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def tables(self, oids: Iterable[int]) -> dict[int, CatalogTable]:
+        """The tables among ``oids`` that exist; raises ``psycopg.Error`` if Postgres cannot answer."""
+        wanted = sorted(set(oids))
+        if not wanted:
+            return {}
+        conn = self._connection()
+        try:
+            rows = conn.execute(_QUERY, (wanted,)).fetchall()
+        except psycopg.Error:
+            self.close()
+            raise
+        return {int(r[0]): _table(r) for r in rows}
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=int(self._timeout))
+        return self._conn
+
+
+def _table(row: Sequence[Any]) -> CatalogTable:
+    names: Sequence[str] = row[3]
+    oids: Sequence[int] = row[4]
+    mods: Sequence[int] = row[5]
+    columns = tuple((n, int(o), int(m)) for n, o, m in zip(names, oids, mods, strict=True))
+    return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns)
+
+
+def check_shapes(
+    shapes: Iterable[tuple[str, ShapeDefinition]],
+    tables: Mapping[int, CatalogTable],
+    stored: Mapping[str, ColumnTypes],
+) -> list[tuple[str, str]]:
+    """``(handle, reason)`` for every shape that the catalog says must be invalidated."""
+    out = []
+    for handle, definition in shapes:
+        reason = catalog_reason(definition, tables.get(definition.relation_oid), stored.get(handle))
+        if reason is not None:
+            out.append((handle, reason))
+    return out
