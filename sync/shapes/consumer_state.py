@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sync.offsets import LogOffset
 from sync.replication.changes import TransactionFragment
 from sync.shapes.collector import ShapeChanges
 from sync.shapes.log_items import LogItem, ShapeLogEncoder
@@ -57,6 +58,8 @@ class _Txn:
     commit_lsn: int
     mode: Literal["write", "drop"]
     wrote: bool = False
+    written: LogOffset | None = None  # offset of the last item appended for this transaction
+    skip_upto: LogOffset | None = None  # a replayed transaction: items up to here are already appended
 
 
 class ConsumerState:
@@ -139,7 +142,12 @@ class ConsumerState:
 
     def _process(self, msg: ShapeChanges) -> list[Action]:
         txn = self._txn
-        if msg.begin or txn is None:
+        if msg.begin and txn is not None and txn.commit_lsn == msg.commit_lsn:
+            # A reconnect cut this transaction after some of its fragments: Postgres resends it from its
+            # beginning. Encoding is deterministic, so the items already appended come out identical
+            # (same offsets, same bytes): skip them and continue where the log stops.
+            txn = self._txn = _Txn(txn.commit_lsn, txn.mode, txn.wrote, txn.written, txn.written)
+        elif msg.begin or txn is None:
             txn = self._txn = _Txn(msg.commit_lsn, self._decide(msg))
         elif txn.commit_lsn != msg.commit_lsn:
             raise RuntimeError(
@@ -149,6 +157,11 @@ class ConsumerState:
         if txn.mode == "write":
             fragment = TransactionFragment(msg.xid, msg.commit_lsn, msg.changes, msg.begin, msg.commit)
             items = self._encoder.encode_fragment(fragment)
+            if txn.skip_upto is not None:
+                skip = txn.skip_upto
+                items = [it for it in items if it.offset > skip]
+            if items:
+                txn.written = items[-1].offset
             if items or (txn.wrote and msg.commit):
                 txn.wrote = True
                 out.append(Append(tuple(items), complete=msg.commit))

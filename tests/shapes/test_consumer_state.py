@@ -98,3 +98,18 @@ def test_offsets_are_the_commit_lsn_and_op() -> None:
     actions = s.changes(txn(500, 7000, 1, 2))
     assert isinstance(actions[0], Append)
     assert [i.offset for i in actions[0].items] == [LogOffset(7000, 0), LogOffset(7000, 2)]
+
+
+def test_a_transaction_resent_from_its_beginning_after_a_reconnect_is_not_appended_twice() -> None:
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    frag1 = ShapeChanges(
+        300, 5000, tuple(Insert(REL, (str(i), "x"), op=2 * i) for i in range(3)), True, False
+    )
+    frag2 = ShapeChanges(300, 5000, (Insert(REL, ("3", "y"), op=6),), False, True)
+    before = s.changes(frag1)  # the connection drops here; Postgres resends the transaction whole
+    assert summary(before) == [("append", (["5000_0", "5000_2"], False))]
+    assert s.changes(frag1) == []  # every item of the first fragment is already in the log
+    after = s.changes(frag2)
+    assert summary(after) == [("append", (["5000_4", "5000_6"], True))]
+    assert isinstance(after[0], Append)
+    assert [orjson.loads(i.json)["headers"].get("last") for i in after[0].items] == [None, True]
