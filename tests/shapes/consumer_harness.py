@@ -206,7 +206,7 @@ class Harness:
         d = shape.definition
         with psycopg.connect(self.dsn, options=display_settings_options()) as conn:
             cur = raw_text_cursor(conn)
-            cur.execute(snapshot_query(d, shape.where_sql), shape.where_params or None)
+            cur.execute(snapshot_query(d, shape.where_sql), tuple(shape.where_params))
             rows = cur.fetchall()
         prefix = key_prefix(d.schema, d.table)
         out = {}

@@ -47,7 +47,7 @@ def even_shape(h: Harness, handle: str = "1-1", replica: str = "default") -> Sha
         handle,
         h.definition("items", replica=replica),
         lambda row: row["value"] is not None and int(row["value"]) % 2 == 0,
-        sql.SQL("value % 2 = 0"),
+        sql.SQL("value %% 2 = 0"),  # executed with a params tuple: % is doubled, as the WHERE package does
     )
 
 
