@@ -103,8 +103,10 @@ def summarise(result: dict[str, Any], t0: float, n: int) -> dict[str, float]:
         raise RuntimeError(f"{len(done)} responses, {ok} with 200, of {n}")
     return {
         "last_ms": (done[-1] - t0) * 1000,
+        "p99_ms": (done[int(0.99 * (len(done) - 1))] - t0) * 1000,
         "median_ms": (done[len(done) // 2] - t0) * 1000,
         "first_ms": (done[0] - t0) * 1000,
+        "over_1s": float(sum(1 for d in done if d - t0 > 1.0)),
     }
 
 
@@ -222,6 +224,8 @@ def main() -> None:
                     "ours_median_client_ms": round(statistics.median(r["median_ms"] for r in ours), 1),
                     "ours_first_ms": round(statistics.median(r["first_ms"] for r in ours), 1),
                     "ours_runs_last_ms": [round(r["last_ms"], 1) for r in ours],
+                    "ours_runs_p99_ms": [round(r["p99_ms"], 1) for r in ours],
+                    "ours_runs_over_1s": [int(r["over_1s"]) for r in ours],
                     "baseline_runs_last_ms": [round(r["last_ms"], 1) for r in base],
                     "target_ms": TARGETS_MS.get(n),
                     "target_met": o <= TARGETS_MS[n] if n in TARGETS_MS else None,

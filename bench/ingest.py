@@ -68,11 +68,13 @@ class Probe:
         self.target = 1 << 64
         self.done = threading.Event()
         self.done_at = 0.0
+        self.acks: list[tuple[int, float]] = []  # (lsn, when) for the live method
         probe = self
         orig_ack = ConnectionHandles.ack
         orig_state = ConnectionStatus.set_state
 
         def ack(handles: Any, lsn: int) -> None:
+            probe.acks.append((lsn, time.perf_counter()))
             if lsn >= probe.target and not probe.done.is_set():
                 probe.done_at = time.perf_counter()
                 probe.done.set()
@@ -90,6 +92,12 @@ class Probe:
         self.active_at = None
         self.target = target
         self.done.clear()
+        for lsn, when in self.acks:  # the live method arms after the fact
+            if lsn >= target:
+                self.done_at = when
+                self.done.set()
+                break
+        self.acks.clear()
 
 
 def recvlogical(bindir: str, dsn: str, end_lsn: str) -> float:
@@ -175,29 +183,43 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             create_shapes(engine, wheres, args.concurrency)
             create_s = time.perf_counter() - t0
-            engine.stop(120)
+            live = args.method == "live"
+            if not live:
+                engine.stop(120)
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (RECV_SLOT,))
                 for rep in range(args.repeat):
-                    # the engine's slot exists; the workload is committed while no consumer reads
-                    target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
-                    conn.execute("CHECKPOINT")
-                    if rep % 2:
-                        base = recvlogical(str(cluster.bindir), dsn, end_lsn)
-                    probe.arm(target)
-                    r0 = time.perf_counter()
-                    engine = start_engine(dsn, storage, STREAM)
-                    if not probe.done.wait(600):
-                        raise RuntimeError(f"not acknowledged: {engine.health_details()}")
-                    assert probe.active_at is not None
-                    ours = probe.done_at - probe.active_at
-                    reload_s = probe.active_at - r0
-                    engine.stop(120)
-                    if not rep % 2:
-                        base = recvlogical(str(cluster.bindir), dsn, end_lsn)
-                    runs.append({"ours_s": ours, "baseline_s": base, "reload_s": reload_s})
+                    if live:  # the engine streams while the workload commits
+                        probe.arm(1 << 64)
+                        w0 = time.perf_counter()
+                        target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
+                        workload_s = time.perf_counter() - w0
+                        probe.arm(target)
+                        if not probe.done.wait(900):
+                            raise RuntimeError(f"not acknowledged: {engine.health_details()}")
+                        run = {"ours_s": probe.done_at - w0, "workload_commit_s": workload_s}
+                        run["baseline_s"] = recvlogical(str(cluster.bindir), dsn, end_lsn)
+                    else:  # committed while no consumer reads, then the engine restarts and catches up
+                        target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
+                        conn.execute("CHECKPOINT")
+                        if rep % 2:
+                            base = recvlogical(str(cluster.bindir), dsn, end_lsn)
+                        probe.arm(target)
+                        r0 = time.perf_counter()
+                        engine = start_engine(dsn, storage, STREAM)
+                        if not probe.done.wait(900):
+                            raise RuntimeError(f"not acknowledged: {engine.health_details()}")
+                        assert probe.active_at is not None
+                        run = {"ours_s": probe.done_at - probe.active_at, "reload_s": probe.active_at - r0}
+                        engine.stop(120)
+                        if not rep % 2:
+                            base = recvlogical(str(cluster.bindir), dsn, end_lsn)
+                        run["baseline_s"] = base
+                    runs.append(run)
                     # the next run starts from an empty pg_recvlogical backlog: advance its slot
                     conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (RECV_SLOT, end_lsn))
+            if live:
+                engine.stop(120)
         finally:
             shutil.rmtree(storage, ignore_errors=True)
     ours_rate = statistics.median(args.rows / r["ours_s"] for r in runs)
@@ -211,6 +233,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": round(ours_rate / base_rate, 3),
         "target_ratio": TARGETS[args.worker],
         "target_met": ours_rate / base_rate >= TARGETS[args.worker],
+        "method": args.method,
         "create_shapes_s": round(create_s, 2),
         "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
     }
@@ -225,7 +248,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent shape creations")
     parser.add_argument("--mode-one", default="threads", choices=("threads", "gevent"))
     parser.add_argument("--mode-many", default="gevent", choices=("threads", "gevent"))
+    parser.add_argument("--method-one", default="restart", choices=("restart", "live"))
+    parser.add_argument("--method-many", default="live", choices=("restart", "live"))
     parser.add_argument("--only", choices=("one", "many"), help="run one workload only")
+    parser.add_argument("--method", default="restart", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("one", "many"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="threads", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,7 +263,8 @@ def main() -> None:
         if args.only and kind != args.only:
             continue
         mode = args.mode_one if kind == "one" else args.mode_many
-        cmd = [sys.executable, "-m", "bench.ingest", "--worker", kind, "--mode", mode]
+        method = args.method_one if kind == "one" else args.method_many
+        cmd = [sys.executable, "-m", "bench.ingest", "--worker", kind, "--mode", mode, "--method", method]
         for flag in ("rows", "batch", "shapes", "repeat", "concurrency"):
             cmd += [f"--{flag}", str(getattr(args, flag))]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
