@@ -310,4 +310,8 @@ class EngineShapes:
         self._subsets.close()
 
     def global_last_seen_lsn(self) -> int:
-        return self._services.last_seen_lsn
+        # Everything before the flush position acknowledged to Postgres was processed (in this run or an
+        # earlier one), so it is a floor: right after a restart no transaction has been routed yet.
+        positions = self._engine.connection.status.wal_positions()
+        acknowledged = positions[0] if positions is not None else 0
+        return max(self._services.last_seen_lsn, acknowledged)

@@ -125,3 +125,19 @@ def test_sigterm_with_parked_long_poll_and_idle_keepalive_stops_cleanly(db_dsn: 
     idle.close()
     assert "stopping engine for stack 'e2e'" in svc.output()
     assert answered and answered[0] in (200, 503)
+
+
+def test_global_last_seen_lsn_is_known_before_any_transaction(service: ServiceProcess, db_dsn: str) -> None:
+    """Right after start nothing has been routed yet, but the slot's confirmed position was processed."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int primary key)")
+    service.wait_healthy()
+    code, _, body = service.get("/v1/shape?table=t&offset=now")
+    assert code == 200
+    seen = int(json.loads(body)[0]["headers"]["global_last_seen_lsn"])
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'shapesync_slot_e2e'"
+        ).fetchone()
+    assert row is not None
+    assert 0 < seen <= int(row[0])
