@@ -9,7 +9,13 @@ Public API::
     clause.equality_facts()                          # indexable conjuncts, for RoutingIndex
 
     RoutingIndex().add(shape_id, table_key, clause | None); .remove(shape_id)
-    RoutingIndex().affected(table_key, new_row, old_row) -> set[shape_id]
+    RoutingIndex().affected(table_key, new_row, old_row, errors=None) -> set[shape_id]
+        # shapes whose clause is TRUE for either row; a shape whose clause fails on a row is included
+        # (its consumer then fails the same way) and its error recorded in ``errors``; never raises
+
+Rows are ``{column: Postgres text | None}`` as replication delivers them (bool ``t``/``f`` or
+``true``/``false``), complete for the columns the clause reads, unchanged-TOAST values resolved.
+``to_sql()`` escapes ``%`` for psycopg: always execute it with its params list (even when empty).
 
 Errors: :class:`WhereError` (``.messages``: the strings of the HTTP 400 body ``errors.where``) when the
 clause is rejected; :class:`WhereEvalError` (``.message``: Postgres' text) when evaluating a row fails

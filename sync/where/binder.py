@@ -74,6 +74,8 @@ class Binder:
     def fold(self, node: a.Node, loc: int) -> a.Node:
         if isinstance(node, a.Const | a.Failed) or node.type == "unknown" or a.columns_of(node):
             return node
+        if _stable(node):
+            return node  # Postgres' planner folds immutable operations only
         if _has_unknown(node):
             return node
         try:
@@ -391,6 +393,33 @@ def check_folding(node: a.Node, parsed: Parsed) -> None:
         return
     for child in a.children(node):
         check_folding(child, parsed)
+
+
+_STABLE_TEXT_IO = {"date", "time", "timestamp", "timestamptz", "interval"}  # their input is STABLE
+_STABLE_TEXT_OUT = {"date", "timestamp", "timestamptz", "interval"}  # their output is STABLE
+
+
+def _stable(node: a.Node) -> bool:
+    """Whether the node's own operation is STABLE (not IMMUTABLE) in Postgres, so never constant-folded:
+    date/time text I/O, enum and array I/O, conversions involving timestamptz, timestamptz +/- interval,
+    ``concat`` and ``||`` with a non-text operand."""
+    if isinstance(node, a.Cast):
+        src, dst = node.arg.type, node.type
+        if dst in TEXT_TYPES:
+            return src in _STABLE_TEXT_OUT or src.startswith("enum:") or is_array(src)
+        if src in TEXT_TYPES:
+            return dst in _STABLE_TEXT_IO or dst.startswith("enum:") or is_array(dst)
+        return "timestamptz" in (src, dst) and src != dst
+    if isinstance(node, a.Call):
+        if node.op == "concat":
+            return True
+        if node.op == "||":
+            return any(t not in TEXT_TYPES and not is_array(t) for t in node.argtypes) and not any(
+                is_array(t) for t in node.argtypes
+            )
+        if node.op in ("+", "-") and "interval" in node.argtypes and "timestamptz" in node.argtypes:
+            return True
+    return False
 
 
 def _strict_null(node: a.Call) -> a.Node:
