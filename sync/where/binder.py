@@ -138,6 +138,8 @@ class Binder:
 
     def binary(self, op: str, left: a.Node, right: a.Node, loc: int) -> a.Node:
         res = binary(op, left.type, right.type)
+        if res is None and op == "^" and "numeric" in (canonical(left.type), canonical(right.type)):
+            raise self.err(loc, "numeric ^ numeric is not supported: cast an operand to float8")
         if res is None:
             raise self.err(loc, f"operator does not exist: {readable(left.type)} {op} {readable(right.type)}")
         left = self.coerce(left, res.argtypes[0], loc)

@@ -224,6 +224,30 @@ def parse_text(text: str) -> Parsed:
     return Parsed(text, trees[0], tokens)
 
 
+def _function_arity_error(text: str, tokens: list[Token], close: int) -> WhereError | None:
+    """sqlglot refuses known functions called with another arity; Postgres would say it has none."""
+    depth, commas, i = 0, 0, close - 1
+    while i >= 0:
+        tt = tokens[i].token_type
+        if tt in (TT.R_PAREN, TT.R_BRACKET):
+            depth += 1
+        elif tt in (TT.L_PAREN, TT.L_BRACKET):
+            if depth == 0:
+                break
+            depth -= 1
+        elif tt == TT.COMMA and depth == 0:
+            commas += 1
+        i -= 1
+    if i < 1:
+        return None
+    name = tokens[i - 1]
+    arity = 0 if i == close - 1 else commas + 1
+    loc = len(text[: name.start].encode())
+    return WhereError(
+        [f"At location {loc}: unknown or unsupported function {_raw(text, name).lower()}/{arity}"]
+    )
+
+
 def _parse_error(text: str, tokens: list[Token], err: ParseError) -> WhereError:
     info = err.errors[0] if err.errors else {}
     line, col = int(info.get("line") or 1), int(info.get("col") or 1)
@@ -232,6 +256,18 @@ def _parse_error(text: str, tokens: list[Token], err: ParseError) -> WhereError:
     hit = next((t for t in tokens if t.start <= pos <= t.end), None)
     if hit is None:
         hit = next((t for t in tokens if t.start >= pos), None)
+    description = str(info.get("description", ""))
+    if (
+        hit is not None
+        and hit.token_type == TT.R_PAREN
+        and (
+            "number of provided arguments" in description
+            or description.startswith("Required keyword: 'this'")
+        )
+    ):
+        wrong_arity = _function_arity_error(text, tokens, tokens.index(hit))
+        if wrong_arity is not None:
+            return wrong_arity
     if hit is None or (hit is tokens[-1] and "missing" in str(info.get("description", ""))):
         return _syntax(text, len(text), None)
     if hit is tokens[-1] and str(info.get("description", "")).startswith("Expecting"):
