@@ -68,6 +68,7 @@ class ApiSettings:
         return cls(
             long_poll_timeout=http.long_poll_timeout_ms / 1000,
             sse_timeout=float(http.sse_timeout_s),
+            sse_keepalive_interval=http.sse_keepalive_s,
             cache_max_age=http.cache_max_age_s,
             cache_stale_age=http.cache_stale_age_s,
             secret=http.secret or None,

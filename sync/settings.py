@@ -71,6 +71,7 @@ class HttpSettings:
     allow_shape_deletion: bool = False
     long_poll_timeout_ms: int = 20000
     sse_timeout_s: int = 60
+    sse_keepalive_s: float = 21.0
     cache_max_age_s: int = 60
     cache_stale_age_s: int = 300
     max_concurrent_initial: int = 300
@@ -165,6 +166,7 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
         lambda v: 100 <= v <= 40_000,
     ),
     ("http", "sse_timeout_s"): ("an integer from 1 to 3600", lambda v: 1 <= v <= 3600),
+    ("http", "sse_keepalive_s"): ("a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600),
     ("http", "cache_max_age_s"): ("an integer >= 0", lambda v: v >= 0),
     ("http", "cache_stale_age_s"): ("an integer >= 0", lambda v: v >= 0),
     ("http", "max_concurrent_initial"): ("an integer >= 1", lambda v: v >= 1),
