@@ -56,6 +56,7 @@ from api.subset import (
     subset_from_body,
     subset_from_query,
 )
+from sync import runtime
 from sync.offsets import LogOffset
 from sync.shapes.subset import SubsetRequest
 
@@ -64,6 +65,7 @@ __all__ = ["ShapeResource", "install_shape_api", "json_array_body"]
 log = logging.getLogger(__name__)
 
 OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
+ROTATION_SETTLE_TRIES = 400  # x 5 ms: how long a rotated handle may still resolve before a handle-less 409
 
 
 def json_array_body(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> Iterator[bytes]:
@@ -169,8 +171,8 @@ class ShapeResource:
                 self._serve_now(req, resp, request, handle)
             else:
                 self._serve_log(req, resp, request, handle)
-        except ShapeGone:
-            raise MustRefetch(self._resolve_again(request.definition)) from None
+        except ShapeGone as gone:
+            raise MustRefetch(self._resolve_again(request.definition, gone.handle)) from None
 
     on_head = on_get
 
@@ -216,14 +218,24 @@ class ShapeResource:
 
     # ---------------------------------------------------------------------------------------- serving
 
-    def _resolve_again(self, definition: ShapeDefinition) -> str | None:
+    def _resolve_again(self, definition: ShapeDefinition, gone: str) -> str | None:
         """After a rotation seen mid-request: the definition's shape, created if needed (spec §7), so the 409
         carries a handle (the TS client warns about handle-less 409s and refetches at once anyway).  None
-        when that fails (table dropped, engine stopping): the 409 then has no handle."""
-        try:
-            return self._engine.get_or_create(definition)
-        except ShapeEngineError:
-            return None
+        when that fails (table dropped, engine stopping): the 409 then has no handle.
+
+        A shape's waiters learn of its rotation just before the engine withdraws its handle, so for a moment
+        the definition still resolves to the rotated handle ``gone``: a 409 must never carry the handle the
+        client was told to drop, so this retries for a short while (no event marks the withdrawal)."""
+        for _ in range(ROTATION_SETTLE_TRIES):
+            try:
+                handle = self._engine.get_or_create(definition)
+            except ShapeEngineError:
+                return None
+            if handle != gone:
+                return handle
+            runtime.sleep(0.005)
+        log.warning("shape %s still resolves after its rotation: 409 without a handle", gone)
+        return None
 
     def _serve_now(
         self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str

@@ -1,0 +1,516 @@
+"""Spec §3-§7 (reads, headers, 304, 409, live, SSE, DELETE) against the real service over real HTTP.
+
+One service (gunicorn + one gevent worker) per module, on its own database, with the settings of Electric's
+integration test server where they matter here: 10,000-byte chunks, DELETE enabled; plus short live timings
+(long-poll 2 s, SSE 2 s with 0.5 s keep-alives) so the timeout rules run fast.  Each test uses fresh tables.
+The request/parameter rules (auth, CORS, paths, bad parameters, admission) are in ``test_protocol_e2e_rules``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.api.e2e_support import MUST_REFETCH, Http, Resp, Shape, Tables, q, running_service
+from tests.fixtures.pg import ClusterInfo
+
+EXTRA: dict[str, dict[str, Any]] = {
+    "http": {
+        "allow_shape_deletion": True,
+        "long_poll_timeout_ms": 2000,
+        "sse_timeout_s": 2,
+        "sse_keepalive_s": 0.5,
+    },
+    "storage": {"chunk_bytes_threshold": 10000},
+}
+LONG_POLL_S = 2.0
+BEFORE_ALL_CC = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
+CATCH_UP_CC = "public, max-age=60, stale-while-revalidate=300"
+LIVE_CC = "public, max-age=5, stale-while-revalidate=5"
+SCHEMA = {"id": {"type": "int4", "pk_index": 0, "not_null": True}, "title": {"type": "text"}}
+CURSOR_EPOCH = 1728432000  # 2024-10-09T00:00:00Z
+BIG = "x" * 400  # ~500 JSON bytes per row: a 10,000-byte chunk holds ~20 of them
+
+
+@pytest.fixture(scope="module")
+def env(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Http, Tables]]:
+    workdir: Path = tmp_path_factory.mktemp("protocol_e2e")
+    with running_service(pg_cluster, workdir, "protocol_e2e", EXTRA) as (svc, dsn):
+        yield Http(svc.port), Tables(dsn)
+
+
+@pytest.fixture
+def http(env: tuple[Http, Tables]) -> Http:
+    return env[0]
+
+
+@pytest.fixture
+def db(env: tuple[Http, Tables]) -> Tables:
+    return env[1]
+
+
+def caught_up(http: Http, db: Tables, rows: int = 2) -> tuple[str, Shape]:
+    table = db.create(rows=rows)
+    shape = Shape(http, f"table={table}")
+    shape.sync()
+    return table, shape
+
+
+# ------------------------------------------------------------------------------------------ snapshot (§3-§5)
+
+
+def test_initial_snapshot_chunk_headers_and_body(http: Http, db: Tables) -> None:
+    table = db.create(columns="id int PRIMARY KEY, title text, done bool")
+    db.sql(f"INSERT INTO {table} VALUES (1, 'a', true), (2, 'b/c', false)")
+    r = http.shape(f"table={table}&offset=-1")
+    assert r.status == 200
+    h = r.headers
+    handle = h["electric-handle"]
+    assert re.fullmatch(r"[0-9]+-[0-9]{16}", handle)
+    assert h["electric-offset"] == "0_0"
+    assert h["etag"] == f'"{handle}:-1:0_0"'
+    assert h["cache-control"] == BEFORE_ALL_CC
+    assert h["content-type"] == "application/json; charset=utf-8"
+    assert h["electric-has-data"] == "true"
+    assert orjson.loads(h["electric-schema"]) == {**SCHEMA, "done": {"type": "bool"}}
+    assert "electric-up-to-date" not in h  # a -1 response never has up-to-date
+    assert "electric-cursor" not in h
+    items = r.items()
+    assert items[:2] == [
+        {
+            "key": f'"public"."{table}"/"1"',
+            "value": {"id": "1", "title": "a", "done": "t"},  # architecture §4: PG text output, as in changes
+            "headers": {"operation": "insert", "relation": ["public", table]},
+        },
+        {
+            "key": f'"public"."{table}"/"2"',
+            "value": {"id": "2", "title": "b/c", "done": "f"},
+            "headers": {"operation": "insert", "relation": ["public", table]},
+        },
+    ]
+    end = items[2]["headers"]
+    assert len(items) == 3 and end["control"] == "snapshot-end"
+    assert end["xmin"].isdigit() and end["xmax"].isdigit() and int(end["xmin"]) <= int(end["xmax"])
+    assert all(isinstance(x, str) and x.isdigit() for x in end["xip_list"])
+
+
+def test_empty_table_snapshot_end_then_up_to_date_then_live_timeout_at_0_inf(http: Http, db: Tables) -> None:
+    table = db.create()
+    r = http.shape(f"table={table}&offset=-1")
+    assert r.controls() == ["snapshot-end"] and len(r.items()) == 1
+    assert "electric-up-to-date" not in r.headers
+    handle = r.handle
+    r = http.shape(f"table={table}&offset=0_0&handle={q(handle)}")
+    assert r.status == 200
+    assert r.controls() == ["up-to-date"] and len(r.items()) == 1
+    assert r.items()[0]["headers"]["global_last_seen_lsn"].isdigit()
+    assert r.offset == "0_inf"
+    assert r.headers["electric-up-to-date"] == ""
+    assert r.headers["etag"] == f'"{handle}:0_0:0_inf"'
+    assert r.headers["cache-control"] == CATCH_UP_CC
+    assert orjson.loads(r.headers["electric-schema"]) == SCHEMA
+    # Spec §6: a client long-polling at 0_0 on a fresh shape times out at 0_inf.
+    r = http.shape(f"table={table}&offset=0_0&handle={q(handle)}&live=true")
+    assert r.status == 200 and r.offset == "0_inf"
+    assert r.headers["electric-has-data"] == "false"
+
+
+def test_snapshot_chunks_of_about_10kb(http: Http, db: Tables) -> None:
+    table = db.create()
+    db.sql(f"INSERT INTO {table} SELECT i, '{BIG}' FROM generate_series(1, 60) i")
+    shape = Shape(http, f"table={table}")
+    responses = shape.sync()
+    snapshot, after = responses[:-1], responses[-1]
+    assert len(snapshot) >= 3
+    for k, r in enumerate(snapshot):
+        assert r.offset == f"0_{k}"  # snapshot chunk k ends at 0_k
+        assert "up-to-date" not in r.controls() and "electric-up-to-date" not in r.headers
+        if k < len(snapshot) - 1:
+            assert 10000 <= len(r.body) <= 12000, len(r.body)  # spec §12: ≈10 kB ± 2 kB
+            assert r.controls() == []
+    assert snapshot[-1].controls() == ["snapshot-end"]
+    assert snapshot[0].headers["cache-control"] == BEFORE_ALL_CC
+    assert snapshot[1].headers["cache-control"] == CATCH_UP_CC
+    assert sorted(int(row["id"]) for r in snapshot for row in r.rows()) == list(range(1, 61))
+    assert after.offset == "0_inf" and after.items() == after.items()[-1:]
+
+
+def test_nine_single_row_transactions_then_0_0_gives_10_messages(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db, rows=0)
+    db.insert(table, *range(1, 10))
+    shape.follow(9)
+    r = http.shape(f"table={table}&offset=0_0&handle={q(shape.handle)}")
+    assert r.status == 200
+    assert len(r.items()) == 10
+    assert [row["id"] for row in r.rows()] == [str(i) for i in range(1, 10)]
+    assert r.controls() == ["up-to-date"]
+    assert r.offset == shape.offset
+
+
+def test_log_chunks_split_a_transaction(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db, rows=0)
+    start = shape.offset
+    db.sql(f"INSERT INTO {table} SELECT i, '{BIG}' FROM generate_series(1, 50) i")
+    shape.follow(50)
+    offset, items, pieces = start, [], 0
+    while True:
+        r = http.shape(f"table={table}&offset={offset}&handle={q(shape.handle)}")
+        assert r.status == 200 and r.headers["cache-control"] == CATCH_UP_CC
+        pieces += 1
+        items += [m for m in r.items() if "key" in m]
+        last = r.items()[-1]
+        if "up-to-date" in r.controls():
+            assert r.headers["electric-up-to-date"] == ""
+            assert last["headers"]["global_last_seen_lsn"] == r.offset.split("_")[0]
+            break
+        assert "electric-up-to-date" not in r.headers
+        assert 10000 <= len(r.body) <= 12000
+        assert r.offset == f"{last['headers']['lsn']}_{last['headers']['op_position']}"
+        offset = r.offset
+    assert pieces >= 3
+    assert [m["headers"]["op_position"] for m in items] == list(range(0, 100, 2))
+    assert len({m["headers"]["lsn"] for m in items}) == 1
+    assert [m["headers"].get("last") for m in items] == [None] * 49 + [True]
+    assert r.offset == f"{items[-1]['headers']['lsn']}_98" == shape.offset
+
+
+def test_replicated_changes_default_and_full_replica(http: Http, db: Tables) -> None:
+    table = db.create(columns="id int PRIMARY KEY, title text, done bool")
+    db.sql(f"INSERT INTO {table} VALUES (1, 'a', true)")
+    default = Shape(http, f"table={table}")
+    full = Shape(http, f"table={table}&replica=full")
+    default.sync()
+    full.sync()
+    assert default.handle != full.handle
+    db.sql(
+        f"INSERT INTO {table} VALUES (2, 'b', false)",
+        f"UPDATE {table} SET title = 'a2' WHERE id = 1",
+        f"UPDATE {table} SET title = 'a2' WHERE id = 1",  # no-op update: dropped
+        f"DELETE FROM {table} WHERE id = 2",
+    )
+    d, f = default.follow(3), full.follow(3)
+    for items in (d, f):
+        lsns = [int(m["headers"]["lsn"]) for m in items]
+        assert lsns == sorted(lsns) and len(set(lsns)) == 3
+        for m in items:
+            assert m["headers"]["relation"] == ["public", table]
+            assert m["headers"]["op_position"] == 0 and m["headers"]["last"] is True
+            [xid] = m["headers"]["txids"]
+            assert isinstance(xid, int) and 0 < xid < 2**32
+        assert [m["headers"]["operation"] for m in items] == ["insert", "update", "delete"]
+        assert items[0]["value"] == {"id": "2", "title": "b", "done": "f"}
+        assert [m["key"] for m in items] == [f'"public"."{table}"/"{i}"' for i in (2, 1, 2)]
+    assert d[1]["value"] == {"id": "1", "title": "a2"} and "old_value" not in d[1]
+    assert d[2]["value"] == {"id": "2"}
+    assert f[1]["value"] == {"id": "1", "title": "a2", "done": "t"}
+    assert f[1]["old_value"] == {"title": "a"}
+    assert f[2]["value"] == {"id": "2", "title": "b", "done": "f"}
+
+
+def test_schema_header_modifiers(http: Http, db: Tables) -> None:
+    table = db.create(
+        columns="id int8 PRIMARY KEY, v varchar(20), c char(3), n numeric(10,2), ts timestamp(3), "
+        "iv interval minute to second(2), a int8[][] NOT NULL, t text"
+    )
+    r = http.shape(f"table={table}&offset=-1")
+    assert orjson.loads(r.headers["electric-schema"]) == {
+        "id": {"type": "int8", "pk_index": 0, "not_null": True},
+        "v": {"type": "varchar", "max_length": 20},
+        "c": {"type": "bpchar", "length": 3},
+        "n": {"type": "numeric", "precision": 10, "scale": 2},
+        "ts": {"type": "timestamp", "precision": 3},
+        "iv": {"type": "interval", "precision": 2, "fields": "MINUTE TO SECOND"},
+        "a": {"type": "int8", "dims": 2, "not_null": True},
+        "t": {"type": "text"},
+    }
+    r = http.shape(f"table={table}&offset=-1&columns=id,t")
+    assert orjson.loads(r.headers["electric-schema"]) == {
+        "id": {"type": "int8", "pk_index": 0, "not_null": True},
+        "t": {"type": "text"},
+    }
+
+
+# ----------------------------------------------------------------------------------------- 304 and 409 (§4, §7)
+
+
+def test_304_on_a_replayed_etag(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    for offset in ("-1", "0_0"):
+        r = shape.get(offset)
+        etag = r.headers["etag"]
+        again = shape.get(offset, headers={"If-None-Match": f'"other", {etag}'})
+        assert again.status == 304 and again.body == b""
+        for name in ("etag", "electric-handle", "electric-offset", "cache-control", "electric-has-data"):
+            assert again.headers[name] == r.headers[name], name
+        assert again.headers.get("electric-up-to-date") == r.headers.get("electric-up-to-date")
+        assert "electric-schema" not in again.headers
+        assert shape.get(offset, headers={"If-None-Match": '"nope"'}).status == 200
+    del table
+
+
+def test_409_for_an_unknown_handle(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    r = http.shape(f"table={table}&offset=0_0&handle=123-1700000000000000")
+    assert_409(r, shape.handle)
+    # An unknown handle for a definition without a shape creates it (spec §7).
+    r = http.shape(f"table={table}&offset=0_0&handle=123-1700000000000000&where=id%3E1&live=true")
+    assert r.status == 409
+    new = r.handle
+    assert new != shape.handle
+    assert http.shape(f"table={table}&offset=-1&where=id%3E1").handle == new
+
+
+def test_409_for_a_mismatched_handle(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    other = Shape(http, f"table={table}&columns=id")
+    other.sync()
+    r = http.shape(f"table={table}&offset={shape.offset}&handle={q(other.handle)}")
+    assert_409(r, shape.handle)
+
+
+def assert_409(r: Resp, new_handle: str) -> None:
+    assert r.status == 409
+    assert r.json() == MUST_REFETCH
+    assert r.headers["electric-handle"] == new_handle
+    assert r.headers["etag"] == f'"{new_handle}::"'
+    assert r.headers["cache-control"] == "public, max-age=60, must-revalidate"
+    for name in ("electric-offset", "electric-cursor", "electric-has-data", "electric-schema"):
+        assert name not in r.headers, name
+
+
+def test_truncate_during_a_long_poll_is_409_with_a_new_handle(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    waiting = http.background(shape.url(extra="&live=true"))
+    db.sql(f"TRUNCATE {table}")
+    r = waiting.result()
+    assert r.elapsed < LONG_POLL_S  # answered by the rotation, not by the timeout
+    assert r.status == 409 and r.json() == MUST_REFETCH
+    new = r.handle
+    assert new != shape.handle
+    assert_409(shape.get(), new)  # non-live with the old handle too
+    assert_409(shape.get(extra="&live=true"), new)
+    fresh = http.shape(f"table={table}&offset=-1")
+    assert fresh.handle == new and fresh.rows() == []
+
+
+# ------------------------------------------------------------------------------------ offsets and live (§3, §6)
+
+
+def test_out_of_bounds_offset_waits_then_400(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    del table
+    r = shape.get("99999999999_0")
+    assert r.elapsed >= LONG_POLL_S / 2 - 0.1
+    assert r.status == 400
+    assert r.json() == {"message": "Invalid request", "errors": {"offset": ["out of bounds for this shape"]}}
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["surrogate-control"] == "no-store"
+    assert "electric-offset" not in r.headers and "electric-has-data" not in r.headers
+
+
+def test_offset_now(http: Http, db: Tables) -> None:
+    table = db.create(rows=2)
+    r = http.shape(f"table={table}&offset=now")
+    assert r.status == 200
+    handle = r.handle
+    assert r.offset == "0_inf"
+    assert r.headers["etag"] == f'"{handle}:now:0_inf"'
+    assert r.headers["electric-has-data"] == "false"
+    assert r.headers["electric-up-to-date"] == ""
+    assert orjson.loads(r.headers["electric-schema"]) == SCHEMA
+    [msg] = r.items()
+    assert msg["headers"]["control"] == "up-to-date" and msg["headers"]["global_last_seen_lsn"].isdigit()
+    shape = Shape(http, f"table={table}", handle, "0_inf")
+    db.insert(table, 3)
+    shape.follow(1)
+    r = http.shape(f"table={table}&offset=now&handle=ignored-1")
+    assert r.status == 200 and r.handle == handle
+    assert r.offset == shape.offset
+    assert int(r.items()[0]["headers"]["global_last_seen_lsn"]) >= int(shape.offset.split("_")[0])
+
+
+def test_long_poll_timeout_answer(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    del table
+    r = shape.get(extra="&live=true")
+    assert r.elapsed >= LONG_POLL_S - 0.1
+    assert r.status == 200
+    assert r.controls() == ["up-to-date"] and len(r.items()) == 1
+    h = r.headers
+    assert h["electric-has-data"] == "false"
+    assert h["electric-offset"] == shape.offset
+    assert h["electric-up-to-date"] == ""
+    assert re.fullmatch(rf'"{re.escape(shape.handle)}:{shape.offset}:{shape.offset}:[0-9]+"', h["etag"])
+    assert h["cache-control"] == LIVE_CC
+    assert "electric-schema" not in h
+    # Cursor (spec §6): the next multiple of the long-poll interval since the epoch ...
+    now = time.time() - CURSOR_EPOCH
+    cursor = int(h["electric-cursor"])
+    assert cursor % LONG_POLL_S == 0 and now - LONG_POLL_S - 5 <= cursor <= math.ceil(now) + LONG_POLL_S
+    # ... unless the client's cursor is not below it: then the client's plus 1..3600.
+    r = shape.get(extra=f"&live=true&cursor={cursor + 10**6}")
+    assert cursor + 10**6 < int(r.headers["electric-cursor"]) <= cursor + 10**6 + 3600
+
+
+def test_long_poll_woken_by_new_data(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    waiting = http.background(shape.url(extra="&live=true&cursor=1"))
+    db.insert(table, 3)
+    r = waiting.result()
+    assert r.elapsed < LONG_POLL_S - 0.1  # woken, not timed out
+    assert r.status == 200
+    assert r.rows() == [{"id": "3", "title": "t3"}]
+    assert r.controls() == ["up-to-date"]
+    assert r.items()[-1]["headers"]["global_last_seen_lsn"] == r.offset.split("_")[0]
+    assert r.offset == f"{r.items()[0]['headers']['lsn']}_0"
+    h = r.headers
+    assert h["electric-has-data"] == "true" and h["electric-up-to-date"] == ""
+    assert int(h["electric-cursor"]) > 1
+    assert h["cache-control"] == LIVE_CC
+    assert h["etag"] == f'"{shape.handle}:{shape.offset}:{r.offset}"'
+    assert "electric-schema" not in h
+
+
+def test_live_304_carries_the_cursor(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    behind = shape.offset
+    db.insert(table, 3)
+    shape.follow(1)
+    r = shape.get(behind, extra="&live=true")  # behind: answered at once
+    assert r.status == 200 and r.rows() == [{"id": "3", "title": "t3"}]
+    again = shape.get(behind, extra="&live=true", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status == 304 and again.body == b""
+    assert again.headers["cache-control"] == LIVE_CC
+    assert int(again.headers["electric-cursor"]) > 0
+    assert again.headers["electric-offset"] == r.offset
+    assert "electric-schema" not in again.headers
+
+
+# ------------------------------------------------------------------------------------------------- SSE (§6)
+
+
+def sse_frames(text: str) -> list[Any]:
+    """Strict SSE parse: every frame is ``data: <json>`` or the ``: keep-alive`` comment."""
+    assert text.endswith("\n\n") or text == "", text
+    frames: list[Any] = []
+    for frame in text.split("\n\n")[:-1]:
+        if frame == ": keep-alive":
+            frames.append(frame)
+        else:
+            assert frame.startswith("data: ") and "\n" not in frame, frame
+            frames.append(orjson.loads(frame[len("data: ") :]))
+    return frames
+
+
+def test_sse_stream_framing_keepalives_and_close(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    started = time.monotonic()
+    conn, resp = http.open(f"/v1/shape?{shape.url(extra='&live=true&live_sse=true')}")
+    try:
+        assert resp.status == 200  # the stream opens at once, before any data
+        assert time.monotonic() - started < 1.0
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        db.insert(table, 3)
+        text = resp.read().decode()
+    finally:
+        conn.close()
+    assert 2.0 <= time.monotonic() - started < 4.0  # closed by sse_timeout
+    assert headers["content-type"] == "text/event-stream"
+    assert headers["cache-control"] == "public, max-age=1"
+    assert headers["electric-handle"] == shape.handle
+    assert int(headers["electric-cursor"]) > 0
+    assert "electric-schema" not in headers
+    frames = sse_frames(text)
+    data = [f for f in frames if isinstance(f, dict)]
+    assert [m.get("value") for m in data] == [{"id": "3", "title": "t3"}, None]
+    assert data[1]["headers"]["control"] == "up-to-date"
+    assert data[1]["headers"]["global_last_seen_lsn"] == data[0]["headers"]["lsn"]
+    assert frames.count(": keep-alive") >= 2  # 0.5 s keep-alives in a 2 s stream
+
+
+def test_sse_backlog_is_a_finite_stream(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    start = shape.offset
+    db.sql(f"INSERT INTO {table} SELECT i, '{BIG}' FROM generate_series(3, 62) i")
+    shape.follow(60)
+    r = http.shape(f"{shape.url(start)}&live=true&live_sse=true")
+    assert r.elapsed < 1.5
+    assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
+    data = sse_frames(r.body.decode())
+    assert data and all(isinstance(m, dict) and "key" in m for m in data)  # no up-to-date: more to come
+    assert len(data) < 60
+    last = data[-1]["headers"]
+    assert r.offset == f"{last['lsn']}_{last['op_position']}"
+
+
+def test_sse_closes_silently_on_rotation_and_the_reconnect_gets_409(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    started = time.monotonic()
+    conn, resp = http.open(f"/v1/shape?{shape.url(extra='&live=true&live_sse=true')}")
+    try:
+        assert resp.status == 200
+        db.sql(f"TRUNCATE {table}")
+        text = resp.read().decode()
+    finally:
+        conn.close()
+    assert time.monotonic() - started < 2.0
+    assert [f for f in sse_frames(text) if isinstance(f, dict)] == []
+    r = shape.get(extra="&live=true&live_sse=true")
+    assert r.status == 409 and r.json() == MUST_REFETCH
+    assert r.headers["content-type"] == "application/json; charset=utf-8"  # errors are plain JSON
+
+
+# ------------------------------------------------------------------------------------------- DELETE and HEAD
+
+
+def test_delete_by_definition_and_by_handle(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    r = http.request("DELETE", f"/v1/shape?table={table}")
+    assert r.status == 202 and r.body == b""
+    assert r.headers["cache-control"] == "no-cache"
+    r = shape.get()
+    assert r.status == 409
+    new = r.handle
+    assert new != shape.handle
+    assert http.request("DELETE", f"/v1/shape?handle={q(new)}").status == 202
+    r = http.request("DELETE", f"/v1/shape?handle={q(new)}")
+    assert r.status == 404 and r.json() == {"message": "No existing shape found"}
+    assert http.request("DELETE", f"/v1/shape?table={db.create()}").status == 404
+
+
+def test_delete_errors(http: Http, db: Tables) -> None:
+    table, _ = caught_up(http, db)
+    _, other = caught_up(http, db)
+    r = http.request("DELETE", f"/v1/shape?table={table}&handle={q(other.handle)}")
+    assert r.status == 400
+    assert r.json() == {
+        "message": "The specified shape definition and handle do not match. Please ensure the shape definition "
+        "is correct or omit the shape handle from the request to obtain a new one."
+    }
+    r = http.request("DELETE", "/v1/shape")
+    assert r.status == 400
+    assert r.json() == {
+        "message": "Invalid request",
+        "errors": {"handle": ["can't be blank when shape definition is missing"]},
+    }
+    assert r.headers["cache-control"] == "no-cache"  # spec §4: POST/DELETE responses
+
+
+def test_head_has_the_get_headers_and_no_body(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    del table
+    for offset in ("-1", "0_0"):
+        g = shape.get(offset)
+        h = http.request("HEAD", f"/v1/shape?{shape.url(offset)}")
+        assert h.status == 200 and h.body == b""
+        names = {
+            n for n in g.headers if n not in ("x-request-id", "date", "content-length", "transfer-encoding")
+        }
+        assert {n: h.headers.get(n) for n in names} == {n: g.headers[n] for n in names}
