@@ -51,17 +51,21 @@ class _Entry:
     after: LogOffset
     future: Waiter
     deadline: float
+    seq: int  # which registration: heap items of an earlier waiter with the same token are stale
 
 
 class WaiterList:
     """Waiters keyed by a token, completed in offset order; O(log n) per add, complete or prune."""
 
-    __slots__ = ("_by_deadline", "_by_offset", "_entries")
+    __slots__ = ("_by_deadline", "_by_offset", "_entries", "_seq")
 
     def __init__(self) -> None:
         self._entries: dict[int, _Entry] = {}
-        self._by_offset: list[tuple[LogOffset, int]] = []
-        self._by_deadline: list[tuple[float, int]] = []
+        # Heap items outlive their entry (completed, cancelled); tokens are reused (``id(future)``), so each
+        # item carries its registration's ``seq`` and only acts on the entry it was pushed for.
+        self._by_offset: list[tuple[LogOffset, int, int]] = []
+        self._by_deadline: list[tuple[float, int, int]] = []
+        self._seq = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -70,10 +74,11 @@ class WaiterList:
         """Park ``future`` until data past ``after`` is readable; ``token`` identifies it for cancelling."""
         if token in self._entries:
             raise ValueError(f"waiter token {token} already registered")
-        entry = _Entry(token, after, future, deadline)
+        self._seq += 1
+        entry = _Entry(token, after, future, deadline, self._seq)
         self._entries[token] = entry
-        heapq.heappush(self._by_offset, (after, token))
-        heapq.heappush(self._by_deadline, (deadline, token))
+        heapq.heappush(self._by_offset, (after, self._seq, token))
+        heapq.heappush(self._by_deadline, (deadline, self._seq, token))
 
     def cancel(self, token: int) -> bool:
         """Forget a waiter (it timed out on its side).  True if it was still parked."""
@@ -84,8 +89,8 @@ class WaiterList:
         dropped = 0
         heap = self._by_deadline
         while heap and heap[0][0] <= now:
-            _, token = heapq.heappop(heap)
-            if self._entries.pop(token, None) is not None:
+            _, seq, token = heapq.heappop(heap)
+            if self._pop(token, seq) is not None:
                 dropped += 1
         self._compact()
         return dropped
@@ -96,8 +101,8 @@ class WaiterList:
         heap = self._by_offset
         result = WaitResult("data", latest)
         while heap and heap[0][0] < latest:
-            _, token = heapq.heappop(heap)
-            entry = self._entries.pop(token, None)
+            _, seq, token = heapq.heappop(heap)
+            entry = self._pop(token, seq)
             if entry is not None:
                 entry.future.set(result)
                 done += 1
@@ -113,13 +118,22 @@ class WaiterList:
             entry.future.set(result)
         return len(entries)
 
+    def _pop(self, token: int, seq: int) -> _Entry | None:
+        """Remove and return the entry of registration ``seq`` (None if that one is already gone)."""
+        entry = self._entries.get(token)
+        if entry is None or entry.seq != seq:
+            return None
+        del self._entries[token]
+        return entry
+
     def _compact(self) -> None:
-        """Rebuild the heaps when cancelled entries dominate them (keeps memory proportional to waiters)."""
+        """Rebuild the heaps when stale items dominate them (keeps memory proportional to waiters)."""
         live = len(self._entries)
-        if len(self._by_offset) > 64 and len(self._by_offset) > 4 * live:
-            self._by_offset = [(e.after, t) for t, e in self._entries.items()]
+        stale = max(len(self._by_offset), len(self._by_deadline))
+        if stale > 64 and stale > 4 * live:
+            self._by_offset = [(e.after, e.seq, t) for t, e in self._entries.items()]
             heapq.heapify(self._by_offset)
-            self._by_deadline = [(e.deadline, t) for t, e in self._entries.items()]
+            self._by_deadline = [(e.deadline, e.seq, t) for t, e in self._entries.items()]
             heapq.heapify(self._by_deadline)
 
 

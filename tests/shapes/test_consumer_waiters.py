@@ -54,6 +54,26 @@ def test_cancel_prune_and_complete_all() -> None:
     assert waiters.notify(off(100)) == 0
 
 
+def test_a_reused_token_is_not_dropped_by_its_predecessors_stale_heap_items() -> None:
+    # Tokens are id(future): CPython reuses the id of a completed request's future for a later one.  The
+    # earlier registration's heap items must not act on the later waiter (it lost its wake-up and sat out
+    # its whole long-poll timeout).
+    waiters = WaiterList()
+    first, second = Recorder(), Recorder()
+    waiters.add(7, off(5), first, deadline=10.0)
+    assert waiters.notify(off(6)) == 1  # completed; its deadline item stays in the heap
+    waiters.add(7, off(50), second, deadline=100.0)
+    assert waiters.prune(now=20.0) == 0  # the first's deadline passed, not the second's
+    assert len(waiters) == 1
+    assert waiters.notify(off(51)) == 1
+    assert second.results == [WaitResult("data", off(51))]
+    waiters.add(7, off(60), first, deadline=100.0)
+    waiters.cancel(7)
+    waiters.add(7, off(90), second, deadline=200.0)
+    assert waiters.notify(off(61)) == 0  # the cancelled one's offset item must not wake the new waiter
+    assert second.results == [WaitResult("data", off(51))]
+
+
 @given(st.lists(st.tuples(st.integers(0, 50), st.booleans()), max_size=200), st.integers(0, 60))
 def test_heaps_stay_bounded_by_live_waiters(ops: list[tuple[int, bool]], latest: int) -> None:
     waiters = WaiterList()
