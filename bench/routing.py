@@ -135,7 +135,7 @@ def main(argv: list[str]) -> None:
     gc.freeze()
     # rounds interleave the sizes, so that load from other processes hits them alike; keep each best
     best: dict[int, float] = {n: float("inf") for n in counts}
-    for _ in range(3):
+    for _ in range(5):
         for n in counts:
             best[n] = min(best[n], routing_cost(indexes[n], n, changes, rng))
     per_n = {str(n): round(best[n], 3) for n in counts}

@@ -260,6 +260,10 @@ def temporal_cmp(draw: st.DrawFn) -> str:
                 "justify_interval(iv)",
                 "(ts - ts)",
                 "(iv * 2)",
+                "(iv * 1.5)",
+                "(iv / 3)",
+                "(iv * f8)",
+                "(0.25 * iv)",
             ]
         )
     )
