@@ -173,6 +173,11 @@ class EngineShapes:
             raise ShapeCreationFailed(str(exc)) from None
         if result.shape is None:
             logger.warning("creating a shape for %s failed: %s", defn.relation, result.error)
+            # The cached definition may be stale (a dropped table sends no Relation message): check the
+            # catalog again so that a table that is gone is the 400 it is for a new client, not a 503 retry.
+            self._memo.pop(definition, None)
+            self._services.resolver.forget(defn.schema, defn.table)
+            self._definition(definition)
             raise ShapeCreationFailed(result.error or "unknown error")
         return result.shape.handle
 

@@ -29,6 +29,7 @@ EXTRA: dict[str, dict[str, Any]] = {
         "sse_keepalive_s": 0.5,
     },
     "storage": {"chunk_bytes_threshold": 10000},
+    "shapes": {"schema_check_interval_s": 0.3},  # a dropped table is noticed quickly
 }
 LONG_POLL_S = 2.0
 BEFORE_ALL_CC = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
@@ -219,6 +220,23 @@ def test_replicated_changes_default_and_full_replica(http: Http, db: Tables) -> 
     assert f[2]["value"] == {"id": "2", "title": "b", "done": "f"}
 
 
+def test_keys_escape_slashes_and_keyless_tables_use_every_column(http: Http, db: Tables) -> None:
+    table = db.create(columns="k text PRIMARY KEY, v text")
+    db.sql(f"INSERT INTO {table} VALUES ('a/b', 'x'), ('', NULL)")
+    r = http.shape(f"table={table}&offset=-1")
+    assert sorted(m["key"] for m in r.items() if "key" in m) == [
+        f'"public"."{table}"/""',
+        f'"public"."{table}"/"a//b"',
+    ]
+    keyless = db.create(columns="w int, h text")
+    db.sql(f"INSERT INTO {keyless} VALUES (1, NULL)")
+    r = http.shape(f"table={keyless}&offset=-1")
+    [row] = [m for m in r.items() if "key" in m]
+    assert row["key"] == f'"public"."{keyless}"/_/"1"'  # columns sorted by name (h, w), NULL as _
+    assert row["value"] == {"w": "1", "h": None}
+    assert "pk_index" not in r.headers["electric-schema"]
+
+
 def test_schema_header_modifiers(http: Http, db: Tables) -> None:
     table = db.create(
         columns="id int8 PRIMARY KEY, v varchar(20), c char(3), n numeric(10,2), ts timestamp(3), "
@@ -318,6 +336,43 @@ def test_out_of_bounds_offset_waits_then_400(http: Http, db: Tables) -> None:
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["surrogate-control"] == "no-store"
     assert "electric-offset" not in r.headers and "electric-has-data" not in r.headers
+
+
+def test_offset_ahead_served_once_the_shape_reaches_it(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    db.insert(table, 3)
+    shape.follow(1)
+    tx = int(shape.offset.split("_")[0])
+    ahead = f"{tx}_2"  # past the shape's latest; the next transaction's offset is beyond it
+    waiting = http.background(shape.url(ahead))
+    db.insert(table, 4)
+    r = waiting.result()
+    assert r.status == 200 and r.elapsed < LONG_POLL_S / 2
+    assert r.rows() == [{"id": "4", "title": "t4"}]
+    assert int(r.offset.split("_")[0]) > tx
+
+
+def test_dropped_table_gives_409_without_a_handle(http: Http, db: Tables) -> None:
+    table, shape = caught_up(http, db)
+    waiting = http.background(shape.url(extra="&live=true"))
+    db.sql(f"DROP TABLE {table}")
+    r = waiting.result()
+    if r.status == 200:  # the long-poll timed out before the catalog check noticed: ask again
+        r = shape.get(extra="&live=true")
+    assert r.status == 409 and r.json() == MUST_REFETCH
+    assert "electric-handle" not in r.headers and "etag" not in r.headers
+    assert r.headers["cache-control"] == "public, max-age=1, must-revalidate"
+    r = shape.get()
+    assert r.status == 400
+    assert r.json() == {
+        "message": "Invalid request",
+        "errors": {
+            "table": [
+                f'Table "public"."{table}" does not exist. If the table name contains capitals or special '
+                "characters you must quote it."
+            ]
+        },
+    }
 
 
 def test_offset_now(http: Http, db: Tables) -> None:

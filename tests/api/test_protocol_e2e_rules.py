@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.api.e2e_support import MUST_REFETCH, Http, Resp, Tables, q, running_service
@@ -269,6 +270,32 @@ def test_table_name_forms(http: Http, table: str, relation: list[str], rows: lis
 def test_table_forms_of_one_relation_share_the_shape(http: Http) -> None:
     handles = {shape(http, f"table={q(t)}&offset=-1").handle for t in ("items", "ITEMS", "public.items")}
     assert len(handles) == 1
+
+
+def test_handle_is_ignored_at_minus_one_and_now(http: Http) -> None:
+    handle = shape(http, "table=items&offset=-1").handle
+    for offset in ("-1", "now"):
+        r = shape(http, f"table=items&offset={offset}&handle=1-1")
+        assert r.status == 200 and r.handle == handle, offset
+
+
+def test_columns_and_where_params(http: Http, db: Tables) -> None:
+    table = db.create(
+        columns='id int PRIMARY KEY, "has,comma" text, "has""quote" text, "has space" text, rest text'
+    )
+    db.sql(f"INSERT INTO {table} VALUES (1, 'c', 'q', 's', 'r'), (2, 'c2', 'q2', 's2', 'r2')")
+    cols = q('"id","has,comma","has""quote",HAS space'.replace("HAS space", '"has space"'))
+    r = shape(http, f"table={table}&offset=-1&columns={cols}")
+    assert r.status == 200, r.body
+    assert r.rows()[0] == {"id": "1", "has,comma": "c", 'has"quote': "q", "has space": "s"}
+    assert list(orjson.loads(r.headers["electric-schema"])) == ["id", "has,comma", 'has"quote', "has space"]
+    r = shape(
+        http,
+        f"table={table}&offset=-1&columns=ID,REST&where={q('id = $1 AND rest <> $2')}"
+        "&params%5B1%5D=2&params%5B2%5D=x",
+    )
+    assert r.status == 200, r.body
+    assert r.rows() == [{"id": "2", "rest": "r2"}]
 
 
 def test_unknown_parameters_are_ignored(http: Http) -> None:
