@@ -143,6 +143,15 @@ def test_snapshot_chunks_of_about_10kb(http: Http, db: Tables) -> None:
     assert after.offset == "0_inf" and after.items() == after.items()[-1:]
 
 
+def test_concurrent_first_requests_for_a_new_shape_share_one_handle(http: Http, db: Tables) -> None:
+    table = db.create(rows=3)
+    requests = [http.background(f"table={table}&offset=-1") for _ in range(6)]
+    responses = [r.result() for r in requests]
+    assert [r.status for r in responses] == [200] * 6
+    assert len({r.handle for r in responses}) == 1
+    assert {r.body for r in responses} == {responses[0].body}
+
+
 def test_nine_single_row_transactions_then_0_0_gives_10_messages(http: Http, db: Tables) -> None:
     table, shape = caught_up(http, db, rows=0)
     db.insert(table, *range(1, 10))
@@ -500,7 +509,7 @@ def test_sse_backlog_is_a_finite_stream(http: Http, db: Tables) -> None:
     start = shape.offset
     db.sql(f"INSERT INTO {table} SELECT i, '{BIG}' FROM generate_series(3, 62) i")
     shape.follow(60)
-    r = http.shape(f"{shape.url(start)}&live=true&live_sse=true")
+    r = http.shape(f"{shape.url(start)}&live=true&experimental_live_sse=true")  # the deprecated name
     assert r.elapsed < 1.9  # before sse_timeout (2 s) ...
     assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
     data = sse_frames(r.body.decode())  # ... and before any keep-alive (0.5 s): it did not wait
