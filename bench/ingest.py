@@ -167,6 +167,18 @@ def create_shapes(engine: Any, wheres: list[str | None], concurrency: int) -> No
         time.sleep(0.01)
 
 
+def wait_acked(probe: Probe, engine: Any, n_shapes: int, timeout: float = 900) -> None:
+    """Wait for the target ack; fail fast if shapes were lost on the way (e.g. EMFILE: see the log)."""
+    deadline = time.monotonic() + timeout
+    while not probe.done.wait(1.0):
+        alive = len(engine.services.directory.handles())
+        if alive < n_shapes:
+            msg = f"only {alive} of {n_shapes} shapes left (invalidated during the run; see stderr)"
+            raise RuntimeError(msg)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not acknowledged: {engine.health_details()}")
+
+
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     probe = Probe()
     wheres: list[str | None] = (
@@ -195,8 +207,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                         target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
                         workload_s = time.perf_counter() - w0
                         probe.arm(target)
-                        if not probe.done.wait(900):
-                            raise RuntimeError(f"not acknowledged: {engine.health_details()}")
+                        wait_acked(probe, engine, n_shapes)
                         run = {"ours_s": probe.done_at - w0, "workload_commit_s": workload_s}
                         run["baseline_s"] = recvlogical(str(cluster.bindir), dsn, end_lsn)
                     else:  # committed while no consumer reads, then the engine restarts and catches up
@@ -207,8 +218,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                         probe.arm(target)
                         r0 = time.perf_counter()
                         engine = start_engine(dsn, storage, STREAM)
-                        if not probe.done.wait(900):
-                            raise RuntimeError(f"not acknowledged: {engine.health_details()}")
+                        wait_acked(probe, engine, n_shapes)
                         assert probe.active_at is not None
                         run = {"ours_s": probe.done_at - probe.active_at, "reload_s": probe.active_at - r0}
                         engine.stop(120)
