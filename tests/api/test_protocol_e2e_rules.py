@@ -30,6 +30,7 @@ EXPOSE = (
 )
 SHAPE_METHODS = "GET, POST, HEAD, DELETE, OPTIONS"
 ROWS = [{"id": "1", "title": "t1"}, {"id": "2", "title": "t2"}]
+LONGEST = "l" * 63  # the longest name Postgres allows
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,8 @@ def env(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> It
             'CREATE TABLE public."with spaces" (id int PRIMARY KEY, title text)',
             'INSERT INTO "Quoted"."Name" VALUES (1, \'q\')',
             "INSERT INTO public.\"with spaces\" VALUES (1, 's')",
+            f"CREATE TABLE {LONGEST} (id int PRIMARY KEY, title text)",
+            f"INSERT INTO {LONGEST} VALUES (1, 'l')",
         )
         yield Http(svc.port), db
 
@@ -215,6 +218,11 @@ BAD_PARAMS: list[tuple[str, dict[str, list[str]]]] = [
         {"table": [f"Invalid identifier, longer than 63 characters: {'a' * 64}"]},
     ),
     ("table=nope&offset=-1", {"table": [MISSING_TABLE.format("nope")]}),
+    ("table=%22Items%22&offset=-1", {"table": [MISSING_TABLE.format("Items")]}),  # quoted: case kept
+    (
+        "table=it-ems&offset=-1",
+        {"table": ["Invalid unquoted identifier contains special characters: it-ems"]},
+    ),
     (
         "table=Quoted.Name&offset=-1",
         {
@@ -258,6 +266,7 @@ def test_bad_parameters_are_400_with_the_exact_body(
         ('"Quoted"."Name"', ["Quoted", "Name"], [{"id": "1", "title": "q"}]),
         ('public."with spaces"', ["public", "with spaces"], [{"id": "1", "title": "s"}]),
         ('"with spaces"', ["public", "with spaces"], [{"id": "1", "title": "s"}]),
+        (LONGEST.upper(), ["public", LONGEST], [{"id": "1", "title": "l"}]),
     ],
 )
 def test_table_name_forms(http: Http, table: str, relation: list[str], rows: list[dict[str, str]]) -> None:
