@@ -74,8 +74,10 @@ class Binder:
     def fold(self, node: a.Node, loc: int) -> a.Node:
         if isinstance(node, a.Const | a.Failed) or node.type == "unknown" or a.columns_of(node):
             return node
-        if _stable(node):
-            return node  # Postgres' planner folds immutable operations only
+        if _stable(node) or not all(isinstance(c, a.Const) for c in a.children(node)):
+            # Postgres' planner folds immutable operations on constants only (a STABLE sub-expression
+            # stays, and so does everything above it)
+            return node
         if _has_unknown(node):
             return node
         try:

@@ -162,10 +162,14 @@ NUM_COLS = {"i2": "int", "i4": "int", "i8": "int", "f4": "float", "f8": "float",
 
 @st.composite
 def num_expr(draw: st.DrawFn, depth: int = 2) -> str:
-    choices = ["col", "lit"] + (["bin", "bin", "neg", "fn"] if depth > 0 else [])
+    choices = ["col", "lit"] + (["bin", "bin", "neg", "fn", "cast"] if depth > 0 else [])
     kind = draw(st.sampled_from(choices))
     if kind == "col":
         return draw(st.sampled_from(list(NUM_COLS)))
+    if kind == "cast":
+        target = draw(st.sampled_from(["int2", "int4", "int8", "float4", "float8", "numeric"]))
+        source = draw(st.one_of(num_expr(depth - 1), st.sampled_from(["(b)::int4", "array_ndims(ia)"])))
+        return f"({source})::{target}"
     if kind == "lit":
         return draw(
             st.one_of(

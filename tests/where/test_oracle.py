@@ -62,7 +62,7 @@ def _pg_batch(conn: psycopg.Connection[Any], exprs: list[tuple[str, list[Any] | 
             row = conn.execute(f"SELECT ({sql}) FROM t", params).fetchone()
             assert row is not None
             out.append(row[0])
-        except psycopg.DataError:
+        except (psycopg.DataError, psycopg.errors.FeatureNotSupported):
             out.append(ERROR)
         except psycopg.Error as exc:
             out.append(f"{ERROR}: {type(exc).__name__}: {exc}")
