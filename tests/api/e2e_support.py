@@ -28,6 +28,25 @@ from tests.fixtures.service import ServiceProcess
 
 MUST_REFETCH = [{"headers": {"control": "must-refetch"}}]
 
+# The service of the read/live modules: Electric's integration-test settings where they matter (10,000-byte
+# chunks, DELETE enabled) plus short live timings (long-poll 2 s, SSE 2 s with 0.5 s keep-alives).
+SERVICE: dict[str, dict[str, Any]] = {
+    "http": {
+        "allow_shape_deletion": True,
+        "long_poll_timeout_ms": 2000,
+        "sse_timeout_s": 2,
+        "sse_keepalive_s": 0.5,
+    },
+    "storage": {"chunk_bytes_threshold": 10000},
+    "shapes": {"schema_check_interval_s": 0.3},  # a dropped table is noticed quickly
+}
+LONG_POLL_S = 2.0
+BEFORE_ALL_CC = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
+CATCH_UP_CC = "public, max-age=60, stale-while-revalidate=300"
+LIVE_CC = "public, max-age=5, stale-while-revalidate=5"
+SCHEMA = {"id": {"type": "int4", "pk_index": 0, "not_null": True}, "title": {"type": "text"}}
+BIG = "x" * 400  # ~500 JSON bytes per row: a 10,000-byte chunk holds ~20 of them
+
 
 @dataclass(frozen=True)
 class Resp:
@@ -211,3 +230,22 @@ def running_service(
     finally:
         svc.stop()
         drop_database(admin, dbname)
+
+
+def caught_up(http: Http, db: Tables, rows: int = 2) -> tuple[str, Shape]:
+    """A new table with ``rows`` rows and a client that has read its shape up to date."""
+    table = db.create(rows=rows)
+    shape = Shape(http, f"table={table}")
+    shape.sync()
+    return table, shape
+
+
+def assert_409(r: Resp, new_handle: str) -> None:
+    """Spec §7: must-refetch with the new handle, ``"H::"`` etag, no offset/cursor/has-data/schema."""
+    assert r.status == 409
+    assert r.json() == MUST_REFETCH
+    assert r.headers["electric-handle"] == new_handle
+    assert r.headers["etag"] == f'"{new_handle}::"'
+    assert r.headers["cache-control"] == "public, max-age=60, must-revalidate"
+    for name in ("electric-offset", "electric-cursor", "electric-has-data", "electric-schema"):
+        assert name not in r.headers, name

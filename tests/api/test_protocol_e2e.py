@@ -1,49 +1,43 @@
-"""Spec §3-§7 (reads, headers, 304, 409, live, SSE, DELETE) against the real service over real HTTP.
+"""Spec §3-§5, §7 (snapshot and log chunks, bodies, headers, 304, 409, DELETE, HEAD) against the real service.
 
-One service (gunicorn + one gevent worker) per module, on its own database, with the settings of Electric's
-integration test server where they matter here: 10,000-byte chunks, DELETE enabled; plus short live timings
-(long-poll 2 s, SSE 2 s with 0.5 s keep-alives) so the timeout rules run fast.  Each test uses fresh tables.
-The request/parameter rules (auth, CORS, paths, bad parameters, admission) are in ``test_protocol_e2e_rules``.
+One service (gunicorn + one gevent worker, settings ``e2e_support.SERVICE``: 10,000-byte chunks, DELETE
+enabled, short live timings) per module, on its own database, over real HTTP; each test uses fresh tables.
+Offsets, long-polls and SSE are in ``test_protocol_e2e_live``; the request rules (auth, CORS, paths, bad
+parameters, admission) in ``test_protocol_e2e_rules``.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from tests.api.e2e_support import MUST_REFETCH, Http, Resp, Shape, Tables, q, running_service
+from tests.api.e2e_support import (
+    BEFORE_ALL_CC,
+    BIG,
+    CATCH_UP_CC,
+    LONG_POLL_S,
+    MUST_REFETCH,
+    SCHEMA,
+    SERVICE,
+    Http,
+    Shape,
+    Tables,
+    assert_409,
+    caught_up,
+    q,
+    running_service,
+)
 from tests.fixtures.pg import ClusterInfo
-
-EXTRA: dict[str, dict[str, Any]] = {
-    "http": {
-        "allow_shape_deletion": True,
-        "long_poll_timeout_ms": 2000,
-        "sse_timeout_s": 2,
-        "sse_keepalive_s": 0.5,
-    },
-    "storage": {"chunk_bytes_threshold": 10000},
-    "shapes": {"schema_check_interval_s": 0.3},  # a dropped table is noticed quickly
-}
-LONG_POLL_S = 2.0
-BEFORE_ALL_CC = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
-CATCH_UP_CC = "public, max-age=60, stale-while-revalidate=300"
-LIVE_CC = "public, max-age=5, stale-while-revalidate=5"
-SCHEMA = {"id": {"type": "int4", "pk_index": 0, "not_null": True}, "title": {"type": "text"}}
-CURSOR_EPOCH = 1728432000  # 2024-10-09T00:00:00Z
-BIG = "x" * 400  # ~500 JSON bytes per row: a 10,000-byte chunk holds ~20 of them
 
 
 @pytest.fixture(scope="module")
 def env(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Http, Tables]]:
     workdir: Path = tmp_path_factory.mktemp("protocol_e2e")
-    with running_service(pg_cluster, workdir, "protocol_e2e", EXTRA) as (svc, dsn):
+    with running_service(pg_cluster, workdir, "protocol_e2e", SERVICE) as (svc, dsn):
         yield Http(svc.port), Tables(dsn)
 
 
@@ -55,13 +49,6 @@ def http(env: tuple[Http, Tables]) -> Http:
 @pytest.fixture
 def db(env: tuple[Http, Tables]) -> Tables:
     return env[1]
-
-
-def caught_up(http: Http, db: Tables, rows: int = 2) -> tuple[str, Shape]:
-    table = db.create(rows=rows)
-    shape = Shape(http, f"table={table}")
-    shape.sync()
-    return table, shape
 
 
 # ------------------------------------------------------------------------------------------ snapshot (§3-§5)
@@ -307,16 +294,6 @@ def test_409_for_a_mismatched_handle(http: Http, db: Tables) -> None:
     assert_409(r, shape.handle)
 
 
-def assert_409(r: Resp, new_handle: str) -> None:
-    assert r.status == 409
-    assert r.json() == MUST_REFETCH
-    assert r.headers["electric-handle"] == new_handle
-    assert r.headers["etag"] == f'"{new_handle}::"'
-    assert r.headers["cache-control"] == "public, max-age=60, must-revalidate"
-    for name in ("electric-offset", "electric-cursor", "electric-has-data", "electric-schema"):
-        assert name not in r.headers, name
-
-
 def test_truncate_during_a_long_poll_is_409_with_a_new_handle(http: Http, db: Tables) -> None:
     table, shape = caught_up(http, db)
     waiting = http.background(shape.url(extra="&live=true"))
@@ -330,35 +307,6 @@ def test_truncate_during_a_long_poll_is_409_with_a_new_handle(http: Http, db: Ta
     assert_409(shape.get(extra="&live=true"), new)
     fresh = http.shape(f"table={table}&offset=-1")
     assert fresh.handle == new and fresh.rows() == []
-
-
-# ------------------------------------------------------------------------------------ offsets and live (§3, §6)
-
-
-def test_out_of_bounds_offset_waits_then_400(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    del table
-    r = shape.get("99999999999_0")
-    assert r.elapsed >= LONG_POLL_S / 2 - 0.1
-    assert r.status == 400
-    assert r.json() == {"message": "Invalid request", "errors": {"offset": ["out of bounds for this shape"]}}
-    assert r.headers["cache-control"] == "no-store"
-    assert r.headers["surrogate-control"] == "no-store"
-    assert "electric-offset" not in r.headers and "electric-has-data" not in r.headers
-
-
-def test_offset_ahead_served_once_the_shape_reaches_it(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    db.insert(table, 3)
-    shape.follow(1)
-    tx = int(shape.offset.split("_")[0])
-    ahead = f"{tx}_2"  # past the shape's latest; the next transaction's offset is beyond it
-    waiting = http.background(shape.url(ahead))
-    db.insert(table, 4)
-    r = waiting.result()
-    assert r.status == 200 and r.elapsed < LONG_POLL_S / 2
-    assert r.rows() == [{"id": "4", "title": "t4"}]
-    assert int(r.offset.split("_")[0]) > tx
 
 
 def test_dropped_table_gives_409_without_a_handle(http: Http, db: Tables) -> None:
@@ -382,158 +330,6 @@ def test_dropped_table_gives_409_without_a_handle(http: Http, db: Tables) -> Non
             ]
         },
     }
-
-
-def test_offset_now(http: Http, db: Tables) -> None:
-    table = db.create(rows=2)
-    r = http.shape(f"table={table}&offset=now")
-    assert r.status == 200
-    handle = r.handle
-    assert r.offset == "0_inf"
-    assert r.headers["etag"] == f'"{handle}:now:0_inf"'
-    assert r.headers["electric-has-data"] == "false"
-    assert r.headers["electric-up-to-date"] == ""
-    assert orjson.loads(r.headers["electric-schema"]) == SCHEMA
-    [msg] = r.items()
-    assert msg["headers"]["control"] == "up-to-date" and msg["headers"]["global_last_seen_lsn"].isdigit()
-    shape = Shape(http, f"table={table}", handle, "0_inf")
-    db.insert(table, 3)
-    shape.follow(1)
-    r = http.shape(f"table={table}&offset=now&handle=ignored-1")
-    assert r.status == 200 and r.handle == handle
-    assert r.offset == shape.offset
-    assert int(r.items()[0]["headers"]["global_last_seen_lsn"]) >= int(shape.offset.split("_")[0])
-
-
-def test_long_poll_timeout_answer(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    del table
-    r = shape.get(extra="&live=true")
-    assert r.elapsed >= LONG_POLL_S - 0.1
-    assert r.status == 200
-    assert r.controls() == ["up-to-date"] and len(r.items()) == 1
-    h = r.headers
-    assert h["electric-has-data"] == "false"
-    assert h["electric-offset"] == shape.offset
-    assert h["electric-up-to-date"] == ""
-    assert re.fullmatch(rf'"{re.escape(shape.handle)}:{shape.offset}:{shape.offset}:[0-9]+"', h["etag"])
-    assert h["cache-control"] == LIVE_CC
-    assert "electric-schema" not in h
-    # Cursor (spec §6): the next multiple of the long-poll interval since the epoch ...
-    now = time.time() - CURSOR_EPOCH
-    cursor = int(h["electric-cursor"])
-    assert cursor % LONG_POLL_S == 0 and now - LONG_POLL_S - 5 <= cursor <= math.ceil(now) + LONG_POLL_S
-    # ... unless the client's cursor is not below it: then the client's plus 1..3600.
-    r = shape.get(extra=f"&live=true&cursor={cursor + 10**6}")
-    assert cursor + 10**6 < int(r.headers["electric-cursor"]) <= cursor + 10**6 + 3600
-
-
-def test_long_poll_woken_by_new_data(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    waiting = http.background(shape.url(extra="&live=true&cursor=1"))
-    db.insert(table, 3)
-    r = waiting.result()
-    assert r.elapsed < LONG_POLL_S - 0.1  # woken, not timed out
-    assert r.status == 200
-    assert r.rows() == [{"id": "3", "title": "t3"}]
-    assert r.controls() == ["up-to-date"]
-    assert r.items()[-1]["headers"]["global_last_seen_lsn"] == r.offset.split("_")[0]
-    assert r.offset == f"{r.items()[0]['headers']['lsn']}_0"
-    h = r.headers
-    assert h["electric-has-data"] == "true" and h["electric-up-to-date"] == ""
-    assert int(h["electric-cursor"]) > 1
-    assert h["cache-control"] == LIVE_CC
-    assert h["etag"] == f'"{shape.handle}:{shape.offset}:{r.offset}"'
-    assert "electric-schema" not in h
-
-
-def test_live_304_carries_the_cursor(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    behind = shape.offset
-    db.insert(table, 3)
-    shape.follow(1)
-    r = shape.get(behind, extra="&live=true")  # behind: answered at once
-    assert r.status == 200 and r.rows() == [{"id": "3", "title": "t3"}]
-    again = shape.get(behind, extra="&live=true", headers={"If-None-Match": r.headers["etag"]})
-    assert again.status == 304 and again.body == b""
-    assert again.headers["cache-control"] == LIVE_CC
-    assert int(again.headers["electric-cursor"]) > 0
-    assert again.headers["electric-offset"] == r.offset
-    assert "electric-schema" not in again.headers
-
-
-# ------------------------------------------------------------------------------------------------- SSE (§6)
-
-
-def sse_frames(text: str) -> list[Any]:
-    """Strict SSE parse: every frame is ``data: <json>`` or the ``: keep-alive`` comment."""
-    assert text.endswith("\n\n") or text == "", text
-    frames: list[Any] = []
-    for frame in text.split("\n\n")[:-1]:
-        if frame == ": keep-alive":
-            frames.append(frame)
-        else:
-            assert frame.startswith("data: ") and "\n" not in frame, frame
-            frames.append(orjson.loads(frame[len("data: ") :]))
-    return frames
-
-
-def test_sse_stream_framing_keepalives_and_close(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    started = time.monotonic()
-    conn, resp = http.open(f"/v1/shape?{shape.url(extra='&live=true&live_sse=true')}")
-    try:
-        assert resp.status == 200  # the stream opens at once, before any data
-        assert time.monotonic() - started < 1.0
-        headers = {k.lower(): v for k, v in resp.getheaders()}
-        db.insert(table, 3)
-        text = resp.read().decode()
-    finally:
-        conn.close()
-    assert 2.0 <= time.monotonic() - started < 6.0  # closed by sse_timeout
-    assert headers["content-type"] == "text/event-stream"
-    assert headers["cache-control"] == "public, max-age=1"
-    assert headers["electric-handle"] == shape.handle
-    assert int(headers["electric-cursor"]) > 0
-    assert "electric-schema" not in headers
-    frames = sse_frames(text)
-    data = [f for f in frames if isinstance(f, dict)]
-    assert [m.get("value") for m in data] == [{"id": "3", "title": "t3"}, None]
-    assert data[1]["headers"]["control"] == "up-to-date"
-    assert data[1]["headers"]["global_last_seen_lsn"] == data[0]["headers"]["lsn"]
-    assert frames.count(": keep-alive") >= 2  # 0.5 s keep-alives in a 2 s stream
-
-
-def test_sse_backlog_is_a_finite_stream(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    start = shape.offset
-    db.sql(f"INSERT INTO {table} SELECT i, '{BIG}' FROM generate_series(3, 62) i")
-    shape.follow(60)
-    r = http.shape(f"{shape.url(start)}&live=true&experimental_live_sse=true")  # the deprecated name
-    assert r.elapsed < 1.9  # before sse_timeout (2 s) ...
-    assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
-    data = sse_frames(r.body.decode())  # ... and before any keep-alive (0.5 s): it did not wait
-    assert data and all(isinstance(m, dict) and "key" in m for m in data)  # no up-to-date: more to come
-    assert len(data) < 60
-    last = data[-1]["headers"]
-    assert r.offset == f"{last['lsn']}_{last['op_position']}"
-
-
-def test_sse_closes_silently_on_rotation_and_the_reconnect_gets_409(http: Http, db: Tables) -> None:
-    table, shape = caught_up(http, db)
-    started = time.monotonic()
-    conn, resp = http.open(f"/v1/shape?{shape.url(extra='&live=true&live_sse=true')}")
-    try:
-        assert resp.status == 200
-        db.sql(f"TRUNCATE {table}")
-        text = resp.read().decode()
-    finally:
-        conn.close()
-    assert time.monotonic() - started < 2.0
-    assert [f for f in sse_frames(text) if isinstance(f, dict)] == []
-    r = shape.get(extra="&live=true&live_sse=true")
-    assert r.status == 409 and r.json() == MUST_REFETCH
-    assert r.headers["content-type"] == "application/json; charset=utf-8"  # errors are plain JSON
 
 
 # ------------------------------------------------------------------------------------------- DELETE and HEAD
