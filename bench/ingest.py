@@ -32,6 +32,7 @@ if "--worker" in sys.argv and sys.argv[sys.argv.index("--mode") + 1] == "gevent"
     monkey.patch_all()
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -230,6 +231,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                     conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (RECV_SLOT, end_lsn))
             if live:
                 engine.stop(120)
+        except BaseException:
+            # free the engine's descriptors first: after EMFILE even removing the cluster fails
+            with contextlib.suppress(Exception):
+                engine.stop(30)
+            raise
         finally:
             shutil.rmtree(storage, ignore_errors=True)
     ours_rate = statistics.median(args.rows / r["ours_s"] for r in runs)
