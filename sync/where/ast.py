@@ -167,7 +167,7 @@ class Failed:
 
     node: Node
     message: str
-    loc: int
+    loc: int = field(compare=False, repr=False)  # where the user wrote it (not part of the tree's identity)
     type: str
 
 

@@ -164,6 +164,10 @@ class Binder:
                 for prev in flat[:i]:
                     check_folding(prev, self.p)
                 return a.Const("bool", decisive)
+        # and, like Postgres, drop the neutral constants (FALSE in an OR, TRUE in an AND)
+        flat = [x for x in flat if not (isinstance(x, a.Const) and x.value is (not decisive))]
+        if len(flat) <= 1:
+            return flat[0] if flat else a.Const("bool", not decisive)
         node: a.Node = a.And(tuple(flat)) if is_and else a.Or(tuple(flat))
         return self.fold(node, loc)
 
@@ -334,8 +338,26 @@ class Binder:
             shown = ", ".join(readable(x.type) for x in args)
             raise self.err(loc, f"Could not select a function overload for {name}({shown})")
         typed = tuple(self.coerce(x, t, loc) for x, t in zip(args, res.argtypes, strict=True))
+        if name == "coalesce":
+            return self._coalesce(typed, res.result, loc)
         call = a.Call(name, typed, res.result, res.argtypes)
         return self.fold(_strict_null(call) if res.strict else call, loc)
+
+    def _coalesce(self, args: tuple[a.Node, ...], result: str, loc: int) -> a.Node:
+        """COALESCE simplified as Postgres' planner does: NULL constants dropped, nothing kept after the
+        first non-NULL constant (which is the whole result when it comes first)."""
+        kept: list[a.Node] = []
+        for arg in args:
+            if isinstance(arg, a.Const) and arg.value is None:
+                continue
+            if isinstance(arg, a.Const) and not kept:
+                return arg
+            kept.append(arg)
+            if isinstance(arg, a.Const):
+                break
+        if not kept:
+            return a.Const(result, None)
+        return self.fold(a.Call("coalesce", tuple(kept), result, tuple(result for _ in kept)), loc)
 
     def type_from_sql(self, dt: exp.Expr, loc: int) -> tuple[str, int | None]:
         """Our type name (and varchar/char length) for a sqlglot ``DataType``."""
@@ -343,6 +365,8 @@ class Binder:
             raise self.err(loc, "unsupported type")
         kind = dt.this.name if hasattr(dt.this, "name") else str(dt.this)
         if kind == "ARRAY":
+            if not dt.expressions:
+                raise self.err(loc, "unsupported type array")
             inner, _ = self.type_from_sql(dt.expressions[0], loc)
             return (inner if inner.endswith("[]") else inner + "[]"), None
         params = [p for p in dt.expressions if isinstance(p, exp.DataTypeParam)]
