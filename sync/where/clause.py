@@ -83,9 +83,9 @@ class WhereClause:
     text: str
     tree: a.Node
     columns: frozenset[str]
-    param_types: Mapping[int, str]
-    enums: Mapping[str, tuple[str, ...]] = field(repr=False)
-    column_types: Mapping[str, str] = field(repr=False)
+    param_types: Mapping[int, str] = field(compare=False)  # derived from tree and params
+    enums: Mapping[str, tuple[str, ...]] = field(repr=False, compare=False)
+    column_types: Mapping[str, str] = field(repr=False, compare=False)
     _fn: Fn = field(repr=False, compare=False)
 
     def evaluate(self, row: Row) -> bool:

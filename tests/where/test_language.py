@@ -177,3 +177,10 @@ def test_comparisons_do_not_associate() -> None:
     with pytest.raises(WhereError) as info:
         compile_where("id < big = true", ITEMS, {})
     assert info.value.messages == ['At location 24: syntax error at or near "="']
+
+
+def test_compiled_clauses_are_values() -> None:
+    text = "id = 1 AND title LIKE 'a%' AND span > '1 day' AND score IN (1.5, 2)"
+    first, second = compile_where(text, ITEMS, {}), compile_where(text, ITEMS, {})
+    assert first == second and hash(first) == hash(second)
+    assert first != compile_where("id = 2", ITEMS, {})
