@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -42,14 +43,23 @@ def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, dict[str, st
 
 
 def up_to_date(conn: http.client.HTTPConnection, query: str) -> tuple[str, str]:
-    status, headers, _ = _get(conn, f"/v1/shape?{query}&offset=-1")
-    assert status == 200, status
-    handle, offset = headers["electric-handle"], headers["electric-offset"]
-    while "electric-up-to-date" not in headers:
-        status, headers, _ = _get(conn, f"/v1/shape?{query}&handle={handle}&offset={offset}")
+    """Follow a shape from the start to up-to-date like a client: 503 -> retry after the hint, 409 ->
+    start again from the new handle."""
+    path = f"/v1/shape?{query}&offset=-1"
+    for _ in range(200):
+        status, headers, _ = _get(conn, path)
+        if status == 503:
+            time.sleep(float(headers.get("retry-after", "1")) / 4)
+            continue
+        if status == 409:
+            path = f"/v1/shape?{query}&offset=-1"
+            continue
         assert status == 200, status
-        offset = headers["electric-offset"]
-    return handle, offset
+        handle, offset = headers["electric-handle"], headers["electric-offset"]
+        if "electric-up-to-date" in headers:
+            return handle, offset
+        path = f"/v1/shape?{query}&handle={handle}&offset={offset}"
+    raise RuntimeError(f"{query}: never up to date")
 
 
 def live_waiters(conn: http.client.HTTPConnection) -> float:
@@ -169,9 +179,10 @@ def main() -> None:
             }
             base2 = measure_notify(dsn, args.samples, next_id)
         except BaseException:
-            import sys  # noqa: PLC0415
+            import shutil  # noqa: PLC0415
 
-            sys.stderr.write(svc.output()[-3000:])
+            shutil.copy(svc.log, "/tmp/bench-latency-service.log")
+            sys.stderr.write("service log kept in /tmp/bench-latency-service.log\n")
             raise
         finally:
             svc.stop()
