@@ -91,6 +91,9 @@ class _States:
         except BaseException:
             files.close()
             raise
+        # Recovery opened every file of the log; an idle log should hold no descriptors (10,000 reloaded
+        # shapes would otherwise exceed a 20,000 open-files limit): the writer reopens on its next write.
+        files.release(_FILES)
         state = self._states.get(handle)
         writer = ShapeLogWriter(files, meta, log_pos, snap_pos, chunk_bytes=chunk_bytes, state=state)
         self._states[handle] = writer.state
