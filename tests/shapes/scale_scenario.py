@@ -43,7 +43,7 @@ def _raise_nofile() -> None:
 
 def _start(settings: Settings) -> tuple[Engine, float]:
     t0 = time.monotonic()
-    engine = Engine.start(settings, timeout=300)
+    engine = Engine.start(settings)  # the default budget, grown with the stored shapes
     deadline = time.monotonic() + 120
     while engine.status() != "active":
         assert time.monotonic() < deadline, engine.health_details()
