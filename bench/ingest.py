@@ -45,7 +45,7 @@ from typing import Any
 import psycopg
 
 from bench._common import emit
-from bench._service import lsn_int, start_engine, temp_cluster
+from bench._service import lsn_int, raise_nofile, start_engine, temp_cluster
 
 STREAM = "bench"
 PUB = f"shapesync_pub_{STREAM}"
@@ -274,6 +274,12 @@ def main() -> None:
     if args.worker:
         sys.stdout.write(json.dumps(worker(args)) + "\n")
         return
+    limit = raise_nofile()
+    if args.only != "one" and 4 * args.shapes + 200 > limit:
+        sys.stderr.write(
+            f"warning: {args.shapes} shapes with log data need ~{4 * args.shapes} descriptors (each keeps "
+            f"log.items/.json/.keys/.durable open); the limit here is {limit}: expect EMFILE\n"
+        )
     workloads: dict[str, dict[str, Any]] = {}
     for kind in ("one", "many"):
         if args.only and kind != args.only:

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from bench._common import emit
-from bench._service import ServiceProcess, temp_cluster
+from bench._service import ServiceProcess, raise_nofile, temp_cluster
 
 MEASURED = "table=items&where=" + urllib.parse.quote("id > 1000000")
 
@@ -159,6 +159,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent shape creations")
     args = parser.parse_args()
+    limit = raise_nofile()
+    if 2 * args.shapes + 200 > limit:  # measured: 2 per shape read once (reader), 4 more once it has log data
+        sys.stderr.write(
+            f"warning: {args.shapes} shapes need ~{2 * args.shapes} descriptors in the service (its reader "
+            f"keeps snapshot.json/.chunks open per shape); the limit here is {limit}: expect EMFILE\n"
+        )
     phases: dict[str, Any] = {}
     next_id = [1_000_000]
     with temp_cluster() as (_, dsn), tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
