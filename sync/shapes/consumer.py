@@ -50,6 +50,7 @@ from sync.shapes.snapshot_worker import (
 from sync.shapes.waiters import AwaitData, CancelWait, WaiterList, WaitResult
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
 from sync.storage.errors import ShapeGone
+from sync.storage.inbox import LightInbox
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage_actor import AppendTransaction, DeleteLog, GetReader
 from sync.where.errors import WhereEvalError
@@ -130,6 +131,8 @@ class Consumer(SupervisedActor):
     Crashes on: storage or collector ask timeouts and unexpected errors; ``on_failure`` then invalidates the
                 shape (a restarted consumer would have missed transactions, so it is never restarted).
     """
+
+    _create_actor_inbox = staticmethod(LightInbox)  # one actor per shape: a smaller inbox
 
     def __init__(
         self,

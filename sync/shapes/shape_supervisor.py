@@ -35,6 +35,7 @@ from sync.shapes.directory import LiveShape
 from sync.shapes.invalidation import CompiledShape
 from sync.shapes.schema_check import column_types_to_meta
 from sync.shapes.snapshot_worker import SnapshotRequest
+from sync.storage.inbox import LightInbox
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import StorageActor
 from sync.storage.ticker import FlushTicker
@@ -60,6 +61,12 @@ class ShapeSupervisor(DynamicSupervisor):
 
     def __init__(self, *, name: str = "shapes") -> None:
         super().__init__(name=name, max_restarts=1_000_000, max_seconds=1.0)
+
+
+class _ShapeSubtree(Supervisor):
+    """The one_for_all supervisor of one shape (a Supervisor with the smaller per-shape inbox)."""
+
+    _create_actor_inbox = staticmethod(LightInbox)
 
 
 class _Cell:
@@ -108,7 +115,7 @@ def shape_spec(
             ChildSpec("storage", storage, shutdown=shutdown / 2),
             ChildSpec("consumer", consumer, shutdown=shutdown / 2),
         ]
-        return Supervisor.start(children, strategy=ONE_FOR_ALL, max_restarts=0, name=f"shape:{handle}")
+        return _ShapeSubtree.start(children, strategy=ONE_FOR_ALL, max_restarts=0, name=f"shape:{handle}")
 
     return ChildSpec(handle, start, restart=Restart.TEMPORARY, shutdown=shutdown, kind="supervisor")
 

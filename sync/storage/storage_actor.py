@@ -16,6 +16,7 @@ from typing import Any
 
 from supervisors import SupervisedActor
 from sync.offsets import LogOffset
+from sync.storage.inbox import LightInbox
 from sync.storage.items import AppendItem
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage import Storage
@@ -94,6 +95,8 @@ class StorageActor(SupervisedActor):
     Crashes on: I/O errors and out-of-order offsets (the shape subtree restarts and re-opens the log,
                 which trims anything not made durable; Postgres resends from the acknowledged LSN).
     """
+
+    _create_actor_inbox = staticmethod(LightInbox)  # one actor per shape: a smaller inbox
 
     def __init__(
         self,
