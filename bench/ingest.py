@@ -86,8 +86,8 @@ class Probe:
                 probe.active_at = time.perf_counter()
             orig_state(status, state)
 
-        ConnectionHandles.ack = ack  # type: ignore[method-assign]
-        ConnectionStatus.set_state = set_state  # type: ignore[method-assign]
+        ConnectionHandles.ack = ack  # type: ignore[method-assign,assignment]
+        ConnectionStatus.set_state = set_state  # type: ignore[method-assign,assignment]
 
     def arm(self, target: int) -> None:
         self.active_at = None
