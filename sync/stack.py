@@ -221,6 +221,7 @@ def shapes_children(
                 schema_check_interval=settings.shapes.schema_check_interval_s,
             ),
             catalog=SchemaCatalog(settings.database.url),
+            forget_table=services.resolver.forget,
         )
         return _registered(registry, SHAPE_CACHE, ref)
 

@@ -48,9 +48,9 @@ from sync.shapes.schema_check import (
     ColumnTypes,
     SchemaCatalog,
     catalog_reason,
-    check_shapes,
     column_types_from_meta,
 )
+from sync.shapes.schema_checker import SchemaChecker
 from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.snapshot_pool import StartSnapshot
@@ -199,6 +199,7 @@ class ShapeCache(SupervisedActor):
         settings: CacheSettings | None = None,
         marks: SnapshotMarks | None = None,
         catalog: SchemaCatalog | None = None,
+        forget_table: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__()
         self._storage = storage
@@ -217,10 +218,12 @@ class ShapeCache(SupervisedActor):
         self._doomed: dict[str, str] = {}  # handles invalidated while still being built
         self._queued: deque[tuple[str, ShapeDefinition]] = deque()  # builds waiting for a free slot
         self._building = 0
-        self._catalog = catalog
+        self._checker = (
+            SchemaChecker(catalog, self._settings.schema_check_interval, self._invalidate_later, forget_table)
+            if catalog is not None
+            else None
+        )
         self._types: dict[str, ColumnTypes] = {}  # handle -> column types when created (schema checks)
-        self._checking = False  # a schema check runs (at most one at a time)
-        self._stop_checks = runtime.Event()
         s = self._settings
         self._ticker = FlushTicker(s.flush_interval, Tick(), name="shape-flush-ticker")
         self._wiring = ShapeWiring(
@@ -241,8 +244,8 @@ class ShapeCache(SupervisedActor):
     def on_start(self) -> None:
         self._ticker.start()
         self._reload()
-        if self._catalog is not None and self._settings.schema_check_interval > 0:
-            runtime.spawn(self._check_loop, self.actor_ref, name="shape-schema-check")
+        if self._checker is not None:
+            self._checker.start(self._tell_check)
 
     def on_failure(self, *exc_info: Any) -> None:
         self._stop_background()
@@ -278,7 +281,9 @@ class ShapeCache(SupervisedActor):
             case ListShapes():
                 return [s for h in self.directory.handles() if (s := self.directory.get(h)) is not None]
             case CheckSchemas():
-                self._check_soon()
+                if self._checker is not None:
+                    live = (self.directory.get(h) for h in self.directory.handles())
+                    self._checker.run([(s.handle, s.definition) for s in live if s is not None], self._types)
             case _:
                 msg = f"{type(self).__name__}: unexpected message {message!r}"
                 raise TypeError(msg)
@@ -448,40 +453,15 @@ class ShapeCache(SupervisedActor):
 
     def _stop_background(self) -> None:
         self._ticker.stop()
-        self._stop_checks.set()
-        if self._catalog is not None and not self._checking:
-            self._catalog.close()
+        if self._checker is not None:
+            self._checker.stop()
 
-    def _check_loop(self, ref: pykka.ActorRef[Any]) -> None:
-        while not self._stop_checks.wait(self._settings.schema_check_interval):
-            try:
-                ref.tell(CheckSchemas())
-            except pykka.ActorDeadError:
-                return
-
-    def _check_soon(self) -> None:
-        if self._catalog is None or self._checking:
-            return
-        self._checking = True
-        live = (self.directory.get(h) for h in self.directory.handles())
-        shapes = [(s.handle, s.definition) for s in live if s is not None]
-        runtime.spawn(self._check, self._catalog, shapes, dict(self._types), name="shape-schema-check-run")
-
-    def _check(
-        self, catalog: SchemaCatalog, shapes: list[tuple[str, ShapeDefinition]], types: dict[str, ColumnTypes]
-    ) -> None:
+    def _tell_check(self) -> bool:
         try:
-            if self._stop_checks.is_set():
-                return
-            tables = catalog.tables(d.relation_oid for _, d in shapes)
-            for handle, reason in check_shapes(shapes, tables, types):
-                self._invalidate_later(handle, reason)
-        except Exception as exc:  # Postgres away: the next check tries again
-            logger.warning("schema check failed: %r", exc)
-        finally:
-            self._checking = False
-            if self._stop_checks.is_set():
-                catalog.close()
+            self.actor_ref.tell(CheckSchemas())
+        except pykka.ActorDeadError:
+            return False
+        return True
 
     # -- removal ------------------------------------------------------------------------------------------
 

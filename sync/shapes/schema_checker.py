@@ -1,0 +1,76 @@
+"""``SchemaChecker``: the ShapeCache's periodic catalog checks, run off the cache's inbox.
+
+The cache must never wait on Postgres in its inbox, so the checks of :mod:`sync.shapes.schema_check` run in a
+background task: a timer loop asks the cache (``tick``) every ``interval`` seconds to hand over its live
+shapes, and :meth:`run` compares them with the catalog in a spawned task, reporting each shape to invalidate
+through ``invalidate(handle, reason)`` (the cache's own InvalidateShape tell).  At most one check runs at a
+time; a failed check (Postgres away) is logged and the next one tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from sync import runtime
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.schema_check import ColumnTypes, SchemaCatalog, check_shapes
+
+__all__ = ["SchemaChecker"]
+
+logger = logging.getLogger(__name__)
+
+
+class SchemaChecker:
+    """Periodic and on-demand schema checks of a set of live shapes (see the module docstring)."""
+
+    def __init__(
+        self,
+        catalog: SchemaCatalog,
+        interval: float,
+        invalidate: Callable[[str, str], None],
+        forget_table: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._catalog = catalog
+        self._interval = interval
+        self._invalidate = invalidate
+        self._forget_table = forget_table  # drop a cached catalog entry found stale
+        self._running = False
+        self._stopped = runtime.Event()
+
+    def start(self, tick: Callable[[], bool]) -> None:
+        """Call ``tick()`` every ``interval`` seconds until it returns False or :meth:`stop` (0: never)."""
+        if self._interval > 0:
+            runtime.spawn(self._loop, tick, name="shape-schema-check")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if not self._running:
+            self._catalog.close()
+
+    def run(self, shapes: Sequence[tuple[str, ShapeDefinition]], types: Mapping[str, ColumnTypes]) -> None:
+        """Check ``shapes`` (handle, definition) in the background, unless a check is already running."""
+        if self._running or self._stopped.is_set():
+            return
+        self._running = True
+        runtime.spawn(self._check, list(shapes), dict(types), name="shape-schema-check-run")
+
+    def _loop(self, tick: Callable[[], bool]) -> None:
+        while not self._stopped.wait(self._interval):
+            if not tick():
+                return
+
+    def _check(self, shapes: list[tuple[str, ShapeDefinition]], types: dict[str, ColumnTypes]) -> None:
+        try:
+            tables = self._catalog.tables(d.relation_oid for _, d in shapes)
+            definitions = dict(shapes)
+            for handle, reason in check_shapes(shapes, tables, types):
+                if self._forget_table is not None:  # or the next shape is compiled from the stale entry
+                    self._forget_table(definitions[handle].schema, definitions[handle].table)
+                self._invalidate(handle, reason)
+        except Exception as exc:  # Postgres away: the next check tries again
+            logger.warning("schema check failed: %r", exc)
+        finally:
+            self._running = False
+            if self._stopped.is_set():
+                self._catalog.close()

@@ -1,0 +1,82 @@
+"""Pure rules of the catalog check (dropped, renamed, columns gone or changed, type changes) and the catalog
+query against a real Postgres."""
+
+from __future__ import annotations
+
+import psycopg
+
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.schema_check import (
+    CatalogTable,
+    SchemaCatalog,
+    catalog_reason,
+    check_shapes,
+    column_types_from_meta,
+    column_types_to_meta,
+)
+
+INT, TEXT, BIGINT = 23, 25, 20
+COLS = (("id", INT, -1), ("a", TEXT, -1), ("b", INT, -1))
+
+
+def shape(columns: tuple[str, ...] = ("id", "a", "b"), *, all_columns: bool = True) -> ShapeDefinition:
+    return ShapeDefinition("public", "t", 100, columns, ("id",), all_columns)
+
+
+def table(columns: tuple[tuple[str, int, int], ...] = COLS, name: str = "t") -> CatalogTable:
+    return CatalogTable(100, "public", name, columns)
+
+
+def test_unchanged_table_keeps_every_shape() -> None:
+    assert catalog_reason(shape(), table(), COLS) is None
+    assert catalog_reason(shape(("id", "a"), all_columns=False), table(), COLS) is None
+
+
+def test_dropped_and_renamed_tables() -> None:
+    assert catalog_reason(shape(), None, COLS) == "table public.t was dropped"
+    assert catalog_reason(shape(), table(name="t2"), COLS) == "table public.t was renamed to public.t2"
+
+
+def test_columns_gone_or_added() -> None:
+    without_b = COLS[:2]
+    assert catalog_reason(shape(("id", "b"), all_columns=False), table(without_b), COLS) is not None
+    assert catalog_reason(shape(("id", "a"), all_columns=False), table(without_b), COLS) is None
+    added = (*COLS, ("c", INT, -1))
+    assert catalog_reason(shape(), table(added), COLS) == "the columns of public.t changed"
+    assert catalog_reason(shape(("id", "a"), all_columns=False), table(added), COLS) is None
+
+
+def test_type_changes_of_selected_columns_only() -> None:
+    b_bigint = (COLS[0], COLS[1], ("b", BIGINT, -1))
+    assert catalog_reason(shape(), table(b_bigint), COLS) == "column b of public.t changed type"
+    assert catalog_reason(shape(("id", "a"), all_columns=False), table(b_bigint), COLS) is None
+    assert catalog_reason(shape(), table(b_bigint), None) is None  # no stored types: not compared
+    a_varchar = (COLS[0], ("a", TEXT, 14), COLS[2])  # a typmod change counts too
+    assert catalog_reason(shape(("id", "a"), all_columns=False), table(a_varchar), COLS) is not None
+
+
+def test_meta_round_trip_and_check_shapes() -> None:
+    assert column_types_from_meta(column_types_to_meta(COLS)) == COLS
+    assert column_types_from_meta(None) is None
+    out = check_shapes([("h1", shape()), ("h2", shape(("id", "a"), all_columns=False))], {}, {"h1": COLS})
+    assert [h for h, _ in out] == ["h1", "h2"]  # table missing from the catalog: both dropped
+
+
+def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute('CREATE TABLE "T x" (id int PRIMARY KEY, v varchar(12), gone text)')
+        conn.execute('ALTER TABLE "T x" DROP COLUMN gone')
+        conn.execute("CREATE TABLE nocols ()")
+        rows = conn.execute(
+            "SELECT '\"T x\"'::regclass::oid::bigint, 'nocols'::regclass::oid::bigint"
+        ).fetchone()
+    assert rows is not None
+    oid, empty = rows
+    catalog = SchemaCatalog(db_dsn)
+    try:
+        tables = catalog.tables([oid, empty, 1])
+    finally:
+        catalog.close()
+    assert tables[oid] == CatalogTable(oid, "public", "T x", (("id", INT, -1), ("v", 1043, 16)))
+    assert tables[empty].columns == ()
+    assert 1 not in tables
