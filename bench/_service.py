@@ -2,31 +2,26 @@
 
 ``temp_cluster()`` starts a private PG15 (fsync off: we measure our engine, not the disk), ``start_engine``
 runs :class:`sync.engine.Engine` in this process (plain threads unless the caller patched gevent), and
-``ServiceProcess`` runs ``python -m sync.cli serve`` (gunicorn + one gevent worker) in a subprocess, the same
-way the end-to-end tests do (copied here: benchmarks do not import test code).
+``ServiceProcess`` runs ``python -m sync.cli serve`` (gunicorn + one gevent worker) in a subprocess through
+:mod:`sync.devserver`, exactly as the end-to-end tests do.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from sync.postgres.cluster import LocalCluster, free_port
+from sync import devserver
+from sync.postgres.cluster import LocalCluster
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = devserver.ROOT
 
 
 def raise_nofile(want: int = 200_000) -> int:
@@ -91,104 +86,17 @@ def start_engine(dsn: str, storage_dir: str, stream_id: str = "bench", **section
     return engine
 
 
-class ServiceProcess:
-    """``python -m sync.cli serve`` in a subprocess against ``dsn``, on a free port."""
+class ServiceProcess(devserver.ServiceProcess):
+    """The real service as the end-to-end tests run it, with a benchmark's stream id, quieter logs and a
+    raised open-files limit (every shape holds a few descriptors)."""
 
     def __init__(self, dsn: str, workdir: Path, extra: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.config = workdir / "shapesync.toml"
-        self.log = workdir / "service.log"
-        sections: dict[str, dict[str, Any]] = {
-            "database": {"url": dsn},
-            "http": {"port": self.port, "graceful_timeout_s": 5},
-            "storage": {"dir": str(workdir / "storage")},
-            "replication": {"stream_id": "bench"},
-            "logging": {"level": "WARNING"},
-        }
-        for name, values in (extra or {}).items():
-            sections.setdefault(name, {}).update(values)
-        self.config.write_text(
-            "\n".join(
-                f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
-                for name, values in sections.items()
-            )
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(dsn, workdir, extra, stream_id="bench", log_level="WARNING")
 
     def start(self) -> ServiceProcess:
         raise_nofile()
-        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SHAPESYNC_CONFIG"}}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sync.cli", "serve", "--config", str(self.config)],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        super().start()
         return self
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def get(self, path: str, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
-        req = urllib.request.Request(self.url + path)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, dict(resp.headers.items()), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers.items()), err.read()
-
-    def wait_healthy(self, deadline_s: float = 90.0) -> None:
-        deadline = time.monotonic() + deadline_s
-        last: object = None
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.output()[-5000:]}")
-            try:
-                code, _, body = self.get("/v1/health", timeout=2)
-                last = (code, body)
-                if json.loads(body).get("status") == "active":
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as exc:
-                last = exc
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"service not active after {deadline_s}s (last: {last!r}):\n{self.output()[-5000:]}"
-        )
-
-    def worker_pid(self) -> int | None:
-        """The gunicorn worker's pid (the only child of the master)."""
-        assert self.proc is not None
-        with contextlib.suppress(OSError):
-            # sync.cli -> gunicorn master -> worker
-            for pid in _children(self.proc.pid):
-                for worker in _children(pid):
-                    return worker
-        return None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-
-def _children(pid: int) -> list[int]:
-    path = f"/proc/{pid}/task/{pid}/children"
-    with open(path) as f:
-        return [int(p) for p in f.read().split()]
 
 
 def proc_rss(pid: int) -> int:
