@@ -70,9 +70,17 @@ class _ShapeSubtree(Supervisor):
 
 
 class _Cell:
-    __slots__ = ("consumer",)
+    """Starts one incarnation of a shape's two actors and wires the storage's reports to the consumer.
 
-    def __init__(self) -> None:
+    Slotted objects and bound methods instead of nested closures: one set of these lives per shape.
+    """
+
+    __slots__ = ("consumer", "start_consumer", "start_storage", "storage")
+
+    def __init__(self, start_storage: StartStorage, start_consumer: StartConsumer) -> None:
+        self.start_storage = start_storage
+        self.start_consumer = start_consumer
+        self.storage: pykka.ActorRef[Any] | None = None
         self.consumer: pykka.ActorRef[Any] | None = None
 
     def durable(self, offset: LogOffset) -> None:
@@ -82,6 +90,39 @@ class _Cell:
                 ref.tell(StorageDurable(offset))
             except pykka.ActorDeadError:
                 return
+
+    def storage_actor(self) -> pykka.ActorRef[Any]:
+        self.storage = self.start_storage(self.durable)
+        return self.storage
+
+    def consumer_actor(self) -> pykka.ActorRef[Any]:
+        assert self.storage is not None, "the storage child starts first"
+        self.consumer = self.start_consumer(self.storage)
+        return self.consumer
+
+
+class _SubtreeStart:
+    """The ``start`` of one shape's ChildSpec: a fresh _Cell and the one_for_all subtree."""
+
+    __slots__ = ("handle", "shutdown", "start_consumer", "start_storage")
+
+    def __init__(
+        self, handle: str, start_storage: StartStorage, start_consumer: StartConsumer, shutdown: float
+    ) -> None:
+        self.handle = handle
+        self.start_storage = start_storage
+        self.start_consumer = start_consumer
+        self.shutdown = shutdown
+
+    def __call__(self) -> pykka.ActorRef[Any]:
+        cell = _Cell(self.start_storage, self.start_consumer)
+        half = self.shutdown / 2
+        children = [
+            ChildSpec("storage", cell.storage_actor, shutdown=half),
+            ChildSpec("consumer", cell.consumer_actor, shutdown=half),
+        ]
+        name = f"shape:{self.handle}"
+        return _ShapeSubtree.start(children, strategy=ONE_FOR_ALL, max_restarts=0, name=name)
 
 
 def shape_spec(
@@ -96,27 +137,7 @@ def shape_spec(
     ``start_storage(on_durable)`` starts the shape's StorageActor reporting to ``on_durable``;
     ``start_consumer(storage_ref)`` starts its Consumer.
     """
-
-    def start() -> pykka.ActorRef[Any]:
-        cell = _Cell()
-        holder: dict[str, pykka.ActorRef[Any]] = {}
-
-        def storage() -> pykka.ActorRef[Any]:
-            ref = start_storage(cell.durable)
-            holder["storage"] = ref
-            return ref
-
-        def consumer() -> pykka.ActorRef[Any]:
-            ref = start_consumer(holder["storage"])
-            cell.consumer = ref
-            return ref
-
-        children = [
-            ChildSpec("storage", storage, shutdown=shutdown / 2),
-            ChildSpec("consumer", consumer, shutdown=shutdown / 2),
-        ]
-        return _ShapeSubtree.start(children, strategy=ONE_FOR_ALL, max_restarts=0, name=f"shape:{handle}")
-
+    start = _SubtreeStart(handle, start_storage, start_consumer, shutdown)
     return ChildSpec(handle, start, restart=Restart.TEMPORARY, shutdown=shutdown, kind="supervisor")
 
 
@@ -138,6 +159,63 @@ class ShapeWiring:
     ticker: FlushTicker | None = None  # the stack's shared flush timer (None: one per storage actor)
 
 
+class _Actors:
+    """How to start one shape's StorageActor and Consumer (bound methods of this slotted object)."""
+
+    __slots__ = ("compiled", "consumer", "definition", "handle", "stored", "wiring", "writer")
+
+    def __init__(
+        self,
+        wiring: ShapeWiring,
+        handle: str,
+        definition: ShapeDefinition,
+        compiled: CompiledShape,
+        writer: ShapeLogWriter,
+        *,
+        stored: StoredShape | None,
+    ) -> None:
+        self.wiring = wiring
+        self.handle = handle
+        self.definition = definition
+        self.compiled = compiled
+        self.writer = writer
+        self.stored = stored
+        self.consumer: pykka.ActorRef[Any] | None = None
+
+    def start_storage(self, on_durable: Callable[[LogOffset], None]) -> pykka.ActorRef[Any]:
+        w = self.wiring
+        return StorageActor.start(
+            self.writer,
+            w.storage,
+            on_durable=on_durable,
+            flush_bytes=w.flush_bytes,
+            flush_interval=w.flush_interval,
+            ticker=w.ticker,
+        )
+
+    def start_consumer(self, storage: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+        w, compiled = self.wiring, self.compiled
+        ref = Consumer.start(
+            self.handle,
+            self.definition,
+            storage=storage,
+            collector=w.collector,
+            start_snapshot=w.start_snapshot,
+            on_invalidate=w.on_invalidate,
+            stored=self.stored,
+            record_snapshot=w.record_snapshot,
+            routing_clause=compiled.routing_clause,
+            predicate=compiled.predicate,
+            where_sql=compiled.where_sql,
+            where_params=compiled.where_params,
+            max_held=w.max_held,
+            max_held_changes=w.max_held_changes,
+            ask_timeout=w.ask_timeout,
+        )
+        self.consumer = ref
+        return ref
+
+
 def start_shape(
     wiring: ShapeWiring,
     handle: str,
@@ -152,48 +230,16 @@ def start_shape(
     Safe to call from any thread.  Raises (``StartError``, ``pykka.Timeout``) if the subtree does not start;
     ``writer`` is then released.
     """
-    w = wiring
-    consumer_ref: list[pykka.ActorRef[Any]] = []
-
-    def start_storage(on_durable: Callable[[LogOffset], None]) -> pykka.ActorRef[Any]:
-        return StorageActor.start(
-            writer,
-            w.storage,
-            on_durable=on_durable,
-            flush_bytes=w.flush_bytes,
-            flush_interval=w.flush_interval,
-            ticker=w.ticker,
-        )
-
-    def start_consumer(storage: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
-        ref = Consumer.start(
-            handle,
-            definition,
-            storage=storage,
-            collector=w.collector,
-            start_snapshot=w.start_snapshot,
-            on_invalidate=w.on_invalidate,
-            stored=stored,
-            record_snapshot=w.record_snapshot,
-            routing_clause=compiled.routing_clause,
-            predicate=compiled.predicate,
-            where_sql=compiled.where_sql,
-            where_params=compiled.where_params,
-            max_held=w.max_held,
-            max_held_changes=w.max_held_changes,
-            ask_timeout=w.ask_timeout,
-        )
-        consumer_ref.append(ref)
-        return ref
-
+    actors = _Actors(wiring, handle, definition, compiled, writer, stored=stored)
     reader = writer.reader()
-    spec = shape_spec(handle, start_storage=start_storage, start_consumer=start_consumer)
+    spec = shape_spec(handle, start_storage=actors.start_storage, start_consumer=actors.start_consumer)
     try:
-        subtree = start_child(w.shape_supervisor, spec, timeout=w.ask_timeout)
+        subtree = start_child(wiring.shape_supervisor, spec, timeout=wiring.ask_timeout)
     except BaseException:
         writer.abort()  # no storage actor owns it
         raise
-    return LiveShape(handle, definition, reader, consumer_ref[0]), subtree
+    assert actors.consumer is not None
+    return LiveShape(handle, definition, reader, actors.consumer), subtree
 
 
 def build_shape(
