@@ -13,8 +13,13 @@ the metrics listener starts and stops with the engine.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
+
+# gevent keeps a parent/spawn tree per greenlet unless told not to; we never read it, and every actor is a
+# greenlet (~2 KB each, per shape).  Must be set before gevent is imported.
+os.environ.setdefault("GEVENT_TRACK_GREENLET_TREE", "false")
 
 from gunicorn.workers.ggevent import GeventWorker
 
