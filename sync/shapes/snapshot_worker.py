@@ -9,8 +9,9 @@ Sequence (architecture §3, hard spot 3): ask the consumer to register with the 
 busy workers hold nothing and pin no acknowledgement), then ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
 ONLY``, the display settings (so values are byte-identical to what replication sends),
 ``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it may now filter the
-transactions it holds), then the rows through a server-side cursor, ``fetch_rows`` at a time, each batch
-encoded and appended to storage, then ``snapshot-end``.  The table is never held in memory.
+transactions it holds), then the rows as finished log items streamed by one ``COPY (SELECT …) TO STDOUT``
+(:mod:`sync.shapes.snapshot_copy`), ``fetch_rows`` at a time appended to storage, one batch in the storage
+actor while the next streams in, then ``snapshot-end``.  The table is never held in memory.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from sync.shapes.snapshot import (
     SNAPSHOT_INFO_QUERY,
     display_settings_sql,
     parse_lsn,
-    raw_text_cursor,
-    snapshot_batches,
-    snapshot_query,
 )
+from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.shapes.xid import PgSnapshot
 from sync.storage.storage_actor import AppendSnapshot, CompleteSnapshot
 
@@ -110,7 +109,7 @@ def connect_snapshot(dsn: str, connect_timeout: float = 10.0) -> psycopg.Connect
 
 
 def run_snapshot(
-    conn: psycopg.Connection[Any], request: SnapshotRequest, *, fetch_rows: int = 1000, timeout: float = 60.0
+    conn: psycopg.Connection[Any], request: SnapshotRequest, *, fetch_rows: int = 5000, timeout: float = 60.0
 ) -> int:
     """Take the snapshot of ``request`` on ``conn``; returns the row count.
 
@@ -131,13 +130,20 @@ def run_snapshot(
         if request.record_mark is not None:
             request.record_mark(request.handle, wal_lsn)
         request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))
-        query = snapshot_query(request.definition, request.where_sql)
-        with raw_text_cursor(conn, name="shapesync_snapshot") as cur:
-            cur.execute(query, tuple(request.where_params))  # always a tuple: see snapshot_query
-            for batch in snapshot_batches(cur, encoder, fetch_rows):
-                storage.ask(AppendSnapshot(tuple(batch)), timeout=timeout)
+        definition = request.definition
+        statement = snapshot_copy_statement(conn, definition, request.where_sql, request.where_params)
+        builder = CopyItemBuilder(definition, encoder, conn.info.encoding)
+        pending: pykka.Future[Any] | None = None  # one batch in storage while the next streams in
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for batch in copy_items(copy, builder, fetch_rows):
+                if pending is not None:
+                    pending.get(timeout=timeout)
+                    request.consumer.tell(SnapshotProgress(count))
+                pending = storage.ask(AppendSnapshot(tuple(batch)), block=False)
                 count += len(batch)
-                request.consumer.tell(SnapshotProgress(count))
+        if pending is not None:
+            pending.get(timeout=timeout)
+            request.consumer.tell(SnapshotProgress(count))
         storage.ask(
             CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
         )
@@ -154,7 +160,7 @@ def take_snapshot(
     conn: psycopg.Connection[Any] | None,
     request: SnapshotRequest,
     *,
-    fetch_rows: int = 1000,
+    fetch_rows: int = 5000,
     timeout: float = 60.0,
 ) -> psycopg.Connection[Any] | None:
     """A worker's whole job: (re)connect if needed, run the snapshot, report a failure to the consumer.
