@@ -19,8 +19,7 @@ evicts the least recently used one the same way.
 
 Creation runs outside the cache's inbox (``CreateShape``, through :func:`get_or_create_shape`): the cache
 reserves the definition, a worker does the slow part (catalog, publication, log files, subtree start), and
-every request for that definition gets the same result; many shapes are thus created at once.  The older
-``GetOrCreateShape`` does the same work inside the handler (one creation at a time).
+every request for that definition gets the same result; many shapes are thus created at once.
 
 The ShapeSupervisor must be started before the cache (the cache starts shape subtrees from ``on_start``).
 """
@@ -66,7 +65,6 @@ __all__ = [
     "CacheSettings",
     "CreateShape",
     "DeleteShape",
-    "GetOrCreateShape",
     "GetShape",
     "InvalidateShape",
     "ListShapes",
@@ -85,16 +83,9 @@ Unpublish = Callable[[ShapeDefinition, str], None]
 
 
 @dataclass(frozen=True, slots=True)
-class GetOrCreateShape:
-    """ask -> ShapeResult: the live shape for ``definition``, created (snapshot started) if there is none."""
-
-    definition: ShapeDefinition
-
-
-@dataclass(frozen=True, slots=True)
 class CreateShape:
-    """ask -> ShapeResult | pykka.Future[ShapeResult]: like GetOrCreateShape, but a new shape is built
-    outside the cache's inbox and the reply is a future of its result (use :func:`get_or_create_shape`)."""
+    """ask -> ShapeResult | pykka.Future[ShapeResult]: the live shape for ``definition``, or a future of the
+    result of building it (snapshot started) outside the cache's inbox; use :func:`get_or_create_shape`."""
 
     definition: ShapeDefinition
 
@@ -175,10 +166,10 @@ class ShapeCache(SupervisedActor):
     Owns:       the live shapes (with the ShapeDirectory it publishes), the shapes being built, the
                 HandleClock, the SnapshotMarks journal, a monitor per shape subtree, the stack's
                 FlushTicker (one flush timer shared by every shape's StorageActor).
-    Receives:   CreateShape (ask) -> ShapeResult | Future[ShapeResult]; GetOrCreateShape (ask) -> ShapeResult;
-                GetShape (ask) -> LiveShape | None; DeleteShape (ask) -> bool; InvalidateShape (tell/ask) ->
-                bool; RelationChanged, SlotRecreated (tell, from the collector's callbacks); ListShapes (ask)
-                -> list[LiveShape]; _Built (tell, from its creation workers).
+    Receives:   CreateShape (ask) -> ShapeResult | Future[ShapeResult]; GetShape (ask) -> LiveShape | None;
+                DeleteShape (ask) -> bool; InvalidateShape (tell/ask) -> bool; RelationChanged, SlotRecreated
+                (tell, from the collector's callbacks); ListShapes (ask) -> list[LiveShape]; CheckSchemas
+                (tell); _Built (tell, from its creation workers).
     Sends:      ``publish``/``unpublish`` (the PublicationManager); start_child / terminate_child to the
                 ShapeSupervisor; RotateShape (ask) to consumers; StartSnapshot (tell, via consumers) to the
                 SnapshotPool.
@@ -265,8 +256,6 @@ class ShapeCache(SupervisedActor):
                 return self._create_async(definition)
             case _Built(definition, handle, outcome):
                 self._built(definition, handle, outcome)
-            case GetOrCreateShape(definition):
-                return self._get_or_create(definition)
             case GetShape(handle):
                 return self.directory.get(handle)
             case DeleteShape(handle, reason):
@@ -303,20 +292,6 @@ class ShapeCache(SupervisedActor):
             victim = self.directory.least_recently_used()
             if victim is None or not self._remove(victim, "evicted (least recently used)"):
                 break
-
-    def _get_or_create(self, definition: ShapeDefinition) -> ShapeResult:
-        existing = self._existing(definition)
-        if existing is not None:
-            return ShapeResult(existing)
-        if definition in self._pending:
-            return ShapeResult(None, error="the shape is being created, retry")
-        self._make_room()
-        handle = self._clock.new_handle(definition)
-        outcome = self._build(handle, definition)
-        if isinstance(outcome, str):
-            self._types.pop(handle, None)
-            return ShapeResult(None, error=outcome)
-        return ShapeResult(self._adopt(*outcome), created=True)
 
     def _create_async(self, definition: ShapeDefinition) -> ShapeResult | pykka.ThreadingFuture[ShapeResult]:
         existing = self._existing(definition)

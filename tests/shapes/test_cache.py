@@ -24,7 +24,6 @@ from sync.shapes.cache import (
     CacheSettings,
     CreateShape,
     DeleteShape,
-    GetOrCreateShape,
     InvalidateShape,
     ShapeCache,
     ShapeResult,
@@ -86,9 +85,7 @@ class CacheHarness(Harness):
         self.publications.stop(timeout=10)
 
     def create(self, definition: ShapeDefinition) -> ShapeResult:
-        result = self.cache.ask(GetOrCreateShape(definition), timeout=30)
-        assert isinstance(result, ShapeResult)
-        return result
+        return get_or_create_shape(self.cache, definition, timeout=30)
 
     def live(self, definition: ShapeDefinition) -> LiveShape:
         result = self.create(definition)
