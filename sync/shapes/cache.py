@@ -30,7 +30,6 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import pykka
@@ -38,28 +37,25 @@ import pykka
 from supervisors import Down, Monitor, SupervisedActor, describe_reason, monitor, terminate_child
 from sync import runtime
 from sync.replication.changes import RelationChanged, SlotRecreated
-from sync.shapes.consumer import RotateShape, StoredShape
+from sync.shapes.consumer import RotateShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, relation_change_reason
 from sync.shapes.schema_check import (
-    CatalogTable,
     ColumnTypes,
     SchemaCatalog,
-    catalog_reason,
     column_types_from_meta,
 )
 from sync.shapes.schema_checker import SchemaChecker
 from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
-from sync.shapes.snapshot_marks import SnapshotMarks
+from sync.shapes.snapshot_marks import SnapshotMarks, marks_path
 from sync.shapes.snapshot_pool import StartSnapshot
 from sync.shapes.snapshot_worker import SnapshotRequest
-from sync.shapes.xid import PgSnapshot
+from sync.shapes.stored import changed_while_down, stored_shape
 from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import Tick
 from sync.storage.ticker import FlushTicker
-from sync.storage.writer import ShapeLogWriter
 
 __all__ = [
     "CacheSettings",
@@ -203,7 +199,7 @@ class ShapeCache(SupervisedActor):
         self.directory = directory if directory is not None else ShapeDirectory()
         self._settings = settings or CacheSettings()
         self._clock = HandleClock()
-        self._marks = marks if marks is not None else SnapshotMarks(_marks_path(storage))
+        self._marks = marks if marks is not None else SnapshotMarks(marks_path(storage))
         self._monitors: dict[str, Monitor] = {}
         self._pending: dict[ShapeDefinition, _Pending] = {}
         self._doomed: dict[str, str] = {}  # handles invalidated while still being built
@@ -398,9 +394,9 @@ class ShapeCache(SupervisedActor):
                 stored_definition = cast("dict[str, Any]", writer.metadata["definition"])
                 definition = ShapeDefinition.from_dict(stored_definition)
                 compiled = self._compile(definition)
-                stored = _stored(writer, self._marks.get(handle))
+                stored = stored_shape(writer, self._marks.get(handle))
                 types = column_types_from_meta(stored_definition.get("column_types"))
-                changed = _changed_while_down(definition, compiled, types)
+                changed = changed_while_down(definition, compiled, types)
                 if changed is not None:
                     raise ShapeMustBeRecreated(changed)
             except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
@@ -476,34 +472,6 @@ class ShapeCache(SupervisedActor):
             reason = relation_change_reason(d, rel, event.previous)
             if reason is not None:
                 self._remove(handle, reason)
-
-
-def _changed_while_down(
-    definition: ShapeDefinition, compiled: CompiledShape, stored: ColumnTypes | None
-) -> str | None:
-    """Why a reloaded shape no longer fits its table (compiled against the catalog of now), else None."""
-    if not compiled.column_types:
-        return None  # the compiler gave no types (tests): nothing to compare
-    now = CatalogTable(definition.relation_oid, definition.schema, definition.table, compiled.column_types)
-    return catalog_reason(definition, now, stored)
-
-
-def _stored(writer: ShapeLogWriter, wal_lsn: int | None) -> StoredShape:
-    meta = writer.metadata
-    xmin, xmax, xip = meta.get("xmin"), meta.get("xmax"), meta.get("xip_list")
-    if not isinstance(xmin, int) or not isinstance(xmax, int) or not isinstance(xip, list):
-        raise ShapeMustBeRecreated("snapshot visibility missing from metadata")
-    if wal_lsn is None:
-        raise ShapeMustBeRecreated("no snapshot mark (WAL position) recorded")
-    last = writer.last_offset
-    snapshot = PgSnapshot(xmin, xmax, frozenset(int(x) for x in xip))
-    return StoredShape(snapshot, wal_lsn, last.tx if last else 0)
-
-
-def _marks_path(storage: Storage) -> Path | None:
-    """Next to the shape logs of a FileStorage (``<root>/<stack>/snapshot_marks``); None in memory."""
-    shapes_dir = getattr(storage, "shapes_dir", None)
-    return Path(shapes_dir).parent / "snapshot_marks" if shapes_dir is not None else None
 
 
 def get_or_create_shape(

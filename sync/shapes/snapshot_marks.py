@@ -24,7 +24,7 @@ import msgpack
 
 from sync import runtime
 
-__all__ = ["SnapshotMarks"]
+__all__ = ["SnapshotMarks", "marks_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +120,9 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def marks_path(storage: object) -> Path | None:
+    """Next to the shape logs of a FileStorage (``<root>/<stack>/snapshot_marks``); None in memory."""
+    shapes_dir = getattr(storage, "shapes_dir", None)
+    return Path(shapes_dir).parent / "snapshot_marks" if shapes_dir is not None else None
