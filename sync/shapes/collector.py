@@ -115,6 +115,56 @@ class _Route:
     handle: str
     table: TableKey
     consumer: pykka.ActorRef[Any]
+    columns: frozenset[str] | None  # the columns the shape's WHERE reads; None without a WHERE
+
+
+@dataclass(slots=True)
+class _TableRouting:
+    """What routing a change of one table needs: its shapes and the columns their clauses read.
+
+    With no clause on the table every change reaches every shape, and no row is turned into a mapping.
+    Otherwise only the columns some clause reads are (``RoutingIndex.affected`` needs no others).
+    """
+
+    shapes: set[str] = field(default_factory=set)
+    filtered: int = 0  # shapes with a WHERE clause
+    column_refs: dict[str, int] = field(default_factory=dict)  # column -> clauses reading it
+    # (relation, positions of the read columns in it), rebuilt when the relation or the column set changes
+    layout: tuple[Relation, tuple[tuple[str, int], ...]] | None = None
+
+    def add(self, columns: frozenset[str] | None) -> None:
+        if columns is None:
+            return
+        self.filtered += 1
+        for c in columns:
+            n = self.column_refs.get(c, 0)
+            self.column_refs[c] = n + 1
+            if not n:
+                self.layout = None
+
+    def discard(self, columns: frozenset[str] | None) -> None:
+        if columns is None:
+            return
+        self.filtered -= 1
+        for c in columns:
+            n = self.column_refs[c] - 1
+            if n:
+                self.column_refs[c] = n
+            else:
+                del self.column_refs[c]
+                self.layout = None
+
+    def positions(self, relation: Relation) -> tuple[tuple[str, int], ...]:
+        layout = self.layout
+        if layout is not None and layout[0] is relation:
+            return layout[1]
+        idx = relation.column_index
+        if _ALL_COLUMNS.isdisjoint(self.column_refs):
+            pos = tuple((c, idx[c]) for c in sorted(self.column_refs) if c in idx)
+        else:
+            pos = tuple((c.name, i) for i, c in enumerate(relation.columns))
+        self.layout = (relation, pos)
+        return pos
 
 
 @dataclass(slots=True)
@@ -123,17 +173,31 @@ class _OpenTxn:
     touched: set[str] = field(default_factory=set)
 
 
-def _text_row(relation: Relation, row: Row, fallback: Row | None = None) -> dict[str, str | None]:
-    """A row as ``{column: text}``; unchanged TOAST values come from ``fallback`` (the old image)."""
+def _text_row(
+    positions: tuple[tuple[str, int], ...], row: Row, fallback: Row | None = None
+) -> dict[str, str | None]:
+    """The columns at ``positions`` of a row as ``{column: text}``; unchanged TOAST values come from
+    ``fallback`` (the old image)."""
     out: dict[str, str | None] = {}
-    for i, col in enumerate(relation.columns):
+    for name, i in positions:
         v = row[i]
         if v is UNCHANGED_TOAST:
             w = fallback[i] if fallback is not None else None
-            out[col.name] = None if w is UNCHANGED_TOAST else w
+            out[name] = None if w is UNCHANGED_TOAST else w
         else:
-            out[col.name] = v
+            out[name] = v
     return out
+
+
+def _clause_columns(clause: Any) -> frozenset[str] | None:
+    """The columns a compiled clause reads (every column when it does not say); None without a clause."""
+    if clause is None:
+        return None
+    columns = getattr(clause, "columns", None)
+    return frozenset(columns) if columns is not None else _ALL_COLUMNS
+
+
+_ALL_COLUMNS: frozenset[str] = frozenset({"*"})  # marker: the clause's columns are unknown
 
 
 def _queue_length(ref: pykka.ActorRef[Any]) -> int:
@@ -171,7 +235,7 @@ class ShapeLogCollector(SupervisedActor):
         super().__init__()
         self._index = index
         self._routes: dict[str, _Route] = {}
-        self._by_table: dict[TableKey, set[str]] = {}
+        self._by_table: dict[TableKey, _TableRouting] = {}
         self._tracker = FlushTracker(acked_lsn)
         self._on_ack = on_ack
         self._on_overloaded = on_overloaded
@@ -213,8 +277,13 @@ class ShapeLogCollector(SupervisedActor):
     def _register(self, handle: str, table: TableKey, clause: Any, consumer: pykka.ActorRef[Any]) -> None:
         if handle in self._routes:
             self._unregister(handle)
-        self._routes[handle] = _Route(handle, table, consumer)
-        self._by_table.setdefault(table, set()).add(handle)
+        columns = _clause_columns(clause)
+        self._routes[handle] = _Route(handle, table, consumer, columns)
+        routing = self._by_table.get(table)
+        if routing is None:
+            routing = self._by_table[table] = _TableRouting()
+        routing.shapes.add(handle)
+        routing.add(columns)
         self._index.add(handle, table, clause)
 
     def _unregister(self, handle: str) -> None:
@@ -222,10 +291,11 @@ class ShapeLogCollector(SupervisedActor):
         if route is None:
             return
         self._index.remove(handle)
-        shapes = self._by_table.get(route.table)
-        if shapes is not None:
-            shapes.discard(handle)
-            if not shapes:
+        routing = self._by_table.get(route.table)
+        if routing is not None:
+            routing.shapes.discard(handle)
+            routing.discard(route.columns)
+            if not routing.shapes:
                 del self._by_table[route.table]
         if self._open is not None:
             self._open.touched.discard(handle)
@@ -280,19 +350,25 @@ class ShapeLogCollector(SupervisedActor):
         if isinstance(change, Truncate):
             out: set[str] = set()
             for rel in change.relations:
-                out |= self._by_table.get((rel.schema, rel.name), set())
+                routing = self._by_table.get((rel.schema, rel.name))
+                if routing is not None:
+                    out |= routing.shapes
             return out
         rel = change.relation
         key = (rel.schema, rel.name)
-        if key not in self._by_table:
+        routing = self._by_table.get(key)
+        if routing is None:
             return set()
+        if not routing.filtered:
+            return routing.shapes  # no WHERE on this table: every change reaches every shape
+        pos = routing.positions(rel)
         if isinstance(change, Insert):
-            return self._index.affected(key, _text_row(rel, change.new), None)
+            return self._index.affected(key, _text_row(pos, change.new), None)
         if isinstance(change, Update):
-            old = _text_row(rel, change.old) if change.old is not None else None
-            return self._index.affected(key, _text_row(rel, change.new, change.old), old)
+            old = _text_row(pos, change.old) if change.old is not None else None
+            return self._index.affected(key, _text_row(pos, change.new, change.old), old)
         if isinstance(change, Delete):
-            return self._index.affected(key, None, _text_row(rel, change.old))
+            return self._index.affected(key, None, _text_row(pos, change.old))
         return set()  # pragma: no cover - Change is a closed union
 
     def _report(self, acked: int) -> None:

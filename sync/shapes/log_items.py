@@ -170,7 +170,11 @@ _NONE_UNRESOLVED: set[int] = set()  # shared, never mutated
 _CLOSE = b"}}"
 _CLOSE_LAST = b',"last":true}}'
 _Encoded = tuple[LogOffset, str, Operation, bytes, bytes]  # offset, key, operation, value part, extra
-_PendingItem = tuple[LogOffset, str, Operation, bytes]  # the item without its closing ``}}``
+# LogOffset built on the hot path without its frozen dataclass __init__ (one object.__setattr__ per field);
+# the object is identical (same class and fields, still immutable through normal assignment).
+_new_offset = object.__new__
+_set_tx = vars(LogOffset)["tx"].__set__
+_set_op = vars(LogOffset)["op"].__set__
 
 
 class ShapeLogEncoder:
@@ -193,7 +197,7 @@ class ShapeLogEncoder:
         self._sel_pos = {c: i for i, c in enumerate(definition.columns)}
         self._snapshot_key = tuple(self._sel_pos[c] for c in definition.key_columns)
         self._layout: _Layout | None = None
-        self._pending: _PendingItem | None = None
+        self._pending: LogItem | None = None  # held back: is it the last of its transaction?
 
     # -- snapshot -------------------------------------------------------------------------------------------
 
@@ -208,9 +212,12 @@ class ShapeLogEncoder:
     # -- replication ----------------------------------------------------------------------------------------
 
     def encode_fragment(self, fragment: TransactionFragment) -> list[LogItem]:
+        # Items are built whole (closing ``}}`` included); only the transaction's last one is rebuilt with
+        # ``"last":true``, once per transaction instead of one concatenation per item.
         out: list[LogItem] = []
         append = out.append
         dumps = orjson.dumps
+        join = b"".join
         if fragment.begin:
             self._pending = None
         pending = self._pending
@@ -224,6 +231,7 @@ class ShapeLogEncoder:
         }
         insert_headers = headers["insert"]
         txids = b',"txids":[%d]' % fragment.xid
+        txids_close = txids + _CLOSE
         where = self._where
         lay = self._layout
         for change in fragment.changes:
@@ -238,20 +246,24 @@ class ShapeLogEncoder:
                 if where is not None and not where(dict(zip(lay.names, row, strict=True))):  # type: ignore[arg-type]
                     continue
                 key = lay.key_of(row)
-                body = b"".join(
+                op = change.op
+                body = join(
                     (
                         b'{"key":',
                         dumps(key),
                         b',"value":',
                         dumps(dict(zip(lay.sel_names, lay.project(row), strict=True))),
                         insert_headers,
-                        b"%d" % change.op,
-                        txids,
+                        b"%d" % op,
+                        txids_close,
                     )
                 )
                 if pending is not None:
-                    append(LogItem(pending[0], pending[1], pending[2], pending[3] + _CLOSE))
-                pending = (LogOffset(lsn, change.op), key, "insert", body)
+                    append(pending)
+                offset = _new_offset(LogOffset)
+                _set_tx(offset, lsn)
+                _set_op(offset, op)
+                pending = LogItem(offset, key, "insert", body)
                 continue
             if isinstance(change, Truncate):
                 if any(r.oid == oid for r in change.relations):
@@ -262,14 +274,23 @@ class ShapeLogEncoder:
             if lay is None or lay.relation is not change.relation:
                 lay = self._layout_for(change.relation)
             for offset, key, operation, value, extra in self._encode(lay, change, lsn):
-                body = b"".join(
-                    (b'{"key":', dumps(key), value, headers[operation], b"%d" % offset.op, txids, extra)
+                body = join(
+                    (
+                        b'{"key":',
+                        dumps(key),
+                        value,
+                        headers[operation],
+                        b"%d" % offset.op,
+                        txids,
+                        extra,
+                        _CLOSE,
+                    )
                 )
                 if pending is not None:
-                    append(LogItem(pending[0], pending[1], pending[2], pending[3] + _CLOSE))
-                pending = (offset, key, operation, body)
+                    append(pending)
+                pending = LogItem(offset, key, operation, body)
         if fragment.commit and pending is not None:
-            append(LogItem(pending[0], pending[1], pending[2], pending[3] + _CLOSE_LAST))
+            append(pending._replace(json=pending.json[: -len(_CLOSE)] + _CLOSE_LAST))
             pending = None
         self._pending = pending
         return out

@@ -1,0 +1,157 @@
+"""ShapeLogCollector with the real RoutingIndex: rows are built only as far as the table's clauses need.
+
+A table whose shapes have no WHERE routes every change to every shape without asking the index; otherwise
+the index sees exactly the columns the clauses read (unchanged TOAST values resolved from the old row), and
+that column set follows registrations and unregistrations.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pykka
+import pytest
+
+from supervisors import SupervisedActor
+from sync.replication.changes import (
+    UNCHANGED_TOAST,
+    Column,
+    Delete,
+    Insert,
+    Relation,
+    TransactionFragment,
+    Update,
+)
+from sync.shapes.collector import RegisterShape, ShapeChanges, ShapeLogCollector, UnregisterShape
+from sync.where import RoutingIndex, WhereClause
+from sync.where.clause import compile_for_columns
+
+REL = Relation(
+    7,
+    "public",
+    "items",
+    "f",
+    (Column("id", 20, -1, True), Column("owner", 25, -1, True), Column("doc", 25, -1, True)),
+)
+TYPES = {"id": "int8", "owner": "text", "doc": "text"}
+
+
+def where(text: str) -> WhereClause:
+    return compile_for_columns(text, TYPES, {}, {})
+
+
+class RecordingIndex(RoutingIndex):
+    """The real index, remembering the column names of every row it was asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, ...]] = []
+
+    def affected(
+        self,
+        table_key: Any,
+        new_row: Mapping[str, str | None] | None,
+        old_row: Mapping[str, str | None] | None = None,
+        errors: Any = None,
+    ) -> set[Any]:
+        for row in (new_row, old_row):
+            if row is not None:
+                self.seen.append(tuple(sorted(row)))
+        return super().affected(table_key, new_row, old_row, errors)
+
+
+class Sink(SupervisedActor):
+    def __init__(self, inbox: queue.Queue[Any]) -> None:
+        super().__init__()
+        self.inbox = inbox
+
+    def on_receive(self, message: Any) -> None:
+        self.inbox.put(message)
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.index = RecordingIndex()
+        self.collector = ShapeLogCollector.start(self.index, on_ack=lambda _lsn: None)
+        self.sinks: dict[str, queue.Queue[Any]] = {}
+        self.refs: list[pykka.ActorRef[Any]] = []
+
+    def register(self, name: str, clause: WhereClause | None) -> None:
+        q: queue.Queue[Any] = queue.Queue()
+        ref = Sink.start(q)
+        self.refs.append(ref)
+        self.sinks[name] = q
+        self.collector.ask(RegisterShape(name, ("public", "items"), clause, ref), timeout=5)
+
+    def send(self, lsn: int, *changes: Any) -> None:
+        fragment = TransactionFragment(lsn, lsn, tuple(changes), begin=True, commit=True, end_lsn=lsn + 8)
+        self.collector.ask(fragment, timeout=5)
+
+    def received(self, name: str) -> list[int]:
+        """Ops of the changes ``name`` received so far (the collector has handled every message sent)."""
+        q = self.sinks[name]
+        ops: list[int] = []
+        while True:
+            try:
+                msg: ShapeChanges = q.get(timeout=0.3)
+            except queue.Empty:
+                return ops
+            ops.extend(c.op for c in msg.changes)
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    s = Setup()
+    yield s
+    s.collector.stop()
+    for ref in s.refs:
+        ref.stop()
+
+
+def test_no_where_routes_everything_without_building_rows(setup: Setup) -> None:
+    setup.register("a", None)
+    setup.register("b", None)
+    setup.send(100, Insert(REL, ("1", "x", "d"), 0), Delete(REL, ("1", "x", "d"), "O", 2))
+    assert setup.received("a") == [0, 2]
+    assert setup.received("b") == [0, 2]
+    assert setup.index.seen == []
+
+
+def test_rows_hold_only_the_columns_clauses_read(setup: Setup) -> None:
+    setup.register("all", None)
+    setup.register("alice", where("owner = 'alice'"))
+    setup.send(
+        100,
+        Insert(REL, ("1", "alice", "d"), 0),
+        Insert(REL, ("2", "bob", "d"), 2),
+        # owner unchanged and TOASTed in the new image: resolved from the old row, so still alice's
+        Update(REL, ("1", UNCHANGED_TOAST, "e"), ("1", "alice", "d"), "O", 4),
+        Update(REL, ("2", "alice", "e"), ("2", "bob", "d"), "O", 6),  # moves into alice's shape
+    )
+    assert setup.received("alice") == [0, 4, 6]
+    assert setup.received("all") == [0, 2, 4, 6]
+    assert set(setup.index.seen) == {("owner",)}
+
+
+def test_column_set_follows_registrations(setup: Setup) -> None:
+    setup.register("alice", where("owner = 'alice'"))
+    setup.register("big", where("id > 5"))
+    setup.send(100, Insert(REL, ("9", "bob", "d"), 0))
+    assert setup.received("big") == [0]
+    assert setup.received("alice") == []
+    assert set(setup.index.seen) == {("id", "owner")}
+
+    setup.index.seen.clear()
+    setup.collector.ask(UnregisterShape("big"), timeout=5)
+    setup.send(200, Insert(REL, ("1", "alice", "d"), 0))
+    assert setup.received("alice") == [0]
+    assert set(setup.index.seen) == {("owner",)}
+
+    setup.index.seen.clear()
+    setup.collector.ask(UnregisterShape("alice"), timeout=5)
+    setup.register("any", None)
+    setup.send(300, Insert(REL, ("1", "alice", "d"), 0))
+    assert setup.received("any") == [0]
+    assert setup.index.seen == []
