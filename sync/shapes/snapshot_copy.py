@@ -109,16 +109,19 @@ class CopyItemBuilder:
     def __call__(self, line: bytes) -> tuple[str, bytes]:
         return self.build([line])[0]
 
-    def build(self, lines: list[bytes]) -> list[tuple[str, bytes]]:
-        """The items of consecutive lines; the slow-path tests run once over the whole batch."""
+    def build(self, lines: Sequence[Any]) -> list[tuple[str, bytes]]:
+        """The items of consecutive lines (bytes-like, each ending ``\\n``); the slow-path tests run once
+        over the whole batch, and the lines are split out of it in one C call."""
         blob = b"".join(lines)
+        rows = blob.split(b"\n")
+        rows.pop()  # after the last newline (COPY escapes newlines inside values)
         if (
             self._encoding != "utf-8"
             or _SLOW.search(blob) is not None
             or (b"\\" in blob and blob.count(b"\\") != blob.count(_NULL))
         ):
-            return [self._one(line) for line in lines]
-        return self._fast(lines, _NULL in blob)
+            return [self._one(row) for row in rows]
+        return self._fast(rows, _NULL in blob)
 
     def _one(self, line: bytes) -> tuple[str, bytes]:
         if (
@@ -130,17 +133,18 @@ class CopyItemBuilder:
         return self._fast([line], _NULL in line)[0]
 
     def _fast(self, lines: list[bytes], nulls: bool) -> list[tuple[str, bytes]]:
-        """Lines without anything to escape (COPY's ``\\N`` fields aside)."""
+        """Lines (without their newline) with nothing to escape (COPY's ``\\N`` fields aside)."""
         out: list[tuple[str, bytes]] = []
         append = out.append
         ncols = self._ncols
         key_head = self._key_head
         kjson_head = self._kjson_head
-        tmpl = self._tmpl if nulls else self._quoted
+        tmpl = self._tmpl
+        quoted = self._quoted
         single = self._key_pos[0] if self._single else -1
         key_pos = self._key_pos
         for line in lines:
-            fields = line[:-1].split(b"\t")
+            fields = line.split(b"\t")
             if len(fields) != ncols:
                 raise ValueError(f"COPY line has {len(fields)} fields, expected {ncols}")
             if single >= 0:
@@ -160,15 +164,15 @@ class CopyItemBuilder:
                 ]
                 key = b"/".join([key_head, *kparts])
                 kjson = b"/".join([kjson_head, *(p.replace(b'"', b'\\"') for p in kparts)])
-            if nulls:
+            if nulls and _NULL in line:
                 values = [b"null" if f == _NULL else b'"' + f + b'"' for f in fields]
                 append((key.decode(), tmpl % (kjson, *values)))
             else:
-                append((key.decode(), tmpl % (kjson, *fields)))
+                append((key.decode(), quoted % (kjson, *fields)))
         return out
 
     def _slow(self, line: bytes) -> tuple[str, bytes]:
-        fields = line[:-1].split(b"\t")
+        fields = line.split(b"\t")
         if len(fields) != self._ncols:
             raise ValueError(f"COPY line has {len(fields)} fields, expected {self._ncols}")
         enc = self._encoding
@@ -180,10 +184,10 @@ def copy_items(
     lines: Iterable[Any], builder: CopyItemBuilder, batch_rows: int
 ) -> Iterator[list[tuple[str, bytes]]]:
     """Lists of up to ``batch_rows`` ``(key, json)`` from a running COPY (its rows, each ending ``\\n``)."""
-    batch: list[bytes] = []
+    batch: list[Any] = []  # psycopg's memoryviews, each over its own buffer: joined once per batch
     append = batch.append
     for data in lines:
-        append(bytes(data))
+        append(data)
         if len(batch) >= batch_rows:
             yield builder.build(batch)
             batch = []

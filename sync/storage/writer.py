@@ -191,8 +191,9 @@ class ShapeLogWriter:
             return
         base = seq.pos.items
         n = len(rows)
-        keys = [key.encode() for key, _ in rows]
-        jsons = [j for _, j in rows]
+        str_keys, json_tuple = zip(*rows, strict=True)  # two C-level passes instead of two comprehensions
+        keys = list(map(str.encode, str_keys))
+        jsons = list(json_tuple)
         self._write(
             seq, txs=[0] * n, ops=list(range(base, base + n)), keys=keys, kinds=[_INSERT] * n, jsons=jsons
         )
