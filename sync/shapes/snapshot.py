@@ -10,6 +10,9 @@ on 100k rows of six columns, fetched through a server-side cursor, Python took a
 0.66 s for ``'{"key":' || to_json(...) || ...`` built by the server (6 runs each, noisy shared cores), and
 it keeps the per-row work off the database, which all shapes share.
 
+The snapshot worker itself streams the rows with ``COPY`` (:mod:`sync.shapes.snapshot_copy`, same query,
+same output functions); :func:`snapshot_batches` remains the reference path and serves the subset queries.
+
 The transaction is ``REPEATABLE READ READ ONLY``; :data:`SNAPSHOT_INFO_QUERY` returns the snapshot and the
 WAL position, to be parsed with :meth:`sync.shapes.xid.PgSnapshot.parse` and :func:`parse_lsn`.
 """
