@@ -5,6 +5,8 @@ Why it is thin: parsing lives in ``api/params.py``, header rules in ``api/header
 (409 on an unknown/mismatched handle), wait out an out-of-bounds offset, read the chunk, answer 304 on a
 matching If-None-Match (decided before any wait), hold a live request on a :class:`ChangeWaiter` (a future,
 no actor busy) and stream the body as ``[`` + stored item bytes + control item + ``]`` without decoding.
+Long-polls woken by the same change share one answer (body and headers, ``api/live_memo.py``); each keeps
+its own cursor.
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ from api.errors import (
 )
 from api.headers import (
     SHAPE_PATH,
+    Headers,
     ShapeResponseMeta,
     cache_control_headers,
     if_none_match_matches,
     preflight_headers,
     shape_response_headers,
 )
+from api.live_memo import LiveAnswer, LiveMemo
 from api.middleware import request_query, shape_api_middleware
 from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_shape_request
 from api.sse import sse_events, up_to_date_item
@@ -65,6 +69,7 @@ __all__ = ["ShapeResource", "install_shape_api", "json_array_body"]
 log = logging.getLogger(__name__)
 
 OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
+LIVE_MEMO_TTL = 3.0  # s: outlasts one wake-up's fan-out to thousands of parked requests (api/live_memo.py)
 ROTATION_SETTLE_TRIES = 400  # x 5 ms: how long a rotated handle may still resolve before a handle-less 409
 
 
@@ -133,6 +138,7 @@ class ShapeResource:
         self._monotonic = monotonic
         self._monotonic_ns = monotonic_ns
         self._rand = rand
+        self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, monotonic=monotonic)
 
     @property
     def _engine(self) -> ShapeEngine:
@@ -317,6 +323,10 @@ class ShapeResource:
             if outcome is WaitOutcome.STOPPED:
                 raise StackNotReady("Stack not ready", retry_after=10)
             if outcome is WaitOutcome.NEW_DATA:
+                answer = self._memo.get(handle, request.offset_text, req.method)
+                if answer is not None:  # another request parked here woke first and built it
+                    self._respond_memoized(resp, request, answer)
+                    return
                 fresh = self._engine.read(handle, offset)
                 if fresh.is_empty:
                     wait_from = max(wait_from, fresh.end_offset)
@@ -324,7 +334,9 @@ class ShapeResource:
                 up_to_date = fresh.end_offset >= max(fresh.latest_offset, offset)
                 tail = up_to_date_item(fresh.end_offset.tx) if up_to_date else None
                 meta = replace(meta, offset=fresh.end_offset, up_to_date=up_to_date)
-                self._respond(req, resp, request, meta, fresh.pieces, tail)
+                headers = self._respond(req, resp, request, meta, fresh.pieces, tail)
+                if resp.data is not None:
+                    self._memo.put(handle, request.offset_text, req.method, LiveAnswer.of(resp.data, headers))
                 return
             if self._engine.status() != "active":
                 raise StackNotReady("Stack not ready", retry_after=10)
@@ -374,7 +386,7 @@ class ShapeResource:
         meta: ShapeResponseMeta,
         *,
         status: int,
-    ) -> None:
+    ) -> Headers:
         headers = shape_response_headers(
             meta,
             self._settings,
@@ -385,8 +397,8 @@ class ShapeResource:
             monotonic_ns=self._monotonic_ns(),
             rand=self._rand,
         )
-        for name, value in headers:
-            resp.set_header(name, value)
+        resp.set_headers(headers)
+        return headers
 
     def _respond(  # noqa: PLR0917 - one call shape used throughout this module
         self,
@@ -396,16 +408,26 @@ class ShapeResource:
         meta: ShapeResponseMeta,
         pieces: Iterable[bytes],
         tail: bytes | None,
-    ) -> None:
-        self._apply_headers(req, resp, request, meta, status=200)
+    ) -> Headers:
+        """A 200 with ``[pieces, tail]``: in memory (``resp.data``) up to ``stream_buffer_bytes``, else
+        streamed.  Returns the shape headers it set."""
+        headers = self._apply_headers(req, resp, request, meta, status=200)
         resp.status = 200
         length = _body_length(pieces, tail)
         if length is not None and length <= self._settings.stream_buffer_bytes:
             resp.data = b"".join(json_array_body(pieces, tail, self._settings.stream_buffer_bytes))
-            return
+            return headers
         resp.stream = json_array_body(pieces, tail, self._settings.stream_buffer_bytes)
         if length is not None:
             resp.content_length = length
+        return headers
+
+    def _respond_memoized(self, resp: falcon.Response, request: ShapeRequest, answer: LiveAnswer) -> None:
+        resp.set_headers(
+            answer.headers_for(self._settings, request.cursor, now=self._clock(), rand=self._rand)
+        )
+        resp.status = 200
+        resp.data = answer.body
 
 
 def install_shape_api(
