@@ -6,8 +6,9 @@ raises them belongs here.  Every request calls it from its own greenlet:
 * lookups (handle -> shape, definition -> handle) read the ShapeDirectory the ShapeCache publishes, never
   asking an actor; only creating or deleting a shape asks the cache;
 * reads go straight to the shape's storage reader (lock-free, the writer is never involved);
-* a live wait is a future parked in the shape's consumer (:class:`~sync.shapes.waiters.DataWaiter`), so a
-  waiting request holds no actor busy.
+* a live wait is a membership in one registration parked in the shape's consumer, shared by every request
+  waiting past the same offset (:mod:`sync.shapes.shared_waits`), so a waiting request holds no actor busy
+  and a change wakes them all with one event.
 
 Request definitions are memoised (text -> validated definition) for a short time, so a live request for an
 existing shape costs two dict lookups before its read.
@@ -46,6 +47,7 @@ from sync.shapes.definition import ShapeDefinition as SyncDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
+from sync.shapes.shared_waits import SharedWaiter, SharedWaits
 from sync.shapes.subset import (
     SubsetError,
     SubsetRequest,
@@ -54,7 +56,6 @@ from sync.shapes.subset import (
     validate_subset,
 )
 from sync.shapes.subset_runner import SubsetBusy, SubsetQueryFailed, SubsetRunner
-from sync.shapes.waiters import DataWaiter
 from sync.stack import SHAPE_CACHE
 from sync.storage.errors import ShapeGone as StorageShapeGone
 from sync.where import WhereClause, WhereError, compile_where
@@ -63,15 +64,16 @@ __all__ = ["EngineShapes"]
 
 logger = logging.getLogger(__name__)
 
+JOIN_WINDOW = 1.0  # s: how long a shared live wait accepts new members (sync/shapes/shared_waits.py)
 _OUTCOMES = {"data": WaitOutcome.NEW_DATA, "rotated": WaitOutcome.ROTATED, "stopped": WaitOutcome.STOPPED}
 
 
 class _Waiter:
-    """A :class:`~api.engine_port.ChangeWaiter` over a DataWaiter."""
+    """A :class:`~api.engine_port.ChangeWaiter` over a SharedWaiter."""
 
     __slots__ = ("_waiter",)
 
-    def __init__(self, waiter: DataWaiter) -> None:
+    def __init__(self, waiter: SharedWaiter) -> None:
         self._waiter = waiter
 
     def wait(self, timeout: float) -> WaitOutcome:
@@ -103,7 +105,10 @@ class EngineShapes:
         self._memo_size = memo_size
         self._memo_ttl = memo_ttl
         self._snapshot_wait = snapshot_wait
-        self._wait_budget = engine.settings.http.long_poll_timeout_ms / 1000 + 5
+        # A request waits at most max(long_poll_timeout, 5 s) (read() waits out a snapshot in 5 s steps): a
+        # group joined up to JOIN_WINDOW after its registration still outlives every member's wait.
+        budget = max(engine.settings.http.long_poll_timeout_ms / 1000, 5.0) + JOIN_WINDOW + 1
+        self._waits = SharedWaits(budget=budget, join_window=JOIN_WINDOW)
         self._wheres: OrderedDict[str, WhereClause] = OrderedDict()
         db = engine.settings.database
         self._subsets = SubsetRunner(
@@ -244,7 +249,7 @@ class EngineShapes:
     def wait_for_change(self, handle: str, offset: LogOffset) -> _Waiter:
         shape = self._shape(handle)
         try:
-            return _Waiter(DataWaiter(shape.consumer, offset, self._wait_budget))
+            return _Waiter(self._waits.join(shape.consumer, offset))
         except pykka.ActorDeadError:
             raise ShapeGone(handle) from None
 

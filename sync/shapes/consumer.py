@@ -47,7 +47,7 @@ from sync.shapes.snapshot_worker import (
     SnapshotRequest,
     SnapshotStarted,
 )
-from sync.shapes.waiters import AwaitData, CancelWait, WaiterList, WaitResult
+from sync.shapes.waiters import AwaitData, CancelWait, Waiter, WaiterList, WaitResult
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
 from sync.storage.errors import ShapeGone
 from sync.storage.inbox import LightInbox
@@ -314,7 +314,7 @@ class Consumer(SupervisedActor):
             return LogOffset.BEFORE_ALL
         return LogOffset.snapshot_chunk(chunks - 1) if chunks else LogOffset.BEFORE_ALL
 
-    def _await(self, after: LogOffset, future: pykka.Future[Any], deadline: float) -> None:
+    def _await(self, after: LogOffset, future: Waiter, deadline: float) -> None:
         if self._failed is not None:
             future.set(WaitResult("rotated", reason=self._failed))
             return

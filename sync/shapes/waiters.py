@@ -8,7 +8,8 @@ consumer also prunes waiters past their deadline whenever it adds one, so abando
 
 The request side is :class:`DataWaiter` (it sends ``AwaitData`` and ``CancelWait``); the consumer side is
 :class:`WaiterList`, pure bookkeeping: completing a future never blocks (``ThreadingFuture.set`` only
-notifies a condition), so thousands of waiters cost memory, not actor time.
+notifies a condition), so thousands of waiters cost memory, not actor time.  The API does not park one
+future per request: :mod:`sync.shapes.shared_waits` parks one shared waiter per (shape, offset).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class AwaitData:
     """
 
     after: LogOffset
-    future: pykka.Future[Any]
+    future: Waiter  # a ``pykka.ThreadingFuture`` or a shared WaitGroup (sync/shapes/shared_waits.py)
     deadline: float
 
 
@@ -157,7 +158,7 @@ class AwaitData:
 class CancelWait:
     """tell (API): the request waiting on ``future`` gave up (timed out or disconnected)."""
 
-    future: pykka.Future[Any]
+    future: Waiter
 
 
 class DataWaiter:
