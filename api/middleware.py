@@ -74,6 +74,9 @@ class CommonHeadersMiddleware:
 
     def __init__(self, settings: ApiSettings) -> None:
         self._settings = settings
+        # Built once (issue 7: thousands of responses per change); only the id and the origin vary.
+        self._cors_shape = cors_headers(None, SHAPE_PATH)
+        self._cors_other = cors_headers(None, "/")
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         incoming = req.get_header("x-request-id")
@@ -86,10 +89,12 @@ class CommonHeadersMiddleware:
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         request_id = getattr(req.context, "request_id", None) or secrets.token_urlsafe(15)
-        for name, value in common_headers(self._settings, request_id):
-            resp.set_header(name, value)
-        for name, value in cors_headers(req.get_header("origin"), req.path):
-            resp.set_header(name, value)
+        headers = common_headers(self._settings, request_id)
+        headers += self._cors_shape if req.path == SHAPE_PATH else self._cors_other
+        origin = req.get_header("origin")
+        if origin:
+            headers.append(("access-control-allow-origin", origin))  # replaces the "*" set above
+        resp.set_headers(headers)
         if resp.content_type == SSE_CONTENT_TYPE:
             # nginx (config/nginx.conf) and similar proxies must pass an event stream through unbuffered.
             resp.set_header("x-accel-buffering", "no")
