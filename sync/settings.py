@@ -53,6 +53,7 @@ class StorageSettings:
     chunk_bytes_threshold: int = 10 * 1024 * 1024
     flush_interval_ms: int = 50
     flush_bytes: int = 65536
+    max_open_files: int = 4096  # descriptors kept open by all shape logs together (an LRU cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
     ("storage", "chunk_bytes_threshold"): ("an integer number of bytes >= 1", lambda v: v >= 1),
     ("storage", "flush_interval_ms"): ("an integer from 1 to 60000", lambda v: 1 <= v <= 60_000),
     ("storage", "flush_bytes"): ("an integer number of bytes >= 1", lambda v: v >= 1),
+    ("storage", "max_open_files"): ("an integer from 16 to 1000000", lambda v: 16 <= v <= 1_000_000),
     ("shapes", "max_shapes"): ("an integer >= 0 (0 = unlimited)", lambda v: v >= 0),
     ("shapes", "max_pending_transactions"): ("an integer >= 1", lambda v: v >= 1),
     ("shapes", "max_consumer_queue"): ("an integer >= 1", lambda v: v >= 1),

@@ -240,7 +240,10 @@ def build_services(settings: Settings) -> StackServices:
         registry=Registry(stack_id),
         resolver=ShapeResolver(settings.database.url),
         storage=FileStorage(
-            settings.storage.dir, stack_id, chunk_bytes=settings.storage.chunk_bytes_threshold
+            settings.storage.dir,
+            stack_id,
+            chunk_bytes=settings.storage.chunk_bytes_threshold,
+            max_open_files=settings.storage.max_open_files,
         ),
     )
 

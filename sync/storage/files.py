@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from sync import runtime
+from sync.storage.fdcache import FdEntry, FdGroup
 
 __all__ = ["BIG_IO", "DiskFiles", "MemoryFiles", "ReadFiles", "ShapeFiles"]
 
@@ -119,92 +120,113 @@ def fsync_dir(path: str) -> None:
 
 
 class _DiskReader:
-    """Read-only descriptors, opened on first use, safe to share between threads/greenlets."""
+    """Descriptors of one shape directory, held in the process-wide :data:`fdcache.CACHE` (opened on use,
+    closed when least recently used), pinned around each call: safe to share between threads/greenlets."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *, writable: bool = False) -> None:
         self._dir = directory
-        self._fds: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def _fd(self, name: str) -> int:
-        fd = self._fds.get(name)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(name)
-                if fd is None:
-                    fd = os.open(os.path.join(self._dir, name), os.O_RDONLY | os.O_CLOEXEC)
-                    self._fds[name] = fd
-        return fd
+        self._group = FdGroup(directory, writable=writable)
+        self._cache = self._group.cache
 
     def pread(self, name: str, pos: int, size: int) -> bytes:
         if size <= 0:
             return b""
-        fd = self._fd(name)
-        if size > BIG_IO:
-            return runtime.run_blocking(_read_exact, fd, pos, size)
-        return _read_exact(fd, pos, size)
+        cache = self._cache
+        entry = cache.pin(self._group, name)
+        try:
+            if size > BIG_IO:
+                return runtime.run_blocking(_read_exact, entry.fd, pos, size)
+            return _read_exact(entry.fd, pos, size)
+        finally:
+            cache.unpin(entry)
 
     def close(self) -> None:
-        with self._lock:
-            fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            os.close(fd)
+        self._group.drop()
 
     def __del__(self) -> None:
-        # readers are shared and dropped, not closed, when a shape is deleted: nobody can be reading now
+        # readers are shared and dropped, not closed, when a shape is deleted: nobody can be reading now.
+        # No lock here: the collector may run this on a thread inside the cache's lock (a deadlock).
         with contextlib.suppress(Exception):
-            self.close()
+            self._cache.drop_later(self._group)
 
 
 class DiskFiles(_DiskReader):
-    """Read-write descriptors of one shape directory (owned by the single writer)."""
+    """Read-write descriptors of one shape directory (owned by the single writer).
+
+    Sizes are tracked here, not per descriptor, so they survive the cache closing and reopening a file.
+    Every write marks its descriptor dirty until :meth:`sync` covers it (the cache fsyncs a dirty file
+    before closing it; a failure there is raised by the next :meth:`sync`).
+    """
 
     def __init__(self, directory: str) -> None:
-        super().__init__(directory)
+        super().__init__(directory, writable=True)
         self._sizes: dict[str, int] = {}
 
-    def _fd(self, name: str) -> int:
-        fd = self._fds.get(name)
-        if fd is None:
-            fd = os.open(os.path.join(self._dir, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            self._fds[name] = fd
-            self._sizes[name] = os.fstat(fd).st_size
-        return fd
+    def _pin(self, name: str) -> FdEntry:
+        entry = self._cache.pin(self._group, name)
+        if name not in self._sizes:
+            self._sizes[name] = os.fstat(entry.fd).st_size
+        return entry
 
     def size(self, name: str) -> int:
-        self._fd(name)
-        return self._sizes[name]
+        size = self._sizes.get(name)
+        if size is None:
+            self._cache.unpin(self._pin(name))
+            size = self._sizes[name]
+        return size
 
     def append(self, name: str, data: bytes) -> None:
-        fd = self._fd(name)
-        pos = self._sizes[name]
-        if len(data) > BIG_IO:
-            runtime.run_blocking(_write_all, fd, data, pos)
-        else:
-            _write_all(fd, data, pos)
-        self._sizes[name] = pos + len(data)
+        entry = self._pin(name)
+        try:
+            pos = self._sizes[name]
+            entry.writes += 1
+            if len(data) > BIG_IO:
+                runtime.run_blocking(_write_all, entry.fd, data, pos)
+            else:
+                _write_all(entry.fd, data, pos)
+            self._sizes[name] = pos + len(data)
+        finally:
+            self._cache.unpin(entry)
 
     def pwrite(self, name: str, pos: int, data: bytes) -> None:
-        fd = self._fd(name)
-        _write_all(fd, data, pos)
-        self._sizes[name] = max(self._sizes[name], pos + len(data))
+        entry = self._pin(name)
+        try:
+            entry.writes += 1
+            _write_all(entry.fd, data, pos)
+            self._sizes[name] = max(self._sizes[name], pos + len(data))
+        finally:
+            self._cache.unpin(entry)
 
     def truncate(self, name: str, size: int) -> None:
-        fd = self._fd(name)
-        os.ftruncate(fd, size)
-        self._sizes[name] = size
+        entry = self._pin(name)
+        try:
+            entry.writes += 1
+            os.ftruncate(entry.fd, size)
+            self._sizes[name] = size
+        finally:
+            self._cache.unpin(entry)
 
     def sync(self, names: Iterable[str]) -> None:
-        fds = [self._fd(n) for n in names]
-        if fds:
-            fdatasync_parallel(fds)
+        self._group.check()
+        entries: list[FdEntry] = []
+        try:
+            for name in names:
+                entries.append(self._pin(name))
+            if entries:
+                marks = [e.writes for e in entries]
+                fdatasync_parallel([e.fd for e in entries])
+                for entry, mark in zip(entries, marks, strict=True):
+                    entry.synced = mark
+        finally:
+            for entry in entries:
+                self._cache.unpin(entry)
+        self._group.check()
 
     def release(self, names: Iterable[str]) -> None:
+        names = list(names)
+        self._group.drop(names)
         for name in names:
-            fd = self._fds.pop(name, None)
             self._sizes.pop(name, None)
-            if fd is not None:
-                os.close(fd)
 
     def read_meta(self) -> bytes | None:
         try:

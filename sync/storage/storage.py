@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sync import runtime
+from sync.storage import fdcache
 from sync.storage.files import DiskFiles, MemoryFiles, ShapeFiles, fsync_dir
 from sync.storage.format import SEQUENCES, encode_meta
 from sync.storage.reader import LogState, ShapeLogReader
@@ -91,8 +92,8 @@ class _States:
         except BaseException:
             files.close()
             raise
-        # Recovery opened every file of the log; an idle log should hold no descriptors (10,000 reloaded
-        # shapes would otherwise exceed a 20,000 open-files limit): the writer reopens on its next write.
+        # Recovery opened every file of the log; an idle log needs none of them (the descriptor cache would
+        # close them anyway, but only once others need room): the writer reopens on its next write.
         files.release(_FILES)
         state = self._states.get(handle)
         writer = ShapeLogWriter(files, meta, log_pos, snap_pos, chunk_bytes=chunk_bytes, state=state)
@@ -115,8 +116,17 @@ class FileStorage:
     """Shape logs of one stack on local disk."""
 
     def __init__(
-        self, root: str | os.PathLike[str], stack_id: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+        self,
+        root: str | os.PathLike[str],
+        stack_id: str,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_open_files: int | None = None,
     ) -> None:
+        """``max_open_files`` sets the cap of the process-wide descriptor cache (:mod:`sync.storage.fdcache`)
+        shared by every shape log of every stack; None leaves it as it is (4096 by default)."""
+        if max_open_files is not None:
+            fdcache.CACHE.set_cap(max_open_files)
         base = Path(root) / stack_id
         self.shapes_dir = base / "shapes"
         self.trash_dir = base / "trash"

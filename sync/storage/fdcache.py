@@ -1,0 +1,200 @@
+"""A process-wide LRU cache of open file descriptors, so that shape logs do not hold descriptors forever.
+
+Every shape used to keep its write handles (``log.items``/``.json``/``.keys``/``.durable``) and its reader's
+handles open for its whole life: ~6,650 shapes with log data exhausted a 20,000 open-files limit (EMFILE).
+Here each shape directory is an :class:`FdGroup` (one per writer, one per reader); its descriptors live in
+one :class:`FdCache` shared by the process, which keeps at most ``cap`` of them open (setting
+``storage.max_open_files``) and closes the least recently used ones; the next use reopens transparently.
+
+Correctness rules:
+
+* A descriptor is *pinned* while in use (``pin``/``unpin`` around every read, write, fsync): a pinned entry
+  is never closed, so a ``pread`` on one thread never races a ``close`` on another (no reopen-on-EBADF).
+  If every entry is pinned the cap is exceeded for that moment rather than failing the operation.
+* A descriptor with writes not yet fsynced (*dirty*) is fsynced before the cache closes it, and only when no
+  clean entry can be closed instead.  If that fsync fails, the error sticks to the group: its owner's next
+  ``sync`` raises it (the writer must not claim durability for bytes the kernel failed to write back).
+* Closing a group (shape closed or deleted) closes its idle descriptors now and pinned ones at their unpin;
+  a group stays usable (a later use reopens), as plain descriptors did.
+
+Finalisers never take the lock (:meth:`FdCache.drop_later`): the cyclic garbage collector can run one
+while this thread holds it.  The lock is held only around dictionary work, ``os.open`` and ``os.close``
+(and the rare forced fsync of an evicted dirty file); nothing in here yields to the gevent hub meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections import OrderedDict, deque
+
+__all__ = ["CACHE", "DEFAULT_MAX_OPEN_FILES", "FdCache", "FdEntry", "FdGroup"]
+
+DEFAULT_MAX_OPEN_FILES = 4096
+
+
+class FdEntry:
+    """One open descriptor of one group.  ``fd`` is valid while the caller holds a pin on the entry."""
+
+    __slots__ = ("closed", "fd", "group", "name", "pins", "synced", "writes")
+
+    def __init__(self, group: FdGroup, name: str, fd: int) -> None:
+        self.group = group
+        self.name = name
+        self.fd = fd
+        self.pins = 0
+        self.writes = 0  # bumped by every write ...
+        self.synced = 0  # ... and copied here by an fsync that covered them
+        self.closed = False
+
+
+class FdCache:
+    """At most ``cap`` descriptors open at once over all groups (a soft cap: pinned entries may exceed it)."""
+
+    def __init__(self, cap: int = DEFAULT_MAX_OPEN_FILES) -> None:
+        self._cap = max(1, cap)
+        self._lru: OrderedDict[FdEntry, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._orphans: deque[FdGroup] = deque()  # groups dropped by a finaliser, closed at the next open
+        self.evictions = 0
+        self.forced_syncs = 0
+
+    @property
+    def cap(self) -> int:
+        return self._cap
+
+    def set_cap(self, cap: int) -> None:
+        """Change the cap (closes idle descriptors beyond it now)."""
+        if cap < 1:
+            raise ValueError(f"max_open_files must be >= 1, got {cap}")
+        with self._lock:
+            self._cap = cap
+            self._shrink(cap)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._lru)
+
+    def pin(self, group: FdGroup, name: str) -> FdEntry:
+        """The entry of ``name`` in ``group``, opened if needed and pinned: pair with :meth:`unpin`."""
+        with self._lock:
+            entry = group.entries.get(name)
+            if entry is not None:
+                entry.pins += 1
+                self._lru.move_to_end(entry)
+                return entry
+            self._drain()
+            self._shrink(self._cap - 1)
+            path = os.path.join(group.directory, name)
+            try:
+                fd = os.open(path, group.flags, 0o644)
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._shrink(len(self._lru) // 2):
+                    raise
+                fd = os.open(path, group.flags, 0o644)
+            entry = FdEntry(group, name, fd)
+            entry.pins = 1
+            group.entries[name] = entry
+            self._lru[entry] = None
+            return entry
+
+    def unpin(self, entry: FdEntry) -> None:
+        with self._lock:
+            entry.pins -= 1
+            if entry.closed and entry.pins == 0:
+                self._close(entry)
+
+    def drop(self, group: FdGroup, names: list[str] | None = None) -> None:
+        """Close the group's descriptors (all of them if ``names`` is None); pinned ones at their unpin."""
+        with self._lock:
+            self._drain()
+            self._drop(group, list(group.entries) if names is None else names)
+
+    def drop_later(self, group: FdGroup) -> None:
+        """:meth:`drop` for finalisers (``__del__``): takes no lock, since the garbage collector may run a
+        finaliser on a thread that already holds it; the descriptors are closed at the next open or drop."""
+        self._orphans.append(group)
+
+    # -- internals (lock held) -----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        orphans = self._orphans
+        while orphans:
+            group = orphans.popleft()
+            self._drop(group, list(group.entries))
+
+    def _drop(self, group: FdGroup, names: list[str]) -> None:
+        for name in names:
+            entry = group.entries.pop(name, None)
+            if entry is None:
+                continue
+            self._lru.pop(entry, None)
+            entry.closed = True
+            if entry.pins == 0:
+                self._close(entry)
+
+    def _close(self, entry: FdEntry) -> None:
+        fd, entry.fd = entry.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _shrink(self, target: int) -> bool:
+        """Close idle entries, least recently used first, until at most ``target`` remain; False if none."""
+        closed = False
+        while len(self._lru) > target:
+            victim = None
+            dirty_victim = None
+            for entry in self._lru:
+                if entry.pins:
+                    continue
+                if entry.writes == entry.synced:
+                    victim = entry
+                    break
+                if dirty_victim is None:
+                    dirty_victim = entry
+            if victim is None and dirty_victim is not None:
+                victim = dirty_victim
+                self.forced_syncs += 1
+                try:
+                    os.fdatasync(victim.fd)
+                except OSError as exc:
+                    victim.group.error = exc  # the owner's next sync raises it
+            if victim is None:
+                return closed
+            del self._lru[victim]
+            del victim.group.entries[victim.name]
+            self._close(victim)
+            self.evictions += 1
+            closed = True
+        return closed
+
+
+class FdGroup:
+    """The descriptors of one shape directory for one user (writer: read-write, reader: read-only)."""
+
+    __slots__ = ("cache", "directory", "entries", "error", "flags")
+
+    def __init__(self, directory: str, *, writable: bool, cache: FdCache | None = None) -> None:
+        self.cache = cache if cache is not None else CACHE
+        self.directory = directory
+        self.flags = (os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY) | os.O_CLOEXEC
+        self.entries: dict[str, FdEntry] = {}
+        self.error: OSError | None = None
+
+    def pin(self, name: str) -> FdEntry:
+        return self.cache.pin(self, name)
+
+    def unpin(self, entry: FdEntry) -> None:
+        self.cache.unpin(entry)
+
+    def drop(self, names: list[str] | None = None) -> None:
+        self.cache.drop(self, names)
+
+    def check(self) -> None:
+        """Raise the error of a failed forced fsync of an evicted dirty file, if any (sticky)."""
+        if self.error is not None:
+            raise self.error
+
+
+CACHE = FdCache()
