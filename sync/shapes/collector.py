@@ -110,12 +110,34 @@ class ShapeChanges:
     commit: bool
 
 
+# ShapeChanges built on the hot path (one per affected shape per fragment) without the frozen dataclass
+# __init__ (one object.__setattr__ per field); the object is identical and still immutable.
+_new = object.__new__
+_CHANGES_SETTERS = tuple(
+    vars(ShapeChanges)[name].__set__ for name in ("xid", "commit_lsn", "changes", "begin", "commit")
+)
+
+
+def _shape_changes(
+    xid: int, commit_lsn: int, changes: tuple[Change, ...], begin: bool, commit: bool
+) -> ShapeChanges:
+    msg: ShapeChanges = _new(ShapeChanges)
+    s_xid, s_lsn, s_changes, s_begin, s_commit = _CHANGES_SETTERS
+    s_xid(msg, xid)
+    s_lsn(msg, commit_lsn)
+    s_changes(msg, changes)
+    s_begin(msg, begin)
+    s_commit(msg, commit)
+    return msg
+
+
 @dataclass(slots=True)
 class _Route:
     handle: str
     table: TableKey
     consumer: pykka.ActorRef[Any]
     columns: frozenset[str] | None  # the columns the shape's WHERE reads; None without a WHERE
+    qsize: Callable[[], int] | None  # the consumer inbox's length, looked up once
 
 
 @dataclass(slots=True)
@@ -200,10 +222,10 @@ def _clause_columns(clause: Any) -> frozenset[str] | None:
 _ALL_COLUMNS: frozenset[str] = frozenset({"*"})  # marker: the clause's columns are unknown
 
 
-def _queue_length(ref: pykka.ActorRef[Any]) -> int:
-    """Messages waiting in an actor's inbox (a ``queue.Queue`` for threading actors)."""
+def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
+    """How to count the messages waiting in an actor's inbox (``qsize`` of its queue), if it can be."""
     qsize = getattr(ref.actor_inbox, "qsize", None)
-    return int(qsize()) if qsize is not None else 0
+    return qsize if callable(qsize) else None
 
 
 class ShapeLogCollector(SupervisedActor):
@@ -217,7 +239,8 @@ class ShapeLogCollector(SupervisedActor):
                 ``on_commit(commit_lsn)`` after routing each transaction (global_last_seen_lsn);
                 ``on_overloaded(handle)``, ``on_relation_changed(event)``, ``on_slot_recreated(event)``.
     Crashes on: fragments out of commit order; a routing/evaluation bug (the Shapes subtree restarts,
-                shapes reload from their durable logs and replication resumes from the slot).
+                shapes reload from their durable logs and replication resumes from the slot).  A consumer
+                found stopped is dropped as if it had unregistered.
     """
 
     def __init__(
@@ -278,7 +301,7 @@ class ShapeLogCollector(SupervisedActor):
         if handle in self._routes:
             self._unregister(handle)
         columns = _clause_columns(clause)
-        self._routes[handle] = _Route(handle, table, consumer, columns)
+        self._routes[handle] = _Route(handle, table, consumer, columns, _inbox_length(consumer))
         routing = self._by_table.get(table)
         if routing is None:
             routing = self._by_table[table] = _TableRouting()
@@ -323,6 +346,7 @@ class ShapeLogCollector(SupervisedActor):
                 per_shape.setdefault(handle, []).append(change)
         # Consumers that already got part of this transaction must learn where it ends.
         recipients = set(per_shape) | (txn.touched if fragment.commit else set())
+        dead: list[str] = []
         for handle in recipients:
             route = self._routes.get(handle)
             if route is None:
@@ -330,14 +354,23 @@ class ShapeLogCollector(SupervisedActor):
             changes = tuple(per_shape.get(handle, ()))
             first = handle not in txn.touched
             txn.touched.add(handle)
-            if _queue_length(route.consumer) > self._max_queue and self._on_overloaded is not None:
+            qsize = route.qsize
+            if qsize is not None and qsize() > self._max_queue and self._on_overloaded is not None:
                 logger.warning(
                     "shape %s cannot keep up (queue > %d); invalidating it", handle, self._max_queue
                 )
                 self._on_overloaded(handle)
-            route.consumer.tell(
-                ShapeChanges(fragment.xid, fragment.commit_lsn, changes, begin=first, commit=fragment.commit)
-            )
+            try:
+                route.consumer.tell(
+                    _shape_changes(fragment.xid, fragment.commit_lsn, changes, first, fragment.commit)
+                )
+            except pykka.ActorDeadError:
+                # The consumer stopped (crashed, deleted) and its UnregisterShape is still on the way: the
+                # shape is gone, it must neither take the collector down nor pin the acknowledgement.
+                logger.info("shape %s: consumer already stopped; no longer routing to it", handle)
+                dead.append(handle)
+        for handle in dead:
+            self._unregister(handle)
         if fragment.commit:
             self._last_commit_lsn = fragment.commit_lsn
             if self._on_commit is not None:

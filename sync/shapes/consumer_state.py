@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sync.offsets import LogOffset
-from sync.replication.changes import TransactionFragment
 from sync.shapes.collector import ShapeChanges
 from sync.shapes.log_items import LogItem, ShapeLogEncoder
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
@@ -155,8 +154,7 @@ class ConsumerState:
             )
         out: list[Action] = []
         if txn.mode == "write":
-            fragment = TransactionFragment(msg.xid, msg.commit_lsn, msg.changes, msg.begin, msg.commit)
-            items = self._encoder.encode_fragment(fragment)
+            items = self._encoder.encode_fragment(msg)
             if txn.skip_upto is not None:
                 skip = txn.skip_upto
                 items = [it for it in items if it.offset > skip]

@@ -27,18 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, Protocol
 
 import orjson
 
 from sync.offsets import LogOffset
 from sync.replication.changes import (
     UNCHANGED_TOAST,
+    Change,
     Delete,
     Insert,
     Relation,
     Row,
-    TransactionFragment,
     Truncate,
     Update,
     Value,
@@ -47,6 +47,7 @@ from sync.shapes.definition import ShapeDefinition
 
 __all__ = [
     "MUST_REFETCH",
+    "Fragment",
     "IncompleteChange",
     "LogItem",
     "Operation",
@@ -65,6 +66,22 @@ Predicate = Callable[[Mapping[str, str | None]], bool]
 TextRow = Sequence[str | None]
 
 MUST_REFETCH: Final = b'{"headers":{"control":"must-refetch"}}'
+
+
+class Fragment(Protocol):
+    """What :meth:`ShapeLogEncoder.encode_fragment` reads: a ``TransactionFragment``, or the collector's
+    ``ShapeChanges`` as it is (no copy into a fragment per message on the many-shapes path)."""
+
+    @property
+    def xid(self) -> int: ...
+    @property
+    def commit_lsn(self) -> int: ...
+    @property
+    def changes(self) -> Sequence[Change]: ...
+    @property
+    def begin(self) -> bool: ...
+    @property
+    def commit(self) -> bool: ...
 
 
 class IncompleteChange(Exception):
@@ -211,7 +228,7 @@ class ShapeLogEncoder:
 
     # -- replication ----------------------------------------------------------------------------------------
 
-    def encode_fragment(self, fragment: TransactionFragment) -> list[LogItem]:
+    def encode_fragment(self, fragment: Fragment) -> list[LogItem]:
         # Items are built whole (closing ``}}`` included); only the transaction's last one is rebuilt with
         # ``"last":true``, once per transaction instead of one concatenation per item.
         out: list[LogItem] = []
@@ -224,12 +241,8 @@ class ShapeLogEncoder:
         oid = self.definition.relation_oid
         lsn = fragment.commit_lsn
         hdr = b'","relation":' + self._rel_json + b',"lsn":"%d","op_position":' % lsn
-        headers = {
-            "insert": b',"headers":{"operation":"insert' + hdr,
-            "update": b',"headers":{"operation":"update' + hdr,
-            "delete": b',"headers":{"operation":"delete' + hdr,
-        }
-        insert_headers = headers["insert"]
+        insert_headers = b',"headers":{"operation":"insert' + hdr
+        headers: dict[str, bytes] | None = None  # built at the first update/delete (most fragments have none)
         txids = b',"txids":[%d]' % fragment.xid
         txids_close = txids + _CLOSE
         where = self._where
@@ -273,6 +286,12 @@ class ShapeLogEncoder:
                 continue
             if lay is None or lay.relation is not change.relation:
                 lay = self._layout_for(change.relation)
+            if headers is None:
+                headers = {
+                    "insert": insert_headers,
+                    "update": b',"headers":{"operation":"update' + hdr,
+                    "delete": b',"headers":{"operation":"delete' + hdr,
+                }
             for offset, key, operation, value, extra in self._encode(lay, change, lsn):
                 body = join(
                     (

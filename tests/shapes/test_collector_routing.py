@@ -2,7 +2,8 @@
 
 A table whose shapes have no WHERE routes every change to every shape without asking the index; otherwise
 the index sees exactly the columns the clauses read (unchanged TOAST values resolved from the old row), and
-that column set follows registrations and unregistrations.
+that column set follows registrations and unregistrations.  A consumer that stopped before its
+UnregisterShape arrived is dropped, it does not crash the collector.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pykka
 import pytest
 
 from supervisors import SupervisedActor
+from sync.offsets import LogOffset
 from sync.replication.changes import (
     UNCHANGED_TOAST,
     Column,
@@ -24,7 +26,14 @@ from sync.replication.changes import (
     TransactionFragment,
     Update,
 )
-from sync.shapes.collector import RegisterShape, ShapeChanges, ShapeLogCollector, UnregisterShape
+from sync.replication.sink import GetResumePoint
+from sync.shapes.collector import (
+    RegisterShape,
+    ShapeChanges,
+    ShapeDurable,
+    ShapeLogCollector,
+    UnregisterShape,
+)
 from sync.where import RoutingIndex, WhereClause
 from sync.where.clause import compile_for_columns
 
@@ -155,3 +164,25 @@ def test_column_set_follows_registrations(setup: Setup) -> None:
     setup.send(300, Insert(REL, ("1", "alice", "d"), 0))
     assert setup.received("any") == [0]
     assert setup.index.seen == []
+
+
+def test_a_stopped_consumer_is_dropped_not_fatal() -> None:
+    acks: list[int] = []
+    collector = ShapeLogCollector.start(RoutingIndex(), on_ack=acks.append)
+    try:
+        live_q: queue.Queue[Any] = queue.Queue()
+        live = Sink.start(live_q)
+        gone = Sink.start(queue.Queue())
+        collector.ask(RegisterShape("live", ("public", "items"), None, live), timeout=5)
+        collector.ask(RegisterShape("gone", ("public", "items"), None, gone), timeout=5)
+        gone.stop()  # crashed, say: its UnregisterShape has not arrived
+        fragment = TransactionFragment(1, 100, (Insert(REL, ("1", "x", "d"), 0),), True, True, 108)
+        collector.ask(fragment, timeout=5)
+        assert live_q.get(timeout=5).changes[0].op == 0
+        # the collector is alive and only the live shape holds the acknowledgement back
+        collector.tell(ShapeDurable("live", LogOffset(100, 0)))
+        collector.ask(GetResumePoint(), timeout=5)
+        assert acks and acks[-1] == 100
+        live.stop()
+    finally:
+        collector.stop()
