@@ -19,6 +19,9 @@ The engine runs on plain threads for ``one`` and under gevent (as in the gunicor
 on plain threads every shape costs two OS threads, and 20,000 threads do not fit this machine's pid space
 (``--mode-one`` / ``--mode-many`` change that).
 
+Each workload also reports ``cpu_us_per_row``: CPU time of the whole engine process (every thread) over the
+measured window per row, steadier than wall time on a shared machine (live: includes the workload's client).
+
 Prints one JSON line; the headline is the workload with the lower ratio to its target.
 """
 
@@ -66,24 +69,28 @@ class Probe:
         from sync.replication.status import ConnectionStatus  # noqa: PLC0415
 
         self.active_at: float | None = None
+        self.active_cpu = 0.0  # process CPU seconds (every thread of the engine) at those moments
+        self.done_cpu = 0.0
         self.target = 1 << 64
         self.done = threading.Event()
         self.done_at = 0.0
-        self.acks: list[tuple[int, float]] = []  # (lsn, when) for the live method
+        self.acks: list[tuple[int, float, float]] = []  # (lsn, when, process CPU) for the live method
         probe = self
         orig_ack = ConnectionHandles.ack
         orig_state = ConnectionStatus.set_state
 
         def ack(handles: Any, lsn: int) -> None:
-            probe.acks.append((lsn, time.perf_counter()))
+            probe.acks.append((lsn, time.perf_counter(), time.process_time()))
             if lsn >= probe.target and not probe.done.is_set():
                 probe.done_at = time.perf_counter()
+                probe.done_cpu = time.process_time()
                 probe.done.set()
             orig_ack(handles, lsn)
 
         def set_state(status: Any, state: Any) -> None:
             if state == "active" and probe.active_at is None:
                 probe.active_at = time.perf_counter()
+                probe.active_cpu = time.process_time()
             orig_state(status, state)
 
         ConnectionHandles.ack = ack  # type: ignore[method-assign,assignment]
@@ -93,9 +100,10 @@ class Probe:
         self.active_at = None
         self.target = target
         self.done.clear()
-        for lsn, when in self.acks:  # the live method arms after the fact
+        for lsn, when, cpu in self.acks:  # the live method arms after the fact
             if lsn >= target:
                 self.done_at = when
+                self.done_cpu = cpu
                 self.done.set()
                 break
         self.acks.clear()
@@ -205,11 +213,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                     if live:  # the engine streams while the workload commits
                         probe.arm(1 << 64)
                         w0 = time.perf_counter()
+                        c0 = time.process_time()
                         target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
                         workload_s = time.perf_counter() - w0
                         probe.arm(target)
                         wait_acked(probe, engine, n_shapes)
                         run = {"ours_s": probe.done_at - w0, "workload_commit_s": workload_s}
+                        run["cpu_us_per_row"] = (probe.done_cpu - c0) / args.rows * 1e6
                         run["baseline_s"] = recvlogical(str(cluster.bindir), dsn, end_lsn)
                     else:  # committed while no consumer reads, then the engine restarts and catches up
                         target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
@@ -222,6 +232,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                         wait_acked(probe, engine, n_shapes)
                         assert probe.active_at is not None
                         run = {"ours_s": probe.done_at - probe.active_at, "reload_s": probe.active_at - r0}
+                        run["cpu_us_per_row"] = (probe.done_cpu - probe.active_cpu) / args.rows * 1e6
                         engine.stop(120)
                         if not rep % 2:
                             base = recvlogical(str(cluster.bindir), dsn, end_lsn)
@@ -250,6 +261,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "target_ratio": TARGETS[args.worker],
         "target_met": ours_rate / base_rate >= TARGETS[args.worker],
         "method": args.method,
+        "cpu_us_per_row": round(statistics.median(r["cpu_us_per_row"] for r in runs), 2),
         "create_shapes_s": round(create_s, 2),
         "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
     }
