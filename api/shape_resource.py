@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
 LIVE_MEMO_TTL = 3.0  # s: outlasts one wake-up's fan-out to thousands of parked requests (api/live_memo.py)
+LIVE_MEMO_SIZE = 512  # answers kept at most; with LIVE_MEMO_MAX_BODY: at most 32 MiB of bodies
+LIVE_MEMO_MAX_BODY = 64 * 1024  # bytes: larger live bodies are built per request
 ROTATION_SETTLE_TRIES = 400  # x 5 ms: how long a rotated handle may still resolve before a handle-less 409
 
 
@@ -138,7 +140,7 @@ class ShapeResource:
         self._monotonic = monotonic
         self._monotonic_ns = monotonic_ns
         self._rand = rand
-        self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, monotonic=monotonic)
+        self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, size=LIVE_MEMO_SIZE, monotonic=monotonic)
 
     @property
     def _engine(self) -> ShapeEngine:
@@ -335,7 +337,7 @@ class ShapeResource:
                 tail = up_to_date_item(fresh.end_offset.tx) if up_to_date else None
                 meta = replace(meta, offset=fresh.end_offset, up_to_date=up_to_date)
                 headers = self._respond(req, resp, request, meta, fresh.pieces, tail)
-                if resp.data is not None:
+                if resp.data is not None and len(resp.data) <= LIVE_MEMO_MAX_BODY:
                     self._memo.put(handle, request.offset_text, req.method, LiveAnswer.of(resp.data, headers))
                 return
             if self._engine.status() != "active":
