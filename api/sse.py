@@ -5,7 +5,8 @@ writes it chunk by chunk), with its own timing rules: every message is ``data: <
 changes ends with an up-to-date whose ``global_last_seen_lsn`` is the batch's last transaction (the client
 resumes from ``<lsn>_0``), ``: keep-alive\\n\\n`` after 21 s without a message, and the stream closes after
 ``sse_timeout`` or silently on shape rotation (the reconnect then gets its 409).  A backlog that does not
-reach the end of the log is sent as a finite stream and closed.  Items are framed as stored, never decoded.
+reach the end of the log is sent as a finite stream (ending with up-to-date too) and closed.  Items are
+framed as stored, never decoded.
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ def _batch(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> Iterator[
 
 
 def _send_chunk(chunk: LogChunk, limit: int) -> tuple[Iterator[bytes], bool]:
+    # Every batch ends with up-to-date (spec §6), a backlog chunk that does not reach the end of the log
+    # included: the official client buffers SSE messages until an up-to-date and drops the buffer when the
+    # stream closes without one, while it already moved to the response's electric-offset.  It then resumes
+    # from ``<lsn>_0`` of the chunk's last transaction (re-delivered ops of that transaction are allowed).
     caught_up = chunk.end_offset >= chunk.latest_offset
-    tail = up_to_date_item(chunk.end_offset.tx) if caught_up else None
-    return _batch(chunk.pieces, tail, limit), caught_up
+    return _batch(chunk.pieces, up_to_date_item(chunk.end_offset.tx), limit), caught_up
 
 
 def sse_events(

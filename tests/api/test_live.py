@@ -150,8 +150,13 @@ def test_sse_backlog_is_finite(fake: FakeEngine) -> None:
     r = get(client, f"table={table}&offset={offset}&handle={handle}&live&experimental_live_sse")
     assert time.monotonic() - started < 1.0
     data = [m for m in sse_messages(r) if isinstance(m, dict)]
-    assert len(data) == 4 and all("key" in m for m in data)  # no up-to-date: the backlog goes on
-    assert r.headers["electric-offset"] == data[-1]["headers"]["lsn"] + "_0"
+    # one chunk of the backlog, then an up-to-date (every SSE batch ends with one: the official client
+    # drops what it buffered if the stream closes without it), then the stream closes
+    assert len(data) == 5 and all("key" in m for m in data[:4])
+    assert data[4] == {
+        "headers": {"control": "up-to-date", "global_last_seen_lsn": data[3]["headers"]["lsn"]}
+    }
+    assert r.headers["electric-offset"] == data[3]["headers"]["lsn"] + "_0"
 
 
 def test_sse_closes_silently_on_rotation(client: TestClient, backend: Backend) -> None:

@@ -210,9 +210,13 @@ def test_sse_backlog_is_a_finite_stream(http: Http, db: Tables) -> None:
     assert r.elapsed < 1.9  # before sse_timeout (2 s) ...
     assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
     data = sse_frames(r.body.decode())  # ... and before any keep-alive (0.5 s): it did not wait
-    assert data and all(isinstance(m, dict) and "key" in m for m in data)  # no up-to-date: more to come
-    assert len(data) < 60
-    last = data[-1]["headers"]
+    items, tail = data[:-1], data[-1]
+    assert items and all(isinstance(m, dict) and "key" in m for m in items)
+    assert len(items) < 60  # one chunk of the backlog, then the stream closes
+    last = items[-1]["headers"]
+    # the batch ends with up-to-date all the same (spec §6): the official client only applies what it
+    # buffered once it sees one, and resumes from <lsn>_0 of that transaction
+    assert tail == {"headers": {"control": "up-to-date", "global_last_seen_lsn": last["lsn"]}}
     assert r.offset == f"{last['lsn']}_{last['op_position']}"
 
 
