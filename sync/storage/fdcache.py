@@ -34,6 +34,9 @@ __all__ = ["CACHE", "DEFAULT_MAX_OPEN_FILES", "FdCache", "FdEntry", "FdGroup"]
 DEFAULT_MAX_OPEN_FILES = 4096
 
 
+_SCAN_LIMIT = 64  # entries examined from the least recently used end per eviction
+
+
 class FdEntry:
     """One open descriptor of one group.  ``fd`` is valid while the caller holds a pin on the entry."""
 
@@ -145,7 +148,7 @@ class FdCache:
         while len(self._lru) > target:
             victim = None
             dirty_victim = None
-            for entry in self._lru:
+            for seen, entry in enumerate(self._lru):
                 if entry.pins:
                     continue
                 if entry.writes == entry.synced:
@@ -153,6 +156,10 @@ class FdCache:
                     break
                 if dirty_victim is None:
                     dirty_victim = entry
+                if seen >= _SCAN_LIMIT:
+                    # Looking further for a clean entry is O(open files) per open when nearly all of
+                    # them are dirty (thousands of shapes ingesting at once): take the oldest dirty one.
+                    break
             if victim is None and dirty_victim is not None:
                 victim = dirty_victim
                 self.forced_syncs += 1
