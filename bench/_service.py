@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -102,3 +103,22 @@ class ServiceProcess(devserver.ServiceProcess):
 def proc_rss(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def recvlogical(
+    bindir: str | Path, dsn: str, slot: str, publication: str, end_lsn: str
+) -> tuple[float, float]:
+    """The baseline: ``pg_recvlogical`` (pgoutput v1, ``publication``) receiving ``slot`` up to ``end_lsn``
+    into /dev/null; returns (wall seconds, its CPU seconds)."""
+    cmd = [
+        str(Path(bindir) / "pg_recvlogical"),
+        *("-d", dsn, "--slot", slot, "--start", "--no-loop"),
+        *("-o", "proto_version=1", "-o", f"publication_names={publication}"),
+        *("-E", end_lsn, "-f", "/dev/null"),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

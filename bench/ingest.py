@@ -47,6 +47,7 @@ from typing import Any
 
 import psycopg
 
+from bench import _service
 from bench._common import emit
 from bench._service import lsn_int, raise_nofile, start_engine, temp_cluster
 
@@ -110,26 +111,7 @@ class Probe:
 
 
 def recvlogical(bindir: str, dsn: str, end_lsn: str) -> float:
-    cmd = [
-        f"{bindir}/pg_recvlogical",
-        "-d",
-        dsn,
-        "--slot",
-        RECV_SLOT,
-        "--start",
-        "--no-loop",
-        "-o",
-        "proto_version=1",
-        "-o",
-        f"publication_names={PUB}",
-        "-E",
-        end_lsn,
-        "-f",
-        "/dev/null",
-    ]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    return _service.recvlogical(bindir, dsn, RECV_SLOT, PUB, end_lsn)[0]
 
 
 def commit_workload(conn: psycopg.Connection[Any], rows: int, batch: int, shapes: int) -> tuple[int, str]:

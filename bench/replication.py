@@ -28,7 +28,6 @@ if len(sys.argv) > 1 and sys.argv[1] == "--child":  # our pipeline as production
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 
 import psycopg
 
+from bench import _service
 from bench._common import emit
 from supervisors import stop_tree, wait_started
 from sync.postgres.cluster import LocalCluster
@@ -80,29 +80,7 @@ def run_workload(conn: psycopg.Connection[Any], kind: str, rows: int, batch: int
 
 def recvlogical(cluster: LocalCluster, dbname: str, end_lsn: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds of pg_recvlogical) to receive everything up to ``end_lsn``."""
-    cmd = [
-        str(cluster.bindir / "pg_recvlogical"),
-        "-d",
-        cluster.dsn(dbname),
-        "--slot",
-        RECV_SLOT,
-        "--start",
-        "--no-loop",
-        "-o",
-        "proto_version=1",
-        "-o",
-        f"publication_names={PUB}",
-        "-E",
-        end_lsn,
-        "-f",
-        "/dev/null",
-    ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return _service.recvlogical(cluster.bindir, cluster.dsn(dbname), RECV_SLOT, PUB, end_lsn)
 
 
 def ours(dsn: str, rows: int, runtime_mode: str) -> tuple[float, float]:
