@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pykka
@@ -29,6 +29,7 @@ from sync.shapes.collector import (
     ShapeLogCollector,
     UnregisterShape,
 )
+from tests.shapes.consumer_harness import BruteIndex
 
 Row = Mapping[str, str | None]
 REL = Relation(
@@ -39,28 +40,6 @@ REL = Relation(
     (Column("id", 20, -1, True), Column("owner", 25, -1, True), Column("doc", 25, -1, True)),
 )
 OTHER = Relation(2, "public", "other", "f", (Column("id", 20, -1, True),))
-
-
-class BruteIndex:
-    """The routing contract evaluated by brute force (the real index is tested against this)."""
-
-    def __init__(self) -> None:
-        self.shapes: dict[str, tuple[tuple[str, str], Callable[[Row], bool] | None]] = {}
-
-    def add(self, shape_id: str, table_key: tuple[str, str], clause: Any) -> None:
-        self.shapes[shape_id] = (table_key, clause)
-
-    def remove(self, shape_id: str) -> None:
-        self.shapes.pop(shape_id, None)
-
-    def affected(self, table_key: tuple[str, str], new_row: Row | None, old_row: Row | None) -> set[str]:
-        out = set()
-        for sid, (key, clause) in self.shapes.items():
-            if key != table_key:
-                continue
-            if clause is None or any(r is not None and clause(r) for r in (new_row, old_row)):
-                out.add(sid)
-        return out
 
 
 class Sink(SupervisedActor):
