@@ -6,6 +6,11 @@ greenlet under gevent (python-stack §3).  Here a connection is opened with ``co
 and commands run as ``send_query`` + ``consume_input`` loops, waiting on the socket through
 :mod:`sync.runtime`, so they are cooperative under gevent and plain blocking waits on threads.
 
+``PQconnectStart`` also resolves a host name with a blocking ``getaddrinfo`` inside libpq, so a slow DNS would
+freeze the worker: :func:`connect` resolves the names first, in an OS thread (``runtime.run_blocking``), with
+psycopg's own :func:`~psycopg.conninfo.conninfo_attempts` (one attempt per address, ``hostaddr`` set, ``host``
+kept for TLS and ``.pgpass``), and tries the attempts in order like libpq does.
+
 The display settings shared with snapshot sessions (architecture §4) are passed in the ``options``
 connection parameter so that the walsender formats values exactly as snapshot queries do.
 """
@@ -16,13 +21,13 @@ import time
 
 import psycopg
 from psycopg import pq
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_attempts, conninfo_to_dict, make_conninfo
 from psycopg.pq.abc import PGconn
 
 from sync import runtime
 from sync.postgres.errors import DbConnectionError, classify
 
-__all__ = ["DISPLAY_OPTIONS", "connect", "query", "replication_conninfo", "wait_idle"]
+__all__ = ["DISPLAY_OPTIONS", "connect", "query", "replication_conninfo", "resolve_attempts", "wait_idle"]
 
 DISPLAY_OPTIONS = (
     "-c DateStyle=ISO,DMY -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=1 "
@@ -39,9 +44,37 @@ def replication_conninfo(dsn: str, *, extra_options: str = "") -> str:
     return make_conninfo("", **params, replication="database", options=options)
 
 
+def resolve_attempts(conninfo: str) -> list[str]:
+    """The connection attempts of ``conninfo``, host names resolved to ``hostaddr`` off the hub.
+
+    Raises :class:`DbConnectionError` when no host resolves.
+    """
+    try:
+        attempts = runtime.run_blocking(conninfo_attempts, conninfo_to_dict(conninfo))
+    except psycopg.OperationalError as exc:
+        raise classify(exc) from exc
+    return [make_conninfo("", **attempt) for attempt in attempts]
+
+
 def connect(conninfo: str, *, timeout: float = 30.0) -> PGconn:
-    """Open a connection without blocking the hub; raise :class:`DbConnectionError` on failure."""
+    """Open a connection without blocking the hub; raise :class:`DbConnectionError` on failure.
+
+    Every address of every host is tried in turn (within ``timeout`` overall); the last error is raised.
+    """
     deadline = time.monotonic() + timeout
+    error: DbConnectionError | None = None
+    for attempt in resolve_attempts(conninfo):
+        try:
+            return _connect_one(attempt, deadline, timeout)
+        except DbConnectionError as exc:
+            error = exc
+            if time.monotonic() >= deadline:
+                break
+    assert error is not None  # resolve_attempts returns at least one attempt or raises
+    raise error
+
+
+def _connect_one(conninfo: str, deadline: float, timeout: float) -> PGconn:
     pg: PGconn = pq.PGconn.connect_start(conninfo.encode())
     try:
         status = pq.PollingStatus.WRITING
