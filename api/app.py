@@ -8,6 +8,7 @@ Tests call ``create_app(settings)`` and attach an engine they started themselves
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
@@ -16,6 +17,7 @@ from api.engine_adapter import EngineShapes
 from api.health import ActorTreeResource, HealthResource
 from api.metrics import METRICS_PATH, ApiMetrics, MetricsMiddleware, MetricsResource
 from api.params import ApiSettings
+from api.raw_response import RAW_ENV_KEY, SERVER_RAW_KEY, RawAnswerReady
 from api.shape_resource import install_shape_api
 from sync.engine import Engine
 from sync.settings import Settings, load_settings
@@ -47,18 +49,37 @@ def _not_found(req: falcon.Request, resp: falcon.Response, **kwargs: Any) -> Non
 
 
 class ShapesyncApp(falcon.App[falcon.Request, falcon.Response]):
-    """The Falcon app plus the engine slot and settings the hooks and resources share."""
+    """The Falcon app plus the engine slot and settings the hooks and resources share.
+
+    Under a server that writes pre-rendered responses itself (our gunicorn worker sets ``SERVER_RAW_KEY``),
+    a responder may leave with :class:`RawAnswerReady`; the middleware that must see every response then
+    finishes it through ``raw_finishers`` (``finish_raw(req, body_length)``), see ``api/raw_response.py``.
+    """
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(cors_enable=False)
         self.shapesync_settings = settings
         self.shapesync_slot = EngineSlot()
         self.shapesync_metrics: ApiMetrics | None = None
+        self.raw_finishers: list[Callable[[falcon.Request, int], None]] = []
+
+    def __call__(self, env: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if env.get(SERVER_RAW_KEY):
+            env[RAW_ENV_KEY] = True
+        try:
+            return super().__call__(env, start_response)
+        except RawAnswerReady as ready:
+            req: Any = ready.request
+            length = len(ready.response.body)
+            for finish in self.raw_finishers:  # innermost first, as Falcon runs process_response
+                finish(req, length)
+            return ready.response
 
 
 def create_app(settings: Settings) -> ShapesyncApp:
     app = ShapesyncApp(settings)
     slot = app.shapesync_slot
+    metrics_middleware: MetricsMiddleware | None = None
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
@@ -67,13 +88,18 @@ def create_app(settings: Settings) -> ShapesyncApp:
         here = settings.metrics.port == 0
         routes = ("/", "/v1/health", "/v1/health/actors", "/v1/shape") + ((METRICS_PATH,) if here else ())
         metrics = app.shapesync_metrics = ApiMetrics(lambda: slot.engine, routes)
-        app.add_middleware(MetricsMiddleware(metrics))
+        metrics_middleware = MetricsMiddleware(metrics)
+        app.add_middleware(metrics_middleware)
         if here:
             app.add_route(METRICS_PATH, MetricsResource(metrics))
     app.add_route("/", RootResource())
     app.add_route("/v1/health", HealthResource(slot))
     app.add_route("/v1/health/actors", ActorTreeResource(slot))
-    install_shape_api(app, lambda: slot.shapes, ApiSettings.from_http(settings.http))
+    shapes = install_shape_api(app, lambda: slot.shapes, ApiSettings.from_http(settings.http))
+    finishers = [getattr(m, "finish_raw", None) for m in reversed(shapes.middleware)]
+    if metrics_middleware is not None:
+        finishers.append(metrics_middleware.finish_raw)
+    app.raw_finishers = [f for f in finishers if f is not None]
     app.add_sink(_not_found, r"/")
     return app
 

@@ -10,6 +10,10 @@ after that gets its data at once and never parks), so any non-empty read at X ta
 correct answer for it, exactly what it would have got had it been scheduled a few milliseconds earlier.
 The log is append-only; a later read could only cover more.  The etag (``handle:X:end``) is the same for
 all of them.  Entries live ``ttl`` seconds: they only need to outlast one wake-up's fan-out.
+
+The sharing goes down to the bytes: an answer also keeps its header block pre-rendered around the cursor
+line, so that under our gunicorn worker a woken request only joins its cursor, request id and CORS origin
+to it (:meth:`LiveAnswer.raw_response`, :mod:`api.raw_response`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 from api.headers import Headers, next_cursor
 from api.params import ApiSettings
+from api.raw_response import RawResponse, header_block
 
 __all__ = ["LiveAnswer", "LiveMemo"]
 
@@ -34,6 +39,8 @@ class LiveAnswer:
     body: bytes
     headers: Headers
     cursor_index: int  # where ``electric-cursor`` sits in ``headers`` (-1: none)
+    # The header block before and after the cursor line, and the content-length line; None: not renderable
+    raw_head: tuple[bytes, bytes, bytes] | None = None
 
     def headers_for(
         self,
@@ -51,10 +58,40 @@ class LiveAnswer:
         headers[self.cursor_index] = (CURSOR_HEADER, str(cursor))
         return headers
 
+    def raw_response(
+        self,
+        settings: ApiSettings,
+        client_cursor: str | None,
+        common: bytes,
+        *,
+        now: float,
+        rand: Callable[[int, int], int] = random.randint,
+    ) -> RawResponse | None:
+        """The answer for one request, pre-rendered: ``headers_for`` + ``common`` (the middleware's lines,
+        see ``RawCommonLines``) + content-length, in the order the Falcon path sends them.  None when the
+        header block could not be rendered."""
+        if self.raw_head is None:
+            return None
+        before, after, length = self.raw_head
+        if self.cursor_index >= 0:
+            cursor = next_cursor(settings.long_poll_timeout, client_cursor, now=now, rand=rand)
+            before = b"%selectric-cursor: %d\r\n" % (before, cursor)
+        # Falcon's order: the resource's headers, the middleware's, then content-length
+        return RawResponse("200 OK", b"".join((before, after, common, length)), self.body)
+
     @staticmethod
     def of(body: bytes, headers: Headers) -> LiveAnswer:
         index = next((i for i, (name, _) in enumerate(headers) if name == CURSOR_HEADER), -1)
-        return LiveAnswer(body, headers, index)
+        cut = index if index >= 0 else len(headers)
+        try:
+            raw_head: tuple[bytes, bytes, bytes] | None = (
+                header_block(headers[:cut]),
+                header_block(headers[cut + 1 :]),
+                header_block([("content-length", str(len(body)))]),
+            )
+        except ValueError:
+            raw_head = None
+        return LiveAnswer(body, headers, index, raw_head)
 
 
 class LiveMemo:

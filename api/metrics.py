@@ -180,6 +180,15 @@ class MetricsMiddleware:
         if body:
             metrics.bytes_counter(route)(len(body))
 
+    def finish_raw(self, req: falcon.Request, body_length: int) -> None:
+        """A pre-rendered 200 left Falcon (api/raw_response.py): count it as process_response would."""
+        metrics = self._metrics
+        route = req.uri_template or UNMATCHED
+        metrics.count_request(req.method, route, 200)
+        if getattr(req.context, "metrics_live", False):
+            metrics.live_waiters.dec()
+        metrics.bytes_counter(route)(body_length)
+
 
 class EngineCollector(Collector):
     """Engine series, computed when scraped from state any greenlet may read."""

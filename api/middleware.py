@@ -24,6 +24,7 @@ import falcon
 from api.errors import ConcurrencyLimitExceeded, Unauthorized
 from api.headers import SHAPE_PATH, SSE_CONTENT_TYPE, common_headers, cors_headers
 from api.params import ApiSettings, parse_query
+from api.raw_response import header_block, safe_header_value
 
 __all__ = [
     "AdmissionControl",
@@ -31,6 +32,7 @@ __all__ = [
     "AuthMiddleware",
     "CommonHeadersMiddleware",
     "PathNormalizer",
+    "RawCommonLines",
     "normalize_path",
     "request_query",
     "shape_api_middleware",
@@ -98,6 +100,29 @@ class CommonHeadersMiddleware:
         if resp.content_type == SSE_CONTENT_TYPE:
             # nginx (config/nginx.conf) and similar proxies must pass an event stream through unbuffered.
             resp.set_header("x-accel-buffering", "no")
+
+
+class RawCommonLines:
+    """What :class:`CommonHeadersMiddleware` adds to a ``/v1/shape`` response, as a header block for a
+    pre-rendered answer (:mod:`api.raw_response`); rendered once but for the request id and the origin."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        cors = cors_headers(None, SHAPE_PATH)  # allow-origin first, then the constant ones
+        self._head = header_block([("electric-server", settings.server_header)]) + b"x-request-id: "
+        self._tail = header_block(cors[1:])
+
+    def render(self, req: falcon.Request) -> bytes | None:
+        """The block for ``req`` (None if its request id or origin could not be sent as they are)."""
+        request_id: str | None = getattr(req.context, "request_id", None)
+        origin = req.get_header("origin") or "*"
+        if request_id is None or not safe_header_value(request_id) or not safe_header_value(origin):
+            return None
+        return b"%s%s\r\naccess-control-allow-origin: %s\r\n%s" % (
+            self._head,
+            request_id.encode("latin-1"),
+            origin.encode("latin-1"),
+            self._tail,
+        )
 
 
 class AuthMiddleware:
@@ -230,6 +255,13 @@ class AdmissionMiddleware:
             resp.stream = None
         else:
             resp.stream = _ReleasingStream(stream, slot.release)
+
+    def finish_raw(self, req: falcon.Request, body_length: int) -> None:
+        """A pre-rendered answer left Falcon (api/raw_response.py): its body is in memory, release now."""
+        del body_length
+        slot: _Slot | None = getattr(req.context, "admission_slot", None)
+        if slot is not None:
+            slot.release()
 
 
 def shape_api_middleware(

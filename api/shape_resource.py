@@ -6,7 +6,8 @@ Why it is thin: parsing lives in ``api/params.py``, header rules in ``api/header
 matching If-None-Match (decided before any wait), hold a live request on a :class:`ChangeWaiter` (a future,
 no actor busy) and stream the body as ``[`` + stored item bytes + control item + ``]`` without decoding.
 Long-polls woken by the same change share one answer (body and headers, ``api/live_memo.py``); each keeps
-its own cursor.
+its own cursor; under our gunicorn worker a memoised answer leaves pre-rendered, past Falcon's response
+processing and gunicorn's header code (``api/raw_response.py``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ from api.headers import (
     shape_response_headers,
 )
 from api.live_memo import LiveAnswer, LiveMemo
-from api.middleware import request_query, shape_api_middleware
+from api.middleware import RawCommonLines, request_query, shape_api_middleware
 from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_shape_request
+from api.raw_response import RAW_ENV_KEY, RawAnswerReady
 from api.sse import sse_events, up_to_date_item
 from api.subset import (
     apply_queryable_columns,
@@ -141,6 +143,8 @@ class ShapeResource:
         self._monotonic_ns = monotonic_ns
         self._rand = rand
         self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, size=LIVE_MEMO_SIZE, monotonic=monotonic)
+        self._raw_common = RawCommonLines(settings)
+        self.middleware: list[Any] = []  # set by install_shape_api (ShapesyncApp finishes raw answers)
 
     @property
     def _engine(self) -> ShapeEngine:
@@ -327,7 +331,7 @@ class ShapeResource:
             if outcome is WaitOutcome.NEW_DATA:
                 answer = self._memo.get(handle, request.offset_text, req.method)
                 if answer is not None:  # another request parked here woke first and built it
-                    self._respond_memoized(resp, request, answer)
+                    self._respond_memoized(req, resp, request, answer)
                     return
                 fresh = self._engine.read(handle, offset)
                 if fresh.is_empty:
@@ -424,7 +428,18 @@ class ShapeResource:
             resp.content_length = length
         return headers
 
-    def _respond_memoized(self, resp: falcon.Response, request: ShapeRequest, answer: LiveAnswer) -> None:
+    def _respond_memoized(
+        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, answer: LiveAnswer
+    ) -> None:
+        if req.env.get(RAW_ENV_KEY) and req.method == "GET":
+            common = self._raw_common.render(req)
+            raw = None
+            if common is not None:
+                raw = answer.raw_response(
+                    self._settings, request.cursor, common, now=self._clock(), rand=self._rand
+                )
+            if raw is not None:
+                raise RawAnswerReady(req, raw)
         resp.set_headers(
             answer.headers_for(self._settings, request.cursor, now=self._clock(), rand=self._rand)
         )
@@ -443,7 +458,8 @@ def install_shape_api(
     Call before the app serves its first request.  ``kwargs`` go to :class:`ShapeResource` (clock, rand...).
     """
     resource = ShapeResource(engine, settings, **kwargs)
-    app.add_middleware(shape_api_middleware(settings, exists=resource.handle_exists))
+    resource.middleware = shape_api_middleware(settings, exists=resource.handle_exists)
+    app.add_middleware(resource.middleware)
     register_error_handlers(app, settings)
     app.add_route(SHAPE_PATH, resource)
     return resource

@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
+import time
+from datetime import datetime
+from email.utils import formatdate
 from typing import Any
 
 # gevent keeps a parent/spawn tree per greenlet unless told not to; we never read it, and every actor is a
 # greenlet (~2 KB each, per shape).  Must be set before gevent is imported.
 os.environ.setdefault("GEVENT_TRACK_GREENLET_TREE", "false")
 
+from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
+from api.raw_response import SERVER_RAW_KEY, RawResponse
 from sync.settings import ConfigError, load_settings
 
 try:
@@ -36,6 +43,86 @@ logging.basicConfig(
     format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
     stream=sys.stderr,
 )
+
+
+_date_cache: list[Any] = [0, ""]
+COALESCE_MAX = 64 * 1024  # bytes: a first body write up to this size goes out with the header block
+
+
+def http_date() -> str:
+    """gunicorn's Date value (``util.http_date``), formatted once per second instead of once per response."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[:] = [now, formatdate(now, localtime=False, usegmt=True)]
+    return str(_date_cache[1])
+
+
+class _Response(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's response with three savings (issue 7: thousands of responses per change): the Date is
+    formatted once per second, a first body write of up to ``COALESCE_MAX`` bytes leaves in the same send as
+    the header block (one send per small response instead of two), and a pre-rendered
+    :class:`~api.raw_response.RawResponse` is written whole (``send_raw``).  Everything else (header
+    validation of ordinary responses, framing, HEAD/204/304 rules) is gunicorn's own."""
+
+    def default_headers(self) -> list[str]:
+        if self.upgrade:
+            connection = "upgrade"
+        elif self.should_close():
+            connection = "close"
+        else:
+            connection = "keep-alive"
+        major, minor = self.req.version
+        headers = [
+            f"HTTP/{major}.{minor} {self.status}\r\n",
+            f"Server: {self.version}\r\n",
+            f"Date: {http_date()}\r\n",
+            f"Connection: {connection}\r\n",
+        ]
+        if self.chunked:
+            headers.append("Transfer-Encoding: chunked\r\n")
+        return headers
+
+    def _head(self) -> bytes:
+        lines = self.default_headers()
+        lines.extend([f"{k}: {v}\r\n" for k, v in self.headers])
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        util.write(self.sock, self._head())
+        self.headers_sent = True
+
+    def write(self, arg: Any) -> None:
+        if (
+            not self.headers_sent
+            and type(arg) is bytes
+            and 0 < len(arg) <= COALESCE_MAX
+            and not self.chunked
+            and not self._omits_body
+            and (self.response_length is None or len(arg) <= self.response_length)
+        ):
+            head = self._head()
+            self.headers_sent = True
+            self.sent = len(arg)
+            util.write(self.sock, head + arg)
+            return
+        super().write(arg)
+
+    def send_raw(self, raw: RawResponse) -> None:
+        """Write a pre-rendered response: our status line, Server, Date and Connection, then its block."""
+        self.status = raw.status
+        self.status_code = int(raw.status[:3])
+        self.response_length = self.sent = len(raw.body)
+        connection = "close" if self.should_close() else "keep-alive"
+        major, minor = self.req.version
+        head = (
+            f"HTTP/{major}.{minor} {raw.status}\r\nServer: {self.version}\r\nDate: {http_date()}\r\n"
+            f"Connection: {connection}\r\n"
+        ).encode("latin-1")
+        self.headers_sent = True
+        util.write(self.sock, b"".join((head, raw.head, b"\r\n", raw.body)))
 
 
 class ShapesyncWorker(GeventWorker):  # type: ignore[misc]
@@ -71,10 +158,70 @@ class ShapesyncWorker(GeventWorker):  # type: ignore[misc]
         me = gevent.getcurrent()
         self._connections[me] = True
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            return self._serve(listener_name, req, sock, addr)
+        except (gevent.GreenletExit, SystemExit):  # as GeventWorker.handle_request
+            return None
         finally:
             if me in self._connections:
                 self._connections[me] = False
+
+    def _serve(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
+        """gunicorn 27's ``AsyncWorker.handle_request``, with our :class:`_Response` and the raw protocol
+        (``api/raw_response.py``): ``SERVER_RAW_KEY`` in the environ, a RawResponse written whole."""
+        request_start = datetime.now()
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            resp, environ = wsgi.create(req, sock, addr, listener_name, self.cfg)
+            resp.__class__ = _Response  # same state, our methods (wsgi.create builds the stock class)
+            environ["wsgi.multithread"] = True
+            environ[SERVER_RAW_KEY] = True
+            self.nr += 1
+            if self.nr >= self.max_requests and self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            if self.is_already_handled(respiter):
+                return False
+            try:
+                if type(respiter) is RawResponse:
+                    resp.send_raw(respiter)
+                elif isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                raise StopIteration
+        except StopIteration:
+            raise
+        except OSError:
+            util.reraise(*sys.exc_info())
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                # A started response cannot take a 500 on the same socket: abort the connection.
+                self.log.exception("Error handling request")
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+                raise StopIteration from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
 
     def handle_exit(self, sig: Any, frame: Any) -> None:
         import gevent  # noqa: PLC0415

@@ -103,3 +103,24 @@ def test_parked_requests_share_one_read(client: TestClient, backend: Backend, fa
     assert int(results[1].headers["electric-cursor"]) > 99999999999
     assert results[0].headers["electric-cursor"] == results[2].headers["electric-cursor"]
     assert results[0].headers["electric-cursor"] != results[1].headers["electric-cursor"]
+
+
+def test_raw_response_is_the_header_list_rendered_with_its_own_cursor() -> None:
+    headers = [("cache-control", "x"), ("electric-cursor", "0"), ("etag", '"e"'), ("electric-offset", "1_0")]
+    memo_answer = LiveAnswer.of(b"[1]", headers)
+    now = TEST_SETTINGS.long_poll_timeout * 1000 + 1_728_432_000.0
+    raw = memo_answer.raw_response(
+        TEST_SETTINGS, "99999999999", b"x-common: 1\r\n", now=now, rand=lambda a, b: 7
+    )
+    assert raw is not None and raw.status == "200 OK" and raw.body == b"[1]" and list(raw) == [b"[1]"]
+    expected = memo_answer.headers_for(TEST_SETTINGS, "99999999999", now=now, rand=lambda a, b: 7)
+    rendered = "".join(f"{k}: {v}\r\n" for k, v in [*expected, ("x-common", "1"), ("content-length", "3")])
+    assert raw.head == rendered.encode()
+
+
+def test_an_answer_gunicorn_would_refuse_is_never_pre_rendered() -> None:
+    bad = LiveAnswer.of(b"[]", [("etag", '"e"\r\nx-injected: 1')])
+    assert bad.raw_response(TEST_SETTINGS, None, b"", now=0.0) is None
+    latin = LiveAnswer.of(b"[]", [("etag", '"\xe9\t"')])  # obs-text and tab are allowed, as in gunicorn
+    raw = latin.raw_response(TEST_SETTINGS, None, b"", now=0.0)
+    assert raw is not None and raw.head == b'etag: "\xe9\t"\r\ncontent-length: 2\r\n'

@@ -7,6 +7,7 @@ for with the service's own event (a live request returns when data lands), never
 
 from __future__ import annotations
 
+import http.client as hc
 import math
 import re
 import time
@@ -24,6 +25,7 @@ from tests.api.e2e_support import (
     MUST_REFETCH,
     SCHEMA,
     SERVICE,
+    Background,
     Http,
     Shape,
     Tables,
@@ -142,6 +144,72 @@ def test_long_poll_woken_by_new_data(http: Http, db: Tables) -> None:
     assert h["cache-control"] == LIVE_CC
     assert h["etag"] == f'"{shape.handle}:{shape.offset}:{r.offset}"'
     assert "electric-schema" not in h
+
+
+def _live_waiters(http: Http) -> float:
+    for line in http.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("shapesync_live_waiters "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _wire_headers(http: Http, path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, every header in wire order (names lower-cased), body."""
+    conn = hc.HTTPConnection("127.0.0.1", http.port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        return r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read()
+    finally:
+        conn.close()
+
+
+def test_woken_long_polls_answer_exactly_as_an_immediate_request(http: Http, db: Tables) -> None:
+    """Long-polls woken by one change share a pre-rendered answer (api/raw_response.py) for all but the first
+    to wake: every one must carry the same headers, in the same order, as the same request answered through
+    Falcon at once, with its own cursor, request id and CORS origin."""
+    table, shape = caught_up(http, db)
+    path = f"/v1/shape?{shape.url(extra='&live=true')}"
+    own_id = "client-chosen-request-id-0001"
+    variants = [
+        ({}, "1"),
+        ({"Origin": "https://app.example", "X-Request-Id": own_id}, "1"),
+        ({}, "99999999999"),
+    ]
+    before = _live_waiters(http)
+    parked: list[Any] = []
+    for headers, cursor in variants * 2:  # two of each: at most one of a pair builds the shared answer
+        parked.append(
+            (
+                headers,
+                cursor,
+                Background(lambda h=headers, c=cursor: _wire_headers(http, f"{path}&cursor={c}", h)),
+            )
+        )
+    deadline = time.monotonic() + 10
+    while _live_waiters(http) < before + len(parked):  # no event crosses the process boundary
+        assert time.monotonic() < deadline, "the long-polls did not park"
+        time.sleep(0.01)
+    db.insert(table, 3)
+    woken = [(headers, cursor, bg.result()) for headers, cursor, bg in parked]
+    status, reference, ref_body = _wire_headers(http, f"{path}&cursor=1", {})  # behind now: answered at once
+    assert status == 200 and orjson.loads(ref_body)[0]["value"] == {"id": "3", "title": "t3"}
+    varying = {"date", "electric-cursor", "x-request-id", "access-control-allow-origin"}
+    for headers, cursor, (status, got, body) in woken:
+        assert status == 200 and body == ref_body
+        assert [name for name, _ in got] == [name for name, _ in reference]
+        assert [h for h in got if h[0] not in varying] == [h for h in reference if h[0] not in varying]
+        values = dict(got)
+        assert values["access-control-allow-origin"] == headers.get("Origin", "*")
+        if "X-Request-Id" in headers:
+            assert values["x-request-id"] == own_id
+        else:
+            assert len(values["x-request-id"]) == 20
+        if cursor == "1":
+            assert values["electric-cursor"] == dict(reference)["electric-cursor"]
+        else:
+            assert 99999999999 < int(values["electric-cursor"]) <= 99999999999 + 3600
+    assert _live_waiters(http) == before  # the shared answers left the gauge as Falcon's do
 
 
 def test_live_304_carries_the_cursor(http: Http, db: Tables) -> None:
