@@ -142,7 +142,19 @@ def row_key(prefix: str, values: Iterable[str | None]) -> str:
 class _Layout:
     """Column positions of the shape in one Relation message, and row -> key / selected-values functions."""
 
-    __slots__ = ("key", "key_of", "names", "pk_pos", "pk_sel", "project", "relation", "sel", "sel_names")
+    __slots__ = (
+        "insert_template",
+        "key",
+        "key_of",
+        "names",
+        "pk_pos",
+        "pk_sel",
+        "plain_key",
+        "project",
+        "relation",
+        "sel",
+        "sel_names",
+    )
 
     def __init__(self, relation: Relation, definition: ShapeDefinition, prefix: str) -> None:
         idx = relation.column_index
@@ -177,10 +189,32 @@ class _Layout:
         else:
             key = self.key
             self.key_of = lambda row: row_key(prefix, [_text(row[i]) for i in key])
+        # The insert of plain values (see _plain): its item up to the headers as one %-template over
+        # (key value, *selected values), for a single-column key that is selected.
+        self.plain_key = self.key[0] if len(self.key) == 1 and definition.primary_key else -1
+        self.insert_template: str | None = None
+        if self.plain_key in self.sel:
+            key_json = orjson.dumps(prefix).decode()[1:-1]  # char-wise escaping: parts escape alone
+            value = ",".join(orjson.dumps(c).decode() + ':"\x00"' for c in definition.columns)
+            self.insert_template = (
+                ('{"key":"' + key_json + '/\\"\x00\\"","value":{' + value + "}")
+                .replace("%", "%%")
+                .replace("\x00", "%s")
+            )
 
 
 def _identity(row: Row) -> Row:
     return row
+
+
+def _plain(values: Sequence[Value]) -> bool:
+    """Every value is a string that JSON writes as it is: no quote, backslash or control character
+    (``isprintable`` is stricter than needed: what it rejects takes the general path)."""
+    try:
+        text = "".join(values)  # type: ignore[arg-type]  # a None or UNCHANGED_TOAST raises TypeError
+    except TypeError:
+        return False
+    return '"' not in text and "\\" not in text and text.isprintable()
 
 
 _NONE_UNRESOLVED: set[int] = set()  # shared, never mutated
@@ -190,6 +224,7 @@ _Encoded = tuple[LogOffset, str, Operation, bytes, bytes]  # offset, key, operat
 # LogOffset built on the hot path without its frozen dataclass __init__ (one object.__setattr__ per field);
 # the object is identical (same class and fields, still immutable through normal assignment).
 _new_offset = object.__new__
+_new_item = tuple.__new__  # LogItem without its Python-level __new__
 _set_tx = vars(LogOffset)["tx"].__set__
 _set_op = vars(LogOffset)["op"].__set__
 
@@ -208,6 +243,7 @@ class ShapeLogEncoder:
         self._full = definition.replica == "full"
         self._has_pk = bool(definition.primary_key)
         self._prefix = key_prefix(definition.schema, definition.table)
+        self._key_head = self._prefix + '/"'
         # A copy: orjson's result keeps its 4 KiB output buffer, which every live shape would hold.
         self._rel_json = bytes(memoryview(orjson.dumps([definition.schema, definition.table])))
         self._snapshot_headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b"}}"
@@ -247,6 +283,8 @@ class ShapeLogEncoder:
         txids_close = txids + _CLOSE
         where = self._where
         lay = self._layout
+        template = ""  # lay.insert_template + this fragment's headers, built at the first use
+        template_lay: _Layout | None = None
         for change in fragment.changes:
             if type(change) is Insert:
                 # the hot path, inlined: one insert -> at most one item
@@ -258,25 +296,44 @@ class ShapeLogEncoder:
                 row = change.new
                 if where is not None and not where(dict(zip(lay.names, row, strict=True))):  # type: ignore[arg-type]
                     continue
-                key = lay.key_of(row)
                 op = change.op
-                body = join(
-                    (
-                        b'{"key":',
-                        dumps(key),
-                        b',"value":',
-                        dumps(dict(zip(lay.sel_names, lay.project(row), strict=True))),
-                        insert_headers,
-                        b"%d" % op,
-                        txids_close,
+                values = lay.project(row)
+                if lay.insert_template is not None and _plain(values):
+                    # plain values: the item is one %-format, no per-value escaping, no dict
+                    if template_lay is not lay:
+                        template_lay = lay
+                        template = "".join(
+                            (
+                                lay.insert_template,
+                                insert_headers.decode().replace("%", "%%"),
+                                "%d",
+                                txids_close.decode(),
+                            )
+                        )
+                    key_value: str = row[lay.plain_key]  # type: ignore[assignment]  # plain: a str
+                    if "/" in key_value:
+                        key_value = key_value.replace("/", "//")
+                    key = self._key_head + key_value + '"'
+                    body = (template % (key_value, *values, op)).encode()
+                else:
+                    key = lay.key_of(row)
+                    body = join(
+                        (
+                            b'{"key":',
+                            dumps(key),
+                            b',"value":',
+                            dumps(dict(zip(lay.sel_names, values, strict=True))),
+                            insert_headers,
+                            b"%d" % op,
+                            txids_close,
+                        )
                     )
-                )
                 if pending is not None:
                     append(pending)
                 offset = _new_offset(LogOffset)
                 _set_tx(offset, lsn)
                 _set_op(offset, op)
-                pending = LogItem(offset, key, "insert", body)
+                pending = _new_item(LogItem, (offset, key, "insert", body))
                 continue
             if isinstance(change, Truncate):
                 if any(r.oid == oid for r in change.relations):
