@@ -29,12 +29,16 @@ Order: ``shapes`` starts before ``connection`` (a deviation from the drawing in 
 lists Connection first): the replication client asks the collector for its resume point as soon as it
 starts, so the collector must exist; shutdown runs in reverse, so streaming stops before the shapes do.
 
+The replication client's sink is the :class:`~sync.replication.history.HistoryGuard` over the collector: a
+server on another history (system identifier or timeline changed) invalidates every shape before streaming.
+
 Actors find each other through the stack's :class:`~supervisors.Registry`, never through refs captured at
 start, because every restart makes new refs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +48,12 @@ import pykka
 from supervisors import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, ChildSpec, Registry, Supervisor
 from sync.replication.changes import RelationChanged, ReplicationEvent, SlotRecreated
 from sync.replication.connection import ConnectionConfig, ConnectionHandles, connection_children
+from sync.replication.history import HistoryFile, HistoryGuard, read_history
 from sync.replication.publication import AddTable, PublicationManager, RemoveTable
 from sync.replication.sink import GetResumePoint, Pending, ResumePoint
 from sync.replication.tables import TableName
 from sync.settings import Settings
-from sync.shapes.cache import CacheSettings, InvalidateShape, ShapeCache
+from sync.shapes.cache import CacheSettings, CheckSchemas, InvalidateShape, ShapeCache
 from sync.shapes.collector import ShapeLogCollector
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import ShapeDirectory
@@ -234,9 +239,19 @@ def shapes_children(
     ]
 
 
+def check_schemas_of(services: StackServices, schema: str, table: str) -> None:
+    """A request named a table the catalog does not have: if live shapes still read a table of that name
+    (dropped, or renamed, since), have the ShapeCache check them against the catalog now."""
+    if services.directory.has_table(schema, table):
+        cache = services.registry.whereis(SHAPE_CACHE)
+        if cache is not None:
+            logger.info("%s.%s is not in the catalog but shapes read it: checking them now", schema, table)
+            cache.tell(CheckSchemas())
+
+
 def build_services(settings: Settings) -> StackServices:
     stack_id = settings.replication.stream_id
-    return StackServices(
+    services = StackServices(
         registry=Registry(stack_id),
         resolver=ShapeResolver(settings.database.url),
         storage=FileStorage(
@@ -246,6 +261,31 @@ def build_services(settings: Settings) -> StackServices:
             max_open_files=settings.storage.max_open_files,
         ),
     )
+    services.resolver.on_missing_table = functools.partial(check_schemas_of, services)
+    return services
+
+
+PURGE_TIMEOUT_S = 600.0  # removing every shape (each log deleted, each subtree stopped) may take a while
+
+
+def history_guard(config: ConnectionConfig, services: StackServices) -> HistoryGuard:
+    """The replication client's sink: the collector, behind the check of the server's history."""
+    registry = services.registry
+
+    def settle(event: SlotRecreated) -> None:
+        cache = registry.whereis(SHAPE_CACHE)
+        if cache is None:
+            raise pykka.ActorDeadError("the shape cache is not running: shapes cannot be invalidated")
+        cache.ask(event, timeout=PURGE_TIMEOUT_S)
+
+    return HistoryGuard(
+        RegistrySink(registry),
+        HistoryFile(services.storage.shapes_dir.parent / "history.json"),
+        slot=config.slot,
+        identify=lambda: read_history(config.dsn, timeout=config.connect_timeout),
+        settle=settle,
+        timeout=PURGE_TIMEOUT_S,
+    )
 
 
 def build_stack(
@@ -253,7 +293,7 @@ def build_stack(
 ) -> pykka.ActorRef[Any]:
     """Start the root supervisor of the stack (``supervisors.start_tree`` waits for the subtree)."""
     config = connection_config(settings)
-    sink = RegistrySink(services.registry)
+    sink = history_guard(config, services)
 
     def start_shapes() -> pykka.ActorRef[Any]:
         return Supervisor.start(

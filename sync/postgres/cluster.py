@@ -224,6 +224,23 @@ class LocalCluster:
         self.stop(mode)
         self.start()
 
+    def restore_to_new_timeline(self, timeout: float = 60.0) -> None:
+        """Stop, run an archive recovery of the data folder (``recovery.signal``, no archive), which ends on
+        a new timeline as a point-in-time restore or a promotion does, and start again (tests)."""
+        self.stop()
+        signal = self.datadir / "recovery.signal"
+        signal.touch()
+        self._chown(signal)
+        self._write_conf()
+        with (self.datadir / "postgresql.auto.conf").open("a") as conf:
+            conf.write("restore_command = 'false'\n")  # nothing archived: recovery ends at the local WAL
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
+        deadline = time.monotonic() + timeout
+        while self._run("pg_isready", "-h", self.host, "-p", str(self.port), check=False).returncode:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"postgres did not become ready; see {self.logfile}")
+            time.sleep(0.05)
+
     def postmaster_pid(self) -> int | None:
         pidfile = self.datadir / "postmaster.pid"
         try:

@@ -14,8 +14,11 @@ from the acknowledged LSN and the consumers skip what they already have.
 
 Invalidation (TRUNCATE, schema change, a consumer that cannot continue, a re-created slot) withdraws the
 handle (clients get 409 and re-create the shape from its definition under a new handle), wakes its waiters
-with ``rotated``, deletes its log and stops its subtree.  With ``max_shapes`` set, creating one more shape
-evicts the least recently used one the same way.
+with ``rotated``, deletes its log and stops its subtree, in that order: a woken waiter looks the definition
+up again and must never find the old handle.  An invalidation reported from another thread (a consumer,
+a storage monitor, the schema checker: ``invalidate(handle, reason)``) therefore withdraws the handle
+before it returns, and the inbox does the rest (``_Withdrawn``).  With ``max_shapes`` set, creating one
+more shape evicts the least recently used one the same way.
 
 Creation runs outside the cache's inbox (``CreateShape``, through :func:`get_or_create_shape`): the cache
 reserves the definition, a worker does the slow part (catalog, publication, log files, subtree start), and
@@ -59,6 +62,7 @@ from sync.storage.ticker import FlushTicker
 
 __all__ = [
     "CacheSettings",
+    "CheckSchemas",
     "CreateShape",
     "DeleteShape",
     "GetShape",
@@ -128,6 +132,14 @@ class InvalidateShape:
     """tell/ask -> bool: the shape cannot continue (consumer, collector overload, schema change)."""
 
     handle: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Withdrawn:
+    """tell (any thread -> cache): ``shape`` was withdrawn from the directory for ``reason``: remove it."""
+
+    shape: LiveShape
     reason: str
 
 
@@ -258,6 +270,8 @@ class ShapeCache(SupervisedActor):
                 return self._remove(handle, reason)
             case InvalidateShape(handle, reason):
                 return self._remove(handle, reason)
+            case _Withdrawn(shape, reason):
+                self._dispose(shape, reason)
             case RelationChanged():
                 self._relation_changed(message)
             case SlotRecreated(slot, reason):
@@ -371,8 +385,11 @@ class ShapeCache(SupervisedActor):
         self._pool.tell(StartSnapshot(request))
 
     def _invalidate_later(self, handle: str, reason: str) -> None:
+        """Invalidate ``handle`` from any thread: withdrawn now, removed by the inbox (module docstring)."""
+        shape = self.directory.withdraw(handle, reason)
+        message = _Withdrawn(shape, reason) if shape is not None else InvalidateShape(handle, reason)
         try:
-            self.actor_ref.tell(InvalidateShape(handle, reason))
+            self.actor_ref.tell(message)
         except pykka.ActorDeadError:
             logger.debug("cache stopped: invalidation of %s (%s) dropped", handle, reason)
 
@@ -442,6 +459,12 @@ class ShapeCache(SupervisedActor):
             if any(p.handle == handle for p in self._pending.values()):
                 self._doomed[handle] = reason  # removed as soon as it is built
             return False
+        self._dispose(shape, reason)
+        return True
+
+    def _dispose(self, shape: LiveShape, reason: str) -> None:
+        """Wake the waiters of a withdrawn shape (``rotated``), delete its log, stop its subtree."""
+        handle = shape.handle
         logger.info("shape %s removed: %s", handle, reason)
         mon = self._monitors.pop(handle, None)
         if mon is not None:
@@ -454,7 +477,6 @@ class ShapeCache(SupervisedActor):
         self._marks.forget(handle)
         self._types.pop(handle, None)
         self._release(shape.definition, handle)
-        return True
 
     def _release(self, definition: ShapeDefinition, handle: str) -> None:
         if self._unpublish is not None:

@@ -7,6 +7,10 @@ gevent), keeps the table entries it read (dropped when a Relation message says t
 after ``ttl`` seconds), and compiles every clause with :mod:`sync.where`, so SQL sent to Postgres is
 always regenerated from the validated tree, never the client's text.
 
+A request naming a table the catalog does not have calls ``on_missing_table(schema, name)`` (the stack asks
+the ShapeCache for a catalog check when live shapes still read a table of that name: a dropped table sends
+no replication message, so this is how it is noticed before the next periodic check).
+
 Errors are returned as :class:`ShapeRequestError` with the field name and Electric's messages; the HTTP
 layer turns them into ``{"message":"Invalid request","errors":{field: messages}}``.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -71,8 +75,15 @@ class ShapeResolver:
     """Validates definitions against the catalog and compiles their WHERE clauses (thread-safe)."""
 
     def __init__(
-        self, dsn: str, *, pool_size: int = 2, ttl: float = 30.0, connect_timeout: float = 10.0
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 2,
+        ttl: float = 30.0,
+        connect_timeout: float = 10.0,
+        on_missing_table: Callable[[str, str], None] | None = None,
     ) -> None:
+        self.on_missing_table = on_missing_table
         self._pool = ConnectionPool(
             dsn,
             min_size=0,
@@ -132,6 +143,7 @@ class ShapeResolver:
         try:
             info = self.table(schema, name)
         except TableNotFound:
+            self._missing(schema, name)
             raise ShapeRequestError({"table": [_missing_table(schema, name)]}) from None
         columns: Sequence[str] | None = None
         if request.columns is not None:
@@ -153,6 +165,14 @@ class ShapeResolver:
         except ShapeDefinitionError as exc:
             raise ShapeRequestError({exc.field: [exc.message]}) from None
         return definition, clause
+
+    def _missing(self, schema: str, name: str) -> None:
+        hook = self.on_missing_table
+        if hook is not None:
+            try:
+                hook(schema, name)
+            except Exception:  # the request's answer (400) does not depend on it
+                logger.exception("on_missing_table(%s, %s) failed", schema, name)
 
     def _compile(self, where: str | None, info: TableInfo, params: Sequence[str]) -> WhereClause | None:
         if where is None or not where.strip():

@@ -4,12 +4,14 @@ The cache must never wait on Postgres in its inbox, so the checks of :mod:`sync.
 background task: a timer loop asks the cache (``tick``) every ``interval`` seconds to hand over its live
 shapes, and :meth:`run` compares them with the catalog in a spawned task, reporting each shape to invalidate
 through ``invalidate(handle, reason)`` (the cache's own InvalidateShape tell).  At most one check runs at a
-time; a failed check (Postgres away) is logged and the next one tries again.
+time; one asked for meanwhile (a request found a table missing) runs right after it, with the shapes live
+then.  A failed check (Postgres away) is logged and the next one tries again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from sync import runtime
@@ -36,10 +38,15 @@ class SchemaChecker:
         self._invalidate = invalidate
         self._forget_table = forget_table  # drop a cached catalog entry found stale
         self._running = False
+        self._again = False  # a check was asked for while one ran
+        self._lock = threading.Lock()
+        self._tick: Callable[[], bool] | None = None
         self._stopped = runtime.Event()
 
     def start(self, tick: Callable[[], bool]) -> None:
-        """Call ``tick()`` every ``interval`` seconds until it returns False or :meth:`stop` (0: never)."""
+        """Call ``tick()`` every ``interval`` seconds until it returns False or :meth:`stop` (0: never);
+        ``tick`` also asks for the check that follows one asked for while another ran."""
+        self._tick = tick
         if self._interval > 0:
             runtime.spawn(self._loop, tick, name="shape-schema-check")
 
@@ -50,9 +57,13 @@ class SchemaChecker:
 
     def run(self, shapes: Sequence[tuple[str, ShapeDefinition]], types: Mapping[str, ColumnTypes]) -> None:
         """Check ``shapes`` (handle, definition) in the background, unless a check is already running."""
-        if self._running or self._stopped.is_set():
+        if self._stopped.is_set():
             return
-        self._running = True
+        with self._lock:
+            if self._running:
+                self._again = True
+                return
+            self._running = True
         runtime.spawn(self._check, list(shapes), dict(types), name="shape-schema-check-run")
 
     def _loop(self, tick: Callable[[], bool]) -> None:
@@ -71,6 +82,10 @@ class SchemaChecker:
         except Exception as exc:  # Postgres away: the next check tries again
             logger.warning("schema check failed: %r", exc)
         finally:
-            self._running = False
+            with self._lock:
+                self._running = False
+                again, self._again = self._again, False
             if self._stopped.is_set():
                 self._catalog.close()
+            elif again and self._tick is not None:
+                self._tick()

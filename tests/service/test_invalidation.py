@@ -20,7 +20,10 @@ import pytest
 
 from tests.fixtures.service import ServiceProcess
 
-EXTRA = {"shapes": {"schema_check_interval_s": 0.3}, "http": {"long_poll_timeout_ms": 500}}
+EXTRA: dict[str, dict[str, object]] = {
+    "shapes": {"schema_check_interval_s": 0.3},
+    "http": {"long_poll_timeout_ms": 500},
+}
 
 
 class Shape:
@@ -58,6 +61,21 @@ def _until_gone(shape: Shape, deadline_s: float = 20.0) -> tuple[int, str | None
         assert handle == shape.handle
         time.sleep(0.1)
     pytest.fail(f"shape {shape.params} ({shape.handle}) still served after {deadline_s}s")
+
+
+def _no_replacement(shape: Shape, code: int, handle: str | None) -> None:
+    """The first answer after ``shape``'s table went away (``_until_gone``) must not offer a new shape.
+
+    Until the API's definition memo expires the server still tries to create one (503, retryable); then it
+    says the table does not exist (400).  A poll that looked the handle up just before the invalidation
+    withdrew it, and read the log just after, sees the rotation mid-request: 409 must-refetch, rightly
+    without a handle (spec §7), and the next poll says why.  A 409 *with* a handle would be a shape created
+    on a table that is gone.
+    """
+    if code == 409:
+        assert handle is None
+        code, handle = shape.poll()
+    assert code in (400, 503) and handle is None, (code, handle)
 
 
 def _still_live(*shapes: Shape) -> None:
@@ -125,14 +143,10 @@ def test_drop_and_rename_are_found_by_the_catalog_check(svc: ServiceProcess, db_
     b = Shape(svc, "table=b&columns=id")
     c = Shape(svc, "table=c")
     _sql(db_dsn, "DROP TABLE a")
-    code, _ = _until_gone(a)
-    # The table is gone: no new shape can take its place.  Until the API's definition memo expires the
-    # server still tries to create one (503, retryable); afterwards it says the table does not exist (400).
-    assert code in (400, 503)
+    _no_replacement(a, *_until_gone(a))  # the table is gone: no new shape can take its place
     _still_live(b, c)
     _sql(db_dsn, "ALTER TABLE b RENAME TO b2")
-    code, _ = _until_gone(b)
-    assert code in (400, 503)
+    _no_replacement(b, *_until_gone(b))
     _still_live(c)
     renamed = Shape(svc, "table=b2&columns=id")
     assert renamed.handle != b.handle and renamed.rows == 1
@@ -162,5 +176,36 @@ def test_type_change_while_down_invalidates_on_restart(db_dsn: str, tmp_path: Pa
         code, headers, _ = svc.get(f"/v1/shape?table=t&columns=id,v&offset=-1&handle={new_handle}")
         assert code == 200 and headers["electric-handle"] == new_handle
         assert '"v":{"type":"int8"' in headers["electric-schema"].replace(" ", "")
+    finally:
+        svc.stop()
+
+
+def test_a_request_for_a_dropped_table_checks_its_shapes_at_once(db_dsn: str, tmp_path: Path) -> None:
+    _sql(
+        db_dsn,
+        "CREATE TABLE a (id int PRIMARY KEY, x text)",
+        "CREATE TABLE b (id int PRIMARY KEY, x text)",
+        "INSERT INTO a VALUES (1, 'a')",
+        "INSERT INTO b VALUES (1, 'b')",
+    )
+    # No periodic catalog check: only the request below can reveal the drop.
+    svc = ServiceProcess(db_dsn, tmp_path, {"shapes": {"schema_check_interval_s": 0}}).start()
+    try:
+        svc.wait_healthy()
+        a = Shape(svc, "table=a")
+        b = Shape(svc, "table=b")
+        _sql(db_dsn, "DROP TABLE a")
+        assert a.poll() == (200, a.handle)  # nothing tells the engine yet
+        code, _, body = svc.get("/v1/shape?table=a&columns=id&offset=-1")  # a new client of the table
+        assert code == 400 and b"does not exist" in body, (code, body)
+        # The shape is invalidated (its log deleted) at once, not at some later check.
+        log = tmp_path / "storage" / "e2e" / "shapes" / a.handle
+        end = time.monotonic() + 10.0
+        while log.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not log.exists()
+        code, handle = a.poll()
+        assert code in (400, 409) and handle is None, code  # gone, and no shape can replace it
+        _still_live(b)
     finally:
         svc.stop()

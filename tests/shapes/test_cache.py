@@ -197,6 +197,25 @@ def test_invalidation_rotates_the_handle_wakes_waiters_and_removes_the_log(h: Ca
     assert h.cache.ask(DeleteShape(new.handle), timeout=10) is False
 
 
+def test_a_waiter_woken_by_an_invalidation_never_finds_the_old_handle(h: CacheHarness) -> None:
+    # A shape invalidates itself (TRUNCATE reaches its consumer): its waiters learn "rotated" and, like the
+    # API, look the definition up again at once; that lookup must not find the handle they must drop.
+    definition = h.definition("items")
+    for _ in range(3):
+        shape = h.live(definition)
+        wait_for(lambda s=shape: snapshot_done(s))  # type: ignore[misc]
+        waiter: pykka.ThreadingFuture[WaitResult] = pykka.ThreadingFuture()
+        shape.consumer.tell(AwaitData(LogOffset.SNAPSHOT_END, waiter, time.monotonic() + 10))
+        h.conn.execute("TRUNCATE items")
+        h.feed()
+        assert waiter.get(timeout=10).outcome == "rotated"
+        found = h.directory.find(definition)
+        assert found is None or found.handle != shape.handle
+        assert h.directory.get(shape.handle) is None
+        assert "truncated" in (h.directory.rotation_reason(shape.handle) or "")
+        wait_for(lambda s=shape: s.handle not in h.storage.handles())  # type: ignore[misc]
+
+
 def test_truncate_and_column_drop_invalidate_exactly_the_affected_shapes(h: CacheHarness) -> None:
     h.conn.execute("CREATE TABLE other (id int PRIMARY KEY, x text)")
     subset = h.live(h.definition("items", columns=["id", "value"]))

@@ -1,0 +1,181 @@
+"""Which database history the shapes were built from: the server's system identifier and timeline.
+
+Why this module exists: a shape log is a list of positions in one WAL history.  After a point-in-time
+restore, a promoted replica or a different cluster behind the same DSN, the same LSNs name other
+transactions, and a slot found there (restored with the data directory, or created by an earlier run) would
+happily stream that other history into our logs.  Electric purges every shape when ``IDENTIFY_SYSTEM``
+reports a system identifier or timeline other than the one recorded with the shapes (``Timeline.check``);
+so do we.
+
+:class:`HistoryGuard` wraps the replication client's sink (the :class:`~sync.replication.sink.ReplicationSink`
+contract).  When the client asks for its resume point (slot reused), the guard reads ``IDENTIFY_SYSTEM`` and
+compares it with :class:`HistoryFile` (``<storage>/<stack>/history.json``); on a mismatch it invalidates
+every shape *before* streaming starts (a :class:`~sync.replication.changes.SlotRecreated` delivered
+downstream, then handed to ``settle``, which returns once the ShapeCache has removed every shape) and
+answers an empty resume point, so nothing of the old history is skipped or acknowledged.
+
+A slot re-created by the client purges the same way, then the guard records the current identity.  The
+purge is marked pending in the file first, so a crash in the middle purges again at the next start instead
+of reloading shapes of the old history.  No file (first start, or shapes from before this file existed)
+adopts the current identity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sync import runtime
+from sync.postgres.connect import connect, query, replication_conninfo
+from sync.replication.changes import ReplicationEvent, SlotRecreated
+from sync.replication.sink import Pending, ReplicationSink, ResumePoint
+
+__all__ = ["History", "HistoryFile", "HistoryGuard", "history_change", "read_history"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """``IDENTIFY_SYSTEM``'s systemid and timeline: which WAL history LSNs belong to."""
+
+    system_id: str
+    timeline: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHistory:
+    history: History
+    purge_pending: bool = False  # a purge was started and may not have completed
+
+
+def history_change(stored: StoredHistory | None, current: History) -> str | None:
+    """Why the shapes recorded under ``stored`` cannot follow the server's ``current`` history (None: they
+    can; also None when nothing was recorded)."""
+    if stored is None:
+        return None
+    old = stored.history
+    if old.system_id != current.system_id:
+        return (
+            f"the database is another cluster (system identifier {current.system_id}, "
+            f"the shapes were built from {old.system_id})"
+        )
+    if old.timeline != current.timeline:
+        return (
+            f"the database's timeline changed from {old.timeline} to {current.timeline} "
+            "(point-in-time restore or promoted replica)"
+        )
+    if stored.purge_pending:
+        return "an earlier invalidation of every shape did not complete"
+    return None
+
+
+def read_history(dsn: str, *, timeout: float = 30.0) -> History:
+    """``IDENTIFY_SYSTEM`` on a short replication connection of its own (cooperative under gevent)."""
+    pg = connect(replication_conninfo(dsn), timeout=timeout)
+    try:
+        (row,) = query(pg, "IDENTIFY_SYSTEM", timeout=timeout)
+    finally:
+        pg.finish()
+    return History(str(row[0]), int(str(row[1])))
+
+
+class HistoryFile:
+    """The identity recorded with the shapes; each write is atomic and fsynced (file and directory)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def load(self) -> StoredHistory | None:
+        try:
+            raw = json.loads(self.path.read_text())
+            history = History(str(raw["system_id"]), int(raw["timeline"]))
+            return StoredHistory(history, bool(raw.get("purge_pending", False)))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            # Written atomically, so this is damage from outside: trust nothing recorded with it.
+            logger.warning("%s is damaged (%r): every shape is invalidated", self.path, exc)
+            return StoredHistory(History("", 0), purge_pending=True)
+
+    def save(self, stored: StoredHistory) -> None:
+        h = stored.history
+        data = {"system_id": h.system_id, "timeline": h.timeline, "purge_pending": stored.purge_pending}
+        runtime.run_blocking(self._write, json.dumps(data).encode())
+
+    def _write(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class HistoryGuard:
+    """A :class:`~sync.replication.sink.ReplicationSink` that keeps shapes to the history they came from.
+
+    ``identify()`` reads the server's current :class:`History`; ``settle(event)`` makes the shape registry
+    remove every shape and returns once it has (it raises if it cannot: the client then crashes and
+    retries, and the pending mark purges again).
+    """
+
+    def __init__(
+        self,
+        sink: ReplicationSink,
+        store: HistoryFile,
+        *,
+        slot: str,
+        identify: Callable[[], History],
+        settle: Callable[[SlotRecreated], None],
+        timeout: float = 60.0,
+    ) -> None:
+        self._sink = sink
+        self._store = store
+        self._slot = slot
+        self._identify = identify
+        self._settle = settle
+        self._timeout = timeout
+
+    def resume_point(self) -> ResumePoint:
+        """Called by the client once per connection when it reuses the slot, before it streams."""
+        current = self._identify()
+        stored = self._store.load()
+        reason = history_change(stored, current)
+        if reason is None:
+            if stored is None or stored.history != current:
+                self._store.save(StoredHistory(current))
+            return self._sink.resume_point()
+        logger.warning("every shape is invalidated: %s", reason)
+        self._purge(SlotRecreated(self._slot, reason), stored)
+        self._store.save(StoredHistory(current))
+        return ResumePoint()  # positions of the old history mean nothing: skip nothing, acknowledge nothing
+
+    def deliver(self, event: ReplicationEvent) -> Pending | None:
+        if event.__class__ is SlotRecreated:
+            assert isinstance(event, SlotRecreated)
+            current = self._identify()
+            self._purge(event, self._store.load())
+            self._store.save(StoredHistory(current))
+            return None
+        return self._sink.deliver(event)
+
+    def _purge(self, event: SlotRecreated, stored: StoredHistory | None) -> None:
+        if stored is not None and not stored.purge_pending:
+            self._store.save(StoredHistory(stored.history, purge_pending=True))
+        pending = self._sink.deliver(event)
+        if pending is not None:
+            pending.get(timeout=self._timeout)
+        self._settle(event)
