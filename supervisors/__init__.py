@@ -10,6 +10,10 @@ The rule every actor lives by (see `supervisors.actor`): an exception escaping a
 ``ask`` or proxy call alike, crashes the actor and is reported to its supervisor; errors that are part of
 an actor's contract are returned as values.
 
+Actors that exist by the thousand (one per shape) subclass `HibernatingActor` (or are started as
+``hibernating(SomeActor)``): same rules, but no thread/greenlet while their inbox is empty
+(see `supervisors.hibernate`).
+
 Quick tour::
 
     root = start_tree(lambda: Supervisor.start(
@@ -42,6 +46,7 @@ from supervisors.errors import (
     SupervisorError,
     describe_reason,
 )
+from supervisors.hibernate import HibernatingActor, hibernating
 from supervisors.lifecycle import Down, Lifecycle, Monitor, demonitor, lifecycle_of, monitor
 from supervisors.registry import Registry
 from supervisors.snapshot import ChildView, NodeSnapshot, snapshot, which_children
@@ -71,6 +76,7 @@ __all__ = [
     "Down",
     "DynamicSupervisor",
     "ExitReason",
+    "HibernatingActor",
     "Killed",
     "Kind",
     "Lifecycle",
@@ -94,6 +100,7 @@ __all__ = [
     "crash",
     "demonitor",
     "describe_reason",
+    "hibernating",
     "kill",
     "lifecycle_of",
     "monitor",

@@ -36,16 +36,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
 import pykka
+from pykka._envelope import Envelope
 
 from supervisors.errors import Crashed, ExitReason, Killed
 from supervisors.lifecycle import Lifecycle, attach, lifecycle_of
 
-__all__ = ["SupervisedActor", "crash", "kill"]
+__all__ = ["StopFlag", "SupervisedActor", "crash", "kill"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,39 @@ class Crash:
     """Command (tell): crash with this exception, as if a handler had raised it."""
 
     exc: BaseException
+
+
+_STRIPES = tuple(threading.Lock() for _ in range(64))
+
+
+class StopFlag:
+    """An actor's "stopped" flag: ``set`` / ``is_set`` / ``wait`` of ``threading.Event`` (all pykka and
+    callers use), without an Event's Condition unless someone actually waits on it."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with _STRIPES[(id(self) >> 4) & 63]:
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with _STRIPES[(id(self) >> 4) & 63]:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 class SupervisedActor(pykka.ThreadingActor):
@@ -71,6 +106,9 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        stopped = StopFlag()  # instead of pykka's threading.Event: 1.2 KB on threads, 142 B on gevent
+        self.actor_stopped = stopped  # type: ignore[assignment]  # the Event subset pykka and we use
+        self.actor_ref.actor_stopped = stopped  # type: ignore[assignment]
         self._lifecycle = Lifecycle()
         self._exit_reason: ExitReason = None
         self._crashed = False
@@ -111,20 +149,23 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def _actor_loop_running(self) -> None:
         while not self.actor_stopped.is_set():
-            envelope = self.actor_inbox.get()
-            try:
-                if isinstance(envelope.message, Crash):
-                    raise envelope.message.exc
-                response = self._handle_receive(envelope.message)
-            except BaseException:
-                exc_info = sys.exc_info()
-                self._crash_now(exc_info, notify=False)
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set_exception(exc_info)
-                self._call_on_failure(exc_info)
-            else:
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set(response)
+            self._handle_envelope(self.actor_inbox.get())
+
+    def _handle_envelope(self, envelope: Envelope[Any]) -> None:
+        """Handle one message; any exception escaping the handler crashes the actor."""
+        try:
+            if isinstance(envelope.message, Crash):
+                raise envelope.message.exc
+            response = self._handle_receive(envelope.message)
+        except BaseException:
+            exc_info = sys.exc_info()
+            self._crash_now(exc_info, notify=False)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception(exc_info)
+            self._call_on_failure(exc_info)
+        else:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
 
     def _handle_failure(
         self,

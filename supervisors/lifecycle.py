@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,20 +38,28 @@ ExitWatcher = Callable[[ExitReason, bool], None]
 """Called with ``(reason, started)``: ``started`` is False when the actor died before on_start ended."""
 
 _STARTING, _RUNNING, _EXITED = 0, 1, 2
+_SETTLED_SIGNALLED, _EXITED_SIGNALLED = 1, 2  # bits of Lifecycle._signalled
 _tokens = itertools.count(1)
-_table: weakref.WeakKeyDictionary[pykka.ActorRef[Any], Lifecycle] = weakref.WeakKeyDictionary()
-_table_lock = threading.Lock()
+_ATTR = "_supervisors_lifecycle"  # where attach() keeps an ActorRef's lifecycle
+
+# Striped locks: there is one Lifecycle per actor (three per shape, 10,000s of shapes) and a Lock costs
+# 88-176 bytes; every critical section below is a few field updates that never block, call out or
+# switch greenlets, so lifecycles share a small pool of locks.
+_STRIPES = tuple(threading.Lock() for _ in range(64))
 
 
 class Lifecycle:
-    """State, exit reason and watchers of one actor incarnation. Thread/greenlet safe."""
+    """State, exit reason and watchers of one actor incarnation. Thread/greenlet safe.
+
+    Memory: the watcher containers and the events waiters block on are created on first use (most
+    actors are only ever watched by their supervisor and never waited for).
+    """
 
     __slots__ = (
+        "_events",
         "_exit_watchers",
-        "_exited",
-        "_lock",
         "_reason",
-        "_settled",
+        "_signalled",
         "_start_watchers",
         "_started_at_exit",
         "_state",
@@ -60,15 +67,18 @@ class Lifecycle:
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._state = _STARTING
+        self._signalled = 0  # events set (after the watchers of that transition ran)
         self._reason: ExitReason = None
         self._started_at_exit = False
-        self._start_watchers: list[Callable[[], None]] = []
-        self._exit_watchers: dict[int, ExitWatcher] = {}
-        self._settled = threading.Event()  # started or exited
-        self._exited = threading.Event()
+        self._start_watchers: list[Callable[[], None]] | None = None
+        self._exit_watchers: list[tuple[int, ExitWatcher]] | None = None  # few: a list, not a dict
+        self._events: list[tuple[int, threading.Event]] | None = None  # (bit waited for, event)
         self.tree: Any = None  # a supervisor's published snapshot cell (supervisors.snapshot)
+
+    @property
+    def _lock(self) -> threading.Lock:
+        return _STRIPES[(id(self) >> 4) & 63]
 
     @property
     def started(self) -> bool:
@@ -89,9 +99,9 @@ class Lifecycle:
             if self._state != _STARTING:
                 return
             self._state = _RUNNING
-            watchers, self._start_watchers = self._start_watchers, []
-        self._settled.set()
-        for watcher in watchers:
+            watchers, self._start_watchers = self._start_watchers, None
+        self._signal(_SETTLED_SIGNALLED)
+        for watcher in watchers or ():
             _call(watcher)
 
     def mark_exited(self, reason: ExitReason) -> bool:
@@ -103,20 +113,22 @@ class Lifecycle:
             self._state = _EXITED
             self._reason = reason
             self._started_at_exit = started
-            watchers = list(self._exit_watchers.values())
-            self._exit_watchers.clear()
-            self._start_watchers = []
+            watchers = [watcher for _, watcher in self._exit_watchers or ()]
+            self._exit_watchers = None
+            self._start_watchers = None
         for watcher in watchers:  # before the events: whoever waited for the exit finds the
             _call(watcher, reason, started)  # supervisor and monitors already told
-        self._exited.set()
-        self._settled.set()
+        self._signal(_SETTLED_SIGNALLED | _EXITED_SIGNALLED)
         return True
 
     def on_started(self, watcher: Callable[[], None]) -> None:
         """Call ``watcher()`` once when started (now if already started; never if it exited first)."""
         with self._lock:
             if self._state == _STARTING:
-                self._start_watchers.append(watcher)
+                if self._start_watchers is None:
+                    self._start_watchers = [watcher]
+                else:
+                    self._start_watchers.append(watcher)
                 return
             if self._state == _EXITED:
                 return
@@ -127,7 +139,10 @@ class Lifecycle:
         with self._lock:
             if self._state != _EXITED:
                 token = next(_tokens)
-                self._exit_watchers[token] = watcher
+                if self._exit_watchers is None:
+                    self._exit_watchers = [(token, watcher)]
+                else:
+                    self._exit_watchers.append((token, watcher))
                 return token
             reason, started = self._reason, self._started_at_exit
         _call(watcher, reason, started)
@@ -136,15 +151,45 @@ class Lifecycle:
     def cancel(self, token: int | None) -> None:
         if token is not None:
             with self._lock:
-                self._exit_watchers.pop(token, None)
+                if self._exit_watchers is not None:
+                    self._exit_watchers = [w for w in self._exit_watchers if w[0] != token] or None
 
     def wait_settled(self, timeout: float) -> bool:
         """Wait until started or exited; False on timeout."""
-        return self._settled.wait(timeout)
+        return self._wait(_SETTLED_SIGNALLED, timeout)
 
     def wait_exited(self, timeout: float) -> bool:
         """Wait until exited; False on timeout."""
-        return self._exited.wait(timeout)
+        return self._wait(_EXITED_SIGNALLED, timeout)
+
+    def _wait(self, bit: int, timeout: float) -> bool:
+        with self._lock:
+            if self._signalled & bit:
+                return True
+            event = threading.Event()
+            if self._events is None:
+                self._events = [(bit, event)]
+            else:
+                self._events.append((bit, event))
+        if event.wait(timeout):
+            return True
+        with self._lock:  # timed out: withdraw the event (unless it was set meanwhile)
+            if self._events is not None and (bit, event) in self._events:
+                self._events.remove((bit, event))
+                if not self._events:
+                    self._events = None
+        return event.is_set()
+
+    def _signal(self, bits: int) -> None:
+        with self._lock:
+            self._signalled |= bits
+            events = self._events
+            if events is not None:
+                keep = [(bit, ev) for bit, ev in events if not bit & bits]
+                self._events = keep or None
+        for bit, event in events or ():
+            if bit & bits:
+                event.set()
 
 
 def _call(fn: Callable[..., None], *args: Any) -> None:
@@ -157,16 +202,17 @@ def _call(fn: Callable[..., None], *args: Any) -> None:
 
 
 def attach(ref: pykka.ActorRef[Any], life: Lifecycle) -> None:
-    """Bind a lifecycle to the ref (done once by `SupervisedActor.__init__`)."""
-    with _table_lock:
-        _table[ref] = life
+    """Bind a lifecycle to the ref (done once by `SupervisedActor.__init__`).
+
+    Kept as an attribute of the ref itself (pykka creates exactly one ActorRef per actor, the one every
+    ``actor_ref`` / registry lookup returns), which costs nothing like a weak-keyed table entry."""
+    setattr(ref, _ATTR, life)
 
 
 def lifecycle_of(ref: pykka.ActorRef[Any]) -> Lifecycle:
     """The lifecycle of a `SupervisedActor`'s ref; `NotSupervised` for plain pykka actors."""
-    with _table_lock:
-        life = _table.get(ref)
-    if life is None:
+    life = getattr(ref, _ATTR, None)
+    if not isinstance(life, Lifecycle):
         msg = f"{ref} is not a SupervisedActor: it has no lifecycle to watch"
         raise NotSupervised(msg)
     return life

@@ -16,7 +16,6 @@ help; the supervisor then fails itself and its parent decides (escalation).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 
 __all__ = [
@@ -89,12 +88,17 @@ class RestartIntensity:
             raise ValueError(msg)
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
-        self._times: deque[float] = deque()
+        self._times: list[float] | None = None  # created on the first restart (one per supervisor)
 
     def allow(self, now: float) -> bool:
         """Record one restart at ``now`` (monotonic seconds); False if the limit is exceeded."""
         times = self._times
-        while times and now - times[0] > self.max_seconds:
-            times.popleft()
+        if times is None:
+            times = self._times = []
+        expired = 0
+        while expired < len(times) and now - times[expired] > self.max_seconds:
+            expired += 1
+        if expired:
+            del times[:expired]
         times.append(now)
         return len(times) <= self.max_restarts
