@@ -7,7 +7,8 @@ monotonic clock is system-wide on Linux, so the parent compares it with its own 
 
 ``floor_app`` is the HTTP stack's own floor for a fan-out: a WSGI app served by the same gunicorn gevent
 worker class that parks every ``GET /wait`` on one ``gevent.event.Event`` and answers them all when
-``GET /fire`` sets it; ``GET /count`` says how many are parked.
+``GET /fire`` sets it; ``GET /count`` says how many are parked (also the cheapest request the stack can
+serve: bench.subset times it as the bare HTTP round trip).  ``start_floor_app`` runs it.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ import argparse
 import json
 import resource
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _raise_nofile() -> None:
@@ -103,6 +108,36 @@ def floor_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> It
         body = str(state["parked"]).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def start_floor_app(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``floor_app`` under stock gunicorn (one gevent worker) on a free port, once it answers."""
+    import urllib.request  # noqa: PLC0415
+
+    from sync.postgres.cluster import free_port  # noqa: PLC0415 - not needed by the load client
+
+    port = free_port()
+    log = (workdir / "floor.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "gunicorn", "-k", "gevent", "--worker-connections", "20000", "--backlog", "4096"),
+            *("-w", "1", "-b", f"127.0.0.1:{port}", "bench._load:floor_app"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=2):
+                return proc, port
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("floor app did not start") from None
+            time.sleep(0.1)
 
 
 def main() -> None:

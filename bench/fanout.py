@@ -32,8 +32,8 @@ from typing import Any
 import psycopg
 
 from bench._common import emit
+from bench._load import start_floor_app
 from bench._service import ROOT, ServiceProcess, raise_nofile, temp_cluster
-from sync.postgres.cluster import free_port
 
 TARGETS_MS = {1000: 150, 5000: 700}
 
@@ -147,44 +147,6 @@ def run_floor(port: int, n: int, settle: float) -> dict[str, float]:
     return summarise(result, t0, n)
 
 
-def start_floor(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    log = (workdir / "floor.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "gevent",
-            "--worker-connections",
-            "20000",
-            "--backlog",
-            "4096",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "bench._load:floor_app",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    import urllib.request  # noqa: PLC0415
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=2):
-                return proc, port
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("floor app did not start") from None
-            time.sleep(0.1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="100,1000,5000", help="comma-separated N")
@@ -200,7 +162,7 @@ def main() -> None:
             conn.execute("CREATE TABLE items (id int PRIMARY KEY, title text NOT NULL)")
             conn.execute("INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, 100) g")
         svc = ServiceProcess(dsn, workdir, {"http": {"long_poll_timeout_ms": 40000}}).start()
-        floor, floor_port = start_floor(workdir)
+        floor, floor_port = start_floor_app(workdir)
         try:
             svc.wait_healthy()
             query = "table=items&where=" + urllib.parse.quote("id > 0")

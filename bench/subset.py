@@ -15,7 +15,10 @@ request by request with the same random ``account_id`` values:
 
 Prints one JSON line: median latencies in ms (``ours``, ``baseline``), ``ratio`` = ours / baseline
 (lower is better; target <= 2), p95s, ``http_floor_ms`` (the median of a shape request that runs no
-query, interleaved in the same loop: what any request through the service costs) and parameters.
+query, interleaved in the same loop: what any request through the service costs), ``wsgi_floor_ms`` (the
+bare HTTP round trip, same client and connection reuse: a trivial WSGI app under the same gunicorn gevent
+worker, ``bench._load.floor_app``) and ``floor_ratio`` = (wsgi floor + direct query) / direct query, the
+ratio no HTTP service running the same query could beat on this machine, and parameters.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 import psycopg
 
 from bench._common import emit
+from bench._load import start_floor_app
 from sync.postgres.cluster import LocalCluster, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,6 +135,7 @@ def main() -> None:
     cluster = LocalCluster.temporary(fsync=False)
     cluster.start()
     proc: subprocess.Popen[bytes] | None = None
+    floor_proc: subprocess.Popen[bytes] | None = None
     try:
         dsn = cluster.dsn()
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -139,9 +144,11 @@ def main() -> None:
             conn.execute("CREATE INDEX ON events (account_id)")
             conn.execute("VACUUM ANALYZE events")
         proc, port = start_service(dsn, workdir)
+        floor_proc, floor_port = start_floor_app(workdir)
         rng = random.Random(42)
         accounts = [rng.randrange(args.accounts) for _ in range(args.warmup + args.requests)]
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        bare = http.client.HTTPConnection("127.0.0.1", floor_port, timeout=30)
         # the collection's first request creates the shape; later subsets name its handle and offset
         client.request("GET", "/v1/shape?table=events&offset=now&log=changes_only")
         first = client.getresponse()
@@ -151,6 +158,7 @@ def main() -> None:
         ours: list[float] = []
         base: list[float] = []
         floor: list[float] = []
+        wsgi: list[float] = []
         now_path = f"/v1/shape?table=events&offset={log_offset}&handle={handle}&log=changes_only"
         rows_seen = 0
         with psycopg.connect(dsn, autocommit=True) as direct:
@@ -163,16 +171,21 @@ def main() -> None:
                 t2 = time.perf_counter()
                 fetch(client, now_path)
                 t3 = time.perf_counter()
+                fetch(bare, "/count")
+                t4 = time.perf_counter()
                 if i >= args.warmup:
                     ours.append((t1 - t0) * 1000)
                     base.append((t2 - t1) * 1000)
                     floor.append((t3 - t2) * 1000)
+                    wsgi.append((t4 - t3) * 1000)
                     got = len(json.loads(body)["data"])
                     if got != len(rows):
                         raise RuntimeError(f"subset returned {got} rows, the direct query {len(rows)}")
                     rows_seen += got
         client.close()
+        bare.close()
         ours_ms, base_ms = statistics.median(ours), statistics.median(base)
+        wsgi_ms = statistics.median(wsgi)
         emit(
             {
                 "name": "subset_snapshot_latency",
@@ -186,6 +199,10 @@ def main() -> None:
                 "ours_p95": round(p95(ours), 3),
                 # a shape request without any query (the log at its end): the HTTP + service floor
                 "http_floor_ms": round(statistics.median(floor), 3),
+                # the bare HTTP round trip (trivial WSGI app, same worker class and client) and the best ratio
+                # any HTTP service running this query could reach: (round trip + query) / query
+                "wsgi_floor_ms": round(wsgi_ms, 3),
+                "floor_ratio": round((wsgi_ms + base_ms) / base_ms, 3),
                 "baseline_p95": round(p95(base), 3),
                 "rows": args.rows,
                 "accounts": args.accounts,
@@ -195,9 +212,10 @@ def main() -> None:
             }
         )
     finally:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+        for started in (proc, floor_proc):
+            if started is not None and started.poll() is None:
+                os.killpg(started.pid, signal.SIGTERM)
+                started.wait(30)
         cluster.remove()
         shutil.rmtree(workdir, ignore_errors=True)
 
