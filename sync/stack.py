@@ -48,7 +48,7 @@ import pykka
 from supervisors import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, ChildSpec, Registry, Supervisor
 from sync.replication.changes import RelationChanged, ReplicationEvent, SlotRecreated
 from sync.replication.connection import ConnectionConfig, ConnectionHandles, connection_children
-from sync.replication.history import HistoryFile, HistoryGuard, read_history
+from sync.replication.history import HistoryFile, HistoryGuard, read_server
 from sync.replication.publication import AddTable, PublicationManager, RemoveTable
 from sync.replication.sink import GetResumePoint, Pending, ResumePoint
 from sync.replication.tables import TableName
@@ -282,7 +282,7 @@ def history_guard(config: ConnectionConfig, services: StackServices) -> HistoryG
         RegistrySink(registry),
         HistoryFile(services.storage.shapes_dir.parent / "history.json"),
         slot=config.slot,
-        identify=lambda: read_history(config.dsn, timeout=config.connect_timeout),
+        identify=lambda: read_server(config.dsn, config.slot, timeout=config.connect_timeout),
         settle=settle,
         timeout=PURGE_TIMEOUT_S,
     )

@@ -14,6 +14,11 @@ every shape *before* streaming starts (a :class:`~sync.replication.changes.SlotR
 downstream, then handed to ``settle``, which returns once the ShapeCache has removed every shape) and
 answers an empty resume point, so nothing of the old history is skipped or acknowledged.
 
+The same file holds the highest position the client reported to Postgres as flushed (``flushing(lsn)``,
+recorded *before* the report is sent).  A slot found confirmed past it means Postgres will not resend
+changes our logs do not hold (the storage was restored from an older copy, or another instance with
+other storage advanced the slot): that purges too.  The check is armed once a position was recorded.
+
 A slot re-created by the client purges the same way, then the guard records the current identity.  The
 purge is marked pending in the file first, so a crash in the middle purges again at the next start instead
 of reloading shapes of the old history.  No file (first start, or shapes from before this file existed)
@@ -29,12 +34,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import sql
+
 from sync import runtime
 from sync.postgres.connect import connect, query, replication_conninfo
+from sync.postgres.lsn import format_lsn, parse_lsn
 from sync.replication.changes import ReplicationEvent, SlotRecreated
 from sync.replication.sink import Pending, ReplicationSink, ResumePoint
 
-__all__ = ["History", "HistoryFile", "HistoryGuard", "history_change", "read_history"]
+__all__ = [
+    "History",
+    "HistoryFile",
+    "HistoryGuard",
+    "Server",
+    "StoredHistory",
+    "history_change",
+    "read_history",
+    "read_server",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +65,25 @@ class History:
 
 
 @dataclass(frozen=True, slots=True)
+class Server:
+    """What the guard reads from the server on connect."""
+
+    history: History
+    slot_flushed: int | None = None  # the slot's confirmed_flush_lsn (None: no slot, or not read)
+
+
+@dataclass(frozen=True, slots=True)
 class StoredHistory:
     history: History
     purge_pending: bool = False  # a purge was started and may not have completed
+    flushed: int = 0  # the highest position reported to Postgres as flushed (0: none recorded)
 
 
-def history_change(stored: StoredHistory | None, current: History) -> str | None:
-    """Why the shapes recorded under ``stored`` cannot follow the server's ``current`` history (None: they
-    can; also None when nothing was recorded)."""
+def history_change(
+    stored: StoredHistory | None, current: History, slot_flushed: int | None = None
+) -> str | None:
+    """Why the shapes recorded under ``stored`` cannot follow the server (``current`` history, its slot
+    confirmed up to ``slot_flushed``); None when they can, or when nothing was recorded."""
     if stored is None:
         return None
     old = stored.history
@@ -71,17 +99,37 @@ def history_change(stored: StoredHistory | None, current: History) -> str | None
         )
     if stored.purge_pending:
         return "an earlier invalidation of every shape did not complete"
+    if stored.flushed and slot_flushed is not None and slot_flushed > stored.flushed:
+        return (
+            f"the replication slot is confirmed up to {format_lsn(slot_flushed)}, past what the shape logs "
+            f"hold ({format_lsn(stored.flushed)}): Postgres will not resend the changes in between"
+        )
     return None
 
 
 def read_history(dsn: str, *, timeout: float = 30.0) -> History:
     """``IDENTIFY_SYSTEM`` on a short replication connection of its own (cooperative under gevent)."""
+    return read_server(dsn, None, timeout=timeout).history
+
+
+def read_server(dsn: str, slot: str | None, *, timeout: float = 30.0) -> Server:
+    """``IDENTIFY_SYSTEM`` and the confirmed position of ``slot``, on a short replication connection."""
     pg = connect(replication_conninfo(dsn), timeout=timeout)
     try:
         (row,) = query(pg, "IDENTIFY_SYSTEM", timeout=timeout)
+        flushed = None
+        if slot is not None:
+            rows = query(
+                pg,
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = "
+                + sql.Literal(slot).as_string(None),
+                timeout=timeout,
+            )
+            if rows and rows[0][0] is not None:
+                flushed = parse_lsn(str(rows[0][0]))
     finally:
         pg.finish()
-    return History(str(row[0]), int(str(row[1])))
+    return Server(History(str(row[0]), int(str(row[1]))), flushed)
 
 
 class HistoryFile:
@@ -94,7 +142,7 @@ class HistoryFile:
         try:
             raw = json.loads(self.path.read_text())
             history = History(str(raw["system_id"]), int(raw["timeline"]))
-            return StoredHistory(history, bool(raw.get("purge_pending", False)))
+            return StoredHistory(history, bool(raw.get("purge_pending", False)), int(raw.get("flushed", 0)))
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
@@ -104,7 +152,12 @@ class HistoryFile:
 
     def save(self, stored: StoredHistory) -> None:
         h = stored.history
-        data = {"system_id": h.system_id, "timeline": h.timeline, "purge_pending": stored.purge_pending}
+        data = {
+            "system_id": h.system_id,
+            "timeline": h.timeline,
+            "purge_pending": stored.purge_pending,
+            "flushed": stored.flushed,
+        }
         runtime.run_blocking(self._write, json.dumps(data).encode())
 
     def _write(self, data: bytes) -> None:
@@ -127,7 +180,7 @@ class HistoryFile:
 class HistoryGuard:
     """A :class:`~sync.replication.sink.ReplicationSink` that keeps shapes to the history they came from.
 
-    ``identify()`` reads the server's current :class:`History`; ``settle(event)`` makes the shape registry
+    ``identify()`` reads the server (:func:`read_server`); ``settle(event)`` makes the shape registry
     remove every shape and returns once it has (it raises if it cannot: the client then crashes and
     retries, and the pending mark purges again).
     """
@@ -138,7 +191,7 @@ class HistoryGuard:
         store: HistoryFile,
         *,
         slot: str,
-        identify: Callable[[], History],
+        identify: Callable[[], Server],
         settle: Callable[[SlotRecreated], None],
         timeout: float = 60.0,
     ) -> None:
@@ -148,29 +201,43 @@ class HistoryGuard:
         self._identify = identify
         self._settle = settle
         self._timeout = timeout
+        self._recorded: StoredHistory | None = None  # what the file holds, once this incarnation checked
 
     def resume_point(self) -> ResumePoint:
         """Called by the client once per connection when it reuses the slot, before it streams."""
-        current = self._identify()
+        server = self._identify()
+        current = server.history
         stored = self._store.load()
-        reason = history_change(stored, current)
+        reason = history_change(stored, current, server.slot_flushed)
         if reason is None:
             if stored is None or stored.history != current:
-                self._store.save(StoredHistory(current))
+                stored = StoredHistory(current)
+                self._store.save(stored)
+            self._recorded = stored
             return self._sink.resume_point()
         logger.warning("every shape is invalidated: %s", reason)
         self._purge(SlotRecreated(self._slot, reason), stored)
-        self._store.save(StoredHistory(current))
+        self._record(StoredHistory(current))
         return ResumePoint()  # positions of the old history mean nothing: skip nothing, acknowledge nothing
 
     def deliver(self, event: ReplicationEvent) -> Pending | None:
         if event.__class__ is SlotRecreated:
             assert isinstance(event, SlotRecreated)
-            current = self._identify()
+            current = self._identify().history
             self._purge(event, self._store.load())
-            self._store.save(StoredHistory(current))
+            self._record(StoredHistory(current))
             return None
         return self._sink.deliver(event)
+
+    def flushing(self, lsn: int) -> None:
+        """The client is about to report ``lsn`` to Postgres as flushed: record it first (fsynced)."""
+        recorded = self._recorded
+        if recorded is not None and lsn > recorded.flushed:
+            self._record(StoredHistory(recorded.history, flushed=lsn))
+
+    def _record(self, stored: StoredHistory) -> None:
+        self._store.save(stored)
+        self._recorded = stored
 
     def _purge(self, event: SlotRecreated, stored: StoredHistory | None) -> None:
         if stored is not None and not stored.purge_pending:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from sync.postgres.lsn import parse_lsn
 from sync.replication.changes import ReplicationEvent, SlotRecreated
 from sync.replication.history import (
     History,
@@ -20,6 +21,7 @@ from sync.replication.history import (
     StoredHistory,
     history_change,
     read_history,
+    read_server,
 )
 from sync.replication.sink import CallbackSink, Pending, ResumePoint
 
@@ -43,12 +45,12 @@ class Downstream:
             raise RuntimeError("the shape cache is not running")
         self.settled.append(event)
 
-    def guard(self, dsn: str, path: Path) -> HistoryGuard:
+    def guard(self, dsn: str, path: Path, slot: str = "s") -> HistoryGuard:
         return HistoryGuard(
             CallbackSink(self.deliver, lambda: RESUME),
             HistoryFile(path),
-            slot="s",
-            identify=lambda: read_history(dsn),
+            slot=slot,
+            identify=lambda: read_server(dsn, slot),
             settle=self.settle,
         )
 
@@ -60,6 +62,10 @@ def test_history_change_names_what_changed() -> None:
     assert "another cluster" in str(history_change(StoredHistory(History("8", 1)), h))
     assert "timeline changed from 2 to 1" in str(history_change(StoredHistory(History("7", 2)), h))
     assert "did not complete" in str(history_change(StoredHistory(h, purge_pending=True), h))
+    assert history_change(StoredHistory(h, flushed=100), h, 100) is None
+    assert history_change(StoredHistory(h, flushed=100), h, None) is None  # no slot: it is re-created
+    assert history_change(StoredHistory(h), h, 100) is None  # nothing recorded yet: nothing to compare
+    assert "past what the shape logs hold" in str(history_change(StoredHistory(h, flushed=100), h, 101))
 
 
 def test_read_history_is_the_servers_identity(db_dsn: str) -> None:
@@ -113,3 +119,27 @@ def test_a_damaged_file_purges(db_dsn: str, tmp_path: Path) -> None:
     down = Downstream()
     assert down.guard(db_dsn, path).resume_point() == ResumePoint()
     assert len(down.settled) == 1
+
+
+def test_a_slot_confirmed_past_what_was_reported_purges(db_dsn: str, tmp_path: Path) -> None:
+    # Our storage lost what it had acknowledged (restored from an older copy), or something else advanced
+    # the slot: Postgres will not resend the changes in between, so the shapes cannot continue.
+    path = tmp_path / "history.json"
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        slot = "hs_" + str(conn.info.backend_pid)
+        row = conn.execute(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,)
+        )
+        created = parse_lsn(row.fetchone()[0])  # type: ignore[index]
+        down = Downstream()
+        guard = down.guard(db_dsn, path, slot)
+        assert guard.resume_point() == RESUME
+        guard.flushing(created)  # what the client reported before it went away
+        assert HistoryFile(path).load() == StoredHistory(read_history(db_dsn), flushed=created)
+        assert down.guard(db_dsn, path, slot).resume_point() == RESUME  # the slot is where we left it
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        conn.execute("SELECT pg_replication_slot_advance(%s, pg_current_wal_lsn())", (slot,))
+        assert down.guard(db_dsn, path, slot).resume_point() == ResumePoint()
+        assert len(down.settled) == 1 and "past what the shape logs hold" in down.settled[0].reason
+        assert HistoryFile(path).load() == StoredHistory(read_history(db_dsn))  # disarmed until reported
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
