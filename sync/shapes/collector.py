@@ -5,12 +5,18 @@ replication event (``ask`` through :class:`~sync.replication.sink.ActorSink`, wh
 the client keeps a bounded number of events in flight).  For every change the routing index returns
 the shapes whose WHERE clause holds for the new or the old row, in time independent of the number of
 shapes for indexable clauses; TRUNCATE reaches every shape of its table.  Each affected consumer gets only
-its own changes (``tell``; the collector never waits for a consumer).  A consumer whose inbox grows past
+its own changes (``tell``; the collector never waits for a consumer), batched: what is routed while the
+replication client keeps handing over events (its reads), and while the consumers are still busy with the
+previous batch, is gathered per shape and told as one ``ShapeBatch`` (at the latest after
+``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes); an idle engine tells a transaction at once.
+A consumer whose inbox grows past
 ``max_consumer_queue`` cannot keep up: it is reported to the ShapeCache for invalidation instead of
 stalling every other shape.
 
 Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
-shapes received the transaction; storages report the offsets they made durable; whenever the durable
+shapes received the transaction; storages report the offsets they made durable (batched through the
+:class:`~sync.shapes.durable_reports.DurableReports` that ``RegisterShape`` answers with, or one
+``ShapeDurable`` each); whenever the durable
 commit LSN advances the collector calls ``on_ack(commit_lsn)`` (the stack wires it to the replication
 client's ``AckLsn``), and the client acknowledges it to Postgres.  Relation changes and a re-created slot
 are passed on (``on_relation_changed`` / ``on_slot_recreated``) to whoever invalidates shapes.
@@ -29,6 +35,7 @@ from typing import Any, Protocol
 import pykka
 
 from supervisors import SupervisedActor
+from sync import runtime
 from sync.offsets import LogOffset
 from sync.replication.changes import (
     UNCHANGED_TOAST,
@@ -44,10 +51,12 @@ from sync.replication.changes import (
     Update,
 )
 from sync.replication.sink import GetResumePoint, ResumePoint
+from sync.shapes.durable_reports import DrainDurable, DurableReports
 from sync.shapes.flush_tracker import FlushTracker
 
 __all__ = [
     "RegisterShape",
+    "ShapeBatch",
     "ShapeChanges",
     "ShapeDurable",
     "ShapeLogCollector",
@@ -76,7 +85,8 @@ class ShapeRouting(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RegisterShape:
-    """ask (ShapeCache): from now on route changes of ``table`` matching ``clause`` to ``consumer``."""
+    """ask (the consumer) -> DurableReports: from now on route changes of ``table`` matching ``clause`` to
+    ``consumer``; the answer is where the shape's storage reports durability."""
 
     handle: str
     table: TableKey
@@ -108,6 +118,20 @@ class ShapeChanges:
     changes: tuple[Change, ...]
     begin: bool
     commit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeBatch:
+    """tell (to a consumer): several ``ShapeChanges`` in commit order (what was routed to it in one go)."""
+
+    messages: tuple[ShapeChanges, ...]
+
+
+_BATCH_COMMITS = 128  # transactions routed before the gathered changes are told anyway
+_BATCH_CHANGES = 50_000  # changes routed before the same
+_GATHER_S = 0.0005  # the pause while consumers are busy with the previous batch
+_HANDOVER_S = 0.0001  # a full turn of the event loop (I/O included) for the replication client
+_BUSY_SAMPLE = 4  # consumers looked at to tell whether they are
 
 
 # ShapeChanges built on the hot path (one per affected shape per fragment) without the frozen dataclass
@@ -231,13 +255,16 @@ def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
 class ShapeLogCollector(SupervisedActor):
     """Routes committed transactions to shape consumers and tracks what may be acknowledged.
 
-    Owns:       the routing index, the registered shapes, the FlushTracker, the last routed commit LSN.
-    Receives:   RegisterShape (ask) -> None; UnregisterShape (tell/ask); from the ReplicationClient (ask):
-                TransactionFragment -> None, RelationChanged -> None, SlotRecreated -> None,
-                GetResumePoint -> ResumePoint; ShapeDurable (tell, from storages).
-    Sends:      ShapeChanges (tell) to consumers; ``on_ack(commit_lsn)`` towards the replication client;
-                ``on_commit(commit_lsn)`` after routing each transaction (global_last_seen_lsn);
-                ``on_overloaded(handle)``, ``on_relation_changed(event)``, ``on_slot_recreated(event)``.
+    Owns:       the routing index, the registered shapes, the FlushTracker, the last routed commit LSN, the
+                changes routed but not yet told (per shape), the DurableReports sink.
+    Receives:   RegisterShape (ask) -> DurableReports; UnregisterShape (tell/ask); from the ReplicationClient
+                (ask): TransactionFragment -> None, RelationChanged -> None, SlotRecreated -> None,
+                GetResumePoint -> ResumePoint; DrainDurable (tell, from its DurableReports); ShapeDurable
+                (tell, from consumers whose storage reports one by one).
+    Sends:      ShapeChanges / ShapeBatch (tell) to consumers; ``on_ack(commit_lsn)`` towards the replication
+                client; ``on_commit(commit_lsn)`` once the transaction is told to its consumers
+                (global_last_seen_lsn); ``on_overloaded(handle)``, ``on_relation_changed(event)``,
+                ``on_slot_recreated(event)``.
     Crashes on: fragments out of commit order; a routing/evaluation bug (the Shapes subtree restarts,
                 shapes reload from their durable logs and replication resumes from the slot).  A consumer
                 found stopped is dropped as if it had unregistered.
@@ -269,11 +296,30 @@ class ShapeLogCollector(SupervisedActor):
         self._open: _OpenTxn | None = None
         self._last_commit_lsn = 0
         self._last_acked = acked_lsn
+        self._reports: DurableReports | None = None  # created on start (needs our ref)
+        # routed, not yet told: per shape, its messages in commit order
+        self._outbox: dict[str, list[ShapeChanges]] = {}
+        self._outbox_commits = 0
+        self._outbox_changes = 0
+        self._told_lsn = 0  # newest commit told to consumers (``on_commit``)
+
+    def on_start(self) -> None:
+        self._reports = DurableReports(self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
+        if message.__class__ is TransactionFragment:
+            self._route(message)
+            if self._outbox:
+                self._maybe_tell()
+            return None
+        if message.__class__ is DrainDurable:
+            self._drain_reports()
+            if self._outbox:
+                self._maybe_tell()
+            return None
+        if self._outbox:
+            self._tell_outbox()  # anything else sees the routed changes delivered first
         match message:
-            case TransactionFragment():
-                self._route(message)
             case GetResumePoint():
                 return ResumePoint(processed_lsn=self._last_commit_lsn, durable_lsn=self._last_acked)
             case RelationChanged():
@@ -285,9 +331,11 @@ class ShapeLogCollector(SupervisedActor):
                 if self._on_slot_recreated is not None:
                     self._on_slot_recreated(message)
             case ShapeDurable(handle, offset):
-                self._report(self._tracker.durable(handle, offset))
+                if handle in self._routes:
+                    self._report(self._tracker.durable(handle, offset))
             case RegisterShape(handle, table, clause, consumer):
                 self._register(handle, table, clause, consumer)
+                return self._reports
             case UnregisterShape(handle):
                 self._unregister(handle)
             case _:
@@ -322,6 +370,7 @@ class ShapeLogCollector(SupervisedActor):
                 del self._by_table[route.table]
         if self._open is not None:
             self._open.touched.discard(handle)
+        self._outbox.pop(handle, None)
         self._report(self._tracker.remove_shape(handle))
 
     # -- routing ----------------------------------------------------------------------------------
@@ -346,24 +395,77 @@ class ShapeLogCollector(SupervisedActor):
                 per_shape.setdefault(handle, []).append(change)
         # Consumers that already got part of this transaction must learn where it ends.
         recipients = set(per_shape) | (txn.touched if fragment.commit else set())
-        dead: list[str] = []
+        outbox = self._outbox
+        routes = self._routes
+        xid, lsn, commit = fragment.xid, fragment.commit_lsn, fragment.commit
+        touched = txn.touched
         for handle in recipients:
+            if handle not in routes:
+                continue
+            changes = tuple(per_shape.get(handle, ()))
+            first = handle not in touched
+            touched.add(handle)
+            routed = _shape_changes(xid, lsn, changes, first, commit)
+            box = outbox.get(handle)
+            if box is None:
+                outbox[handle] = [routed]
+            else:
+                box.append(routed)
+        self._outbox_changes += len(fragment.changes)
+        if commit:
+            self._outbox_commits += 1
+            self._last_commit_lsn = lsn
+            settled = {h: LogOffset(lsn, 0) for h in touched if h in routes}
+            self._open = None
+            self._report(self._tracker.register(lsn, settled))
+            if not outbox and self._on_commit is not None:
+                self._told_lsn = lsn
+                self._on_commit(lsn)
+
+    def _maybe_tell(self) -> None:
+        """Tell the gathered changes unless more events are on their way or the consumers are still busy
+        with the previous batch (bounded: see the module docstring)."""
+        inbox = self.actor_inbox
+        while self._outbox_commits < _BATCH_COMMITS and self._outbox_changes < _BATCH_CHANGES:
+            if not inbox.empty():
+                return  # the next event is already here
+            runtime.sleep(_HANDOVER_S)  # let the replication client hand over what it has already read
+            if not inbox.empty():
+                return
+            if not self._consumers_busy():
+                break
+            # Self-clocking (as in group commit): while the consumers still work on what they were told,
+            # more transactions gather here and reach them as one batch.
+            runtime.sleep(_GATHER_S)
+        self._tell_outbox()
+
+    def _consumers_busy(self) -> bool:
+        """Whether a few of the consumers waiting for the gathered changes still have messages queued."""
+        routes = self._routes
+        for n, handle in enumerate(self._outbox):
+            if n >= _BUSY_SAMPLE:
+                break
+            route = routes.get(handle)
+            qsize = route.qsize if route is not None else None
+            if qsize is not None and qsize() > 0:
+                return True
+        return False
+
+    def _tell_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        self._outbox_commits = self._outbox_changes = 0
+        dead: list[str] = []
+        max_queue = self._max_queue
+        for handle, messages in outbox.items():
             route = self._routes.get(handle)
             if route is None:
                 continue
-            changes = tuple(per_shape.get(handle, ()))
-            first = handle not in txn.touched
-            txn.touched.add(handle)
             qsize = route.qsize
-            if qsize is not None and qsize() > self._max_queue and self._on_overloaded is not None:
-                logger.warning(
-                    "shape %s cannot keep up (queue > %d); invalidating it", handle, self._max_queue
-                )
+            if qsize is not None and qsize() > max_queue and self._on_overloaded is not None:
+                logger.warning("shape %s cannot keep up (queue > %d); invalidating it", handle, max_queue)
                 self._on_overloaded(handle)
             try:
-                route.consumer.tell(
-                    _shape_changes(fragment.xid, fragment.commit_lsn, changes, first, fragment.commit)
-                )
+                route.consumer.tell(messages[0] if len(messages) == 1 else ShapeBatch(tuple(messages)))
             except pykka.ActorDeadError:
                 # The consumer stopped (crashed, deleted) and its UnregisterShape is still on the way: the
                 # shape is gone, it must neither take the collector down nor pin the acknowledgement.
@@ -371,13 +473,21 @@ class ShapeLogCollector(SupervisedActor):
                 dead.append(handle)
         for handle in dead:
             self._unregister(handle)
-        if fragment.commit:
-            self._last_commit_lsn = fragment.commit_lsn
-            if self._on_commit is not None:
-                self._on_commit(fragment.commit_lsn)
-            touched = {h: LogOffset(fragment.commit_lsn, 0) for h in txn.touched if h in self._routes}
-            self._open = None
-            self._report(self._tracker.register(fragment.commit_lsn, touched))
+        lsn = self._last_commit_lsn
+        if lsn > self._told_lsn and self._on_commit is not None:
+            self._told_lsn = lsn
+            self._on_commit(lsn)
+
+    def _drain_reports(self) -> None:
+        if self._reports is None:
+            return
+        tracker = self._tracker
+        routes = self._routes
+        acked = self._last_acked
+        for handle, offset in self._reports.drain().items():
+            if handle in routes:  # a report of a shape gone meanwhile must not linger in the tracker
+                acked = tracker.durable(handle, offset)
+        self._report(acked)
 
     def _affected(self, change: Change) -> set[str]:
         if isinstance(change, Truncate):

@@ -5,10 +5,16 @@ encoding) live in the pure :class:`~sync.shapes.consumer_state.ConsumerState`; t
 shape's :class:`~sync.storage.storage_actor.StorageActor`, the ShapeLogCollector (registration, durability)
 and the live waiters (:mod:`sync.shapes.waiters`).
 
-Durability: the storage reports what it fsynced (``StorageDurable``, wired from its ``on_durable``); the
-consumer forwards it to the collector as ``ShapeDurable``, raised to ``<commit_lsn>_0`` of the newest
-transaction that added nothing to the log once everything written before that transaction is durable, so a
-transaction dropped by the snapshot filter never pins the acknowledgement.
+The collector tells a batch of transactions at once (``ShapeBatch``); the consumer hands all their items to
+the storage as one ``AppendBatch``.
+
+Durability: the collector answers ``RegisterShape`` with its batched report sink, which the consumer passes
+to its storage (``ReportTo``): the storage then reports straight to the collector, and a transaction that
+added nothing to the log travels with the batch as ``settle`` (reported as ``<commit_lsn>_0`` once
+everything written before it is durable, so a transaction dropped by the snapshot filter never pins the
+acknowledgement).  Without a sink (a collector answering None) the older path remains: the storage reports
+to the consumer (``StorageDurable``) and the consumer forwards ``ShapeDurable``, settling empty
+transactions itself.
 
 Waiters are completed when data is *readable* (written by the storage actor, not necessarily fsynced).  The
 storage writes asynchronously, so when waiters exist the consumer hands a completed transaction over with
@@ -29,9 +35,10 @@ from psycopg import sql
 
 from supervisors import SupervisedActor
 from sync.offsets import LogOffset
-from sync.shapes.collector import RegisterShape, ShapeChanges, ShapeDurable, UnregisterShape
+from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeDurable, UnregisterShape
 from sync.shapes.consumer_state import Action, Append, CommitEmpty, ConsumerState, ShapeFailed
 from sync.shapes.definition import ShapeDefinition
+from sync.shapes.durable_reports import DurableReports
 from sync.shapes.log_items import (
     IncompleteChange,
     Predicate,
@@ -51,8 +58,9 @@ from sync.shapes.waiters import AwaitData, CancelWait, Waiter, WaiterList, WaitR
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
 from sync.storage.errors import ShapeGone
 from sync.storage.inbox import LightInbox
+from sync.storage.items import AppendItem
 from sync.storage.reader import ShapeLogReader
-from sync.storage.storage_actor import AppendTransaction, DeleteLog, GetReader
+from sync.storage.storage_actor import AppendBatch, DeleteLog, GetReader, ReportTo
 from sync.where.errors import WhereEvalError
 
 __all__ = [
@@ -121,13 +129,15 @@ class Consumer(SupervisedActor):
 
     Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
                 the reader of its log, what was appended and what is durable.
-    Receives:   ShapeChanges (tell, collector); PrepareSnapshot (ask) / SnapshotStarted / SnapshotProgress /
-                SnapshotCompleted / SnapshotFailed (tell, snapshot worker); StorageDurable (tell, storage);
-                AwaitData / CancelWait (tell, API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask).
+    Receives:   ShapeChanges / ShapeBatch (tell, collector); PrepareSnapshot (ask) / SnapshotStarted /
+                SnapshotProgress / SnapshotCompleted / SnapshotFailed (tell, snapshot worker);
+                StorageDurable (tell, storage, only without a report sink); AwaitData / CancelWait (tell,
+                API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask).
     Sends:      RegisterShape (ask: on start if reloaded, on PrepareSnapshot if new), UnregisterShape and
-                ShapeDurable (tell) to the collector; AppendTransaction (tell, or ask when waiters exist),
-                GetReader and DeleteLog (ask) to the storage; ``start_snapshot(SnapshotRequest)`` once for a
-                new shape; ``on_invalidate(handle, reason)`` when the shape cannot continue.
+                ShapeDurable (tell, without a report sink) to the collector; AppendBatch (tell, or ask when
+                waiters exist), ReportTo (tell), GetReader and DeleteLog (ask) to the storage;
+                ``start_snapshot(SnapshotRequest)`` once for a new shape; ``on_invalidate(handle, reason)``
+                when the shape cannot continue.
     Crashes on: storage or collector ask timeouts and unexpected errors; ``on_failure`` then invalidates the
                 shape (a restarted consumer would have missed transactions, so it is never restarted).
     """
@@ -181,6 +191,7 @@ class Consumer(SupervisedActor):
         self._pending_empty: tuple[int, LogOffset | None] | None = None
         self._failed: str | None = None
         self._registered = False
+        self._sink: DurableReports | None = None  # the collector's, once registered
 
     def __str__(self) -> str:
         return f"Consumer[{self.handle}]"
@@ -221,6 +232,9 @@ class Consumer(SupervisedActor):
             case ShapeChanges():
                 if self._failed is None:
                     self._guarded(self._state.changes, message)
+            case ShapeBatch(messages):
+                if self._failed is None:
+                    self._batch(messages)
             case StorageDurable(offset):
                 self._storage_durable(offset)
             case AwaitData(after, future, deadline):
@@ -259,25 +273,44 @@ class Consumer(SupervisedActor):
             return
         self._apply(actions)
 
+    def _batch(self, messages: tuple[ShapeChanges, ...]) -> None:
+        changes = self._state.changes
+        actions: list[Action] = []
+        try:
+            for msg in messages:
+                actions.extend(changes(msg))
+        except _INVALIDATING as exc:
+            self._fail(str(exc))
+            return
+        self._apply(actions)
+
     def _apply(self, actions: list[Action]) -> None:
+        parts: list[tuple[tuple[AppendItem, ...], bool]] = []
+        settle = 0
+        completed = False
         for action in actions:
             if isinstance(action, CommitEmpty):
-                self._settle_empty(action.commit_lsn)
+                if self._sink is not None:
+                    settle = action.commit_lsn  # the storage settles it after what precedes it
+                else:
+                    self._settle_empty(action.commit_lsn)
                 continue
             assert isinstance(action, Append)
             if action.items:
                 self._txn_last = action.items[-1].offset
-            msg = AppendTransaction(action.items, action.complete)
-            if not action.complete:
-                self._storage.tell(msg)
-                continue
-            self._appended = self._txn_last
-            self._txn_last = None
-            if len(self._waiters):
-                self._storage.ask(msg, timeout=self._timeout)  # written (readable) when it returns
-                self._notify()
-            else:
-                self._storage.tell(msg)
+            parts.append((action.items, action.complete))
+            if action.complete:
+                completed = True
+                self._appended = self._txn_last
+                self._txn_last = None
+        if not parts and not settle:
+            return
+        msg = AppendBatch(tuple(parts), settle)
+        if completed and len(self._waiters):
+            self._storage.ask(msg, timeout=self._timeout)  # written (readable) when it returns
+            self._notify()
+        else:
+            self._storage.tell(msg)
 
     def _settle_empty(self, commit_lsn: int) -> None:
         if self._appended is None or self._appended <= self._durable:
@@ -360,10 +393,13 @@ class Consumer(SupervisedActor):
         if self._registered:
             return  # re-registering would make the collector forget what this shape still owes
         self._registered = True
-        self._collector.ask(
+        answer = self._collector.ask(
             RegisterShape(self.handle, self._definition.relation, self._clause, self.actor_ref),
             timeout=self._timeout,
         )
+        if isinstance(answer, DurableReports):
+            self._sink = answer
+            self._storage.tell(ReportTo(self.handle, answer.report))
 
     def _unregister(self) -> None:
         try:

@@ -14,6 +14,8 @@ Correctness rules:
 * A descriptor with writes not yet fsynced (*dirty*) is fsynced before the cache closes it, and only when no
   clean entry can be closed instead.  If that fsync fails, the error sticks to the group: its owner's next
   ``sync`` raises it (the writer must not claim durability for bytes the kernel failed to write back).
+  Where :mod:`sync.storage.group_sync` uses ``syncfs`` (which writes back closed files and reports their
+  errors through a descriptor held for the process) that fsync is skipped (``sync_dirty_on_close``).
 * Closing a group (shape closed or deleted) closes its idle descriptors now and pinned ones at their unpin;
   a group stays usable (a later use reopens), as plain descriptors did.
 
@@ -62,6 +64,9 @@ class FdCache:
         self._orphans: deque[FdGroup] = deque()  # groups dropped by a finaliser, closed at the next open
         self.evictions = 0
         self.forced_syncs = 0
+        # Off when every log is made durable by ``syncfs`` (sync.storage.group_sync): it writes back closed
+        # files' pages too and reports their errors, and an fsync is per file, not per descriptor.
+        self.sync_dirty_on_close = True
 
     @property
     def cap(self) -> int:
@@ -162,11 +167,12 @@ class FdCache:
                     break
             if victim is None and dirty_victim is not None:
                 victim = dirty_victim
-                self.forced_syncs += 1
-                try:
-                    os.fdatasync(victim.fd)
-                except OSError as exc:
-                    victim.group.error = exc  # the owner's next sync raises it
+                if self.sync_dirty_on_close:
+                    self.forced_syncs += 1
+                    try:
+                        os.fdatasync(victim.fd)
+                    except OSError as exc:
+                        victim.group.error = exc  # the owner's next sync raises it
             if victim is None:
                 return closed
             del self._lru[victim]

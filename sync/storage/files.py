@@ -111,6 +111,34 @@ def fdatasync_parallel(fds: list[int]) -> None:
         future.result()
 
 
+class Devices:
+    """One read-only descriptor per filesystem holding shape logs, opened before the first write there.
+
+    ``syncfs(fd)`` reports a writeback error of *any* file of the filesystem that happened after ``fd`` was
+    opened (Linux >= 5.8), so the descriptor is opened when a log's files are first set up and kept for the
+    life of the process: a group fsync through it never misses an error of a file written since.
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def note(self, directory: str) -> int:
+        """The device id of ``directory``'s filesystem (whose descriptor is then open)."""
+        dev = os.stat(directory).st_dev
+        if dev not in self._fds:
+            with self._lock:
+                if dev not in self._fds:
+                    self._fds[dev] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return dev
+
+    def fd(self, dev: int) -> int:
+        return self._fds[dev]
+
+
+DEVICES = Devices()
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -161,6 +189,12 @@ class DiskFiles(_DiskReader):
     def __init__(self, directory: str) -> None:
         super().__init__(directory, writable=True)
         self._sizes: dict[str, int] = {}
+        self.device = DEVICES.note(directory)  # before any write: syncfs reports errors from then on
+
+    @property
+    def group(self) -> FdGroup:
+        """The descriptors (for :mod:`sync.storage.group_sync`)."""
+        return self._group
 
     def _pin(self, name: str) -> FdEntry:
         entry = self._cache.pin(self._group, name)

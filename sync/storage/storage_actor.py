@@ -2,9 +2,12 @@
 
 It exists so that appends from the shape consumer are serialised on one actor and made durable in batches
 (on size, at transaction boundaries when asked, and within ``flush_interval`` through the stack's shared
-:class:`~sync.storage.ticker.FlushTicker`), and so the ShapeLogCollector learns which
-offset is on disk (``on_durable``) and may acknowledge the LSN.  The log logic itself is the pure-ish
-:class:`~sync.storage.writer.ShapeLogWriter`; readers never come through here (``writer.reader()``).
+:class:`~sync.storage.ticker.FlushTicker`, which group-commits every log with unsynced data in one round),
+and so the ShapeLogCollector learns which offset is on disk and may acknowledge the LSN: through the
+collector's batched report sink once the consumer passed it (``ReportTo``), else ``on_durable``.  A
+transaction that added nothing to the log (``AppendBatch.settle``) is reported durable once everything
+written before it is.  The log logic itself is the pure-ish :class:`~sync.storage.writer.ShapeLogWriter`;
+readers never come through here (``writer.reader()``).
 """
 
 from __future__ import annotations
@@ -14,23 +17,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pykka
+
 from supervisors import SupervisedActor
 from sync.offsets import LogOffset
+from sync.storage.files import ShapeFiles
 from sync.storage.inbox import LightInbox
 from sync.storage.items import AppendItem
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage import Storage
 from sync.storage.ticker import FlushTicker
-from sync.storage.writer import ShapeLogWriter
+from sync.storage.writer import ShapeLogWriter, SyncPoint
 
 __all__ = [
+    "AppendBatch",
     "AppendSnapshot",
     "AppendTransaction",
     "CompleteSnapshot",
     "DeleteLog",
     "Flush",
     "GetReader",
+    "ReportTo",
     "StorageActor",
+    "SyncFailed",
     "Tick",
 ]
 
@@ -44,6 +53,32 @@ class AppendTransaction:
     items: tuple[AppendItem, ...]
     complete: bool
     sync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """tell/ask: transaction fragments ``(items, complete)`` in order, written at once; ``settle`` is the
+    commit LSN of the newest transaction that added nothing to the log (0: none): the log is reported
+    durable up to ``<settle>_0`` once everything written before this message is durable."""
+
+    parts: tuple[tuple[tuple[AppendItem, ...], bool], ...]
+    settle: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReportTo:
+    """tell (the consumer, once registered): report durability as ``report(handle, offset)`` (the
+    collector's batched sink) instead of ``on_durable``."""
+
+    handle: str
+    report: Callable[[str, LogOffset], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFailed:
+    """tell (from the group fsync): the log's files could not be made durable: crash."""
+
+    error: BaseException
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +117,84 @@ class DeleteLog:
     """ask -> None: hide the log from readers and delete its files; later appends are dropped."""
 
 
+class _Member:
+    """The actor's part in the ticker's group fsync (see :class:`~sync.storage.ticker.SyncMember`), and
+    its durability reporting: ``capture``/``synced`` run on the ticker's greenlet/thread, the rest on the
+    actor's.  Values shared between the two only ever move forward, and a report never claims more than a
+    completed fsync (or one started after the value was set) covered."""
+
+    __slots__ = (
+        "_round_settle",
+        "handle",
+        "on_durable",
+        "ref",
+        "registered",
+        "report_to",
+        "reported",
+        "settle",
+        "writer",
+    )
+
+    def __init__(self, writer: ShapeLogWriter, on_durable: Callable[[LogOffset], None] | None) -> None:
+        self.writer = writer
+        self.on_durable = on_durable
+        self.report_to: Callable[[str, LogOffset], None] | None = None
+        self.handle = writer.handle
+        self.ref: pykka.ActorRef[Any] | None = None
+        self.registered = False  # with the ticker's group (cleared by the ticker when it takes us)
+        self.reported: LogOffset | None = writer.durable_offset
+        self.settle = 0  # newest empty transaction's commit LSN handed to us
+        self._round_settle = 0
+
+    @property
+    def files(self) -> ShapeFiles:
+        return self.writer.files
+
+    def capture(self) -> SyncPoint | None:
+        self.registered = False  # before taking the point: a later write registers again
+        self._round_settle = self.settle
+        return self.writer.sync_point()
+
+    def synced(self, point: SyncPoint, error: BaseException | None) -> None:
+        if error is not None:
+            if self.ref is not None:
+                try:
+                    self.ref.tell(SyncFailed(error))
+                except pykka.ActorDeadError:
+                    return
+            return
+        self.writer.note_synced(point)
+        self.report(point.last, self._round_settle)
+
+    def report(self, durable: LogOffset | None, settle: int) -> LogOffset | None:
+        """Report ``durable`` raised to ``<settle>_0`` if that is news; returns the reported offset."""
+        if settle and (durable is None or durable.tx < settle):
+            durable = LogOffset(settle, 0)
+        reported = self.reported
+        if durable is not None and (reported is None or durable > reported):
+            self.reported = durable
+            if self.report_to is not None:
+                self.report_to(self.handle, durable)
+            elif self.on_durable is not None:
+                self.on_durable(durable)
+        return durable
+
+
 class StorageActor(SupervisedActor):
     """Owns one shape log's writer; one per shape, supervised (one_for_all) with its consumer.
 
     Owns:       the ShapeLogWriter (its write handles), the last reported durable offset, its own
                 FlushTicker only when started without a shared one (``ticker=None``, tests).
-    Receives:   AppendTransaction, AppendSnapshot (tell/ask) -> None; CompleteSnapshot (ask) -> None;
-                Flush (ask) -> LogOffset | None; GetReader (ask) -> ShapeLogReader; DeleteLog (ask) -> None;
-                Tick (tell, from the ticker it registered with while it had unsynced data).
-    Sends:      ``on_durable(offset)`` after each fsync that advanced the durable offset (a complete
-                transaction's last item), e.g. a ShapeDurable tell to the ShapeLogCollector.
-    Crashes on: I/O errors and out-of-order offsets (the shape subtree restarts and re-opens the log,
-                which trims anything not made durable; Postgres resends from the acknowledged LSN).
+    Receives:   AppendBatch, AppendTransaction, AppendSnapshot (tell/ask) -> None; CompleteSnapshot (ask) ->
+                None; Flush (ask) -> LogOffset | None; GetReader (ask) -> ShapeLogReader; DeleteLog (ask) ->
+                None; ReportTo (tell, consumer); SyncFailed (tell, from the ticker's group fsync);
+                Tick (tell, from a ticker it registered with as an actor: kept for compatibility).
+    Sends:      durability (a complete transaction's last item, or ``<settle>_0``) after each fsync that
+                advanced it: ``report(handle, offset)`` given by ReportTo (the collector's batched sink),
+                else ``on_durable(offset)``; both may be called from the ticker's greenlet/thread.
+    Crashes on: I/O errors (SyncFailed included) and out-of-order offsets (the shape subtree restarts and
+                re-opens the log, which trims anything not made durable; Postgres resends from the
+                acknowledged LSN).
     """
 
     _create_actor_inbox = staticmethod(LightInbox)  # one actor per shape: a smaller inbox
@@ -111,15 +212,14 @@ class StorageActor(SupervisedActor):
         super().__init__()
         self._writer = writer
         self._storage = storage
-        self._on_durable = on_durable
         self._flush_bytes = flush_bytes
-        self._reported: LogOffset | None = writer.durable_offset
+        self._member = _Member(writer, on_durable)
         self._deleted = False
         self._own_ticker = ticker is None
         self._ticker = ticker if ticker is not None else FlushTicker(flush_interval, Tick())
-        self._registered = False  # with the ticker: set while the log has unsynced bytes
 
     def on_start(self) -> None:
+        self._member.ref = self.actor_ref
         if self._own_ticker:
             self._ticker.start()
 
@@ -135,35 +235,52 @@ class StorageActor(SupervisedActor):
             self._writer.abort()  # reopening trims whatever was not made durable
 
     def on_receive(self, message: Any) -> Any:
-        if self._deleted and isinstance(message, AppendTransaction | AppendSnapshot | Tick):
+        if self._deleted and isinstance(message, AppendBatch | AppendTransaction | AppendSnapshot | Tick):
             return None
+        writer = self._writer
         match message:
+            case AppendBatch(parts, settle):
+                writer.append_batch(parts)
+                if settle:
+                    self._member.settle = max(self._member.settle, settle)
+                    if not writer.has_unsynced:
+                        self._report()  # nothing written before it awaits an fsync
+                if writer.unsynced_bytes >= self._flush_bytes:
+                    self._flush()
             case AppendTransaction(items, complete, sync):
-                self._writer.append(items, complete=complete)
-                if (complete and sync) or self._writer.unsynced_bytes >= self._flush_bytes:
+                writer.append(items, complete=complete)
+                if (complete and sync) or writer.unsynced_bytes >= self._flush_bytes:
                     self._flush()
             case AppendSnapshot(rows):
-                self._writer.append_snapshot(rows)
-                if self._writer.unsynced_bytes >= self._flush_bytes:
+                writer.append_snapshot(rows)
+                if writer.unsynced_bytes >= self._flush_bytes:
                     self._flush()
             case CompleteSnapshot(xmin, xmax, xip_list):
-                self._writer.complete_snapshot(xmin, xmax, xip_list)
+                writer.complete_snapshot(xmin, xmax, xip_list)
             case Tick():
-                self._registered = False  # the ticker forgot us when it sent the Tick
-                if self._writer.has_unsynced:
+                if writer.has_unsynced:
                     self._flush()
             case Flush():
                 return self._flush()
             case GetReader():
                 return self._reader()
+            case ReportTo(handle, report):
+                self._member.handle = handle
+                self._member.report_to = report
+                self._member.reported = None  # the new recipient learns where the log stands
+                if not writer.has_unsynced:
+                    self._report()
+            case SyncFailed(error):
+                raise error
             case DeleteLog():
                 self._delete()
             case _:
                 msg = f"{type(self).__name__}: unexpected message {message!r}"
                 raise TypeError(msg)
-        if not self._registered and not self._deleted and self._writer.has_unsynced:
-            self._registered = True
-            self._ticker.register(self.actor_ref)
+        member = self._member
+        if not member.registered and not self._deleted and writer.has_unsynced:
+            member.registered = True
+            self._ticker.join_group(member)
         return None
 
     def _reader(self) -> ShapeLogReader:
@@ -171,24 +288,27 @@ class StorageActor(SupervisedActor):
 
     def _flush(self) -> LogOffset | None:
         self._writer.flush()
-        if self._registered:
-            self._registered = False
-            self._ticker.unregister(self.actor_ref)
+        member = self._member
+        if member.registered:
+            member.registered = False
+            self._ticker.leave_group(member)
         return self._report()
 
     def _leave_ticker(self) -> None:
         if self._own_ticker:
             self._ticker.stop()
-        elif self._registered:
-            self._registered = False
-            self._ticker.unregister(self.actor_ref)
+        elif self._member.registered:
+            self._member.registered = False
+            self._ticker.leave_group(self._member)
 
     def _report(self) -> LogOffset | None:
+        """Report what is durable now (everything written is, or nothing of it needs reporting yet)."""
+        member = self._member
         durable = self._writer.durable_offset
-        if durable is not None and (self._reported is None or durable > self._reported):
-            self._reported = durable
-            if self._on_durable is not None:
-                self._on_durable(durable)
+        if self._writer.has_unsynced:
+            member.report(durable, 0)
+            return durable
+        member.report(durable, member.settle)
         return durable
 
     def _delete(self) -> None:

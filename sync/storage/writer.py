@@ -23,12 +23,13 @@ from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
 from sync.storage.items import OP_KINDS, AppendItem, OpKind, snapshot_end_json
 from sync.storage.reader import LogState, LogView, ShapeLogReader
 
-__all__ = ["SeqPosition", "ShapeLogWriter"]
+__all__ = ["SeqPosition", "ShapeLogWriter", "SyncPoint"]
 
 log = logging.getLogger(__name__)
 _crc32 = zlib.crc32
 _ITEM_SIZE = ITEM.size
 _INSERT = int(OpKind.INSERT)
+_MARKER_EVERY = 512  # items between log.durable markers written after group syncs
 
 
 def _check_order(last: LogOffset | None, offsets: list[tuple[int, int]]) -> None:
@@ -40,6 +41,15 @@ def _check_order(last: LogOffset | None, offsets: list[tuple[int, int]]) -> None
         if cur <= prev or cur[0] <= 0:
             raise ValueError(f"offset {LogOffset(*cur)} does not follow {LogOffset(*prev)}")
         prev = cur
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPoint:
+    """What a group fsync started now makes durable (:meth:`ShapeLogWriter.sync_point`)."""
+
+    writes: int  # the writer's write count when taken
+    items: int  # live-log entries written by then
+    last: LogOffset | None  # the last complete transaction's last item by then
 
 
 @dataclass(slots=True)
@@ -92,6 +102,13 @@ class ShapeLogWriter:
         self._committed_last = log_pos.last
         self._durable = log_pos.last
         self._unsynced_bytes = 0
+        # Group fsync (the stack's FlushTicker syncs many logs at once, off this writer's thread): every write
+        # bumps ``_writes``; ``_synced`` is the count a flush or group sync covered; ``_marker`` is the
+        # log.durable record a group sync earned, written by the owner at its next append or flush.
+        self._writes = 0
+        self._synced = 0
+        self._marker: Durable | None = None
+        self._marker_items = log_pos.items  # items the log.durable marker claimed when last written
         snap_complete = bool(meta.get("snapshot_complete"))
         view = LogView(
             log_items=log_pos.items,
@@ -140,7 +157,27 @@ class ShapeLogWriter:
 
     @property
     def has_unsynced(self) -> bool:
-        return self._log.dirty or self._snap.dirty
+        return self._writes != self._synced and (self._log.dirty or self._snap.dirty)
+
+    @property
+    def files(self) -> ShapeFiles:
+        return self._files
+
+    def sync_point(self) -> SyncPoint:
+        """What an fsync of this log's files started after this call makes durable.  Safe from another
+        thread/greenlet than the owner's: every value read was written to the files before it was set."""
+        return SyncPoint(self._writes, self._committed_items, self._committed_last)
+
+    def note_synced(self, point: SyncPoint) -> None:
+        """A group fsync started after ``point`` was taken succeeded (called by the syncing thread)."""
+        if point.writes > self._synced:
+            self._synced = point.writes
+            if point.writes == self._writes:
+                self._unsynced_bytes = 0
+        last = point.last
+        if last is not None and (self._durable is None or last > self._durable):
+            self._durable = last
+            self._marker = Durable(point.items, last.tx, last.op)
 
     def reader(self) -> ShapeLogReader:
         """The shared reader of this log (its own read-only handles)."""
@@ -157,6 +194,7 @@ class ShapeLogWriter:
         Offsets must be real (``tx > 0``) and strictly increasing across calls.
         """
         seq = self._log
+        self._write_marker()
         if items:
             offsets = [it.offset for it in items]
             txs = [o.tx for o in offsets]
@@ -177,9 +215,54 @@ class ShapeLogWriter:
             flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
             self._files.pwrite(seq.items, flags_at, bytes([TXN_END]))
             seq.dirty_names.add(seq.items)  # the next flush must make the flag durable too
+            self._writes += 1
         if complete:
             self._committed_items = seq.pos.items
             self._committed_last = seq.pos.last
+            self._publish()
+
+    def append_batch(self, parts: Sequence[tuple[Sequence[AppendItem], bool]]) -> None:
+        """Append several transaction fragments ``(items, complete)`` in order with one write per file.
+
+        The same as calling :meth:`append` for each part (readers see every complete transaction at once).
+        """
+        seq = self._log
+        flat: list[AppendItem] = []
+        ends: list[int] = []  # indexes in ``flat`` of transaction ends
+        end_at = -1  # index of the last complete transaction's last item in ``flat``
+        for items, complete in parts:
+            if not items:
+                if complete and flat:
+                    ends.append(len(flat) - 1)
+                    end_at = len(flat) - 1
+                elif complete:  # an empty end of a transaction written before this batch
+                    self.append((), complete=True)
+                continue
+            flat.extend(items)
+            if complete:
+                ends.append(len(flat) - 1)
+                end_at = len(flat) - 1
+        if not flat:
+            return
+        self._write_marker()
+        offsets = [it.offset for it in flat]
+        txs = [o.tx for o in offsets]
+        ops = [o.op for o in offsets]
+        _check_order(seq.pos.last, list(zip(txs, ops, strict=True)))
+        kinds = OP_KINDS
+        base = seq.pos.items
+        self._write(
+            seq,
+            txs=txs,
+            ops=ops,
+            keys=[it.key.encode() for it in flat],
+            kinds=[kinds[it.operation] for it in flat],
+            jsons=[it.json for it in flat],
+            ends=ends,
+        )
+        if end_at >= 0:
+            self._committed_items = base + end_at + 1
+            self._committed_last = offsets[end_at]
             self._publish()
 
     def append_snapshot(self, rows: Sequence[tuple[str, bytes]]) -> None:
@@ -232,6 +315,7 @@ class ShapeLogWriter:
         kinds: list[int],
         jsons: list[bytes],
         txn_end: bool = False,
+        ends: Sequence[int] = (),
     ) -> None:
         """Append a batch (parallel lists, one element per item); C-level loops only, chunks by bisection."""
         if self._closed:
@@ -245,6 +329,8 @@ class ShapeLogWriter:
         flags = [0] * n
         if txn_end:
             flags[-1] = TXN_END
+        for i in ends:
+            flags[i] = TXN_END
         entries = b"".join(map(ITEM.pack, txs, ops, json_ends, key_ends, crcs, kinds, flags))
         # chunk closes: the item that brings the open chunk's JSON bytes to >= threshold (spec §3)
         cum = list(accumulate(sizes, initial=0))  # cum[i]: bytes of the batch's items before item i
@@ -270,6 +356,7 @@ class ShapeLogWriter:
             files.append(seq.chunks, b"".join(chunk_entries))
             seq.dirty_names.add(seq.chunks)
         self._unsynced_bytes += json_ends[-1] - pos.json_len
+        self._writes += 1
         pos.items += n
         pos.json_len = json_ends[-1]
         pos.keys_len = key_ends[-1]
@@ -322,17 +409,34 @@ class ShapeLogWriter:
         log_dirty = self._log.dirty
         committed = self._committed_last
         synced_items = self._log.pos.items
+        writes = self._writes
         if names:
             self._files.sync(names)
         self._log.dirty_names.clear()
         self._snap.dirty_names.clear()
         self._unsynced_bytes = 0
+        self._synced = max(self._synced, writes)
         if log_dirty:
             at = committed if committed is not None else LogOffset(0, 0)
             # written after the fsync above, so it never claims more than is durable (no fsync of its own)
             self._files.pwrite("log.durable", 0, Durable(synced_items, at.tx, at.op).encode())
-        self._durable = committed
-        return committed
+            self._marker = None
+            self._marker_items = synced_items
+        elif self._marker is not None:
+            self._marker_items = -_MARKER_EVERY  # write it now
+            self._write_marker()
+        if committed is not None and (self._durable is None or committed > self._durable):
+            self._durable = committed
+        return self._durable
+
+    def _write_marker(self) -> None:
+        """Record what a group sync made durable in log.durable (no fsync: it only ever claims less), every
+        ``_MARKER_EVERY`` items (it only spares recovery checksum work; a flush writes it anyway)."""
+        marker = self._marker
+        if marker is not None and not self._closed and marker.items - self._marker_items >= _MARKER_EVERY:
+            self._marker = None
+            self._marker_items = marker.items
+            self._files.pwrite("log.durable", 0, marker.encode())
 
     def close(self) -> None:
         """Flush and release the write handles (readers keep working on their own)."""

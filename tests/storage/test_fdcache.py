@@ -122,9 +122,24 @@ def test_clean_descriptors_are_evicted_before_dirty_ones_and_dirty_ones_are_sync
     assert (tmp_path / names[0]).read_bytes().startswith(b"File 0")
 
 
+def test_without_sync_on_close_a_dirty_descriptor_is_closed_and_its_data_kept(tmp_path: Path) -> None:
+    cache = FdCache(1)
+    cache.sync_dirty_on_close = False  # group fsyncs use syncfs, which writes closed files back too
+    group = FdGroup(str(tmp_path), writable=True, cache=cache)
+    names = _files(tmp_path, 2)
+    dirty = cache.pin(group, names[0])
+    os.pwrite(dirty.fd, b"G", 0)
+    dirty.writes += 1
+    cache.unpin(dirty)
+    cache.unpin(cache.pin(group, names[1]))
+    assert names[0] not in group.entries and cache.forced_syncs == 0 and group.error is None
+    assert (tmp_path / names[0]).read_bytes().startswith(b"Gile 0")
+
+
 def test_failed_sync_of_an_evicted_dirty_file_is_raised_by_the_next_sync(
-    tmp_path: Path, small_cap: int
+    tmp_path: Path, small_cap: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(CACHE, "sync_dirty_on_close", True)  # the mode without syncfs (group_sync)
     os.mkfifo(tmp_path / "fifo")  # fdatasync on a FIFO fails (EINVAL): a real failing fsync
     files = DiskFiles(str(tmp_path))
     entry = files._group.pin("fifo")

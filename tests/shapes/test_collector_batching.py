@@ -1,0 +1,113 @@
+"""Collector batching: a consumer still busy with what it was told gets the transactions routed meanwhile
+as one ShapeBatch; an idle consumer gets each transaction at once; durability reports reach the collector
+through its DurableReports sink (one DrainDurable per burst) and move the acknowledgement."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+import pykka
+
+from supervisors import SupervisedActor
+from sync.offsets import LogOffset
+from sync.replication.changes import Column, Insert, Relation, TransactionFragment
+from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeLogCollector
+from sync.shapes.durable_reports import DrainDurable, DurableReports
+from tests.shapes.consumer_harness import BruteIndex
+
+T = 5.0
+REL = Relation(1, "public", "items", "f", (Column("id", 20, -1, True),))
+
+
+class Gate(SupervisedActor):
+    """Records what it receives; holds its first message until ``release`` is set."""
+
+    def __init__(self, got: queue.Queue[Any], release: threading.Event) -> None:
+        super().__init__()
+        self.got = got
+        self.release = release
+        self.first = True
+
+    def on_receive(self, message: Any) -> None:
+        self.got.put(message)
+        if self.first:
+            self.first = False
+            assert self.release.wait(T)
+
+
+def frag(lsn: int) -> TransactionFragment:
+    return TransactionFragment(
+        lsn, lsn, (Insert(REL, (str(lsn),), 0),), begin=True, commit=True, end_lsn=lsn + 8
+    )
+
+
+def lsns(message: Any) -> list[int]:
+    if isinstance(message, ShapeBatch):
+        return [m.commit_lsn for m in message.messages]
+    assert isinstance(message, ShapeChanges)
+    return [message.commit_lsn]
+
+
+def test_busy_consumer_gets_one_batch_idle_one_each_transaction() -> None:
+    acks: list[int] = []
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=acks.append)
+    got: queue.Queue[Any] = queue.Queue()
+    release = threading.Event()
+    consumer = Gate.start(got, release)
+    try:
+        sink = collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        assert isinstance(sink, DurableReports)
+        collector.ask(frag(100), timeout=T)
+        assert lsns(got.get(timeout=T)) == [100]  # idle: told at once; the consumer now holds it
+        collector.ask(frag(200), timeout=T)  # still told: nothing waits in the consumer's inbox
+        futures = [collector.ask(frag(lsn), block=False) for lsn in (300, 400, 500)]
+        release.set()
+        for f in futures:
+            f.get(timeout=T)
+        assert lsns(got.get(timeout=T)) == [200]
+        assert lsns(got.get(timeout=T)) == [300, 400, 500]  # gathered while 200 waited
+        # durability: one report per shape and burst, the newest offset wins
+        assert acks == []
+        sink.report("s", LogOffset(300, 0))
+        sink.report("s", LogOffset(500, 0))
+        collector.ask(frag(600), timeout=T)  # the drain happened before (same inbox, in order)
+        assert acks[-1] == 500
+        sink.report("gone", LogOffset(900, 0))  # a shape not registered: ignored
+        sink.report("s", LogOffset(600, 0))
+        collector.ask(frag(700), timeout=T)
+        assert acks[-1] == 600
+    finally:
+        release.set()
+        collector.stop()
+        consumer.stop()
+
+
+class Recorder(SupervisedActor):
+    def __init__(self, got: queue.Queue[Any]) -> None:
+        super().__init__()
+        self.got = got
+
+    def on_receive(self, message: Any) -> None:
+        self.got.put(message)
+
+
+def test_reports_tell_one_drain_per_burst() -> None:
+    got: queue.Queue[Any] = queue.Queue()
+    ref: pykka.ActorRef[Any] = Recorder.start(got)
+    try:
+        reports = DurableReports(ref)
+        reports.report("a", LogOffset(5, 1))
+        reports.report("a", LogOffset(4, 0))  # older: kept the newest
+        reports.report("b", LogOffset(7, 0))
+        assert isinstance(got.get(timeout=T), DrainDurable)
+        assert reports.drain() == {"a": LogOffset(5, 1), "b": LogOffset(7, 0)}
+        assert got.empty()
+        assert reports.drain() == {}
+        reports.report("a", LogOffset(6, 0))
+        assert isinstance(got.get(timeout=T), DrainDurable)
+        assert reports.drain() == {"a": LogOffset(6, 0)}
+    finally:
+        ref.stop()
+    reports.report("c", LogOffset(1, 0))  # the collector is gone: no error

@@ -1,0 +1,173 @@
+"""Group commit: batched appends write what one append per fragment writes, the ticker's group fsync makes
+every registered log durable and reports it (``ReportTo``), empty transactions settle only once what was
+written before them is durable, and a failed group fsync crashes the log's actor."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from sync.offsets import LogOffset
+from sync.storage import FileStorage, Storage
+from sync.storage.files import DiskFiles
+from sync.storage.group_sync import sync_files
+from sync.storage.storage_actor import (
+    AppendBatch,
+    AppendSnapshot,
+    CompleteSnapshot,
+    Flush,
+    ReportTo,
+    StorageActor,
+    Tick,
+)
+from sync.storage.ticker import FlushTicker
+from tests.storage.helpers import follow, row, txn
+
+T = 5.0
+Reports = queue.Queue[tuple[str, LogOffset]]
+
+
+def _parts() -> list[tuple[tuple[Any, ...], bool]]:
+    a, b, c = txn(10, 3), txn(11, 2, size=300), txn(12, 4, size=200)
+    return [
+        (tuple(a), True),
+        (tuple(b[:1]), False),  # a transaction in two fragments
+        (tuple(b[1:]), True),
+        (tuple(c[:2]), False),
+        ((), False),
+        (tuple(c[2:]), False),
+        ((), True),  # its end comes without items
+    ]
+
+
+def test_append_batch_writes_what_appends_write(storage: Storage) -> None:
+    one, batched = storage.create("one", {}), storage.create("batched", {})
+    for w in (one, batched):
+        w.append_snapshot([row(1)])
+        w.complete_snapshot(5, 9, ())
+    parts = _parts()
+    for items, complete in parts:
+        one.append(items, complete=complete)
+    batched.append_batch(parts[:4])  # ends inside transaction 12 ...
+    assert batched.last_offset == LogOffset(11, 2)  # ... which readers do not see yet
+    batched.append_batch(parts[4:])
+    for w in (one, batched):
+        w.flush()
+    expected = follow(one.reader())
+    assert follow(batched.reader()).items == expected.items
+    assert batched.last_offset == one.last_offset == LogOffset(12, 6)
+    if isinstance(storage, FileStorage):
+        for name in ("log.json", "log.keys", "log.items", "log.chunks"):
+            left = (storage.shapes_dir / "one" / name).read_bytes()
+            assert left == (storage.shapes_dir / "batched" / name).read_bytes(), name
+
+
+def test_batch_ending_an_earlier_fragment_survives_reopen(file_storage: FileStorage) -> None:
+    w = file_storage.create("h", {})
+    w.append_snapshot([row(1)])
+    w.complete_snapshot(5, 9, ())
+    w.append_batch([(tuple(txn(20, 2)), False)])
+    w.append_batch([((), True), (tuple(txn(21, 1)), True)])
+    w.flush()
+    w.close()
+    again = file_storage.open("h")
+    assert again.last_offset == LogOffset(21, 0)
+    headers = [i.get("headers") for i in follow(again.reader()).items]
+    assert [h["lsn"] for h in headers if isinstance(h, dict) and "lsn" in h] == ["20", "20", "21"]
+    again.close()
+
+
+def test_sync_files_marks_every_dirty_descriptor_synced(tmp_path: Path) -> None:
+    files = [DiskFiles(str(tmp_path)), DiskFiles(str(tmp_path))]
+    files[0].append("a", b"x" * 100)
+    files[0].append("b", b"y")
+    files[1].append("c", b"z")
+    assert sync_files(files) == [None, None]
+    for f in files:
+        entries = list(f.group.entries.values())
+        assert entries and all(e.writes == e.synced for e in entries)
+    assert sync_files([]) == []
+
+
+@pytest.fixture
+def ticker() -> Iterator[FlushTicker]:
+    t = FlushTicker(0.02, Tick(), name="test-group").start()
+    yield t
+    t.stop(join=T)
+
+
+@pytest.fixture
+def actors(file_storage: FileStorage) -> Iterator[Any]:
+    refs: list[pykka.ActorRef[Any]] = []
+
+    def start(handle: str, ticker: FlushTicker | None, reports: Reports) -> tuple[pykka.ActorRef[Any], Any]:
+        writer = file_storage.create(handle, {})
+        ref = StorageActor.start(writer, file_storage, ticker=ticker, flush_interval=60)
+        ref.tell(AppendSnapshot((row(1),)))
+        ref.ask(CompleteSnapshot(5, 9, ()), timeout=T)
+        ref.tell(ReportTo(handle, lambda h, off: reports.put((h, off))))
+        refs.append(ref)
+        return ref, writer
+
+    yield start
+    for ref in refs:
+        if ref.is_alive():
+            ref.stop(timeout=T)
+
+
+def _until(reports: Reports, handle: str, offset: LogOffset) -> None:
+    deadline = time.monotonic() + T
+    while True:
+        h, off = reports.get(timeout=max(0.0, deadline - time.monotonic()))
+        if h == handle and off >= offset:
+            assert off == offset
+            return
+
+
+def test_group_round_reports_every_log(ticker: FlushTicker, actors: Any) -> None:
+    reports: Reports = queue.Queue()
+    refs = [actors(f"h{i}", ticker, reports)[0] for i in range(20)]
+    for i, ref in enumerate(refs):
+        ref.tell(AppendBatch(((tuple(txn(100 + i, 2)), True),)))
+    seen: dict[str, LogOffset] = {}
+    deadline = time.monotonic() + T
+    while len(seen) < len(refs) or any(o.tx < 100 for o in seen.values()):
+        h, off = reports.get(timeout=max(0.0, deadline - time.monotonic()))
+        seen[h] = off
+    assert seen == {f"h{i}": LogOffset(100 + i, 2) for i in range(20)}
+    assert ticker.pending == 0
+
+
+def test_settle_waits_for_what_was_written_before(actors: Any) -> None:
+    reports: Reports = queue.Queue()
+    ref, _ = actors("h", None, reports)  # its own ticker, 60 s: nothing syncs unless asked
+    ref.ask(AppendBatch(((tuple(txn(30, 1)), True),), settle=31), timeout=T)
+    with pytest.raises(queue.Empty):
+        reports.get(timeout=0.1)  # transaction 31 added nothing, but 30 is not durable yet
+    assert ref.ask(Flush(), timeout=T) == LogOffset(30, 0)
+    _until(reports, "h", LogOffset(31, 0))
+    ref.tell(AppendBatch((), settle=32))  # nothing unsynced: settled at once
+    _until(reports, "h", LogOffset(32, 0))
+
+
+def test_failed_group_sync_crashes_the_actor(ticker: FlushTicker, actors: Any) -> None:
+    reports: Reports = queue.Queue()
+    ref, writer = actors("h", ticker, reports)
+    ref.ask(AppendBatch(((tuple(txn(40, 1)), True),)), timeout=T)
+    _until(reports, "h", LogOffset(40, 0))
+    # injected where a failed fsync of a file the descriptor cache closed is recorded
+    writer.files.group.error = OSError(5, os.strerror(5))
+    ref.tell(AppendBatch(((tuple(txn(41, 1)), True),)))
+    deadline = time.monotonic() + T
+    while ref.is_alive():
+        assert time.monotonic() < deadline, "the actor survived a failed fsync"
+        time.sleep(0.01)
+    while not reports.empty():
+        assert reports.get_nowait()[1] < LogOffset(41, 0)  # never claimed durable
