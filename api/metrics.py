@@ -54,6 +54,9 @@ class ApiMetrics:
 
     def __init__(self, engine: Callable[[], Engine | None], routes: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Registered first: a scrape collects it before the series it folds the pending counts into.
+        self._pending: dict[str, list[int]] = {}
+        self.registry.register(_PendingFlush(self.flush_raw))
         self.requests = Counter(
             "shapesync_http_requests",
             "HTTP responses, by method, route (URI template) and status code.",
@@ -90,8 +93,40 @@ class ApiMetrics:
         inc: Callable[[float], None] = child.inc
         return inc
 
+    def count_raw(self, route: str, body_length: int, live: bool) -> None:
+        """A pre-rendered GET 200 (api/raw_response.py): thousands leave per change, so they are counted in
+        plain integers and folded into the series when scraped (``flush_raw``), not through three locks."""
+        pending = self._pending.get(route)
+        if pending is None:
+            pending = self._pending[route] = [0, 0, 0]
+        pending[0] += 1
+        pending[1] += body_length
+        pending[2] += live
+
+    def flush_raw(self) -> None:
+        pending, self._pending = self._pending, {}
+        for route, (count, length, live) in pending.items():
+            self.requests.labels("GET", route, "200").inc(count)
+            self.bytes_counter(route)(length)
+            if live:
+                self.live_waiters.dec(live)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PendingFlush(Collector):
+    """Folds :meth:`ApiMetrics.count_raw`'s counts into the series at every scrape (no series of its own)."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        return []
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
 
 class MetricsResource:
@@ -182,12 +217,9 @@ class MetricsMiddleware:
 
     def finish_raw(self, req: falcon.Request, body_length: int) -> None:
         """A pre-rendered 200 left Falcon (api/raw_response.py): count it as process_response would."""
-        metrics = self._metrics
-        route = req.uri_template or UNMATCHED
-        metrics.count_request(req.method, route, 200)
-        if getattr(req.context, "metrics_live", False):
-            metrics.live_waiters.dec()
-        metrics.bytes_counter(route)(body_length)
+        self._metrics.count_raw(
+            req.uri_template or UNMATCHED, body_length, getattr(req.context, "metrics_live", False)
+        )
 
 
 class EngineCollector(Collector):

@@ -168,7 +168,8 @@ class ShapesyncWorker(GeventWorker):  # type: ignore[misc]
     def _serve(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
         """gunicorn 27's ``AsyncWorker.handle_request``, with our :class:`_Response` and the raw protocol
         (``api/raw_response.py``): ``SERVER_RAW_KEY`` in the environ, a RawResponse written whole."""
-        request_start = datetime.now()
+        logged = self.log.access_log_enabled  # no clock reads per request when nothing is logged
+        request_start = datetime.now() if logged else None
         environ: dict[str, Any] = {}
         resp = None
         try:
@@ -196,7 +197,8 @@ class ShapesyncWorker(GeventWorker):  # type: ignore[misc]
                         resp.write(item)
                 resp.close()
             finally:
-                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if request_start is not None:
+                    self.log.access(resp, req, environ, datetime.now() - request_start)
                 if hasattr(respiter, "close"):
                     respiter.close()
             if resp.should_close():

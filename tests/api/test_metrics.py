@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from api.metrics import start_metrics_server
+from api.metrics import ApiMetrics, start_metrics_server
 from sync.postgres.cluster import free_port
 from sync.settings import MetricsSettings, Settings
 from tests.fixtures.service import ServiceProcess
@@ -247,3 +247,25 @@ def test_metrics_port_under_gunicorn(db_dsn: str, tmp_path: Path) -> None:
         assert health is not None and health >= 1
     finally:
         assert svc.stop() == 0
+
+
+def test_pre_rendered_answers_are_counted_when_scraped() -> None:
+    """count_raw (api/raw_response.py's answers) keeps plain integers; every scrape, through render() or a
+    bare registry collect (the separate metrics port), folds them into the series first."""
+    metrics = ApiMetrics(lambda: None, ["/v1/shape"])
+    metrics.live_waiters.inc(3)
+    metrics.count_raw("/v1/shape", 100, True)
+    metrics.count_raw("/v1/shape", 50, True)
+    metrics.count_raw("/v1/shape", 7, False)
+    samples = parse(metrics.render().decode())
+    assert value(samples, "shapesync_http_requests_total", method="GET", route="/v1/shape", status="200") == 3
+    assert value(samples, "shapesync_http_response_bytes_total", route="/v1/shape") == 157
+    assert value(samples, "shapesync_live_waiters") == 1
+    metrics.count_raw("/v1/shape", 1, True)
+    assert metrics.registry.get_sample_value("shapesync_live_waiters") == 0
+    assert (
+        metrics.registry.get_sample_value(
+            "shapesync_http_requests_total", {"method": "GET", "route": "/v1/shape", "status": "200"}
+        )
+        == 4
+    )
