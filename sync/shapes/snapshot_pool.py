@@ -1,7 +1,8 @@
 """``SnapshotPool``: bounded concurrency for initial snapshots.
 
-A snapshot is a long read on its own connection; running too many at once would exhaust Postgres
-connections and starve replication, so at most ``size`` run at a time and the rest queue in arrival order.
+A snapshot is a long read on its own connection (two for a large table, see
+:mod:`sync.shapes.snapshot_blocks`); running too many at once would exhaust Postgres connections and starve
+replication, so at most ``size`` run at a time and the rest queue in arrival order.
 The pool actor only dispatches: each snapshot runs in a worker spawned for it
 (:func:`sync.shapes.snapshot_worker.take_snapshot`, a greenlet under gevent), which reports back with
 ``WorkerDone`` and hands its connection back for reuse.  The inbox is never blocked by a snapshot.
@@ -19,6 +20,7 @@ import pykka
 
 from supervisors import SupervisedActor
 from sync import runtime
+from sync.shapes.snapshot_blocks import DEFAULT_PAGES
 from sync.shapes.snapshot_worker import SnapshotRequest, take_snapshot
 
 __all__ = ["GetPoolStatus", "PoolStatus", "SnapshotPool", "StartSnapshot", "WorkerDone"]
@@ -64,7 +66,13 @@ class SnapshotPool(SupervisedActor):
     """
 
     def __init__(
-        self, dsn: str, *, size: int = 8, fetch_rows: int = 1000, storage_timeout: float = 60.0
+        self,
+        dsn: str,
+        *,
+        size: int = 8,
+        fetch_rows: int = 1000,
+        storage_timeout: float = 60.0,
+        pages: int = DEFAULT_PAGES,
     ) -> None:
         super().__init__()
         if size < 1:
@@ -73,6 +81,7 @@ class SnapshotPool(SupervisedActor):
         self._size = size
         self._fetch_rows = fetch_rows
         self._timeout = storage_timeout
+        self._pages = pages  # heap pages per snapshot query (sync.shapes.snapshot_blocks)
         self._queue: deque[SnapshotRequest] = deque()
         self._idle: list[psycopg.Connection[Any]] = []
         self._running = 0
@@ -115,7 +124,14 @@ class SnapshotPool(SupervisedActor):
     def _work(self, request: SnapshotRequest, conn: psycopg.Connection[Any] | None) -> None:
         kept: psycopg.Connection[Any] | None = None
         try:
-            kept = take_snapshot(self._dsn, conn, request, fetch_rows=self._fetch_rows, timeout=self._timeout)
+            kept = take_snapshot(
+                self._dsn,
+                conn,
+                request,
+                fetch_rows=self._fetch_rows,
+                timeout=self._timeout,
+                pages=self._pages,
+            )
         finally:  # the slot is given back whatever happened (even a killed worker)
             try:
                 self.actor_ref.tell(WorkerDone(kept))

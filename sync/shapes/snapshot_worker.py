@@ -9,15 +9,16 @@ Sequence (architecture §3, hard spot 3): ask the consumer to register with the 
 busy workers hold nothing and pin no acknowledgement), then ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
 ONLY``, the display settings (so values are byte-identical to what replication sends),
 ``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it may now filter the
-transactions it holds), then the rows as finished log items streamed by one ``COPY (SELECT …) TO STDOUT``
-(:mod:`sync.shapes.snapshot_copy`), ``fetch_rows`` at a time appended to storage, one batch in the storage
-actor while the next streams in, then ``snapshot-end``.  The table is never held in memory.
+transactions it holds), then the rows as finished log items, built by Postgres and read range by range of
+heap pages on up to two connections sharing the snapshot (:mod:`sync.shapes.snapshot_blocks`; ``COPY`` and
+:mod:`sync.shapes.snapshot_copy` for a non-UTF-8 connection), appended to storage block by block, one in
+the storage actor while the next streams in, then ``snapshot-end``.  The table is never held in memory.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +34,15 @@ from sync.shapes.snapshot import (
     display_settings_sql,
     parse_lsn,
 )
+from sync.shapes.snapshot_blocks import (
+    DEFAULT_PAGES,
+    block_query,
+    parallel_blocks,
+    read_blocks,
+)
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.shapes.xid import PgSnapshot
-from sync.storage.storage_actor import AppendSnapshot, CompleteSnapshot
+from sync.storage.storage_actor import AppendSnapshot, AppendSnapshotBlock, CompleteSnapshot
 
 __all__ = [
     "PrepareSnapshot",
@@ -109,19 +116,31 @@ def connect_snapshot(dsn: str, connect_timeout: float = 10.0) -> psycopg.Connect
 
 
 def run_snapshot(
-    conn: psycopg.Connection[Any], request: SnapshotRequest, *, fetch_rows: int = 5000, timeout: float = 60.0
+    conn: psycopg.Connection[Any],
+    request: SnapshotRequest,
+    *,
+    fetch_rows: int = 5000,
+    timeout: float = 60.0,
+    helpers: Callable[[], psycopg.Connection[Any]] | None = None,
+    lanes: int = 2,
+    pages: int = DEFAULT_PAGES,
 ) -> int:
     """Take the snapshot of ``request`` on ``conn``; returns the row count.
 
     Each batch is handed to the storage actor with ``ask`` (``timeout`` each), which bounds memory: the
-    worker never runs ahead of the disk.  Raises on any failure (psycopg errors, ``pykka.ActorDeadError``
-    when the shape went away meanwhile); the connection is left outside any transaction unless it broke.
+    worker never runs ahead of the disk.  With a UTF-8 connection the rows come as blocks of items built by
+    Postgres (:mod:`sync.shapes.snapshot_blocks`), read on up to ``lanes`` connections sharing the snapshot
+    (``helpers`` opens the extra ones; a small table uses ``conn`` alone); otherwise through ``COPY`` and
+    Python (:mod:`sync.shapes.snapshot_copy`), ``fetch_rows`` rows at a time.  Raises on any failure
+    (psycopg errors, ``pykka.ActorDeadError`` when the shape went away meanwhile); the connection is left
+    outside any transaction unless it broke.
     """
-    encoder = ShapeLogEncoder(request.definition)
     storage = request.storage
     count = 0
     request.consumer.ask(PrepareSnapshot(), timeout=timeout)  # registered before the snapshot is taken
     conn.execute(BEGIN_SNAPSHOT)
+    extra: list[psycopg.Connection[Any]] = []
+    batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int]] | None = None
     try:
         row = conn.execute(SNAPSHOT_INFO_QUERY).fetchone()
         assert row is not None
@@ -130,17 +149,16 @@ def run_snapshot(
         if request.record_mark is not None:
             request.record_mark(request.handle, wal_lsn)
         request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))
-        definition = request.definition
-        statement = snapshot_copy_statement(conn, definition, request.where_sql, request.where_params)
-        builder = CopyItemBuilder(definition, encoder, conn.info.encoding)
         pending: pykka.Future[Any] | None = None  # one batch in storage while the next streams in
-        with conn.cursor() as cur, cur.copy(statement) as copy:
-            for batch in copy_items(copy, builder, fetch_rows):
-                if pending is not None:
-                    pending.get(timeout=timeout)
-                    request.consumer.tell(SnapshotProgress(count))
-                pending = storage.ask(AppendSnapshot(tuple(batch)), block=False)
-                count += len(batch)
+        batches = _batches(
+            conn, request, fetch_rows=fetch_rows, helpers=helpers, lanes=lanes, pages=pages, extra=extra
+        )
+        for message, rows in batches:
+            if pending is not None:
+                pending.get(timeout=timeout)
+                request.consumer.tell(SnapshotProgress(count))
+            pending = storage.ask(message, block=False)
+            count += rows
         if pending is not None:
             pending.get(timeout=timeout)
             request.consumer.tell(SnapshotProgress(count))
@@ -148,11 +166,54 @@ def run_snapshot(
             CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
         )
     finally:
+        if isinstance(batches, Generator):
+            batches.close()  # stops and joins the readers before their connections are closed
+        for helper in extra:
+            helper.close()
         if not conn.closed and not conn.broken:
             conn.execute("ROLLBACK")
     request.consumer.tell(SnapshotCompleted(count))
     logger.info("shape %s: snapshot of %d rows complete (%s)", request.handle, count, snapshot)
     return count
+
+
+def _batches(
+    conn: psycopg.Connection[Any],
+    request: SnapshotRequest,
+    *,
+    fetch_rows: int,
+    helpers: Callable[[], psycopg.Connection[Any]] | None,
+    lanes: int,
+    pages: int,
+    extra: list[psycopg.Connection[Any]],
+) -> Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int]]:
+    """The storage messages of the snapshot's rows (in the snapshot's transaction on ``conn``) and their
+    row counts; helper connections opened go to ``extra`` (the caller closes them)."""
+    definition = request.definition
+    if conn.info.encoding != "utf-8":
+        statement = snapshot_copy_statement(conn, definition, request.where_sql, request.where_params)
+        builder = CopyItemBuilder(definition, ShapeLogEncoder(definition), conn.info.encoding)
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for batch in copy_items(copy, builder, fetch_rows):
+                yield AppendSnapshot(tuple(batch)), len(batch)
+        return
+    found = block_query(conn, definition, request.where_sql, request.where_params, pages=pages)
+    if found is None:
+        return
+    query, ranges = found
+    if helpers is None or lanes < 2 or len(ranges) < 2 * lanes:
+        blocks = read_blocks(conn, query, ranges)
+    else:
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        for _ in range(lanes - 1):
+            helper = helpers()
+            extra.append(helper)
+            helper.execute(BEGIN_SNAPSHOT)
+            helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(row[0]))))
+        blocks = parallel_blocks([conn, *extra], query, ranges)
+    for rows, block in blocks:
+        yield AppendSnapshotBlock(block, rows), rows
 
 
 def take_snapshot(
@@ -162,6 +223,7 @@ def take_snapshot(
     *,
     fetch_rows: int = 5000,
     timeout: float = 60.0,
+    pages: int = DEFAULT_PAGES,
 ) -> psycopg.Connection[Any] | None:
     """A worker's whole job: (re)connect if needed, run the snapshot, report a failure to the consumer.
 
@@ -172,7 +234,14 @@ def take_snapshot(
         conn = _usable(conn)
         if conn is None:
             conn = connect_snapshot(dsn, timeout)
-        run_snapshot(conn, request, fetch_rows=fetch_rows, timeout=timeout)
+        run_snapshot(
+            conn,
+            request,
+            fetch_rows=fetch_rows,
+            timeout=timeout,
+            helpers=lambda: connect_snapshot(dsn, timeout),
+            pages=pages,
+        )
     except pykka.ActorDeadError:
         logger.info("shape %s went away during its snapshot", request.handle)
     except Exception as exc:

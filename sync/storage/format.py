@@ -9,13 +9,16 @@ Layout (``FileStorage(root, stack_id)``)::
         log.items          one 40-byte ITEM entry per item                              append-only (1)
         log.chunks         one 32-byte CHUNK entry per closed chunk                     append-only
         log.durable        one 32-byte DURABLE marker, overwritten in place
-        snapshot.json, snapshot.keys, snapshot.items, snapshot.chunks    the snapshot, same formats
+        snapshot.json      snapshot items' JSON, each followed by one ``,`` byte       append-only
+        snapshot.chunks    one 32-byte CHUNK entry per closed snapshot chunk            append-only
+        snapshot.keys, snapshot.items    created empty, unused since version 2 (see "Snapshot" below)
     <root>/<stack_id>/trash/<handle>.<hex>/    deleted shapes, removed in the background
 
-All integers are little-endian.  The live log and the snapshot are two independent *sequences* with the
-same four files; ``<seq>`` below is ``log`` or ``snapshot``.
+All integers are little-endian.  The live log and the snapshot are two independent *sequences*;
+``<seq>`` below is ``log`` or ``snapshot``.  The live log has the four files ``.json``, ``.keys``,
+``.items``, ``.chunks``; the snapshot only ``.json`` and ``.chunks``.
 
-ITEM entry (``<QQQQIBBxx``, 40 bytes), item ``i`` (0-based) at byte ``40*i`` of ``<seq>.items``:
+ITEM entry (``<QQQQIBBxx``, 40 bytes, live log only), item ``i`` (0-based) at byte ``40*i`` of ``log.items``:
 ``tx u64, op u64, json_end u64, key_end u64, crc u32, kind u8, flags u8, 2 pad bytes``.
 
 * The item's JSON is ``<seq>.json[json_end(i-1) : json_end(i) - 1]`` (``json_end(-1) = 0``); the byte at
@@ -26,12 +29,19 @@ ITEM entry (``<QQQQIBBxx``, 40 bytes), item ``i`` (0-based) at byte ``40*i`` of 
 * ``flags`` bit 0 (``TXN_END``): the item is the last one of a complete transaction.  (1) The only in-place
   write into ``.items``: when a transaction ends with an empty fragment, the flags byte of its last,
   not-yet-committed entry is set afterwards.
-* Live-log offsets are ``<tx>_<op>`` with ``tx`` = commit LSN (> 0), strictly increasing.  Snapshot items
-  have ``tx = 0, op = position``; they are addressed by chunk only (snapshot chunk ``k`` ends at ``0_k``).
+* Live-log offsets are ``<tx>_<op>`` with ``tx`` = commit LSN (> 0), strictly increasing.
+
+Snapshot (version 2): items are addressed by chunk only (snapshot chunk ``k`` ends at offset ``0_k``), so
+``snapshot.json`` holds their JSON, each followed by ``,``, and ``snapshot.chunks`` the chunk entries; there
+is no per-item entry, key or crc (an initial sync of millions of rows is written as whole blocks: see
+:mod:`sync.storage.snapshot_writer`).  Item ``i`` of the snapshot has the position ``op = i`` (``tx = 0``).
+Its integrity rests on the fsync of both files before ``snapshot_complete`` is recorded in ``meta.bin``;
+on open, the last chunk entry must end exactly at the end of ``snapshot.json``, on a ``,``.
 
 CHUNK entry (``<QQQQ``, 32 bytes), chunk ``k`` at byte ``32*k`` of ``<seq>.chunks``:
 ``end_item u64`` (items before the chunk end, exclusive), ``end_tx u64, end_op u64`` (offset of the chunk's
-last item), ``end_json u64`` (``json_end`` of that item).  Chunk ``k`` holds items
+last item; ``0, end_item - 1`` in the snapshot), ``end_json u64`` (``json_end`` of that item: the end of its
+``,``).  Chunk ``k`` holds items
 ``[end_item(k-1), end_item(k))``.  A chunk closes after the item that brings the sum of its items' JSON
 lengths (separators excluded) to >= the threshold (spec §3), so chunks may split a transaction.  The last,
 still open chunk of a sequence has no entry.  The snapshot's final chunk is closed whatever its size and
@@ -80,7 +90,7 @@ __all__ = [
     "encode_meta",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the snapshot sequence has no item entries or keys
 ITEM = struct.Struct("<QQQQIBBxx")
 CHUNK = struct.Struct("<QQQQ")
 DURABLE = struct.Struct("<QQQI4x")

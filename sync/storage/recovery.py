@@ -62,15 +62,16 @@ def recover(files: ShapeFiles, chunk_bytes: int) -> tuple[dict[str, object], Seq
 
 
 def _snapshot_position(files: ShapeFiles) -> SeqPosition:
-    n, rest = divmod(files.size("snapshot.items"), ITEM.size)
+    """Format 2: the snapshot has no item entries; its last chunk entry must end exactly at the JSON's end."""
     chunks, crest = divmod(files.size("snapshot.chunks"), CHUNK.size)
-    if rest or crest or n == 0 or chunks == 0:
+    if crest or chunks == 0:
         raise StorageCorrupt("snapshot files damaged")
     last = ChunkEntry(*CHUNK.unpack(files.pread("snapshot.chunks", (chunks - 1) * CHUNK.size, CHUNK.size)))
-    entry = _entry(files, "snapshot.items", n - 1)
-    if last.end_item != n or last.end_json != files.size("snapshot.json") or entry.json_end != last.end_json:
-        raise StorageCorrupt("snapshot chunk index does not match its items")
-    return SeqPosition(n, entry.json_end, entry.key_end, chunks, 0, LogOffset(0, entry.op))
+    if last.end_item == 0 or last.end_op != last.end_item - 1 or last.end_json != files.size("snapshot.json"):
+        raise StorageCorrupt("snapshot chunk index does not match its JSON")
+    if files.pread("snapshot.json", last.end_json - 1, 1) != b",":
+        raise StorageCorrupt("snapshot JSON does not end with a separator")
+    return SeqPosition(last.end_item, last.end_json, 0, chunks, 0, LogOffset(0, last.end_op))
 
 
 def _recover_log(files: ShapeFiles, chunk_bytes: int) -> SeqPosition:

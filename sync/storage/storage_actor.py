@@ -32,6 +32,7 @@ from sync.storage.writer import ShapeLogWriter, SyncPoint
 __all__ = [
     "AppendBatch",
     "AppendSnapshot",
+    "AppendSnapshotBlock",
     "AppendTransaction",
     "CompleteSnapshot",
     "DeleteLog",
@@ -86,6 +87,15 @@ class AppendSnapshot:
     """tell/ask: snapshot rows ``(key, json)``."""
 
     rows: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendSnapshotBlock:
+    """tell/ask: ``count`` snapshot items as one block, their JSONs joined by
+    :data:`sync.storage.snapshot_writer.SEP` (what the snapshot worker reads from Postgres)."""
+
+    block: bytes
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +245,8 @@ class StorageActor(SupervisedActor):
             self._writer.abort()  # reopening trims whatever was not made durable
 
     def on_receive(self, message: Any) -> Any:
+        if self._deleted and isinstance(message, AppendSnapshotBlock):
+            return None
         if self._deleted and isinstance(message, AppendBatch | AppendTransaction | AppendSnapshot | Tick):
             return None
         writer = self._writer
@@ -254,6 +266,10 @@ class StorageActor(SupervisedActor):
             case AppendSnapshot(rows):
                 writer.append_snapshot(rows)
                 if writer.unsynced_bytes >= self._flush_bytes:
+                    self._flush()
+            case AppendSnapshotBlock(block, count):
+                self._writer.append_snapshot_block(block, count)
+                if self._writer.unsynced_bytes >= self._flush_bytes:
                     self._flush()
             case CompleteSnapshot(xmin, xmax, xip_list):
                 writer.complete_snapshot(xmin, xmax, xip_list)

@@ -20,15 +20,15 @@ from operator import add, lt
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
 from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
-from sync.storage.items import OP_KINDS, AppendItem, OpKind, snapshot_end_json
+from sync.storage.items import OP_KINDS, AppendItem, snapshot_end_json
 from sync.storage.reader import LogState, LogView, ShapeLogReader
+from sync.storage.snapshot_writer import join_items, layout_block
 
 __all__ = ["SeqPosition", "ShapeLogWriter", "SyncPoint"]
 
 log = logging.getLogger(__name__)
 _crc32 = zlib.crc32
 _ITEM_SIZE = ITEM.size
-_INSERT = int(OpKind.INSERT)
 _MARKER_EVERY = 512  # items between log.durable markers written after group syncs
 
 
@@ -266,20 +266,21 @@ class ShapeLogWriter:
             self._publish()
 
     def append_snapshot(self, rows: Sequence[tuple[str, bytes]]) -> None:
-        """Append snapshot rows ``(key, json)`` (visible chunk by chunk, as chunks close)."""
+        """Append snapshot rows ``(key, json)`` (visible chunk by chunk, as chunks close).  The keys are not
+        stored: snapshot items are addressed by chunk only (format 2)."""
+        self.append_snapshot_block(join_items([json for _, json in rows]), len(rows))
+
+    def append_snapshot_block(self, block: bytes, count: int) -> None:
+        """Append ``count`` snapshot items given as one block, their JSONs joined by
+        :data:`sync.storage.snapshot_writer.SEP` (visible chunk by chunk, as chunks close)."""
         seq = self._snap
         if self.state.view.snap_complete:
             raise ValueError("snapshot already complete")
-        if not rows:
+        if self._closed:
+            raise ValueError(f"shape log {self.handle} is closed")
+        if count == 0:
             return
-        base = seq.pos.items
-        n = len(rows)
-        str_keys, json_tuple = zip(*rows, strict=True)  # two C-level passes instead of two comprehensions
-        keys = list(map(str.encode, str_keys))
-        jsons = list(json_tuple)
-        self._write(
-            seq, txs=[0] * n, ops=list(range(base, base + n)), keys=keys, kinds=[_INSERT] * n, jsons=jsons
-        )
+        self._write_snapshot_block(seq, block, count)
         self._publish()
 
     def complete_snapshot(self, xmin: int, xmax: int, xip_list: Sequence[int]) -> None:
@@ -287,23 +288,35 @@ class ShapeLogWriter:
         seq = self._snap
         if self.state.view.snap_complete:
             raise ValueError("snapshot already complete")
-        end_json = snapshot_end_json(xmin, xmax, xip_list)
-        control = int(OpKind.CONTROL)
-        self._write(
-            seq, txs=[0], ops=[seq.pos.items], keys=[b""], kinds=[control], jsons=[end_json], txn_end=True
-        )
+        if self._closed:
+            raise ValueError(f"shape log {self.handle} is closed")
+        self._write_snapshot_block(seq, snapshot_end_json(xmin, xmax, xip_list), 1)
         pos = seq.pos
         if pos.chunks == 0 or pos.open_chunk_bytes > 0:
             assert pos.last is not None
             self._files.append(seq.chunks, CHUNK.pack(pos.items, 0, pos.last.op, pos.json_len))
             pos.chunks += 1
             pos.open_chunk_bytes = 0
-        self._files.sync(seq.names)
+        names = (seq.json, seq.chunks)
+        self._files.sync(names)
         seq.dirty_names.clear()
-        self._files.release(seq.names)
+        self._files.release(names)
         self._meta.update(snapshot_complete=True, xmin=xmin, xmax=xmax, xip_list=list(xip_list))
         self._files.write_meta(encode_meta(self._meta))
         self._publish(snap_complete=True)
+
+    def _write_snapshot_block(self, seq: _Seq, block: bytes, count: int) -> None:
+        """JSON first, then the chunk entries pointing into it; the position moves once both are written."""
+        pos = replace(seq.pos)
+        out = layout_block(block, count, pos, self._chunk_bytes)
+        self._files.append(seq.json, out.json)
+        seq.dirty_names.add(seq.json)
+        if out.chunks:
+            self._files.append(seq.chunks, out.chunks)
+            seq.dirty_names.add(seq.chunks)
+        self._unsynced_bytes += len(out.json)
+        self._writes += 1
+        seq.pos = pos
 
     def _write(
         self,

@@ -93,7 +93,7 @@ class Harness:
         self.index: Any = self.make_index()
         self._ack_cond = threading.Condition()
         self.collector = ShapeLogCollector.start(self.index, on_ack=self.on_ack)
-        self.pool = SnapshotPool.start(self.dsn, size=2, fetch_rows=7)
+        self.pool = SnapshotPool.start(self.dsn, size=2, fetch_rows=7, pages=1)  # several ranges, 2 lanes
         self.shapes_sup = ShapeSupervisor.start()
         self.storage = FileStorage(self.root, "stack", chunk_bytes=1000)
         self.last_commit_lsn = 0

@@ -1,0 +1,204 @@
+"""The snapshot items built by Postgres (``snapshot_sql``/``snapshot_blocks``) are byte-identical to the
+Python encoder's items of the replicated rows (and to the COPY path's), for every type, key and WHERE."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.identifiers import parse_columns, parse_relation
+from sync.shapes.log_items import ShapeLogEncoder
+from sync.shapes.snapshot import BEGIN_SNAPSHOT
+from sync.shapes.snapshot_blocks import (
+    RANGE_BYTES,
+    block_query,
+    page_ranges,
+    parallel_blocks,
+    read_blocks,
+    snapshot_blocks,
+    table_ranges,
+)
+from sync.shapes.snapshot_sql import KEY_PLAIN_TYPES, PLAIN_TYPES, TableSize
+from sync.shapes.snapshot_worker import connect_snapshot
+from sync.storage.snapshot_writer import SEP
+from tests.shapes.helpers import read_table
+from tests.shapes.test_snapshot_copy import EXTRA, NASTY, _copy, _replicated
+from tests.shapes.test_snapshot_identity import COLUMNS, ROWS
+
+
+@pytest.fixture
+def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with connect_snapshot(db_dsn) as c:
+        yield c
+
+
+def _items(
+    conn: psycopg.Connection[Any],
+    definition: ShapeDefinition,
+    where: sql.Composable | None = None,
+    params: tuple[Any, ...] = (),
+    pages: int = 128,
+) -> list[bytes]:
+    out: list[bytes] = []
+    for count, block in snapshot_blocks(conn, definition, where, params, pages=pages):
+        items = block.split(SEP)
+        assert len(items) == count
+        out.extend(items)
+    return out
+
+
+def _jsons(items: list[tuple[str, bytes]]) -> list[bytes]:
+    return sorted(j for _, j in items)
+
+
+def test_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
+    conn.execute("CREATE DOMAIN posint AS int4 CHECK (VALUE > 0)")
+    conn.execute("CREATE TYPE pair AS (x float8, y text)")
+    extra = {**EXTRA, "mac": "macaddr", "lsn": "pg_lsn", "o": "oid", "m": "money", "ch2": "char(3) NOT NULL"}
+    columns = {**COLUMNS, **extra}
+    cols = ", ".join(f'"{name}" {typ}' for name, typ in columns.items())
+    conn.execute(f"CREATE TABLE alltypes (id serial PRIMARY KEY, {cols})")
+    conn.execute("ALTER TABLE alltypes REPLICA IDENTITY FULL")
+    conn.execute("CREATE PUBLICATION pub FOR TABLE alltypes")
+    conn.execute("SELECT pg_create_logical_replication_slot('copy_slot', 'pgoutput')")
+    extra_rows = [
+        {"ip": "'10.0.0.1'", "cidr_": "'10.0.0.0/8'", "nm": "'n'", "ch": "'x'", "tags": "'{ab,\"c d\"}'"},
+        {"ip": "'::1/64'", "txt": NASTY, "ta": f"ARRAY[{NASTY}]", "pct%": "'50%'", "ch": "''"},
+        {"mac": "'08:00:2b:01:02:03'", "lsn": "'16/B374D848'", "o": "7", "m": "12.5", "b": "false"},
+    ]
+    for row in [*ROWS, *extra_rows]:
+        values = {"ch2": "'a'", **row}
+        names = [n for n in values if n in columns]
+        conn.execute(
+            f"INSERT INTO alltypes ({', '.join(f'{n!r}'.replace(chr(39), chr(34)) for n in names)}) "
+            f"VALUES ({', '.join(values[n] for n in names)})"
+        )
+    table = read_table(conn, "public", "alltypes")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "alltypes"), table)
+    replicated = _replicated(conn)
+    assert len(replicated) == len(ROWS) + 3
+    encoder = ShapeLogEncoder(definition)
+    expected = sorted(encoder.snapshot_item(row)[1] for row in replicated)
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    got = sorted(_items(conn, definition))
+    conn.execute("ROLLBACK")
+    assert got == expected
+    assert got == _jsons([i for b in _copy(conn, definition) for i in b])
+    assert any(b'"b":"t"' in j for j in got) and any(b'"b":"f"' in j for j in got)
+    assert any(b'"ip":"10.0.0.1"' in j for j in got) and any(b'"ch2":"a  "' in j for j in got)
+    assert any(b'"txt":"tab\\there\\nnl\\rcr back\\\\slash' in j for j in got)
+
+
+def test_keys_quoted_names_where_params_no_pk_and_small_ranges(conn: psycopg.Connection[Any]) -> None:
+    conn.execute('CREATE SCHEMA "We.ird/S"')
+    conn.execute('CREATE TABLE "We.ird/S"."Ta""b%le" (z text, "a%b" int, m char(3), "{x}" inet)')
+    conn.execute(
+        'INSERT INTO "We.ird/S"."Ta""b%le" VALUES '
+        "(E'k\\t1/2\\\\x\\n', 1, 'x', '10.1.2.3'), (NULL, NULL, NULL, NULL), ('x/y', 3, '', '10.0.0.0/8'),"
+        " ('50%', 4, 'zz', NULL)"
+    )
+    conn.execute(
+        'INSERT INTO "We.ird/S"."Ta""b%le" SELECT g::text, g, NULL, NULL FROM generate_series(10, 2000) g'
+    )
+    relation = parse_relation('"We.ird/S"."Ta""b%le"')
+    table = read_table(conn, *relation)
+    assert table is not None
+    definition = ShapeDefinition.create(relation, table)
+    reference = _jsons([i for b in _copy(conn, definition) for i in b])
+    assert len(reference) == 1995
+    assert sorted(_items(conn, definition)) == reference
+    assert sorted(_items(conn, definition, pages=1)) == reference  # many ranges, the last one open
+    where = sql.SQL("{} > %s OR z LIKE '%%0%%'").format(sql.Identifier("a%%b"))
+    got_where = sorted(_items(conn, definition, where, (2,), pages=2))
+    assert got_where == _jsons([i for b in _copy(conn, definition, where, (2,)) for i in b])
+    assert 0 < len(got_where) < 1995
+    only = ShapeDefinition.create(relation, table, log_mode="changes_only")
+    assert _items(conn, only, where, (0,)) == []
+
+
+@pytest.mark.parametrize("key_type", ["int8", "text", "inet", "timestamptz", "uuid"])
+def test_plain_and_escaped_key_forms(conn: psycopg.Connection[Any], key_type: str) -> None:
+    values = {
+        "int8": "1",
+        "text": "E'a\"b\\\\c/d'",
+        "inet": "'10.0.0.1/8'",
+        "timestamptz": "'2026-01-01 10:00+02'",
+        "uuid": "gen_random_uuid()",
+    }
+    conn.execute(f'CREATE TABLE k (a {key_type}, b int, "q""" text, PRIMARY KEY (a, b))')
+    conn.execute(f"INSERT INTO k VALUES ({values[key_type]}, 1, NULL), ({values[key_type]}, 2, 'v')")
+    table = read_table(conn, "public", "k")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "k"), table)
+    assert sorted(_items(conn, definition)) == _jsons([i for b in _copy(conn, definition) for i in b])
+    subset = ShapeDefinition.create(("public", "k"), table, columns=parse_columns('b,"q""",a'))
+    got = sorted(_items(conn, subset))
+    assert got == _jsons([i for b in _copy(conn, subset) for i in b]) and len(got) == 2
+
+
+def test_toast_heavy_tables_get_fewer_pages_per_query(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+    conn.execute("ALTER TABLE docs ALTER body SET STORAGE EXTERNAL")  # out of line, uncompressed
+    conn.execute("INSERT INTO docs SELECT g, repeat(md5(g::text), 1000) FROM generate_series(1, 3000) g")
+    table = read_table(conn, "public", "docs")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "docs"), table)
+    found = block_query(conn, definition)
+    assert found is not None
+    _, ranges = found
+    # ~100 MB of TOAST over ~20 heap pages: one page (~5 MB) per query, not the whole table in one
+    assert len(ranges) > 10 and all(hi is None or hi - lo == 1 for lo, hi in ranges)
+    assert table_ranges(TableSize(pages=20, bytes=20 * RANGE_BYTES // 4), 128) == page_ranges(20, 4)
+    assert table_ranges(TableSize(pages=1000, bytes=8 << 20), 128) == page_ranges(1000, 128)
+    assert table_ranges(TableSize(pages=0, bytes=0), 128) == [(0, None)]
+
+
+def test_page_ranges() -> None:
+    assert page_ranges(0, 4) == [(0, None)]
+    assert page_ranges(4, 4) == [(0, None)]
+    assert page_ranges(9, 4) == [(0, 4), (4, 8), (8, None)]
+    with pytest.raises(ValueError, match="pages"):
+        page_ranges(3, 0)
+
+
+def test_plain_types_are_builtin_and_keys_exclude_slashes() -> None:
+    assert KEY_PLAIN_TYPES < PLAIN_TYPES
+    assert 25 not in PLAIN_TYPES and 1043 not in PLAIN_TYPES and 1042 not in PLAIN_TYPES  # text types
+
+
+def test_parallel_lanes_share_the_snapshot_and_keep_range_order(
+    conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    conn.execute("CREATE TABLE p (id int PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO p SELECT g, md5(g::text) FROM generate_series(1, 3000) g")
+    table = read_table(conn, "public", "p")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "p"), table)
+    conn.execute(BEGIN_SNAPSHOT)
+    exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    assert exported is not None
+    with connect_snapshot(db_dsn) as other, psycopg.connect(db_dsn, autocommit=True) as writer:
+        writer.execute(
+            "INSERT INTO p SELECT g, 'later' FROM generate_series(3001, 3100) g"
+        )  # not in the snapshot
+        other.execute(BEGIN_SNAPSHOT)
+        other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported[0])))
+        found = block_query(conn, definition, pages=2)
+        assert found is not None
+        query, ranges = found
+        assert len(ranges) > 4
+        sequential = list(read_blocks(conn, query, ranges))
+        parallel = list(parallel_blocks([conn, other], query, ranges, window=3))
+        assert parallel == sequential
+        assert sum(count for count, _ in parallel) == 3000
+        other.close()  # a failing lane fails the whole read
+        with pytest.raises(psycopg.OperationalError):
+            list(parallel_blocks([conn, other], query, ranges))
+    conn.execute("ROLLBACK")
