@@ -7,6 +7,15 @@ timer well inside ``wal_sender_timeout`` -- also while it waits for a slow downs
 (the server keeps processing our replies while its send buffer is full).  Only this loop touches the
 connection, which is what serialises every libpq call on it; the actor thread only writes integers into
 the :class:`~sync.replication.acks.AckTracker`.
+
+Two bounds keep the downstream from falling far behind: at most ``max_in_flight`` deliveries are
+outstanding (the sink's futures), and at a transaction boundary the loop holds the stream while more than
+``max_unacked_changes`` delivered changes are not durable yet.  Without the second one a catch-up
+(a restart behind a large backlog) decodes the whole backlog into memory ahead of the consumers, and the
+cyclic garbage collector's full collections over those objects cost more than the decoding itself (issue
+6).  It only bounds a downstream that makes progress: when the durable position has not moved for
+``unacked_stall_s`` (a shape holding transactions during a long snapshot, a consumer that cannot keep up)
+the stream goes on as without it, so other shapes stay live and the collector's own limits apply.
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ class ReaderConfig:
     stream_id: str = "default"
     max_batch: int = DEFAULT_MAX_BATCH
     max_in_flight: int = 4
+    max_unacked_changes: int = 10_000  # delivered, not yet durable; 0 = unbounded (see module docstring)
+    unacked_stall_s: float = 1.0  # no durable progress for this long: stop holding the stream
     status_interval: float = 5.0  # capped at wal_sender_timeout / 3
     connect_timeout: float = 30.0
     stable_after: float = 10.0  # streaming this long resets the restart backoff
@@ -98,6 +109,12 @@ class ReplicationReader:
         self._next_status = 0.0
         self._last_flush = 0
         self._stable_at = 0.0  # streaming since then without failure resets the backoff
+        # the durability window: changes delivered, changes known durable, (commit LSN, delivered) marks
+        self._delivered_changes = 0
+        self._durable_changes = 0
+        self._commit_marks: deque[tuple[int, int]] = deque()
+        self._progress_at = 0.0  # when the durable position last moved (or streaming started)
+        self._acked = runtime.Event()  # set by ack(): wakes a held stream
         self.tracker: AckTracker | None = None
         self.decoder: PgOutputDecoder | None = None
 
@@ -106,6 +123,7 @@ class ReplicationReader:
         tracker = self.tracker
         if tracker is not None:
             tracker.on_ack(commit_lsn)
+        self._acked.set()
 
     # -- the loop --------------------------------------------------------------------------------------
     def _check_stop(self) -> None:
@@ -171,6 +189,7 @@ class ReplicationReader:
         assert tracker is not None
         fd = pg.socket
         self._stable_at = time.monotonic() + self.config.stable_after
+        self._progress_at = time.monotonic()
         count = 0
         drained = False
         # Under gevent, let the hub run a full loop iteration (timers included: sleep(0) only runs
@@ -244,13 +263,49 @@ class ReplicationReader:
     # -- delivery --------------------------------------------------------------------------------------
     def _emit(self, event: TransactionFragment | RelationChanged) -> None:
         """The decoder's output (hot path: once per fragment, i.e. per transaction when they are small)."""
-        if event.__class__ is TransactionFragment and event.commit:
-            tracker = self.tracker
-            if tracker is not None:
-                tracker.on_delivered(event.commit_lsn, event.end_lsn or event.commit_lsn)
+        commit = False
+        if event.__class__ is TransactionFragment:
+            self._delivered_changes += len(event.changes)
+            if event.commit:
+                commit = True
+                self._commit_marks.append((event.commit_lsn, self._delivered_changes))
+                tracker = self.tracker
+                if tracker is not None:
+                    tracker.on_delivered(event.commit_lsn, event.end_lsn or event.commit_lsn)
         pending = self._sink_deliver(event)
         if pending is not None:
             self._queue(pending)
+        window = self.config.max_unacked_changes
+        if commit and window and self._delivered_changes - self._durable_changes > window:
+            self._hold(window)
+
+    def _settle(self) -> None:
+        """Count the changes of the delivered transactions that became durable."""
+        tracker = self.tracker
+        marks = self._commit_marks
+        if tracker is None or not marks or marks[0][0] > tracker.durable:
+            return
+        durable = tracker.durable
+        while marks and marks[0][0] <= durable:
+            self._durable_changes = marks.popleft()[1]
+        self._progress_at = time.monotonic()
+
+    def _hold(self, window: int) -> None:
+        """At a transaction boundary: wait while more than ``window`` delivered changes are not durable,
+        unless the durable position has not moved for ``unacked_stall_s`` (module docstring).  Only
+        between transactions: the commit of every delivered fragment is then delivered too, so the
+        downstream can always make what it holds durable."""
+        stall = self.config.unacked_stall_s
+        while True:
+            self._acked.clear()
+            self._settle()
+            if self._delivered_changes - self._durable_changes <= window:
+                return
+            left = self._progress_at + stall - time.monotonic()
+            if left <= 0:
+                return  # a stuck downstream does not hold the stream (until it moves again)
+            self._acked.wait(min(left, _MAX_WAIT, max(0.01, self._next_status - time.monotonic())))
+            self._maintain()
 
     def _deliver(self, event: ReplicationEvent) -> None:
         pending = self._sink_deliver(event)
