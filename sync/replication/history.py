@@ -87,6 +87,8 @@ def history_change(
     if stored is None:
         return None
     old = stored.history
+    if stored.purge_pending and not old.system_id:  # marked before the identity was known
+        return "an earlier invalidation of every shape did not complete"
     if old.system_id != current.system_id:
         return (
             f"the database is another cluster (system identifier {current.system_id}, "
@@ -216,15 +218,17 @@ class HistoryGuard:
             self._recorded = stored
             return self._sink.resume_point()
         logger.warning("every shape is invalidated: %s", reason)
-        self._purge(SlotRecreated(self._slot, reason), stored)
+        self._mark_pending(stored)
+        self._purge(SlotRecreated(self._slot, reason))
         self._record(StoredHistory(current))
         return ResumePoint()  # positions of the old history mean nothing: skip nothing, acknowledge nothing
 
     def deliver(self, event: ReplicationEvent) -> Pending | None:
         if event.__class__ is SlotRecreated:
             assert isinstance(event, SlotRecreated)
+            self._mark_pending(self._store.load())  # before anything that may fail
             current = self._identify().history
-            self._purge(event, self._store.load())
+            self._purge(event)
             self._record(StoredHistory(current))
             return None
         return self._sink.deliver(event)
@@ -239,9 +243,14 @@ class HistoryGuard:
         self._store.save(stored)
         self._recorded = stored
 
-    def _purge(self, event: SlotRecreated, stored: StoredHistory | None) -> None:
-        if stored is not None and not stored.purge_pending:
-            self._store.save(StoredHistory(stored.history, purge_pending=True))
+    def _mark_pending(self, stored: StoredHistory | None) -> None:
+        """Record that every shape must go: until the purge is confirmed, each start purges again."""
+        if stored is None or not stored.purge_pending:
+            history = stored.history if stored is not None else History("", 0)
+            self._store.save(StoredHistory(history, purge_pending=True))
+
+    def _purge(self, event: SlotRecreated) -> None:
+        """Have every shape removed (once marked pending): deliver ``event`` downstream, then settle it."""
         pending = self._sink.deliver(event)
         if pending is not None:
             pending.get(timeout=self._timeout)

@@ -143,3 +143,17 @@ def test_a_slot_confirmed_past_what_was_reported_purges(db_dsn: str, tmp_path: P
         assert len(down.settled) == 1 and "past what the shape logs hold" in down.settled[0].reason
         assert HistoryFile(path).load() == StoredHistory(read_history(db_dsn))  # disarmed until reported
         conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def test_a_recreated_slot_whose_purge_fails_purges_at_the_next_start(db_dsn: str, tmp_path: Path) -> None:
+    # The slot is re-created (changes were lost) but the purge cannot complete; the next incarnation finds
+    # the new slot and would reuse it: the mark left before the purge must make it purge anyway.
+    path = tmp_path / "history.json"
+    down = Downstream()
+    down.fail_settle = True
+    with pytest.raises(RuntimeError):
+        down.guard(db_dsn, path).deliver(SlotRecreated("s", "slot did not exist"))  # first start: no file
+    down.fail_settle = False
+    assert down.guard(db_dsn, path).resume_point() == ResumePoint()
+    assert [e.reason for e in down.settled] == ["an earlier invalidation of every shape did not complete"]
+    assert HistoryFile(path).load() == StoredHistory(read_history(db_dsn))
