@@ -176,8 +176,10 @@ class ShapeCache(SupervisedActor):
                 FlushTicker (one flush timer shared by every shape's StorageActor).
     Receives:   CreateShape (ask) -> ShapeResult | Future[ShapeResult]; GetShape (ask) -> LiveShape | None;
                 DeleteShape (ask) -> bool; InvalidateShape (tell/ask) -> bool; RelationChanged, SlotRecreated
-                (tell, from the collector's callbacks); ListShapes (ask) -> list[LiveShape]; CheckSchemas
-                (tell); _Built (tell, from its creation workers).
+                (tell, from the collector's callbacks; SlotRecreated also ask, from the HistoryGuard: returns
+                once every shape is removed); ListShapes (ask) -> list[LiveShape]; CheckSchemas (tell, also
+                from requests that find a table missing); _Built (tell, from its creation workers);
+                _Withdrawn (tell, from ``invalidate`` on any thread).
     Sends:      ``publish``/``unpublish`` (the PublicationManager); start_child / terminate_child to the
                 ShapeSupervisor; RotateShape (ask) to consumers; StartSnapshot (tell, via consumers) to the
                 SnapshotPool.
