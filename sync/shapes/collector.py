@@ -302,12 +302,16 @@ class ShapeLogCollector(SupervisedActor):
         self._outbox_commits = 0
         self._outbox_changes = 0
         self._told_lsn = 0  # newest commit told to consumers (``on_commit``)
+        self._backlog = False  # events were waiting when the gathered batch started
+        self._last_batch = 0  # transactions in the batch told last
 
     def on_start(self) -> None:
         self._reports = DurableReports(self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if message.__class__ is TransactionFragment:
+            if not self._outbox:  # a batch starts: under load (events waiting, or the last batch was large)?
+                self._backlog = self._last_batch > 1 or not self.actor_inbox.empty()
             self._route(message)
             if self._outbox:
                 self._maybe_tell()
@@ -429,7 +433,10 @@ class ShapeLogCollector(SupervisedActor):
         while self._outbox_commits < _BATCH_COMMITS and self._outbox_changes < _BATCH_CHANGES:
             if not inbox.empty():
                 return  # the next event is already here
-            runtime.sleep(_HANDOVER_S)  # let the replication client hand over what it has already read
+            # Let the replication client hand over what it has already read: under load (a backlog when the
+            # batch started, or several transactions in it) a full turn of the event loop, I/O included;
+            # otherwise only the greenlets ready now run, so that a lone transaction is told at once.
+            runtime.sleep(_HANDOVER_S if self._backlog or self._outbox_commits > 1 else 0)
             if not inbox.empty():
                 return
             if not self._consumers_busy():
@@ -453,6 +460,7 @@ class ShapeLogCollector(SupervisedActor):
 
     def _tell_outbox(self) -> None:
         outbox, self._outbox = self._outbox, {}
+        self._last_batch = self._outbox_commits
         self._outbox_commits = self._outbox_changes = 0
         dead: list[str] = []
         max_queue = self._max_queue
