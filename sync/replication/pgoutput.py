@@ -161,18 +161,22 @@ def _short_text_row(data: bytes, pos: int) -> Row | None:
     """The values of the TupleData at ``pos`` when it is the last thing in ``data`` and every column is a
     short text value (the common insert), in a few C calls instead of a loop over the columns; else None.
 
-    After the first header, the data from its length byte on decodes as UTF-8 exactly when every value
-    does and every length byte is below 0x80 (a length byte of 0x80 or more is a lone continuation byte
-    after a NUL, or a lead byte followed by the first byte of a valid value, never a continuation byte):
-    each length byte is then one character, dropped from the start of its part.
+    The data from the first length byte on is decoded as UTF-8 at once.  A length byte below 0x80 is then
+    one character at the start of its part, dropped.  One of 0x80 or more either fails the decoding (after
+    a NUL it cannot continue a sequence) or starts a character with the first bytes of its value, which are
+    then not valid UTF-8 alone: a part starting with a non-ASCII character goes to the general decoder,
+    which raises the error (an all-ASCII text, checked in O(1), has neither).
     """
     if not data.startswith(_SHORT_TEXT, pos + 2):
         return None
     try:
-        parts = data[pos + 6 :].decode().split(_SHORT_TEXT_STR)
+        text = data[pos + 6 :].decode()
     except UnicodeDecodeError:
         return None  # the general decoder raises it again, or a length byte was >= 0x80
+    parts = text.split(_SHORT_TEXT_STR)
     if len(parts) != (data[pos] << 8) | data[pos + 1]:
+        return None
+    if not text.isascii() and not all(p[0] < "\x80" for p in parts):
         return None
     return tuple(map(_DROP_LENGTH, parts))
 

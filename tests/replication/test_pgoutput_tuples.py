@@ -80,7 +80,17 @@ def test_any_row_decodes_like_the_general_decoder(values: list[Value]) -> None:
     assert decode_insert(values) == general(values) == tuple(values)
 
 
-@pytest.mark.parametrize("bad", [b"\xff", b"\xc3", b"\xc3t", b"ok\xe2\x9c"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\xff",
+        b"\xc3",
+        b"\xc3t",
+        b"ok\xe2\x9c",
+        b"\xa9" + b"a" * 194,  # length byte 0xc3 + the leading continuation byte would decode as 'é'
+        b"\x9c\x93" + b"b" * 224,  # length byte 0xe2: the same with a 3-byte sequence
+    ],
+)
 def test_invalid_utf8_still_fails(bad: bytes) -> None:
     values: list[Value | bytes] = ["1", bad, "x"]
     with pytest.raises(UnicodeDecodeError):
