@@ -11,6 +11,9 @@ Why this module exists: the client must not know the shape engine, yet it needs 
 * durability: later, the downstream tells the client actor ``AckLsn(commit_lsn)`` meaning "every
   transaction delivered with a commit LSN <= commit_lsn is durable (or affected no shape)".  When that
   covers everything delivered, nothing is pending and the client acknowledges the server's ``wal_end``.
+  Acknowledgements also pace the client: between transactions it holds the stream while more than
+  ``ReaderConfig.max_unacked_changes`` delivered changes are unacknowledged, for as long as they keep
+  advancing (see :mod:`sync.replication.reader`), so acknowledge as soon as a transaction is durable.
 
 Two replay rules the downstream must follow:
 
