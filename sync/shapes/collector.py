@@ -409,12 +409,16 @@ class ShapeLogCollector(SupervisedActor):
             changes = tuple(per_shape.get(handle, ()))
             first = handle not in touched
             touched.add(handle)
-            routed = _shape_changes(xid, lsn, changes, first, commit)
             box = outbox.get(handle)
             if box is None:
-                outbox[handle] = [routed]
+                outbox[handle] = [_shape_changes(xid, lsn, changes, first, commit)]
+                continue
+            last = box[-1]
+            if not first and last.commit_lsn == lsn and not last.commit:
+                # the next fragment of a transaction still gathered here: one message for both
+                box[-1] = _shape_changes(xid, lsn, last.changes + changes, last.begin, commit)
             else:
-                box.append(routed)
+                box.append(_shape_changes(xid, lsn, changes, first, commit))
         self._outbox_changes += len(fragment.changes)
         if commit:
             self._outbox_commits += 1

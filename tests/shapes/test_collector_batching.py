@@ -37,10 +37,10 @@ class Gate(SupervisedActor):
             assert self.release.wait(T)
 
 
-def frag(lsn: int) -> TransactionFragment:
-    return TransactionFragment(
-        lsn, lsn, (Insert(REL, (str(lsn),), 0),), begin=True, commit=True, end_lsn=lsn + 8
-    )
+def frag(lsn: int, *, begin: bool = True, commit: bool = True, op: int = 0) -> TransactionFragment:
+    change = Insert(REL, (f"{lsn}-{op}",), op)
+    end_lsn = lsn + 8 if commit else None
+    return TransactionFragment(lsn, lsn, (change,), begin=begin, commit=commit, end_lsn=end_lsn)
 
 
 def lsns(message: Any) -> list[int]:
@@ -111,3 +111,35 @@ def test_reports_tell_one_drain_per_burst() -> None:
     finally:
         ref.stop()
     reports.report("c", LogOffset(1, 0))  # the collector is gone: no error
+
+
+def test_fragments_gathered_for_a_busy_consumer_become_one_message() -> None:
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got: queue.Queue[Any] = queue.Queue()
+    release = threading.Event()
+    consumer = Gate.start(got, release)
+    try:
+        collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        collector.ask(frag(100), timeout=T)
+        assert lsns(got.get(timeout=T)) == [100]  # held by the consumer
+        collector.ask(frag(150), timeout=T)  # waits in its inbox: the consumer is busy from now on
+        pending = [
+            collector.ask(frag(200, commit=False), block=False),
+            collector.ask(frag(200, begin=False, commit=False, op=2), block=False),
+            collector.ask(frag(200, begin=False, op=4), block=False),
+            collector.ask(frag(300), block=False),
+        ]
+        release.set()
+        for f in pending:
+            f.get(timeout=T)
+        assert lsns(got.get(timeout=T)) == [150]
+        batch = got.get(timeout=T)
+        assert isinstance(batch, ShapeBatch)
+        whole, after = batch.messages
+        assert (whole.commit_lsn, whole.begin, whole.commit) == (200, True, True)
+        assert [c.new for c in whole.changes if isinstance(c, Insert)] == [("200-0",), ("200-2",), ("200-4",)]
+        assert after.commit_lsn == 300 and after.begin and after.commit
+    finally:
+        release.set()
+        collector.stop()
+        consumer.stop()
