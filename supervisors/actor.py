@@ -46,6 +46,7 @@ from pykka._envelope import Envelope
 
 from supervisors.errors import Crashed, ExitReason, Killed
 from supervisors.lifecycle import Lifecycle, attach, lifecycle_of
+from supervisors.stripes import lock_for
 
 __all__ = ["StopFlag", "SupervisedActor", "crash", "kill"]
 
@@ -57,9 +58,6 @@ class Crash:
     """Command (tell): crash with this exception, as if a handler had raised it."""
 
     exc: BaseException
-
-
-_STRIPES = tuple(threading.Lock() for _ in range(64))
 
 
 class StopFlag:
@@ -76,14 +74,14 @@ class StopFlag:
         return self._set
 
     def set(self) -> None:
-        with _STRIPES[(id(self) >> 4) & 63]:
+        with lock_for(self):
             self._set = True
             event = self._event
         if event is not None:
             event.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        with _STRIPES[(id(self) >> 4) & 63]:
+        with lock_for(self):
             if self._set:
                 return True
             if self._event is None:

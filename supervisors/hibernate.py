@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import queue
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -41,6 +40,7 @@ from pykka.messages import _ActorStop
 
 from supervisors.actor import SupervisedActor
 from supervisors.runners import schedule
+from supervisors.stripes import lock_for
 
 __all__ = ["HibernatingActor", "Mailbox", "hibernating"]
 
@@ -49,14 +49,6 @@ logger = logging.getLogger(__name__)
 A = TypeVar("A", bound=SupervisedActor)
 
 _IDLE, _RUNNING, _CLOSED = 0, 1, 2
-
-# Striped locks: one Lock per mailbox would cost 88-176 bytes each; critical sections are a few list
-# operations that never block, call out or switch greenlets, so mailboxes can share a small pool.
-_STRIPES = tuple(threading.Lock() for _ in range(64))
-
-
-def _stripe(obj: object) -> threading.Lock:
-    return _STRIPES[(id(obj) >> 4) & 63]
 
 
 class Mailbox:
@@ -77,14 +69,14 @@ class Mailbox:
     def open(self, first: Callable[[], None], run: Callable[[], None]) -> None:
         """Schedule ``first`` (the actor's first burst: on_start, then messages) and bind ``run`` for
         every later burst."""
-        with _stripe(self):
+        with lock_for(self):
             self._run = run
             self._state = _RUNNING
         schedule(first)
 
     def put(self, item: Any, /) -> None:
         run = None
-        with _stripe(self):
+        with lock_for(self):
             state = self._state
             if state != _CLOSED:
                 if self._in is None:
@@ -101,7 +93,7 @@ class Mailbox:
 
     def take(self) -> Any | None:
         """The oldest message, or None after marking the mailbox idle (the runner must then return)."""
-        with _stripe(self):
+        with lock_for(self):
             out = self._out
             if out is None:
                 out = self._in
@@ -117,7 +109,7 @@ class Mailbox:
 
     def close(self) -> list[Any]:
         """Refuse every later message; return those not taken, oldest first. Drops the runner."""
-        with _stripe(self):
+        with lock_for(self):
             self._state = _CLOSED
             self._run = None
             rest = list(reversed(self._out or ())) + (self._in or [])
@@ -126,7 +118,7 @@ class Mailbox:
 
     def get(self) -> Any:
         """pykka's inbox protocol: the oldest message, never blocking (``queue.Empty`` if none)."""
-        with _stripe(self):
+        with lock_for(self):
             if self._out is None and self._in is not None:
                 self._in.reverse()
                 self._out, self._in = self._in, None

@@ -29,6 +29,7 @@ from typing import Any
 import pykka
 
 from supervisors.errors import ExitReason, NotSupervised
+from supervisors.stripes import lock_for
 
 __all__ = ["Down", "Lifecycle", "Monitor", "demonitor", "lifecycle_of", "monitor"]
 
@@ -41,11 +42,6 @@ _STARTING, _RUNNING, _EXITED = 0, 1, 2
 _SETTLED_SIGNALLED, _EXITED_SIGNALLED = 1, 2  # bits of Lifecycle._signalled
 _tokens = itertools.count(1)
 _ATTR = "_supervisors_lifecycle"  # where attach() keeps an ActorRef's lifecycle
-
-# Striped locks: there is one Lifecycle per actor (three per shape, 10,000s of shapes) and a Lock costs
-# 88-176 bytes; every critical section below is a few field updates that never block, call out or
-# switch greenlets, so lifecycles share a small pool of locks.
-_STRIPES = tuple(threading.Lock() for _ in range(64))
 
 
 class Lifecycle:
@@ -77,8 +73,8 @@ class Lifecycle:
         self.tree: Any = None  # a supervisor's published snapshot cell (supervisors.snapshot)
 
     @property
-    def _lock(self) -> threading.Lock:
-        return _STRIPES[(id(self) >> 4) & 63]
+    def _lock(self) -> threading.Lock:  # a striped lock: one Lifecycle per actor, 10,000s of actors
+        return lock_for(self)
 
     @property
     def started(self) -> bool:
@@ -234,9 +230,19 @@ class Monitor:
     ref: pykka.ActorRef[Any]
     _life: Lifecycle = field(repr=False)
     _token: int | None = field(default=None, repr=False)
+    _notify: pykka.ActorRef[Any] | Callable[[Down], None] | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
         self._life.cancel(self._token)
+
+    def _deliver(self, reason: ExitReason, _started: bool) -> None:
+        # A method rather than a closure: one monitor per shape exists (the ShapeCache's).
+        down = Down(self, self.ref, reason)
+        notify = self._notify
+        if isinstance(notify, pykka.ActorRef):
+            notify.tell(down)
+        elif notify is not None:
+            notify(down)
 
 
 def monitor(
@@ -249,16 +255,8 @@ def monitor(
     Callbacks run in the dying actor's thread/greenlet: keep them short (set an event, tell an actor).
     """
     life = lifecycle_of(ref)
-    mon = Monitor(ref, life)
-
-    def deliver(reason: ExitReason, _started: bool) -> None:
-        down = Down(mon, ref, reason)
-        if isinstance(notify, pykka.ActorRef):
-            notify.tell(down)
-        else:
-            notify(down)
-
-    mon._token = life.on_exit(deliver)
+    mon = Monitor(ref, life, None, notify)
+    mon._token = life.on_exit(mon._deliver)
     return mon
 
 

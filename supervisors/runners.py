@@ -79,8 +79,8 @@ def _run(runner: _Runner) -> None:
         if task is not None:
             try:
                 task()
-            except BaseException:  # a task must not raise; keep the runner usable anyway
-                logger.exception("actor runner task %r raised", task)
+            except Exception:  # a task must not raise; keep the runner usable anyway (a BaseException
+                logger.exception("actor runner task %r raised", task)  # such as GreenletExit ends it)
         with _lock:
             if len(_idle) >= MAX_IDLE:
                 return

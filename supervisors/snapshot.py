@@ -20,6 +20,7 @@ import pykka
 from supervisors.child_spec import Kind
 from supervisors.errors import NotSupervised
 from supervisors.lifecycle import lifecycle_of
+from supervisors.stripes import lock_for
 
 __all__ = ["ChildView", "NodeSnapshot", "TreeCell", "snapshot", "which_children"]
 
@@ -83,9 +84,6 @@ class NodeSnapshot:
         return nodes
 
 
-_STRIPES = tuple(threading.Lock() for _ in range(64))
-
-
 class TreeCell:
     """A supervisor's published state: its name, strategy and one `ChildView` per child."""
 
@@ -98,7 +96,7 @@ class TreeCell:
 
     @property
     def _lock(self) -> threading.Lock:  # striped: one cell per supervisor, i.e. per shape
-        return _STRIPES[(id(self) >> 4) & 63]
+        return lock_for(self)
 
     def publish(self, view: ChildView) -> None:
         with self._lock:

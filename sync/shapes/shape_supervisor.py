@@ -85,78 +85,6 @@ _StorageActor = hibernating(StorageActor)
 _Consumer = hibernating(Consumer)
 
 
-class _Cell:
-    """Starts one incarnation of a shape's two actors and wires the storage's reports to the consumer.
-
-    Slotted objects and bound methods instead of nested closures: one set of these lives per shape.
-    """
-
-    __slots__ = ("consumer", "start_consumer", "start_storage", "storage")
-
-    def __init__(self, start_storage: StartStorage, start_consumer: StartConsumer) -> None:
-        self.start_storage = start_storage
-        self.start_consumer = start_consumer
-        self.storage: pykka.ActorRef[Any] | None = None
-        self.consumer: pykka.ActorRef[Any] | None = None
-
-    def durable(self, offset: LogOffset) -> None:
-        ref = self.consumer
-        if ref is not None:
-            try:
-                ref.tell(StorageDurable(offset))
-            except pykka.ActorDeadError:
-                return
-
-    def storage_actor(self) -> pykka.ActorRef[Any]:
-        self.storage = self.start_storage(self.durable)
-        return self.storage
-
-    def consumer_actor(self) -> pykka.ActorRef[Any]:
-        assert self.storage is not None, "the storage child starts first"
-        self.consumer = self.start_consumer(self.storage)
-        return self.consumer
-
-
-class _SubtreeStart:
-    """The ``start`` of one shape's ChildSpec: a fresh _Cell and the one_for_all subtree."""
-
-    __slots__ = ("handle", "shutdown", "start_consumer", "start_storage")
-
-    def __init__(
-        self, handle: str, start_storage: StartStorage, start_consumer: StartConsumer, shutdown: float
-    ) -> None:
-        self.handle = handle
-        self.start_storage = start_storage
-        self.start_consumer = start_consumer
-        self.shutdown = shutdown
-
-    def __call__(self) -> pykka.ActorRef[Any]:
-        cell = _Cell(self.start_storage, self.start_consumer)
-        half = self.shutdown / 2
-        children = [
-            ChildSpec("storage", cell.storage_actor, shutdown=half),
-            ChildSpec("consumer", cell.consumer_actor, shutdown=half),
-        ]
-        name = f"shape:{self.handle}"
-        return _ShapeSubtree.start(children, strategy=ONE_FOR_ALL, max_restarts=0, name=name)
-
-
-def shape_spec(
-    handle: str,
-    *,
-    start_storage: StartStorage,
-    start_consumer: StartConsumer,
-    shutdown: float = 10.0,
-) -> ChildSpec:
-    """The child spec of one shape's subtree.
-
-    ``start_storage(on_durable)`` starts the shape's StorageActor reporting to ``on_durable``;
-    ``start_consumer(storage_ref)`` starts its Consumer.
-    """
-    start = _SubtreeStart(handle, start_storage, start_consumer, shutdown)
-    return ChildSpec(handle, start, restart=Restart.TEMPORARY, shutdown=shutdown, kind="supervisor")
-
-
 @dataclass(frozen=True, slots=True)
 class ShapeWiring:
     """What every shape subtree of a stack is connected to, and its tuning (set by the ShapeCache)."""
@@ -175,10 +103,96 @@ class ShapeWiring:
     ticker: FlushTicker | None = None  # the stack's shared flush timer (None: one per storage actor)
 
 
-class _Actors:
-    """How to start one shape's StorageActor and Consumer (bound methods of this slotted object)."""
+class _Subtree:
+    """How one shape's subtree starts and how its storage reports to its consumer.
 
-    __slots__ = ("compiled", "consumer", "definition", "handle", "stored", "wiring", "writer")
+    One slotted object per shape whose bound methods are the ChildSpecs' start functions and the storage's
+    durability callback (no closures, no per-step helper objects: one of these lives per shape).
+    Subclasses say how to start the two actors (``storage_actor`` first, then ``consumer_actor``).
+    """
+
+    __slots__ = ("consumer", "handle", "shutdown", "storage")
+
+    def __init__(self, handle: str, shutdown: float = 10.0) -> None:
+        self.handle = handle
+        self.shutdown = shutdown
+        self.storage: pykka.ActorRef[Any] | None = None
+        self.consumer: pykka.ActorRef[Any] | None = None
+
+    def spec(self) -> ChildSpec:
+        """The shape's child spec under the ShapeSupervisor (temporary: a shape is never restarted)."""
+        temporary = Restart.TEMPORARY
+        return ChildSpec(
+            self.handle, self.subtree, restart=temporary, shutdown=self.shutdown, kind="supervisor"
+        )
+
+    def subtree(self) -> pykka.ActorRef[Any]:
+        """Start the one_for_all subtree: the storage first, then the consumer."""
+        self.storage = self.consumer = None
+        half = self.shutdown / 2
+        children = [
+            ChildSpec("storage", self.storage_actor, shutdown=half),
+            ChildSpec("consumer", self.consumer_actor, shutdown=half),
+        ]
+        name = f"shape:{self.handle}"
+        return _ShapeSubtree.start(children, strategy=ONE_FOR_ALL, max_restarts=0, name=name)
+
+    def durable(self, offset: LogOffset) -> None:
+        ref = self.consumer
+        if ref is not None:
+            try:
+                ref.tell(StorageDurable(offset))
+            except pykka.ActorDeadError:
+                return
+
+    def storage_actor(self) -> pykka.ActorRef[Any]:
+        raise NotImplementedError
+
+    def consumer_actor(self) -> pykka.ActorRef[Any]:
+        raise NotImplementedError
+
+
+class _GivenStarts(_Subtree):
+    """A subtree whose actors are started by given functions (`shape_spec`, used by tests)."""
+
+    __slots__ = ("start_consumer", "start_storage")
+
+    def __init__(
+        self, handle: str, start_storage: StartStorage, start_consumer: StartConsumer, shutdown: float
+    ) -> None:
+        super().__init__(handle, shutdown)
+        self.start_storage = start_storage
+        self.start_consumer = start_consumer
+
+    def storage_actor(self) -> pykka.ActorRef[Any]:
+        self.storage = self.start_storage(self.durable)
+        return self.storage
+
+    def consumer_actor(self) -> pykka.ActorRef[Any]:
+        assert self.storage is not None, "the storage child starts first"
+        self.consumer = self.start_consumer(self.storage)
+        return self.consumer
+
+
+def shape_spec(
+    handle: str,
+    *,
+    start_storage: StartStorage,
+    start_consumer: StartConsumer,
+    shutdown: float = 10.0,
+) -> ChildSpec:
+    """The child spec of one shape's subtree, its actors started by the given functions.
+
+    ``start_storage(on_durable)`` starts the shape's StorageActor reporting to ``on_durable``;
+    ``start_consumer(storage_ref)`` starts its Consumer.
+    """
+    return _GivenStarts(handle, start_storage, start_consumer, shutdown).spec()
+
+
+class _Shape(_Subtree):
+    """The engine's shape subtree: hibernating StorageActor and Consumer wired to the stack."""
+
+    __slots__ = ("compiled", "definition", "stored", "wiring", "writer")
 
     def __init__(
         self,
@@ -190,31 +204,32 @@ class _Actors:
         *,
         stored: StoredShape | None,
     ) -> None:
+        super().__init__(handle)
         self.wiring = wiring
-        self.handle = handle
         self.definition = definition
         self.compiled = compiled
         self.writer = writer
         self.stored = stored
-        self.consumer: pykka.ActorRef[Any] | None = None
 
-    def start_storage(self, on_durable: Callable[[LogOffset], None]) -> pykka.ActorRef[Any]:
+    def storage_actor(self) -> pykka.ActorRef[Any]:
         w = self.wiring
-        return _StorageActor.start(
+        self.storage = _StorageActor.start(
             self.writer,
             w.storage,
-            on_durable=on_durable,
+            on_durable=self.durable,
             flush_bytes=w.flush_bytes,
             flush_interval=w.flush_interval,
             ticker=w.ticker,
         )
+        return self.storage
 
-    def start_consumer(self, storage: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+    def consumer_actor(self) -> pykka.ActorRef[Any]:
+        assert self.storage is not None, "the storage child starts first"
         w, compiled = self.wiring, self.compiled
-        ref = _Consumer.start(
+        self.consumer = _Consumer.start(
             self.handle,
             self.definition,
-            storage=storage,
+            storage=self.storage,
             collector=w.collector,
             start_snapshot=w.start_snapshot,
             on_invalidate=w.on_invalidate,
@@ -228,8 +243,7 @@ class _Actors:
             max_held_changes=w.max_held_changes,
             ask_timeout=w.ask_timeout,
         )
-        self.consumer = ref
-        return ref
+        return self.consumer
 
 
 def start_shape(
@@ -246,16 +260,15 @@ def start_shape(
     Safe to call from any thread.  Raises (``StartError``, ``pykka.Timeout``) if the subtree does not start;
     ``writer`` is then released.
     """
-    actors = _Actors(wiring, handle, definition, compiled, writer, stored=stored)
+    shape = _Shape(wiring, handle, definition, compiled, writer, stored=stored)
     reader = writer.reader()
-    spec = shape_spec(handle, start_storage=actors.start_storage, start_consumer=actors.start_consumer)
     try:
-        subtree = start_child(wiring.shape_supervisor, spec, timeout=wiring.ask_timeout)
+        subtree = start_child(wiring.shape_supervisor, shape.spec(), timeout=wiring.ask_timeout)
     except BaseException:
         writer.abort()  # no storage actor owns it
         raise
-    assert actors.consumer is not None
-    return LiveShape(handle, definition, reader, actors.consumer), subtree
+    assert shape.consumer is not None
+    return LiveShape(handle, definition, reader, shape.consumer), subtree
 
 
 def build_shape(
