@@ -37,17 +37,21 @@ __all__ = [
     "table_ranges",
 ]
 
-DEFAULT_PAGES: Final = 128  # at most 1 MiB of heap per query: a few MB of items
-RANGE_BYTES: Final = 4 << 20  # heap + TOAST per query on average (a TOAST-heavy table gets fewer pages)
+# At most 256 KiB of heap per query (~600 KB of items for the benchmark's rows): measured ~15% less backend
+# CPU than 128 pages (1M rows: ~1.05 s against ~1.25 s), the aggregate's buffer staying in cache; the
+# queries themselves cost nothing (~0.2 ms each, planning included).
+DEFAULT_PAGES: Final = 32
+RANGE_BYTES: Final = 1 << 20  # heap + TOAST per query on average (a TOAST-heavy table gets fewer pages)
 
 
 class _RawText(Loader):
-    """A text value in the binary result format is its raw bytes: keep them (no decode, no copy of rows)."""
+    """A text value in the binary result format is its raw bytes: no decode, no copy (a view into the
+    result, valid until the cursor's next query: :meth:`BlockQuery.block` copies it once, at once)."""
 
     format = pq.Format.BINARY
 
-    def load(self, data: Buffer) -> bytes:
-        return bytes(data)
+    def load(self, data: Buffer) -> Buffer:
+        return data
 
 
 def page_ranges(pages: int, step: int) -> list[tuple[int, int | None]]:

@@ -35,6 +35,7 @@ from typing import Any, Final
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import key_prefix
@@ -244,6 +245,6 @@ class BlockQuery:
         upper = "" if hi is None else f" AND ctid < '({int(hi)},0)'::tid"
         return f"{self._query}'({int(lo)},0)'::tid{upper}{self._where}"
 
-    def block(self, aggregate: bytes) -> bytes:
+    def block(self, aggregate: Buffer) -> bytes:
         """The items (joined by :data:`SEP`) from the query's ``string_agg`` (not NULL)."""
         return b"".join((self._head, aggregate, self._tail))

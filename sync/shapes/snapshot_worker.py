@@ -11,8 +11,9 @@ ONLY``, the display settings (so values are byte-identical to what replication s
 ``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it may now filter the
 transactions it holds), then the rows as finished log items, built by Postgres and read range by range of
 heap pages on up to two connections sharing the snapshot (:mod:`sync.shapes.snapshot_blocks`; ``COPY`` and
-:mod:`sync.shapes.snapshot_copy` for a non-UTF-8 connection), appended to storage block by block, one in
-the storage actor while the next streams in, then ``snapshot-end``.  The table is never held in memory.
+:mod:`sync.shapes.snapshot_copy` for a non-UTF-8 connection), appended to storage a few MB at a time, one
+append in the storage actor while the next streams in, then ``snapshot-end``.  The table is never held in
+memory.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 import pykka
@@ -42,6 +43,7 @@ from sync.shapes.snapshot_blocks import (
 )
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.shapes.xid import PgSnapshot
+from sync.storage.snapshot_writer import SEP
 from sync.storage.storage_actor import AppendSnapshot, AppendSnapshotBlock, CompleteSnapshot
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+STORE_BYTES: Final = 4 << 20  # items per storage append (each is a message, a write, maybe an fsync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +215,17 @@ def _batches(
             helper.execute(BEGIN_SNAPSHOT)
             helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(row[0]))))
         blocks = parallel_blocks([conn, *extra], query, ranges)
+    parts: list[bytes] = []  # small ranges (cheaper for Postgres) go to storage a few MB at a time
+    size = count = 0
     for rows, block in blocks:
-        yield AppendSnapshotBlock(block, rows), rows
+        parts.append(block)
+        size += len(block)
+        count += rows
+        if size >= STORE_BYTES:
+            yield AppendSnapshotBlock(SEP.join(parts), count), count
+            parts, size, count = [], 0, 0
+    if parts:
+        yield AppendSnapshotBlock(SEP.join(parts), count), count
 
 
 def take_snapshot(

@@ -156,7 +156,7 @@ def test_toast_heavy_tables_get_fewer_pages_per_query(conn: psycopg.Connection[A
     # ~100 MB of TOAST over ~20 heap pages: one page (~5 MB) per query, not the whole table in one
     assert len(ranges) > 10 and all(hi is None or hi - lo == 1 for lo, hi in ranges)
     assert table_ranges(TableSize(pages=20, bytes=20 * RANGE_BYTES // 4), 128) == page_ranges(20, 4)
-    assert table_ranges(TableSize(pages=1000, bytes=8 << 20), 128) == page_ranges(1000, 128)
+    assert table_ranges(TableSize(pages=1000, bytes=1000 * RANGE_BYTES // 256), 128) == page_ranges(1000, 128)
     assert table_ranges(TableSize(pages=0, bytes=0), 128) == [(0, None)]
 
 
