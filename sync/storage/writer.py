@@ -423,7 +423,7 @@ class ShapeLogWriter:
         committed = self._committed_last
         synced_items = self._log.pos.items
         writes = self._writes
-        if names:
+        if names and self._synced < writes:  # else a group sync covered every write already
             self._files.sync(names)
         self._log.dirty_names.clear()
         self._snap.dirty_names.clear()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,31 @@ def test_failed_group_sync_crashes_the_actor(ticker: FlushTicker, actors: Any) -
         time.sleep(0.01)
     while not reports.empty():
         assert reports.get_nowait()[1] < LogOffset(41, 0)  # never claimed durable
+
+
+def test_a_flush_after_a_group_sync_fsyncs_nothing_again(file_storage: FileStorage) -> None:
+    w = file_storage.create("h", {})
+    w.append_snapshot([row(1)])
+    w.complete_snapshot(5, 9, ())
+    w.append_batch([(tuple(txn(50, 2)), True)])
+    point = w.sync_point()
+    assert sync_files([w.files]) == [None]
+    w.note_synced(point)
+    assert not w.has_unsynced and w.durable_offset == LogOffset(50, 2)
+    synced: list[list[str]] = []
+    real_sync = w.files.sync
+
+    def spy(names: Iterable[str]) -> None:
+        synced.append(list(names))
+        real_sync(synced[-1])
+
+    w.files.sync = spy  # type: ignore[method-assign]
+    assert w.flush() == LogOffset(50, 2)
+    assert synced == []  # closing thousands of logs at shutdown costs no fsync each
+    w.append_batch([(tuple(txn(51, 1)), True)])  # written after the group sync: the flush covers it
+    assert w.flush() == LogOffset(51, 0)
+    assert synced and "log.items" in synced[0]
+    w.close()
+    again = file_storage.open("h")
+    assert again.durable_offset == LogOffset(51, 0)
+    again.close()
