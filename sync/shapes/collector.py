@@ -28,6 +28,7 @@ returns; its consumer holds them until its snapshot's visibility is known.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -132,6 +133,7 @@ _BATCH_CHANGES = 50_000  # changes routed before the same
 _GATHER_S = 0.0005  # the pause while consumers are busy with the previous batch
 _HANDOVER_S = 0.0001  # a full turn of the event loop (I/O included) for the replication client
 _BUSY_SAMPLE = 4  # consumers looked at to tell whether they are
+_MAX_GATHER_S = 0.05  # the longest wait for busy consumers before telling anyway
 
 
 # ShapeChanges built on the hot path (one per affected shape per fragment) without the frozen dataclass
@@ -434,6 +436,7 @@ class ShapeLogCollector(SupervisedActor):
         """Tell the gathered changes unless more events are on their way or the consumers are still busy
         with the previous batch (bounded: see the module docstring)."""
         inbox = self.actor_inbox
+        give_up = 0.0
         while self._outbox_commits < _BATCH_COMMITS and self._outbox_changes < _BATCH_CHANGES:
             if not inbox.empty():
                 return  # the next event is already here
@@ -446,7 +449,13 @@ class ShapeLogCollector(SupervisedActor):
             if not self._consumers_busy():
                 break
             # Self-clocking (as in group commit): while the consumers still work on what they were told,
-            # more transactions gather here and reach them as one batch.
+            # more transactions gather here and reach them as one batch; not for long, though (a stuck
+            # consumer must not hold up the others, nor this actor's other messages).
+            now = time.monotonic()
+            if not give_up:
+                give_up = now + _MAX_GATHER_S
+            elif now >= give_up:
+                break
             runtime.sleep(_GATHER_S)
         self._tell_outbox()
 

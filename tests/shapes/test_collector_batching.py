@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pykka
+import pytest
 
 from supervisors import SupervisedActor
 from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, TransactionFragment
+from sync.shapes import collector as collector_module
 from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeLogCollector
 from sync.shapes.durable_reports import DrainDurable, DurableReports
 from tests.shapes.consumer_harness import BruteIndex
@@ -48,6 +50,12 @@ def lsns(message: Any) -> list[int]:
         return [m.commit_lsn for m in message.messages]
     assert isinstance(message, ShapeChanges)
     return [message.commit_lsn]
+
+
+@pytest.fixture(autouse=True)
+def patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wait for busy consumers as long as a test needs (a loaded machine may stall the test thread)."""
+    monkeypatch.setattr(collector_module, "_MAX_GATHER_S", T)
 
 
 def test_busy_consumer_gets_one_batch_idle_one_each_transaction() -> None:
@@ -139,6 +147,25 @@ def test_fragments_gathered_for_a_busy_consumer_become_one_message() -> None:
         assert (whole.commit_lsn, whole.begin, whole.commit) == (200, True, True)
         assert [c.new for c in whole.changes if isinstance(c, Insert)] == [("200-0",), ("200-2",), ("200-4",)]
         assert after.commit_lsn == 300 and after.begin and after.commit
+    finally:
+        release.set()
+        collector.stop()
+        consumer.stop()
+
+
+def test_a_stuck_consumer_holds_the_collector_only_briefly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collector_module, "_MAX_GATHER_S", 0.05)
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got: queue.Queue[Any] = queue.Queue()
+    release = threading.Event()
+    consumer = Gate.start(got, release)
+    try:
+        collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        collector.ask(frag(100), timeout=T)
+        assert lsns(got.get(timeout=T)) == [100]  # and the consumer hangs on it
+        collector.ask(frag(200), timeout=T)
+        collector.ask(frag(300), timeout=1.0)  # gave up waiting for the consumer: told anyway
+        assert cast(Any, consumer.actor_inbox).qsize() == 2
     finally:
         release.set()
         collector.stop()
