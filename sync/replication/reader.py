@@ -98,6 +98,7 @@ class ReplicationReader:
         self.config = config
         self._sink = sink
         self._sink_deliver = sink.deliver
+        self._sink_flushing = getattr(sink, "flushing", None)  # records a flush position before it is sent
         self._cache = cache
         self._status = status
         self._backoff = backoff
@@ -256,6 +257,8 @@ class ReplicationReader:
         if stream is None or not stream.streaming or tracker is None or decoder is None:
             return
         flush = tracker.flush_lsn(in_transaction=decoder.in_transaction)
+        if flush > self._last_flush and self._sink_flushing is not None:
+            self._sink_flushing(flush)
         stream.send_status(max(tracker.received, flush), flush, flush)
         self._last_flush = flush
         self._next_status = time.monotonic() + self._interval

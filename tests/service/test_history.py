@@ -9,6 +9,7 @@ database as it is now.  Each test runs its own cluster (one is restarted into re
 
 from __future__ import annotations
 
+import shutil
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -162,5 +163,39 @@ def test_another_cluster_with_our_slot_invalidates_every_shape(
         assert code == 409 and handle is not None and handle != before.handle
         after = Client(svc)
         assert after.handle == handle and after.values() == ["second"]
+    finally:
+        svc.stop()
+
+
+def test_storage_older_than_the_slot_invalidates_every_shape(db_dsn: str, tmp_path: Path) -> None:
+    _items(db_dsn, "a")
+    svc = ServiceProcess(db_dsn, tmp_path, stream_id=STREAM).start()
+    try:
+        svc.wait_healthy()
+        before = Client(svc)
+    finally:
+        assert svc.stop() == 0
+    shutil.copytree(tmp_path / "storage", tmp_path / "backup")  # the copy we will be restored from
+    svc.start()
+    try:
+        svc.wait_healthy()
+        client = Client(svc)
+        assert client.handle == before.handle
+        _sql(db_dsn, "INSERT INTO items VALUES (7, 'b')")
+        end = time.monotonic() + 20
+        while client.values() != ["a", "b"] and time.monotonic() < end:
+            time.sleep(0.1)
+            client.catch_up(svc)
+        assert client.values() == ["a", "b"]
+    finally:
+        assert svc.stop() == 0  # the last status update confirms the insert to Postgres
+    shutil.rmtree(tmp_path / "storage")
+    shutil.copytree(tmp_path / "backup", tmp_path / "storage")  # lost: the insert is in no log now
+    svc.start()
+    try:
+        svc.wait_healthy()
+        code, handle = before.poll_until_gone(svc, deadline_s=10)
+        assert code == 409 and handle is not None and handle != before.handle
+        assert Client(svc).values() == ["a", "b"]
     finally:
         svc.stop()
