@@ -128,16 +128,20 @@ def test_sigterm_with_parked_long_poll_and_idle_keepalive_stops_cleanly(db_dsn: 
 
 
 def test_global_last_seen_lsn_is_known_before_any_transaction(service: ServiceProcess, db_dsn: str) -> None:
-    """Right after start nothing has been routed yet, but the slot's confirmed position was processed."""
+    """Right after start nothing has been routed yet, but the slot's confirmed position was processed.
+
+    The service may have seen (and be about to confirm) more than the slot shows, never less than the slot
+    had confirmed before the request, and never more than the server has written."""
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id int primary key)")
     service.wait_healthy()
+    slot_sql = "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'shapesync_slot_e2e'"
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        before = conn.execute(slot_sql).fetchone()
     code, _, body = service.get("/v1/shape?table=t&offset=now")
     assert code == 200
     seen = int(json.loads(body)[0]["headers"]["global_last_seen_lsn"])
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'shapesync_slot_e2e'"
-        ).fetchone()
-    assert row is not None
-    assert 0 < seen <= int(row[0])
+        written = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    assert before is not None and before[0] is not None and written is not None
+    assert 0 < int(before[0]) <= seen <= int(written[0])
