@@ -20,10 +20,10 @@ Byte-identical to :meth:`sync.shapes.log_items.ShapeLogEncoder.snapshot_item` (a
   text written already escaped.
 
 Measured (1M rows of the benchmark's 5 columns, backend CPU from /proc, shared noisy cores): the item query
-costs Postgres ~1.45 s against ~0.55 s for the plain ``COPY`` of the same rows (hence two connections, see
-:mod:`sync.shapes.snapshot_blocks`); Python then spends ~0.25 s in all (~0.25 µs a row) instead of ~5 µs a
-row.  ``to_json`` of the text column is ~0.3 s of it, the constant pieces ~0.4 s; ``||`` chains with
-``::text`` or ``format()`` were no cheaper than ``concat``.
+costs Postgres ~2.1x the plain ``COPY`` of the same rows (1.3-1.45 s against 0.6 s; hence two connections,
+see :mod:`sync.shapes.snapshot_blocks`), and Python ~0.3 s in all (~0.3 µs a row, against ~5 µs a row
+before).  ``to_json`` of the text column is ~0.2-0.3 s of it; ``||`` chains with ``::text`` or ``format()``
+were no cheaper than ``concat``; a regex test to skip ``to_json`` was dearer.
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ def fetch_table(conn: psycopg.Connection[Any], definition: ShapeDefinition) -> t
 @dataclass(frozen=True, slots=True)
 class ItemSql:
     """A row's item is ``head + <middle> + tail``: ``middle`` is an SQL expression, ``head`` and ``tail`` the
-    constant text around it (``string_agg`` writes ``tail + SEP + head`` between rows as its delimiter, a
-    plain copy: ~20% less work for Postgres than the same text as ``concat`` arguments)."""
+    constant text around it, added by Python (:meth:`BlockQuery.block`).  Measured per million rows: the
+    constant text as ``concat`` arguments cost Postgres ~0.3 s more than as ``string_agg``'s delimiter, which
+    cost ~0.6 s more than leaving it out (a 1-byte delimiter), against ~0.2 s for Python's one ``replace``
+    of the separators by ``tail + SEP + head``."""
 
     head: str
     middle: str
@@ -217,10 +219,10 @@ def item_expression(
 
 
 class BlockQuery:
-    """``SELECT count(*), string_agg(<middle>, <tail SEP head>) FROM <table> WHERE <ctid range> [AND
+    """``SELECT count(*), string_agg(<middle>, SEP) FROM <table> WHERE <ctid range> [AND
     (<where>)]``: one range of heap pages gives one row, its item count and its items (see :meth:`block`)."""
 
-    __slots__ = ("_head", "_query", "_tail", "_where")
+    __slots__ = ("_between", "_head", "_query", "_tail", "_where")
 
     def __init__(
         self,
@@ -231,10 +233,10 @@ class BlockQuery:
         params: Sequence[Any] = (),
     ) -> None:
         table = f"{_ident(conn, definition.schema)}.{_ident(conn, definition.table)}"
-        delimiter = sql.Literal(item.tail + SEP.decode() + item.head).as_string(conn)
-        self._query = f"SELECT count(*), string_agg({item.middle}, {delimiter}) FROM {table} WHERE ctid >= "
+        self._query = f"SELECT count(*), string_agg({item.middle}, E'\\x1e') FROM {table} WHERE ctid >= "
         self._head = item.head.encode()
         self._tail = item.tail.encode()
+        self._between = self._tail + SEP + self._head
         self._where = ""
         if where_sql is not None:  # COPY-like: the parameters merged client-side, once
             where = psycopg.ClientCursor(conn).mogrify(sql.Composed([where_sql]), tuple(params))
@@ -246,5 +248,6 @@ class BlockQuery:
         return f"{self._query}'({int(lo)},0)'::tid{upper}{self._where}"
 
     def block(self, aggregate: Buffer) -> bytes:
-        """The items (joined by :data:`SEP`) from the query's ``string_agg`` (not NULL)."""
-        return b"".join((self._head, aggregate, self._tail))
+        """The items, joined by :data:`SEP`, from the query's ``string_agg`` of their middles (not NULL)."""
+        middles = bytes(aggregate).replace(SEP, self._between)
+        return b"".join((self._head, middles, self._tail))
