@@ -11,8 +11,10 @@ Two figures of the real engine (in this process, ``sync.engine.Engine``), on a t
 * **memory**: RSS of this process after ``gc.collect()`` before and after ``--idle`` more idle shapes
   (snapshots done, no waiter), divided by their number (target <= 20 KB per shape).
 
-``--gevent`` patches the process with gevent first (actors become greenlets, as in the gunicorn worker);
-the default runs the engine on plain threads (two OS threads per shape: consumer and storage).
+``--gevent`` patches the process with gevent first (actors run on greenlets, as in the gunicorn worker);
+the default runs the engine on plain threads.  Either way a shape's three actors (its supervisor, consumer
+and storage) hibernate while idle (``supervisors.hibernate``): they hold no thread/greenlet of their own,
+so the memory figure is the shape's data and bookkeeping, not parked stacks.
 
 Prints one JSON line; the headline is the creation time (lower is better) against the baseline.
 """
