@@ -5,7 +5,7 @@ one).  The table is cut into ranges of ``pages`` heap pages (``ctid`` range scan
 one query inside the snapshot's REPEATABLE READ transaction: every row visible to the snapshot is in a page
 below the relation's size read after the snapshot was taken (its inserting transaction committed before),
 and the last range is open-ended anyway.  A partitioned table has no pages of its own: one open range then
-scans every partition.  Each query returns ``(count, items joined by SEP)``; empty ranges are skipped.
+scans every partition.  Each query returns ``(count, items joined by ",")``; empty ranges are skipped.
 
 The item query costs Postgres ~2.5x a plain COPY, so :func:`parallel_blocks` spreads the ranges over
 several connections sharing the snapshot (``pg_export_snapshot()`` / ``SET TRANSACTION SNAPSHOT``), each

@@ -105,7 +105,7 @@ class ItemSql:
     constant text around it, added by Python (:meth:`BlockQuery.block`).  Measured per million rows: the
     constant text as ``concat`` arguments cost Postgres ~0.3 s more than as ``string_agg``'s delimiter, which
     cost ~0.6 s more than leaving it out (a 1-byte delimiter), against ~0.2 s for Python's one ``replace``
-    of the separators by ``tail + SEP + head``."""
+    of the separators by ``tail``, ``,``, ``head``."""
 
     head: str
     middle: str
@@ -236,7 +236,7 @@ class BlockQuery:
         self._query = f"SELECT count(*), string_agg({item.middle}, E'\\x1e') FROM {table} WHERE ctid >= "
         self._head = item.head.encode()
         self._tail = item.tail.encode()
-        self._between = self._tail + SEP + self._head
+        self._between = self._tail + b"," + self._head
         self._where = ""
         if where_sql is not None:  # COPY-like: the parameters merged client-side, once
             where = psycopg.ClientCursor(conn).mogrify(sql.Composed([where_sql]), tuple(params))
@@ -248,6 +248,7 @@ class BlockQuery:
         return f"{self._query}'({int(lo)},0)'::tid{upper}{self._where}"
 
     def block(self, aggregate: Buffer) -> bytes:
-        """The items, joined by :data:`SEP`, from the query's ``string_agg`` of their middles (not NULL)."""
+        """The items, joined by ``,`` (:data:`~sync.storage.snapshot_writer.ITEM_BOUNDARY` tells them apart),
+        from the query's ``string_agg`` of their middles (not NULL)."""
         middles = bytes(aggregate).replace(SEP, self._between)
         return b"".join((self._head, middles, self._tail))

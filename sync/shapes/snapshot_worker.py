@@ -43,7 +43,6 @@ from sync.shapes.snapshot_blocks import (
 )
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.shapes.xid import PgSnapshot
-from sync.storage.snapshot_writer import SEP
 from sync.storage.storage_actor import AppendSnapshot, AppendSnapshotBlock, CompleteSnapshot
 
 __all__ = [
@@ -222,10 +221,10 @@ def _batches(
         size += len(block)
         count += rows
         if size >= STORE_BYTES:
-            yield AppendSnapshotBlock(SEP.join(parts), count), count
+            yield AppendSnapshotBlock(b",".join(parts), count), count
             parts, size, count = [], 0, 0
     if parts:
-        yield AppendSnapshotBlock(SEP.join(parts), count), count
+        yield AppendSnapshotBlock(b",".join(parts), count), count
 
 
 def take_snapshot(

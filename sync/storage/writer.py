@@ -22,7 +22,7 @@ from sync.storage.files import ShapeFiles
 from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
 from sync.storage.items import OP_KINDS, AppendItem, snapshot_end_json
 from sync.storage.reader import LogState, LogView, ShapeLogReader
-from sync.storage.snapshot_writer import join_items, layout_block
+from sync.storage.snapshot_writer import ITEM_BOUNDARY, SEP_BOUNDARY, Boundary, join_items, layout_block
 
 __all__ = ["SeqPosition", "ShapeLogWriter", "SyncPoint"]
 
@@ -268,11 +268,15 @@ class ShapeLogWriter:
     def append_snapshot(self, rows: Sequence[tuple[str, bytes]]) -> None:
         """Append snapshot rows ``(key, json)`` (visible chunk by chunk, as chunks close).  The keys are not
         stored: snapshot items are addressed by chunk only (format 2)."""
-        self.append_snapshot_block(join_items([json for _, json in rows]), len(rows))
+        self._append_snapshot(join_items([json for _, json in rows]), len(rows), SEP_BOUNDARY)
 
     def append_snapshot_block(self, block: bytes, count: int) -> None:
-        """Append ``count`` snapshot items given as one block, their JSONs joined by
-        :data:`sync.storage.snapshot_writer.SEP` (visible chunk by chunk, as chunks close)."""
+        """Append ``count`` snapshot items given as one block, their JSONs joined by ``,`` (each an item
+        object ``{"key":…}}``: see :data:`sync.storage.snapshot_writer.ITEM_BOUNDARY`), visible chunk by
+        chunk."""
+        self._append_snapshot(block, count, ITEM_BOUNDARY)
+
+    def _append_snapshot(self, block: bytes, count: int, boundary: Boundary) -> None:
         seq = self._snap
         if self.state.view.snap_complete:
             raise ValueError("snapshot already complete")
@@ -280,7 +284,7 @@ class ShapeLogWriter:
             raise ValueError(f"shape log {self.handle} is closed")
         if count == 0:
             return
-        self._write_snapshot_block(seq, block, count)
+        self._write_snapshot_block(seq, block, count, boundary)
         self._publish()
 
     def complete_snapshot(self, xmin: int, xmax: int, xip_list: Sequence[int]) -> None:
@@ -290,7 +294,7 @@ class ShapeLogWriter:
             raise ValueError("snapshot already complete")
         if self._closed:
             raise ValueError(f"shape log {self.handle} is closed")
-        self._write_snapshot_block(seq, snapshot_end_json(xmin, xmax, xip_list), 1)
+        self._write_snapshot_block(seq, snapshot_end_json(xmin, xmax, xip_list), 1, SEP_BOUNDARY)
         pos = seq.pos
         if pos.chunks == 0 or pos.open_chunk_bytes > 0:
             assert pos.last is not None
@@ -305,16 +309,17 @@ class ShapeLogWriter:
         self._files.write_meta(encode_meta(self._meta))
         self._publish(snap_complete=True)
 
-    def _write_snapshot_block(self, seq: _Seq, block: bytes, count: int) -> None:
+    def _write_snapshot_block(self, seq: _Seq, block: bytes, count: int, boundary: Boundary) -> None:
         """JSON first, then the chunk entries pointing into it; the position moves once both are written."""
         pos = replace(seq.pos)
-        out = layout_block(block, count, pos, self._chunk_bytes)
+        out = layout_block(block, count, pos, self._chunk_bytes, boundary)
         self._files.append(seq.json, out.json)
+        self._files.append(seq.json, b",")  # the last item's separator (two writes: no copy of the block)
         seq.dirty_names.add(seq.json)
         if out.chunks:
             self._files.append(seq.chunks, out.chunks)
             seq.dirty_names.add(seq.chunks)
-        self._unsynced_bytes += len(out.json)
+        self._unsynced_bytes += len(out.json) + 1
         self._writes += 1
         seq.pos = pos
 

@@ -25,7 +25,7 @@ from sync.shapes.snapshot_blocks import (
 )
 from sync.shapes.snapshot_sql import KEY_PLAIN_TYPES, PLAIN_TYPES, TableSize
 from sync.shapes.snapshot_worker import connect_snapshot
-from sync.storage.snapshot_writer import SEP
+from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import read_table
 from tests.shapes.test_snapshot_copy import EXTRA, NASTY, _copy, _replicated
 from tests.shapes.test_snapshot_identity import COLUMNS, ROWS
@@ -46,7 +46,7 @@ def _items(
 ) -> list[bytes]:
     out: list[bytes] = []
     for count, block in snapshot_blocks(conn, definition, where, params, pages=pages):
-        items = block.split(SEP)
+        items = split_items(block)
         assert len(items) == count
         out.extend(items)
     return out

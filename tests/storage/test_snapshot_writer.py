@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from sync.offsets import LogOffset
 from sync.storage.format import CHUNK, ChunkEntry
-from sync.storage.snapshot_writer import SEP, join_items, layout_block
+from sync.storage.snapshot_writer import (
+    ITEM_BOUNDARY,
+    SEP_BOUNDARY,
+    Boundary,
+    join_items,
+    layout_block,
+    split_items,
+)
 from sync.storage.writer import SeqPosition
 
 
@@ -28,29 +35,36 @@ def reference(
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.parametrize("boundary", [SEP_BOUNDARY, ITEM_BOUNDARY])
+@settings(max_examples=200, deadline=None)
 @given(
     batches=st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=30), min_size=1, max_size=5),
     threshold=st.integers(1, 120),
 )
-def test_layout_equals_the_per_item_rule(batches: list[list[int]], threshold: int) -> None:
+def test_layout_equals_the_per_item_rule(
+    boundary: Boundary, batches: list[list[int]], threshold: int
+) -> None:
     pos = SeqPosition()
-    all_sizes: list[int] = []
+    all_items: list[bytes] = []
     entries: list[ChunkEntry] = []
     json = b""
     for sizes in batches:
-        items = [bytes([65 + (i % 26)]) * max(s, 1) for i, s in enumerate(sizes)]  # empty JSON never exists
-        out = layout_block(join_items(items), len(items), pos, threshold)
-        json += out.json
+        # item objects as the snapshot writes them, with "}}", ",", '{"key":' inside their strings too
+        items = [b'{"key":"' + b"},{k}}"[: s % 7] + b"x" * s + b'"}}' for s in sizes]
+        joined = join_items(items) if boundary == SEP_BOUNDARY else b",".join(items)
+        assert split_items(joined, boundary) == items
+        out = layout_block(joined, len(items), pos, threshold, boundary)
+        json += out.json + b","
         entries.extend(ChunkEntry(*e) for e in CHUNK.iter_unpack(out.chunks))
-        all_sizes.extend(len(i) for i in items)
+        all_items.extend(items)
+    all_sizes = [len(i) for i in all_items]
     assert entries == reference(all_sizes, 0, threshold, 0, 0)
     assert pos.items == len(all_sizes) and pos.json_len == len(json) == sum(all_sizes) + len(all_sizes)
+    assert json == b",".join(all_items) + b","
     assert pos.chunks == len(entries)
     assert pos.last == LogOffset(0, len(all_sizes) - 1)
     last_end = entries[-1].end_item if entries else 0
     assert pos.open_chunk_bytes == sum(all_sizes[last_end:])
-    assert json.count(b",") == len(all_sizes) and SEP not in json
 
 
 def test_layout_rejects_too_many_items_and_separators_at_the_ends() -> None:
