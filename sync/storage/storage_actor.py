@@ -91,8 +91,8 @@ class AppendSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class AppendSnapshotBlock:
-    """tell/ask: ``count`` snapshot items as one block, their JSONs joined by
-    :data:`sync.storage.snapshot_writer.SEP` (what the snapshot worker reads from Postgres)."""
+    """tell/ask: ``count`` snapshot items as one block, their JSONs joined by ``,`` (what the snapshot worker
+    reads from Postgres; see :meth:`~sync.storage.writer.ShapeLogWriter.append_snapshot_block`)."""
 
     block: bytes
     count: int
