@@ -69,6 +69,7 @@ def rss_bytes() -> int:
 
 def start_engine(dsn: str, storage_dir: str, stream_id: str = "bench", **sections: Mapping[str, Any]) -> Any:
     """Start the real engine in this process and wait until it streams (status ``active``)."""
+    from sync import heap  # noqa: PLC0415
     from sync.engine import Engine  # noqa: PLC0415 - after a caller's gevent patching
     from sync.settings import Settings  # noqa: PLC0415
 
@@ -78,7 +79,9 @@ def start_engine(dsn: str, storage_dir: str, stream_id: str = "bench", **section
     settings = settings.replace("replication", stream_id=stream_id)
     for name, values in sections.items():
         settings = settings.replace(name, **values)
+    heap.tune()  # as the gunicorn worker does
     engine = Engine.start(settings, timeout=120)
+    heap.freeze_startup_heap()
     deadline = time.monotonic() + 60
     while engine.status() != "active":
         if time.monotonic() > deadline:

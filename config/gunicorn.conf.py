@@ -268,10 +268,13 @@ proc_name = "shapesync"
 def post_worker_init(worker: Any) -> None:
     """Start the engine inside the (patched) worker and hand it to the Falcon app."""
     from api.app import attach_engine  # noqa: PLC0415 - import after gevent patched the worker
+    from sync import heap  # noqa: PLC0415
     from sync.engine import Engine  # noqa: PLC0415
 
     logging.getLogger("shapesync").info("starting engine in worker %s", worker.pid)
+    heap.tune()
     attach_engine(worker.wsgi, Engine.start(_settings))
+    heap.freeze_startup_heap()
     metrics = worker.wsgi.shapesync_metrics
     if metrics is not None and _settings.metrics.port:
         from api.metrics import start_metrics_server  # noqa: PLC0415
