@@ -8,10 +8,11 @@ routed transaction wakes a consumer and its storage). So finished runners park h
 whose stack is warm) or starts a new one when none is parked. The pool therefore grows with the number
 of actors *busy at once*, never with the number of actors.
 
-Runners are daemon ``threading.Thread``\\ s: greenlets under gevent monkey patching, OS threads otherwise.
-Under gevent a runner must belong to the hub's OS thread; `schedule` called from another OS thread (a
-thread of gevent's threadpool, say) hands the task to a waker runner of the hub's thread through a
-list and an Event (gevent's ``Event.set`` is safe from other threads) instead.
+Runners are greenlets under gevent monkey patching (started without waiting for them: `schedule` never
+switches greenlets, so a ``tell`` never yields), daemon ``threading.Thread``\\ s otherwise. Under gevent a
+runner must belong to the hub's OS thread (the first to schedule); `schedule` called from another OS
+thread (a thread of gevent's threadpool, say) hands the task to a waker greenlet of the hub's thread
+through a list and an Event (gevent's ``Event.set`` is safe from other threads) instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Callable
 from itertools import count
 
-__all__ = ["MAX_IDLE", "schedule"]
+__all__ = ["MAX_IDLE", "counts", "schedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +45,16 @@ class _Runner:
 
 _lock = threading.Lock()
 _idle: list[_Runner] = []
+_live = 0  # runners started and not finished (running a task or parked)
 _names = count(1)
-_waker: list[tuple[int, threading.Event]] = []  # (hub thread's native id, its wake event); gevent only
+_waker: list[tuple[int, threading.Event]] = []  # (hub thread's native id, its waker's event); gevent only
 _pending: list[Task] = []  # tasks handed over by other OS threads (gevent only)
 
 
 def schedule(task: Task) -> None:
     """Run ``task()`` soon on a runner of its own (never in the caller). ``task`` must not raise."""
-    if _gevent_patched():
-        home = _waker[0][0] if _waker else _start_waker()
-        if _thread.get_native_id() != home:
-            _pending.append(task)  # list.append is atomic
-            _waker[0][1].set()
-            return
+    if _gevent_patched() and _foreign(task):
+        return
     with _lock:
         runner = _idle.pop() if _idle else None
         if runner is not None:
@@ -67,12 +65,27 @@ def schedule(task: Task) -> None:
         _start(_Runner(task))
 
 
+def counts() -> tuple[int, int]:
+    """``(live, parked)`` runners of this process (live includes parked ones)."""
+    with _lock:
+        return _live, len(_idle)
+
+
 def _start(runner: _Runner) -> None:
+    global _live  # the pool's own counter
+    with _lock:
+        _live += 1
+    if _gevent_patched():
+        # A raw greenlet: ``threading.Thread.start`` would wait for it to run, i.e. switch greenlets inside
+        # the caller's ``tell``, which must never yield (it did not with a parked actor either).
+        _thread.start_new_thread(_run, (runner,))
+        return
     thread = threading.Thread(target=_run, args=(runner,), name=f"actor-runner-{next(_names)}", daemon=True)
     thread.start()
 
 
 def _run(runner: _Runner) -> None:
+    global _live  # the pool's own counter
     while True:
         task = runner.task
         runner.task = None
@@ -83,6 +96,7 @@ def _run(runner: _Runner) -> None:
                 logger.exception("actor runner task %r raised", task)  # such as GreenletExit ends it)
         with _lock:
             if len(_idle) >= MAX_IDLE:
+                _live -= 1
                 return
             _idle.append(runner)
         runner.gate.acquire()  # parked until schedule() hands over the next task
@@ -93,15 +107,25 @@ def _gevent_patched() -> bool:
     return getattr(_thread.start_new_thread, "__module__", "").startswith("gevent")
 
 
-def _start_waker() -> int:
-    """Start the hub thread's waker (once, from the first scheduling thread); its native id."""
-    with _lock:
-        if not _waker:
-            wake = threading.Event()
-            _waker.append((_thread.get_native_id(), wake))
-            thread = threading.Thread(target=_wake_loop, args=(wake,), name="actor-runner-waker", daemon=True)
-            thread.start()
-        return _waker[0][0]
+def _foreign(task: Task) -> bool:
+    """Under gevent: hand ``task`` to the hub thread's waker if called from another OS thread (True).
+
+    The hub's thread is the one that schedules first (where the engine starts its actors; never a thread
+    of gevent's threadpool, which only runs blocking calls). It is recorded then, not taken from
+    ``threading.main_thread()``, whose ``native_id`` is the parent's after a fork (gunicorn's workers).
+    """
+    me = _thread.get_native_id()
+    if not _waker:
+        with _lock:
+            if not _waker:
+                _waker.append((me, threading.Event()))
+                _thread.start_new_thread(_wake_loop, (_waker[0][1],))  # a greenlet of this hub
+    home, wake = _waker[0]
+    if me == home:
+        return False
+    _pending.append(task)  # list.append is atomic
+    wake.set()  # gevent's Event.set may be called from any thread
+    return True
 
 
 def _wake_loop(wake: threading.Event) -> None:
@@ -114,8 +138,9 @@ def _wake_loop(wake: threading.Event) -> None:
 
 def _after_fork() -> None:
     """A forked child has none of its parent's runners (gunicorn forks its workers)."""
-    global _lock  # the parent's lock may have been held at fork time
+    global _lock, _live  # the parent's lock may have been held at fork time
     _lock = threading.Lock()
+    _live = 0
     _idle.clear()
     _waker.clear()
     _pending.clear()

@@ -14,16 +14,28 @@ if __name__ == "__main__" and "--gevent" in sys.argv:
 
     monkey.patch_all()
 
+import gc
 import json
+import os
+import signal
 import threading
 import time
 from typing import Any
 
 import pykka
 
-from supervisors import ONE_FOR_ALL, ChildSpec, Killed, Supervisor, kill, lifecycle_of, start_tree, stop_tree
+from supervisors import (
+    ONE_FOR_ALL,
+    ChildSpec,
+    Killed,
+    Supervisor,
+    kill,
+    lifecycle_of,
+    runners,
+    start_tree,
+    stop_tree,
+)
 from supervisors.hibernate import HibernatingActor, hibernating
-from supervisors.runners import MAX_IDLE
 from sync import runtime
 from tests.supervisors.actors import Journal, Worker
 
@@ -250,18 +262,33 @@ def _kill_idle() -> dict[str, Any]:
     return {"killed": isinstance(life.reason, Killed), "tell": tell}
 
 
+def _threads_and_greenlets() -> int:
+    """Live threads, plus live greenlets under gevent (where threads are greenlets, not always Threads)."""
+    greenlet = sys.modules.get("greenlet")
+    kind = getattr(greenlet, "greenlet", None)
+    live = 0 if kind is None else sum(1 for o in gc.get_objects() if isinstance(o, kind) and not o.dead)
+    return threading.active_count() + live
+
+
 def _idle_actors_hold_no_runner() -> dict[str, Any]:
-    before = threading.active_count()
+    before = _threads_and_greenlets()
     refs = [Recorder.start() for _ in range(300)]
     for ref in refs:
         ref.ask("x", timeout=T)
     deadline = time.monotonic() + T
-    while threading.active_count() - before > MAX_IDLE + 1 and time.monotonic() < deadline:
+    live, parked = runners.counts()
+    while live != parked and time.monotonic() < deadline:
         time.sleep(0.01)  # runners finishing their last burst: poll an observable condition
-    extra = threading.active_count() - before
+        live, parked = runners.counts()
+    held = _threads_and_greenlets() - before
     for ref in refs:
         ref.stop(timeout=T)
-    return {"actors": len(refs), "runners_bounded": extra <= MAX_IDLE + 1}
+    return {
+        "actors": len(refs),
+        "all_parked": live == parked,
+        "runners_bounded": live <= runners.MAX_IDLE,
+        "idle_actors_hold_none": held <= runners.MAX_IDLE + 2,  # at most the pool (and its waker)
+    }
 
 
 def _put_from_os_thread() -> Any:
@@ -273,6 +300,38 @@ def _put_from_os_thread() -> Any:
     seen = ref.proxy().get_seen().get(timeout=T)
     ref.stop(timeout=T)
     return seen == ["start", "x", "from-thread", "after"] and reply == 4
+
+
+def _forked_child_works(*, patch_child: bool = False) -> bool:
+    """After a fork (gunicorn forks its workers) the child's actors get runners of the child's own.
+
+    ``patch_child``: the child patches gevent after the fork, as gunicorn's gevent worker does."""
+    ref = Recorder.start()
+    ref.ask("warm", timeout=T)  # the parent has parked runners (and under gevent its waker)
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 if a hibernating actor answers
+        code = 1
+        try:
+            if patch_child:
+                from gevent import monkey  # noqa: PLC0415 - only in this forked child
+
+                monkey.patch_all()
+            child = Recorder.start()
+            if child.ask("x", timeout=5) == 2:
+                code = 0
+            child.stop(timeout=5)
+        finally:
+            os._exit(code)
+    ref.stop(timeout=T)
+    deadline = time.monotonic() + T
+    while time.monotonic() < deadline:  # no event for a child's exit: poll it, bounded
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)  # a hung child (its hub stuck): fail, do not hang the test
+    os.waitpid(pid, 0)
+    return False
 
 
 def run() -> dict[str, Any]:
@@ -287,6 +346,9 @@ def run() -> dict[str, Any]:
     out["kill"] = _kill_idle()
     out["idle"] = _idle_actors_hold_no_runner()
     out["foreign_put"] = _put_from_os_thread()
+    out["forked_child"] = _forked_child_works()
+    if not runners._gevent_patched():  # which runtime this scenario runs on
+        out["forked_child_patched"] = _forked_child_works(patch_child=True)
     out["left"] = len(pykka.ActorRegistry.get_all())
     return out
 

@@ -49,13 +49,21 @@ def _check(out: dict[str, Any]) -> None:
     assert crash["all_stopped"] is True
     assert out["subtree"] == {"a_stopped": 1, "a_started": 2, "b_failed": 1, "stopped": True}
     assert out["kill"] == {"killed": True, "tell": "dead"}
-    assert out["idle"] == {"actors": 300, "runners_bounded": True}
+    assert out["idle"] == {
+        "actors": 300,
+        "all_parked": True,
+        "runners_bounded": True,
+        "idle_actors_hold_none": True,
+    }
     assert out["foreign_put"] is True
+    assert out["forked_child"] is True
     assert out["left"] == 0
 
 
 def test_hibernating_actors_on_threads() -> None:
-    _check(hibernate_scenario.run())
+    out = hibernate_scenario.run()
+    _check(out)
+    assert out["forked_child_patched"] is True  # a child patching gevent after the fork (gunicorn's way)
 
 
 def test_hibernating_actors_under_gevent() -> None:
