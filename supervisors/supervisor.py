@@ -100,10 +100,7 @@ class _Child:
 
 
 class _Watch:
-    """Tells the supervisor about one child incarnation's start and exit (its lifecycle watchers).
-
-    A slotted object with two bound methods rather than two closures: there is one per child, and a
-    supervisor per shape."""
+    """Tells the supervisor about one child incarnation's start and exit (slotted, not two closures)."""
 
     __slots__ = ("child", "sup")
 
@@ -145,10 +142,9 @@ class Supervisor(SupervisedActor):
         self._intensity = RestartIntensity(max_restarts, max_seconds)
         self._children: dict[str, _Child] = {}
         self._by_ref: dict[pykka.ActorRef[Any], str] = {}
-        # ids waiting to be (re)started, in start order. A list, not a deque (760 bytes even when empty,
-        # and there is a supervisor per shape): it only ever holds the children being (re)started now.
+        # ids to (re)start, in start order: a list and a dict, as a deque and a set cost ~1 KB even empty
         self._queue: list[str] = []
-        self._queued: dict[str, None] = {}  # the ids of _queue still wanted (a dict: smaller than a set)
+        self._queued: dict[str, None] = {}  # the ids of _queue still wanted
         self._order = 0
         self._starting = True
         self._stopping = False
@@ -235,7 +231,7 @@ class Supervisor(SupervisedActor):
                     self._publish(child)
                 else:
                     self._queued.pop(self._queue.pop(0), None)
-        if not self._queue:  # fresh empty containers: the drained ones keep their grown size
+        if not self._queue:  # fresh ones: drained containers keep their grown size
             self._queue, self._queued = [], {}
         if self._starting and not self._stopping:
             self._starting = False
