@@ -6,12 +6,13 @@ the client keeps a bounded number of events in flight).  For every change the ro
 the shapes whose WHERE clause holds for the new or the old row, in time independent of the number of
 shapes for indexable clauses; TRUNCATE reaches every shape of its table.  Each affected consumer gets only
 its own changes (``tell``; the collector never waits for a consumer), batched: what is routed while the
-replication client keeps handing over events (its reads), and while the consumers are still busy with the
-previous batch, is gathered per shape and told as one ``ShapeBatch`` (at the latest after
-``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes); an idle engine tells a transaction at once.
-A consumer whose inbox grows past
-``max_consumer_queue`` cannot keep up: it is reported to the ShapeCache for invalidation instead of
-stalling every other shape.
+replication client keeps handing over events (its reads), while the consumers are still busy with the
+previous batch (at most ``_MAX_GATHER_S``), and for up to ``_WIDE_GATHER_S`` when the batch reaches
+``_WIDE_BATCH`` shapes or more (its cost is per shape: more transactions ride along almost for free), is
+gathered per shape and told as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS`` transactions /
+``_BATCH_CHANGES`` changes).  A transaction reaching few shapes on an idle engine is told at once.  A
+consumer whose inbox grows past ``max_consumer_queue`` cannot keep up: it is reported to the ShapeCache for
+invalidation instead of stalling every other shape.
 
 Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
 shapes received the transaction; storages report the offsets they made durable (batched through the
@@ -133,7 +134,9 @@ _BATCH_CHANGES = 50_000  # changes routed before the same
 _GATHER_S = 0.0005  # the pause while consumers are busy with the previous batch
 _HANDOVER_S = 0.0001  # a full turn of the event loop (I/O included) for the replication client
 _BUSY_SAMPLE = 4  # consumers looked at to tell whether they are
-_MAX_GATHER_S = 0.05  # the longest wait for busy consumers before telling anyway
+_MAX_GATHER_S = 0.1  # the longest wait for busy consumers before telling anyway
+_WIDE_BATCH = 256  # shapes reached by a batch that waits up to _WIDE_GATHER_S for more transactions
+_WIDE_GATHER_S = 0.1
 
 
 # ShapeChanges built on the hot path (one per affected shape per fragment) without the frozen dataclass
@@ -306,6 +309,7 @@ class ShapeLogCollector(SupervisedActor):
         self._told_lsn = 0  # newest commit told to consumers (``on_commit``)
         self._backlog = False  # events were waiting when the gathered batch started
         self._last_batch = 0  # transactions in the batch told last
+        self._batch_started = 0.0  # when the first change of the gathered batch was routed
 
     def on_start(self) -> None:
         self._reports = DurableReports(self.actor_ref)
@@ -314,6 +318,7 @@ class ShapeLogCollector(SupervisedActor):
         if message.__class__ is TransactionFragment:
             if not self._outbox:  # a batch starts: under load (events waiting, or the last batch was large)?
                 self._backlog = self._last_batch > 1 or not self.actor_inbox.empty()
+                self._batch_started = time.monotonic()
             self._route(message)
             if self._outbox:
                 self._maybe_tell()
@@ -446,7 +451,7 @@ class ShapeLogCollector(SupervisedActor):
             runtime.sleep(_HANDOVER_S if self._backlog or self._outbox_commits > 1 else 0)
             if not inbox.empty():
                 return
-            if not self._consumers_busy():
+            if not self._consumers_busy() and not self._wide_and_young():
                 break
             # Self-clocking (as in group commit): while the consumers still work on what they were told,
             # more transactions gather here and reach them as one batch; not for long, though (a stuck
@@ -458,6 +463,11 @@ class ShapeLogCollector(SupervisedActor):
                 break
             runtime.sleep(_GATHER_S)
         self._tell_outbox()
+
+    def _wide_and_young(self) -> bool:
+        """A batch reaching many shapes costs mostly per shape, not per change: it waits a little for more
+        transactions (each shape then gets them in one message), a narrow one never does."""
+        return len(self._outbox) >= _WIDE_BATCH and time.monotonic() - self._batch_started < _WIDE_GATHER_S
 
     def _consumers_busy(self) -> bool:
         """Whether a few of the consumers waiting for the gathered changes still have messages queued."""

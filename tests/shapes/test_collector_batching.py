@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any, cast
 
 import pykka
@@ -170,3 +171,28 @@ def test_a_stuck_consumer_holds_the_collector_only_briefly(monkeypatch: pytest.M
         release.set()
         collector.stop()
         consumer.stop()
+
+
+def test_a_wide_batch_waits_briefly_for_more_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)  # shapes reached: "wide" from 2 on here
+    monkeypatch.setattr(collector_module, "_WIDE_GATHER_S", 0.5)
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got = [queue.Queue[Any](), queue.Queue[Any](), queue.Queue[Any]()]
+    refs = [Recorder.start(q) for q in got]
+    try:
+        for i, ref in enumerate(refs[:2]):  # two shapes see every row; the third sees none
+            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
+        collector.ask(RegisterShape("n", ("public", "other"), None, refs[2]), timeout=T)
+        t0 = time.monotonic()
+        first = collector.ask(frag(100), block=False)
+        second = collector.ask(frag(200), block=False)
+        first.get(timeout=T)
+        second.get(timeout=T)
+        for q in got[:2]:
+            assert lsns(q.get(timeout=T)) == [100, 200]  # one message: both transactions
+        assert time.monotonic() - t0 >= 0.4  # it waited (bounded) for more
+        assert got[2].empty()
+    finally:
+        collector.stop()
+        for ref in refs:
+            ref.stop()
