@@ -338,7 +338,12 @@ class ShapeLogCollector(SupervisedActor):
                     self._on_relation_changed(message)
             case SlotRecreated():
                 logger.warning("replication slot re-created (%s): every shape must refetch", message.reason)
+                # Positions of the old history mean nothing in the new one (another cluster, another
+                # timeline may number lower): start the replay check and the acknowledgements afresh.
                 self._last_commit_lsn = 0
+                self._told_lsn = 0
+                self._last_acked = 0
+                self._tracker = FlushTracker()
                 if self._on_slot_recreated is not None:
                     self._on_slot_recreated(message)
             case ShapeDurable(handle, offset):

@@ -17,6 +17,7 @@ from sync.replication.changes import (
     Column,
     Insert,
     Relation,
+    SlotRecreated,
     TransactionFragment,
     Truncate,
     Update,
@@ -149,3 +150,21 @@ def test_unregistered_shape_gets_nothing_and_stops_pinning(setup: Any) -> None:
     drain(sinks["all"])
     collector.ask(frag(12, 7000, Insert(REL, ("2", "carol", "x"), 0)), timeout=5)
     assert drain(sinks["all"]) == []
+
+
+def test_a_recreated_slot_starts_positions_afresh(setup: Any) -> None:
+    """Another history (another cluster, a new timeline) may number its transactions lower than the old one:
+    they are routed, not taken for replays, and acknowledged as soon as they are durable."""
+    collector, sinks, acks = setup
+    collector.ask(frag(20, 9000, Insert(REL, ("1", "alice", "x"), 0)), timeout=5)
+    for name in ("alice", "all"):
+        collector.ask(ShapeDurable(name, LogOffset(9000, 0)), timeout=5)
+    assert acks[-1] == 9000
+    drain(sinks["alice"])
+    collector.ask(SlotRecreated("t_slot", "another history"), timeout=5)
+    collector.ask(frag(3, 100, Insert(REL, ("2", "alice", "y"), 0)), timeout=5)
+    assert [c.commit_lsn for c in drain(sinks["alice"])] == [100]
+    for name in ("alice", "all"):
+        collector.ask(ShapeDurable(name, LogOffset(100, 0)), timeout=5)
+    assert acks[-1] == 100
+    assert collector.ask(GetResumePoint(), timeout=5) == ResumePoint(processed_lsn=100, durable_lsn=100)
