@@ -62,7 +62,6 @@ from api.subset import (
     subset_from_body,
     subset_from_query,
 )
-from sync import runtime
 from sync.offsets import LogOffset
 from sync.shapes.subset import SubsetRequest
 
@@ -74,7 +73,6 @@ OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
 LIVE_MEMO_TTL = 3.0  # s: outlasts one wake-up's fan-out to thousands of parked requests (api/live_memo.py)
 LIVE_MEMO_SIZE = 512  # answers kept at most; with LIVE_MEMO_MAX_BODY: at most 32 MiB of bodies
 LIVE_MEMO_MAX_BODY = 64 * 1024  # bytes: larger live bodies are built per request
-ROTATION_SETTLE_TRIES = 400  # x 5 ms: how long a rotated handle may still resolve before a handle-less 409
 
 
 def json_array_body(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> Iterator[bytes]:
@@ -235,19 +233,16 @@ class ShapeResource:
         carries a handle (the TS client warns about handle-less 409s and refetches at once anyway).  None
         when that fails (table dropped, engine stopping): the 409 then has no handle.
 
-        A shape's waiters learn of its rotation just before the engine withdraws its handle, so for a moment
-        the definition still resolves to the rotated handle ``gone``: a 409 must never carry the handle the
-        client was told to drop, so this retries for a short while (no event marks the withdrawal)."""
-        for _ in range(ROTATION_SETTLE_TRIES):
-            try:
-                handle = self._engine.get_or_create(definition)
-            except ShapeEngineError:
-                return None
-            if handle != gone:
-                return handle
-            runtime.sleep(0.005)
-        log.warning("shape %s still resolves after its rotation: 409 without a handle", gone)
-        return None
+        The engine withdraws a rotated handle before it wakes the shape's waiters, so the definition never
+        resolves to ``gone`` here; if it did, the 409 goes without a handle rather than with the old one."""
+        try:
+            handle = self._engine.get_or_create(definition)
+        except ShapeEngineError:
+            return None
+        if handle == gone:
+            log.warning("shape %s still resolves after its rotation: 409 without a handle", gone)
+            return None
+        return handle
 
     def _serve_now(
         self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str

@@ -378,9 +378,11 @@ class Consumer(SupervisedActor):
             return
         logger.warning("shape %s must be invalidated: %s", self.handle, reason)
         self._failed = reason
+        # First: the cache withdraws the handle before returning, so a waiter woken below that looks the
+        # definition up again never finds the handle it must drop.
+        self._on_invalidate(self.handle, reason)
         self._waiters.complete_all(WaitResult("rotated", reason=reason))
         self._unregister()
-        self._on_invalidate(self.handle, reason)
 
     def _rotate(self, reason: str, *, delete_log: bool) -> None:
         self._failed = self._failed or reason
