@@ -22,6 +22,7 @@ import orjson
 
 from sync.shapes.catalog import TableInfo
 from sync.shapes.identifiers import quote_relation
+from sync.where.interning import shared
 
 __all__ = [
     "HandleClock",
@@ -127,17 +128,19 @@ class ShapeDefinition:
             )
         where_text = normalise_where(where)
         param_tuple = _param_tuple(params) if where_text is not None else ()
+        # Column tuples are shared by every shape of the table, the modes are the module's constants (not
+        # the request's strings): an idle shape keeps only what is its own.
         return cls(
             schema=table_info.schema,
             table=table_info.name,
             relation_oid=table_info.oid,
-            columns=selected,
-            primary_key=pk,
+            columns=shared(selected),
+            primary_key=shared(pk),
             all_columns=columns is None,
             where=where_text,
             params=param_tuple,
-            replica=replica,  # type: ignore[arg-type]  # checked above
-            log_mode=log_mode,  # type: ignore[arg-type]  # checked above
+            replica="default" if replica == "default" else "full",
+            log_mode="full" if log_mode == "full" else "changes_only",
         )
 
     @property
@@ -165,6 +168,16 @@ class ShapeDefinition:
             "log_mode": self.log_mode,
         }
 
+    def to_stored(self) -> dict[str, Any]:
+        """:meth:`to_dict` for the shape's log metadata, with its sequences as (shared) tuples.
+
+        msgpack writes tuples as arrays, so the stored bytes and :meth:`from_dict` are unchanged; the copy
+        the log writer keeps for the shape's lifetime just holds no lists of its own.
+        """
+        data = self.to_dict()
+        data.update(columns=self.columns, primary_key=self.primary_key, params=self.params)
+        return data
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShapeDefinition:
         if data.get("v") != _FORMAT_VERSION:
@@ -173,8 +186,8 @@ class ShapeDefinition:
             schema=str(data["schema"]),
             table=str(data["table"]),
             relation_oid=int(data["relation_oid"]),
-            columns=tuple(str(c) for c in data["columns"]),
-            primary_key=tuple(str(c) for c in data["primary_key"]),
+            columns=shared(tuple(str(c) for c in data["columns"])),
+            primary_key=shared(tuple(str(c) for c in data["primary_key"])),
             all_columns=bool(data["all_columns"]),
             where=None if data["where"] is None else str(data["where"]),
             params=tuple(str(p) for p in data["params"]),

@@ -13,6 +13,7 @@ not invalidate.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,13 @@ def compiled_from_clause(clause: WhereClause | None) -> CompiledShape:
     if clause is None:
         return CompiledShape()
     text, params = clause.to_sql()
-    return CompiledShape(clause, clause.evaluate, sql.SQL(text), tuple(params))
+    return CompiledShape(clause, clause.evaluate, _where_sql(text), tuple(params))
+
+
+@functools.lru_cache(maxsize=1024)
+def _where_sql(text: str) -> sql.SQL:
+    """One (immutable) ``sql.SQL`` per clause template: shapes differing in constants only share it."""
+    return sql.SQL(text)
 
 
 def relation_change_reason(

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from sync.shapes.definition import ShapeDefinition
+from sync.where.interning import shared
 
 __all__ = [
     "CatalogTable",
@@ -60,8 +61,11 @@ class CatalogTable:
 
 
 def table_column_types(info: Any) -> ColumnTypes:
-    """``(name, type oid, typmod)`` of an inspector ``TableInfo``'s columns (``column.type.oid``)."""
-    return tuple((c.name, int(c.type.oid), int(c.type_mod)) for c in info.columns)
+    """``(name, type oid, typmod)`` of an inspector ``TableInfo``'s columns (``column.type.oid``).
+
+    The tuple is shared by every shape compiled against an equal table (each keeps it while it lives).
+    """
+    return shared(tuple((c.name, int(c.type.oid), int(c.type_mod)) for c in info.columns))
 
 
 def column_types_to_meta(types: ColumnTypes) -> list[list[object]]:
@@ -70,7 +74,7 @@ def column_types_to_meta(types: ColumnTypes) -> list[list[object]]:
 
 def column_types_from_meta(value: object) -> ColumnTypes | None:
     """The stored column types, or None when the metadata has none (logs written before they were kept)."""
-    if not isinstance(value, list):
+    if not isinstance(value, list | tuple):  # a list when read back, a tuple as created
         return None
     return tuple((str(n), int(o), int(m)) for n, o, m in value)
 

@@ -47,7 +47,6 @@ from sync.shapes.consumer import Consumer, StorageDurable, StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.invalidation import CompiledShape
-from sync.shapes.schema_check import column_types_to_meta
 from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import StorageActor
@@ -294,9 +293,9 @@ def build_shape(
         if error is not None:
             return error
     try:
-        stored = definition.to_dict()
+        stored = definition.to_stored()
         if compiled.column_types:  # compared with the catalog on reload (type changes while down)
-            stored["column_types"] = column_types_to_meta(compiled.column_types)
+            stored["column_types"] = compiled.column_types  # shared tuples; msgpack stores them as arrays
         writer = wiring.storage.create(handle, stored)
     except OSError as exc:
         logger.warning("shape %s: cannot create its log: %r", handle, exc)

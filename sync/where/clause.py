@@ -11,6 +11,7 @@ from sync.where import ast as a
 from sync.where.casts import cast_fn
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.evaluate import Fn, Row, compile_node
+from sync.where.interning import shared, shared_mapping
 from sync.where.ops import _flat, cmp_key
 from sync.where.parse import build_tree
 from sync.where.sqlgen import render
@@ -195,12 +196,14 @@ def compile_for_columns(
         fn = compile_node(tree, enums)
     except WhereEvalError as exc:  # e.g. an invalid constant LIKE escape
         raise WhereError([f"At location 0: {exc.message}"]) from None
+    # Thousands of shapes of one table differ in their constants only: their column sets and type maps are
+    # shared (read-only) instead of copied per shape.
     return WhereClause(
         text=text,
         tree=tree,
-        columns=used,
-        param_types=param_types,
-        enums=enums,
-        column_types={c: columns[c] for c in used},
+        columns=shared(used),
+        param_types=shared_mapping(param_types),
+        enums=shared_mapping(enums),
+        column_types=shared_mapping({c: columns[c] for c in used}),
         _fn=fn,
     )

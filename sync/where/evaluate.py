@@ -96,7 +96,7 @@ class _Compiler:
 
     def _col(self, node: a.Col) -> Fn:
         name = node.name
-        if node.type in ("text", "varchar", "name") or node.type.startswith("other:"):
+        if _text_valued(node):
             return lambda r: r[name]  # the text output is the value
         parse = parser(node.type, self.enums)
 
@@ -145,7 +145,33 @@ class _Compiler:
             fres = resolve_function(node.op, list(node.argtypes))
             assert fres is not None, node
             impl, strict = fres.impl, fres.strict
+        if strict and len(args) == 2:
+            fused = self._column_vs_constant(node, impl)
+            if fused is not None:
+                return fused
         return _strict_call(impl, args) if strict else (lambda r: impl(*(f(r) for f in args)))
+
+    def _column_vs_constant(self, node: a.Call, impl: Callable[..., Any]) -> Fn | None:
+        """``col op const`` (either side) as one closure: the commonest clause, kept by thousands of shapes.
+
+        Same result and errors as the general strict call over the column's and the constant's closures.
+        """
+        left, right = node.args
+        if isinstance(left, a.Col) and isinstance(right, a.Const) and right.value is not None:
+            col, value, column_first = left, right.value, True
+        elif isinstance(right, a.Col) and isinstance(left, a.Const) and left.value is not None:
+            col, value, column_first = right, left.value, False
+        else:
+            return None
+        name = col.name
+        if _text_valued(col):
+            if column_first:
+                return lambda r: None if (s := r[name]) is None else impl(s, value)
+            return lambda r: None if (s := r[name]) is None else impl(value, s)
+        parse = parser(col.type, self.enums)
+        if column_first:
+            return lambda r: None if (s := r[name]) is None else impl(parse(s), value)
+        return lambda r: None if (s := r[name]) is None else impl(value, parse(s))
 
     def _and(self, node: a.And) -> Fn:
         fs = [self.compile(x) for x in node.args]
@@ -416,6 +442,11 @@ def _slice(v: tuple[Any, ...], lows: list[int | None], ups: list[int | None]) ->
 
 def _type_of(node: a.Node) -> str:
     return node.type
+
+
+def _text_valued(col: a.Col) -> bool:
+    """A column whose Postgres text output is its value (no parsing)."""
+    return col.type in ("text", "varchar", "name") or col.type.startswith("other:")
 
 
 def _strict_call(impl: Callable[..., Any], args: list[Fn]) -> Fn:

@@ -203,7 +203,7 @@ def _check_tokens(text: str, tokens: list[Token]) -> list[Token]:
     return tokens
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)  # bounded: not per shape; texts differing in constants never hit
 def parse_text(text: str) -> Parsed:
     """One sqlglot expression for ``text`` or a :class:`WhereError` with Postgres-style syntax errors.
 

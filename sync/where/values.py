@@ -14,6 +14,7 @@ for dates/times/timestamps, :class:`~sync.where.temporal.Interval`, and (nested)
 from __future__ import annotations
 
 import decimal
+import functools
 import math
 import re
 import struct
@@ -85,6 +86,7 @@ _BOOL_TRUE = ("true", "yes", "on", "1")
 _BOOL_FALSE = ("false", "no", "off", "0")
 
 
+@functools.cache  # one closure per type, shared by every clause (a few types: bounded)
 def _int_parser(t: str) -> Parser:
     lo, hi = INT_RANGES[t]
     name = INT_NAMES[t]
@@ -102,6 +104,7 @@ def _int_parser(t: str) -> Parser:
     return parse
 
 
+@functools.cache
 def _float_parser(t: str) -> Parser:
     name = FLOAT_NAMES[t]
 

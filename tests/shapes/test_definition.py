@@ -173,3 +173,13 @@ def test_generated_columns_rejected() -> None:
             "columns",
             "The following columns are generated and cannot be included in a shape: twice",
         )
+
+
+def test_stored_form_is_the_dict_form_with_shared_tuples() -> None:
+    one = ShapeDefinition.create(("public", "items"), ITEMS, where="id = $1", params=["1"])
+    two = ShapeDefinition.create(("public", "items"), ITEMS, where="id = $1", params=["2"])
+    assert one.columns is two.columns and one.primary_key is two.primary_key  # one copy per table
+    stored = one.to_stored()
+    assert msgpack.unpackb(msgpack.packb(stored)) == one.to_dict()  # the same bytes on disk
+    assert ShapeDefinition.from_dict(stored) == one
+    assert stored["columns"] is two.to_stored()["columns"]

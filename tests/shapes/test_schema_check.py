@@ -80,3 +80,8 @@ def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
     assert tables[oid] == CatalogTable(oid, "public", "T x", (("id", INT, -1), ("v", 1043, 16)))
     assert tables[empty].columns == ()
     assert 1 not in tables
+
+
+def test_column_types_as_created_are_accepted() -> None:
+    assert column_types_from_meta(COLS) == COLS  # the in-memory (tuple) form, before any reload
+    assert column_types_from_meta("not types") is None
