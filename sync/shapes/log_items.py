@@ -21,29 +21,25 @@ it sets ``REPLICA IDENTITY FULL``.  Without that image (someone changed the repl
 value is treated as unchanged for an in-place ``replica=default`` update of a shape without WHERE; whenever
 the full row is needed (a WHERE to evaluate, ``replica=full``, an insert produced by a move or a key change)
 :class:`IncompleteChange` is raised and the consumer must invalidate the shape rather than guess.
+
+Layout: this module is the public face (items, controls, errors) and the per-fragment loop with the insert
+fast path inlined; :mod:`sync.shapes.log_layout` precomputes per Relation (keys, positions, the insert
+%-template); :mod:`sync.shapes.log_changes` holds the rules for updates and deletes (a base class of the
+encoder).  ``IncompleteChange``, ``Predicate``, ``key_prefix`` and ``row_key`` stay importable from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import itemgetter
-from typing import Final, Literal, NamedTuple, Protocol
+from collections.abc import Iterable, Sequence
+from typing import Final, NamedTuple, Protocol
 
 import orjson
 
 from sync.offsets import LogOffset
-from sync.replication.changes import (
-    UNCHANGED_TOAST,
-    Change,
-    Delete,
-    Insert,
-    Relation,
-    Row,
-    Truncate,
-    Update,
-    Value,
-)
+from sync.replication.changes import Change, Insert, Relation, Truncate
 from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_changes import ChangeRules, Operation, Predicate
+from sync.shapes.log_layout import IncompleteChange, Layout, is_plain, key_prefix, row_key
 
 __all__ = [
     "MUST_REFETCH",
@@ -61,8 +57,6 @@ __all__ = [
     "up_to_date",
 ]
 
-Operation = Literal["insert", "update", "delete"]
-Predicate = Callable[[Mapping[str, str | None]], bool]
 TextRow = Sequence[str | None]
 
 MUST_REFETCH: Final = b'{"headers":{"control":"must-refetch"}}'
@@ -82,10 +76,6 @@ class Fragment(Protocol):
     def begin(self) -> bool: ...
     @property
     def commit(self) -> bool: ...
-
-
-class IncompleteChange(Exception):
-    """The change lacks the old row image or a TOASTed value needed to build the shape's items."""
 
 
 class RelationMismatch(Exception):
@@ -122,105 +112,8 @@ def snapshot_end(xmin: int, xmax: int, xip: Iterable[int]) -> bytes:
     )
 
 
-def _escape_rel(name: str) -> str:
-    return name.replace(".", "..").replace("/", "//")
-
-
-def key_prefix(schema: str, table: str) -> str:
-    """``"schema"."table"`` with ``.`` and ``/`` doubled inside the names."""
-    return f'"{_escape_rel(schema)}"."{_escape_rel(table)}"'
-
-
-def row_key(prefix: str, values: Iterable[str | None]) -> str:
-    """``prefix/"v1"/"v2"``: ``/`` doubled inside values, NULL as ``_``."""
-    parts = [prefix]
-    for v in values:
-        parts.append("_" if v is None else '"' + v.replace("/", "//") + '"')
-    return "/".join(parts)
-
-
-class _Layout:
-    """Column positions of the shape in one Relation message, and row -> key / selected-values functions."""
-
-    __slots__ = (
-        "insert_template",
-        "key",
-        "key_of",
-        "names",
-        "pk_pos",
-        "pk_sel",
-        "plain_key",
-        "project",
-        "relation",
-        "sel",
-        "sel_names",
-    )
-
-    def __init__(self, relation: Relation, definition: ShapeDefinition, prefix: str) -> None:
-        idx = relation.column_index
-        self.relation = relation
-        self.names = relation.column_names  # every column of the relation
-        self.sel = tuple(idx[c] for c in definition.columns)  # selected, in definition order
-        self.sel_names = definition.columns
-        self.key = tuple(idx[c] for c in definition.key_columns)  # key columns, in key order
-        pk = set(definition.primary_key)
-        self.pk_sel = tuple(idx[c] for c in definition.columns if c in pk)
-        self.pk_pos = frozenset(j for j, c in enumerate(definition.columns) if c in pk)  # in ``sel`` space
-        self.project: Callable[[Row], Sequence[Value]]
-        if self.sel == tuple(range(len(self.names))):
-            self.project = _identity
-        elif len(self.sel) == 1:
-            only = self.sel[0]
-            self.project = lambda row: (row[only],)
-        else:
-            self.project = itemgetter(*self.sel)
-        self.key_of: Callable[[Row], str]
-        if len(self.key) == 1 and definition.primary_key:
-            k = self.key[0]
-            head = prefix + '/"'
-
-            def single(row: Row) -> str:
-                v = row[k]
-                if type(v) is not str:
-                    raise IncompleteChange("a key column has no value")
-                return head + v.replace("/", "//") + '"' if "/" in v else head + v + '"'
-
-            self.key_of = single
-        else:
-            key = self.key
-            self.key_of = lambda row: row_key(prefix, [_text(row[i]) for i in key])
-        # The insert of plain values (see _plain): its item up to the headers as one %-template over
-        # (key value, *selected values), for a single-column key that is selected.
-        self.plain_key = self.key[0] if len(self.key) == 1 and definition.primary_key else -1
-        self.insert_template: str | None = None
-        if self.plain_key in self.sel:
-            key_json = orjson.dumps(prefix).decode()[1:-1]  # char-wise escaping: parts escape alone
-            value = ",".join(orjson.dumps(c).decode() + ':"\x00"' for c in definition.columns)
-            self.insert_template = (
-                ('{"key":"' + key_json + '/\\"\x00\\"","value":{' + value + "}")
-                .replace("%", "%%")
-                .replace("\x00", "%s")
-            )
-
-
-def _identity(row: Row) -> Row:
-    return row
-
-
-def _plain(values: Sequence[Value]) -> bool:
-    """Every value is a string that JSON writes as it is: no quote, backslash or control character
-    (``isprintable`` is stricter than needed: what it rejects takes the general path)."""
-    try:
-        text = "".join(values)  # type: ignore[arg-type]  # a None or UNCHANGED_TOAST raises TypeError
-    except TypeError:
-        return False
-    return '"' not in text and "\\" not in text and text.isprintable()
-
-
-_NONE_UNRESOLVED: set[int] = set()  # shared, never mutated
 _CLOSE = b"}}"
 _CLOSE_LAST = b',"last":true}}'
-_Encoded = tuple[LogOffset, str, Operation, bytes, bytes]  # offset, key, operation, value part, extra
 # LogOffset built on the hot path without its frozen dataclass __init__ (one object.__setattr__ per field);
 # the object is identical (same class and fields, still immutable through normal assignment).
 _new_offset = object.__new__
@@ -229,7 +122,7 @@ _set_tx = vars(LogOffset)["tx"].__set__
 _set_op = vars(LogOffset)["op"].__set__
 
 
-class ShapeLogEncoder:
+class ShapeLogEncoder(ChangeRules):
     """Builds one shape's log items; holds one item back per transaction to place ``last``.
 
     Feed the fragments of each transaction in order with :meth:`encode_fragment` (changes of other
@@ -238,18 +131,14 @@ class ShapeLogEncoder:
     """
 
     def __init__(self, definition: ShapeDefinition, where: Predicate | None = None) -> None:
-        self.definition = definition
-        self._where = where
-        self._full = definition.replica == "full"
-        self._has_pk = bool(definition.primary_key)
-        self._prefix = key_prefix(definition.schema, definition.table)
+        super().__init__(definition, where)
         self._key_head = self._prefix + '/"'
         # A copy: orjson's result keeps its 4 KiB output buffer, which every live shape would hold.
         self._rel_json = bytes(memoryview(orjson.dumps([definition.schema, definition.table])))
         self._snapshot_headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b"}}"
         self._sel_pos = {c: i for i, c in enumerate(definition.columns)}
         self._snapshot_key = tuple(self._sel_pos[c] for c in definition.key_columns)
-        self._layout: _Layout | None = None
+        self._layout: Layout | None = None
         self._pending: LogItem | None = None  # held back: is it the last of its transaction?
 
     # -- snapshot -------------------------------------------------------------------------------------------
@@ -284,7 +173,7 @@ class ShapeLogEncoder:
         where = self._where
         lay = self._layout
         template = ""  # lay.insert_template + this fragment's headers, built at the first use
-        template_lay: _Layout | None = None
+        template_lay: Layout | None = None
         for change in fragment.changes:
             if type(change) is Insert:
                 # the hot path, inlined: one insert -> at most one item
@@ -298,7 +187,7 @@ class ShapeLogEncoder:
                     continue
                 op = change.op
                 values = lay.project(row)
-                if lay.insert_template is not None and _plain(values):
+                if lay.insert_template is not None and is_plain(values):
                     # plain values: the item is one %-format, no per-value escaping, no dict
                     if template_lay is not lay:
                         template_lay = lay
@@ -371,7 +260,7 @@ class ShapeLogEncoder:
         self._pending = pending
         return out
 
-    def _layout_for(self, relation: Relation) -> _Layout:
+    def _layout_for(self, relation: Relation) -> Layout:
         lay = self._layout
         if lay is not None and (lay.relation is relation or lay.relation == relation):
             return lay
@@ -379,157 +268,6 @@ class ShapeLogEncoder:
         missing = [c for c in (*d.columns, *d.key_columns) if c not in relation.column_index]
         if missing:
             raise RelationMismatch(f"{self._prefix} has no column(s) {', '.join(sorted(set(missing)))}")
-        lay = _Layout(relation, d, self._prefix)
+        lay = Layout(relation, d, self._prefix)
         self._layout = lay
         return lay
-
-    def _encode(self, lay: _Layout, change: Insert | Update | Delete, lsn: int) -> list[_Encoded]:
-        where = self._where
-        if isinstance(change, Insert):
-            row = change.new
-            if where is not None and not where(_mapping(lay, row)):
-                return []
-            return [(LogOffset(lsn, change.op), self._key(lay, row), "insert", self._value(lay, row), b"")]
-        if isinstance(change, Delete):
-            old = change.old
-            full_old = change.old_kind == "O"
-            if where is not None:
-                if not full_old:
-                    raise IncompleteChange(
-                        f"{self._prefix}: DELETE without the old row, cannot evaluate WHERE"
-                    )
-                if not where(_mapping(lay, old)):
-                    return []
-            return [
-                (
-                    LogOffset(lsn, change.op),
-                    self._key(lay, old),
-                    "delete",
-                    self._delete_value(lay, old, full_old),
-                    b"",
-                )
-            ]
-        return self._update(lay, change, lsn)
-
-    def _update(self, lay: _Layout, change: Update, lsn: int) -> list[_Encoded]:
-        old_full = change.old if change.old_kind == "O" else None
-        new = change.new
-        unresolved: set[int] = _NONE_UNRESOLVED
-        if UNCHANGED_TOAST in new:
-            new, unresolved = _fill_toast(new, old_full)
-        where = self._where
-        if where is not None:
-            if old_full is None:
-                raise IncompleteChange(f"{self._prefix}: UPDATE without the old row, cannot evaluate WHERE")
-            if unresolved:
-                raise IncompleteChange(f"{self._prefix}: UPDATE with an unresolved TOAST value")
-            old_in = where(_mapping(lay, old_full))
-            new_in = where(_mapping(lay, new))
-            if not old_in and not new_in:
-                return []
-        else:
-            old_in = new_in = True
-        op = change.op
-        key_source = change.old if change.old is not None else new
-        if unresolved and any(i in unresolved for i in lay.key):
-            raise IncompleteChange(f"{self._prefix}: UPDATE with an unresolved TOAST key value")
-        new_key = lay.key_of(new)
-        if not new_in:
-            old = old_full if old_full is not None else key_source
-            value = self._delete_value(lay, old, old_full is not None)
-            return [(LogOffset(lsn, op), lay.key_of(old), "delete", value, b"")]
-        if not old_in:
-            self._require_full(unresolved)
-            return [(LogOffset(lsn, op), new_key, "insert", self._value(lay, new), b"")]
-        old_key = lay.key_of(key_source)
-        if old_key != new_key:
-            self._require_full(unresolved)
-            old = old_full if old_full is not None else key_source
-            del_value = self._delete_value(lay, old, old_full is not None)
-            return [
-                (
-                    LogOffset(lsn, op),
-                    old_key,
-                    "delete",
-                    del_value,
-                    b',"key_change_to":' + orjson.dumps(new_key),
-                ),
-                (
-                    LogOffset(lsn, op + 1),
-                    new_key,
-                    "insert",
-                    self._value(lay, new),
-                    b',"key_change_from":' + orjson.dumps(old_key),
-                ),
-            ]
-        if old_full is not None and not unresolved:
-            # the common case: compare the selected values as tuples, in C
-            new_p = lay.project(new)
-            old_p = lay.project(old_full)
-            if new_p == old_p:
-                return []
-            names = lay.sel_names
-            if self._full:
-                old_value = {names[j]: old_p[j] for j in range(len(names)) if new_p[j] != old_p[j]}
-                value = b"".join(
-                    (
-                        b',"value":',
-                        orjson.dumps(dict(zip(names, new_p, strict=True))),
-                        b',"old_value":',
-                        orjson.dumps(old_value),
-                    )
-                )
-            else:
-                keep = lay.pk_pos
-                value = b',"value":' + orjson.dumps(
-                    {names[j]: new_p[j] for j in range(len(names)) if j in keep or new_p[j] != old_p[j]}
-                )
-            return [(LogOffset(lsn, op), new_key, "update", value, b"")]
-        # no usable old row: what changed is unknown, send every known column
-        if self._full:
-            self._require_full(unresolved)
-            return [(LogOffset(lsn, op), new_key, "update", self._value(lay, new), b"")]
-        known = {lay.names[i]: new[i] for i in lay.sel if i not in unresolved}
-        return [(LogOffset(lsn, op), new_key, "update", b',"value":' + orjson.dumps(known), b"")]
-
-    def _require_full(self, unresolved: set[int]) -> None:
-        if unresolved:
-            raise IncompleteChange(
-                f"{self._prefix}: UPDATE with an unresolved TOAST value needs the full row"
-            )
-
-    def _key(self, lay: _Layout, row: Row) -> str:
-        return lay.key_of(row)
-
-    def _value(self, lay: _Layout, row: Row) -> bytes:
-        return b',"value":' + orjson.dumps(dict(zip(lay.sel_names, lay.project(row), strict=True)))
-
-    def _delete_value(self, lay: _Layout, old: Row, full_old: bool) -> bytes:
-        if self._full or not self._has_pk:
-            if not full_old:
-                raise IncompleteChange(f"{self._prefix}: DELETE without the old row, cannot send it in full")
-            return self._value(lay, old)
-        return b',"value":' + orjson.dumps({lay.names[i]: old[i] for i in lay.pk_sel})
-
-
-def _text(v: object) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    raise IncompleteChange("a key column has no value")
-
-
-def _mapping(lay: _Layout, row: Row) -> Mapping[str, str | None]:
-    return dict(zip(lay.names, row, strict=True))  # type: ignore[arg-type]  # no UNCHANGED_TOAST left here
-
-
-def _fill_toast(new: Row, old: Row | None) -> tuple[Row, set[int]]:
-    filled = list(new)
-    unresolved: set[int] = set()
-    for i, v in enumerate(new):
-        if v is UNCHANGED_TOAST:
-            prev = old[i] if old is not None else UNCHANGED_TOAST
-            if prev is UNCHANGED_TOAST:
-                unresolved.add(i)
-            else:
-                filled[i] = prev
-    return tuple(filled), unresolved
