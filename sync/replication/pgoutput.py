@@ -17,17 +17,18 @@ comparisons and no per-column objects.
 
 Transactions whose commit LSN is ``<= skip_through`` (already processed downstream) are dropped without
 decoding their tuples; Relation messages inside them still update the cache.
+
+TupleData decoding (the general decoder and the short-text fast path) lives in
+:mod:`sync.replication.tupledata`; ``ProtocolError`` and ``decode_tuple`` stay importable from here.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Literal
 
 from sync.replication.changes import (
-    UNCHANGED_TOAST,
     Change,
     Column,
     Delete,
@@ -38,8 +39,8 @@ from sync.replication.changes import (
     TransactionFragment,
     Truncate,
     Update,
-    Value,
 )
+from sync.replication.tupledata import ProtocolError, decode_tuple, short_text_row
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -62,14 +63,7 @@ _COMMIT = struct.Struct("!BQQq")  # flags, commit_lsn, end_lsn, commit_ts
 _COL = struct.Struct("!Ii")  # type oid, typmod
 _MSG = struct.Struct("!BQ")  # flags, lsn
 
-_T, _N, _U, _B = ord("t"), ord("n"), ord("u"), ord("b")
 _K, _O, _NEW = ord("K"), ord("O"), ord("N")
-# A text value shorter than 256 bytes starts with the 5 bytes 't' 0 0 0 <length>.  Text output never contains
-# a NUL byte, so 't\0\0\0' occurs in a TupleData only where such a value starts: when it occurs exactly once
-# per column, every column is a short text value and the values are what lies between those headers.
-_SHORT_TEXT = b"t\x00\x00\x00"
-_SHORT_TEXT_STR = _SHORT_TEXT.decode()
-_DROP_LENGTH = itemgetter(slice(1, None))  # the length byte left at the start of each split part
 _IDENTITIES = frozenset("dnfi")
 
 
@@ -107,10 +101,6 @@ def _fragment(  # noqa: PLR0917 - mirrors the dataclass fields, positionally, on
     return frag
 
 
-class ProtocolError(Exception):
-    """A message that does not follow pgoutput protocol version 1."""
-
-
 class RelationCache:
     """Relations by oid.  Shared across reconnects so a restarted client only reports real changes."""
 
@@ -130,62 +120,6 @@ class RelationCache:
 def _cstring(data: bytes, pos: int) -> tuple[str, int]:
     end = data.index(0, pos)
     return data[pos:end].decode(), end + 1
-
-
-def _values(data: bytes, pos: int, out: list[Value]) -> int:
-    """Append the values of the TupleData at ``pos`` to ``out``; return the position after it."""
-    ncols = (data[pos] << 8) | data[pos + 1]  # Int16, never negative (at most 1600 columns)
-    pos += 2
-    append = out.append
-    unpack_len = _I32.unpack_from
-    for _ in range(ncols):
-        kind = data[pos]
-        if kind == _T:
-            start = pos + 5
-            pos = start + unpack_len(data, pos + 1)[0]
-            append(data[start:pos].decode())
-        elif kind == _N:
-            append(None)
-            pos += 1
-        elif kind == _U:
-            append(UNCHANGED_TOAST)
-            pos += 1
-        elif kind == _B:
-            raise ProtocolError("binary tuple data received but binary mode was not requested")
-        else:
-            raise ProtocolError(f"unknown tuple data kind {kind!r}")
-    return pos
-
-
-def _short_text_row(data: bytes, pos: int) -> Row | None:
-    """The values of the TupleData at ``pos`` when it is the last thing in ``data`` and every column is a
-    short text value (the common insert), in a few C calls instead of a loop over the columns; else None.
-
-    The data from the first length byte on is decoded as UTF-8 at once.  A length byte below 0x80 is then
-    one character at the start of its part, dropped.  One of 0x80 or more either fails the decoding (after
-    a NUL it cannot continue a sequence) or starts a character with the first bytes of its value, which are
-    then not valid UTF-8 alone: a part starting with a non-ASCII character goes to the general decoder,
-    which raises the error (an all-ASCII text, checked in O(1), has neither).
-    """
-    if not data.startswith(_SHORT_TEXT, pos + 2):
-        return None
-    try:
-        text = data[pos + 6 :].decode()
-    except UnicodeDecodeError:
-        return None  # the general decoder raises it again, or a length byte was >= 0x80
-    parts = text.split(_SHORT_TEXT_STR)
-    if len(parts) != (data[pos] << 8) | data[pos + 1]:
-        return None
-    if not text.isascii() and not all(p[0] < "\x80" for p in parts):
-        return None
-    return tuple(map(_DROP_LENGTH, parts))
-
-
-def decode_tuple(data: bytes, pos: int) -> tuple[Row, int]:
-    """TupleData at ``pos`` -> (values, position after it).  Text values stay Postgres text output."""
-    out: list[Value] = []
-    pos = _values(data, pos, out)
-    return tuple(out), pos
 
 
 def _decode_relation(data: bytes) -> Relation:
@@ -276,7 +210,7 @@ class PgOutputDecoder:
                 buf = self._buf
             change = _new(Insert)
             _INS_REL(change, rel)
-            _INS_NEW(change, _short_text_row(data, b + 6) or decode_tuple(data, b + 6)[0])
+            _INS_NEW(change, short_text_row(data, b + 6) or decode_tuple(data, b + 6)[0])
             _INS_OP(change, self._op)
             buf.append(change)
             self._op += 2
