@@ -168,14 +168,13 @@ def _fact(node: a.Node, enums: Mapping[str, tuple[str, ...]]) -> EqualityFact | 
     if side is None:
         return None
     column, col_type, to_value = side
+    group = shared((column, col_type, cmp_type))  # the routing index keeps it per shape
     norm = cmp_key(cmp_type)
     if norm is None:
-        return EqualityFact(
-            column, (column, col_type, cmp_type), frozenset(v for v in values if v is not None), to_value
-        )
+        return EqualityFact(column, group, frozenset(v for v in values if v is not None), to_value)
     n = norm
     keys = frozenset(n(v) for v in values if v is not None)
-    return EqualityFact(column, (column, col_type, cmp_type), keys, lambda text: n(to_value(text)))
+    return EqualityFact(column, group, keys, lambda text: n(to_value(text)))
 
 
 def compile_where(text: str, table: TableInfo, params: Mapping[int, str] | None = None) -> WhereClause:

@@ -69,12 +69,12 @@ class _Table:
     everything: set[ShapeId] = field(default_factory=set)
 
 
-@dataclass
-class _Entry:
+@dataclass(slots=True)
+class _Entry:  # one per shape: slots and a tuple of keys keep it small
     table_key: Hashable
     clause: WhereClause | None
     group: tuple[str, str, str] | None = None
-    keys: frozenset[Any] = frozenset()
+    keys: tuple[Any, ...] = ()
 
 
 class RoutingIndex:
@@ -106,7 +106,7 @@ class RoutingIndex:
             group = table.groups[fact.group] = _Group(fact.column, fact.key)
         for k in fact.keys:
             group.insert(k, shape_id, fact.whole)
-        entry.group, entry.keys = fact.group, fact.keys
+        entry.group, entry.keys = fact.group, tuple(fact.keys)
 
     def remove(self, shape_id: ShapeId) -> None:
         entry = self._shapes.pop(shape_id, None)
