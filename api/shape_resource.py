@@ -1,7 +1,8 @@
 """The ``/v1/shape`` resource: GET/HEAD/DELETE/OPTIONS over the :class:`ShapeEngine` port (spec §3-§7).
 
 Why it is thin: parsing lives in ``api/params.py``, header rules in ``api/headers.py``, error mapping in
-``api/errors.py`` and SSE in ``api/sse.py``; this module only sequences a request: resolve the shape
+``api/errors.py``, SSE in ``api/sse.py`` and response rendering (headers, 304, body, memoised answers) in
+``api/shape_response.py``; this module only sequences a request: resolve the shape
 (409 on an unknown/mismatched handle), wait out an out-of-bounds offset, read the chunk, answer 304 on a
 matching If-None-Match (decided before any wait), hold a live request on a :class:`ChangeWaiter` (a future,
 no actor busy) and stream the body as ``[`` + stored item bytes + control item + ``]`` without decoding.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -43,17 +44,14 @@ from api.errors import (
 )
 from api.headers import (
     SHAPE_PATH,
-    Headers,
     ShapeResponseMeta,
     cache_control_headers,
-    if_none_match_matches,
     preflight_headers,
-    shape_response_headers,
 )
 from api.live_memo import LiveAnswer, LiveMemo
-from api.middleware import RawCommonLines, request_query, shape_api_middleware
+from api.middleware import request_query, shape_api_middleware
 from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_shape_request
-from api.raw_response import RAW_ENV_KEY, RawAnswerReady
+from api.shape_response import ShapeResponder, json_array_body
 from api.sse import sse_events, up_to_date_item
 from api.subset import (
     apply_queryable_columns,
@@ -73,43 +71,6 @@ OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
 LIVE_MEMO_TTL = 3.0  # s: outlasts one wake-up's fan-out to thousands of parked requests (api/live_memo.py)
 LIVE_MEMO_SIZE = 512  # answers kept at most; with LIVE_MEMO_MAX_BODY: at most 32 MiB of bodies
 LIVE_MEMO_MAX_BODY = 64 * 1024  # bytes: larger live bodies are built per request
-
-
-def json_array_body(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> Iterator[bytes]:
-    """``[`` + pieces (comma-separated items) + ``,`` tail + ``]``, coalesced into ~``limit`` writes."""
-    buf = bytearray(b"[")
-    empty = True
-    for piece in pieces:
-        if not piece:
-            continue
-        empty = False
-        if len(piece) >= limit:
-            if buf:
-                yield bytes(buf)
-                buf.clear()
-            yield piece
-            continue
-        buf += piece
-        if len(buf) >= limit:
-            yield bytes(buf)
-            buf.clear()
-    if tail is not None:
-        if not empty:
-            buf += b","
-        buf += tail
-    buf += b"]"
-    yield bytes(buf)
-
-
-def _body_length(pieces: Iterable[bytes], tail: bytes | None) -> int | None:
-    """The exact body length when the pieces are already in memory, else None (chunked encoding)."""
-    if not isinstance(pieces, (list, tuple)):
-        return None
-    sizes = [len(p) for p in pieces if p]
-    n = sum(sizes) + 2
-    if tail is not None:
-        n += len(tail) + (1 if sizes else 0)
-    return n
 
 
 class ShapeResource:
@@ -136,12 +97,9 @@ class ShapeResource:
         else:
             self._provider = engine
         self._settings = settings
-        self._clock = clock
         self._monotonic = monotonic
-        self._monotonic_ns = monotonic_ns
-        self._rand = rand
+        self._out = ShapeResponder(settings, clock=clock, monotonic_ns=monotonic_ns, rand=rand)
         self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, size=LIVE_MEMO_SIZE, monotonic=monotonic)
-        self._raw_common = RawCommonLines(settings)
         self.middleware: list[Any] = []  # set by install_shape_api (ShapesyncApp finishes raw answers)
 
     @property
@@ -258,11 +216,11 @@ class ShapeResource:
             up_to_date=True,
             has_data=False,
         )
-        if self._not_modified(req, resp, request, meta):
+        if self._out.not_modified(req, resp, request, meta):
             return
         meta = replace(meta, schema=self._engine.schema_header(handle))
         lsn = max(self._engine.global_last_seen_lsn(), latest.tx)
-        self._respond(req, resp, request, meta, (), up_to_date_item(lsn))
+        self._out.respond(req, resp, request, meta, (), up_to_date_item(lsn))
 
     def _serve_log(
         self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str
@@ -284,10 +242,10 @@ class ShapeResource:
             up_to_date=up_to_date,
             has_data=True,
         )
-        if not sse and self._not_modified(req, resp, request, meta):
+        if not sse and self._out.not_modified(req, resp, request, meta):
             return
         if sse:
-            self._apply_headers(req, resp, request, meta, status=200)
+            self._out.apply_headers(req, resp, request, meta, status=200)
             resp.stream = sse_events(self._engine, handle, chunk, self._settings, clock=self._monotonic)
             return
         if request.live and chunk.is_empty:
@@ -302,7 +260,7 @@ class ShapeResource:
             if not request.live:
                 lsn = max(self._engine.global_last_seen_lsn(), lsn)
             tail = up_to_date_item(lsn)
-        self._respond(req, resp, request, meta, chunk.pieces, tail)
+        self._out.respond(req, resp, request, meta, chunk.pieces, tail)
 
     def _long_poll(
         self,
@@ -326,7 +284,7 @@ class ShapeResource:
             if outcome is WaitOutcome.NEW_DATA:
                 answer = self._memo.get(handle, request.offset_text, req.method)
                 if answer is not None:  # another request parked here woke first and built it
-                    self._respond_memoized(req, resp, request, answer)
+                    self._out.respond_memoized(req, resp, request, answer)
                     return
                 fresh = self._engine.read(handle, offset)
                 if fresh.is_empty:
@@ -335,7 +293,7 @@ class ShapeResource:
                 up_to_date = fresh.end_offset >= max(fresh.latest_offset, offset)
                 tail = up_to_date_item(fresh.end_offset.tx) if up_to_date else None
                 meta = replace(meta, offset=fresh.end_offset, up_to_date=up_to_date)
-                headers = self._respond(req, resp, request, meta, fresh.pieces, tail)
+                headers = self._out.respond(req, resp, request, meta, fresh.pieces, tail)
                 if resp.data is not None and len(resp.data) <= LIVE_MEMO_MAX_BODY:
                     self._memo.put(handle, request.offset_text, req.method, LiveAnswer.of(resp.data, headers))
                 return
@@ -343,7 +301,7 @@ class ShapeResource:
                 raise StackNotReady("Stack not ready", retry_after=10)
             lsn = max(self._engine.global_last_seen_lsn(), chunk.end_offset.tx)
             meta = replace(meta, up_to_date=True, has_data=False, no_changes=True)
-            self._respond(req, resp, request, meta, (), up_to_date_item(lsn))
+            self._out.respond(req, resp, request, meta, (), up_to_date_item(lsn))
             return
 
     def _wait_in_bounds(self, handle: str, offset: LogOffset, latest: LogOffset) -> None:
@@ -366,80 +324,6 @@ class ShapeResource:
             return waiter.wait(timeout)
         finally:
             waiter.cancel()
-
-    # -------------------------------------------------------------------------------------- responding
-
-    def _not_modified(
-        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, meta: ShapeResponseMeta
-    ) -> bool:
-        if_none_match = req.get_header("if-none-match")
-        if if_none_match is None or not if_none_match_matches([if_none_match], meta.unquoted_etag):
-            return False
-        self._apply_headers(req, resp, request, meta, status=304)
-        resp.status = 304
-        return True
-
-    def _apply_headers(
-        self,
-        req: falcon.Request,
-        resp: falcon.Response,
-        request: ShapeRequest,
-        meta: ShapeResponseMeta,
-        *,
-        status: int,
-    ) -> Headers:
-        headers = shape_response_headers(
-            meta,
-            self._settings,
-            method=req.method,
-            status=status,
-            client_cursor=request.cursor,
-            now=self._clock(),
-            monotonic_ns=self._monotonic_ns(),
-            rand=self._rand,
-        )
-        resp.set_headers(headers)
-        return headers
-
-    def _respond(  # noqa: PLR0917 - one call shape used throughout this module
-        self,
-        req: falcon.Request,
-        resp: falcon.Response,
-        request: ShapeRequest,
-        meta: ShapeResponseMeta,
-        pieces: Iterable[bytes],
-        tail: bytes | None,
-    ) -> Headers:
-        """A 200 with ``[pieces, tail]``: in memory (``resp.data``) up to ``stream_buffer_bytes``, else
-        streamed.  Returns the shape headers it set."""
-        headers = self._apply_headers(req, resp, request, meta, status=200)
-        resp.status = 200
-        length = _body_length(pieces, tail)
-        if length is not None and length <= self._settings.stream_buffer_bytes:
-            resp.data = b"".join(json_array_body(pieces, tail, self._settings.stream_buffer_bytes))
-            return headers
-        resp.stream = json_array_body(pieces, tail, self._settings.stream_buffer_bytes)
-        if length is not None:
-            resp.content_length = length
-        return headers
-
-    def _respond_memoized(
-        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, answer: LiveAnswer
-    ) -> None:
-        if req.env.get(RAW_ENV_KEY) and req.method == "GET":
-            common = self._raw_common.render(req)
-            raw = None
-            if common is not None:
-                raw = answer.raw_response(
-                    self._settings, request.cursor, common, now=self._clock(), rand=self._rand
-                )
-            if raw is not None:
-                raise RawAnswerReady(req, raw)
-        resp.set_headers(
-            answer.headers_for(self._settings, request.cursor, now=self._clock(), rand=self._rand)
-        )
-        resp.status = 200
-        resp.data = answer.body
 
 
 def install_shape_api(
