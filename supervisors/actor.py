@@ -46,11 +46,14 @@ from pykka._envelope import Envelope
 
 from supervisors.errors import Crashed, ExitReason, Killed
 from supervisors.lifecycle import Lifecycle, attach, lifecycle_of
+from supervisors.refs_table import install as _install_refs_table
 from supervisors.stripes import lock_for
 
 __all__ = ["StopFlag", "SupervisedActor", "crash", "kill"]
 
 logger = logging.getLogger(__name__)
+
+_install_refs_table()  # pykka's registry list made O(1) per stop: 10,000s of actors stop at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ Elixir's ``DynamicSupervisor``).
 
 Why this module exists: the engine runs one subtree per shape, created and deleted while it serves;
 there may be 10,000 of them, so every event costs O(1) (dicts keyed by id and by ref; no list scans)
-and shutdown stops all children concurrently rather than one after the other.
+and shutdown stops children concurrently (at most `STOP_WINDOW` at a time) rather than one after the other.
 
 Rules (as in OTP): the strategy is always one_for_one; a child whose *first* start fails is not added
 (`start_child` raises `StartError`) and does not count against the restart intensity; a failed
@@ -22,6 +22,7 @@ Lifecycle of one dynamic child::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -118,20 +119,91 @@ class DynamicSupervisor(Supervisor):
         self._remove(child)
 
     def _shutdown(self) -> None:
-        """Stop all children concurrently, each bounded by its own shutdown timeout."""
+        """Stop all children concurrently, at most `STOP_WINDOW` at a time, each bounded by its own
+        shutdown timeout counted from its own stop (not from the first child's)."""
         self._stopping = True
         self._queue.clear()
         self._queued.clear()
-        now = time.monotonic()
-        stopping: list[tuple[_Child, pykka.ActorRef[Any], float]] = []
+        window = _StopWindow(self)
         for child in reversed(list(self._children.values())):
             ref = self._detach(child)
             if ref is not None:
-                ref.stop(block=False)
-                stopping.append((child, ref, now + child.spec.shutdown))
-        for child, ref, deadline in stopping:
-            self._await_exit(child, ref, deadline)
-        logger.info("%s stopped (%d children)", self, len(stopping))
+                window.make_room()
+                window.stop(child, ref)
+        stopped = window.drain()
+        logger.info("%s stopped (%d children)", self, stopped)
+
+
+STOP_WINDOW = 128
+"""Children of a `DynamicSupervisor` stopping at once at shutdown.
+
+Why a window: stopping 10,000 children at once queued their stops (runners, on_stop work) behind one
+another on the same hub, so each child's shutdown timeout, started with all the others, mostly measured
+its wait in that queue and thousands of children stopping normally were abandoned. A window keeps the
+stops concurrent (a hanging child holds one slot for its timeout, not the whole shutdown) while each
+timeout starts when that child is asked to stop."""
+
+
+class _StopWindow:
+    """The children of one shutdown that are stopping; told of each exit by the child's lifecycle."""
+
+    __slots__ = ("_done", "_flying", "_sup", "_wake", "count")
+
+    def __init__(self, sup: DynamicSupervisor) -> None:
+        self._sup = sup
+        self._flying: dict[pykka.ActorRef[Any], tuple[_Child, float]] = {}
+        self._done: list[pykka.ActorRef[Any]] = []
+        self._wake = threading.Event()
+        self.count = 0
+
+    def stop(self, child: _Child, ref: pykka.ActorRef[Any]) -> None:
+        self._flying[ref] = (child, time.monotonic() + child.spec.shutdown)
+        self.count += 1
+        ref.stop(block=False)
+        lifecycle_of(ref).on_exit(_Exited(ref, self._done, self._wake))
+
+    def make_room(self) -> None:
+        """Wait until fewer than `STOP_WINDOW` children are stopping (abandoning those past their time)."""
+        flying = self._flying
+        while len(flying) >= STOP_WINDOW:
+            earliest = min(deadline for _, deadline in flying.values())
+            self._wake.wait(max(0.0, earliest - time.monotonic()))
+            self._wake.clear()  # before reading _done: an exit appended later sets it again
+            self._reap()
+
+    def drain(self) -> int:
+        """Wait for (or abandon) every child still stopping; returns how many children were stopped."""
+        for ref, (child, deadline) in list(self._flying.items()):
+            self._sup._await_exit(child, ref, deadline)  # the supervisor's own helper
+        self._flying.clear()
+        return self.count
+
+    def _reap(self) -> None:
+        flying, done = self._flying, self._done
+        while done:
+            flying.pop(done.pop(), None)
+        now = time.monotonic()
+        late = [(ref, child, deadline) for ref, (child, deadline) in flying.items() if deadline <= now]
+        for ref, child, deadline in late:
+            del flying[ref]
+            self._sup._await_exit(child, ref, deadline)  # logs and abandons it
+
+
+class _Exited:
+    """A stopping child's exit watcher: records the ref and wakes the shutdown (runs in the child)."""
+
+    __slots__ = ("done", "ref", "wake")
+
+    def __init__(
+        self, ref: pykka.ActorRef[Any], done: list[pykka.ActorRef[Any]], wake: threading.Event
+    ) -> None:
+        self.ref = ref
+        self.done = done
+        self.wake = wake
+
+    def __call__(self, _reason: ExitReason, _started: bool) -> None:
+        self.done.append(self.ref)  # list.append is atomic
+        self.wake.set()
 
 
 def start_child(

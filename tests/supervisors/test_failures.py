@@ -86,8 +86,17 @@ def test_child_not_supervised_is_a_start_error(journal: Journal) -> None:
     class Plain(pykka.ThreadingActor):
         pass
 
+    refs: list[pykka.ActorRef[Plain]] = []
+
+    def start() -> pykka.ActorRef[Plain]:
+        refs.append(Plain.start())
+        return refs[-1]
+
     with pytest.raises(StartError, match="not a SupervisedActor"):
-        start_tree(lambda: Supervisor.start([ChildSpec("p", Plain.start)]), timeout=5)
+        start_tree(lambda: Supervisor.start([ChildSpec("p", start)]), timeout=5)
+    # the supervisor told it to stop without waiting (it has no lifecycle to wait on): wait here, or the
+    # no-actor-left check races its thread (pykka unregisters it before setting actor_stopped)
+    assert refs[0].actor_stopped.wait(5)
 
 
 def test_start_failure_during_restart_counts_against_intensity(journal: Journal) -> None:
