@@ -15,6 +15,7 @@ blocks in range order.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ __all__ = [
     "page_ranges",
     "parallel_blocks",
     "read_blocks",
+    "read_filtered",
     "snapshot_blocks",
     "table_ranges",
 ]
@@ -93,6 +95,25 @@ def read_blocks(
             count, block = _read_range(cur, query, lo, hi)
             if count:
                 yield count, block
+
+
+FILTERED_ROWS: Final = 5000  # items per block of a filtered read (a few MB at most)
+
+
+def read_filtered(
+    conn: psycopg.Connection[Any], query: BlockQuery, rows: int = FILTERED_ROWS
+) -> Iterator[tuple[int, bytes]]:
+    """``(count, block)`` of a shape with a WHERE clause: one query over the whole table (the planner may use
+    an index: a selective shape on a large table must not scan every page range), read ``rows`` items at a
+    time through a server-side cursor and joined here (~0.3 µs per row in Python, measured)."""
+    with contextlib.ExitStack() as stack:
+        if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            stack.enter_context(conn.transaction())  # a cursor lives in a transaction; snapshots have one
+        cur = stack.enter_context(conn.cursor("shapesync_snapshot_rows", binary=True))
+        cur.adapters.register_loader("text", _RawText)
+        cur.execute(query.filtered())
+        while batch := cur.fetchmany(rows):
+            yield len(batch), query.join([bytes(row[0]) for row in batch])
 
 
 class _Lanes:
@@ -207,4 +228,8 @@ def snapshot_blocks(
     (with the display settings)."""
     found = block_query(conn, definition, where_sql, params, pages=pages)
     if found is not None:
-        yield from read_blocks(conn, *found)
+        query, ranges = found
+        if where_sql is not None:
+            yield from read_filtered(conn, query)
+        else:
+            yield from read_blocks(conn, query, ranges)

@@ -222,7 +222,7 @@ class BlockQuery:
     """``SELECT count(*), string_agg(<middle>, SEP) FROM <table> WHERE <ctid range> [AND
     (<where>)]``: one range of heap pages gives one row, its item count and its items (see :meth:`block`)."""
 
-    __slots__ = ("_between", "_head", "_query", "_tail", "_where")
+    __slots__ = ("_between", "_head", "_query", "_rows_query", "_tail", "_where")
 
     def __init__(
         self,
@@ -234,6 +234,7 @@ class BlockQuery:
     ) -> None:
         table = f"{_ident(conn, definition.schema)}.{_ident(conn, definition.table)}"
         self._query = f"SELECT count(*), string_agg({item.middle}, E'\\x1e') FROM {table} WHERE ctid >= "
+        self._rows_query = f"SELECT {item.middle} FROM {table}"
         self._head = item.head.encode()
         self._tail = item.tail.encode()
         self._between = self._tail + b"," + self._head
@@ -241,6 +242,16 @@ class BlockQuery:
         if where_sql is not None:  # COPY-like: the parameters merged client-side, once
             where = psycopg.ClientCursor(conn).mogrify(sql.Composed([where_sql]), tuple(params))
             self._where = f" AND ({where})"
+
+    def filtered(self) -> str:
+        """One row per item middle, the shape's WHERE alone (no ctid range): lets the planner use an index
+        for a selective shape instead of scanning every page of the table."""
+        where = f" WHERE{self._where[4:]}" if self._where else ""
+        return f"{self._rows_query}{where}"
+
+    def join(self, middles: Sequence[Buffer]) -> bytes:
+        """The items of ``middles`` (one per row of :meth:`filtered`), joined by ``,``."""
+        return b"".join((self._head, self._between.join(middles), self._tail))
 
     def pages(self, lo: int, hi: int | None) -> str:
         """The query for heap pages ``[lo, hi)`` (``hi`` None: to the end); no placeholders left."""

@@ -40,6 +40,7 @@ from sync.shapes.snapshot_blocks import (
     block_query,
     parallel_blocks,
     read_blocks,
+    read_filtered,
 )
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.shapes.xid import PgSnapshot
@@ -203,7 +204,9 @@ def _batches(
     if found is None:
         return
     query, ranges = found
-    if helpers is None or lanes < 2 or len(ranges) < 2 * lanes:
+    if request.where_sql is not None:  # one query: the planner may use an index (a selective shape)
+        blocks = read_filtered(conn, query)
+    elif helpers is None or lanes < 2 or len(ranges) < 2 * lanes:
         blocks = read_blocks(conn, query, ranges)
     else:
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()

@@ -3,6 +3,7 @@ Python encoder's items of the replicated rows (and to the COPY path's), for ever
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -202,3 +203,34 @@ def test_parallel_lanes_share_the_snapshot_and_keep_range_order(
         with pytest.raises(psycopg.OperationalError):
             list(parallel_blocks([conn, other], query, ranges))
     conn.execute("ROLLBACK")
+
+
+def test_a_selective_shape_reads_through_the_index(conn: psycopg.Connection[Any], db_dsn: str) -> None:
+    """A shape with a WHERE clause is one query the planner may answer from an index; page ranges would read
+    every page of the table for a handful of rows (TID range scans never use an index)."""
+    conn.execute("CREATE TABLE big (id int PRIMARY KEY, owner int NOT NULL, doc text)")
+    conn.execute("CREATE INDEX big_owner ON big (owner)")
+    conn.execute("INSERT INTO big SELECT g, g % 5000, repeat('x', 50) FROM generate_series(1, 50000) g")
+    conn.execute("ANALYZE big")
+    relation = parse_relation("big")
+    table = read_table(conn, *relation)
+    assert table is not None
+    definition = ShapeDefinition.create(relation, table)
+    where = sql.SQL("owner = %s")
+
+    def index_scans() -> int:
+        with psycopg.connect(db_dsn, autocommit=True) as stats:
+            row = stats.execute("SELECT idx_scan FROM pg_stat_user_tables WHERE relname = 'big'").fetchone()
+        assert row is not None
+        return int(row[0] or 0)
+
+    before = index_scans()
+    items = _items(conn, definition, where, (42,), pages=1)
+    assert len(items) == 10
+    conn.execute("SELECT pg_stat_force_next_flush()")  # this backend's counters, published at once
+    conn.execute("SELECT 1")  # (the flush happens when the backend next goes idle)
+    deadline = time.monotonic() + 10
+    while index_scans() == before and time.monotonic() < deadline:  # no event: stats are published async
+        time.sleep(0.05)
+    assert index_scans() > before
+    assert sorted(items) == _jsons([i for b in _copy(conn, definition, where, (42,)) for i in b])
