@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
+import orjson
 import psycopg
 from psycopg import pq, sql
 from psycopg.abc import Buffer
@@ -33,6 +34,7 @@ __all__ = [
     "block_query",
     "page_ranges",
     "parallel_blocks",
+    "planner_uses_index",
     "read_blocks",
     "read_filtered",
     "snapshot_blocks",
@@ -98,6 +100,27 @@ def read_blocks(
 
 
 FILTERED_ROWS: Final = 5000  # items per block of a filtered read (a few MB at most)
+
+
+_INDEX_SCANS: Final = frozenset({"Index Scan", "Index Only Scan", "Bitmap Heap Scan"})
+
+
+def planner_uses_index(conn: psycopg.Connection[Any], query: BlockQuery) -> bool:
+    """Whether Postgres would answer the shape's WHERE from an index (``EXPLAIN``, ~0.2 ms): then
+    :func:`read_filtered` reads only the matching rows; otherwise the page ranges (possibly on several
+    connections) scan the table as fast as it can be scanned."""
+    row = conn.execute(f"EXPLAIN (FORMAT JSON) {query.filtered()}").fetchone()
+    assert row is not None
+    plan = row[0]
+    if isinstance(plan, (str, bytes)):
+        plan = orjson.loads(plan)
+    nodes = [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        if node.get("Node Type") in _INDEX_SCANS:
+            return True
+        nodes.extend(node.get("Plans", ()))
+    return False
 
 
 def read_filtered(
@@ -229,7 +252,7 @@ def snapshot_blocks(
     found = block_query(conn, definition, where_sql, params, pages=pages)
     if found is not None:
         query, ranges = found
-        if where_sql is not None:
+        if where_sql is not None and planner_uses_index(conn, query):
             yield from read_filtered(conn, query)
         else:
             yield from read_blocks(conn, query, ranges)

@@ -39,6 +39,7 @@ from sync.shapes.snapshot_blocks import (
     DEFAULT_PAGES,
     block_query,
     parallel_blocks,
+    planner_uses_index,
     read_blocks,
     read_filtered,
 )
@@ -204,7 +205,7 @@ def _batches(
     if found is None:
         return
     query, ranges = found
-    if request.where_sql is not None:  # one query: the planner may use an index (a selective shape)
+    if request.where_sql is not None and planner_uses_index(conn, query):  # a selective shape
         blocks = read_filtered(conn, query)
     elif helpers is None or lanes < 2 or len(ranges) < 2 * lanes:
         blocks = read_blocks(conn, query, ranges)

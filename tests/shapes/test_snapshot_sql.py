@@ -20,6 +20,7 @@ from sync.shapes.snapshot_blocks import (
     block_query,
     page_ranges,
     parallel_blocks,
+    planner_uses_index,
     read_blocks,
     snapshot_blocks,
     table_ranges,
@@ -234,3 +235,8 @@ def test_a_selective_shape_reads_through_the_index(conn: psycopg.Connection[Any]
         time.sleep(0.05)
     assert index_scans() > before
     assert sorted(items) == _jsons([i for b in _copy(conn, definition, where, (42,)) for i in b])
+    # and a WHERE that keeps most rows is read by page ranges (in parallel lanes), as the planner would scan
+    for clause, param, indexed in [("owner = %s", 42, True), ("owner >= %s", 0, False)]:
+        found = block_query(conn, definition, sql.SQL(clause), (param,))
+        assert found is not None
+        assert planner_uses_index(conn, found[0]) is indexed
