@@ -8,30 +8,12 @@ it resolved.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from sync.postgres.connect import resolve_attempts
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.scenario import run_scenario
 
 
 def test_localhost_resolves_off_the_hub_under_gevent(db_dsn: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.postgres.dns_gevent_scenario", db_dsn],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_scenario("tests.postgres.dns_gevent_scenario", db_dsn, timeout=60)
     assert out["gevent"] is True
     assert out["identified"] is True
     assert out["lookups"] == ["localhost"], out  # resolved by us, not inside libpq

@@ -4,31 +4,18 @@ stream; a transaction reaches exactly the shapes it touches."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.scenario import run_scenario
 
 
 def _phase(phase: str, db_dsn: str, tmp_path: Path, n: int, timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.shapes.scale_scenario", phase, db_dsn, str(tmp_path), str(n)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    out: dict[str, Any] = run_scenario(
+        "tests.shapes.scale_scenario", phase, db_dsn, str(tmp_path), str(n), timeout=timeout
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(out)  # the figures, with -s
     assert out["live"] == n
     assert out["untouched_unchanged"] is True

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.scenario import run_scenario
 
 
 def test_gevent_runtime_scenario() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.supervisors.gevent_scenario"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_scenario("tests.supervisors.gevent_scenario", timeout=60)
     assert out["ordered_start"] == ["a", "b", "hang"]
     assert out["os_threads"] == 1  # every actor is a greenlet
     assert out["ask_error"] == "b exploded"

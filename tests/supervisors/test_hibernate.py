@@ -3,20 +3,14 @@ plus the Mailbox on its own."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pykka
 import pytest
 
 from supervisors.hibernate import Mailbox
+from tests.fixtures.scenario import run_scenario
 from tests.supervisors import hibernate_scenario
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _check(out: dict[str, Any]) -> None:
@@ -67,18 +61,7 @@ def test_hibernating_actors_on_threads() -> None:
 
 
 def test_hibernating_actors_under_gevent() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.supervisors.hibernate_scenario", "--gevent"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    _check(json.loads(proc.stdout.strip().splitlines()[-1]))
+    _check(run_scenario("tests.supervisors.hibernate_scenario", "--gevent", timeout=120))
 
 
 class _Envelope:

@@ -6,34 +6,19 @@ timeout started with all the others')."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pykka
 
 from supervisors.refs_table import RefTable
+from tests.fixtures.scenario import run_scenario
 from tests.supervisors.actors import Journal, Worker
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(n: int, shutdown: float) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.supervisors.shutdown_scenario", str(n), str(shutdown)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    out: dict[str, Any] = run_scenario(
+        "tests.supervisors.shutdown_scenario", str(n), str(shutdown), timeout=300
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(out)  # the figures, with -s
     return out
 
