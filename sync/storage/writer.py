@@ -196,20 +196,7 @@ class ShapeLogWriter:
         seq = self._log
         self._write_marker()
         if items:
-            offsets = [it.offset for it in items]
-            txs = [o.tx for o in offsets]
-            ops = [o.op for o in offsets]
-            _check_order(seq.pos.last, list(zip(txs, ops, strict=True)))
-            kinds = OP_KINDS
-            self._write(
-                seq,
-                txs=txs,
-                ops=ops,
-                keys=[it.key.encode() for it in items],
-                kinds=[kinds[it.operation] for it in items],
-                jsons=[it.json for it in items],
-                txn_end=complete,
-            )
+            self._write_items(seq, items, txn_end=complete)
         elif complete and seq.pos.items > self._committed_items:
             # the transaction's last fragment was empty: flag its last, still invisible, entry
             flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
@@ -245,21 +232,8 @@ class ShapeLogWriter:
         if not flat:
             return
         self._write_marker()
-        offsets = [it.offset for it in flat]
-        txs = [o.tx for o in offsets]
-        ops = [o.op for o in offsets]
-        _check_order(seq.pos.last, list(zip(txs, ops, strict=True)))
-        kinds = OP_KINDS
         base = seq.pos.items
-        self._write(
-            seq,
-            txs=txs,
-            ops=ops,
-            keys=[it.key.encode() for it in flat],
-            kinds=[kinds[it.operation] for it in flat],
-            jsons=[it.json for it in flat],
-            ends=ends,
-        )
+        offsets = self._write_items(seq, flat, ends=ends)
         if end_at >= 0:
             self._committed_items = base + end_at + 1
             self._committed_last = offsets[end_at]
@@ -322,6 +296,27 @@ class ShapeLogWriter:
         self._unsynced_bytes += len(out.json) + 1
         self._writes += 1
         seq.pos = pos
+
+    def _write_items(
+        self, seq: _Seq, items: Sequence[AppendItem], *, txn_end: bool = False, ends: Sequence[int] = ()
+    ) -> list[LogOffset]:
+        """Append log items (after checking their offsets follow the log's); returns their offsets."""
+        offsets = [it.offset for it in items]
+        txs = [o.tx for o in offsets]
+        ops = [o.op for o in offsets]
+        _check_order(seq.pos.last, list(zip(txs, ops, strict=True)))
+        kinds = OP_KINDS
+        self._write(
+            seq,
+            txs=txs,
+            ops=ops,
+            keys=[it.key.encode() for it in items],
+            kinds=[kinds[it.operation] for it in items],
+            jsons=[it.json for it in items],
+            txn_end=txn_end,
+            ends=ends,
+        )
+        return offsets
 
     def _write(
         self,
