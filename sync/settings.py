@@ -54,6 +54,7 @@ class StorageSettings:
     flush_interval_ms: int = 50
     flush_bytes: int = 65536
     max_open_files: int = 4096  # descriptors kept open by all shape logs together (an LRU cache)
+    sync_method: str = "auto"  # group commit: "syncfs" per filesystem, "fdatasync" per file, or "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,10 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
     ("storage", "flush_interval_ms"): ("an integer from 1 to 60000", lambda v: 1 <= v <= 60_000),
     ("storage", "flush_bytes"): ("an integer number of bytes >= 1", lambda v: v >= 1),
     ("storage", "max_open_files"): ("an integer from 16 to 1000000", lambda v: 16 <= v <= 1_000_000),
+    ("storage", "sync_method"): (
+        '"auto", "syncfs" or "fdatasync"',
+        lambda v: v in ("auto", "syncfs", "fdatasync"),
+    ),
     ("shapes", "max_shapes"): ("an integer >= 0 (0 = unlimited)", lambda v: v >= 0),
     ("shapes", "max_pending_transactions"): ("an integer >= 1", lambda v: v >= 1),
     ("shapes", "max_consumer_queue"): ("an integer >= 1", lambda v: v >= 1),

@@ -61,6 +61,7 @@ from sync.shapes.resolver import ShapeResolver
 from sync.shapes.schema_check import SchemaCatalog
 from sync.shapes.shape_supervisor import ShapeSupervisor
 from sync.shapes.snapshot_pool import SnapshotPool
+from sync.storage import group_sync
 from sync.storage.storage import FileStorage
 from sync.where.index import RoutingIndex
 
@@ -251,6 +252,7 @@ def check_schemas_of(services: StackServices, schema: str, table: str) -> None:
 
 def build_services(settings: Settings) -> StackServices:
     stack_id = settings.replication.stream_id
+    group_sync.set_method(settings.storage.sync_method)
     services = StackServices(
         registry=Registry(stack_id),
         resolver=ShapeResolver(settings.database.url),

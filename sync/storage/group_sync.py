@@ -26,7 +26,7 @@ from sync import runtime
 from sync.storage.fdcache import CACHE, FdEntry
 from sync.storage.files import DEVICES, DiskFiles, ShapeFiles
 
-__all__ = ["sync_files", "syncfs_available"]
+__all__ = ["set_method", "sync_files", "syncfs_available"]
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,30 @@ def _load_syncfs() -> ctypes._FuncPointer | None:
     return fn  # type: ignore[no-any-return]
 
 
-_SYNCFS = _load_syncfs()
+_AVAILABLE = _load_syncfs()
+_SYNCFS = _AVAILABLE
 if _SYNCFS is not None:
     CACHE.sync_dirty_on_close = False
 
 
 def syncfs_available() -> bool:
     return _SYNCFS is not None
+
+
+def set_method(method: str) -> None:
+    """``storage.sync_method``: ``"syncfs"`` (an error where the kernel cannot report its writeback
+    errors), ``"fdatasync"`` or ``"auto"`` (syncfs when available).  Process-wide; call before any shape log
+    is written (the engine does, as its stack is built)."""
+    global _SYNCFS
+    if method == "syncfs" and _AVAILABLE is None:
+        raise ValueError(
+            "storage.sync_method = 'syncfs' needs Linux >= 5.8 (syncfs reporting writeback errors)"
+        )
+    if method not in ("auto", "syncfs", "fdatasync"):
+        raise ValueError(f"unknown storage.sync_method {method!r}")
+    _SYNCFS = None if method == "fdatasync" else _AVAILABLE
+    # without syncfs, a dirty file closed by the descriptor cache must be fsynced before it is closed
+    CACHE.sync_dirty_on_close = _SYNCFS is None
 
 
 def _syncfs(fd: int) -> None:

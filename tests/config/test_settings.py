@@ -110,3 +110,10 @@ def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "http.workers" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sync_method_is_one_of_three() -> None:
+    assert Settings().storage.sync_method == "auto"
+    assert Settings().replace("storage", sync_method="fdatasync").storage.sync_method == "fdatasync"
+    with pytest.raises(ConfigError, match=r"storage\.sync_method"):
+        Settings().replace("storage", sync_method="fsync")

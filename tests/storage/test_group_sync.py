@@ -15,7 +15,8 @@ import pykka
 import pytest
 
 from sync.offsets import LogOffset
-from sync.storage import FileStorage, Storage
+from sync.storage import FileStorage, Storage, group_sync
+from sync.storage.fdcache import CACHE
 from sync.storage.files import DiskFiles
 from sync.storage.group_sync import sync_files
 from sync.storage.storage_actor import (
@@ -94,6 +95,28 @@ def test_sync_files_marks_every_dirty_descriptor_synced(tmp_path: Path) -> None:
         entries = list(f.group.entries.values())
         assert entries and all(e.writes == e.synced for e in entries)
     assert sync_files([]) == []
+
+
+def test_fdatasync_method_syncs_each_file_and_closed_files_first(tmp_path: Path) -> None:
+    """storage.sync_method = "fdatasync": no syncfs; every dirty descriptor is fdatasync'ed, and the
+    descriptor cache fsyncs a dirty file before closing it (nothing else would write it back)."""
+    try:
+        group_sync.set_method("fdatasync")
+        assert not group_sync.syncfs_available()
+        assert CACHE.sync_dirty_on_close
+        files = [DiskFiles(str(tmp_path)), DiskFiles(str(tmp_path))]
+        files[0].append("a", b"x" * 100)
+        files[1].append("c", b"z")
+        assert sync_files(files) == [None, None]
+        for f in files:
+            entries = list(f.group.entries.values())
+            assert entries and all(e.writes == e.synced for e in entries)
+        with pytest.raises(ValueError, match="sync_method"):
+            group_sync.set_method("fsync")
+    finally:
+        group_sync.set_method("auto")
+    assert group_sync.syncfs_available() == (group_sync._AVAILABLE is not None)
+    assert CACHE.sync_dirty_on_close == (group_sync._AVAILABLE is None)
 
 
 @pytest.fixture
@@ -199,3 +222,16 @@ def test_a_flush_after_a_group_sync_fsyncs_nothing_again(file_storage: FileStora
     again = file_storage.open("h")
     assert again.durable_offset == LogOffset(51, 0)
     again.close()
+
+
+def test_the_stack_applies_the_configured_method(tmp_path: Path) -> None:
+    from sync.settings import Settings  # noqa: PLC0415 - the engine's wiring, only for this test
+    from sync.stack import build_services  # noqa: PLC0415
+
+    settings = Settings().replace("storage", dir=str(tmp_path), sync_method="fdatasync")
+    try:
+        services = build_services(settings)
+        services.resolver.close()
+        assert not group_sync.syncfs_available()
+    finally:
+        group_sync.set_method("auto")
