@@ -55,21 +55,25 @@ def _replicated(conn: psycopg.Connection[Any]) -> list[tuple[str | None, ...]]:
     return _parse_inserts([bytes(r[0]) for r in changes])
 
 
-def test_copy_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connection[Any]) -> None:
+def alltypes_table(
+    conn: psycopg.Connection[Any],
+    extra_columns: dict[str, str],
+    extra_rows: list[dict[str, str]],
+    defaults: dict[str, str] | None = None,
+) -> tuple[ShapeDefinition, list[Any]]:
+    """Table ``alltypes`` (COLUMNS + ``extra_columns``, published, a slot before any row) with ROWS +
+    ``extra_rows`` (each with ``defaults`` filled in); its definition and the rows as replication sent them."""
     conn.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
     conn.execute("CREATE DOMAIN posint AS int4 CHECK (VALUE > 0)")
     conn.execute("CREATE TYPE pair AS (x float8, y text)")
-    columns = {**COLUMNS, **EXTRA}
+    columns = {**COLUMNS, **extra_columns}
     cols = ", ".join(f'"{name}" {typ}' for name, typ in columns.items())
     conn.execute(f"CREATE TABLE alltypes (id serial PRIMARY KEY, {cols})")
     conn.execute("ALTER TABLE alltypes REPLICA IDENTITY FULL")
     conn.execute("CREATE PUBLICATION pub FOR TABLE alltypes")
     conn.execute("SELECT pg_create_logical_replication_slot('copy_slot', 'pgoutput')")
-    extra_rows = [
-        {"ip": "'10.0.0.1'", "cidr_": "'10.0.0.0/8'", "nm": "'n'", "ch": "'x'", "tags": "'{ab,\"c d\"}'"},
-        {"ip": "'::1/64'", "txt": NASTY, "ta": f"ARRAY[{NASTY}]", "pct%": "'50%'", "ch": "''"},
-    ]
-    for values in [*ROWS, *extra_rows]:
+    for row in [*ROWS, *extra_rows]:
+        values = {**(defaults or {}), **row}
         names = [n for n in values if n in columns]
         conn.execute(
             f"INSERT INTO alltypes ({', '.join(f'{n!r}'.replace(chr(39), chr(34)) for n in names)}) "
@@ -77,8 +81,15 @@ def test_copy_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connect
         )
     table = read_table(conn, "public", "alltypes")
     assert table is not None
-    definition = ShapeDefinition.create(("public", "alltypes"), table)
-    replicated = _replicated(conn)
+    return ShapeDefinition.create(("public", "alltypes"), table), _replicated(conn)
+
+
+def test_copy_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connection[Any]) -> None:
+    extra_rows = [
+        {"ip": "'10.0.0.1'", "cidr_": "'10.0.0.0/8'", "nm": "'n'", "ch": "'x'", "tags": "'{ab,\"c d\"}'"},
+        {"ip": "'::1/64'", "txt": NASTY, "ta": f"ARRAY[{NASTY}]", "pct%": "'50%'", "ch": "''"},
+    ]
+    definition, replicated = alltypes_table(conn, EXTRA, extra_rows)
     assert len(replicated) == len(ROWS) + 2
     encoder = ShapeLogEncoder(definition)
     expected = sorted(encoder.snapshot_item(row) for row in replicated)

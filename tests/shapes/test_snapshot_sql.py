@@ -29,8 +29,8 @@ from sync.shapes.snapshot_sql import KEY_PLAIN_TYPES, PLAIN_TYPES, TableSize
 from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import read_table
-from tests.shapes.test_snapshot_copy import EXTRA, NASTY, _copy, _replicated
-from tests.shapes.test_snapshot_identity import COLUMNS, ROWS
+from tests.shapes.test_snapshot_copy import EXTRA, NASTY, _copy, alltypes_table
+from tests.shapes.test_snapshot_identity import ROWS
 
 
 @pytest.fixture
@@ -59,32 +59,13 @@ def _jsons(items: list[tuple[str, bytes]]) -> list[bytes]:
 
 
 def test_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
-    conn.execute("CREATE DOMAIN posint AS int4 CHECK (VALUE > 0)")
-    conn.execute("CREATE TYPE pair AS (x float8, y text)")
     extra = {**EXTRA, "mac": "macaddr", "lsn": "pg_lsn", "o": "oid", "m": "money", "ch2": "char(3) NOT NULL"}
-    columns = {**COLUMNS, **extra}
-    cols = ", ".join(f'"{name}" {typ}' for name, typ in columns.items())
-    conn.execute(f"CREATE TABLE alltypes (id serial PRIMARY KEY, {cols})")
-    conn.execute("ALTER TABLE alltypes REPLICA IDENTITY FULL")
-    conn.execute("CREATE PUBLICATION pub FOR TABLE alltypes")
-    conn.execute("SELECT pg_create_logical_replication_slot('copy_slot', 'pgoutput')")
     extra_rows = [
         {"ip": "'10.0.0.1'", "cidr_": "'10.0.0.0/8'", "nm": "'n'", "ch": "'x'", "tags": "'{ab,\"c d\"}'"},
         {"ip": "'::1/64'", "txt": NASTY, "ta": f"ARRAY[{NASTY}]", "pct%": "'50%'", "ch": "''"},
         {"mac": "'08:00:2b:01:02:03'", "lsn": "'16/B374D848'", "o": "7", "m": "12.5", "b": "false"},
     ]
-    for row in [*ROWS, *extra_rows]:
-        values = {"ch2": "'a'", **row}
-        names = [n for n in values if n in columns]
-        conn.execute(
-            f"INSERT INTO alltypes ({', '.join(f'{n!r}'.replace(chr(39), chr(34)) for n in names)}) "
-            f"VALUES ({', '.join(values[n] for n in names)})"
-        )
-    table = read_table(conn, "public", "alltypes")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "alltypes"), table)
-    replicated = _replicated(conn)
+    definition, replicated = alltypes_table(conn, extra, extra_rows, defaults={"ch2": "'a'"})
     assert len(replicated) == len(ROWS) + 3
     encoder = ShapeLogEncoder(definition)
     expected = sorted(encoder.snapshot_item(row)[1] for row in replicated)
