@@ -195,13 +195,16 @@ class LocalCluster:
         if not self.logfile.exists():
             self.logfile.touch()
         self._chown(self.logfile)
+        self._start_and_wait(timeout)
+        return self
+
+    def _start_and_wait(self, timeout: float) -> None:
         self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
         deadline = time.monotonic() + timeout
         while self._run("pg_isready", "-h", self.host, "-p", str(self.port), check=False).returncode:
             if time.monotonic() > deadline:
                 raise ClusterError(f"postgres did not become ready; see {self.logfile}")
             time.sleep(0.05)
-        return self
 
     def _stop_stale(self) -> None:
         """A postmaster left over from a crashed run holds the folder: stop it before starting."""
@@ -234,12 +237,7 @@ class LocalCluster:
         self._write_conf()
         with (self.datadir / "postgresql.auto.conf").open("a") as conf:
             conf.write("restore_command = 'false'\n")  # nothing archived: recovery ends at the local WAL
-        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
-        deadline = time.monotonic() + timeout
-        while self._run("pg_isready", "-h", self.host, "-p", str(self.port), check=False).returncode:
-            if time.monotonic() > deadline:
-                raise ClusterError(f"postgres did not become ready; see {self.logfile}")
-            time.sleep(0.05)
+        self._start_and_wait(timeout)
 
     def postmaster_pid(self) -> int | None:
         pidfile = self.datadir / "postmaster.pid"
