@@ -48,9 +48,9 @@ import pykka
 from supervisors import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, ChildSpec, Registry, Supervisor
 from sync.replication.changes import RelationChanged, ReplicationEvent, SlotRecreated
 from sync.replication.connection import ConnectionConfig, ConnectionHandles, connection_children
-from sync.replication.history import HistoryFile, HistoryGuard, read_server
+from sync.replication.history import HistoryFile, HistoryGuard
 from sync.replication.publication import AddTable, PublicationManager, RemoveTable
-from sync.replication.sink import GetResumePoint, Pending, ResumePoint
+from sync.replication.sink import Connected, GetResumePoint, Pending, ResumePoint
 from sync.replication.tables import TableName
 from sync.settings import Settings
 from sync.shapes.cache import CacheSettings, CheckSchemas, InvalidateShape, ShapeCache
@@ -115,6 +115,9 @@ class RegistrySink:
             raise pykka.ActorDeadError("the shape log collector is not running")
         return ref
 
+    def connected(self, connection: Connected) -> None:
+        pass
+
     def resume_point(self) -> ResumePoint:
         point = self._collector().ask(GetResumePoint(), timeout=self._timeout)
         if not isinstance(point, ResumePoint):
@@ -124,6 +127,9 @@ class RegistrySink:
     def deliver(self, event: ReplicationEvent) -> Pending:
         future: Pending = self._collector().ask(event, block=False)
         return future
+
+    def flushing(self, lsn: int) -> None:
+        pass
 
 
 def _registered(registry: Registry, name: str, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
@@ -284,7 +290,6 @@ def history_guard(config: ConnectionConfig, services: StackServices) -> HistoryG
         RegistrySink(registry),
         HistoryFile(services.storage.shapes_dir.parent / "history.json"),
         slot=config.slot,
-        identify=lambda: read_server(config.dsn, config.slot, timeout=config.connect_timeout),
         settle=settle,
         timeout=PURGE_TIMEOUT_S,
     )

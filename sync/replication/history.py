@@ -8,11 +8,13 @@ reports a system identifier or timeline other than the one recorded with the sha
 so do we.
 
 :class:`HistoryGuard` wraps the replication client's sink (the :class:`~sync.replication.sink.ReplicationSink`
-contract).  When the client asks for its resume point (slot reused), the guard reads ``IDENTIFY_SYSTEM`` and
-compares it with :class:`HistoryFile` (``<storage>/<stack>/history.json``); on a mismatch it invalidates
-every shape *before* streaming starts (a :class:`~sync.replication.changes.SlotRecreated` delivered
-downstream, then handed to ``settle``, which returns once the ShapeCache has removed every shape) and
-answers an empty resume point, so nothing of the old history is skipped or acknowledged.
+contract).  The client tells it what each connection found (``connected``: its own ``IDENTIFY_SYSTEM``
+answer and the slot's confirmed position, read on the replication connection before ``START_REPLICATION``).
+When the client then asks for its resume point (slot reused), the guard compares that with
+:class:`HistoryFile` (``<storage>/<stack>/history.json``); on a mismatch it invalidates every shape
+*before* streaming starts (a :class:`~sync.replication.changes.SlotRecreated` delivered downstream, then
+handed to ``settle``, which returns once the ShapeCache has removed every shape) and answers an empty
+resume point, so nothing of the old history is skipped or acknowledged.
 
 The same file holds the highest position the client reported to Postgres as flushed (``flushing(lsn)``,
 recorded *before* the report is sent).  A slot found confirmed past it means Postgres will not resend
@@ -34,24 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg import sql
-
 from sync import runtime
-from sync.postgres.connect import connect, query, replication_conninfo
-from sync.postgres.lsn import format_lsn, parse_lsn
+from sync.postgres.lsn import format_lsn
 from sync.replication.changes import ReplicationEvent, SlotRecreated
-from sync.replication.sink import Pending, ReplicationSink, ResumePoint
+from sync.replication.sink import Connected, Pending, ReplicationSink, ResumePoint
+from sync.replication.stream import SystemInfo
 
-__all__ = [
-    "History",
-    "HistoryFile",
-    "HistoryGuard",
-    "Server",
-    "StoredHistory",
-    "history_change",
-    "read_history",
-    "read_server",
-]
+__all__ = ["History", "HistoryFile", "HistoryGuard", "StoredHistory", "history_change"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +54,9 @@ class History:
     system_id: str
     timeline: int
 
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    """What the guard reads from the server on connect."""
-
-    history: History
-    slot_flushed: int | None = None  # the slot's confirmed_flush_lsn (None: no slot, or not read)
+    @classmethod
+    def of(cls, system: SystemInfo) -> History:
+        return cls(system.system_id, system.timeline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,31 +94,6 @@ def history_change(
             f"hold ({format_lsn(stored.flushed)}): Postgres will not resend the changes in between"
         )
     return None
-
-
-def read_history(dsn: str, *, timeout: float = 30.0) -> History:
-    """``IDENTIFY_SYSTEM`` on a short replication connection of its own (cooperative under gevent)."""
-    return read_server(dsn, None, timeout=timeout).history
-
-
-def read_server(dsn: str, slot: str | None, *, timeout: float = 30.0) -> Server:
-    """``IDENTIFY_SYSTEM`` and the confirmed position of ``slot``, on a short replication connection."""
-    pg = connect(replication_conninfo(dsn), timeout=timeout)
-    try:
-        (row,) = query(pg, "IDENTIFY_SYSTEM", timeout=timeout)
-        flushed = None
-        if slot is not None:
-            rows = query(
-                pg,
-                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = "
-                + sql.Literal(slot).as_string(None),
-                timeout=timeout,
-            )
-            if rows and rows[0][0] is not None:
-                flushed = parse_lsn(str(rows[0][0]))
-    finally:
-        pg.finish()
-    return Server(History(str(row[0]), int(str(row[1]))), flushed)
 
 
 class HistoryFile:
@@ -182,9 +144,9 @@ class HistoryFile:
 class HistoryGuard:
     """A :class:`~sync.replication.sink.ReplicationSink` that keeps shapes to the history they came from.
 
-    ``identify()`` reads the server (:func:`read_server`); ``settle(event)`` makes the shape registry
-    remove every shape and returns once it has (it raises if it cannot: the client then crashes and
-    retries, and the pending mark purges again).
+    The server is what the client found on its connection (``connected``, before anything else on that
+    connection); ``settle(event)`` makes the shape registry remove every shape and returns once it has (it
+    raises if it cannot: the client then crashes and retries, and the pending mark purges again).
     """
 
     def __init__(
@@ -193,24 +155,27 @@ class HistoryGuard:
         store: HistoryFile,
         *,
         slot: str,
-        identify: Callable[[], Server],
         settle: Callable[[SlotRecreated], None],
         timeout: float = 60.0,
     ) -> None:
         self._sink = sink
         self._store = store
         self._slot = slot
-        self._identify = identify
         self._settle = settle
         self._timeout = timeout
+        self._connection: Connected | None = None  # what the client's current connection found
         self._recorded: StoredHistory | None = None  # what the file holds, once this incarnation checked
+
+    def connected(self, connection: Connected) -> None:
+        self._connection = connection
+        self._sink.connected(connection)
 
     def resume_point(self) -> ResumePoint:
         """Called by the client once per connection when it reuses the slot, before it streams."""
-        server = self._identify()
-        current = server.history
+        connection = self._current()
+        current = History.of(connection.system)
         stored = self._store.load()
-        reason = history_change(stored, current, server.slot_flushed)
+        reason = history_change(stored, current, connection.slot.confirmed_flush_lsn)
         if reason is None:
             if stored is None or stored.history != current:
                 stored = StoredHistory(current)
@@ -227,7 +192,7 @@ class HistoryGuard:
         if event.__class__ is SlotRecreated:
             assert isinstance(event, SlotRecreated)
             self._mark_pending(self._store.load())  # before anything that may fail
-            current = self._identify().history
+            current = History.of(self._current().system)
             self._purge(event)
             self._record(StoredHistory(current))
             return None
@@ -238,6 +203,12 @@ class HistoryGuard:
         recorded = self._recorded
         if recorded is not None and lsn > recorded.flushed:
             self._record(StoredHistory(recorded.history, flushed=lsn))
+        self._sink.flushing(lsn)
+
+    def _current(self) -> Connected:
+        if self._connection is None:
+            raise RuntimeError("the replication client has not reported its connection to the history guard")
+        return self._connection
 
     def _record(self, stored: StoredHistory) -> None:
         self._store.save(stored)

@@ -40,7 +40,7 @@ from sync.replication.changes import (
     TransactionFragment,
 )
 from sync.replication.pgoutput import DEFAULT_MAX_BATCH, PgOutputDecoder, RelationCache
-from sync.replication.sink import Pending, ReplicationSink, ResumePoint
+from sync.replication.sink import Connected, Pending, ReplicationSink, ResumePoint
 from sync.replication.status import ConnectionStatus
 from sync.replication.stream import KEEPALIVE, ReplicationStream
 
@@ -98,7 +98,7 @@ class ReplicationReader:
         self.config = config
         self._sink = sink
         self._sink_deliver = sink.deliver
-        self._sink_flushing = getattr(sink, "flushing", None)  # records a flush position before it is sent
+        self._sink_flushing = sink.flushing  # records a flush position before it is sent
         self._cache = cache
         self._status = status
         self._backoff = backoff
@@ -154,6 +154,7 @@ class ReplicationReader:
             self._check_stop()
             created = stream.ensure_publication(cfg.publication)
             slot = stream.ensure_slot(cfg.slot, publication_created=created)
+            self._sink.connected(Connected(info, slot))
             # A new slot starts a new history: what the downstream processed from the old one says
             # nothing about it (after a restore the LSNs may even go back), so nothing is skipped.
             resume = self._sink.resume_point() if slot.recreated is None else ResumePoint()
@@ -257,7 +258,7 @@ class ReplicationReader:
         if stream is None or not stream.streaming or tracker is None or decoder is None:
             return
         flush = tracker.flush_lsn(in_transaction=decoder.in_transaction)
-        if flush > self._last_flush and self._sink_flushing is not None:
+        if flush > self._last_flush:
             self._sink_flushing(flush)
         stream.send_status(max(tracker.received, flush), flush, flush)
         self._last_flush = flush

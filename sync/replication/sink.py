@@ -1,7 +1,11 @@
 """What the replication client hands its events to: the downstream contract (the ShapeLogCollector).
 
-Why this module exists: the client must not know the shape engine, yet it needs three things from it:
+Why this module exists: the client must not know the shape engine, yet it needs four things from it:
 
+* what the connection found: :meth:`ReplicationSink.connected` is called once per connection, before
+  anything else, with :class:`Connected` (the client's ``IDENTIFY_SYSTEM`` answer and the slot it is about
+  to stream), so that a downstream which keeps shapes to one history (the
+  :class:`~sync.replication.history.HistoryGuard`) needs no connection of its own;
 * where to resume: :meth:`ReplicationSink.resume_point` returns the commit LSN of the last transaction the
   downstream fully processed (replayed transactions up to it are skipped) and of the last one it made
   durable (the client may acknowledge up to there at once);
@@ -14,6 +18,8 @@ Why this module exists: the client must not know the shape engine, yet it needs 
   Acknowledgements also pace the client: between transactions it holds the stream while more than
   ``ReaderConfig.max_unacked_changes`` delivered changes are unacknowledged, for as long as they keep
   advancing (see :mod:`sync.replication.reader`), so acknowledge as soon as a transaction is durable.
+  Before each report of a higher flush position to Postgres the client calls
+  :meth:`ReplicationSink.flushing` (a sink may record it; the report waits for it to return).
 
 Two replay rules the downstream must follow:
 
@@ -32,8 +38,19 @@ from typing import Any, Protocol
 import pykka
 
 from sync.replication.changes import ReplicationEvent
+from sync.replication.stream import SlotState, SystemInfo
 
-__all__ = ["ActorSink", "CallbackSink", "Pending", "ReplicationSink", "ResumePoint"]
+__all__ = ["ActorSink", "CallbackSink", "Connected", "Pending", "ReplicationSink", "ResumePoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """What the client found on a new connection, before it streams: the server's ``IDENTIFY_SYSTEM``
+    answer (system identifier, timeline, WAL position) and the slot (its confirmed position, and why it was
+    created now if it was: :class:`~sync.replication.changes.SlotRecreated` follows then)."""
+
+    system: SystemInfo
+    slot: SlotState
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +66,16 @@ class Pending(Protocol):
 
 
 class ReplicationSink(Protocol):
-    def resume_point(self) -> ResumePoint: ...
+    def connected(self, connection: Connected) -> None:
+        """Once per connection, before ``resume_point`` and any delivery."""
+
+    def resume_point(self) -> ResumePoint:
+        """Once per connection, before streaming, when the slot was reused (not when it was created)."""
 
     def deliver(self, event: ReplicationEvent) -> Pending | None: ...
+
+    def flushing(self, lsn: int) -> None:
+        """The client is about to report ``lsn`` to Postgres as flushed (only ever higher than before)."""
 
 
 class CallbackSink:
@@ -65,11 +89,17 @@ class CallbackSink:
         self._deliver = deliver
         self._resume_point = resume_point
 
+    def connected(self, connection: Connected) -> None:
+        pass
+
     def resume_point(self) -> ResumePoint:
         return self._resume_point()
 
     def deliver(self, event: ReplicationEvent) -> Pending | None:
         return self._deliver(event)
+
+    def flushing(self, lsn: int) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +115,9 @@ class ActorSink:
         self._ref = ref
         self._timeout = timeout
 
+    def connected(self, connection: Connected) -> None:
+        pass
+
     def resume_point(self) -> ResumePoint:
         point = self._ref.ask(GetResumePoint(), timeout=self._timeout)
         if not isinstance(point, ResumePoint):
@@ -94,3 +127,6 @@ class ActorSink:
     def deliver(self, event: ReplicationEvent) -> Pending:
         future: Pending = self._ref.ask(event, block=False)
         return future
+
+    def flushing(self, lsn: int) -> None:
+        pass

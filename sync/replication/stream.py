@@ -166,6 +166,9 @@ class ReplicationStream:
                 )
             if active_pid is not None:
                 self._release(slot, int(active_pid), release_timeout)
+                released = self._slot_row(slot)  # where the released walsender left it
+                if released is not None:
+                    confirmed, wal_status = released[2], released[4]
             if publication_created:
                 reason = "publication was re-created"
             elif wal_status == "lost" or confirmed is None:

@@ -20,7 +20,7 @@ from sync.replication.changes import (
     TransactionFragment,
 )
 from sync.replication.connection import ConnectionConfig, ConnectionHandles, start_connection_supervisor
-from sync.replication.sink import Pending, ResumePoint
+from sync.replication.sink import Connected, Pending, ResumePoint
 
 
 class RecordingSink:
@@ -40,6 +40,18 @@ class RecordingSink:
         self.handles: ConnectionHandles | None = None
         self.changed = threading.Condition()
         self.on_deliver: Callable[[ReplicationEvent], Pending | None] | None = None
+        self.connections: list[Connected] = []  # what each connection found, in order
+        self.flushing_reports: list[int] = []  # positions announced before each report to Postgres
+
+    def connected(self, connection: Connected) -> None:
+        with self.changed:
+            self.connections.append(connection)
+            self.changed.notify_all()
+
+    def flushing(self, lsn: int) -> None:
+        with self.changed:
+            self.flushing_reports.append(lsn)
+            self.changed.notify_all()
 
     def resume_point(self) -> ResumePoint:
         return ResumePoint(self.processed, self.durable)

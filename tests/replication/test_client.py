@@ -231,6 +231,43 @@ def test_slot_dropped_from_outside_is_recreated_and_announced(db_dsn: str, confi
         sink.wait_for(lambda: sink.inserted() == ["1", "2"])
 
 
+def test_sink_learns_each_connection_and_each_flush_position_before_it_is_reported(
+    db_dsn: str, config: ConnectionConfig
+) -> None:
+    sink = RecordingSink()
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        running_connection(config, sink) as (_sup, handles),
+    ):
+        wait_until(lambda: handles.state() == "active")
+        row = conn.execute(
+            "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+            "(SELECT timeline_id FROM pg_control_checkpoint())"
+        ).fetchone()
+        assert row is not None
+        (first,) = sink.connections
+        assert (first.system.system_id, first.system.timeline) == (row[0], row[1])
+        assert first.slot.recreated == "slot did not exist" == sink.slot_events()[0].reason
+        assert 0 < first.system.xlogpos <= first.slot.confirmed_flush_lsn
+        _setup_table(conn, config)
+        conn.execute("INSERT INTO items VALUES (1, 'a')")
+        sink.wait_for(lambda: sink.processed > 0)
+        wait_until(lambda: confirmed_flush(db_dsn, config.slot) >= sink.processed)
+        reports = list(sink.flushing_reports)
+        assert reports == sorted(set(reports))  # only ever higher
+        confirmed = confirmed_flush(db_dsn, config.slot)
+        assert reports[-1] >= confirmed  # Postgres holds nothing it was not announced first
+        ws = _walsender(conn, config.slot)
+        assert ws is not None
+        conn.execute("SELECT pg_terminate_backend(%s)", (ws[0],))
+        sink.wait_for(lambda: len(sink.connections) == 2)
+        second = sink.connections[1]
+        assert second.slot.recreated is None and second.system == dataclasses.replace(
+            first.system, xlogpos=second.system.xlogpos
+        )
+        assert confirmed <= second.slot.confirmed_flush_lsn <= max(sink.flushing_reports)
+
+
 def test_publication_dropped_from_outside_recreates_publication_and_slot(
     db_dsn: str, config: ConnectionConfig
 ) -> None:

@@ -1,7 +1,8 @@
 """HistoryGuard: the identity recorded with the shapes against the server's ``IDENTIFY_SYSTEM``.
 
 The end-to-end cases (a new timeline, another cluster with our slot) are in ``tests/service/test_history.py``;
-these check the rules one by one against the real server's identity.
+these check the rules one by one against the real server's identity, told to the guard as the replication
+client tells it (``connected``: its ``IDENTIFY_SYSTEM`` answer and the slot as it found it).
 """
 
 from __future__ import annotations
@@ -14,18 +15,28 @@ import pytest
 
 from sync.postgres.lsn import parse_lsn
 from sync.replication.changes import ReplicationEvent, SlotRecreated
-from sync.replication.history import (
-    History,
-    HistoryFile,
-    HistoryGuard,
-    StoredHistory,
-    history_change,
-    read_history,
-    read_server,
-)
-from sync.replication.sink import CallbackSink, Pending, ResumePoint
+from sync.replication.history import History, HistoryFile, HistoryGuard, StoredHistory, history_change
+from sync.replication.sink import CallbackSink, Connected, Pending, ResumePoint
+from sync.replication.stream import ReplicationStream, SlotState
+from tests.replication.support import slot_row
 
 RESUME = ResumePoint(processed_lsn=100, durable_lsn=90)
+
+
+def connection(dsn: str, slot: str = "s") -> Connected:
+    """What the client tells its sink on connecting: ``IDENTIFY_SYSTEM`` on a replication connection, and
+    the slot as found (one that does not exist is reported at 0, which no recorded position is behind)."""
+    stream = ReplicationStream.open(dsn)
+    try:
+        system = stream.identify_system()
+    finally:
+        stream.close()
+    row = slot_row(dsn, slot)
+    return Connected(system, SlotState(parse_lsn(row[0]) if row else 0, None))
+
+
+def read_history(dsn: str) -> History:
+    return History.of(connection(dsn).system)
 
 
 class Downstream:
@@ -46,13 +57,12 @@ class Downstream:
         self.settled.append(event)
 
     def guard(self, dsn: str, path: Path, slot: str = "s") -> HistoryGuard:
-        return HistoryGuard(
-            CallbackSink(self.deliver, lambda: RESUME),
-            HistoryFile(path),
-            slot=slot,
-            identify=lambda: read_server(dsn, slot),
-            settle=self.settle,
+        """A guard (a new incarnation's) told what a new connection to ``dsn`` found."""
+        guard = HistoryGuard(
+            CallbackSink(self.deliver, lambda: RESUME), HistoryFile(path), slot=slot, settle=self.settle
         )
+        guard.connected(connection(dsn, slot))
+        return guard
 
 
 def test_history_change_names_what_changed() -> None:
@@ -68,12 +78,22 @@ def test_history_change_names_what_changed() -> None:
     assert "past what the shape logs hold" in str(history_change(StoredHistory(h, flushed=100), h, 101))
 
 
-def test_read_history_is_the_servers_identity(db_dsn: str) -> None:
+def test_identify_system_is_the_servers_identity(db_dsn: str) -> None:
     history = read_history(db_dsn)
     with psycopg.connect(db_dsn) as conn:
         row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
     assert row is not None and history.system_id == row[0]
     assert history.timeline >= 1
+
+
+def test_a_guard_not_told_its_connection_refuses_to_guess(tmp_path: Path) -> None:
+    down = Downstream()
+    guard = HistoryGuard(
+        CallbackSink(down.deliver), HistoryFile(tmp_path / "h.json"), slot="s", settle=down.settle
+    )
+    with pytest.raises(RuntimeError, match="has not reported its connection"):
+        guard.resume_point()
+    assert not (tmp_path / "h.json").exists() and down.events == []
 
 
 def test_first_start_adopts_the_identity_and_resumes(db_dsn: str, tmp_path: Path) -> None:
