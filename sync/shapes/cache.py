@@ -24,38 +24,50 @@ Creation runs outside the cache's inbox (``CreateShape``, through :func:`get_or_
 reserves the definition, a worker does the slow part (catalog, publication, log files, subtree start), and
 every request for that definition gets the same result; many shapes are thus created at once.
 
+The messages are in :mod:`sync.shapes.cache_messages` (re-exported here), the creation bookkeeping in
+:mod:`sync.shapes.cache_builds`, the reopening of stored logs in :mod:`sync.shapes.cache_reload`.
+
 The ShapeSupervisor must be started before the cache (the cache starts shape subtrees from ``on_start``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import pykka
 
 from supervisors import Down, Monitor, SupervisedActor, describe_reason, monitor, terminate_child
 from sync import runtime
 from sync.replication.changes import RelationChanged, SlotRecreated
+from sync.shapes.cache_builds import Builds
+from sync.shapes.cache_messages import (
+    Built,
+    CacheSettings,
+    CheckSchemas,
+    CreateShape,
+    DeleteShape,
+    GetShape,
+    InvalidateShape,
+    ListShapes,
+    Publish,
+    ShapeResult,
+    Unpublish,
+    Withdrawn,
+    get_or_create_shape,
+)
+from sync.shapes.cache_reload import Reopened, reopen_stored
 from sync.shapes.consumer import RotateShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
 from sync.shapes.invalidation import CompiledShape, relation_change_reason
-from sync.shapes.schema_check import (
-    ColumnTypes,
-    SchemaCatalog,
-    column_types_from_meta,
-)
+from sync.shapes.schema_check import ColumnTypes, SchemaCatalog
 from sync.shapes.schema_checker import SchemaChecker
 from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
 from sync.shapes.snapshot_marks import SnapshotMarks, marks_path
 from sync.shapes.snapshot_pool import StartSnapshot
 from sync.shapes.snapshot_worker import SnapshotRequest
-from sync.shapes.stored import changed_while_down, stored_shape
-from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import Tick
 from sync.storage.ticker import FlushTicker
@@ -75,94 +87,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Publish = Callable[[ShapeDefinition, str], str | None]  # error message or None
-Unpublish = Callable[[ShapeDefinition, str], None]
-
-
-# -- messages ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CreateShape:
-    """ask -> ShapeResult | pykka.Future[ShapeResult]: the live shape for ``definition``, or a future of the
-    result of building it (snapshot started) outside the cache's inbox; use :func:`get_or_create_shape`."""
-
-    definition: ShapeDefinition
-
-
-@dataclass(frozen=True, slots=True)
-class _Built:
-    """tell (creation worker -> cache): the outcome of building ``handle``."""
-
-    definition: ShapeDefinition
-    handle: str
-    outcome: tuple[LiveShape, pykka.ActorRef[Any]] | str
-
-
-@dataclass(slots=True)
-class _Pending:
-    handle: str
-    futures: list[pykka.ThreadingFuture[ShapeResult]]
-
-
-@dataclass(frozen=True, slots=True)
-class ShapeResult:
-    shape: LiveShape | None
-    created: bool = False
-    error: str | None = None  # why the shape could not be created (publication, storage, start failure)
-
-
-@dataclass(frozen=True, slots=True)
-class GetShape:
-    """ask -> LiveShape | None."""
-
-    handle: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteShape:
-    """ask -> bool: delete the shape (waiters complete with ``rotated``); False if unknown."""
-
-    handle: str
-    reason: str = "deleted"
-
-
-@dataclass(frozen=True, slots=True)
-class InvalidateShape:
-    """tell/ask -> bool: the shape cannot continue (consumer, collector overload, schema change)."""
-
-    handle: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Withdrawn:
-    """tell (any thread -> cache): ``shape`` was withdrawn from the directory for ``reason``: remove it."""
-
-    shape: LiveShape
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ListShapes:
-    """ask -> list[LiveShape]."""
-
-
-@dataclass(frozen=True, slots=True)
-class CheckSchemas:
-    """tell: compare every live shape with the catalog now (off the inbox); mismatches are invalidated."""
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSettings:
-    max_shapes: int = 0  # 0: unlimited
-    max_held: int = 10_000  # transactions a consumer may hold while its snapshot starts
-    max_held_changes: int = 1_000_000  # and changes
-    flush_bytes: int = 64 * 1024
-    flush_interval: float = 0.05
-    ask_timeout: float = 30.0
-    max_parallel_builds: int = 16  # new shapes built at once (CreateShape)
-    schema_check_interval: float = 10.0  # seconds between catalog checks (dropped/renamed tables); 0: never
+ShapeFuture = pykka.ThreadingFuture[ShapeResult]
 
 
 # -- the actor --------------------------------------------------------------------------------------------
@@ -178,8 +103,8 @@ class ShapeCache(SupervisedActor):
                 DeleteShape (ask) -> bool; InvalidateShape (tell/ask) -> bool; RelationChanged, SlotRecreated
                 (tell, from the collector's callbacks; SlotRecreated also ask, from the HistoryGuard: returns
                 once every shape is removed); ListShapes (ask) -> list[LiveShape]; CheckSchemas (tell, also
-                from requests that find a table missing); _Built (tell, from its creation workers);
-                _Withdrawn (tell, from ``invalidate`` on any thread).
+                from requests that find a table missing); Built (tell, from its creation workers);
+                Withdrawn (tell, from ``invalidate`` on any thread).
     Sends:      ``publish``/``unpublish`` (the PublicationManager); start_child / terminate_child to the
                 ShapeSupervisor; RotateShape (ask) to consumers; StartSnapshot (tell, via consumers) to the
                 SnapshotPool.
@@ -215,10 +140,7 @@ class ShapeCache(SupervisedActor):
         self._clock = HandleClock()
         self._marks = marks if marks is not None else SnapshotMarks(marks_path(storage))
         self._monitors: dict[str, Monitor] = {}
-        self._pending: dict[ShapeDefinition, _Pending] = {}
-        self._doomed: dict[str, str] = {}  # handles invalidated while still being built
-        self._queued: deque[tuple[str, ShapeDefinition]] = deque()  # builds waiting for a free slot
-        self._building = 0
+        self._builds: Builds[ShapeFuture] = Builds(self._settings.max_parallel_builds)
         self._checker = (
             SchemaChecker(catalog, self._settings.schema_check_interval, self._invalidate_later, forget_table)
             if catalog is not None
@@ -255,16 +177,14 @@ class ShapeCache(SupervisedActor):
         # Shapes still running flush their logs when they stop (right after the cache, in reverse order).
         self._stop_background()
         self._marks.close()
-        for pending in self._pending.values():
-            for future in pending.futures:
-                future.set(ShapeResult(None, error="the shape cache stopped"))
-        self._pending.clear()
+        for future in self._builds.drain():
+            future.set(ShapeResult(None, error="the shape cache stopped"))
 
     def on_receive(self, message: Any) -> Any:
         match message:
             case CreateShape(definition):
                 return self._create_async(definition)
-            case _Built(definition, handle, outcome):
+            case Built(definition, handle, outcome):
                 self._built(definition, handle, outcome)
             case GetShape(handle):
                 return self.directory.get(handle)
@@ -272,7 +192,7 @@ class ShapeCache(SupervisedActor):
                 return self._remove(handle, reason)
             case InvalidateShape(handle, reason):
                 return self._remove(handle, reason)
-            case _Withdrawn(shape, reason):
+            case Withdrawn(shape, reason):
                 self._dispose(shape, reason)
             case RelationChanged():
                 self._relation_changed(message)
@@ -300,31 +220,25 @@ class ShapeCache(SupervisedActor):
 
     def _make_room(self) -> None:
         limit = self._settings.max_shapes
-        while limit and len(self.directory) + len(self._pending) >= limit:
+        while limit and len(self.directory) + len(self._builds) >= limit:
             victim = self.directory.least_recently_used()
             if victim is None or not self._remove(victim, "evicted (least recently used)"):
                 break
 
-    def _create_async(self, definition: ShapeDefinition) -> ShapeResult | pykka.ThreadingFuture[ShapeResult]:
+    def _create_async(self, definition: ShapeDefinition) -> ShapeResult | ShapeFuture:
         existing = self._existing(definition)
         if existing is not None:
             return ShapeResult(existing)
-        future: pykka.ThreadingFuture[ShapeResult] = pykka.ThreadingFuture()
-        pending = self._pending.get(definition)
-        if pending is not None:
-            pending.futures.append(future)
+        future: ShapeFuture = pykka.ThreadingFuture()
+        if self._builds.join(definition, future):
             return future
         self._make_room()
-        handle = self._clock.new_handle(definition)
-        self._pending[definition] = _Pending(handle, [future])
-        self._queued.append((handle, definition))
+        self._builds.reserve(self._clock.new_handle(definition), definition, future)
         self._start_builds()
         return future
 
     def _start_builds(self) -> None:
-        while self._queued and self._building < self._settings.max_parallel_builds:
-            handle, definition = self._queued.popleft()
-            self._building += 1
+        for handle, definition in self._builds.startable():
             runtime.spawn(self._build_and_report, handle, definition, name=f"create-{handle}")
 
     def _build(self, handle: str, definition: ShapeDefinition) -> tuple[LiveShape, pykka.ActorRef[Any]] | str:
@@ -345,7 +259,7 @@ class ShapeCache(SupervisedActor):
     def _build_and_report(self, handle: str, definition: ShapeDefinition) -> None:
         outcome = self._build(handle, definition)  # in a worker: never in the inbox
         try:
-            self.actor_ref.tell(_Built(definition, handle, outcome))
+            self.actor_ref.tell(Built(definition, handle, outcome))
         except pykka.ActorDeadError:
             logger.info(
                 "shape %s built after the cache stopped; it is reloaded or dropped at restart", handle
@@ -354,21 +268,18 @@ class ShapeCache(SupervisedActor):
     def _built(
         self, definition: ShapeDefinition, handle: str, outcome: tuple[LiveShape, pykka.ActorRef[Any]] | str
     ) -> None:
-        self._building -= 1
+        done = self._builds.finished(definition, handle)
         self._start_builds()
-        pending = self._pending.pop(definition, None)
-        futures = pending.futures if pending is not None else []
         if isinstance(outcome, str):
             self._types.pop(handle, None)
-            for future in futures:
+            for future in done.waiters:
                 future.set(ShapeResult(None, error=outcome))
             return
         shape = self._adopt(*outcome)
-        for i, future in enumerate(futures):
+        for i, future in enumerate(done.waiters):
             future.set(ShapeResult(shape, created=i == 0))
-        doomed = self._doomed.pop(handle, None)
-        if doomed is not None:
-            self._remove(handle, doomed)
+        if done.doomed is not None:
+            self._remove(handle, done.doomed)
 
     def _adopt(self, shape: LiveShape, subtree: pykka.ActorRef[Any]) -> LiveShape:
         """Publish a started shape and watch its subtree."""
@@ -389,7 +300,7 @@ class ShapeCache(SupervisedActor):
     def _invalidate_later(self, handle: str, reason: str) -> None:
         """Invalidate ``handle`` from any thread: withdrawn now, removed by the inbox (module docstring)."""
         shape = self.directory.withdraw(handle, reason)
-        message = _Withdrawn(shape, reason) if shape is not None else InvalidateShape(handle, reason)
+        message = Withdrawn(shape, reason) if shape is not None else InvalidateShape(handle, reason)
         try:
             self.actor_ref.tell(message)
         except pykka.ActorDeadError:
@@ -402,42 +313,31 @@ class ShapeCache(SupervisedActor):
         handles = self._storage.handles()
         for handle in handles:
             self._clock.observe(handle)
-        for handle in handles:
-            try:
-                writer = self._storage.open(handle)
-            except (ShapeMustBeRecreated, OSError) as exc:
-                logger.warning("shape %s cannot be resumed (%s): deleted", handle, exc)
-                self._storage.delete(handle)
-                continue
-            try:
-                stored_definition = cast("dict[str, Any]", writer.metadata["definition"])
-                definition = ShapeDefinition.from_dict(stored_definition)
-                compiled = self._compile(definition)
-                stored = stored_shape(writer, self._marks.get(handle))
-                types = column_types_from_meta(stored_definition.get("column_types"))
-                changed = changed_while_down(definition, compiled, types)
-                if changed is not None:
-                    raise ShapeMustBeRecreated(changed)
-            except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
-                logger.warning("shape %s cannot be reloaded (%r): deleted", handle, exc)
-                writer.abort()
-                self._storage.delete(handle)
-                continue
-            if types is not None:
-                self._types[handle] = types
-            if self._publish is not None and (error := self._publish(definition, handle)) is not None:
-                logger.warning("shape %s: table not published (%s): deleted", handle, error)
-                writer.abort()
-                self._storage.delete(handle)
-                continue
-            try:
-                self._adopt(*start_shape(self._wiring, handle, definition, compiled, writer, stored=stored))
-            except Exception:
-                logger.exception("shape %s: subtree failed to start: deleted", handle)
-                self._storage.delete(handle)
-                self._release(definition, handle)
+        for shape in reopen_stored(self._storage, handles, self._marks, self._compile):
+            self._resume(shape)
         self._marks.compact(self.directory.handles())
         logger.info("reloaded %d of %d stored shapes", len(self.directory), len(handles))
+
+    def _resume(self, shape: Reopened) -> None:
+        """Publish a reopened shape's table and start its subtree (its log is deleted if either fails)."""
+        handle, definition = shape.handle, shape.definition
+        if shape.types is not None:
+            self._types[handle] = shape.types
+        if self._publish is not None and (error := self._publish(definition, handle)) is not None:
+            logger.warning("shape %s: table not published (%s): deleted", handle, error)
+            shape.writer.abort()
+            self._storage.delete(handle)
+            return
+        try:
+            self._adopt(
+                *start_shape(
+                    self._wiring, handle, definition, shape.compiled, shape.writer, stored=shape.stored
+                )
+            )
+        except Exception:
+            logger.exception("shape %s: subtree failed to start: deleted", handle)
+            self._storage.delete(handle)
+            self._release(definition, handle)
 
     # -- schema checks (dropped / renamed tables, types; off the inbox) -----------------------------------
 
@@ -458,8 +358,7 @@ class ShapeCache(SupervisedActor):
     def _remove(self, handle: str, reason: str) -> bool:
         shape = self.directory.withdraw(handle, reason)
         if shape is None:
-            if any(p.handle == handle for p in self._pending.values()):
-                self._doomed[handle] = reason  # removed as soon as it is built
+            self._builds.doom(handle, reason)  # removed as soon as it is built (if being built)
             return False
         self._dispose(shape, reason)
         return True
@@ -496,17 +395,3 @@ class ShapeCache(SupervisedActor):
             reason = relation_change_reason(d, rel, event.previous)
             if reason is not None:
                 self._remove(handle, reason)
-
-
-def get_or_create_shape(
-    cache: pykka.ActorRef[Any], definition: ShapeDefinition, timeout: float
-) -> ShapeResult:
-    """The live shape for ``definition``, created if needed (concurrent creations run in parallel).
-
-    Raises ``pykka.Timeout`` / ``pykka.ActorDeadError`` like an ask.
-    """
-    reply = cache.ask(CreateShape(definition), timeout=timeout)
-    if isinstance(reply, pykka.Future):
-        reply = reply.get(timeout=timeout)
-    assert isinstance(reply, ShapeResult)
-    return reply

@@ -1,0 +1,73 @@
+"""Reopening the stored shapes at the ShapeCache's start: which logs can resume, and dropping the others.
+
+Why this module exists: the storage directory is the shape index (a log's metadata holds its handle,
+definition and snapshot visibility; the WAL position read with each snapshot is in the SnapshotMarks
+journal).  At start every log is reopened (a torn tail is trimmed); one that cannot be opened, whose
+snapshot never completed, that has no mark, whose definition no longer compiles or whose table changed
+while we were down is deleted: clients get 409 and a new shape.  The cache then publishes the tables of
+the others and starts their subtrees.  This module does the storage side, off the actor file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sync.shapes.consumer import StoredShape
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.invalidation import CompiledShape
+from sync.shapes.schema_check import ColumnTypes, column_types_from_meta
+from sync.shapes.snapshot_marks import SnapshotMarks
+from sync.shapes.stored import changed_while_down, stored_shape
+from sync.storage.errors import ShapeMustBeRecreated
+from sync.storage.storage import Storage
+from sync.storage.writer import ShapeLogWriter
+
+__all__ = ["Reopened", "reopen_stored"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """A stored shape that can resume: its log (open), what its consumer resumes from, its column types."""
+
+    handle: str
+    definition: ShapeDefinition
+    compiled: CompiledShape
+    writer: ShapeLogWriter
+    stored: StoredShape
+    types: ColumnTypes | None  # as recorded when the shape was created (None: not recorded)
+
+
+def reopen_stored(
+    storage: Storage,
+    handles: Iterable[str],
+    marks: SnapshotMarks,
+    compile_shape: Callable[[ShapeDefinition], CompiledShape],
+) -> Iterator[Reopened]:
+    """Each of ``handles`` whose log can resume, reopened, one at a time; the others' logs are deleted."""
+    for handle in handles:
+        try:
+            writer = storage.open(handle)
+        except (ShapeMustBeRecreated, OSError) as exc:
+            logger.warning("shape %s cannot be resumed (%s): deleted", handle, exc)
+            storage.delete(handle)
+            continue
+        try:
+            stored_definition = cast("dict[str, Any]", writer.metadata["definition"])
+            definition = ShapeDefinition.from_dict(stored_definition)
+            compiled = compile_shape(definition)
+            stored = stored_shape(writer, marks.get(handle))
+            types = column_types_from_meta(stored_definition.get("column_types"))
+            changed = changed_while_down(definition, compiled, types)
+            if changed is not None:
+                raise ShapeMustBeRecreated(changed)
+        except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
+            logger.warning("shape %s cannot be reloaded (%r): deleted", handle, exc)
+            writer.abort()
+            storage.delete(handle)
+            continue
+        yield Reopened(handle, definition, compiled, writer, stored, types)
