@@ -3,19 +3,21 @@
 Each node becomes ``fn(row) -> value | None`` where ``row`` maps column names to Postgres text (or None
 for NULL); a column is parsed only when its closure runs, so ``AND``/``OR`` short-circuits also skip
 parsing.  NULL handling is Postgres' three-valued logic; errors Postgres would raise surface as
-:class:`~sync.where.errors.WhereEvalError`.
+:class:`~sync.where.errors.WhereEvalError`.  LIKE matching is in :mod:`sync.where.like`, array subscripts
+and slices in :mod:`sync.where.arrays` (``like_matcher`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from sync.where import ast as a
+from sync.where.arrays import check_dimensions, fetch, slice_array
 from sync.where.casts import cast_fn
 from sync.where.errors import WhereEvalError
-from sync.where.functions import ascii_lower, resolve_function
+from sync.where.functions import resolve_function
+from sync.where.like import escape_char, like_matcher
 from sync.where.ops import _flat, binary, cmp_key, comparison_impl, unary
 from sync.where.values import parser
 from sync.where.zones import timezone_impl
@@ -29,48 +31,6 @@ __all__ = ["Fn", "Row", "compile_node", "like_matcher"]
 def compile_node(node: a.Node, enums: dict[str, tuple[str, ...]]) -> Fn:
     c = _Compiler(enums)
     return c.compile(node)
-
-
-def like_matcher(pattern: str, escape: str | None = "\\", ci: bool = False) -> Callable[[str], bool]:
-    """A LIKE/ILIKE predicate for ``pattern`` (``%``, ``_``, ``escape`` quoting the next character).
-
-    As in Postgres, a pattern ending with the escape character is an error only when matching gets that
-    far (``LIKE pattern must not end with escape character``); ILIKE compares ASCII-lowercased text.
-    """
-    out = []
-    i = 0
-    n = len(pattern)
-    dangling = False
-    while i < n:
-        ch = pattern[i]
-        if escape and ch == escape:
-            i += 1
-            if i >= n:
-                dangling = True
-                break
-            lit = pattern[i]
-            out.append(re.escape(ascii_lower(lit) if ci else lit))
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ascii_lower(ch) if ci else ch))
-        i += 1
-    rx = re.compile("".join(out), re.DOTALL)
-    fold = ascii_lower if ci else (lambda v: v)
-    if not dangling:
-        full = rx.fullmatch
-        return lambda v: full(fold(v)) is not None
-    # Postgres' matcher meets the dangling escape only with text left over
-    prefix = re.compile(rx.pattern + ".", re.DOTALL).match
-
-    def dangling_match(v: str) -> bool:
-        if prefix(fold(v)) is not None:
-            raise WhereEvalError("LIKE pattern must not end with escape character")
-        return False
-
-    return dangling_match
 
 
 class _Compiler:
@@ -323,7 +283,7 @@ class _Compiler:
             esc = "\\" if esc_node is None else esc_node.value
             if pat is None or esc is None:
                 return lambda r: None
-            match = like_matcher(pat, _escape(esc), ci)
+            match = like_matcher(pat, escape_char(esc), ci)
 
             def like_const(r: Row) -> bool | None:
                 v = f(r)
@@ -339,7 +299,7 @@ class _Compiler:
             v, p, e = f(r), fp(r), fe(r)
             if v is None or p is None or e is None:
                 return None
-            return like_matcher(p, _escape(e), ci)(v) != neg
+            return like_matcher(p, escape_char(e), ci)(v) != neg
 
         return like
 
@@ -351,16 +311,7 @@ class _Compiler:
 
         def arr(r: Row) -> tuple[Any, ...]:
             vals = tuple(f(r) for f in fs)
-            if nested:
-                subs = [v for v in vals if v is not None]
-                if not subs or all(len(s) == 0 for s in subs):
-                    return ()
-                shapes = {_shape(s) for s in subs}
-                if len(shapes) != 1 or len(subs) != len(vals):
-                    raise WhereEvalError(
-                        "multidimensional arrays must have array expressions with matching dimensions"
-                    )
-            return vals
+            return check_dimensions(vals) if nested else vals
 
         return arr
 
@@ -378,66 +329,13 @@ class _Compiler:
             up_vals: list[int | None] = [None if g is None else g(r) for g in ups]
             if not is_slice:
                 idx = [x for x in up_vals if x is not None]
-                return None if len(idx) != len(up_vals) else _fetch(v, idx)
+                return None if len(idx) != len(up_vals) else fetch(v, idx)
             for g, x in zip(lows + ups, lo_vals + up_vals, strict=True):
                 if g is not None and x is None:
                     return None
-            return _slice(v, lo_vals, up_vals)
+            return slice_array(v, lo_vals, up_vals)
 
         return sub
-
-
-def _escape(e: str) -> str | None:
-    if e == "":
-        return None
-    if len(e) != 1:
-        raise WhereEvalError("invalid escape string")
-    return e
-
-
-def _shape(v: Any) -> tuple[int, ...]:
-    out = []
-    while isinstance(v, tuple) and v:
-        out.append(len(v))
-        v = v[0]
-    return tuple(out)
-
-
-def _fetch(v: tuple[Any, ...], idx: list[int]) -> Any:
-    if len(idx) != len(_shape(v)):
-        return None
-    cur: Any = v
-    for i in idx:
-        if not 1 <= i <= len(cur):
-            return None
-        cur = cur[i - 1]
-    return cur
-
-
-def _slice(v: tuple[Any, ...], lows: list[int | None], ups: list[int | None]) -> tuple[Any, ...]:
-    shape = _shape(v)
-    if not shape or len(lows) > len(shape):
-        return ()
-    bounds = []
-    for d, size in enumerate(shape):
-        if d < len(lows):
-            given_lo, given_hi = lows[d], ups[d]
-            lo = 1 if given_lo is None else max(given_lo, 1)
-            hi = size if given_hi is None else min(given_hi, size)
-            if lo > hi:
-                return ()
-            bounds.append((lo, hi))
-        else:
-            bounds.append((1, size))
-
-    def cut(x: Any, d: int) -> Any:
-        if d == len(bounds):
-            return x
-        lo, hi = bounds[d]
-        return tuple(cut(y, d + 1) for y in x[lo - 1 : hi])
-
-    out: tuple[Any, ...] = cut(v, 0)
-    return out
 
 
 def _type_of(node: a.Node) -> str:
