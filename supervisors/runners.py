@@ -1,12 +1,21 @@
-"""A small pool of runner threads/greenlets for `supervisors.hibernate`.
+"""A small pool of runner threads/greenlets draining one run queue, for `supervisors.hibernate`.
 
 Why this module exists: a hibernating actor needs a runner each time a message arrives while it is idle.
 Starting a fresh greenlet or thread per wake-up costs 5-10 times a switch to a parked one (measured on
-this stack: ~50 µs against ~5-8 µs for ``gevent.sleep(0)`` under load), and wake-ups are frequent (every
-routed transaction wakes a consumer and its storage). So finished runners park here, at most
-``MAX_IDLE`` of them process-wide, and `schedule` hands a task to a parked runner (the latest parked,
-whose stack is warm) or starts a new one when none is parked. The pool therefore grows with the number
-of actors *busy at once*, never with the number of actors.
+this stack: ~50 µs against ~5-8 µs for ``gevent.sleep(0)`` under load), and even a switch per wake-up is
+most of the cost of a short burst: one routed transaction wakes a consumer and its storage for each shape
+it reaches, a thousand of them at once for a wide transaction. So wake-ups go through one FIFO run queue
+(as Erlang's schedulers do), drained by as few runners as keep it moving:
+
+* `schedule` appends the task and, when no runner is already on its way to the queue, wakes one (the
+  latest parked, whose stack is warm) or starts one when none is parked;
+* a runner takes tasks one after another without any switch; when it takes one and more are queued, it
+  first makes sure another runner is on its way, so a task that blocks (an ``ask``, I/O) never holds up
+  the tasks behind it: the queue always has a runner coming while it is not empty;
+* a runner that finds the queue empty parks (at most ``MAX_IDLE`` process-wide; more finish).
+
+The pool therefore grows with the number of actors *blocked at once*, never with the number of actors
+or of wake-ups.
 
 Runners are greenlets under gevent monkey patching (started without waiting for them: `schedule` never
 switches greenlets, so a ``tell`` never yields), daemon ``threading.Thread``\\ s otherwise. Under gevent a
@@ -21,6 +30,7 @@ import _thread
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from itertools import count
 
@@ -35,34 +45,33 @@ Task = Callable[[], None]
 
 
 class _Runner:
-    __slots__ = ("gate", "task")
+    __slots__ = ("gate",)
 
-    def __init__(self, task: Task) -> None:
-        self.task: Task | None = task
-        self.gate = _thread.allocate_lock()  # held while parked; released to hand over a task
+    def __init__(self) -> None:
+        self.gate = _thread.allocate_lock()  # held while parked; released to send it to the queue
         self.gate.acquire()
 
 
 _lock = threading.Lock()
+_queue: deque[Task] = deque()
 _idle: list[_Runner] = []
-_live = 0  # runners started and not finished (running a task or parked)
+_coming = 0  # runners woken or started that have not reached the queue yet
+_live = 0  # runners started and not finished (running a task, on their way, or parked)
 _names = count(1)
 _waker: list[tuple[int, threading.Event]] = []  # (hub thread's native id, its waker's event); gevent only
 _pending: list[Task] = []  # tasks handed over by other OS threads (gevent only)
 
 
 def schedule(task: Task) -> None:
-    """Run ``task()`` soon on a runner of its own (never in the caller). ``task`` must not raise."""
+    """Run ``task()`` soon on a runner (never in the caller). ``task`` must not raise."""
     if _gevent_patched() and _foreign(task):
         return
     with _lock:
-        runner = _idle.pop() if _idle else None
-        if runner is not None:
-            runner.task = task
-    if runner is not None:
-        runner.gate.release()
-    else:
-        _start(_Runner(task))
+        _queue.append(task)
+        send = not _coming
+        runner = _send_one() if send else None
+    if send:
+        _wake(runner)
 
 
 def counts() -> tuple[int, int]:
@@ -71,35 +80,60 @@ def counts() -> tuple[int, int]:
         return _live, len(_idle)
 
 
-def _start(runner: _Runner) -> None:
-    global _live  # the pool's own counter
-    with _lock:
-        _live += 1
-    if _gevent_patched():
+def _send_one() -> _Runner | None:
+    """Under ``_lock``: count one more runner on its way; the parked one to wake (None: start one)."""
+    global _coming, _live  # the pool's own counters
+    _coming += 1
+    if _idle:
+        return _idle.pop()
+    _live += 1
+    return None
+
+
+def _wake(runner: _Runner | None) -> None:
+    """Outside ``_lock``: release a parked runner, or start a new one (``None``)."""
+    if runner is not None:
+        runner.gate.release()
+    elif _gevent_patched():
         # A raw greenlet: ``threading.Thread.start`` would wait for it to run, i.e. switch greenlets inside
         # the caller's ``tell``, which must never yield (it did not with a parked actor either).
-        _thread.start_new_thread(_run, (runner,))
-        return
-    thread = threading.Thread(target=_run, args=(runner,), name=f"actor-runner-{next(_names)}", daemon=True)
-    thread.start()
+        _thread.start_new_thread(_run, (_Runner(),))
+    else:
+        name = f"actor-runner-{next(_names)}"
+        threading.Thread(target=_run, args=(_Runner(),), name=name, daemon=True).start()
 
 
 def _run(runner: _Runner) -> None:
-    global _live  # the pool's own counter
+    global _coming, _live  # the pool's own counters
+    arrived = True  # on its way to the queue (started or woken), counted in _coming
     while True:
-        task = runner.task
-        runner.task = None
-        if task is not None:
-            try:
-                task()
-            except Exception:  # a task must not raise; keep the runner usable anyway (a BaseException
-                logger.exception("actor runner task %r raised", task)  # such as GreenletExit ends it)
+        spare: _Runner | None = None
+        send = False
         with _lock:
-            if len(_idle) >= MAX_IDLE:
+            if arrived:
+                _coming -= 1
+                arrived = False
+            if _queue:
+                task = _queue.popleft()
+                if _queue and not _coming:  # more to do: someone must come, in case this task blocks
+                    spare = _send_one()
+                    send = True
+            elif len(_idle) >= MAX_IDLE:
                 _live -= 1
                 return
-            _idle.append(runner)
-        runner.gate.acquire()  # parked until schedule() hands over the next task
+            else:
+                _idle.append(runner)
+                task = None
+        if task is None:
+            runner.gate.acquire()  # parked until _send_one picks it
+            arrived = True
+            continue
+        if send:
+            _wake(spare)
+        try:
+            task()
+        except Exception:  # a task must not raise; keep the runner usable anyway (a BaseException
+            logger.exception("actor runner task %r raised", task)  # such as GreenletExit ends it)
 
 
 def _gevent_patched() -> bool:
@@ -138,10 +172,12 @@ def _wake_loop(wake: threading.Event) -> None:
 
 def _after_fork() -> None:
     """A forked child has none of its parent's runners (gunicorn forks its workers)."""
-    global _lock, _live  # the parent's lock may have been held at fork time
+    global _lock, _live, _coming  # the parent's lock may have been held at fork time
     _lock = threading.Lock()
     _live = 0
+    _coming = 0
     _idle.clear()
+    _queue.clear()
     _waker.clear()
     _pending.clear()
 
