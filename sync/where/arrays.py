@@ -1,8 +1,10 @@
-"""Array values of the WHERE evaluator: dimensions, subscripts and slices with Postgres' rules.
+"""Array values of the WHERE evaluator: dimensions, subscripts, slices and concatenation with Postgres' rules.
 
-Why this module exists: the evaluator represents an array as nested tuples; reading its shape, fetching an
-element (NULL when out of bounds or with the wrong number of subscripts) and slicing (bounds clamped, empty
-when they cross) are pure rules of their own, kept out of the closure compiler.
+Why this module exists: the evaluator represents an array as nested tuples; reading its shape, flattening
+it, fetching an element (NULL when out of bounds or with the wrong number of subscripts), slicing (bounds
+clamped, empty when they cross) and concatenating (``||``, ``array_cat``/``array_append``/``array_prepend``:
+dimensions must match) are pure rules of their own, kept out of the closure compiler and of operator
+resolution.
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ from typing import Any
 
 from sync.where.errors import WhereEvalError
 
-__all__ = ["array_shape", "check_dimensions", "fetch", "slice_array"]
+__all__ = [
+    "array_append",
+    "array_cat",
+    "array_dims",
+    "array_prepend",
+    "array_shape",
+    "check_dimensions",
+    "fetch",
+    "flatten",
+    "slice_array",
+]
 
 
 def check_dimensions(vals: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -71,3 +83,66 @@ def slice_array(v: tuple[Any, ...], lows: list[int | None], ups: list[int | None
 
     out: tuple[Any, ...] = cut(v, 0)
     return out
+
+
+def flatten(v: tuple[Any, ...]) -> list[Any]:
+    """The elements of every dimension in storage order (NULLs included)."""
+    out: list[Any] = []
+    for x in v:
+        if isinstance(x, tuple):
+            out.extend(flatten(x))
+        else:
+            out.append(x)
+    return out
+
+
+def array_dims(v: tuple[Any, ...]) -> int:
+    """The number of dimensions (an empty array counts the levels down to its first empty tuple)."""
+    n = 0
+    while isinstance(v, tuple):
+        n += 1
+        if not v:
+            break
+        v = v[0]
+    return n
+
+
+def array_cat(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if not a:
+        return b
+    if not b:
+        return a
+    da, db = array_dims(a), array_dims(b)
+    if da == db:
+        if da > 1 and array_shape(a)[1:] != array_shape(b)[1:]:
+            raise WhereEvalError("cannot concatenate incompatible arrays")
+        return a + b
+    if da == db + 1:
+        if array_shape(a)[1:] != array_shape(b):
+            raise WhereEvalError("cannot concatenate incompatible arrays")
+        return (*a, b)
+    if db == da + 1:
+        if array_shape(b)[1:] != array_shape(a):
+            raise WhereEvalError("cannot concatenate incompatible arrays")
+        return (a, *b)
+    raise WhereEvalError("cannot concatenate incompatible arrays")
+
+
+def array_append(a: tuple[Any, ...] | None, x: Any) -> tuple[Any, ...]:
+    if a is None:
+        return (x,)
+    if a and array_dims(a) > 1:
+        raise WhereEvalError("argument must be empty or one-dimensional array")
+    return (*a, x)
+
+
+def array_prepend(x: Any, a: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    if a is None:
+        return (x,)
+    if a and array_dims(a) > 1:
+        raise WhereEvalError("argument must be empty or one-dimensional array")
+    return (x, *a)

@@ -8,11 +8,12 @@ from typing import Any
 
 from sync.postgres.inspector import ColumnInfo, TableInfo, TypeInfo
 from sync.where import ast as a
+from sync.where.arrays import flatten
 from sync.where.casts import cast_fn
+from sync.where.comparisons import cmp_key
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.evaluate import Fn, Row, compile_node
 from sync.where.interning import shared, shared_mapping
-from sync.where.ops import _flat, cmp_key
 from sync.where.parse import build_tree
 from sync.where.sqlgen import render
 from sync.where.values import parser
@@ -162,7 +163,7 @@ def _fact(node: a.Node, enums: Mapping[str, tuple[str, ...]]) -> EqualityFact | 
         values = [i.value for i in node.items if isinstance(i, a.Const)]
     elif isinstance(node, a.AnyAll) and node.op == "=" and not node.all and isinstance(node.array, a.Const):
         side, cmp_type = _column_side(node.left, enums), node.cmp_type
-        values = [] if node.array.value is None else _flat(node.array.value)
+        values = [] if node.array.value is None else flatten(node.array.value)
     else:
         return None
     if side is None:

@@ -13,12 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sync.where import ast as a
-from sync.where.arrays import check_dimensions, fetch, slice_array
+from sync.where.arrays import check_dimensions, fetch, flatten, slice_array
 from sync.where.casts import cast_fn
+from sync.where.comparisons import cmp_key, comparison_impl
 from sync.where.errors import WhereEvalError
 from sync.where.functions import resolve_function
 from sync.where.like import escape_char, like_matcher
-from sync.where.ops import _flat, binary, cmp_key, comparison_impl, unary
+from sync.where.ops import binary, unary
 from sync.where.values import parser
 from sync.where.zones import timezone_impl
 
@@ -255,7 +256,7 @@ class _Compiler:
             arr = fa(r)
             if arr is None:
                 return None
-            elems = _flat(arr)
+            elems = flatten(arr)
             if not elems:
                 return is_all
             if v is None:

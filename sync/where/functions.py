@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 
 from sync.where import intervals as ivl
 from sync.where import temporal as tm
+from sync.where.arrays import array_append, array_cat, array_prepend
 from sync.where.casts import common_of
-from sync.where.ops import array_append, array_cat, array_prepend, cmp_key
+from sync.where.comparisons import cmp_key
 from sync.where.values import TEXT_TYPES, elem, formatter, is_array
 
 __all__ = ["FUNCTIONS", "Function", "ascii_lower", "ascii_upper", "resolve_function"]

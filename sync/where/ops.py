@@ -3,23 +3,38 @@
 ``binary(op, left_type, right_type)`` returns the operand types (what each side is implicitly cast to),
 the result type and a two-argument implementation working on non-NULL values, or None when Postgres has
 no such operator.  Applied to its own operand types it returns the same answer, so the evaluator can look
-an implementation up from a node's ``argtypes``.
+an implementation up from a node's ``argtypes``.  Comparison semantics are in
+:mod:`sync.where.comparisons` and array concatenation in :mod:`sync.where.arrays` (their public names are
+re-exported here); this module resolves signatures and holds the arithmetic implementations.
 """
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sync.where import intervals as ivl
 from sync.where import numeric as nm
 from sync.where import temporal as tm
-from sync.where.casts import ORDERED, canonical, common_type, numeric_common
+from sync.where.arrays import array_append, array_cat, array_prepend, flatten
+from sync.where.casts import canonical, common_type, numeric_common
+from sync.where.comparisons import COMPARISONS, cmp_key, comparable, comparison_impl
 from sync.where.errors import WhereEvalError
 from sync.where.values import FLOAT_TYPES, INT_TYPES, NUMERIC_TYPES, TEXT_TYPES, elem, formatter, is_array
+
+__all__ = [
+    "COMPARISONS",
+    "Impl",
+    "Resolved",
+    "array_append",
+    "array_cat",
+    "array_prepend",
+    "binary",
+    "cmp_key",
+    "comparison_impl",
+    "unary",
+]
 
 Impl = Callable[..., Any]
 
@@ -29,77 +44,6 @@ class Resolved(NamedTuple):
     result: str
     impl: Impl
     strict: bool = True  # NULL in, NULL out (array concatenation operators are not strict)
-
-
-COMPARISONS = ("=", "<>", "<", ">", "<=", ">=")
-_PY_CMP: dict[str, Callable[[Any, Any], bool]] = {
-    "=": operator.eq,
-    "<>": operator.ne,
-    "<": operator.lt,
-    ">": operator.gt,
-    "<=": operator.le,
-    ">=": operator.ge,
-}
-
-
-def cmp_key(t: str) -> Callable[[Any], Any] | None:
-    """A key making Python comparison agree with Postgres for ``t`` (None: values compare as they are)."""
-    if t in FLOAT_TYPES:
-        return nm.float_cmp_key
-    if t == "numeric":
-        return nm.num_cmp_key
-    if t == "interval":
-        return tm.interval_key
-    if is_array(t):
-        inner = cmp_key(elem(t))
-        if inner is None:
-            return None
-        fn = inner
-
-        def key(v: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(key(x) if isinstance(x, tuple) else (None if x is None else fn(x)) for x in v)
-
-        return key
-    return None
-
-
-def comparison_impl(op: str, t: str) -> Impl:
-    py = _PY_CMP[op]
-    if t in FLOAT_TYPES or t == "numeric":
-        return _nan_aware(op, t)
-    key = cmp_key(t)
-    if key is None:
-        return py
-    k = key
-    return lambda a, b: py(k(a), k(b))
-
-
-def _nan_aware(op: str, t: str) -> Impl:
-    """Comparisons on floats/numerics: plain Python unless a NaN is involved (NaN = NaN, NaN > all)."""
-    py = _PY_CMP[op]
-    key = nm.float_cmp_key if t in FLOAT_TYPES else nm.num_cmp_key
-    is_nan: Callable[[Any], bool] = math.isnan if t in FLOAT_TYPES else Decimal.is_nan
-
-    def slow(a: Any, b: Any) -> bool:
-        return py(key(a), key(b))
-
-    if op == "=":
-        return lambda a, b: a == b or (is_nan(a) and is_nan(b))
-    if op == "<>":
-        return lambda a, b: a != b and not (is_nan(a) and is_nan(b))
-
-    def ordered(a: Any, b: Any) -> bool:
-        if is_nan(a) or is_nan(b):
-            return slow(a, b)
-        return py(a, b)
-
-    return ordered
-
-
-def _comparable(op: str, t: str) -> bool:
-    if t in ORDERED:
-        return True
-    return op in ("=", "<>") and (is_array(t) or t.startswith("enum:"))
 
 
 # ---- arithmetic --------------------------------------------------------------------------------------
@@ -228,81 +172,12 @@ def _ts_pl_iv(minus: bool, ts: str) -> Impl:
 # ---- text and arrays ---------------------------------------------------------------------------------
 
 
-def _array_dims(v: tuple[Any, ...]) -> int:
-    n = 0
-    while isinstance(v, tuple):
-        n += 1
-        if not v:
-            break
-        v = v[0]
-    return n
-
-
-def array_cat(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    if not a:
-        return b
-    if not b:
-        return a
-    da, db = _array_dims(a), _array_dims(b)
-    if da == db:
-        if da > 1 and _shape(a)[1:] != _shape(b)[1:]:
-            raise WhereEvalError("cannot concatenate incompatible arrays")
-        return a + b
-    if da == db + 1:
-        if _shape(a)[1:] != _shape(b):
-            raise WhereEvalError("cannot concatenate incompatible arrays")
-        return (*a, b)
-    if db == da + 1:
-        if _shape(b)[1:] != _shape(a):
-            raise WhereEvalError("cannot concatenate incompatible arrays")
-        return (a, *b)
-    raise WhereEvalError("cannot concatenate incompatible arrays")
-
-
-def _shape(v: Any) -> tuple[int, ...]:
-    out = []
-    while isinstance(v, tuple) and v:
-        out.append(len(v))
-        v = v[0]
-    return tuple(out)
-
-
-def _flat(v: tuple[Any, ...]) -> list[Any]:
-    out: list[Any] = []
-    for x in v:
-        if isinstance(x, tuple):
-            out.extend(_flat(x))
-        else:
-            out.append(x)
-    return out
-
-
-def array_append(a: tuple[Any, ...] | None, x: Any) -> tuple[Any, ...]:
-    if a is None:
-        return (x,)
-    if a and _array_dims(a) > 1:
-        raise WhereEvalError("argument must be empty or one-dimensional array")
-    return (*a, x)
-
-
-def array_prepend(x: Any, a: tuple[Any, ...] | None) -> tuple[Any, ...]:
-    if a is None:
-        return (x,)
-    if a and _array_dims(a) > 1:
-        raise WhereEvalError("argument must be empty or one-dimensional array")
-    return (x, *a)
-
-
 def _contains(t: str) -> Callable[[tuple[Any, ...], tuple[Any, ...]], bool]:
     key = cmp_key(elem(t)) or (lambda v: v)
 
     def contains(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-        have = {key(x) for x in _flat(a) if x is not None}
-        return all(x is not None and key(x) in have for x in _flat(b))
+        have = {key(x) for x in flatten(a) if x is not None}
+        return all(x is not None and key(x) in have for x in flatten(b))
 
     return contains
 
@@ -311,8 +186,8 @@ def _overlaps(t: str) -> Callable[[tuple[Any, ...], tuple[Any, ...]], bool]:
     key = cmp_key(elem(t)) or (lambda v: v)
 
     def overlaps(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-        have = {key(x) for x in _flat(a) if x is not None}
-        return any(x is not None and key(x) in have for x in _flat(b))
+        have = {key(x) for x in flatten(a) if x is not None}
+        return any(x is not None and key(x) in have for x in flatten(b))
 
     return overlaps
 
@@ -351,7 +226,7 @@ def binary(op: str, a: str, b: str) -> Resolved | None:
     """Resolve ``a op b`` (``a``/``b`` may be ``unknown`` for untyped literals)."""
     if op in COMPARISONS:
         c = common_type(a, b)
-        if c is None or not _comparable(op, c):
+        if c is None or not comparable(op, c):
             return None
         return Resolved((c, c), "bool", comparison_impl(op, c))
     if op == "||":
