@@ -1,6 +1,6 @@
 """Our typed expression tree: the only form a WHERE clause takes after validation.
 
-Every node carries its Postgres result type (see :mod:`sync.where.values` for type names).  Operator and
+Every node carries its Postgres result type (see :mod:`sync.where.typenames` for type names).  Operator and
 function nodes name the operation and the operand types it was resolved for, so the evaluator and the SQL
 generator never re-resolve anything.  Implicit casts are explicit :class:`Cast` nodes.  Constants hold
 Python values (already parsed); ``param`` remembers the ``$n`` a constant came from, and does not take part

@@ -17,7 +17,8 @@ from sync.where.evaluate import compile_node
 from sync.where.functions import FUNCTIONS, resolve_function
 from sync.where.ops import binary, unary
 from sync.where.syntax import Parsed
-from sync.where.values import INT_TYPES, TEXT_TYPES, elem, is_array, parser
+from sync.where.typenames import INT_TYPES, TEXT_TYPES, elem, is_array
+from sync.where.values import parser
 
 _SQL_TYPES: dict[str, str] = {
     "INT": "int4",

@@ -15,7 +15,8 @@ from typing import Any
 from sync.where import numeric as nm
 from sync.where import temporal as tm
 from sync.where.errors import WhereEvalError
-from sync.where.values import (
+from sync.where.formatting import formatter
+from sync.where.typenames import (
     FLOAT_TYPES,
     INT_RANGES,
     INT_TYPES,
@@ -23,11 +24,10 @@ from sync.where.values import (
     TEXT_TYPES,
     check_int,
     elem,
-    formatter,
     is_array,
-    parser,
     to_f4,
 )
+from sync.where.values import parser
 
 CastFn = Callable[[Any], Any]
 

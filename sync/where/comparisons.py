@@ -16,7 +16,7 @@ from typing import Any
 from sync.where import numeric as nm
 from sync.where import temporal as tm
 from sync.where.casts import ORDERED
-from sync.where.values import FLOAT_TYPES, elem, is_array
+from sync.where.typenames import FLOAT_TYPES, elem, is_array
 
 __all__ = ["COMPARISONS", "cmp_key", "comparable", "comparison_impl"]
 

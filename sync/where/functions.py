@@ -16,7 +16,8 @@ from sync.where import temporal as tm
 from sync.where.arrays import array_append, array_cat, array_prepend
 from sync.where.casts import common_of
 from sync.where.comparisons import cmp_key
-from sync.where.values import TEXT_TYPES, elem, formatter, is_array
+from sync.where.formatting import formatter
+from sync.where.typenames import TEXT_TYPES, elem, is_array
 
 __all__ = ["FUNCTIONS", "Function", "ascii_lower", "ascii_upper", "resolve_function"]
 

@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sync.where.errors import WhereEvalError
-from sync.where.values import INT_NAMES, INT_RANGES, NUMERIC_CTX, to_f4
+from sync.where.typenames import INT_NAMES, INT_RANGES, NUMERIC_CTX, to_f4
 
 NAN = Decimal("NaN")
 INF = Decimal("Infinity")

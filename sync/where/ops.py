@@ -21,7 +21,8 @@ from sync.where.arrays import array_append, array_cat, array_prepend, flatten
 from sync.where.casts import canonical, common_type, numeric_common
 from sync.where.comparisons import COMPARISONS, cmp_key, comparable, comparison_impl
 from sync.where.errors import WhereEvalError
-from sync.where.values import FLOAT_TYPES, INT_TYPES, NUMERIC_TYPES, TEXT_TYPES, elem, formatter, is_array
+from sync.where.formatting import formatter
+from sync.where.typenames import FLOAT_TYPES, INT_TYPES, NUMERIC_TYPES, TEXT_TYPES, elem, is_array
 
 __all__ = [
     "COMPARISONS",

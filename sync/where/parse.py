@@ -21,7 +21,8 @@ from sync.where.binder import Binder, check_folding
 from sync.where.errors import WhereError
 from sync.where.literals import decode_string
 from sync.where.syntax import TT, Parsed, _syntax, parse_text
-from sync.where.values import INT_RANGES, parse_numeric
+from sync.where.typenames import INT_RANGES
+from sync.where.values import parse_numeric
 
 __all__ = ["build_tree"]
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sync.where import ast as a
-from sync.where.values import TEXT_TYPES, formatter
+from sync.where.formatting import formatter
+from sync.where.typenames import TEXT_TYPES
 
 __all__ = ["quote_ident", "render", "sql_type"]
 

@@ -1,8 +1,9 @@
-"""Postgres text input/output for the types the WHERE language evaluates.
+"""Postgres text input for the types the WHERE language evaluates.
 
 Values arrive as Postgres text output (from logical replication or a snapshot with the engine's display
-settings); ``parser(type)`` turns one into its Python value, ``formatter(type)`` turns a value back into
-Postgres' text output (used by casts to text and by SQL generation for bound parameters).
+settings); ``parser(type)`` turns one into its Python value with Postgres' input rules and error messages.
+The reverse, ``formatter(type)``, is in :mod:`sync.where.formatting` and type names with their limits in
+:mod:`sync.where.typenames`; both are re-exported here for the modules that import them from this one.
 
 Types are names: the ``typname`` of a built-in (``int4``, ``timestamptz``...), ``name[]`` for arrays,
 ``enum:<schema>.<name>`` for enums and ``other:<typname>`` for types only usable as opaque text
@@ -17,7 +18,6 @@ import decimal
 import functools
 import math
 import re
-import struct
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -25,53 +25,52 @@ from typing import Any
 from sync.where import intervals as ivl
 from sync.where import temporal as tm
 from sync.where.errors import WhereEvalError
+from sync.where.formatting import Formatter, format_array, format_float, format_numeric, formatter
+from sync.where.typenames import (
+    FLOAT_NAMES,
+    FLOAT_TYPES,
+    INT_NAMES,
+    INT_RANGES,
+    INT_TYPES,
+    NUMERIC_CTX,
+    NUMERIC_TYPES,
+    TEXT_TYPES,
+    check_int,
+    elem,
+    is_array,
+    to_f4,
+)
+
+__all__ = [
+    "FLOAT_NAMES",
+    "FLOAT_TYPES",
+    "INT_NAMES",
+    "INT_RANGES",
+    "INT_TYPES",
+    "NUMERIC_CTX",
+    "NUMERIC_TYPES",
+    "PG_SPACE",
+    "TEXT_TYPES",
+    "Formatter",
+    "Parser",
+    "check_int",
+    "elem",
+    "format_array",
+    "format_float",
+    "format_numeric",
+    "formatter",
+    "is_array",
+    "parse_array",
+    "parse_bool",
+    "parse_numeric",
+    "parse_uuid",
+    "parser",
+    "to_f4",
+]
 
 PG_SPACE = " \t\n\r\v\f"  # what Postgres' input functions treat as white space
 
 Parser = Callable[[str], Any]
-Formatter = Callable[[Any], str]
-
-NUMERIC_CTX = decimal.Context(prec=100_000, Emax=999_999, Emin=-999_999, traps=[decimal.InvalidOperation])
-
-INT_RANGES = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1), "int8": (-(2**63), 2**63 - 1)}
-INT_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint"}
-FLOAT_NAMES = {"float4": "real", "float8": "double precision"}
-TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
-INT_TYPES = frozenset(INT_RANGES)
-FLOAT_TYPES = frozenset(FLOAT_NAMES)
-NUMERIC_TYPES = INT_TYPES | FLOAT_TYPES | {"numeric"}
-_FLT_MAX = 3.4028234663852886e38
-
-
-def is_array(t: str) -> bool:
-    return t.endswith("[]")
-
-
-def elem(t: str) -> str:
-    return t[:-2]
-
-
-def check_int(v: int, t: str) -> int:
-    lo, hi = INT_RANGES[t]
-    if v < lo or v > hi:
-        raise WhereEvalError(f"{INT_NAMES[t]} out of range")
-    return v
-
-
-def to_f4(v: float) -> float:
-    """Round a double to the nearest float4 (Postgres computes float4 arithmetic in single precision)."""
-    if math.isnan(v) or math.isinf(v):
-        return v
-    if abs(v) > _FLT_MAX:
-        # round-to-nearest may still land on FLT_MAX; struct refuses anything beyond
-        try:
-            return float(struct.unpack("f", struct.pack("f", v))[0])
-        except OverflowError:
-            return math.copysign(math.inf, v)
-    return float(struct.unpack("f", struct.pack("f", v))[0])
-
-
-# ---- input -------------------------------------------------------------------------------------------
 
 _INT_RE = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")
 _FLOAT_RE = re.compile(
@@ -312,96 +311,3 @@ def parser(t: str, enums: dict[str, tuple[str, ...]] | None = None) -> Parser:
     if t.startswith("enum:"):
         return _enum_parser(t, (enums or {}).get(t, ()))
     raise KeyError(t)
-
-
-# ---- output ------------------------------------------------------------------------------------------
-
-
-def _shortest_digits(v: float, single: bool) -> tuple[str, int]:
-    """Shortest round-tripping decimal digits and the decimal exponent of the first digit."""
-    if single:
-        for p in range(1, 10):
-            s = f"{v:.{p - 1}e}"
-            if to_f4(float(s)) == v:
-                break
-    else:
-        s = repr(v)
-    d = Decimal(s).normalize()
-    _, digits, exp = d.as_tuple()
-    ds = "".join(map(str, digits))
-    return ds, int(exp) + len(ds) - 1
-
-
-def format_float(v: float, single: bool = False) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    if v == 0.0:
-        return "-0" if math.copysign(1.0, v) < 0 else "0"
-    sign = "-" if v < 0 else ""
-    digits, exp = _shortest_digits(abs(v), single)
-    if -4 <= exp < (6 if single else 15):
-        if exp < 0:
-            return f"{sign}0.{'0' * (-exp - 1)}{digits}"
-        if len(digits) <= exp + 1:
-            return sign + digits + "0" * (exp + 1 - len(digits))
-        return f"{sign}{digits[: exp + 1]}.{digits[exp + 1 :]}"
-    mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    return f"{sign}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-
-
-def format_numeric(d: Decimal) -> str:
-    if d.is_nan():
-        return "NaN"
-    if d.is_infinite():
-        return "Infinity" if d > 0 else "-Infinity"
-    if d.is_zero():
-        d = d.copy_abs()
-    return format(d, "f")
-
-
-_NEEDS_QUOTE = re.compile(r'[{},"\\ \t\n\r\f\v]')
-
-
-def _quote_elem(s: str) -> str:
-    if s == "" or s.upper() == "NULL" or _NEEDS_QUOTE.search(s):
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return s
-
-
-def format_array(value: tuple[Any, ...], fmt_elem: Formatter) -> str:
-    parts = []
-    for v in value:
-        if v is None:
-            parts.append("NULL")
-        elif isinstance(v, tuple):
-            parts.append(format_array(v, fmt_elem))
-        else:
-            parts.append(_quote_elem(fmt_elem(v)))
-    return "{" + ",".join(parts) + "}"
-
-
-def formatter(t: str) -> Formatter:
-    """The output function for type ``t`` (Postgres text output with the engine's display settings)."""
-    if is_array(t):
-        fe = formatter(elem(t))
-        return lambda v: format_array(v, fe)
-    if t in INT_TYPES:
-        return str
-    if t == "float4":
-        return lambda v: format_float(v, True)
-    if t == "float8":
-        return format_float
-    if t == "numeric":
-        return format_numeric
-    if t == "bool":
-        return lambda v: "true" if v else "false"
-    simple: dict[str, Formatter] = {
-        "date": tm.format_date,
-        "time": tm.format_time,
-        "timestamp": lambda v: tm.format_timestamp(v, False),
-        "timestamptz": lambda v: tm.format_timestamp(v, True),
-        "interval": tm.format_interval,
-    }
-    return simple.get(t, str)

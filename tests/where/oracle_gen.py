@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from sync.where import temporal as tm
 from sync.where.errors import WhereEvalError
-from sync.where.values import format_array, format_float, format_numeric, formatter, parser
+from sync.where.formatting import format_array, format_float, format_numeric, formatter
+from sync.where.values import parser
 
 COLUMNS = {
     "i2": "int2",
