@@ -163,7 +163,7 @@ class Subscript:
 class Failed:
     """A column-free sub-expression whose evaluation fails (``1/0``).  Postgres raises when its planner
     folds it, unless folding never reaches it (``OR`` after a constant TRUE, ``AND`` after a constant
-    FALSE, ``coalesce`` after a non-NULL constant); see :func:`sync.where.binder.check_folding`."""
+    FALSE, ``coalesce`` after a non-NULL constant); see :func:`sync.where.folding.check_folding`."""
 
     node: Node
     message: str

@@ -1,7 +1,9 @@
 """Type resolution for the WHERE tree: coercion of untyped literals, implicit casts, constant folding.
 
 The parser (:mod:`sync.where.parse`) walks sqlglot's tree and calls one method here per construct; each
-returns a typed :mod:`sync.where.ast` node or raises :class:`WhereError` with a located message.
+returns a typed :mod:`sync.where.ast` node or raises :class:`WhereError` with a located message.  Which
+constants Postgres' planner folds is in :mod:`sync.where.folding`, and how SQL spells types (cast targets,
+type-named functions, types in messages) in :mod:`sync.where.sqltypes`.
 """
 
 from __future__ import annotations
@@ -14,51 +16,15 @@ from sync.where import ast as a
 from sync.where.casts import canonical, cast_fn, common_of, implicitly_castable
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.evaluate import compile_node
+from sync.where.folding import check_folding, has_unknown, is_stable, strict_null
 from sync.where.functions import FUNCTIONS, resolve_function
 from sync.where.ops import binary, unary
+from sync.where.sqltypes import ALIASES, NAMED_TYPES, readable, type_from_sql
 from sync.where.syntax import Parsed
 from sync.where.typenames import INT_TYPES, TEXT_TYPES, elem, is_array
 from sync.where.values import parser
 
-_SQL_TYPES: dict[str, str] = {
-    "INT": "int4",
-    "BIGINT": "int8",
-    "SMALLINT": "int2",
-    "FLOAT": "float4",
-    "DOUBLE": "float8",
-    "DECIMAL": "numeric",
-    "TEXT": "text",
-    "VARCHAR": "varchar",
-    "CHAR": "bpchar",
-    "BPCHAR": "bpchar",
-    "NAME": "name",
-    "BOOLEAN": "bool",
-    "DATE": "date",
-    "TIME": "time",
-    "TIMESTAMP": "timestamp",
-    "TIMESTAMPTZ": "timestamptz",
-    "INTERVAL": "interval",
-    "UUID": "uuid",
-    "JSONB": "other:jsonb",
-    "JSON": "other:json",
-    "VARBINARY": "other:bytea",
-}
-_NAMED_TYPES = {
-    "int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar", "bpchar", "bool", "date",
-    "time", "timestamp", "timestamptz", "interval", "uuid", "integer", "smallint", "bigint", "real",
-    "boolean",
-}  # fmt: skip
-_ALIASES = {"integer": "int4", "smallint": "int2", "bigint": "int8", "real": "float4", "boolean": "bool"}
-
-
-def readable(t: str) -> str:
-    if t.startswith("enum:"):
-        return t.split(".", 1)[1]
-    if t.startswith("other:"):
-        return t[6:]
-    if t.endswith("[]"):
-        return readable(t[:-2]) + "[]"
-    return t
+__all__ = ["Binder", "check_folding", "readable"]
 
 
 class Binder:
@@ -75,11 +41,11 @@ class Binder:
     def fold(self, node: a.Node, loc: int) -> a.Node:
         if isinstance(node, a.Const | a.Failed) or node.type == "unknown" or a.columns_of(node):
             return node
-        if _stable(node) or not all(isinstance(c, a.Const) for c in a.children(node)):
+        if is_stable(node) or not all(isinstance(c, a.Const) for c in a.children(node)):
             # Postgres' planner folds immutable operations on constants only (a STABLE sub-expression
             # stays, and so does everything above it)
             return node
-        if _has_unknown(node):
+        if has_unknown(node):
             return node
         try:
             value = compile_node(node, self.enums)({})
@@ -137,7 +103,7 @@ class Binder:
             raise self.err(loc, f"operator does not exist: {op} {readable(arg.type)}")
         arg = self.coerce(arg, res.argtypes[0], loc)
         name = "neg" if op == "-" else op
-        return self.fold(_strict_null(a.Call(name, (arg,), res.result, res.argtypes)), loc)
+        return self.fold(strict_null(a.Call(name, (arg,), res.result, res.argtypes)), loc)
 
     def binary(self, op: str, left: a.Node, right: a.Node, loc: int) -> a.Node:
         res = binary(op, left.type, right.type)
@@ -148,7 +114,7 @@ class Binder:
         left = self.coerce(left, res.argtypes[0], loc)
         right = self.coerce(right, res.argtypes[1], loc)
         call = a.Call(op, (left, right), res.result, res.argtypes)
-        return self.fold(_strict_null(call) if res.strict else call, loc)
+        return self.fold(strict_null(call) if res.strict else call, loc)
 
     def boolean(self, is_and: bool, args: list[a.Node], loc: int) -> a.Node:
         what = "AND" if is_and else "OR"
@@ -319,12 +285,12 @@ class Binder:
             raise self.err(loc, f"function timezone(text, {readable(ts.type)}) does not exist")
         ts = self.coerce(ts, src, loc)
         result = "timestamp" if src == "timestamptz" else "timestamptz"
-        return self.fold(_strict_null(a.Call("timezone", (zone, ts), result, ("text", src))), loc)
+        return self.fold(strict_null(a.Call("timezone", (zone, ts), result, ("text", src))), loc)
 
     def function(self, name: str, args: list[a.Node], loc: int) -> a.Node:
         n = len(args)
-        target = _ALIASES.get(name, name)
-        if name in _NAMED_TYPES and n == 1:
+        target = ALIASES.get(name, name)
+        if name in NAMED_TYPES and n == 1:
             return self.cast(args[0], target, None, loc)
         if name in ("like", "ilike") and n == 2:
             return self.like(args[0], args[1], None, name == "ilike", False, loc)
@@ -342,7 +308,7 @@ class Binder:
         if name == "coalesce":
             return self._coalesce(typed, res.result, loc)
         call = a.Call(name, typed, res.result, res.argtypes)
-        return self.fold(_strict_null(call) if res.strict else call, loc)
+        return self.fold(strict_null(call) if res.strict else call, loc)
 
     def _coalesce(self, args: tuple[a.Node, ...], result: str, loc: int) -> a.Node:
         """COALESCE simplified as Postgres' planner does: NULL constants dropped, nothing kept after the
@@ -361,105 +327,5 @@ class Binder:
         return self.fold(a.Call("coalesce", tuple(kept), result, tuple(result for _ in kept)), loc)
 
     def type_from_sql(self, dt: exp.Expr, loc: int) -> tuple[str, int | None]:
-        """Our type name (and varchar/char length) for a sqlglot ``DataType``."""
-        if not isinstance(dt, exp.DataType):
-            raise self.err(loc, "unsupported type")
-        kind = dt.this.name if hasattr(dt.this, "name") else str(dt.this)
-        if kind == "ARRAY":
-            if not dt.expressions:
-                raise self.err(loc, "unsupported type array")
-            inner, _ = self.type_from_sql(dt.expressions[0], loc)
-            return (inner if inner.endswith("[]") else inner + "[]"), None
-        params = [p for p in dt.expressions if isinstance(p, exp.DataTypeParam)]
-        if kind == "USERDEFINED":
-            raw = str(dt.args.get("kind", ""))
-            return self._named_type(raw, loc), None
-        name = _SQL_TYPES.get(kind)
-        if name is None:
-            raise self.err(loc, f"unsupported type {dt.sql('postgres').lower()}")
-        length: int | None = None
-        if params:
-            if name in ("varchar", "bpchar") and len(params) == 1:
-                length = int(str(params[0].this.this))
-            else:
-                raise self.err(loc, f"unsupported type {dt.sql('postgres').lower()}")
-        elif kind == "CHAR":
-            length = 1
-        return name, length
-
-    def _named_type(self, raw: str, loc: int) -> str:
-        parts = [p[1:-1].replace('""', '"') if p.startswith('"') else p.lower() for p in raw.split(".")]
-        if len(parts) == 2 and parts[0] == "pg_catalog" and parts[1] in _NAMED_TYPES:
-            return _ALIASES.get(parts[1], parts[1])
-        for t in self.enums:
-            schema, name = t[5:].split(".", 1)
-            if parts in ([name], [schema, name]):
-                return t
-        raise self.err(loc, f"unsupported type {raw}")
-
-
-def check_folding(node: a.Node, parsed: Parsed) -> None:
-    """Raise the error of the first failing constant that Postgres' planner would fold.
-
-    Mirrors ``eval_const_expressions``: children are simplified in order, ``AND``/``OR`` stop at a
-    constant FALSE/TRUE and ``coalesce`` at a non-NULL constant, so failures beyond those are never
-    reached (and the evaluator, which short-circuits the same way, never reaches them either).
-    """
-    if isinstance(node, a.Failed):
-        raise parsed.at(node.loc, node.message)
-    if isinstance(node, a.And | a.Or):
-        stop = isinstance(node, a.Or)
-        for arg in node.args:
-            check_folding(arg, parsed)
-            if isinstance(arg, a.Const) and arg.value is stop:
-                return
-        return
-    if isinstance(node, a.Call) and node.op == "coalesce":
-        for arg in node.args:
-            check_folding(arg, parsed)
-            if isinstance(arg, a.Const) and arg.value is not None:
-                return
-        return
-    for child in a.children(node):
-        check_folding(child, parsed)
-
-
-_STABLE_TEXT_IO = {"date", "time", "timestamp", "timestamptz", "interval"}  # their input is STABLE
-_STABLE_TEXT_OUT = {"date", "timestamp", "timestamptz", "interval"}  # their output is STABLE
-
-
-def _stable(node: a.Node) -> bool:
-    """Whether the node's own operation is STABLE (not IMMUTABLE) in Postgres, so never constant-folded:
-    date/time text I/O, enum and array I/O, conversions involving timestamptz, timestamptz +/- interval,
-    ``concat`` and ``||`` with a non-text operand."""
-    if isinstance(node, a.Cast):
-        src, dst = node.arg.type, node.type
-        if dst in TEXT_TYPES:
-            return src in _STABLE_TEXT_OUT or src.startswith("enum:") or is_array(src)
-        if src in TEXT_TYPES:
-            return dst in _STABLE_TEXT_IO or dst.startswith("enum:") or is_array(dst)
-        return "timestamptz" in (src, dst) and src != dst
-    if isinstance(node, a.Call):
-        if node.op == "concat":
-            return True
-        if node.op == "||":
-            return any(t not in TEXT_TYPES and not is_array(t) for t in node.argtypes) and not any(
-                is_array(t) for t in node.argtypes
-            )
-        if node.op in ("+", "-") and "interval" in node.argtypes and "timestamptz" in node.argtypes:
-            return True
-    return False
-
-
-def _strict_null(node: a.Call) -> a.Node:
-    """A strict operator/function with a constant NULL argument is NULL (the planner folds it without
-    evaluating the other arguments, so their errors never happen)."""
-    if any(isinstance(x, a.Const) and x.value is None and x.type != "unknown" for x in node.args):
-        return a.Const(node.type, None)
-    return node
-
-
-def _has_unknown(node: a.Node) -> bool:
-    if node.type == "unknown":
-        return True
-    return any(_has_unknown(c) for c in a.children(node))
+        """Our type name (and varchar/char length) for a sqlglot ``DataType``; enums are this clause's."""
+        return type_from_sql(dt, loc, self.enums, self.p)

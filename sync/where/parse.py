@@ -17,8 +17,9 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import Token
 
 from sync.where import ast as a
-from sync.where.binder import Binder, check_folding
+from sync.where.binder import Binder
 from sync.where.errors import WhereError
+from sync.where.folding import check_folding
 from sync.where.literals import decode_string
 from sync.where.syntax import TT, Parsed, _syntax, parse_text
 from sync.where.typenames import INT_RANGES
