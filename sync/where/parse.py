@@ -32,7 +32,7 @@ from sync.where.grammar import (
 )
 from sync.where.literals import decode_string
 from sync.where.positions import Positions
-from sync.where.syntax import TT, Parsed, _syntax, parse_text
+from sync.where.syntax import TT, Parsed, parse_text, syntax_error
 from sync.where.typenames import INT_RANGES
 from sync.where.values import parse_numeric
 
@@ -274,7 +274,7 @@ class _Builder:
             type(e.this) in COMPARISON_NODES or type(e.expression) in COMPARISON_NODES
         ):
             # comparison operators do not associate in Postgres' grammar: ``a < b = c`` is invalid
-            raise _syntax(self.p.text, loc, self.p.text[tok.start : tok.end + 1] if tok else op)
+            raise syntax_error(self.p.text, loc, self.p.text[tok.start : tok.end + 1] if tok else op)
         right = e.expression
         quantified = any_all(right) if op in ("=", "<>", "<", ">", "<=", ">=") else None
         if quantified is not None:
@@ -355,4 +355,4 @@ class _Builder:
 def _syntax_at(p: Parsed, e: exp.Expr, positions: Positions) -> WhereError:
     pos = positions.loc(e)
     tok = positions.token_at(pos)
-    return _syntax(p.text, pos, p.text[tok.start : tok.end + 1] if tok is not None else None)
+    return syntax_error(p.text, pos, p.text[tok.start : tok.end + 1] if tok is not None else None)

@@ -65,7 +65,8 @@ class Parsed:
         return WhereError([f"At location {self.byte_offset(char_pos)}: {message}"])
 
 
-def _syntax(text: str, char_pos: int, near: str | None) -> WhereError:
+def syntax_error(text: str, char_pos: int, near: str | None) -> WhereError:
+    """Electric's syntax error at ``char_pos`` of ``text``, near token ``near`` (None: at end of input)."""
     loc = len(PREFIX.encode()) + len(text[:char_pos].encode())
     if near is None:
         return WhereError([f"At location {loc}: syntax error at end of input"])
@@ -122,7 +123,7 @@ def _unterminated(text: str) -> WhereError:
                 i = k + len(tag)
                 continue
         i += 1
-    return _syntax(text, 0, text[:1] or None)
+    return syntax_error(text, 0, text[:1] or None)
 
 
 def _lex_error(text: str, pos: int, message: str) -> WhereError:
@@ -170,7 +171,7 @@ def _check_tokens(text: str, tokens: list[Token]) -> list[Token]:
     while tokens and tokens[-1].token_type == TT.SEMICOLON:
         tokens = tokens[:-1]
     if not tokens:
-        raise _syntax(text, len(text), None)
+        raise syntax_error(text, len(text), None)
     depth = 0
     for i, tok in enumerate(tokens):
         tt = tok.token_type
@@ -182,9 +183,9 @@ def _check_tokens(text: str, tokens: list[Token]) -> list[Token]:
         elif tt in (TT.R_PAREN, TT.R_BRACKET):
             depth -= 1
             if depth < 0:
-                raise _syntax(text, tok.start, _raw(text, tok))
+                raise syntax_error(text, tok.start, _raw(text, tok))
         if tt == TT.SELECT and (prev is None or prev.token_type != TT.L_PAREN):
-            raise _syntax(text, tok.start, _raw(text, tok))
+            raise syntax_error(text, tok.start, _raw(text, tok))
         if (
             depth == 0
             and tt in _CLAUSES
@@ -194,12 +195,12 @@ def _check_tokens(text: str, tokens: list[Token]) -> list[Token]:
         if tt == TT.R_PAREN and prev is not None and prev.token_type == TT.L_PAREN:
             before = tokens[i - 2] if i >= 2 else None
             if before is None or not (before.token_type == TT.VAR or _function_keyword(before)):
-                raise _syntax(text, tok.start, _raw(text, tok))
+                raise syntax_error(text, tok.start, _raw(text, tok))
         if prev is not None and tt in _OPERAND_START and prev.token_type in _OPERAND_END:
             prev_is_keyword = _keyword_var(prev) or _keyword_var(tok)
             after_cast = i >= 2 and tokens[i - 2].token_type in (TT.DCOLON, TT.ALIAS)
             if not prev_is_keyword and not (prev.token_type == TT.VAR and after_cast):
-                raise _syntax(text, tok.start, _raw(text, tok))
+                raise syntax_error(text, tok.start, _raw(text, tok))
     return tokens
 
 
@@ -269,7 +270,7 @@ def _parse_error(text: str, tokens: list[Token], err: ParseError) -> WhereError:
         if wrong_arity is not None:
             return wrong_arity
     if hit is None or (hit is tokens[-1] and "missing" in str(info.get("description", ""))):
-        return _syntax(text, len(text), None)
+        return syntax_error(text, len(text), None)
     if hit is tokens[-1] and str(info.get("description", "")).startswith("Expecting"):
-        return _syntax(text, len(text), None)
-    return _syntax(text, hit.start, _raw(text, hit))
+        return syntax_error(text, len(text), None)
+    return syntax_error(text, hit.start, _raw(text, hit))
