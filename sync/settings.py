@@ -53,7 +53,7 @@ class StorageSettings:
     chunk_bytes_threshold: int = 10 * 1024 * 1024
     flush_interval_ms: int = 50
     flush_bytes: int = 65536
-    max_open_files: int = 4096  # descriptors kept open by all shape logs together (an LRU cache)
+    max_open_files: int = 0  # descriptors kept open by all shape logs together; 0: derived from `ulimit -n`
     sync_method: str = "auto"  # group commit: "syncfs" per filesystem, "fdatasync" per file, or "auto"
 
 
@@ -157,7 +157,10 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
     ("storage", "chunk_bytes_threshold"): ("an integer number of bytes >= 1", lambda v: v >= 1),
     ("storage", "flush_interval_ms"): ("an integer from 1 to 60000", lambda v: 1 <= v <= 60_000),
     ("storage", "flush_bytes"): ("an integer number of bytes >= 1", lambda v: v >= 1),
-    ("storage", "max_open_files"): ("an integer from 16 to 1000000", lambda v: 16 <= v <= 1_000_000),
+    ("storage", "max_open_files"): (
+        "0 (automatic) or an integer from 16 to 1000000",
+        lambda v: v == 0 or 16 <= v <= 1_000_000,
+    ),
     ("storage", "sync_method"): (
         '"auto", "syncfs" or "fdatasync"',
         lambda v: v in ("auto", "syncfs", "fdatasync"),

@@ -61,7 +61,7 @@ from sync.shapes.resolver import ShapeResolver
 from sync.shapes.schema_check import SchemaCatalog
 from sync.shapes.shape_supervisor import ShapeSupervisor
 from sync.shapes.snapshot_pool import SnapshotPool
-from sync.storage import group_sync
+from sync.storage import fdlimit, group_sync
 from sync.storage.storage import FileStorage
 from sync.where.index import RoutingIndex
 
@@ -266,7 +266,10 @@ def build_services(settings: Settings) -> StackServices:
             settings.storage.dir,
             stack_id,
             chunk_bytes=settings.storage.chunk_bytes_threshold,
-            max_open_files=settings.storage.max_open_files,
+            max_open_files=fdlimit.resolve_max_open_files(
+                settings.storage.max_open_files,
+                settings.http.max_concurrent_existing + settings.http.max_concurrent_initial,
+            ),
         ),
     )
     services.resolver.on_missing_table = functools.partial(check_schemas_of, services)

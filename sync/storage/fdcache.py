@@ -1,10 +1,21 @@
-"""A process-wide LRU cache of open file descriptors, so that shape logs do not hold descriptors forever.
+"""A process-wide cache of open file descriptors, so that shape logs do not hold descriptors forever.
 
-Every shape used to keep its write handles (``log.items``/``.json``/``.keys``/``.durable``) and its reader's
-handles open for its whole life: ~6,650 shapes with log data exhausted a 20,000 open-files limit (EMFILE).
+Every shape used to keep its write handles (``log.items``/``.json``/``.durable``) and its reader's handles
+open for its whole life: ~6,650 shapes with log data exhausted a 20,000 open-files limit (EMFILE).
 Here each shape directory is an :class:`FdGroup` (one per writer, one per reader); its descriptors live in
 one :class:`FdCache` shared by the process, which keeps at most ``cap`` of them open (setting
-``storage.max_open_files``) and closes the least recently used ones; the next use reopens transparently.
+``storage.max_open_files``, by default derived from the open-files limit: :func:`auto_cap`); the next use of
+a closed one reopens transparently.
+
+Replacement policy.  Plain LRU thrashes when the descriptors in use exceed the cap: 10,000 shapes each
+receiving one row per round, touched in the same order every round, gave 0% hits (every append opened and
+closed its files, ~20% of the engine's CPU).  So a miss on a full cache does not evict a descriptor that is
+still warm (used within the last ``_COLD_FACTOR * cap`` uses of the cache): the new descriptor is
+*transient*, closed as soon as it is unpinned, and the resident set stays; hits are then about
+cap / working set instead of 0.  The least recently used descriptor is replaced only once it has gone cold,
+so a resident set of shapes that stopped receiving data gives way to the active ones.  (Where a dirty file
+must be fsynced before it is closed (``sync_dirty_on_close``), a writer's new descriptor evicts the least
+recently used one as before: a transient dirty one would cost an fsync per write.)
 
 Correctness rules:
 
@@ -34,6 +45,7 @@ from collections import OrderedDict, deque
 __all__ = ["CACHE", "DEFAULT_MAX_OPEN_FILES", "FdCache", "FdEntry", "FdGroup"]
 
 DEFAULT_MAX_OPEN_FILES = 4096
+_COLD_FACTOR = 8  # a resident descriptor unused for this many times the cap's worth of uses may be replaced
 
 
 _SCAN_LIMIT = 64  # entries examined from the least recently used end per eviction
@@ -42,7 +54,7 @@ _SCAN_LIMIT = 64  # entries examined from the least recently used end per evicti
 class FdEntry:
     """One open descriptor of one group.  ``fd`` is valid while the caller holds a pin on the entry."""
 
-    __slots__ = ("closed", "fd", "group", "name", "pins", "synced", "writes")
+    __slots__ = ("closed", "fd", "group", "name", "pins", "synced", "used", "writes")
 
     def __init__(self, group: FdGroup, name: str, fd: int) -> None:
         self.group = group
@@ -51,7 +63,8 @@ class FdEntry:
         self.pins = 0
         self.writes = 0  # bumped by every write ...
         self.synced = 0  # ... and copied here by an fsync that covered them
-        self.closed = False
+        self.closed = False  # closed at its last unpin (dropped, or transient: never cached)
+        self.used = 0  # the cache's use count when last pinned
 
 
 class FdCache:
@@ -62,8 +75,12 @@ class FdCache:
         self._lru: OrderedDict[FdEntry, None] = OrderedDict()
         self._lock = threading.Lock()
         self._orphans: deque[FdGroup] = deque()  # groups dropped by a finaliser, closed at the next open
+        self._uses = 0  # pins so far: the clock that tells warm descriptors from cold ones
         self.evictions = 0
         self.forced_syncs = 0
+        self.hits = 0
+        self.misses = 0
+        self.transient = 0  # misses served by a descriptor closed at its unpin (the cache was full and warm)
         # Off when every log is made durable by ``syncfs`` (sync.storage.group_sync): it writes back closed
         # files' pages too and reports their errors, and an fsync is per file, not per descriptor.
         self.sync_dirty_on_close = True
@@ -87,13 +104,17 @@ class FdCache:
     def pin(self, group: FdGroup, name: str) -> FdEntry:
         """The entry of ``name`` in ``group``, opened if needed and pinned: pair with :meth:`unpin`."""
         with self._lock:
+            self._uses += 1
             entry = group.entries.get(name)
             if entry is not None:
+                self.hits += 1
                 entry.pins += 1
+                entry.used = self._uses
                 self._lru.move_to_end(entry)
                 return entry
+            self.misses += 1
             self._drain()
-            self._shrink(self._cap - 1)
+            resident = self._make_room(group)
             path = os.path.join(group.directory, name)
             try:
                 fd = os.open(path, group.flags, 0o644)
@@ -103,8 +124,13 @@ class FdCache:
                 fd = os.open(path, group.flags, 0o644)
             entry = FdEntry(group, name, fd)
             entry.pins = 1
-            group.entries[name] = entry
-            self._lru[entry] = None
+            entry.used = self._uses
+            if resident:
+                group.entries[name] = entry
+                self._lru[entry] = None
+            else:
+                entry.closed = True  # transient: closed at its unpin
+                self.transient += 1
             return entry
 
     def unpin(self, entry: FdEntry) -> None:
@@ -147,6 +173,18 @@ class FdCache:
         if fd >= 0:
             os.close(fd)
 
+    def _make_room(self, group: FdGroup) -> bool:
+        """Room for one more resident descriptor of ``group``; False: serve this use with a transient one."""
+        lru = self._lru
+        if len(lru) < self._cap:
+            return True
+        if not (self.sync_dirty_on_close and group.writable):
+            oldest = next(iter(lru))
+            if self._uses - oldest.used <= _COLD_FACTOR * self._cap:
+                return False  # the resident set is warm: keep it (no LRU thrash)
+        self._shrink(self._cap - 1)
+        return True
+
     def _shrink(self, target: int) -> bool:
         """Close idle entries, least recently used first, until at most ``target`` remain; False if none."""
         closed = False
@@ -186,11 +224,12 @@ class FdCache:
 class FdGroup:
     """The descriptors of one shape directory for one user (writer: read-write, reader: read-only)."""
 
-    __slots__ = ("cache", "directory", "entries", "error", "flags")
+    __slots__ = ("cache", "directory", "entries", "error", "flags", "writable")
 
     def __init__(self, directory: str, *, writable: bool, cache: FdCache | None = None) -> None:
         self.cache = cache if cache is not None else CACHE
         self.directory = directory
+        self.writable = writable
         self.flags = (os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY) | os.O_CLOEXEC
         self.entries: dict[str, FdEntry] = {}
         self.error: OSError | None = None

@@ -57,9 +57,54 @@ def test_cap_bounds_open_descriptors_and_reopens_transparently(tmp_path: Path) -
             assert os.pread(entry.fd, 100, 0) == f"file {i};".encode()
             cache.unpin(entry)
             assert cache.open_count <= 4
-    assert cache.evictions >= 3 * 20 - 4
     cache.drop(group)
     assert cache.open_count == 0
+
+
+def test_a_cyclic_working_set_beyond_the_cap_keeps_a_resident_set_instead_of_thrashing(
+    tmp_path: Path,
+) -> None:
+    """LRU gives 0 hits when files are used in the same order every round and outnumber the cap."""
+    cache = FdCache(10)
+    group = FdGroup(str(tmp_path), writable=False, cache=cache)
+    names = _files(tmp_path, 25)
+    fds: set[int] = set()
+    for _ in range(4):
+        for name in names:
+            entry = cache.pin(group, name)
+            fds.add(entry.fd)
+            cache.unpin(entry)
+    assert cache.hits == 3 * 10 and cache.misses == 25 + 3 * 15  # hits = cap / working set of the uses
+    assert cache.evictions == 0 and cache.transient == 4 * 15 and cache.open_count == 10
+    assert sorted(group.entries) == names[:10]
+    assert all(not _is_open(fd) for fd in fds - {e.fd for e in group.entries.values()})  # transients closed
+
+
+def test_a_cold_resident_gives_its_place_to_a_busy_descriptor(tmp_path: Path) -> None:
+    cache = FdCache(2)
+    group = FdGroup(str(tmp_path), writable=False, cache=cache)
+    old, busy, new = _files(tmp_path, 3)
+    cache.unpin(cache.pin(group, old))
+    cache.unpin(cache.pin(group, busy))
+    for _ in range(8 * 2 - 2):  # ``old`` unused for 8 x cap uses by the next use: still warm
+        cache.unpin(cache.pin(group, busy))
+    cache.unpin(cache.pin(group, new))  # transient
+    assert sorted(group.entries) == sorted([busy, old]) and cache.transient == 1
+    cache.unpin(cache.pin(group, new))  # now cold: replaced
+    assert sorted(group.entries) == sorted([busy, new]) and cache.evictions == 1
+
+
+def test_a_writer_evicts_instead_of_going_transient_where_dirty_files_need_an_fsync_on_close(
+    tmp_path: Path,
+) -> None:
+    """A transient dirty descriptor would cost an fdatasync per write in the mode without syncfs."""
+    cache = FdCache(2)
+    assert cache.sync_dirty_on_close
+    group = FdGroup(str(tmp_path), writable=True, cache=cache)
+    names = _files(tmp_path, 3)
+    for name in names:
+        cache.unpin(cache.pin(group, name))
+    assert cache.transient == 0 and cache.evictions == 1 and sorted(group.entries) == names[1:]
 
 
 def test_pinned_descriptor_is_never_closed(tmp_path: Path) -> None:
@@ -126,14 +171,19 @@ def test_without_sync_on_close_a_dirty_descriptor_is_closed_and_its_data_kept(tm
     cache = FdCache(1)
     cache.sync_dirty_on_close = False  # group fsyncs use syncfs, which writes closed files back too
     group = FdGroup(str(tmp_path), writable=True, cache=cache)
-    names = _files(tmp_path, 2)
-    dirty = cache.pin(group, names[0])
-    os.pwrite(dirty.fd, b"G", 0)
-    dirty.writes += 1
-    cache.unpin(dirty)
-    cache.unpin(cache.pin(group, names[1]))
-    assert names[0] not in group.entries and cache.forced_syncs == 0 and group.error is None
+    names = _files(tmp_path, 3)
+    for name in names[:2]:  # the first stays resident, the second is transient (the resident is warm)
+        dirty = cache.pin(group, name)
+        os.pwrite(dirty.fd, b"G", 0)
+        dirty.writes += 1
+        cache.unpin(dirty)
+    assert sorted(group.entries) == names[:1] and cache.transient == 1
+    for _ in range(8):  # the resident goes cold; the next miss evicts it, dirty, without an fsync
+        cache.unpin(cache.pin(group, names[2]))
+    assert names[0] not in group.entries and cache.evictions == 1
+    assert cache.forced_syncs == 0 and group.error is None
     assert (tmp_path / names[0]).read_bytes().startswith(b"Gile 0")
+    assert (tmp_path / names[1]).read_bytes().startswith(b"Gile 1")
 
 
 def test_failed_sync_of_an_evicted_dirty_file_is_raised_by_the_next_sync(
