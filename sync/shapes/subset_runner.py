@@ -6,11 +6,19 @@ no actor needs to know.  Concurrency is bounded by a connection pool of ``size``
 pool's size by default); a request that cannot get one within ``queue_timeout`` gets :class:`SubsetBusy`
 (the API answers 503 with ``retry-after``), so a burst of subsets can never exhaust Postgres' connections.
 
-Each query is one statement in a ``REPEATABLE READ READ ONLY`` transaction (the session defaults of the
-subset connections) with the display settings of the initial snapshot (values are byte-identical to
-snapshot rows); it returns ``pg_current_snapshot()`` and the WAL insert position with the rows (the
-metadata the client needs to join the subset with the live log, see :func:`with_snapshot_info`), in the
-text format, encoded by the shape's :class:`~sync.shapes.log_items.ShapeLogEncoder`.
+Each query is ONE statement on an autocommit connection whose session default is ``REPEATABLE READ READ
+ONLY``: a single statement is its own transaction with exactly one snapshot, and ``pg_current_snapshot()``
+inside it returns that snapshot, so the statement returns the rows together with the metadata the client
+needs to join the subset with the live log (see :func:`with_snapshot_info`) in one round trip, where
+``BEGIN`` + query + ``COMMIT`` would take three.  Values are read in the text format with the display
+settings of the initial snapshot, so they are byte-identical to snapshot rows, and the items are those of
+:meth:`~sync.shapes.log_items.ShapeLogEncoder.snapshot_item` with ``"snapshot_mark"`` added to their headers.
+
+Why the query runs on libpq directly (:mod:`sync.shapes.subset_exec`) rather than ``conn.execute``: on a
+50-row subset under gevent, psycopg's cursor machinery cost the worker ~0.2 ms of CPU per query, more than
+the whole query costs Postgres.  Each connection prepares a statement once per distinct query text (bounded,
+see :class:`~sync.shapes.subset_exec.Statements`), loads the rows with psycopg's C transformer, and the
+response body is serialised by one ``orjson.dumps``.
 """
 
 from __future__ import annotations
@@ -31,10 +39,12 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sync.shapes.log_items import ShapeLogEncoder
+from sync.shapes.log_layout import key_prefix, row_key
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
+from sync.shapes.subset_exec import SubsetConnection, numbered_query, run_prepared
 from sync.shapes.xid import PgSnapshot
 
-__all__ = ["SubsetBusy", "SubsetQueryFailed", "SubsetResult", "SubsetRunner"]
+__all__ = ["SubsetBusy", "SubsetQueryFailed", "SubsetResult", "SubsetRunner", "with_snapshot_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +61,20 @@ class SubsetQueryFailed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SubsetResult:
-    """The response body parts: ``metadata`` (JSON-ready) and the items as JSON bytes."""
+    """The response: ``metadata`` (JSON-ready), the number of items and the whole JSON body."""
 
     metadata: dict[str, Any]
-    items: list[bytes]
+    count: int
+    json: bytes
 
     def body(self) -> bytes:
-        return b"".join(
-            (b'{"metadata":', orjson.dumps(self.metadata), b',"data":[', b",".join(self.items), b"]}")
-        )
+        return self.json
 
 
 # Every statement on a subset connection is its own REPEATABLE READ READ ONLY transaction.
 SESSION_DEFAULTS: Final = (
-    "SET default_transaction_isolation = 'repeatable read'; SET default_transaction_read_only = on"
+    "SET default_transaction_isolation = 'repeatable read'; SET default_transaction_read_only = on; "
+    "SET client_encoding = 'UTF8'"
 )
 _INFO_HEAD: Final = (
     b"WITH info AS MATERIALIZED "
@@ -78,20 +88,25 @@ _INFO_TAIL: Final = b') x) s ON true ORDER BY s."shapesync ordinal"'
 def with_snapshot_info(query: bytes) -> bytes:
     """One statement giving ``(snapshot, wal insert lsn, ordinal, *row)`` per row of ``query``, in order.
 
-    Why one statement: its snapshot is the transaction's (REPEATABLE READ, see SESSION_DEFAULTS), so
-    ``pg_current_snapshot()`` describes exactly the rows read, and the WAL position is read after that
-    snapshot was taken (as :data:`~sync.shapes.snapshot.SNAPSHOT_INFO_QUERY` requires) -- all in one round
-    trip, where ``BEGIN`` + snapshot query + rows + ``ROLLBACK`` cost four statements (measured under gevent
-    on a 50-row subset: 0.35 ms against 0.5-0.58 ms even pipelined).  No row matched: one row whose
-    ordinal is NULL.  ``row_number() OVER ()`` numbers the rows in the subquery's ORDER BY order.
+    Why one statement: its snapshot is the transaction's (one autocommit statement, see the module
+    docstring), so ``pg_current_snapshot()`` describes exactly the rows read, and the WAL position is read
+    after that snapshot was taken (as :data:`~sync.shapes.snapshot.SNAPSHOT_INFO_QUERY` requires) -- all in
+    one round trip, where ``BEGIN`` + snapshot query + rows + ``ROLLBACK`` cost four statements (measured
+    under gevent on a 50-row subset: 0.35 ms against 0.5-0.58 ms even pipelined).  No row matched: one row
+    whose ordinal is NULL.  ``row_number() OVER ()`` numbers the rows in the subquery's ORDER BY order.
     """
     return _INFO_HEAD + query + _INFO_TAIL
 
 
-def _with_mark(item: bytes, mark: bytes) -> bytes:
-    """Add ``"snapshot_mark":N`` to the headers object that closes a snapshot item."""
-    assert item.endswith(b"}}"), item[-20:]
-    return item[:-2] + mark + b"}}"
+def _param(value: Any) -> bytes | None:
+    """A bound value in the text format, typed by Postgres from its context (``CAST`` or LIMIT/OFFSET)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    raise TypeError(f"unexpected subset parameter {value!r}")
 
 
 class SubsetRunner:
@@ -109,8 +124,9 @@ class SubsetRunner:
     ) -> None:
         self._queue_timeout = queue_timeout
         self._statement_timeout_ms = max(1, int(statement_timeout * 1000))
-        self._pool = ConnectionPool(
+        self._pool: ConnectionPool[SubsetConnection] = ConnectionPool(
             dsn,
+            connection_class=SubsetConnection,
             min_size=0,
             max_size=size,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
@@ -124,7 +140,7 @@ class SubsetRunner:
         # marks start at random so that marks of an earlier process run are unlikely to collide
         self._marks = itertools.count(secrets.randbelow(1 << 30) + 1)
 
-    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+    def _configure(self, conn: SubsetConnection) -> None:
         # values in their Postgres text output, as the initial snapshot reads them (see raw_text_cursor),
         # registered once per connection: registering per cursor costs more than a small query
         for oid in _TEXT_OIDS:
@@ -132,6 +148,7 @@ class SubsetRunner:
         conn.execute(display_settings_sql())
         conn.execute(SESSION_DEFAULTS)
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(self._statement_timeout_ms)))
+        conn.setup_subsets()
 
     def close(self) -> None:
         with self._lock:
@@ -140,46 +157,77 @@ class SubsetRunner:
                 self._opened = False
 
     def _open(self) -> None:
+        if self._opened:  # set once, under the lock, before any query: a stale False only takes the lock
+            return
         with self._lock:
             if not self._opened:
                 self._pool.open(wait=False)
                 self._opened = True
 
     def run(self, query: bytes, params: Sequence[Any], encoder: ShapeLogEncoder) -> SubsetResult:
-        """Run one subset query; raises SubsetBusy or SubsetQueryFailed."""
+        """Run one subset query (psycopg ``%s`` syntax, as built by
+        :func:`~sync.shapes.subset.build_subset_query`); raises SubsetBusy or SubsetQueryFailed."""
         self._open()
         mark = next(self._marks)
+        statement = numbered_query(with_snapshot_info(query))
+        values = [_param(v) for v in params]
         try:
             with self._pool.connection(timeout=self._queue_timeout) as conn:
-                return self._query(conn, query, params, encoder, mark)
+                try:
+                    rows = run_prepared(conn, statement, values)
+                except psycopg.Error:
+                    conn.close()  # its prepared statements and session state are unknown now: never reuse
+                    raise
         except PoolTimeout:
             raise SubsetBusy("no subset connection free within the queue timeout") from None
         except psycopg.Error as exc:
             logger.warning("subset query failed: %r", exc)
             raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
+        return _result(rows, encoder, mark)
 
-    @staticmethod
-    def _query(
-        conn: psycopg.Connection[Any],
-        query: bytes,
-        params: Sequence[Any],
-        encoder: ShapeLogEncoder,
-        mark: int,
-    ) -> SubsetResult:
-        # params always given (even empty): psycopg then parses the query, so `%%` in identifiers means `%`
-        rows = conn.execute(with_snapshot_info(query), tuple(params)).fetchall()
-        snapshot = PgSnapshot.parse(str(rows[0][0]))
-        lsn = parse_lsn(str(rows[0][1]))
-        if rows[0][2] is None:  # the LEFT JOIN's lone row: no row matched
-            rows = []
-        mark_bytes = b',"snapshot_mark":%d' % mark
-        item = encoder.snapshot_item
-        items = [_with_mark(item(r[3:])[1], mark_bytes) for r in rows]
-        metadata = {
-            "xmin": str(snapshot.xmin),
-            "xmax": str(snapshot.xmax),
-            "xip_list": [str(x) for x in sorted(snapshot.xip)],
-            "database_lsn": str(lsn),
-            "snapshot_mark": mark,
-        }
-        return SubsetResult(metadata, items)
+
+def _result(rows: list[tuple[Any, ...]], encoder: ShapeLogEncoder, mark: int) -> SubsetResult:
+    """The body: ``{"metadata":…,"data":[items]}``, each item as :meth:`ShapeLogEncoder.snapshot_item` makes
+    it plus ``"snapshot_mark"`` as the last header, serialised by one ``orjson.dumps`` (orjson writes dicts
+    in insertion order without whitespace, as the encoder's own ``orjson.dumps`` calls do)."""
+    snapshot = PgSnapshot.parse(str(rows[0][0]))
+    lsn = parse_lsn(str(rows[0][1]))
+    if rows[0][2] is None:  # the LEFT JOIN's lone row: no row matched
+        rows = []
+    definition = encoder.definition
+    columns = definition.columns
+    headers = {
+        "operation": "insert",
+        "relation": [definition.schema, definition.table],
+        "snapshot_mark": mark,
+    }
+    prefix = key_prefix(definition.schema, definition.table)
+    positions = [3 + columns.index(c) for c in definition.key_columns]
+    # rows are (snapshot, lsn, ordinal, *columns) by construction of the query: zip needs no strict check
+    if len(positions) == 1 and all(r[positions[0]] is not None for r in rows):  # the common single-column key
+        head, at = prefix + '/"', positions[0]
+        data = [
+            {
+                "key": head + r[at].replace("/", "//") + '"',
+                "value": dict(zip(columns, r[3:], strict=False)),
+                "headers": headers,
+            }
+            for r in rows
+        ]
+    else:
+        data = [
+            {
+                "key": row_key(prefix, [r[i] for i in positions]),
+                "value": dict(zip(columns, r[3:], strict=False)),
+                "headers": headers,
+            }
+            for r in rows
+        ]
+    metadata = {
+        "xmin": str(snapshot.xmin),
+        "xmax": str(snapshot.xmax),
+        "xip_list": [str(x) for x in sorted(snapshot.xip)],
+        "database_lsn": str(lsn),
+        "snapshot_mark": mark,
+    }
+    return SubsetResult(metadata, len(data), orjson.dumps({"metadata": metadata, "data": data}))

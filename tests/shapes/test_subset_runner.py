@@ -1,0 +1,161 @@
+"""The subset runner against a real Postgres: items byte-identical to the encoder's, metadata from the
+statement's own snapshot, prepared statements bounded per connection, failures never reuse a connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_items import ShapeLogEncoder
+from sync.shapes.snapshot import display_settings_sql
+from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
+from sync.shapes.subset_exec import Statements, SubsetConnection, numbered_query, run_prepared
+from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner
+from sync.where import compile_where
+from tests.shapes.helpers import read_table
+from tests.shapes.test_snapshot_copy import EXTRA, NASTY, alltypes_table
+from tests.shapes.test_snapshot_identity import ROWS
+
+
+@pytest.fixture
+def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        c.execute(display_settings_sql())
+        yield c
+
+
+@pytest.fixture
+def runner(db_dsn: str) -> Iterator[SubsetRunner]:
+    r = SubsetRunner(db_dsn, size=1, statement_timeout=0.3)
+    yield r
+    r.close()
+
+
+def _expected_body(metadata: dict[str, Any], items: list[bytes]) -> bytes:
+    mark = b',"snapshot_mark":%d}}' % metadata["snapshot_mark"]
+    marked = [item[:-2] + mark for item in items]
+    return b'{"metadata":' + orjson.dumps(metadata) + b',"data":[' + b",".join(marked) + b"]}"
+
+
+def test_items_equal_the_encoders_items_of_replicated_rows(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    extra_rows = [
+        {"ip": "'10.0.0.1'", "cidr_": "'10.0.0.0/8'", "nm": "'n'", "ch": "'x'", "tags": "'{ab,\"c d\"}'"},
+        {"ip": "'::1/64'", "txt": NASTY, "ta": f"ARRAY[{NASTY}]", "pct%": "'50%'", "ch": "''"},
+    ]
+    definition, replicated = alltypes_table(conn, EXTRA, extra_rows)
+    encoder = ShapeLogEncoder(definition)
+    expected = [encoder.snapshot_item(row)[1] for row in replicated]  # inserted in id order
+    query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
+    result = runner.run(query, params, encoder)
+    assert result.count == len(ROWS) + 2
+    assert result.body() == _expected_body(result.metadata, expected)
+    # again on the same connection (its prepared statement), and a page of it
+    query, params = build_subset_query(
+        definition, None, SubsetQuery(order_by=(OrderItem("id", descending=True),), limit=2, offset=1)
+    )
+    page = runner.run(query, params, encoder)
+    assert page.body() == _expected_body(page.metadata, expected[::-1][1:3])
+    assert page.metadata["snapshot_mark"] != result.metadata["snapshot_mark"]
+
+
+def test_keys_with_nulls_and_slashes_without_primary_key(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    conn.execute('CREATE TABLE "we/ird" (z text, "a%b" int)')
+    conn.execute("""INSERT INTO "we/ird" VALUES ('x/y', 1), (NULL, 2), (E'q"\\\\', NULL)""")
+    table = read_table(conn, "public", "we/ird")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "we/ird"), table)
+    encoder = ShapeLogEncoder(definition)
+    rows = [("x/y", "1"), (None, "2"), ('q"\\', None)]
+    where = compile_where('"a%b" > $1 OR "a%b" IS NULL', table, {1: "0"})
+    query, params = build_subset_query(definition, None, SubsetQuery(where, (OrderItem("a%b"),)))
+    result = runner.run(query, params, encoder)
+    assert result.body() == _expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+    assert b'"key":"\\"public\\".\\"we//ird\\"/\\"2\\"/_"' in result.body()  # NULL key part
+
+
+def test_the_metadata_is_the_statements_snapshot(
+    db_dsn: str, conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    table = read_table(conn, "public", "t")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "t"), table)
+    encoder = ShapeLogEncoder(definition)
+    query, params = build_subset_query(definition, None, SubsetQuery(compile_where("id > 1", table)))
+    snapshot_sql = "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn() - '0/0'"
+    with psycopg.connect(db_dsn) as open_tx:
+        open_tx.execute("INSERT INTO t VALUES (3)")
+        open_xid = int(open_tx.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0])  # type: ignore[index]
+        conn.execute("INSERT INTO t VALUES (2)")  # committed after open_xid started: open_xid < xmax
+        before = conn.execute(snapshot_sql).fetchone()
+        result = runner.run(query, params, encoder)
+        after = conn.execute(snapshot_sql).fetchone()
+        open_tx.rollback()
+    assert before is not None and after is not None
+    assert [item["value"]["id"] for item in orjson.loads(result.body())["data"]] == ["2"]
+    meta = result.metadata
+    assert set(meta) == {"xmin", "xmax", "xip_list", "database_lsn", "snapshot_mark"}
+    assert int(before[0].split(":")[0]) <= int(meta["xmin"]) <= int(after[0].split(":")[0])
+    assert int(before[1]) <= int(meta["database_lsn"]) <= int(after[1])
+    assert meta["xip_list"] == [str(open_xid)]  # in progress for the statement's snapshot
+    # no row matched: the metadata still comes with the (empty) data
+    query, params = build_subset_query(definition, None, SubsetQuery(compile_where("id > 5", table)))
+    empty = runner.run(query, params, encoder)
+    assert orjson.loads(empty.body())["data"] == [] and empty.count == 0
+    assert set(empty.metadata) == set(meta) and empty.metadata["xip_list"] == []
+
+
+def test_a_failed_statement_closes_its_connection_and_the_next_one_works(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    table = read_table(conn, "public", "t")
+    assert table is not None
+    encoder = ShapeLogEncoder(ShapeDefinition.create(("public", "t"), table))
+
+    def backend_pid() -> str:  # the subset connection's backend, as the row's "id"
+        body = runner.run(b'SELECT CAST(pg_backend_pid() AS text) AS "id"', [], encoder).body()
+        return str(orjson.loads(body)["data"][0]["value"]["id"])
+
+    first = backend_pid()
+    assert backend_pid() == first  # one pooled connection, reused
+    with pytest.raises(SubsetQueryFailed, match="QueryCanceled"):  # statement_timeout
+        runner.run(b'SELECT 1 AS "id" WHERE pg_sleep(CAST(%s AS float8)) IS NOT NULL', ["2"], encoder)
+    second = backend_pid()
+    assert second != first  # the failed connection was not reused
+    with pytest.raises(SubsetQueryFailed, match="DivisionByZero"):
+        runner.run(b'SELECT 1 / CAST(%s AS int) AS "id"', ["0"], encoder)
+    assert backend_pid() not in (first, second)
+
+
+def test_prepared_statements_are_bounded_per_connection(db_dsn: str) -> None:
+    with SubsetConnection.connect(db_dsn, autocommit=True) as conn:
+        conn.setup_subsets()
+        conn.subset_statements = Statements(limit=2)
+        queries = [numbered_query(b"SELECT CAST(%s AS int) + " + str(i).encode()) for i in range(3)]
+        assert [run_prepared(conn, q, [b"10"]) for q in queries] == [[(10,)], [(11,)], [(12,)]]
+        names = {r[0] for r in conn.execute("SELECT name FROM pg_prepared_statements").fetchall()}
+        assert names == {"shapesync_subset_2", "shapesync_subset_3"} and len(conn.subset_statements) == 2
+        assert run_prepared(conn, queries[0], [b"1"]) == [(1,)]  # prepared again, evicting the oldest
+        names = {r[0] for r in conn.execute("SELECT name FROM pg_prepared_statements").fetchall()}
+        assert names == {"shapesync_subset_3", "shapesync_subset_4"}
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            run_prepared(conn, queries[1], [b"x"])
+
+
+def test_numbered_query() -> None:
+    assert numbered_query(b'SELECT "a%%b" FROM t WHERE x = %s AND y = %s LIMIT %s') == (
+        b'SELECT "a%b" FROM t WHERE x = $1 AND y = $2 LIMIT $3'
+    )
+    assert numbered_query(b"SELECT '%%s'") == b"SELECT '%s'"
+    with pytest.raises(ValueError, match="placeholders"):
+        numbered_query(b"SELECT %d")
