@@ -62,15 +62,15 @@ class Statements:
             self._names.move_to_end(query)
         return name
 
-    def add(self, query: bytes) -> tuple[bytes, bytes | None]:
-        """A new name for ``query``, and the name to deallocate first (None when under the limit)."""
-        evicted = None
-        if len(self._names) >= self._limit:
-            evicted = self._names.popitem(last=False)[1]
+    def reserve(self) -> tuple[bytes, bytes | None]:
+        """A new statement name, and the name to deallocate first (the least recently used one, forgotten
+        now) when the limit is reached; :meth:`add` the name once the statement is prepared."""
+        evicted = self._names.popitem(last=False)[1] if len(self._names) >= self._limit else None
         self._next += 1
-        name = b"shapesync_subset_%d" % self._next
+        return b"shapesync_subset_%d" % self._next, evicted
+
+    def add(self, query: bytes, name: bytes) -> None:
         self._names[query] = name
-        return name, evicted
 
     def __len__(self) -> int:
         return len(self._names)
@@ -93,7 +93,7 @@ def _flush(pgconn: pq.abc.PGconn) -> None:
         wait_writable(pgconn.socket)
 
 
-def _last_result(pgconn: pq.abc.PGconn, encoding: str) -> pq.abc.PGresult:
+def _last_result(conn: SubsetConnection, pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
     """Wait for the statement's results; raise its error (psycopg's class for its SQLSTATE)."""
     result: pq.abc.PGresult | None = None
     error: pq.abc.PGresult | None = None
@@ -103,7 +103,7 @@ def _last_result(pgconn: pq.abc.PGconn, encoding: str) -> pq.abc.PGresult:
             res = pgconn.get_result()
             if res is None:
                 if error is not None:
-                    raise pg_errors.error_from_result(error, encoding=encoding)
+                    raise pg_errors.error_from_result(error, encoding=conn.info.encoding)
                 if result is None:
                     raise psycopg.OperationalError("no result from the subset statement")
                 return result
@@ -120,7 +120,7 @@ def _exec(conn: SubsetConnection, send: Any, *args: Any) -> pq.abc.PGresult:
         raise psycopg.OperationalError("the subset connection is closed")
     send(*args)
     _flush(pgconn)
-    return _last_result(pgconn, conn.info.encoding)
+    return _last_result(conn, pgconn)
 
 
 def run_prepared(conn: SubsetConnection, query: bytes, params: list[bytes | None]) -> list[tuple[Any, ...]]:
@@ -132,10 +132,11 @@ def run_prepared(conn: SubsetConnection, query: bytes, params: list[bytes | None
     statements = conn.subset_statements
     name = statements.get(query)
     if name is None:
-        name, evicted = statements.add(query)
+        name, evicted = statements.reserve()
         if evicted is not None:
             _exec(conn, pgconn.send_query, b'DEALLOCATE "' + evicted + b'"')
         _exec(conn, pgconn.send_prepare, name, query)
+        statements.add(query, name)  # only once prepared: an interrupted prepare is prepared again
     result = _exec(conn, pgconn.send_query_prepared, name, params)
     if result.status != pq.ExecStatus.TUPLES_OK:
         raise psycopg.ProgrammingError(f"the subset statement returned {pq.ExecStatus(result.status).name}")

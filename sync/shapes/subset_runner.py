@@ -171,18 +171,20 @@ class SubsetRunner:
         mark = next(self._marks)
         statement = numbered_query(with_snapshot_info(query))
         values = [_param(v) for v in params]
+        # getconn/putconn rather than pool.connection(): that one also enters the connection's own context,
+        # whose exit takes its lock to commit an autocommit connection (~20 µs under gevent)
         try:
-            with self._pool.connection(timeout=self._queue_timeout) as conn:
-                try:
-                    rows = run_prepared(conn, statement, values)
-                except psycopg.Error:
-                    conn.close()  # its prepared statements and session state are unknown now: never reuse
-                    raise
+            conn = self._pool.getconn(timeout=self._queue_timeout)
         except PoolTimeout:
             raise SubsetBusy("no subset connection free within the queue timeout") from None
+        try:
+            rows = run_prepared(conn, statement, values)
         except psycopg.Error as exc:
+            conn.close()  # its prepared statements and session state are unknown now: never reuse it
             logger.warning("subset query failed: %r", exc)
             raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._pool.putconn(conn)
         return _result(rows, encoder, mark)
 
 
