@@ -5,38 +5,43 @@ Layout (``FileStorage(root, stack_id)``)::
     <root>/<stack_id>/shapes/<handle>/
         meta.bin           metadata, replaced atomically (meta.bin.tmp, fsync, rename, fsync dir)
         log.json           live-log items' JSON, each followed by one ``,`` byte        append-only
-        log.keys           live-log items' keys, UTF-8, concatenated                    append-only
-        log.items          one 40-byte ITEM entry per item                              append-only (1)
+        log.items          one 32-byte ITEM entry per item                              append-only (1)
         log.chunks         one 32-byte CHUNK entry per closed chunk                     append-only
         log.durable        one 32-byte DURABLE marker, overwritten in place
         snapshot.json      snapshot items' JSON, each followed by one ``,`` byte       append-only
         snapshot.chunks    one 32-byte CHUNK entry per closed snapshot chunk            append-only
-        snapshot.keys, snapshot.items    created empty, unused since version 2 (see "Snapshot" below)
     <root>/<stack_id>/trash/<handle>.<hex>/    deleted shapes, removed in the background
 
 All integers are little-endian.  The live log and the snapshot are two independent *sequences*;
-``<seq>`` below is ``log`` or ``snapshot``.  The live log has the four files ``.json``, ``.keys``,
-``.items``, ``.chunks``; the snapshot only ``.json`` and ``.chunks``.
+``<seq>`` below is ``log`` or ``snapshot``.  The live log has the three files ``.json``, ``.items``,
+``.chunks``; the snapshot only ``.json`` and ``.chunks``.
 
-ITEM entry (``<QQQQIBBxx``, 40 bytes, live log only), item ``i`` (0-based) at byte ``40*i`` of ``log.items``:
-``tx u64, op u64, json_end u64, key_end u64, crc u32, kind u8, flags u8, 2 pad bytes``.
+Version 3 (this one) differs from version 2 only in the live log: there is no ``log.keys`` file (an item's
+key is inside its JSON, ``"key":...``, and nothing but recovery ever read the stored copy), the ITEM entry
+has no ``key_end`` field (32 bytes instead of 40) and its crc covers the JSON alone; the empty
+``snapshot.keys``/``snapshot.items`` files of version 2 are no longer created.  Older logs are not read:
+their ``meta.bin`` version differs, so they are dropped at start and their clients refetch (409).
+
+ITEM entry (``<QQQIBBxx``, 32 bytes, live log only), item ``i`` (0-based) at byte ``32*i`` of ``log.items``:
+``tx u64, op u64, json_end u64, crc u32, kind u8, flags u8, 2 pad bytes``.  (32 bytes divide a page: an
+entry never straddles two pages, so a crash cannot leave half of one written with the other half.)
 
 * The item's JSON is ``<seq>.json[json_end(i-1) : json_end(i) - 1]`` (``json_end(-1) = 0``); the byte at
   ``json_end(i) - 1`` is the ``,`` separator.  So items ``i..j`` are served as the single byte range
   ``[json_end(i-1), json_end(j) - 1)``, already comma-separated: the response is ``[`` + range + ``]``.
-* The key is ``<seq>.keys[key_end(i-1) : key_end(i)]``.
-* ``crc = zlib.crc32(json, zlib.crc32(key))``.  ``kind`` is :class:`~sync.storage.items.OpKind`.
+* ``crc = zlib.crc32(json)`` (the JSON without its separator).  ``kind`` is
+  :class:`~sync.storage.items.OpKind` (1 insert, 2 update, 3 delete, 4 control).
 * ``flags`` bit 0 (``TXN_END``): the item is the last one of a complete transaction.  (1) The only in-place
-  write into ``.items``: when a transaction ends with an empty fragment, the flags byte of its last,
-  not-yet-committed entry is set afterwards.
+  write into ``.items``: when a transaction ends with an empty fragment, the flags byte (byte 29) of its
+  last, not-yet-committed entry is set afterwards.
 * Live-log offsets are ``<tx>_<op>`` with ``tx`` = commit LSN (> 0), strictly increasing.
 
-Snapshot (version 2): items are addressed by chunk only (snapshot chunk ``k`` ends at offset ``0_k``), so
-``snapshot.json`` holds their JSON, each followed by ``,``, and ``snapshot.chunks`` the chunk entries; there
-is no per-item entry, key or crc (an initial sync of millions of rows is written as whole blocks: see
-:mod:`sync.storage.snapshot_writer`).  Item ``i`` of the snapshot has the position ``op = i`` (``tx = 0``).
-Its integrity rests on the fsync of both files before ``snapshot_complete`` is recorded in ``meta.bin``;
-on open, the last chunk entry must end exactly at the end of ``snapshot.json``, on a ``,``.
+Snapshot (since version 2): items are addressed by chunk only (snapshot chunk ``k`` ends at offset
+``0_k``), so ``snapshot.json`` holds their JSON, each followed by ``,``, and ``snapshot.chunks`` the chunk
+entries; there is no per-item entry, key or crc (an initial sync of millions of rows is written as whole
+blocks: see :mod:`sync.storage.snapshot_writer`).  Item ``i`` of the snapshot has the position ``op = i``
+(``tx = 0``).  Its integrity rests on the fsync of both files before ``snapshot_complete`` is recorded in
+``meta.bin``; on open, the last chunk entry must end exactly at the end of ``snapshot.json``, on a ``,``.
 
 CHUNK entry (``<QQQQ``, 32 bytes), chunk ``k`` at byte ``32*k`` of ``<seq>.chunks``:
 ``end_item u64`` (items before the chunk end, exclusive), ``end_tx u64, end_op u64`` (offset of the chunk's
@@ -48,7 +53,7 @@ still open chunk of a sequence has no entry.  The snapshot's final chunk is clos
 ends with the ``snapshot-end`` control item.
 
 DURABLE marker (``<QQQI4x``, 32 bytes) at byte 0 of ``log.durable``: ``items u64`` (entries known fsynced,
-with their JSON and keys), ``tx u64, op u64`` (offset of the last complete transaction's last item then; 0_0
+with their JSON), ``tx u64, op u64`` (offset of the last complete transaction's last item then; 0_0
 if none), ``crc u32`` of the first 24 bytes.  Written (without its own fsync) only after the files it covers
 were fsynced, so it never claims more than what is durable.  Invalid or missing means 0.
 
@@ -79,6 +84,7 @@ from sync.storage.errors import StorageCorrupt
 __all__ = [
     "CHUNK",
     "DURABLE",
+    "FILES",
     "FORMAT_VERSION",
     "ITEM",
     "SEQUENCES",
@@ -90,12 +96,13 @@ __all__ = [
     "encode_meta",
 ]
 
-FORMAT_VERSION = 2  # 2: the snapshot sequence has no item entries or keys
-ITEM = struct.Struct("<QQQQIBBxx")
+FORMAT_VERSION = 3  # 2: the snapshot sequence has no item entries or keys; 3: nor has the live log keys
+ITEM = struct.Struct("<QQQIBBxx")
 CHUNK = struct.Struct("<QQQQ")
 DURABLE = struct.Struct("<QQQI4x")
 TXN_END = 1
 SEQUENCES = ("log", "snapshot")
+FILES = ("log.json", "log.items", "log.chunks", "log.durable", "snapshot.json", "snapshot.chunks")
 _META_MAGIC = b"SSMD"
 _CRC = struct.Struct("<I")
 
@@ -104,7 +111,6 @@ class ItemEntry(NamedTuple):
     tx: int
     op: int
     json_end: int
-    key_end: int
     crc: int
     kind: int
     flags: int
@@ -144,8 +150,8 @@ class Durable(NamedTuple):
         return cls(items, tx, op)
 
 
-def item_crc(json: bytes, key: bytes) -> int:
-    return zlib.crc32(json, zlib.crc32(key))
+def item_crc(json: bytes) -> int:
+    return zlib.crc32(json)
 
 
 def encode_meta(meta: dict[str, object]) -> bytes:

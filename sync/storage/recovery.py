@@ -71,21 +71,20 @@ def _snapshot_position(files: ShapeFiles) -> SeqPosition:
         raise StorageCorrupt("snapshot chunk index does not match its JSON")
     if files.pread("snapshot.json", last.end_json - 1, 1) != b",":
         raise StorageCorrupt("snapshot JSON does not end with a separator")
-    return SeqPosition(last.end_item, last.end_json, 0, chunks, 0, LogOffset(0, last.end_op))
+    return SeqPosition(last.end_item, last.end_json, chunks, 0, LogOffset(0, last.end_op))
 
 
 def _recover_log(files: ShapeFiles, chunk_bytes: int) -> SeqPosition:
     n = files.size("log.items") // ITEM.size
     json_size = files.size("log.json")
-    keys_size = files.size("log.keys")
     marker = files.pread("log.durable", 0, DURABLE.size) if files.size("log.durable") >= DURABLE.size else b""
     durable = Durable.decode(marker)
     if durable.items > n:
         raise StorageCorrupt(f"log: {durable.items} items were fsynced but only {n} entries exist")
     good = durable.items
-    prev = _entry(files, "log.items", good - 1) if good > 0 else ItemEntry(0, 0, 0, 0, 0, 0, 0)
+    prev = _entry(files, "log.items", good - 1) if good > 0 else ItemEntry(0, 0, 0, 0, 0, 0)
     for e in _entries(files, "log.items", good, n):
-        if not _plausible(prev, e, json_size, keys_size) or not _crc_ok(files, prev, e):
+        if not _plausible(prev, e, json_size) or not _crc_ok(files, prev, e):
             break
         prev = e
         good += 1
@@ -103,34 +102,26 @@ def _recover_log(files: ShapeFiles, chunk_bytes: int) -> SeqPosition:
         log.warning("log: trimming torn tail: %d -> %d items", n, keep)
     last = _entry(files, "log.items", keep - 1) if keep > 0 else None
     json_len = last.json_end if last else 0
-    keys_len = last.key_end if last else 0
-    changed = keep < n or json_size != json_len or keys_size != keys_len
+    changed = keep < n or json_size != json_len
     files.truncate("log.json", json_len)
-    files.truncate("log.keys", keys_len)
     files.truncate("log.items", keep * ITEM.size)
     chunks, chunk_changed = _recover_chunks(files, keep, chunk_bytes)
     if changed or chunk_changed:
-        files.sync(("log.json", "log.keys", "log.items", "log.chunks"))
+        files.sync(("log.json", "log.items", "log.chunks"))
     at = last.offset if last else LogOffset(0, 0)
     files.pwrite("log.durable", 0, Durable(keep, at.tx, at.op).encode())
     files.sync(("log.durable",))
     open_bytes = chunks[1]
-    return SeqPosition(keep, json_len, keys_len, chunks[0], open_bytes, last.offset if last else None)
+    return SeqPosition(keep, json_len, chunks[0], open_bytes, last.offset if last else None)
 
 
-def _plausible(prev: ItemEntry, e: ItemEntry, json_size: int, keys_size: int) -> bool:
-    return (
-        prev.json_end < e.json_end <= json_size
-        and prev.key_end <= e.key_end <= keys_size
-        and (e.tx, e.op) > (prev.tx, prev.op)
-        and e.tx > 0
-    )
+def _plausible(prev: ItemEntry, e: ItemEntry, json_size: int) -> bool:
+    return prev.json_end < e.json_end <= json_size and (e.tx, e.op) > (prev.tx, prev.op) and e.tx > 0
 
 
 def _crc_ok(files: ShapeFiles, prev: ItemEntry, e: ItemEntry) -> bool:
     json = files.pread("log.json", prev.json_end, e.json_end - prev.json_end)
-    key = files.pread("log.keys", prev.key_end, e.key_end - prev.key_end)
-    return json.endswith(b",") and item_crc(json[:-1], key) == e.crc
+    return json.endswith(b",") and item_crc(json[:-1]) == e.crc
 
 
 def _recover_chunks(files: ShapeFiles, items: int, threshold: int) -> tuple[tuple[int, int], bool]:

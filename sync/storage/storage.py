@@ -33,7 +33,7 @@ from typing import Protocol
 from sync import runtime
 from sync.storage import fdcache
 from sync.storage.files import DiskFiles, MemoryFiles, ShapeFiles, fsync_dir
-from sync.storage.format import SEQUENCES, encode_meta
+from sync.storage.format import FILES, encode_meta
 from sync.storage.reader import LogState, ShapeLogReader
 from sync.storage.recovery import recover
 from sync.storage.writer import SeqPosition, ShapeLogWriter
@@ -42,7 +42,6 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "FileStorage", "MemoryStorage", "Storage"]
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK_BYTES = 10 * 1024 * 1024  # spec §3 ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD
-_FILES = [f"{s}.{ext}" for s in SEQUENCES for ext in ("json", "keys", "items", "chunks")] + ["log.durable"]
 
 
 class Storage(Protocol):
@@ -94,7 +93,7 @@ class _States:
             raise
         # Recovery opened every file of the log; an idle log needs none of them (the descriptor cache would
         # close them anyway, but only once others need room): the writer reopens on its next write.
-        files.release(_FILES)
+        files.release(FILES)
         state = self._states.get(handle)
         writer = ShapeLogWriter(files, meta, log_pos, snap_pos, chunk_bytes=chunk_bytes, state=state)
         self._states[handle] = writer.state
@@ -144,7 +143,7 @@ class FileStorage:
         """Create an empty log (raises FileExistsError if the handle exists)."""
         path = self._dir(handle)
         path.mkdir()
-        for name in _FILES:
+        for name in FILES:
             os.close(os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
         writer = self._states.create(DiskFiles(str(path)), handle, definition, self.chunk_bytes)  # fsyncs dir
         writer.reader()

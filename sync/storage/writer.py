@@ -1,7 +1,7 @@
 """``ShapeLogWriter``: appends items to a shape log, closes chunks, fsyncs, and publishes to readers.
 
 Pure-ish: no actor, no timers; the storage actor decides *when* to flush.  One writer per shape log, used
-from one thread/greenlet at a time.  Write order per append is ``.json``, ``.keys``, ``.items``, ``.chunks``,
+from one thread/greenlet at a time.  Write order per append is ``.json``, ``.items``, ``.chunks``,
 so a crash between writes leaves entries that point only at bytes already written (see
 :mod:`sync.storage.format` for the format and :mod:`sync.storage.recovery` for the trimming on open).
 Readers see an appended transaction once it is complete (``LogView`` is replaced after the writes).
@@ -58,7 +58,6 @@ class SeqPosition:
 
     items: int = 0
     json_len: int = 0
-    keys_len: int = 0
     chunks: int = 0
     open_chunk_bytes: int = 0
     last: LogOffset | None = None
@@ -69,10 +68,8 @@ class _Seq:
         self.prefix = prefix
         self.pos = pos
         self.json = prefix + ".json"
-        self.keys = prefix + ".keys"
         self.items = prefix + ".items"
         self.chunks = prefix + ".chunks"
-        self.names = (self.json, self.keys, self.items, self.chunks)
         self.dirty_names: set[str] = set()
 
     @property
@@ -310,7 +307,6 @@ class ShapeLogWriter:
             seq,
             txs=txs,
             ops=ops,
-            keys=[it.key.encode() for it in items],
             kinds=[kinds[it.operation] for it in items],
             jsons=[it.json for it in items],
             txn_end=txn_end,
@@ -324,7 +320,6 @@ class ShapeLogWriter:
         *,
         txs: list[int],
         ops: list[int],
-        keys: list[bytes],
         kinds: list[int],
         jsons: list[bytes],
         txn_end: bool = False,
@@ -337,14 +332,13 @@ class ShapeLogWriter:
         n = len(jsons)
         sizes = list(map(len, jsons))
         json_ends = list(accumulate(map(add, sizes, repeat(1)), initial=pos.json_len))[1:]
-        key_ends = list(accumulate(map(len, keys), initial=pos.keys_len))[1:]
-        crcs = map(_crc32, jsons, map(_crc32, keys))
+        crcs = map(_crc32, jsons)
         flags = [0] * n
         if txn_end:
             flags[-1] = TXN_END
         for i in ends:
             flags[i] = TXN_END
-        entries = b"".join(map(ITEM.pack, txs, ops, json_ends, key_ends, crcs, kinds, flags))
+        entries = b"".join(map(ITEM.pack, txs, ops, json_ends, crcs, kinds, flags))
         # chunk closes: the item that brings the open chunk's JSON bytes to >= threshold (spec §3)
         cum = list(accumulate(sizes, initial=0))  # cum[i]: bytes of the batch's items before item i
         chunk_entries: list[bytes] = []
@@ -362,9 +356,8 @@ class ShapeLogWriter:
         jsons.append(b"")  # join gives the trailing separator
         files = self._files
         files.append(seq.json, b",".join(jsons))
-        files.append(seq.keys, b"".join(keys))
         files.append(seq.items, entries)
-        seq.dirty_names.update((seq.json, seq.keys, seq.items))
+        seq.dirty_names.update((seq.json, seq.items))
         if chunk_entries:
             files.append(seq.chunks, b"".join(chunk_entries))
             seq.dirty_names.add(seq.chunks)
@@ -372,7 +365,6 @@ class ShapeLogWriter:
         self._writes += 1
         pos.items += n
         pos.json_len = json_ends[-1]
-        pos.keys_len = key_ends[-1]
         pos.chunks += len(chunk_entries)
         pos.open_chunk_bytes = open_bytes
         pos.last = LogOffset(txs[-1], ops[-1])

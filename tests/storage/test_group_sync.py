@@ -65,7 +65,7 @@ def test_append_batch_writes_what_appends_write(storage: Storage) -> None:
     assert follow(batched.reader()).items == expected.items
     assert batched.last_offset == one.last_offset == LogOffset(12, 6)
     if isinstance(storage, FileStorage):
-        for name in ("log.json", "log.keys", "log.items", "log.chunks"):
+        for name in ("log.json", "log.items", "log.chunks"):
             left = (storage.shapes_dir / "one" / name).read_bytes()
             assert left == (storage.shapes_dir / "batched" / name).read_bytes(), name
 

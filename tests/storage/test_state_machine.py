@@ -94,7 +94,7 @@ class LogMachine(RuleBasedStateMachine):
         written = self.committed + self.pending
         valid = len(written)
         if not self.flushed_since_append and written:
-            name = data.draw(st.sampled_from(["log.json", "log.keys", "log.items", "log.chunks"]))
+            name = data.draw(st.sampled_from(["log.json", "log.items", "log.chunks"]))
             path = os.path.join(self.path, name)
             cut = data.draw(st.integers(self._synced_size(name), os.path.getsize(path)))
             os.truncate(path, cut)
@@ -125,9 +125,8 @@ class LogMachine(RuleBasedStateMachine):
             return len(synced) * ITEM.size
         if name == "log.chunks":
             return os.path.getsize(os.path.join(self.path, name)) if synced else 0
-        if name == "log.json":
-            return sum(len(it.json) + 1 for it in synced)
-        return sum(len(it.key.encode()) for it in synced)
+        assert name == "log.json"
+        return sum(len(it.json) + 1 for it in synced)
 
     @staticmethod
     def _valid_items(name: str, cut: int, written: list[LogItem]) -> int:
@@ -137,7 +136,7 @@ class LogMachine(RuleBasedStateMachine):
             return len(written)
         total = 0
         for i, it in enumerate(written):
-            total += len(it.json) + 1 if name == "log.json" else len(it.key.encode())
+            total += len(it.json) + 1
             if total > cut:
                 return i
         return len(written)
