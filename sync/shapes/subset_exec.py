@@ -1,10 +1,10 @@
-"""Execute a subset statement on libpq directly: prepared once per connection, rows loaded in C.
+"""Execute a subset statement on libpq directly, prepared once per connection.
 
 Why: a subset is a short query answered within its HTTP request, and psycopg's ``Connection.execute`` path
 (query conversion, the prepared-statement bookkeeping, generator-based waiting, row building) cost the
 gevent worker ~0.2 ms of CPU on a 50-row subset, more than the query costs Postgres.  Here a statement is
-sent with ``PQsendQueryPrepared`` and waited for with :mod:`sync.runtime` (cooperative under gevent), and
-the rows are loaded by psycopg's C :class:`~psycopg.adapt.Transformer` with the connection's loaders.
+sent with ``PQsendQueryPrepared`` and waited for with :mod:`sync.runtime` (cooperative under gevent); the
+caller reads the values it needs from the PGresult.
 
 Prepared statements are per connection and bounded (:class:`Statements`, least recently used evicted with
 ``DEALLOCATE``); their names cannot collide with psycopg's own (``_pg3_*``).  A failed statement leaves the
@@ -16,17 +16,27 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
 import psycopg
-from psycopg import abc, pq
 from psycopg import errors as pg_errors
-from psycopg.adapt import Transformer
+from psycopg import pq
 
 from sync.runtime import wait_readable, wait_writable
 
-__all__ = ["MAX_STATEMENTS", "Statements", "SubsetConnection", "numbered_query", "run_prepared"]
+__all__ = [
+    "MAX_STATEMENTS",
+    "Prepared",
+    "Statements",
+    "SubsetConnection",
+    "deallocate",
+    "execute",
+    "numbered_query",
+    "prepare",
+    "run_prepared",
+]
 
 MAX_STATEMENTS: Final = 64  # prepared statements kept per connection
 _PLACEHOLDER = re.compile(rb"%%|%s")
@@ -48,44 +58,53 @@ def numbered_query(query: bytes) -> bytes:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement prepared on a connection: its name and what the caller keeps with it."""
+
+    name: bytes
+    payload: Any = None
+
+
 class Statements:
-    """The statements prepared on one connection: query text -> name, least recently used first."""
+    """The statements prepared on one connection: key -> :class:`Prepared`, least recently used first."""
 
     def __init__(self, limit: int = MAX_STATEMENTS) -> None:
-        self._names: OrderedDict[bytes, bytes] = OrderedDict()
+        self._entries: OrderedDict[bytes, Prepared] = OrderedDict()
         self._limit = limit
         self._next = 0
 
-    def get(self, query: bytes) -> bytes | None:
-        name = self._names.get(query)
-        if name is not None:
-            self._names.move_to_end(query)
-        return name
+    def get(self, key: bytes) -> Prepared | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
 
     def reserve(self) -> tuple[bytes, bytes | None]:
         """A new statement name, and the name to deallocate first (the least recently used one, forgotten
-        now) when the limit is reached; :meth:`add` the name once the statement is prepared."""
-        evicted = self._names.popitem(last=False)[1] if len(self._names) >= self._limit else None
+        now) when the limit is reached; :meth:`add` the entry once the statement is prepared."""
+        evicted = self._entries.popitem(last=False)[1].name if len(self._entries) >= self._limit else None
         self._next += 1
         return b"shapesync_subset_%d" % self._next, evicted
 
-    def add(self, query: bytes, name: bytes) -> None:
-        self._names[query] = name
+    def add(self, key: bytes, entry: Prepared) -> None:
+        self._entries[key] = entry
+
+    def pop(self, key: bytes) -> Prepared | None:
+        return self._entries.pop(key, None)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._entries)
 
 
 class SubsetConnection(psycopg.Connection[Any]):
-    """A pooled subset connection: psycopg's, plus its prepared statements and a row transformer."""
+    """A pooled subset connection: psycopg's, plus its prepared statements."""
 
     subset_statements: Statements
-    subset_transformer: abc.Transformer
 
     def setup_subsets(self) -> None:
-        """Called once the session is configured (loaders registered): the transformer copies them."""
+        """Called once the session is configured."""
         self.subset_statements = Statements()
-        self.subset_transformer = Transformer(self)  # psycopg's C transformer
 
 
 def _flush(pgconn: pq.abc.PGconn) -> None:
@@ -123,24 +142,38 @@ def _exec(conn: SubsetConnection, send: Any, *args: Any) -> pq.abc.PGresult:
     return _last_result(conn, pgconn)
 
 
-def run_prepared(conn: SubsetConnection, query: bytes, params: list[bytes | None]) -> list[tuple[Any, ...]]:
-    """Run ``query`` (``$n`` placeholders, text parameters typed by Postgres) as a prepared statement of
-    ``conn`` (prepared on first use); return its rows loaded by the connection's loaders.
-
-    Raises psycopg errors (the statement's own, or OperationalError for a lost connection)."""
-    pgconn = conn.pgconn
+def prepare(conn: SubsetConnection, key: bytes, query: bytes, payload: Any = None) -> Prepared:
+    """The statement ``key`` of ``conn``, prepared from ``query`` (``$n`` placeholders) on first use."""
     statements = conn.subset_statements
-    name = statements.get(query)
-    if name is None:
+    entry = statements.get(key)
+    if entry is None:
+        pgconn = conn.pgconn
         name, evicted = statements.reserve()
         if evicted is not None:
             _exec(conn, pgconn.send_query, b'DEALLOCATE "' + evicted + b'"')
         _exec(conn, pgconn.send_prepare, name, query)
-        statements.add(query, name)  # only once prepared: an interrupted prepare is prepared again
-    result = _exec(conn, pgconn.send_query_prepared, name, params)
+        entry = Prepared(name, payload)
+        statements.add(key, entry)  # only once prepared: an interrupted prepare is prepared again
+    return entry
+
+
+def deallocate(conn: SubsetConnection, key: bytes) -> None:
+    """Forget the statement ``key`` of ``conn`` and deallocate it."""
+    entry = conn.subset_statements.pop(key)
+    if entry is not None:
+        _exec(conn, conn.pgconn.send_query, b'DEALLOCATE "' + entry.name + b'"')
+
+
+def execute(conn: SubsetConnection, entry: Prepared, params: list[bytes | None]) -> pq.abc.PGresult:
+    """Run a prepared statement with text parameters (typed by Postgres); its rows as a PGresult.
+
+    Raises psycopg errors (the statement's own, or OperationalError for a lost connection)."""
+    result = _exec(conn, conn.pgconn.send_query_prepared, entry.name, params)
     if result.status != pq.ExecStatus.TUPLES_OK:
         raise psycopg.ProgrammingError(f"the subset statement returned {pq.ExecStatus(result.status).name}")
-    transformer = conn.subset_transformer
-    transformer.set_pgresult(result)
-    rows: list[tuple[Any, ...]] = transformer.load_rows(0, result.ntuples, tuple)
-    return rows
+    return result
+
+
+def run_prepared(conn: SubsetConnection, query: bytes, params: list[bytes | None]) -> pq.abc.PGresult:
+    """Run ``query`` (``$n`` placeholders) as a statement of ``conn`` prepared on first use."""
+    return execute(conn, prepare(conn, query, query), params)

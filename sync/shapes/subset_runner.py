@@ -9,16 +9,17 @@ pool's size by default); a request that cannot get one within ``queue_timeout`` 
 Each query is ONE statement on an autocommit connection whose session default is ``REPEATABLE READ READ
 ONLY``: a single statement is its own transaction with exactly one snapshot, and ``pg_current_snapshot()``
 inside it returns that snapshot, so the statement returns the rows together with the metadata the client
-needs to join the subset with the live log (see :func:`with_snapshot_info`) in one round trip, where
-``BEGIN`` + query + ``COMMIT`` would take three.  Values are read in the text format with the display
-settings of the initial snapshot, so they are byte-identical to snapshot rows, and the items are those of
-:meth:`~sync.shapes.log_items.ShapeLogEncoder.snapshot_item` with ``"snapshot_mark"`` added to their headers.
+needs to join the subset with the live log, in one round trip where ``BEGIN`` + query + ``COMMIT`` would
+take three (measured under gevent on a 50-row subset: 0.35 ms against 0.5-0.58 ms even pipelined).  The
+WAL position is read in the same statement after its snapshot was taken (as
+:data:`~sync.shapes.snapshot.SNAPSHOT_INFO_QUERY` requires).  Postgres builds each item's JSON
+(:mod:`sync.shapes.subset_items`) with the display settings of the initial snapshot, so items are
+byte-identical to :meth:`~sync.shapes.log_items.ShapeLogEncoder.snapshot_item`'s, with ``"snapshot_mark"``
+added as the last header.
 
-Why the query runs on libpq directly (:mod:`sync.shapes.subset_exec`) rather than ``conn.execute``: on a
-50-row subset under gevent, psycopg's cursor machinery cost the worker ~0.2 ms of CPU per query, more than
-the whole query costs Postgres.  Each connection prepares a statement once per distinct query text (bounded,
-see :class:`~sync.shapes.subset_exec.Statements`), loads the rows with psycopg's C transformer, and the
-response body is serialised by one ``orjson.dumps``.
+The statement runs on libpq directly (:mod:`sync.shapes.subset_exec`): prepared once per connection, it
+costs the worker a few µs of Python, where psycopg's ``execute`` and the per-item encoding in Python cost
+~0.3 ms of CPU on a 50-row subset, more than the query costs Postgres.
 """
 
 from __future__ import annotations
@@ -33,22 +34,19 @@ from typing import Any, Final
 
 import orjson
 import psycopg
-import psycopg.postgres
-from psycopg import sql
-from psycopg.types.string import TextLoader
+from psycopg import pq, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
-from sync.shapes.log_layout import key_prefix, row_key
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
-from sync.shapes.subset_exec import SubsetConnection, numbered_query, run_prepared
+from sync.shapes.subset_exec import SubsetConnection, deallocate, execute, numbered_query, prepare
+from sync.shapes.subset_items import ItemStatement, item_statement
 from sync.shapes.xid import PgSnapshot
 
-__all__ = ["SubsetBusy", "SubsetQueryFailed", "SubsetResult", "SubsetRunner", "with_snapshot_info"]
+__all__ = ["SubsetBusy", "SubsetQueryFailed", "SubsetResult", "SubsetRunner"]
 
 logger = logging.getLogger(__name__)
-
-_TEXT_OIDS = frozenset(oid for t in psycopg.postgres.types for oid in (t.oid, t.array_oid) if oid)
 
 
 class SubsetBusy(RuntimeError):
@@ -76,26 +74,6 @@ SESSION_DEFAULTS: Final = (
     "SET default_transaction_isolation = 'repeatable read'; SET default_transaction_read_only = on; "
     "SET client_encoding = 'UTF8'"
 )
-_INFO_HEAD: Final = (
-    b"WITH info AS MATERIALIZED "
-    b"(SELECT pg_current_snapshot()::text AS snapshot, pg_current_wal_insert_lsn()::text AS lsn) "
-    b"SELECT info.snapshot, info.lsn, s.* FROM info LEFT JOIN LATERAL "
-    b'(SELECT row_number() OVER () AS "shapesync ordinal", x.* FROM ('
-)
-_INFO_TAIL: Final = b') x) s ON true ORDER BY s."shapesync ordinal"'
-
-
-def with_snapshot_info(query: bytes) -> bytes:
-    """One statement giving ``(snapshot, wal insert lsn, ordinal, *row)`` per row of ``query``, in order.
-
-    Why one statement: its snapshot is the transaction's (one autocommit statement, see the module
-    docstring), so ``pg_current_snapshot()`` describes exactly the rows read, and the WAL position is read
-    after that snapshot was taken (as :data:`~sync.shapes.snapshot.SNAPSHOT_INFO_QUERY` requires) -- all in
-    one round trip, where ``BEGIN`` + snapshot query + rows + ``ROLLBACK`` cost four statements (measured
-    under gevent on a 50-row subset: 0.35 ms against 0.5-0.58 ms even pipelined).  No row matched: one row
-    whose ordinal is NULL.  ``row_number() OVER ()`` numbers the rows in the subquery's ORDER BY order.
-    """
-    return _INFO_HEAD + query + _INFO_TAIL
 
 
 def _param(value: Any) -> bytes | None:
@@ -141,10 +119,6 @@ class SubsetRunner:
         self._marks = itertools.count(secrets.randbelow(1 << 30) + 1)
 
     def _configure(self, conn: SubsetConnection) -> None:
-        # values in their Postgres text output, as the initial snapshot reads them (see raw_text_cursor),
-        # registered once per connection: registering per cursor costs more than a small query
-        for oid in _TEXT_OIDS:
-            conn.adapters.register_loader(oid, TextLoader)
         conn.execute(display_settings_sql())
         conn.execute(SESSION_DEFAULTS)
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(self._statement_timeout_ms)))
@@ -166,10 +140,10 @@ class SubsetRunner:
 
     def run(self, query: bytes, params: Sequence[Any], encoder: ShapeLogEncoder) -> SubsetResult:
         """Run one subset query (psycopg ``%s`` syntax, as built by
-        :func:`~sync.shapes.subset.build_subset_query`); raises SubsetBusy or SubsetQueryFailed."""
+        :func:`~sync.shapes.subset.build_subset_query`, selecting ``encoder.definition.columns``); raises
+        SubsetBusy or SubsetQueryFailed."""
         self._open()
         mark = next(self._marks)
-        statement = numbered_query(with_snapshot_info(query))
         values = [_param(v) for v in params]
         # getconn/putconn rather than pool.connection(): that one also enters the connection's own context,
         # whose exit takes its lock to commit an autocommit connection (~20 µs under gevent)
@@ -178,53 +152,40 @@ class SubsetRunner:
         except PoolTimeout:
             raise SubsetBusy("no subset connection free within the queue timeout") from None
         try:
-            rows = run_prepared(conn, statement, values)
-        except psycopg.Error as exc:
+            result, item = _items(conn, query, values, encoder.definition)
+        except (psycopg.Error, LookupError) as exc:
             conn.close()  # its prepared statements and session state are unknown now: never reuse it
             logger.warning("subset query failed: %r", exc)
             raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             self._pool.putconn(conn)
-        return _result(rows, encoder, mark)
+        return _result(result, item, mark)
 
 
-def _result(rows: list[tuple[Any, ...]], encoder: ShapeLogEncoder, mark: int) -> SubsetResult:
-    """The body: ``{"metadata":…,"data":[items]}``, each item as :meth:`ShapeLogEncoder.snapshot_item` makes
-    it plus ``"snapshot_mark"`` as the last header, serialised by one ``orjson.dumps`` (orjson writes dicts
-    in insertion order without whitespace, as the encoder's own ``orjson.dumps`` calls do)."""
-    snapshot = PgSnapshot.parse(str(rows[0][0]))
-    lsn = parse_lsn(str(rows[0][1]))
-    if rows[0][2] is None:  # the LEFT JOIN's lone row: no row matched
-        rows = []
-    definition = encoder.definition
-    columns = definition.columns
-    headers = {
-        "operation": "insert",
-        "relation": [definition.schema, definition.table],
-        "snapshot_mark": mark,
-    }
-    prefix = key_prefix(definition.schema, definition.table)
-    positions = [3 + columns.index(c) for c in definition.key_columns]
-    # rows are (snapshot, lsn, ordinal, *columns) by construction of the query: zip needs no strict check
-    if len(positions) == 1 and all(r[positions[0]] is not None for r in rows):  # the common single-column key
-        head, at = prefix + '/"', positions[0]
-        data = [
-            {
-                "key": head + r[at].replace("/", "//") + '"',
-                "value": dict(zip(columns, r[3:], strict=False)),
-                "headers": headers,
-            }
-            for r in rows
-        ]
-    else:
-        data = [
-            {
-                "key": row_key(prefix, [r[i] for i in positions]),
-                "value": dict(zip(columns, r[3:], strict=False)),
-                "headers": headers,
-            }
-            for r in rows
-        ]
+def _items(
+    conn: SubsetConnection, query: bytes, values: list[bytes | None], definition: ShapeDefinition
+) -> tuple[pq.abc.PGresult, ItemStatement]:
+    """Run ``query``'s item statement, built again (once) if the column types changed since it was built."""
+    for _ in range(2):
+        entry = conn.subset_statements.get(query)
+        if entry is None:
+            item = item_statement(conn, definition, query)
+            entry = prepare(conn, query, numbered_query(item.query), item)
+        item = entry.payload
+        result = execute(conn, entry, values)
+        if result.get_value(0, 2) == item.signature:
+            return result, item
+        deallocate(conn, query)  # built for other column types: its items may be wrong, discard them
+    raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
+
+
+def _result(result: pq.abc.PGresult, item: ItemStatement, mark: int) -> SubsetResult:
+    """The body ``{"metadata":…,"data":[items]}``: each item is ``head + middle + tail`` with
+    ``"snapshot_mark"`` added as the tail's last header."""
+    value = result.get_value
+    snapshot = PgSnapshot.parse(bytes(value(0, 0) or b"").decode())
+    lsn = parse_lsn(bytes(value(0, 1) or b"").decode())
+    count = 0 if value(0, 3) is None else result.ntuples  # the LEFT JOIN's lone row: no row matched
     metadata = {
         "xmin": str(snapshot.xmin),
         "xmax": str(snapshot.xmax),
@@ -232,4 +193,12 @@ def _result(rows: list[tuple[Any, ...]], encoder: ShapeLogEncoder, mark: int) ->
         "database_lsn": str(lsn),
         "snapshot_mark": mark,
     }
-    return SubsetResult(metadata, len(data), orjson.dumps({"metadata": metadata, "data": data}))
+    assert item.tail.endswith(b"}}"), item.tail[-20:]
+    tail = item.tail[:-2] + b',"snapshot_mark":%d}}' % mark
+    items = b""
+    if count:
+        middles = [value(i, 4) for i in range(count)]
+        items = item.head + (tail + b"," + item.head).join(bytes(m or b"") for m in middles) + tail
+    return SubsetResult(
+        metadata, count, b'{"metadata":' + orjson.dumps(metadata) + b',"data":[' + items + b"]}"
+    )

@@ -82,6 +82,28 @@ def test_keys_with_nulls_and_slashes_without_primary_key(
     assert b'"key":"\\"public\\".\\"we//ird\\"/\\"2\\"/_"' in result.body()  # NULL key part
 
 
+def test_a_statement_built_for_other_column_types_is_built_again(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    # v is int4 NOT NULL: its values are quoted without escaping and without a NULL case
+    conn.execute("CREATE TABLE s (id int PRIMARY KEY, v int NOT NULL)")
+    conn.execute("INSERT INTO s VALUES (1, 5)")
+    table = read_table(conn, "public", "s")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "s"), table)
+    encoder = ShapeLogEncoder(definition)
+    query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
+    first = runner.run(query, params, encoder)
+    assert first.body() == _expected_body(first.metadata, [encoder.snapshot_item(("1", "5"))[1]])
+    conn.execute("ALTER TABLE s ALTER COLUMN v TYPE text, ALTER COLUMN v DROP NOT NULL")
+    nasty = 'a"b\\\n'  # a quote, a backslash, a newline: all escaped in JSON
+    conn.execute("UPDATE s SET v = %s", (nasty,))
+    conn.execute("INSERT INTO s VALUES (2, NULL)")
+    again = runner.run(query, params, encoder)  # the same connection and its statement
+    rows = [("1", nasty), ("2", None)]
+    assert again.body() == _expected_body(again.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+
+
 def test_the_metadata_is_the_statements_snapshot(
     db_dsn: str, conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
@@ -142,10 +164,10 @@ def test_prepared_statements_are_bounded_per_connection(db_dsn: str) -> None:
         conn.setup_subsets()
         conn.subset_statements = Statements(limit=2)
         queries = [numbered_query(b"SELECT CAST(%s AS int) + " + str(i).encode()) for i in range(3)]
-        assert [run_prepared(conn, q, [b"10"]) for q in queries] == [[(10,)], [(11,)], [(12,)]]
+        assert [run_prepared(conn, q, [b"10"]).get_value(0, 0) for q in queries] == [b"10", b"11", b"12"]
         names = {r[0] for r in conn.execute("SELECT name FROM pg_prepared_statements").fetchall()}
         assert names == {"shapesync_subset_2", "shapesync_subset_3"} and len(conn.subset_statements) == 2
-        assert run_prepared(conn, queries[0], [b"1"]) == [(1,)]  # prepared again, evicting the oldest
+        assert run_prepared(conn, queries[0], [b"1"]).get_value(0, 0) == b"1"  # prepared again, evicting one
         names = {r[0] for r in conn.execute("SELECT name FROM pg_prepared_statements").fetchall()}
         assert names == {"shapesync_subset_3", "shapesync_subset_4"}
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
