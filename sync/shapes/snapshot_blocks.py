@@ -15,6 +15,7 @@ blocks in range order.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
@@ -46,6 +47,11 @@ __all__ = [
 # queries themselves cost nothing (~0.2 ms each, planning included).
 DEFAULT_PAGES: Final = 32
 RANGE_BYTES: Final = 1 << 20  # heap + TOAST per query on average (a TOAST-heavy table gets fewer pages)
+# Queries in flight per connection (libpq pipeline mode): Postgres starts the next range while this process
+# still receives and joins the last one.  One at a time, each backend idled while the worker's event loop
+# was busy elsewhere (storing, serving HTTP): 1M rows took ~2.0-2.4 s against ~1.2-1.7 s with 2 (interleaved
+# runs on shared, loaded cores).
+PIPELINE_DEPTH: Final = 2
 
 
 class _RawText(Loader):
@@ -74,12 +80,22 @@ def table_ranges(size: TableSize, max_pages: int) -> list[tuple[int, int | None]
     return page_ranges(size.pages, max(1, min(max_pages, RANGE_BYTES // max(per_page, 1))))
 
 
-def _read_range(cur: psycopg.Cursor[Any], query: BlockQuery, lo: int, hi: int | None) -> tuple[int, bytes]:
+def _send_range(
+    conn: psycopg.Connection[Any], query: BlockQuery, lo: int, hi: int | None
+) -> psycopg.Cursor[Any]:
+    """Send the query of pages ``[lo, hi)``; in pipeline mode it goes out at once (:func:`_take` reads it)."""
+    cur = _raw_cursor(conn)
     cur.execute(query.pages(lo, hi), prepare=False)
-    row = cur.fetchone()
-    assert row is not None
-    count, aggregate = row
-    return (int(count), query.block(aggregate)) if count else (0, b"")
+    return cur
+
+
+def _take(cur: psycopg.Cursor[Any], query: BlockQuery) -> tuple[int, bytes]:
+    """``(count, block)`` of a range sent by :func:`_send_range`."""
+    with cur:
+        row = cur.fetchone()
+        assert row is not None
+        count, aggregate = row
+        return (int(count), query.block(aggregate)) if count else (0, b"")
 
 
 def _raw_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
@@ -89,12 +105,27 @@ def _raw_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
 
 
 def read_blocks(
-    conn: psycopg.Connection[Any], query: BlockQuery, ranges: Sequence[tuple[int, int | None]]
+    conn: psycopg.Connection[Any],
+    query: BlockQuery,
+    ranges: Sequence[tuple[int, int | None]],
+    *,
+    depth: int = PIPELINE_DEPTH,
 ) -> Iterator[tuple[int, bytes]]:
-    """``(count, block)`` of each non-empty range, in order."""
-    with _raw_cursor(conn) as cur:
+    """``(count, block)`` of each non-empty range, in order, up to ``depth`` queries in flight (one range
+    alone, the common small table, is read without pipeline mode, whose start and end cost ~40 µs)."""
+    if depth < 1:
+        raise ValueError("pipeline depth must be >= 1")
+    pipelined = depth > 1 and len(ranges) > 1
+    with conn.pipeline() if pipelined else contextlib.nullcontext():
+        sent: collections.deque[psycopg.Cursor[Any]] = collections.deque()
         for lo, hi in ranges:
-            count, block = _read_range(cur, query, lo, hi)
+            sent.append(_send_range(conn, query, lo, hi))
+            if len(sent) >= depth:
+                count, block = _take(sent.popleft(), query)
+                if count:
+                    yield count, block
+        while sent:
+            count, block = _take(sent.popleft(), query)
             if count:
                 yield count, block
 
@@ -155,22 +186,36 @@ class _Lanes:
             event.set()
 
 
-def _lane(
+def _lane(  # noqa: PLR0917 - the spawn target's arguments, all positional
     conn: psycopg.Connection[Any],
     query: BlockQuery,
     ranges: Sequence[tuple[int, int | None]],
     mine: Sequence[int],
     lanes: _Lanes,
+    depth: int,
 ) -> None:
     error: Exception | None = None
+    sent: collections.deque[tuple[int, psycopg.Cursor[Any]]] = collections.deque()
+
+    def take_one() -> None:
+        i, cur = sent.popleft()
+        lanes.results[i] = _take(cur, query)
+        lanes.ready[i].set()
+
     try:
-        with _raw_cursor(conn) as cur:
+        with conn.pipeline():
             for i in mine:
-                lanes.go[i].wait()
+                if not lanes.go[i].is_set():
+                    while sent:  # the consumer needs these before it lets range i go
+                        take_one()
+                    lanes.go[i].wait()
                 if lanes.stopped:
                     return
-                lanes.results[i] = _read_range(cur, query, *ranges[i])
-                lanes.ready[i].set()
+                sent.append((i, _send_range(conn, query, *ranges[i])))
+                if len(sent) >= depth:
+                    take_one()
+            while sent:
+                take_one()
     except Exception as exc:  # handed to the consumer, which raises it
         error = exc
     finally:  # whatever happened, nobody waits forever on this lane's ranges
@@ -186,18 +231,24 @@ def parallel_blocks(
     ranges: Sequence[tuple[int, int | None]],
     *,
     window: int = 0,
+    depth: int = PIPELINE_DEPTH,
     timeout: float = 600.0,
 ) -> Iterator[tuple[int, bytes]]:
     """``(count, block)`` of each non-empty range in range order, range ``i`` read on ``conns[i % n]`` (all in
-    the same snapshot), at most ``window`` (default ``2n``) ranges ahead of the consumer.  Raises the first
-    error of any connection; ``timeout`` bounds the wait for one range."""
+    the same snapshot) with up to ``depth`` queries in flight per connection, at most ``window`` (default
+    ``2 * depth * n``) ranges ahead of the consumer.  Raises the first error of any connection; ``timeout``
+    bounds the wait for one range."""
+    if depth < 1:
+        raise ValueError("pipeline depth must be >= 1")
     n = len(ranges)
     lanes = _Lanes(n)
-    window = window or 2 * len(conns)
+    window = window or 2 * depth * len(conns)
     for i in range(min(window, n)):
         lanes.go[i].set()
     handles = [
-        runtime.spawn(_lane, conn, query, ranges, range(k, n, len(conns)), lanes, name=f"snapshot-lane-{k}")
+        runtime.spawn(
+            _lane, conn, query, ranges, range(k, n, len(conns)), lanes, depth, name=f"snapshot-lane-{k}"
+        )
         for k, conn in enumerate(conns)
     ]
     try:

@@ -177,9 +177,13 @@ def test_parallel_lanes_share_the_snapshot_and_keep_range_order(
         assert found is not None
         query, ranges = found
         assert len(ranges) > 4
-        sequential = list(read_blocks(conn, query, ranges))
+        sequential = list(read_blocks(conn, query, ranges, depth=1))
+        assert list(read_blocks(conn, query, ranges, depth=3)) == sequential  # pipelined: same blocks
         parallel = list(parallel_blocks([conn, other], query, ranges, window=3))
         assert parallel == sequential
+        # a window narrower than the pipeline: a lane hands over what it sent before it waits for the window
+        narrow = list(parallel_blocks([conn, other], query, ranges, window=1, depth=3, timeout=10))
+        assert narrow == sequential
         assert sum(count for count, _ in parallel) == 3000
         other.close()  # a failing lane fails the whole read
         with pytest.raises(psycopg.OperationalError):
