@@ -12,7 +12,11 @@ it reaches, a thousand of them at once for a wide transaction. So wake-ups go th
 * a runner takes tasks one after another without any switch; when it takes one and more are queued, it
   first makes sure another runner is on its way, so a task that blocks (an ``ask``, I/O) never holds up
   the tasks behind it: the queue always has a runner coming while it is not empty;
-* a runner that finds the queue empty parks (at most ``MAX_IDLE`` process-wide; more finish).
+* a runner that finds the queue empty parks (at most ``MAX_IDLE`` process-wide; more finish);
+* a runner that has run tasks for ``YIELD_S`` without a pause yields (``time.sleep(0)``: under gevent a
+  turn of the hub, I/O included), so a long queue never starves the replication stream or the HTTP
+  server, as gevent's own loop does for callbacks after its switch interval; while it pauses it counts
+  as on its way to the queue, so the pause sends no spare.
 
 The pool therefore grows with the number of actors *blocked at once*, never with the number of actors
 or of wake-ups.
@@ -30,6 +34,7 @@ import _thread
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from itertools import count
@@ -40,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 MAX_IDLE = 32
 """Parked runners kept process-wide; more finish instead of parking."""
+
+YIELD_S = 0.005
+"""Longest run of tasks without a pause (gevent's default switch interval)."""
 
 Task = Callable[[], None]
 
@@ -106,6 +114,8 @@ def _wake(runner: _Runner | None) -> None:
 def _run(runner: _Runner) -> None:
     global _coming, _live  # the pool's own counters
     arrived = True  # on its way to the queue (started or woken), counted in _coming
+    clock = time.monotonic
+    since = clock()  # the last pause
     while True:
         spare: _Runner | None = None
         send = False
@@ -127,6 +137,7 @@ def _run(runner: _Runner) -> None:
         if task is None:
             runner.gate.acquire()  # parked until _send_one picks it
             arrived = True
+            since = clock()
             continue
         if send:
             _wake(spare)
@@ -134,6 +145,14 @@ def _run(runner: _Runner) -> None:
             task()
         except Exception:  # a task must not raise; keep the runner usable anyway (a BaseException
             logger.exception("actor runner task %r raised", task)  # such as GreenletExit ends it)
+        if clock() - since >= YIELD_S:
+            # Let the others run. Back at the queue right after, so it counts as on its way (no spare is
+            # sent for it: a spare per pause would make every turn of the hub longer by one runner's run).
+            with _lock:
+                _coming += 1
+            time.sleep(0)
+            arrived = True
+            since = clock()
 
 
 def _gevent_patched() -> bool:
