@@ -152,6 +152,11 @@ class SupervisedActor(pykka.ThreadingActor):
         while not self.actor_stopped.is_set():
             self._handle_envelope(self.actor_inbox.get())
 
+    def take_queued(self, kinds: tuple[type[Any], ...], limit: int = 1024) -> list[Any]:
+        """Messages queued behind the current one that a handler may treat as one batch with it (see
+        `supervisors.hibernate.HibernatingActor.take_queued`); none on pykka's own inbox."""
+        return []
+
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         """Handle one message; any exception escaping the handler crashes the actor."""
         try:

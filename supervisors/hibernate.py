@@ -107,6 +107,29 @@ class Mailbox:
                 self._out = None
             return item
 
+    def take_tells(self, kinds: tuple[type[Any], ...], limit: int) -> list[Any]:
+        """The oldest messages while they are ``tell``\\ s (no reply expected) of one of ``kinds``, at most
+        ``limit``: taken from the head only, so the order of every message is kept (only the active
+        runner may call this)."""
+        taken: list[Any] = []
+        with lock_for(self):
+            while len(taken) < limit:
+                out = self._out
+                if out is None:
+                    out = self._in
+                    if out is None:
+                        break
+                    out.reverse()
+                    self._out, self._in = out, None
+                envelope = out[-1]
+                if envelope.reply_to is not None or not isinstance(envelope.message, kinds):
+                    break
+                out.pop()
+                if not out:
+                    self._out = None
+                taken.append(envelope.message)
+        return taken
+
     def close(self) -> list[Any]:
         """Refuse every later message; return those not taken, oldest first. Drops the runner."""
         with lock_for(self):
@@ -171,6 +194,13 @@ class HibernatingActor(SupervisedActor):
         inbox = self.actor_inbox
         assert isinstance(inbox, Mailbox), "a HibernatingActor's inbox is a Mailbox"
         return inbox
+
+    def take_queued(self, kinds: tuple[type[Any], ...], limit: int = 1024) -> list[Any]:
+        """For a handler: the messages queued right behind the current one while they are tells of
+        ``kinds`` (at most ``limit``), taken now so the handler can treat them as one batch (a consumer
+        merges routed transactions into one append; a storage merges appends into one write).  The
+        rest of the inbox is untouched and keeps its order."""
+        return self._mailbox().take_tells(kinds, limit)
 
     def _first_burst(self) -> None:
         """The first runner: on_start, then messages as any runner."""

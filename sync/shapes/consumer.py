@@ -75,6 +75,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _INVALIDATING = (ShapeFailed, ShapeTruncated, RelationMismatch, IncompleteChange, WhereEvalError)
+_ROUTED = (ShapeChanges, ShapeBatch)  # what the collector tells: consecutive ones are handled as one batch
+
+
+def _routed(first: tuple[ShapeChanges, ...], queued: list[Any]) -> tuple[ShapeChanges, ...]:
+    """``first`` and the routed messages queued behind it, flattened in order."""
+    out = list(first)
+    for msg in queued:
+        if msg.__class__ is ShapeBatch:
+            out.extend(msg.messages)
+        else:
+            out.append(msg)
+    return tuple(out)
 
 
 # -- messages ---------------------------------------------------------------------------------------------
@@ -129,7 +141,8 @@ class Consumer(SupervisedActor):
 
     Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
                 the reader of its log, what was appended and what is durable.
-    Receives:   ShapeChanges / ShapeBatch (tell, collector); PrepareSnapshot (ask) / SnapshotStarted /
+    Receives:   ShapeChanges / ShapeBatch (tell, collector; those queued back to back are handled as one
+                batch: one append to the storage); PrepareSnapshot (ask) / SnapshotStarted /
                 SnapshotProgress / SnapshotCompleted / SnapshotFailed (tell, snapshot worker);
                 StorageDurable (tell, storage, only without a report sink); AwaitData / CancelWait (tell,
                 API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask).
@@ -231,10 +244,15 @@ class Consumer(SupervisedActor):
         match message:
             case ShapeChanges():
                 if self._failed is None:
-                    self._guarded(self._state.changes, message)
+                    queued = self.take_queued(_ROUTED)
+                    if queued:
+                        self._batch(_routed((message,), queued))
+                    else:
+                        self._guarded(self._state.changes, message)
             case ShapeBatch(messages):
                 if self._failed is None:
-                    self._batch(messages)
+                    queued = self.take_queued(_ROUTED)
+                    self._batch(_routed(messages, queued) if queued else messages)
             case StorageDurable(offset):
                 self._storage_durable(offset)
             case AwaitData(after, future, deadline):

@@ -190,14 +190,18 @@ class _Member:
         return durable
 
 
+_APPENDS = (AppendBatch,)
+
+
 class StorageActor(SupervisedActor):
     """Owns one shape log's writer; one per shape, supervised (one_for_all) with its consumer.
 
     Owns:       the ShapeLogWriter (its write handles), the last reported durable offset, its own
                 FlushTicker only when started without a shared one (``ticker=None``, tests).
-    Receives:   AppendBatch, AppendTransaction, AppendSnapshot (tell/ask) -> None; CompleteSnapshot (ask) ->
-                None; Flush (ask) -> LogOffset | None; GetReader (ask) -> ShapeLogReader; DeleteLog (ask) ->
-                None; ReportTo (tell, consumer); SyncFailed (tell, from the ticker's group fsync);
+    Receives:   AppendBatch (those queued back to back are written as one), AppendTransaction,
+                AppendSnapshot (tell/ask) -> None; CompleteSnapshot (ask) -> None; Flush (ask) ->
+                LogOffset | None; GetReader (ask) -> ShapeLogReader; DeleteLog (ask) -> None;
+                ReportTo (tell, consumer); SyncFailed (tell, from the ticker's group fsync);
                 Tick (tell, from a ticker it registered with as an actor: kept for compatibility).
     Sends:      durability (a complete transaction's last item, or ``<settle>_0``) after each fsync that
                 advanced it: ``report(handle, offset)`` given by ReportTo (the collector's batched sink),
@@ -252,6 +256,10 @@ class StorageActor(SupervisedActor):
         writer = self._writer
         match message:
             case AppendBatch(parts, settle):
+                queued = self.take_queued(_APPENDS)
+                if queued:  # appends queued back to back: one write per file for all of them
+                    parts = tuple(p for batch in (message, *queued) for p in batch.parts)
+                    settle = max(settle, *(batch.settle for batch in queued))
                 writer.append_batch(parts)
                 if settle:
                     self._member.settle = max(self._member.settle, settle)

@@ -3,12 +3,13 @@ plus the Mailbox on its own."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pykka
 import pytest
 
-from supervisors.hibernate import Mailbox
+from supervisors.hibernate import HibernatingActor, Mailbox
 from tests.fixtures.scenario import run_scenario
 from tests.supervisors import hibernate_scenario
 
@@ -94,3 +95,54 @@ def test_mailbox_close_returns_the_rest_and_refuses_later_asks() -> None:
     with pytest.raises(pykka.ActorDeadError):
         future.get(timeout=1)
     assert box.empty()
+
+
+def test_mailbox_take_tells_takes_only_leading_tells_of_the_kinds() -> None:
+    box = Mailbox()
+    future = pykka.ThreadingFuture[Any]()
+    for env in (_Envelope(1, None), _Envelope(2, None), _Envelope("x", None), _Envelope(3, None)):
+        box.put(env)
+    assert box.take_tells((int,), 10) == [1, 2]  # stops at the first message of another kind
+    assert box.take().message == "x"
+    box.put(_Envelope(4, future))  # an ask: its caller waits for its own answer, never merged
+    box.put(_Envelope(5, None))
+    assert box.take_tells((int,), 10) == [3]
+    assert box.take().message == 4
+    for i in range(6, 9):
+        box.put(_Envelope(i, None))
+    assert box.take_tells((int,), 2) == [5, 6]  # the limit
+    assert box.take_tells((int,), 10) == [7, 8]
+    assert box.take_tells((int,), 10) == [] and box.take() is None
+
+
+class _Batcher(HibernatingActor):
+    """Blocks on a gate, then answers how each handled message saw the queue behind it."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.handled: list[list[Any]] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "gate":
+            self.gate.wait(10)
+            return None
+        if message == "report":
+            return self.handled
+        self.handled.append([message, *self.take_queued((int,))])
+        return None
+
+
+def test_handler_takes_the_tells_queued_behind_it_in_order() -> None:
+    gate = threading.Event()
+    ref = _Batcher.start(gate)
+    try:
+        ref.tell("gate")  # holds the runner while the rest queues up
+        for i in range(5):
+            ref.tell(i)
+        ref.tell("str")  # another kind ends the batch
+        ref.tell(5)
+        gate.set()
+        assert ref.ask("report", timeout=10) == [[0, 1, 2, 3, 4], ["str", 5]]
+    finally:
+        ref.stop(timeout=10)
