@@ -15,12 +15,18 @@ transaction has it durably in its log (fsynced).  The baseline is ``pg_recvlogic
 same publication, to /dev/null, until the end LSN; process wall time including connecting) reading the same
 WAL from its own slot in the same run.  Runs alternate which consumer goes first; medians are reported.
 
+That is the ``restart`` method (catch-up; the default for ``one``).  The ``live`` method (the default for
+``many``: restarting 10,000 shapes would time their reload, not the ingest) keeps the engine streaming
+while a separate process (:class:`WorkloadProcess`, connected beforehand) commits the workload, and
+measures from its start to the acknowledgement of the last commit; ``pg_recvlogical`` then reads the same
+WAL.
+
 The engine runs on plain threads for ``one`` and under gevent (as in the gunicorn worker) for ``many``:
 on plain threads every shape costs two OS threads, and 20,000 threads do not fit this machine's pid space
 (``--mode-one`` / ``--mode-many`` change that).
 
 Each workload also reports ``cpu_us_per_row``: CPU time of the whole engine process (every thread) over the
-measured window per row, steadier than wall time on a shared machine (live: includes the workload's client).
+measured window per row, steadier than wall time on a shared machine.
 
 Prints one JSON line; the headline is the workload with the lower ratio to its target.
 """
@@ -132,6 +138,48 @@ def commit_workload(conn: psycopg.Connection[Any], rows: int, batch: int, shapes
     return last_before, str(row[0])
 
 
+class WorkloadProcess:
+    """``commit_workload`` in a process of its own, as any application writing to Postgres: run inside the
+    engine's process, its client competed with the engine for the interpreter (and, under gevent, for the
+    hub's turns), so the commits themselves slowed down with the engine's work and the engine never fell
+    behind them, which is not what a write burst from other processes does.  The process connects first
+    and then waits for ``go`` on stdin, so ``run`` times the commits only."""
+
+    def __init__(self, dsn: str, rows: int, batch: int, shapes: int) -> None:
+        cmd = [sys.executable, "-m", "bench.ingest", "--commit-workload", dsn]
+        cmd += ["--rows", str(rows), "--batch", str(batch), "--shapes", str(shapes)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("workload process failed to connect")
+
+    def __enter__(self) -> WorkloadProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.kill()
+        self._proc.wait()
+
+    def run(self) -> tuple[int, str]:
+        """Start the commits; return (an LSN the last commit is after, the WAL end) once they are done."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write("go\n")
+        self._proc.stdin.flush()
+        out = json.loads(self._proc.stdout.readline())
+        return int(out["target"]), str(out["end_lsn"])
+
+
+def _commit_workload_main(args: argparse.Namespace) -> None:
+    with psycopg.connect(args.commit_workload, autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        sys.stdin.readline()
+        target, end_lsn = commit_workload(conn, args.rows, args.batch, args.shapes)
+    sys.stdout.write(json.dumps({"target": target, "end_lsn": end_lsn}) + "\n")
+    sys.stdout.flush()
+
+
 def create_shapes(engine: Any, wheres: list[str | None], concurrency: int) -> None:
     from api.engine_adapter import EngineShapes  # noqa: PLC0415
     from api.engine_port import ShapeDefinition  # noqa: PLC0415
@@ -192,11 +240,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (RECV_SLOT,))
                 for rep in range(args.repeat):
-                    if live:  # the engine streams while the workload commits
+                    if live:  # the engine streams while the workload commits (from a process of its own)
                         probe.arm(1 << 64)
-                        w0 = time.perf_counter()
-                        c0 = time.process_time()
-                        target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
+                        with WorkloadProcess(dsn, args.rows, args.batch, n_shapes) as workload:
+                            w0 = time.perf_counter()
+                            c0 = time.process_time()
+                            target, end_lsn = workload.run()
                         workload_s = time.perf_counter() - w0
                         probe.arm(target)
                         wait_acked(probe, engine, n_shapes)
@@ -264,7 +313,11 @@ def main() -> None:
     parser.add_argument("--method", default="restart", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("one", "many"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="threads", help=argparse.SUPPRESS)
+    parser.add_argument("--commit-workload", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.commit_workload:
+        _commit_workload_main(args)
+        return
     if args.worker:
         sys.stdout.write(json.dumps(worker(args)) + "\n")
         return
