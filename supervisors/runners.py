@@ -13,10 +13,10 @@ it reaches, a thousand of them at once for a wide transaction. So wake-ups go th
   first makes sure another runner is on its way, so a task that blocks (an ``ask``, I/O) never holds up
   the tasks behind it: the queue always has a runner coming while it is not empty;
 * a runner that finds the queue empty parks (at most ``MAX_IDLE`` process-wide; more finish);
-* a runner that has run tasks for ``YIELD_S`` without a pause yields (``time.sleep(0)``: under gevent a
-  turn of the hub, I/O included), so a long queue never starves the replication stream or the HTTP
-  server, as gevent's own loop does for callbacks after its switch interval; while it pauses it counts
-  as on its way to the queue, so the pause sends no spare.
+* a runner that has run tasks for ``YIELD_S`` without a pause yields (under gevent for a turn of the
+  hub's loop, I/O included; ``sleep(0)`` would only run the greenlets ready now), so a long queue never
+  starves the replication stream or the HTTP server; while it pauses it counts as on its way to the
+  queue, so the pause sends no spare.
 
 The pool therefore grows with the number of actors *blocked at once*, never with the number of actors
 or of wake-ups.
@@ -48,6 +48,8 @@ MAX_IDLE = 32
 
 YIELD_S = 0.005
 """Longest run of tasks without a pause (gevent's default switch interval)."""
+
+_PAUSE_S = 0.0001  # under gevent a timer, not sleep(0): the next turn of the loop, so I/O is polled first
 
 Task = Callable[[], None]
 
@@ -150,7 +152,7 @@ def _run(runner: _Runner) -> None:
             # sent for it: a spare per pause would make every turn of the hub longer by one runner's run).
             with _lock:
                 _coming += 1
-            time.sleep(0)
+            time.sleep(_PAUSE_S if _gevent_patched() else 0)
             arrived = True
             since = clock()
 
