@@ -10,7 +10,8 @@ the :class:`~sync.replication.acks.AckTracker`.
 
 Two bounds keep the downstream from falling far behind: at most ``max_in_flight`` deliveries are
 outstanding (the sink's futures), and at a transaction boundary the loop holds the stream while more than
-``max_unacked_changes`` delivered changes are not durable yet.  Without the second one a catch-up
+``max_unacked_changes`` delivered changes (or ``max_unacked_bytes`` of their pgoutput messages) are not
+durable yet.  Without the second one a catch-up
 (a restart behind a large backlog) decodes the whole backlog into memory ahead of the consumers, and the
 cyclic garbage collector's full collections over those objects cost more than the decoding itself (issue
 6).  It only bounds a downstream that makes progress: when the durable position has not moved for
@@ -65,7 +66,10 @@ class ReaderConfig:
     stream_id: str = "default"
     max_batch: int = DEFAULT_MAX_BATCH
     max_in_flight: int = 4
-    max_unacked_changes: int = 10_000  # delivered, not yet durable; 0 = unbounded (see module docstring)
+    # delivered, not yet durable (0 = unbounded; see the module docstring): large enough for a burst reaching
+    # thousands of shapes to be routed as one batch (each shape then writes once for many transactions)
+    max_unacked_changes: int = 100_000
+    max_unacked_bytes: int = 16 * 1024 * 1024  # of pgoutput messages: bounds memory for wide rows
     unacked_stall_s: float = 1.0  # no durable progress for this long: stop holding the stream
     status_interval: float = 5.0  # capped at wal_sender_timeout / 3
     connect_timeout: float = 30.0
@@ -113,7 +117,9 @@ class ReplicationReader:
         # the durability window: changes delivered, changes known durable, (commit LSN, delivered) marks
         self._delivered_changes = 0
         self._durable_changes = 0
-        self._commit_marks: deque[tuple[int, int]] = deque()
+        self._fed_bytes = 0  # pgoutput bytes decoded (what the delivered changes were made of)
+        self._durable_bytes = 0
+        self._commit_marks: deque[tuple[int, int, int]] = deque()  # (commit LSN, delivered, fed bytes)
         self._progress_at = 0.0  # when the durable position last moved (or streaming started)
         self._acked = runtime.Event()  # set by ack(): wakes a held stream
         self.tracker: AckTracker | None = None
@@ -204,6 +210,7 @@ class ReplicationReader:
                 drained = False
                 tag = data[0]
                 if tag == 119:  # 'w' XLogData
+                    self._fed_bytes += n
                     feed_frame(data.tobytes())
                 elif tag == 107:  # 'k' keepalive
                     wal_end, _ts, reply = KEEPALIVE.unpack_from(data, 1)
@@ -272,16 +279,15 @@ class ReplicationReader:
             self._delivered_changes += len(event.changes)
             if event.commit:
                 commit = True
-                self._commit_marks.append((event.commit_lsn, self._delivered_changes))
+                self._commit_marks.append((event.commit_lsn, self._delivered_changes, self._fed_bytes))
                 tracker = self.tracker
                 if tracker is not None:
                     tracker.on_delivered(event.commit_lsn, event.end_lsn or event.commit_lsn)
         pending = self._sink_deliver(event)
         if pending is not None:
             self._queue(pending)
-        window = self.config.max_unacked_changes
-        if commit and window and self._delivered_changes - self._durable_changes > window:
-            self._hold(window)
+        if commit and self._over_window():
+            self._hold()
 
     def _settle(self) -> None:
         """Count the changes of the delivered transactions that became durable."""
@@ -291,19 +297,28 @@ class ReplicationReader:
             return
         durable = tracker.durable
         while marks and marks[0][0] <= durable:
-            self._durable_changes = marks.popleft()[1]
+            _, self._durable_changes, self._durable_bytes = marks.popleft()
         self._progress_at = time.monotonic()
 
-    def _hold(self, window: int) -> None:
-        """At a transaction boundary: wait while more than ``window`` delivered changes are not durable,
-        unless the durable position has not moved for ``unacked_stall_s`` (module docstring).  Only
-        between transactions: the commit of every delivered fragment is then delivered too, so the
-        downstream can always make what it holds durable."""
+    def _over_window(self) -> bool:
+        config = self.config
+        changes, size = config.max_unacked_changes, config.max_unacked_bytes
+        return bool(
+            (changes and self._delivered_changes - self._durable_changes > changes)
+            or (size and self._fed_bytes - self._durable_bytes > size)
+        )
+
+    def _hold(self) -> None:
+        """At a transaction boundary: wait while the delivered changes that are not durable exceed the
+        window (``max_unacked_changes`` / ``max_unacked_bytes``), unless the durable position has not
+        moved for ``unacked_stall_s`` (module docstring).  Only between transactions: the commit of every
+        delivered fragment is then delivered too, so the downstream can always make what it holds
+        durable."""
         stall = self.config.unacked_stall_s
         while True:
             self._acked.clear()
             self._settle()
-            if self._delivered_changes - self._durable_changes <= window:
+            if not self._over_window():
                 return
             left = self._progress_at + stall - time.monotonic()
             if left <= 0:

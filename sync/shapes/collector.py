@@ -130,7 +130,7 @@ class ShapeBatch:
 
 
 _BATCH_COMMITS = 128  # transactions routed before the gathered changes are told anyway
-_BATCH_CHANGES = 50_000  # changes routed before the same
+_BATCH_CHANGES = 100_000  # changes routed before the same
 _GATHER_S = 0.0005  # the pause while consumers are busy with the previous batch
 _HANDOVER_S = 0.0001  # a full turn of the event loop (I/O included) for the replication client
 _BUSY_SAMPLE = 4  # consumers looked at to tell whether they are

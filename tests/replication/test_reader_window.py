@@ -101,3 +101,30 @@ def test_a_downstream_without_progress_does_not_hold_the_stream(db_dsn: str) -> 
         commit_transactions(db_dsn, config)
         sink.wait_for(lambda: sink.commits == TXNS)
         assert sink.inserted() == [str(i) for i in range(TXNS * ROWS_PER_TXN)]
+
+
+def test_the_byte_window_holds_wide_transactions_too(db_dsn: str) -> None:
+    # Only the byte bound: 30 rows of ~30 pgoutput bytes each make ~1 KB per transaction, so a window of
+    # 2,500 bytes holds the stream after the third (the change bound would never).
+    config = ReaderConfig(
+        db_dsn,
+        stream_id=stream_id_for(db_dsn),
+        max_unacked_changes=0,
+        max_unacked_bytes=2_500,
+        unacked_stall_s=60.0,
+    )
+    sink = RecordingSink(auto_ack=False)
+    with running_reader(config, sink) as reader:
+        commit_transactions(db_dsn, config)
+        sink.wait_for(lambda: sink.commits >= 1)
+        with pytest.raises(AssertionError, match="condition not met"):  # held well before the last one
+            sink.wait_for(lambda: sink.commits > 4, timeout=1.0)
+        held = sink.commits
+        assert 1 <= held <= 4
+        reader.ack(commit_lsns(sink)[-1])  # everything delivered is durable: it goes on
+        sink.wait_for(lambda: sink.commits > held)
+        while sink.commits < TXNS:
+            reader.ack(commit_lsns(sink)[-1])
+            sink.wait_for(lambda n=sink.commits: sink.commits > n or sink.commits == TXNS)
+        assert sink.inserted() == [str(i) for i in range(TXNS * ROWS_PER_TXN)]
+        assert sink.violations == []
