@@ -30,7 +30,7 @@ import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 import psycopg
@@ -41,7 +41,7 @@ from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
 from sync.shapes.subset_exec import SubsetConnection, deallocate, execute, numbered_query, prepare
-from sync.shapes.subset_items import ItemStatement, item_statement
+from sync.shapes.subset_items import STALE_SQLSTATE, ItemStatement, item_statement
 from sync.shapes.xid import PgSnapshot
 
 __all__ = ["SubsetBusy", "SubsetQueryFailed", "SubsetResult", "SubsetRunner"]
@@ -152,40 +152,46 @@ class SubsetRunner:
         except PoolTimeout:
             raise SubsetBusy("no subset connection free within the queue timeout") from None
         try:
-            result, item = _items(conn, query, values, encoder.definition)
+            result, item, middles = _items(conn, query, values, encoder.definition)
         except (psycopg.Error, LookupError) as exc:
             conn.close()  # its prepared statements and session state are unknown now: never reuse it
             logger.warning("subset query failed: %r", exc)
             raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             self._pool.putconn(conn)
-        return _result(result, item, mark)
+        return _result(result, item, middles, mark)
 
 
 def _items(
     conn: SubsetConnection, query: bytes, values: list[bytes | None], definition: ShapeDefinition
-) -> tuple[pq.abc.PGresult, ItemStatement]:
-    """Run ``query``'s item statement, built again (once) if the column types changed since it was built."""
-    for _ in range(2):
+) -> tuple[pq.abc.PGresult, ItemStatement, list[bytes]]:
+    """Run ``query``'s item statement: its result, the statement and the item middles.  The statement is
+    built again (once) if the columns changed since it was built (see :mod:`sync.shapes.subset_items`)."""
+    for attempt in range(2):
         entry = conn.subset_statements.get(query)
         if entry is None:
             item = item_statement(conn, definition, query)
             entry = prepare(conn, query, numbered_query(item.query), item)
-        item = entry.payload
-        result = execute(conn, entry, values)
-        if result.get_value(0, 2) == item.signature:
-            return result, item
-        deallocate(conn, query)  # built for other column types: its items may be wrong, discard them
+        try:
+            result = execute(conn, entry, values)
+        except psycopg.Error as exc:
+            if attempt or exc.sqlstate != STALE_SQLSTATE:
+                raise
+        else:
+            value = result.get_value
+            count = 0 if value(0, 2) is None else result.ntuples  # the LEFT JOIN's lone row: no row matched
+            middles = [value(i, 3) for i in range(count)]
+            if None not in middles:
+                return result, entry.payload, cast("list[bytes]", middles)
+        deallocate(conn, query)
     raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
 
 
-def _result(result: pq.abc.PGresult, item: ItemStatement, mark: int) -> SubsetResult:
+def _result(result: pq.abc.PGresult, item: ItemStatement, middles: list[bytes], mark: int) -> SubsetResult:
     """The body ``{"metadata":…,"data":[items]}``: each item is ``head + middle + tail`` with
     ``"snapshot_mark"`` added as the tail's last header."""
-    value = result.get_value
-    snapshot = PgSnapshot.parse(bytes(value(0, 0) or b"").decode())
-    lsn = parse_lsn(bytes(value(0, 1) or b"").decode())
-    count = 0 if value(0, 3) is None else result.ntuples  # the LEFT JOIN's lone row: no row matched
+    snapshot = PgSnapshot.parse(bytes(result.get_value(0, 0) or b"").decode())
+    lsn = parse_lsn(bytes(result.get_value(0, 1) or b"").decode())
     metadata = {
         "xmin": str(snapshot.xmin),
         "xmax": str(snapshot.xmax),
@@ -195,10 +201,6 @@ def _result(result: pq.abc.PGresult, item: ItemStatement, mark: int) -> SubsetRe
     }
     assert item.tail.endswith(b"}}"), item.tail[-20:]
     tail = item.tail[:-2] + b',"snapshot_mark":%d}}' % mark
-    items = b""
-    if count:
-        middles = [value(i, 4) for i in range(count)]
-        items = item.head + (tail + b"," + item.head).join(bytes(m or b"") for m in middles) + tail
-    return SubsetResult(
-        metadata, count, b'{"metadata":' + orjson.dumps(metadata) + b',"data":[' + items + b"]}"
-    )
+    items = item.head + (tail + b"," + item.head).join(middles) + tail if middles else b""
+    body = b'{"metadata":' + orjson.dumps(metadata) + b',"data":[' + items + b"]}"
+    return SubsetResult(metadata, len(middles), body)

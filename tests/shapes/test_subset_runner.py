@@ -82,26 +82,30 @@ def test_keys_with_nulls_and_slashes_without_primary_key(
     assert b'"key":"\\"public\\".\\"we//ird\\"/\\"2\\"/_"' in result.body()  # NULL key part
 
 
-def test_a_statement_built_for_other_column_types_is_built_again(
+def test_a_statement_built_for_other_columns_is_built_again(
     conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
-    # v is int4 NOT NULL: its values are quoted without escaping and without a NULL case
-    conn.execute("CREATE TABLE s (id int PRIMARY KEY, v int NOT NULL)")
-    conn.execute("INSERT INTO s VALUES (1, 5)")
+    # v is int4 NOT NULL, t text NOT NULL: quoted without escaping / to_json as is, neither has a NULL case
+    conn.execute("CREATE TABLE s (id int PRIMARY KEY, v int NOT NULL, t text NOT NULL)")
+    conn.execute("INSERT INTO s VALUES (1, 5, 'x')")
     table = read_table(conn, "public", "s")
     assert table is not None
     definition = ShapeDefinition.create(("public", "s"), table)
     encoder = ShapeLogEncoder(definition)
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
-    first = runner.run(query, params, encoder)
-    assert first.body() == _expected_body(first.metadata, [encoder.snapshot_item(("1", "5"))[1]])
-    conn.execute("ALTER TABLE s ALTER COLUMN v TYPE text, ALTER COLUMN v DROP NOT NULL")
+
+    def check(rows: list[tuple[str | None, ...]]) -> None:
+        got = runner.run(query, params, encoder)  # one pooled connection: its prepared statement
+        assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+
+    check([("1", "5", "x")])
+    conn.execute("ALTER TABLE s ALTER COLUMN t DROP NOT NULL")  # same result types: the plan stays
+    conn.execute("INSERT INTO s VALUES (2, 6, NULL)")
+    check([("1", "5", "x"), ("2", "6", None)])
+    conn.execute("ALTER TABLE s ALTER COLUMN v TYPE text")
     nasty = 'a"b\\\n'  # a quote, a backslash, a newline: all escaped in JSON
-    conn.execute("UPDATE s SET v = %s", (nasty,))
-    conn.execute("INSERT INTO s VALUES (2, NULL)")
-    again = runner.run(query, params, encoder)  # the same connection and its statement
-    rows = [("1", nasty), ("2", None)]
-    assert again.body() == _expected_body(again.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+    conn.execute("UPDATE s SET v = %s WHERE id = 1", (nasty,))
+    check([("1", nasty, "x"), ("2", "6", None)])
 
 
 def test_the_metadata_is_the_statements_snapshot(
