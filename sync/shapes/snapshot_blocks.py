@@ -28,7 +28,13 @@ from psycopg.adapt import Loader
 
 from sync import runtime
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.snapshot_sql import BlockQuery, TableSize, fetch_table, item_expression
+from sync.shapes.snapshot_sql import (
+    BlockQuery,
+    TableSize,
+    fetch_table,
+    item_expression,
+    unchecked_allowed,
+)
 
 __all__ = [
     "DEFAULT_PAGES",
@@ -80,22 +86,46 @@ def table_ranges(size: TableSize, max_pages: int) -> list[tuple[int, int | None]
     return page_ranges(size.pages, max(1, min(max_pages, RANGE_BYTES // max(per_page, 1))))
 
 
-def _send_range(
-    conn: psycopg.Connection[Any], query: BlockQuery, lo: int, hi: int | None
-) -> psycopg.Cursor[Any]:
+class _Sent:
+    """A range query in flight: its cursor, whether it is unchecked, its pages."""
+
+    __slots__ = ("cur", "hi", "lo", "unchecked")
+
+    def __init__(self, cur: psycopg.Cursor[Any], unchecked: bool, lo: int, hi: int | None) -> None:
+        self.cur = cur
+        self.unchecked = unchecked
+        self.lo = lo
+        self.hi = hi
+
+
+def _send_range(conn: psycopg.Connection[Any], query: BlockQuery, lo: int, hi: int | None) -> _Sent:
     """Send the query of pages ``[lo, hi)``; in pipeline mode it goes out at once (:func:`_take` reads it)."""
+    statement, unchecked = query.statement(lo, hi)
     cur = _raw_cursor(conn)
-    cur.execute(query.pages(lo, hi), prepare=False)
-    return cur
+    cur.execute(statement, prepare=False)
+    return _Sent(cur, unchecked, lo, hi)
 
 
-def _take(cur: psycopg.Cursor[Any], query: BlockQuery) -> tuple[int, bytes]:
-    """``(count, block)`` of a range sent by :func:`_send_range`."""
-    with cur:
+def _take(sent: _Sent, query: BlockQuery) -> tuple[int, bytes]:
+    """``(count, block)`` of a range sent by :func:`_send_range`; an unchecked range whose values need
+    escaping is read again, checked (behind the queries still in flight: pipeline results are kept)."""
+    with sent.cur as cur:
         row = cur.fetchone()
-        assert row is not None
-        count, aggregate = row
-        return (int(count), query.block(aggregate)) if count else (0, b"")
+    assert row is not None
+    count = int(row[0])
+    if not count:
+        return 0, b""
+    if not sent.unchecked:
+        return count, query.block(row[-1])
+    block = query.unchecked_block(row)
+    if block is not None:
+        return count, block
+    conn = sent.cur.connection
+    with _raw_cursor(conn) as cur:
+        cur.execute(query.pages(sent.lo, sent.hi), prepare=False)
+        again = cur.fetchone()
+    assert again is not None and int(again[0]) == count
+    return count, query.block(again[-1])
 
 
 def _raw_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
@@ -117,7 +147,7 @@ def read_blocks(
         raise ValueError("pipeline depth must be >= 1")
     pipelined = depth > 1 and len(ranges) > 1
     with conn.pipeline() if pipelined else contextlib.nullcontext():
-        sent: collections.deque[psycopg.Cursor[Any]] = collections.deque()
+        sent: collections.deque[_Sent] = collections.deque()
         for lo, hi in ranges:
             sent.append(_send_range(conn, query, lo, hi))
             if len(sent) >= depth:
@@ -195,11 +225,11 @@ def _lane(  # noqa: PLR0917 - the spawn target's arguments, all positional
     depth: int,
 ) -> None:
     error: Exception | None = None
-    sent: collections.deque[tuple[int, psycopg.Cursor[Any]]] = collections.deque()
+    sent: collections.deque[tuple[int, _Sent]] = collections.deque()
 
     def take_one() -> None:
-        i, cur = sent.popleft()
-        lanes.results[i] = _take(cur, query)
+        i, in_flight = sent.popleft()
+        lanes.results[i] = _take(in_flight, query)
         lanes.ready[i].set()
 
     try:
@@ -277,16 +307,24 @@ def block_query(
     params: Sequence[Any] = (),
     *,
     pages: int = DEFAULT_PAGES,
+    unchecked: bool = True,
 ) -> tuple[BlockQuery, list[tuple[int, int | None]]] | None:
     """The shape's :class:`BlockQuery` and the page ranges to read (:func:`table_ranges`, at most ``pages``
     pages each), on ``conn`` in the snapshot's transaction; None when the shape has no snapshot rows
-    (``changes_only``).  Needs a UTF-8 client encoding."""
+    (``changes_only``).  Needs a UTF-8 client encoding.  With ``unchecked`` (where
+    :func:`~sync.shapes.snapshot_sql.unchecked_allowed`), text values go out unescaped and each range is
+    checked, read again with ``to_json`` if a value needed escaping."""
     if definition.log_mode == "changes_only":
         return None
     if conn.info.encoding != "utf-8":
         raise ValueError(f"snapshot blocks need a UTF-8 client encoding, not {conn.info.encoding}")
     size, columns = fetch_table(conn, definition)
-    query = BlockQuery(conn, definition, item_expression(conn, definition, columns), where_sql, params)
+    checked = item_expression(conn, definition, columns)
+    if unchecked and unchecked_allowed(definition, columns):
+        item = item_expression(conn, definition, columns, unchecked=True)
+        query = BlockQuery(conn, definition, item, where_sql, params, fallback=checked)
+    else:
+        query = BlockQuery(conn, definition, checked, where_sql, params)
     return query, table_ranges(size, pages)
 
 

@@ -25,7 +25,14 @@ from sync.shapes.snapshot_blocks import (
     snapshot_blocks,
     table_ranges,
 )
-from sync.shapes.snapshot_sql import KEY_PLAIN_TYPES, PLAIN_TYPES, TableSize
+from sync.shapes.snapshot_sql import (
+    KEY_PLAIN_TYPES,
+    PLAIN_TYPES,
+    UNCHECKED_FAILURES,
+    Column,
+    TableSize,
+    unchecked_allowed,
+)
 from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import read_table
@@ -225,3 +232,77 @@ def test_a_selective_shape_reads_through_the_index(conn: psycopg.Connection[Any]
         found = block_query(conn, definition, sql.SQL(clause), (param,))
         assert found is not None
         assert planner_uses_index(conn, found[0]) is indexed
+
+
+# Values JSON must escape, one per row: each row that holds one makes its unchecked range fail its check.
+DIRTY = [
+    "'q\"uote'",
+    "E'back\\\\slash'",
+    "E'tab\\there'",
+    "E'nl\\n'",
+    "E'sep\\x1ehere'",
+    "E'\\x01'",
+    "E'\\x1f'",
+]
+
+
+def test_unchecked_text_values_are_checked_per_range(conn: psycopg.Connection[Any], db_dsn: str) -> None:
+    """Text and varchar values go out unescaped; a range holding one that JSON escapes is read again with
+    to_json, and after UNCHECKED_FAILURES such ranges the rest of the table is read checked."""
+    conn.execute('CREATE TABLE u (id int PRIMARY KEY, t text NOT NULL, v varchar(20), n int, "q""" text)')
+    conn.execute(
+        "INSERT INTO u SELECT g, md5(g::text) || 'é☃', CASE WHEN g % 3 = 0 THEN NULL ELSE 'v/' || g END,"
+        " NULLIF(g % 4, 0), CASE WHEN g % 5 = 0 THEN NULL ELSE '' END FROM generate_series(1, 3000) g"
+    )
+    table = read_table(conn, "public", "u")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "u"), table)
+
+    def check(expect_failures: int, unchecked_at_end: bool) -> None:
+        conn.execute(BEGIN_SNAPSHOT)
+        found = block_query(conn, definition, pages=2)
+        assert found is not None
+        query, ranges = found
+        assert query.statement(0, None)[1] is True  # unchecked at first: the path under test is taken
+        blocks = list(read_blocks(conn, query, ranges))
+        items = [i for _, block in blocks for i in split_items(block)]
+        assert query.failures == expect_failures
+        assert query.statement(0, None)[1] is unchecked_at_end
+        assert sorted(items) == _jsons([i for b in _copy(conn, definition) for i in b])
+        conn.execute("ROLLBACK")
+
+    check(0, True)
+    # two dirty values (nullable varchar and NOT NULL text) in rows 5 and 6: one range fails, then passes
+    conn.execute(f"UPDATE u SET t = {DIRTY[0]} WHERE id = 5")
+    conn.execute(f"UPDATE u SET v = {DIRTY[4]} WHERE id = 6")
+    check(1, True)
+    # every kind of dirty value, in rows far apart (distinct ranges): checked from the third failure on
+    for k, value in enumerate(DIRTY):
+        conn.execute(f"UPDATE u SET t = {value} WHERE id = {400 * (k + 1)}")
+    check(UNCHECKED_FAILURES, False)
+    # the parallel lanes do the same, the failures shared
+    conn.execute(BEGIN_SNAPSHOT)
+    exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    assert exported is not None
+    with connect_snapshot(db_dsn) as other:
+        other.execute(BEGIN_SNAPSHOT)
+        other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported[0])))
+        found = block_query(conn, definition, pages=2)
+        assert found is not None
+        items = [i for _, b in parallel_blocks([conn, other], found[0], found[1]) for i in split_items(b)]
+        assert sorted(items) == _jsons([i for b in _copy(conn, definition) for i in b])
+    conn.execute("ROLLBACK")
+
+
+def test_unchecked_only_for_plain_and_text_columns_with_plain_keys() -> None:
+    def cols(*types: int) -> list[Column]:
+        return [Column(f"c{i}", t, True) for i, t in enumerate(types)]
+
+    def shape(keys: tuple[str, ...], n: int) -> ShapeDefinition:
+        return ShapeDefinition("public", "t", 1, tuple(f"c{i}" for i in range(n)), keys, True)
+
+    assert unchecked_allowed(shape(("c0",), 3), cols(23, 25, 1043))
+    assert not unchecked_allowed(shape(("c1",), 2), cols(23, 25))  # a text key: '/' and escapes in the key
+    assert not unchecked_allowed(shape(("c0",), 2), cols(23, 1042))  # bpchar: through to_json
+    assert not unchecked_allowed(shape(("c0",), 2), cols(23, 3802))  # jsonb
+    assert not unchecked_allowed(shape(("c0",), 2), cols(869, 25))  # an inet key may hold '/'
