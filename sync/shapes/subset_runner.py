@@ -167,11 +167,13 @@ def _items(
 ) -> tuple[pq.abc.PGresult, ItemStatement, list[bytes]]:
     """Run ``query``'s item statement: its result, the statement and the item middles.  The statement is
     built again (once) if the columns changed since it was built (see :mod:`sync.shapes.subset_items`)."""
+    # the items depend on the shape's key columns too, which the query text does not show
+    key = query + b"\x00" + orjson.dumps([definition.relation_oid, definition.key_columns])
     for attempt in range(2):
-        entry = conn.subset_statements.get(query)
+        entry = conn.subset_statements.get(key)
         if entry is None:
             item = item_statement(conn, definition, query)
-            entry = prepare(conn, query, numbered_query(item.query), item)
+            entry = prepare(conn, key, numbered_query(item.query), item)
         try:
             result = execute(conn, entry, values)
         except psycopg.Error as exc:
@@ -183,7 +185,7 @@ def _items(
             middles = [value(i, 3) for i in range(count)]
             if None not in middles:
                 return result, entry.payload, cast("list[bytes]", middles)
-        deallocate(conn, query)
+        deallocate(conn, key)
     raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
 
 

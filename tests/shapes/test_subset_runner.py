@@ -3,6 +3,7 @@ statement's own snapshot, prepared statements bounded per connection, failures n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,3 +186,20 @@ def test_numbered_query() -> None:
     assert numbered_query(b"SELECT '%%s'") == b"SELECT '%s'"
     with pytest.raises(ValueError, match="placeholders"):
         numbered_query(b"SELECT %d")
+
+
+def test_shapes_with_other_key_columns_do_not_share_a_statement(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    conn.execute("CREATE TABLE k (id int PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO k VALUES (1, 'a')")
+    table = read_table(conn, "public", "k")
+    assert table is not None
+    by_pk = ShapeDefinition.create(("public", "k"), table)
+    by_row = dataclasses.replace(by_pk, primary_key=())  # e.g. created before the primary key was added
+    query, params = build_subset_query(by_pk, None, SubsetQuery())
+    assert build_subset_query(by_row, None, SubsetQuery()) == (query, params)
+    for definition in (by_pk, by_row, by_pk):
+        encoder = ShapeLogEncoder(definition)
+        got = runner.run(query, params, encoder)
+        assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(("1", "a"))[1]])
