@@ -140,6 +140,7 @@ class ShapeLogEncoder(ChangeRules):
         self._snapshot_key = tuple(self._sel_pos[c] for c in definition.key_columns)
         self._layout: Layout | None = None
         self._pending: LogItem | None = None  # held back: is it the last of its transaction?
+        self._insert_tmpl: tuple[Layout, str] | None = None  # built at the first plain insert (see below)
 
     # -- snapshot -------------------------------------------------------------------------------------------
 
@@ -172,8 +173,7 @@ class ShapeLogEncoder(ChangeRules):
         txids_close = txids + _CLOSE
         where = self._where
         lay = self._layout
-        template = ""  # lay.insert_template + this fragment's headers, built at the first use
-        template_lay: Layout | None = None
+        xid = fragment.xid
         for change in fragment.changes:
             if type(change) is Insert:
                 # the hot path, inlined: one insert -> at most one item
@@ -189,21 +189,15 @@ class ShapeLogEncoder(ChangeRules):
                 values = lay.project(row)
                 if lay.insert_template is not None and is_plain(values):
                     # plain values: the item is one %-format, no per-value escaping, no dict
-                    if template_lay is not lay:
-                        template_lay = lay
-                        template = "".join(
-                            (
-                                lay.insert_template,
-                                insert_headers.decode().replace("%", "%%"),
-                                "%d",
-                                txids_close.decode(),
-                            )
-                        )
+                    cached = self._insert_tmpl
+                    if cached is None or cached[0] is not lay:
+                        cached = self._insert_tmpl = (lay, self._insert_template(lay))
+                    template = cached[1]
                     key_value: str = row[lay.plain_key]  # type: ignore[assignment]  # plain: a str
                     if "/" in key_value:
                         key_value = key_value.replace("/", "//")
                     key = self._key_head + key_value + '"'
-                    body = (template % (key_value, *values, op)).encode()
+                    body = (template % (key_value, *values, lsn, op, xid)).encode()
                 else:
                     key = lay.key_of(row)
                     body = join(
@@ -255,10 +249,20 @@ class ShapeLogEncoder(ChangeRules):
                     append(pending)
                 pending = LogItem(offset, key, operation, body)
         if fragment.commit and pending is not None:
-            append(pending._replace(json=pending.json[: -len(_CLOSE)] + _CLOSE_LAST))
+            offset, key, operation, body = pending  # rebuilt without namedtuple._replace (slow, per item)
+            append(_new_item(LogItem, (offset, key, operation, body[: -len(_CLOSE)] + _CLOSE_LAST)))
             pending = None
         self._pending = pending
         return out
+
+    def _insert_template(self, lay: Layout) -> str:
+        """The whole insert item as one %-format: the layout's key and values, then the commit LSN, the
+        op position and the xid (the same bytes as the general path builds)."""
+        assert lay.insert_template is not None
+        headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b',"lsn":"'
+        return "".join(
+            (lay.insert_template, headers.decode().replace("%", "%%"), '%d","op_position":%d,"txids":[%d]}}')
+        )
 
     def _layout_for(self, relation: Relation) -> Layout:
         lay = self._layout
