@@ -8,8 +8,8 @@ request by request with the same random ``account_id`` values:
 * ours: ``GET /v1/shape?...&handle=H&offset=O&subset__where=account_id = $1&subset__params={"1":"<n>"}
   &subset__order_by=id&subset__limit=50`` (as TanStack DB sends it once its stream started) over one
   keep-alive HTTP connection, until the whole body is read: request parsing,
-  validation and WHERE compilation, a ``REPEATABLE READ READ ONLY`` transaction with the snapshot metadata,
-  the query, rows encoded as shape log items;
+  validation and WHERE compilation, one ``REPEATABLE READ READ ONLY`` statement (prepared per subset
+  connection) returning the snapshot metadata and the rows as shape log items built by Postgres;
 * baseline: the same ``SELECT ... WHERE account_id = %s ORDER BY id LIMIT 50`` run directly with psycopg
   (autocommit, ``fetchall``) on its own connection.
 
