@@ -203,3 +203,20 @@ def test_shapes_with_other_key_columns_do_not_share_a_statement(
         encoder = ShapeLogEncoder(definition)
         got = runner.run(query, params, encoder)
         assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(("1", "a"))[1]])
+
+
+def test_columns_named_like_the_statements_own_names(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    conn.execute(
+        'CREATE TABLE n (x int PRIMARY KEY, s text NOT NULL, snapshot text, lsn int, info text, "item" text)'
+    )
+    conn.execute("INSERT INTO n VALUES (1, 'a', 'b', 2, 'c', 'd'), (3, 'e', NULL, NULL, NULL, NULL)")
+    table = read_table(conn, "public", "n")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "n"), table)
+    encoder = ShapeLogEncoder(definition)
+    query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("x"),)))
+    got = runner.run(query, params, encoder)
+    rows = [("1", "a", "b", "2", "c", "d"), ("3", "e", None, None, None, None)]
+    assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
