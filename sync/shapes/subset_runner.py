@@ -17,9 +17,10 @@ WAL position is read in the same statement after its snapshot was taken (as
 byte-identical to :meth:`~sync.shapes.log_items.ShapeLogEncoder.snapshot_item`'s, with ``"snapshot_mark"``
 added as the last header.
 
-The statement runs on libpq directly (:mod:`sync.shapes.subset_exec`): prepared once per connection, it
-costs the worker a few µs of Python, where psycopg's ``execute`` and the per-item encoding in Python cost
-~0.3 ms of CPU on a 50-row subset, more than the query costs Postgres.
+The statement runs on libpq directly (:mod:`sync.shapes.subset_exec`), prepared once per connection, and
+the worker only joins the items' bytes: on a 50-row subset its CPU went from ~0.28 ms (psycopg's
+``execute``, rows encoded in Python) to ~0.08 ms, and the latency from ~0.48 to ~0.36 ms (unloaded, wall
+time of the call).  ``client_encoding`` is UTF8 so that the items Postgres sends are the body's bytes.
 """
 
 from __future__ import annotations
