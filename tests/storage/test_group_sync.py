@@ -70,6 +70,29 @@ def test_append_batch_writes_what_appends_write(storage: Storage) -> None:
             assert left == (storage.shapes_dir / "batched" / name).read_bytes(), name
 
 
+def test_small_appends_write_the_bytes_of_one_big_batch(tmp_path: Path) -> None:
+    """Appends of up to a few items take a scalar path of their own: same entries, crcs, flags, chunks."""
+    parts = [(tuple(txn(tx, tx % 4 + 1, size=37 * tx % 400)), tx % 3 != 0) for tx in range(10, 60)]
+    parts.append(((), True))
+    exact = sum(
+        len(it.json) for items, _ in parts[:3] for it in items
+    )  # a chunk ends exactly at the threshold
+    file_storage = FileStorage(tmp_path, "stack", chunk_bytes=exact)
+    small, big = file_storage.create("small", {}), file_storage.create("big", {})
+    for w in (small, big):
+        w.complete_snapshot(5, 9, ())
+    for items, complete in parts:
+        small.append(items, complete=complete)
+    big.append_batch(parts)
+    for w in (small, big):
+        w.flush()
+    assert small.last_offset == big.last_offset == LogOffset(59, 6)
+    assert small.state.view == big.state.view and small.state.view.log_chunks > 5
+    for name in ("log.json", "log.items", "log.chunks", "log.durable"):
+        left = (file_storage.shapes_dir / "small" / name).read_bytes()
+        assert left == (file_storage.shapes_dir / "big" / name).read_bytes(), name
+
+
 def test_batch_ending_an_earlier_fragment_survives_reopen(file_storage: FileStorage) -> None:
     w = file_storage.create("h", {})
     w.append_snapshot([row(1)])

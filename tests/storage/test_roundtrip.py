@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 
 from sync.offsets import LogOffset
 from sync.storage import LogItem, ShapeLogWriter, Storage
+from sync.storage.reader import LogView
 from tests.storage.conftest import CHUNK
 from tests.storage.helpers import follow, item, log_items, parse, row, txn
 
@@ -203,3 +206,22 @@ def test_control_items_in_the_log(storage: Storage) -> None:
     w.close()
     chain = follow(storage.open("h").reader(), LogOffset(0, 0))
     assert chain.items[0] == {"headers": {"event": "move-out", "patterns": []}}
+
+
+def test_the_writer_publishes_every_field_of_the_log_view(storage: Storage) -> None:
+    """``ShapeLogWriter._publish`` builds LogView field by field (not by ``dataclasses.replace``, too slow
+    per append): a field added to LogView must be added there too."""
+    assert [f.name for f in dataclasses.fields(LogView)] == [
+        "log_items",
+        "log_json",
+        "log_chunks",
+        "log_last",
+        "snap_chunks",
+        "snap_complete",
+        "deleted",
+    ]
+    w = storage.create("h", {})
+    w.complete_snapshot(1, 2, [])
+    w.mark_deleted()
+    w.append(txn(3, 2), complete=True)
+    assert w.state.view.deleted and w.state.view.log_last == LogOffset(3, 2)
