@@ -268,7 +268,7 @@ def item_expression(
 class _Form:
     """One way of building a range's items: its query's start and the text Python puts around the middles."""
 
-    __slots__ = ("between", "head", "query", "tail")
+    __slots__ = ("between", "escaped", "head", "query", "tail")
 
     def __init__(self, item: ItemSql, table: str) -> None:
         counts = "".join(f", count({ident})" for ident, _ in item.nullable)
@@ -278,9 +278,15 @@ class _Form:
         self.head = item.head.encode()
         self.tail = item.tail.encode()
         self.between = self.tail + b"," + self.head
+        self.escaped = _n_escaped(item.head + item.tail)
 
-    def block(self, middles: bytes) -> bytes:
-        return b"".join((self.head, middles.replace(SEP, self.between), self.tail))
+    def whole(self, aggregate: Buffer) -> bytes:
+        """``head + middles + tail`` (the one copy out of the query's result), separators still in."""
+        return b"".join((self.head, aggregate, self.tail))
+
+    def block(self, whole: bytes) -> bytes:
+        """The items of :meth:`whole`'s bytes (head and tail hold no separator)."""
+        return whole.replace(SEP, self.between)
 
 
 # Unchecked ranges found to hold a byte JSON escapes before the rest of the table is read checked at once.
@@ -350,7 +356,8 @@ class BlockQuery:
     def block(self, aggregate: Buffer) -> bytes:
         """The items, joined by ``,`` (:data:`~sync.storage.snapshot_writer.ITEM_BOUNDARY` tells them apart),
         from the checked query's ``string_agg`` of their middles (not NULL)."""
-        return self._checked.block(bytes(aggregate))
+        form = self._checked
+        return form.block(form.whole(aggregate))
 
     def unchecked_block(self, row: Sequence[Any]) -> bytes | None:
         """The items of an unchecked query's row (``count``, the nullable columns' counts, the aggregate), or
@@ -362,11 +369,11 @@ class BlockQuery:
         form = self._unchecked
         assert form is not None
         count = int(row[0])
-        middles = bytes(row[-1])
+        whole = form.whole(row[-1])
         item = self._item
-        expected = count * item.escaped + count - 1
+        expected = form.escaped + count * item.escaped + count - 1
         expected += sum(int(n) * extra for n, (_, extra) in zip(row[1:-1], item.nullable, strict=True))
-        if len(middles) - len(middles.translate(None, _ESCAPED)) != expected:
+        if len(whole) - len(whole.translate(None, _ESCAPED)) != expected:
             self.failures += 1
             return None
-        return form.block(middles)
+        return form.block(whole)
