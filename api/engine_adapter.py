@@ -58,6 +58,7 @@ from sync.shapes.subset import (
 from sync.shapes.subset_runner import SubsetBusy, SubsetQueryFailed, SubsetRunner
 from sync.stack import SHAPE_CACHE
 from sync.storage.errors import ShapeGone as StorageShapeGone
+from sync.storage.items import ChunkRead
 from sync.where import WhereClause, WhereError, compile_where
 
 __all__ = ["EngineShapes"]
@@ -203,16 +204,34 @@ class EngineShapes:
             raise ShapeGone(handle) from None
 
     def read(self, handle: str, offset: LogOffset, *, per_item: bool = False) -> LogChunk:
+        chunk, latest = self._ready_chunk(handle, offset, body=True)
+        pieces: list[bytes]
+        if chunk.count == 0:
+            pieces = []
+        elif per_item:
+            pieces = [orjson.dumps(item) for item in orjson.loads(b"[" + chunk.body + b"]")]
+        else:
+            pieces = [chunk.body]
+        end = chunk.end_offset
+        return LogChunk(
+            end_offset=end, latest_offset=max(latest, end), is_empty=chunk.count == 0, pieces=pieces
+        )
+
+    def await_snapshot_start(self, handle: str) -> None:
+        self._ready_chunk(handle, LogOffset.BEFORE_ALL, body=False)
+
+    def _ready_chunk(self, handle: str, offset: LogOffset, *, body: bool) -> tuple[ChunkRead, LogOffset]:
+        """The chunk after ``offset`` and the latest offset, once that chunk is complete (bounded wait)."""
         shape = self._shape(handle)
         deadline = time.monotonic() + self._snapshot_wait
         while True:
             try:
-                chunk = shape.reader.read_chunk(offset)
+                chunk = shape.reader.read_chunk(offset, body=body)
                 latest = shape.reader.latest_offset()
             except StorageShapeGone:
                 raise ShapeGone(handle) from None
             if chunk.ready:
-                break
+                return chunk, latest
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SnapshotFailed("Timed out waiting for the shape's snapshot, please retry")
@@ -225,17 +244,6 @@ class EngineShapes:
                 raise ShapeGone(handle)
             if outcome is WaitOutcome.STOPPED:
                 raise StackNotReady("Stack not ready: the shape is restarting")
-        pieces: list[bytes]
-        if chunk.count == 0:
-            pieces = []
-        elif per_item:
-            pieces = [orjson.dumps(item) for item in orjson.loads(b"[" + chunk.body + b"]")]
-        else:
-            pieces = [chunk.body]
-        end = chunk.end_offset
-        return LogChunk(
-            end_offset=end, latest_offset=max(latest, end), is_empty=chunk.count == 0, pieces=pieces
-        )
 
     def schema_header(self, handle: str) -> str:
         shape = self._shape(handle)
@@ -281,14 +289,11 @@ class EngineShapes:
         except SubsetError as exc:
             raise InvalidSubset(exc.errors) from None
         sql_query, params = build_subset_query(defn, self._shape_where(handle, defn, info), query)
+        # The shape's own snapshot must have been taken before the subset's: for a new shape, a transaction
+        # committed between the two would otherwise be neither in the subset nor in the log.
+        self.await_snapshot_start(handle)
         try:
-            latest = shape.reader.latest_offset()  # before the snapshot: the log up to here is covered
-            if latest.is_before_all:
-                # The shape's own snapshot has not been taken yet (a new shape).  The subset's must come
-                # after it: a transaction committed between the two would otherwise be neither in the
-                # subset nor in the log.  Its first chunk being readable means it was taken.
-                self.read(handle, LogOffset.BEFORE_ALL)
-                latest = shape.reader.latest_offset()
+            latest = shape.reader.latest_offset()  # before the subset's snapshot: the log so far is covered
         except StorageShapeGone:
             raise ShapeGone(handle) from None
         try:

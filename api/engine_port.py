@@ -239,6 +239,12 @@ class ShapeEngine(Protocol):
         Raises ShapeGone, SnapshotFailed, StackNotReady."""
         ...
 
+    def await_snapshot_start(self, handle: str) -> None:
+        """Return once the shape's snapshot has been taken (its first chunk is readable): every transaction
+        committed after that is in the log, so ``offset=now`` and subsets of a new shape leave no gap.
+        Waits as ``read`` does for a snapshot chunk.  Raises ShapeGone, SnapshotFailed, StackNotReady."""
+        ...
+
     def schema_header(self, handle: str) -> str:
         """The ``electric-schema`` header value (compact JSON) for the shape's selected columns, from the
         current catalog (it may change on a nullability-only ALTER).  Raises ShapeGone."""

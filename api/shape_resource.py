@@ -205,6 +205,7 @@ class ShapeResource:
     def _serve_now(
         self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str
     ) -> None:
+        self._engine.await_snapshot_start(handle)  # a commit after the answer must not land in the snapshot
         latest = self._engine.latest_offset(handle)
         meta = ShapeResponseMeta(
             handle=handle,

@@ -185,6 +185,12 @@ class FakeEngine:
             pieces = list(items) if per_item else [b",".join(items)] if items else []
             return LogChunk(end, shape.latest, not items, pieces)
 
+    def await_snapshot_start(self, handle: str) -> None:
+        with self.lock:  # the fake's snapshots exist from creation on
+            self._shape(handle)
+            if self.fail_snapshots:
+                raise SnapshotFailed("Snapshot query failed, please retry")
+
     def schema_header(self, handle: str) -> str:
         with self.lock:
             self._shape(handle)
