@@ -223,9 +223,8 @@ class ShapeEngine(Protocol):
         ...
 
     def latest_offset(self, handle: str) -> LogOffset:
-        """The offset of the last item in the shape's log: ``0_inf`` once the snapshot is complete and no
-        transaction has touched the shape; while the snapshot runs, the end of the last complete snapshot
-        chunk (``-1`` before the first).  Raises ShapeGone."""
+        """The offset of the last item in the shape's log, ``0_inf`` while it has none: also while its
+        snapshot runs or before it is taken (see :meth:`await_snapshot_start`).  Raises ShapeGone."""
         ...
 
     def read(self, handle: str, offset: LogOffset, *, per_item: bool = False) -> LogChunk:
