@@ -48,10 +48,12 @@ __all__ = [
     "table_ranges",
 ]
 
-# At most 256 KiB of heap per query (~600 KB of items for the benchmark's rows): measured ~15% less backend
-# CPU than 128 pages (1M rows: ~1.05 s against ~1.25 s), the aggregate's buffer staying in cache; the
-# queries themselves cost nothing (~0.2 ms each, planning included).
-DEFAULT_PAGES: Final = 32
+# At most 1 MiB of heap per query (~2.3 MB of items for the benchmark's rows).  32 pages cost Postgres ~15%
+# less CPU (the aggregate's buffer staying in cache), but each query also costs the worker's event loop a
+# round of psycopg's cooperative waits; with pipelined queries the whole sync of 1M rows measured faster
+# at 128 pages than at 64 (9 of 10 interleaved pairs, medians 1.21 s against 1.52 s) and 64 than at 32 (14
+# of 20), while 256 pages and 2 MiB were no better than 128.
+DEFAULT_PAGES: Final = 128
 RANGE_BYTES: Final = 1 << 20  # heap + TOAST per query on average (a TOAST-heavy table gets fewer pages)
 # Queries in flight per connection (libpq pipeline mode): Postgres starts the next range while this process
 # still receives and joins the last one.  One at a time, each backend idled while the worker's event loop
