@@ -1,7 +1,7 @@
 """Group fsync: make the unsynced writes of many shape logs durable together, once per flush round.
 
 Why: an ``fdatasync`` costs ~100 µs per file on this kind of disk even with many in parallel, and a shape
-log has three files written per append (``log.json``, ``.keys``, ``.items``); with thousands of shapes each
+log has two files written per append (``log.json``, ``log.items``); with thousands of shapes each
 receiving a little data per round that is seconds of fsyncs per round.  On Linux one ``syncfs(2)`` per
 filesystem writes back every dirty file of it at once (measured: ~5-25 µs per dirty file) and, since Linux
 5.8, reports a writeback error of any of them that happened after the descriptor passed to it was opened

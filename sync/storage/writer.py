@@ -9,39 +9,23 @@ Readers see an appended transaction once it is complete (``LogView`` is replaced
 
 from __future__ import annotations
 
-import bisect
 import logging
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import accumulate, repeat
-from operator import add, lt
 
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
 from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
-from sync.storage.items import OP_KINDS, AppendItem, snapshot_end_json
+from sync.storage.items import AppendItem, snapshot_end_json
+from sync.storage.log_layout import layout_items
 from sync.storage.reader import LogState, LogView, ShapeLogReader
 from sync.storage.snapshot_writer import ITEM_BOUNDARY, SEP_BOUNDARY, Boundary, join_items, layout_block
 
 __all__ = ["SeqPosition", "ShapeLogWriter", "SyncPoint"]
 
 log = logging.getLogger(__name__)
-_crc32 = zlib.crc32
 _ITEM_SIZE = ITEM.size
 _MARKER_EVERY = 512  # items between log.durable markers written after group syncs
-_SMALL = 4  # appends of at most this many items take the scalar path (:meth:`ShapeLogWriter._write_small`)
-
-
-def _check_order(last: LogOffset | None, offsets: list[tuple[int, int]]) -> None:
-    """Offsets must be real and strictly increasing, after ``last``."""
-    prev = (last.tx, last.op) if last is not None else (0, -1)
-    if offsets[0] > prev and offsets[0][0] > 0 and all(map(lt, offsets, offsets[1:])):
-        return
-    for cur in offsets:
-        if cur <= prev or cur[0] <= 0:
-            raise ValueError(f"offset {LogOffset(*cur)} does not follow {LogOffset(*prev)}")
-        prev = cur
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,137 +283,27 @@ class ShapeLogWriter:
         self, seq: _Seq, items: Sequence[AppendItem], *, txn_end: bool = False, ends: Sequence[int] = ()
     ) -> list[LogOffset]:
         """Append log items (after checking their offsets follow the log's); returns their offsets."""
-        if len(items) <= _SMALL:
-            return self._write_small(seq, items, txn_end=txn_end, ends=ends)
-        offsets = [it.offset for it in items]
-        txs = [o.tx for o in offsets]
-        ops = [o.op for o in offsets]
-        _check_order(seq.pos.last, list(zip(txs, ops, strict=True)))
-        kinds = OP_KINDS
-        self._write(
-            seq,
-            txs=txs,
-            ops=ops,
-            kinds=[kinds[it.operation] for it in items],
-            jsons=[it.json for it in items],
-            txn_end=txn_end,
-            ends=ends,
-        )
-        return offsets
-
-    def _write(
-        self,
-        seq: _Seq,
-        *,
-        txs: list[int],
-        ops: list[int],
-        kinds: list[int],
-        jsons: list[bytes],
-        txn_end: bool = False,
-        ends: Sequence[int] = (),
-    ) -> None:
-        """Append a batch (parallel lists, one element per item); C-level loops only, chunks by bisection."""
         if self._closed:
             raise ValueError(f"shape log {self.handle} is closed")
         pos = seq.pos
-        n = len(jsons)
-        sizes = list(map(len, jsons))
-        json_ends = list(accumulate(map(add, sizes, repeat(1)), initial=pos.json_len))[1:]
-        crcs = map(_crc32, jsons)
-        flags = [0] * n
-        if txn_end:
-            flags[-1] = TXN_END
-        for i in ends:
-            flags[i] = TXN_END
-        entries = b"".join(map(ITEM.pack, txs, ops, json_ends, crcs, kinds, flags))
-        # chunk closes: the item that brings the open chunk's JSON bytes to >= threshold (spec §3)
-        cum = list(accumulate(sizes, initial=0))  # cum[i]: bytes of the batch's items before item i
-        chunk_entries: list[bytes] = []
-        open_bytes = pos.open_chunk_bytes
-        start = 0
-        while True:
-            stop = bisect.bisect_left(cum, cum[start] + self._chunk_bytes - open_bytes, start + 1)
-            if stop > n:
-                break
-            j = stop - 1  # closes the chunk
-            chunk_entries.append(CHUNK.pack(pos.items + stop, txs[j], ops[j], json_ends[j]))
-            start = stop
-            open_bytes = 0
-        open_bytes += cum[n] - cum[start]
-        jsons.append(b"")  # join gives the trailing separator
+        out = layout_items(items, pos, self._chunk_bytes, txn_end=txn_end, ends=ends)
         files = self._files
-        files.append(seq.json, b",".join(jsons))
-        files.append(seq.items, entries)
-        seq.dirty_names.update((seq.json, seq.items))
-        if chunk_entries:
-            files.append(seq.chunks, b"".join(chunk_entries))
-            seq.dirty_names.add(seq.chunks)
-        self._unsynced_bytes += json_ends[-1] - pos.json_len
-        self._writes += 1
-        pos.items += n
-        pos.json_len = json_ends[-1]
-        pos.chunks += len(chunk_entries)
-        pos.open_chunk_bytes = open_bytes
-        pos.last = LogOffset(txs[-1], ops[-1])
-
-    def _write_small(
-        self, seq: _Seq, items: Sequence[AppendItem], *, txn_end: bool, ends: Sequence[int]
-    ) -> list[LogOffset]:
-        """:meth:`_write_items` for a few items (the common case with many shapes: one row per shape per
-        round), one item at a time: the same bytes without the batch machinery's lists and bisection."""
-        if self._closed:
-            raise ValueError(f"shape log {self.handle} is closed")
-        pos = seq.pos
-        last = pos.last
-        prev = (last.tx, last.op) if last is not None else (0, -1)
-        json_len = pos.json_len
-        count = pos.items
-        open_bytes = pos.open_chunk_bytes
-        threshold = self._chunk_bytes
-        kinds = OP_KINDS
-        final = len(items) - 1
-        offsets: list[LogOffset] = []
-        entries: list[bytes] = []
-        chunk_entries: list[bytes] = []
-        for i, it in enumerate(items):  # everything is checked before anything is written
-            offset = it.offset
-            tx = offset.tx
-            op = offset.op
-            if tx <= 0 or (tx, op) <= prev:
-                raise ValueError(f"offset {offset} does not follow {LogOffset(*prev)}")
-            prev = (tx, op)
-            json = it.json
-            size = len(json)
-            json_len += size + 1
-            count += 1
-            flags = TXN_END if (txn_end and i == final) or i in ends else 0
-            entries.append(ITEM.pack(tx, op, json_len, _crc32(json), kinds[it.operation], flags))
-            open_bytes += size
-            if open_bytes >= threshold:  # this item closes the chunk (spec §3)
-                chunk_entries.append(CHUNK.pack(count, tx, op, json_len))
-                open_bytes = 0
-            offsets.append(offset)
-        files = self._files
-        if final == 0:
-            files.append(seq.json, items[0].json + b",")
-            files.append(seq.items, entries[0])
-        else:
-            files.append(seq.json, b",".join([*(it.json for it in items), b""]))
-            files.append(seq.items, b"".join(entries))
+        files.append(seq.json, out.json)
+        files.append(seq.items, out.entries)
         dirty = seq.dirty_names
         dirty.add(seq.json)
         dirty.add(seq.items)
-        if chunk_entries:
-            files.append(seq.chunks, b"".join(chunk_entries))
+        if out.new_chunks:
+            files.append(seq.chunks, out.chunks)
             dirty.add(seq.chunks)
-        self._unsynced_bytes += json_len - pos.json_len
+        self._unsynced_bytes += out.json_len - pos.json_len
         self._writes += 1
-        pos.items = count
-        pos.json_len = json_len
-        pos.chunks += len(chunk_entries)
-        pos.open_chunk_bytes = open_bytes
-        pos.last = offsets[-1]
-        return offsets
+        pos.items += len(items)
+        pos.json_len = out.json_len
+        pos.chunks += out.new_chunks
+        pos.open_chunk_bytes = out.open_chunk_bytes
+        pos.last = out.offsets[-1]
+        return out.offsets
 
     def _publish(self, *, snap_complete: bool | None = None) -> None:
         view = self.state.view
