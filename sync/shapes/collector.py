@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import pykka
 
@@ -40,19 +40,25 @@ from supervisors import SupervisedActor
 from sync import runtime
 from sync.offsets import LogOffset
 from sync.replication.changes import (
-    UNCHANGED_TOAST,
     Change,
     Delete,
     Insert,
-    Relation,
     RelationChanged,
-    Row,
     SlotRecreated,
     TransactionFragment,
     Truncate,
     Update,
 )
 from sync.replication.sink import GetResumePoint, ResumePoint
+from sync.shapes.collector_messages import (
+    RegisterShape,
+    ShapeBatch,
+    ShapeChanges,
+    ShapeDurable,
+    UnregisterShape,
+    shape_changes,
+)
+from sync.shapes.collector_routing import ShapeRouting, TableKey, TableRouting, clause_columns, text_row
 from sync.shapes.durable_reports import DrainDurable, DurableReports
 from sync.shapes.flush_tracker import FlushTracker
 
@@ -68,67 +74,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TableKey = tuple[str, str]
-TextRow = Mapping[str, str | None]
-
-
-class ShapeRouting(Protocol):
-    """The routing index (``sync.where.index.RoutingIndex``) as the collector uses it."""
-
-    def add(self, shape_id: str, table_key: TableKey, clause: Any) -> None: ...
-
-    def remove(self, shape_id: str) -> None: ...
-
-    def affected(self, table_key: TableKey, new_row: TextRow | None, old_row: TextRow | None) -> set[str]: ...
-
-
-# -- messages -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterShape:
-    """ask (the consumer) -> DurableReports: from now on route changes of ``table`` matching ``clause`` to
-    ``consumer``; the answer is where the shape's storage reports durability."""
-
-    handle: str
-    table: TableKey
-    clause: Any  # a compiled WHERE clause, or None for "every row"
-    consumer: pykka.ActorRef[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class UnregisterShape:
-    """tell/ask: stop routing to ``handle`` and stop waiting for its durability."""
-
-    handle: str
-
-
-@dataclass(frozen=True, slots=True)
-class ShapeDurable:
-    """tell (a shape's storage): everything of ``handle`` up to ``offset`` is on disk."""
-
-    handle: str
-    offset: LogOffset
-
-
-@dataclass(frozen=True, slots=True)
-class ShapeChanges:
-    """tell (to a consumer): the changes of one fragment that may concern the shape, in commit order."""
-
-    xid: int
-    commit_lsn: int
-    changes: tuple[Change, ...]
-    begin: bool
-    commit: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ShapeBatch:
-    """tell (to a consumer): several ``ShapeChanges`` in commit order (what was routed to it in one go)."""
-
-    messages: tuple[ShapeChanges, ...]
-
-
 _BATCH_COMMITS = 128  # transactions routed before the gathered changes are told anyway
 _BATCH_CHANGES = 100_000  # changes routed before the same
 _GATHER_S = 0.0005  # the pause while consumers are busy with the previous batch
@@ -137,27 +82,6 @@ _BUSY_SAMPLE = 4  # consumers looked at to tell whether they are
 _MAX_GATHER_S = 0.1  # the longest wait for busy consumers before telling anyway
 _WIDE_BATCH = 256  # shapes reached by a batch that waits up to _WIDE_GATHER_S for more transactions
 _WIDE_GATHER_S = 0.1
-
-
-# ShapeChanges built on the hot path (one per affected shape per fragment) without the frozen dataclass
-# __init__ (one object.__setattr__ per field); the object is identical and still immutable.
-_new = object.__new__
-_CHANGES_SETTERS = tuple(
-    vars(ShapeChanges)[name].__set__ for name in ("xid", "commit_lsn", "changes", "begin", "commit")
-)
-
-
-def _shape_changes(
-    xid: int, commit_lsn: int, changes: tuple[Change, ...], begin: bool, commit: bool
-) -> ShapeChanges:
-    msg: ShapeChanges = _new(ShapeChanges)
-    s_xid, s_lsn, s_changes, s_begin, s_commit = _CHANGES_SETTERS
-    s_xid(msg, xid)
-    s_lsn(msg, commit_lsn)
-    s_changes(msg, changes)
-    s_begin(msg, begin)
-    s_commit(msg, commit)
-    return msg
 
 
 @dataclass(slots=True)
@@ -170,85 +94,9 @@ class _Route:
 
 
 @dataclass(slots=True)
-class _TableRouting:
-    """What routing a change of one table needs: its shapes and the columns their clauses read.
-
-    With no clause on the table every change reaches every shape, and no row is turned into a mapping.
-    Otherwise only the columns some clause reads are (``RoutingIndex.affected`` needs no others).
-    """
-
-    shapes: set[str] = field(default_factory=set)
-    filtered: int = 0  # shapes with a WHERE clause
-    column_refs: dict[str, int] = field(default_factory=dict)  # column -> clauses reading it
-    # (relation, positions of the read columns in it), rebuilt when the relation or the column set changes
-    layout: tuple[Relation, tuple[tuple[str, int], ...]] | None = None
-
-    def add(self, columns: frozenset[str] | None) -> None:
-        if columns is None:
-            return
-        self.filtered += 1
-        for c in columns:
-            n = self.column_refs.get(c, 0)
-            self.column_refs[c] = n + 1
-            if not n:
-                self.layout = None
-
-    def discard(self, columns: frozenset[str] | None) -> None:
-        if columns is None:
-            return
-        self.filtered -= 1
-        for c in columns:
-            n = self.column_refs[c] - 1
-            if n:
-                self.column_refs[c] = n
-            else:
-                del self.column_refs[c]
-                self.layout = None
-
-    def positions(self, relation: Relation) -> tuple[tuple[str, int], ...]:
-        layout = self.layout
-        if layout is not None and layout[0] is relation:
-            return layout[1]
-        idx = relation.column_index
-        if _ALL_COLUMNS.isdisjoint(self.column_refs):
-            pos = tuple((c, idx[c]) for c in sorted(self.column_refs) if c in idx)
-        else:
-            pos = tuple((c.name, i) for i, c in enumerate(relation.columns))
-        self.layout = (relation, pos)
-        return pos
-
-
-@dataclass(slots=True)
 class _OpenTxn:
     commit_lsn: int
     touched: set[str] = field(default_factory=set)
-
-
-def _text_row(
-    positions: tuple[tuple[str, int], ...], row: Row, fallback: Row | None = None
-) -> dict[str, str | None]:
-    """The columns at ``positions`` of a row as ``{column: text}``; unchanged TOAST values come from
-    ``fallback`` (the old image)."""
-    out: dict[str, str | None] = {}
-    for name, i in positions:
-        v = row[i]
-        if v is UNCHANGED_TOAST:
-            w = fallback[i] if fallback is not None else None
-            out[name] = None if w is UNCHANGED_TOAST else w
-        else:
-            out[name] = v
-    return out
-
-
-def _clause_columns(clause: Any) -> frozenset[str] | None:
-    """The columns a compiled clause reads (every column when it does not say); None without a clause."""
-    if clause is None:
-        return None
-    columns = getattr(clause, "columns", None)
-    return frozenset(columns) if columns is not None else _ALL_COLUMNS
-
-
-_ALL_COLUMNS: frozenset[str] = frozenset({"*"})  # marker: the clause's columns are unknown
 
 
 def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
@@ -290,7 +138,7 @@ class ShapeLogCollector(SupervisedActor):
         super().__init__()
         self._index = index
         self._routes: dict[str, _Route] = {}
-        self._by_table: dict[TableKey, _TableRouting] = {}
+        self._by_table: dict[TableKey, TableRouting] = {}
         self._tracker = FlushTracker(acked_lsn)
         self._on_ack = on_ack
         self._on_overloaded = on_overloaded
@@ -364,11 +212,11 @@ class ShapeLogCollector(SupervisedActor):
     def _register(self, handle: str, table: TableKey, clause: Any, consumer: pykka.ActorRef[Any]) -> None:
         if handle in self._routes:
             self._unregister(handle)
-        columns = _clause_columns(clause)
+        columns = clause_columns(clause)
         self._routes[handle] = _Route(handle, table, consumer, columns, _inbox_length(consumer))
         routing = self._by_table.get(table)
         if routing is None:
-            routing = self._by_table[table] = _TableRouting()
+            routing = self._by_table[table] = TableRouting()
         routing.shapes.add(handle)
         routing.add(columns)
         self._index.add(handle, table, clause)
@@ -423,14 +271,14 @@ class ShapeLogCollector(SupervisedActor):
             touched.add(handle)
             box = outbox.get(handle)
             if box is None:
-                outbox[handle] = [_shape_changes(xid, lsn, changes, first, commit)]
+                outbox[handle] = [shape_changes(xid, lsn, changes, first, commit)]
                 continue
             last = box[-1]
             if not first and last.commit_lsn == lsn and not last.commit:
                 # the next fragment of a transaction still gathered here: one message for both
-                box[-1] = _shape_changes(xid, lsn, last.changes + changes, last.begin, commit)
+                box[-1] = shape_changes(xid, lsn, last.changes + changes, last.begin, commit)
             else:
-                box.append(_shape_changes(xid, lsn, changes, first, commit))
+                box.append(shape_changes(xid, lsn, changes, first, commit))
         self._outbox_changes += len(fragment.changes)
         if commit:
             self._outbox_commits += 1
@@ -542,12 +390,12 @@ class ShapeLogCollector(SupervisedActor):
             return routing.shapes  # no WHERE on this table: every change reaches every shape
         pos = routing.positions(rel)
         if isinstance(change, Insert):
-            return self._index.affected(key, _text_row(pos, change.new), None)
+            return self._index.affected(key, text_row(pos, change.new), None)
         if isinstance(change, Update):
-            old = _text_row(pos, change.old) if change.old is not None else None
-            return self._index.affected(key, _text_row(pos, change.new, change.old), old)
+            old = text_row(pos, change.old) if change.old is not None else None
+            return self._index.affected(key, text_row(pos, change.new, change.old), old)
         if isinstance(change, Delete):
-            return self._index.affected(key, None, _text_row(pos, change.old))
+            return self._index.affected(key, None, text_row(pos, change.old))
         return set()  # pragma: no cover - Change is a closed union
 
     def _report(self, acked: int) -> None:

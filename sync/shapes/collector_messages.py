@@ -1,0 +1,84 @@
+"""The ShapeLogCollector's messages: what a consumer registers with and what it is routed.
+
+Why a module of their own: consumers, storages, the snapshot worker and the tests import them without
+the collector actor, and the collector stays about routing and batching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from sync.offsets import LogOffset
+from sync.replication.changes import Change
+from sync.shapes.collector_routing import TableKey
+
+__all__ = ["RegisterShape", "ShapeBatch", "ShapeChanges", "ShapeDurable", "UnregisterShape", "shape_changes"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterShape:
+    """ask (the consumer) -> DurableReports: from now on route changes of ``table`` matching ``clause`` to
+    ``consumer``; the answer is where the shape's storage reports durability."""
+
+    handle: str
+    table: TableKey
+    clause: Any  # a compiled WHERE clause, or None for "every row"
+    consumer: pykka.ActorRef[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterShape:
+    """tell/ask: stop routing to ``handle`` and stop waiting for its durability."""
+
+    handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeDurable:
+    """tell (a shape's storage): everything of ``handle`` up to ``offset`` is on disk."""
+
+    handle: str
+    offset: LogOffset
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeChanges:
+    """tell (to a consumer): the changes of one fragment that may concern the shape, in commit order."""
+
+    xid: int
+    commit_lsn: int
+    changes: tuple[Change, ...]
+    begin: bool
+    commit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeBatch:
+    """tell (to a consumer): several ``ShapeChanges`` in commit order (what was routed to it in one go)."""
+
+    messages: tuple[ShapeChanges, ...]
+
+
+# ShapeChanges built on the hot path (one per affected shape per fragment) without the frozen dataclass
+# __init__ (one object.__setattr__ per field); the object is identical and still immutable.
+_new = object.__new__
+_CHANGES_SETTERS = tuple(
+    vars(ShapeChanges)[name].__set__ for name in ("xid", "commit_lsn", "changes", "begin", "commit")
+)
+
+
+def shape_changes(
+    xid: int, commit_lsn: int, changes: tuple[Change, ...], begin: bool, commit: bool
+) -> ShapeChanges:
+    """``ShapeChanges(...)`` for the hot path."""
+    msg: ShapeChanges = _new(ShapeChanges)
+    s_xid, s_lsn, s_changes, s_begin, s_commit = _CHANGES_SETTERS
+    s_xid(msg, xid)
+    s_lsn(msg, commit_lsn)
+    s_changes(msg, changes)
+    s_begin(msg, begin)
+    s_commit(msg, commit)
+    return msg
