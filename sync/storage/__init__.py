@@ -6,7 +6,8 @@ Start with :mod:`sync.storage.format` (the on-disk format and layout), then:
 * :mod:`~sync.storage.writer` -- ``ShapeLogWriter``: append, close chunks, fsync, publish to readers;
 * :mod:`~sync.storage.reader` -- ``ShapeLogReader.read_chunk(offset) -> ChunkRead`` for the HTTP layer;
 * :mod:`~sync.storage.recovery` -- trimming a torn tail on open;
-* :mod:`~sync.storage.fdcache` -- the process-wide LRU cache of open descriptors (``storage.max_open_files``);
+* :mod:`~sync.storage.fdcache` -- the process-wide cache of open descriptors (``storage.max_open_files``;
+  LRU that keeps its resident set when thrashing);
 * :mod:`~sync.storage.storage_actor` -- ``StorageActor``: one pykka actor per shape log, batching fsyncs.
 """
 
