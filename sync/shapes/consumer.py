@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import pykka
@@ -36,6 +35,13 @@ from psycopg import sql
 from supervisors import SupervisedActor
 from sync.offsets import LogOffset
 from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeDurable, UnregisterShape
+from sync.shapes.consumer_messages import (
+    ConsumerInfo,
+    GetConsumerInfo,
+    RotateShape,
+    StorageDurable,
+    StoredShape,
+)
 from sync.shapes.consumer_state import Action, Append, CommitEmpty, ConsumerState, ShapeFailed
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.durable_reports import DurableReports
@@ -55,7 +61,7 @@ from sync.shapes.snapshot_worker import (
     SnapshotStarted,
 )
 from sync.shapes.waiters import AwaitData, CancelWait, Waiter, WaiterList, WaitResult
-from sync.shapes.xid import PgSnapshot, SnapshotFilter
+from sync.shapes.xid import SnapshotFilter
 from sync.storage.errors import ShapeGone
 from sync.storage.inbox import LightInbox
 from sync.storage.items import AppendItem
@@ -90,47 +96,6 @@ def _routed(first: tuple[ShapeChanges, ...], queued: list[Any]) -> tuple[ShapeCh
 
 
 # -- messages ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StorageDurable:
-    """tell (the shape's StorageActor ``on_durable``): everything up to ``offset`` is fsynced."""
-
-    offset: LogOffset
-
-
-@dataclass(frozen=True, slots=True)
-class RotateShape:
-    """ask (ShapeCache) -> None: the shape is invalidated or deleted: wake waiters with ``rotated``, stop
-    writing, and delete the log when ``delete_log``.  The cache then terminates the shape's subtree."""
-
-    reason: str
-    delete_log: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class GetConsumerInfo:
-    """ask -> ConsumerInfo."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerInfo:
-    handle: str
-    reader: ShapeLogReader
-    snapshot_complete: bool
-    held_transactions: int
-    waiters: int
-    failed: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredShape:
-    """What a reopened log tells its new consumer: the snapshot it was built from (with the WAL position read
-    with it, from :class:`~sync.shapes.snapshot_marks.SnapshotMarks`) and its last transaction."""
-
-    snapshot: PgSnapshot
-    wal_lsn: int
-    last_tx: int
 
 
 # -- the actor --------------------------------------------------------------------------------------------
