@@ -152,7 +152,17 @@ def _run(runner: _Runner) -> None:
             # sent for it: a spare per pause would make every turn of the hub longer by one runner's run).
             with _lock:
                 _coming += 1
-            time.sleep(_PAUSE_S if _gevent_patched() else 0)
+            try:
+                time.sleep(_PAUSE_S if _gevent_patched() else 0)
+            except BaseException:  # killed while pausing (GreenletExit): it will not come back
+                with _lock:
+                    _coming -= 1
+                    _live -= 1
+                    send = bool(_queue) and not _coming
+                    spare = _send_one() if send else None
+                if send:
+                    _wake(spare)  # the queue must not wait for the next schedule()
+                raise
             arrived = True
             since = clock()
 
