@@ -94,18 +94,11 @@ class Mailbox:
     def take(self) -> Any | None:
         """The oldest message, or None after marking the mailbox idle (the runner must then return)."""
         with lock_for(self):
-            out = self._out
+            out = self._head()
             if out is None:
-                out = self._in
-                if out is None:
-                    self._state = _IDLE
-                    return None
-                out.reverse()
-                self._out, self._in = out, None
-            item = out.pop()
-            if not out:
-                self._out = None
-            return item
+                self._state = _IDLE
+                return None
+            return self._pop(out)
 
     def take_tells(self, kinds: tuple[type[Any], ...], limit: int) -> list[Any]:
         """The oldest messages while they are ``tell``\\ s (no reply expected) of one of ``kinds``, at most
@@ -114,20 +107,13 @@ class Mailbox:
         taken: list[Any] = []
         with lock_for(self):
             while len(taken) < limit:
-                out = self._out
+                out = self._head()
                 if out is None:
-                    out = self._in
-                    if out is None:
-                        break
-                    out.reverse()
-                    self._out, self._in = out, None
+                    break
                 envelope = out[-1]
                 if envelope.reply_to is not None or not isinstance(envelope.message, kinds):
                     break
-                out.pop()
-                if not out:
-                    self._out = None
-                taken.append(envelope.message)
+                taken.append(self._pop(out).message)
         return taken
 
     def close(self) -> list[Any]:
@@ -142,15 +128,27 @@ class Mailbox:
     def get(self) -> Any:
         """pykka's inbox protocol: the oldest message, never blocking (``queue.Empty`` if none)."""
         with lock_for(self):
-            if self._out is None and self._in is not None:
-                self._in.reverse()
-                self._out, self._in = self._in, None
-            if self._out is None:
+            out = self._head()
+            if out is None:
                 raise queue.Empty
-            item = self._out.pop()
-            if not self._out:
-                self._out = None
-            return item
+            return self._pop(out)
+
+    def _head(self) -> list[Any] | None:
+        """Under the lock: the list with the oldest message last (``_in`` moved over, reversed, once
+        ``_out`` is used up), or None when the mailbox is empty."""
+        out = self._out
+        if out is None and self._in is not None:
+            out = self._in
+            out.reverse()
+            self._out, self._in = out, None
+        return out
+
+    def _pop(self, out: list[Any]) -> Any:
+        """Under the lock: take the oldest message from ``out`` (the list :meth:`_head` returned)."""
+        item = out.pop()
+        if not out:
+            self._out = None
+        return item
 
     def empty(self) -> bool:
         return self._out is None and self._in is None

@@ -78,8 +78,7 @@ def schedule(task: Task) -> None:
         return
     with _lock:
         _queue.append(task)
-        send = not _coming
-        runner = _send_one() if send else None
+        send, runner = _send_if_needed()
     if send:
         _wake(runner)
 
@@ -88,6 +87,14 @@ def counts() -> tuple[int, int]:
     """``(live, parked)`` runners of this process (live includes parked ones)."""
     with _lock:
         return _live, len(_idle)
+
+
+def _send_if_needed() -> tuple[bool, _Runner | None]:
+    """Under ``_lock``: while tasks wait and no runner is on its way, send one: ``(True, the parked runner
+    to wake, or None to start one)``; else ``(False, None)``."""
+    if _queue and not _coming:
+        return True, _send_one()
+    return False, None
 
 
 def _send_one() -> _Runner | None:
@@ -119,17 +126,14 @@ def _run(runner: _Runner) -> None:
     clock = time.monotonic
     since = clock()  # the last pause
     while True:
-        spare: _Runner | None = None
-        send = False
+        send, spare = False, None
         with _lock:
             if arrived:
                 _coming -= 1
                 arrived = False
             if _queue:
                 task = _queue.popleft()
-                if _queue and not _coming:  # more to do: someone must come, in case this task blocks
-                    spare = _send_one()
-                    send = True
+                send, spare = _send_if_needed()  # more to do: someone must come, in case this task blocks
             elif len(_idle) >= MAX_IDLE:
                 _live -= 1
                 return
@@ -158,8 +162,7 @@ def _run(runner: _Runner) -> None:
                 with _lock:
                     _coming -= 1
                     _live -= 1
-                    send = bool(_queue) and not _coming
-                    spare = _send_one() if send else None
+                    send, spare = _send_if_needed()
                 if send:
                     _wake(spare)  # the queue must not wait for the next schedule()
                 raise
