@@ -11,6 +11,7 @@ import orjson
 import psycopg
 import pytest
 
+from sync.postgres.inspector import TableInfo
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql
@@ -35,6 +36,13 @@ def runner(db_dsn: str) -> Iterator[SubsetRunner]:
     r = SubsetRunner(db_dsn, size=1, statement_timeout=0.3)
     yield r
     r.close()
+
+
+def _shape(conn: psycopg.Connection[Any], name: str) -> tuple[TableInfo, ShapeLogEncoder]:
+    """The catalog info of table ``public.<name>`` and the encoder of its whole-table shape."""
+    table = read_table(conn, "public", name)
+    assert table is not None
+    return table, ShapeLogEncoder(ShapeDefinition.create(("public", name), table))
 
 
 def _expected_body(metadata: dict[str, Any], items: list[bytes]) -> bytes:
@@ -71,10 +79,8 @@ def test_keys_with_nulls_and_slashes_without_primary_key(
 ) -> None:
     conn.execute('CREATE TABLE "we/ird" (z text, "a%b" int)')
     conn.execute("""INSERT INTO "we/ird" VALUES ('x/y', 1), (NULL, 2), (E'q"\\\\', NULL)""")
-    table = read_table(conn, "public", "we/ird")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "we/ird"), table)
-    encoder = ShapeLogEncoder(definition)
+    table, encoder = _shape(conn, "we/ird")
+    definition = encoder.definition
     rows = [("x/y", "1"), (None, "2"), ('q"\\', None)]
     where = compile_where('"a%b" > $1 OR "a%b" IS NULL', table, {1: "0"})
     query, params = build_subset_query(definition, None, SubsetQuery(where, (OrderItem("a%b"),)))
@@ -89,10 +95,8 @@ def test_a_statement_built_for_other_columns_is_built_again(
     # v is int4 NOT NULL, t text NOT NULL: quoted without escaping / to_json as is, neither has a NULL case
     conn.execute("CREATE TABLE s (id int PRIMARY KEY, v int NOT NULL, t text NOT NULL)")
     conn.execute("INSERT INTO s VALUES (1, 5, 'x')")
-    table = read_table(conn, "public", "s")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "s"), table)
-    encoder = ShapeLogEncoder(definition)
+    _, encoder = _shape(conn, "s")
+    definition = encoder.definition
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
 
     def check(rows: list[tuple[str | None, ...]]) -> None:
@@ -113,10 +117,8 @@ def test_the_metadata_is_the_statements_snapshot(
     db_dsn: str, conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    table = read_table(conn, "public", "t")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "t"), table)
-    encoder = ShapeLogEncoder(definition)
+    table, encoder = _shape(conn, "t")
+    definition = encoder.definition
     query, params = build_subset_query(definition, None, SubsetQuery(compile_where("id > 1", table)))
     snapshot_sql = "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn() - '0/0'"
     with psycopg.connect(db_dsn) as open_tx:
@@ -145,9 +147,7 @@ def test_a_failed_statement_closes_its_connection_and_the_next_one_works(
     conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    table = read_table(conn, "public", "t")
-    assert table is not None
-    encoder = ShapeLogEncoder(ShapeDefinition.create(("public", "t"), table))
+    _, encoder = _shape(conn, "t")
 
     def backend_pid() -> str:  # the subset connection's backend, as the row's "id"
         body = runner.run(b'SELECT CAST(pg_backend_pid() AS text) AS "id"', [], encoder).body()
@@ -212,10 +212,8 @@ def test_columns_named_like_the_statements_own_names(
         'CREATE TABLE n (x int PRIMARY KEY, s text NOT NULL, snapshot text, lsn int, info text, "item" text)'
     )
     conn.execute("INSERT INTO n VALUES (1, 'a', 'b', 2, 'c', 'd'), (3, 'e', NULL, NULL, NULL, NULL)")
-    table = read_table(conn, "public", "n")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "n"), table)
-    encoder = ShapeLogEncoder(definition)
+    _, encoder = _shape(conn, "n")
+    definition = encoder.definition
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("x"),)))
     got = runner.run(query, params, encoder)
     rows = [("1", "a", "b", "2", "c", "d"), ("3", "e", None, None, None, None)]
