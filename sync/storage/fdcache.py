@@ -4,8 +4,8 @@ Every shape used to keep its write handles (``log.items``/``.json``/``.durable``
 open for its whole life: ~6,650 shapes with log data exhausted a 20,000 open-files limit (EMFILE).
 Here each shape directory is an :class:`FdGroup` (one per writer, one per reader); its descriptors live in
 one :class:`FdCache` shared by the process, which keeps at most ``cap`` of them open (setting
-``storage.max_open_files``, by default derived from the open-files limit: :func:`auto_cap`); the next use of
-a closed one reopens transparently.
+``storage.max_open_files``, by default derived from the open-files limit:
+:func:`~sync.storage.fdlimit.auto_max_open_files`); the next use of a closed one reopens transparently.
 
 Replacement policy.  Plain LRU thrashes when the descriptors in use exceed the cap: 10,000 shapes each
 receiving one row per round, touched in the same order every round, gave 0% hits (every append opened and
