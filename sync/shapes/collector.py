@@ -43,6 +43,7 @@ from sync.replication.changes import (
     Change,
     Delete,
     Insert,
+    Relation,
     RelationChanged,
     SlotRecreated,
     TransactionFragment,
@@ -254,9 +255,27 @@ class ShapeLogCollector(SupervisedActor):
             msg = f"fragment of transaction {fragment.commit_lsn} arrived without its beginning"
             raise RuntimeError(msg)
         per_shape: dict[str, list[Change]] = {}
+        inexact: set[str] = set()  # shapes routed an insert their consumer must check against its WHERE
+        run: list[Insert] = []  # consecutive inserts of one relation, routed in bulk
+        run_rel: Relation | None = None
         for change in fragment.changes:
+            if change.__class__ is Insert:
+                rel = change.relation
+                if rel is not run_rel:
+                    if run:
+                        self._route_inserts(run, per_shape, inexact)
+                    run = []
+                    run_rel = rel
+                run.append(change)
+                continue
+            if run:
+                self._route_inserts(run, per_shape, inexact)
+                run = []
+                run_rel = None
             for handle in self._affected(change):
                 per_shape.setdefault(handle, []).append(change)
+        if run:
+            self._route_inserts(run, per_shape, inexact)
         # Consumers that already got part of this transaction must learn where it ends.
         recipients = set(per_shape) | (txn.touched if fragment.commit else set())
         outbox = self._outbox
@@ -267,18 +286,21 @@ class ShapeLogCollector(SupervisedActor):
             if handle not in routes:
                 continue
             changes = tuple(per_shape.get(handle, ()))
+            exact = handle not in inexact
             first = handle not in touched
             touched.add(handle)
             box = outbox.get(handle)
             if box is None:
-                outbox[handle] = [shape_changes(xid, lsn, changes, first, commit)]
+                outbox[handle] = [shape_changes(xid, lsn, changes, first, commit, exact)]
                 continue
             last = box[-1]
             if not first and last.commit_lsn == lsn and not last.commit:
                 # the next fragment of a transaction still gathered here: one message for both
-                box[-1] = shape_changes(xid, lsn, last.changes + changes, last.begin, commit)
+                box[-1] = shape_changes(
+                    xid, lsn, last.changes + changes, last.begin, commit, exact and last.exact
+                )
             else:
-                box.append(shape_changes(xid, lsn, changes, first, commit))
+                box.append(shape_changes(xid, lsn, changes, first, commit, exact))
         self._outbox_changes += len(fragment.changes)
         if commit:
             self._outbox_commits += 1
@@ -389,14 +411,33 @@ class ShapeLogCollector(SupervisedActor):
         if not routing.filtered:
             return routing.shapes  # no WHERE on this table: every change reaches every shape
         pos = routing.positions(rel)
-        if isinstance(change, Insert):
-            return self._index.affected(key, text_row(pos, change.new), None)
         if isinstance(change, Update):
             old = text_row(pos, change.old) if change.old is not None else None
             return self._index.affected(key, text_row(pos, change.new, change.old), old)
         if isinstance(change, Delete):
             return self._index.affected(key, None, text_row(pos, change.old))
-        return set()  # pragma: no cover - Change is a closed union
+        return set()  # Inserts go through _route_inserts
+
+    def _route_inserts(
+        self, run: list[Insert], per_shape: dict[str, list[Change]], inexact: set[str]
+    ) -> None:
+        """Route consecutive inserts of one relation (in bulk: see ``RoutingIndex.route_new_rows``); shapes
+        whose consumer must evaluate its WHERE for some of them are added to ``inexact``."""
+        rel = run[0].relation
+        key = (rel.schema, rel.name)
+        routing = self._by_table.get(key)
+        if routing is None:
+            return
+        if not routing.filtered:  # no WHERE on this table: every insert reaches every shape
+            for handle in routing.shapes:
+                found = per_shape.get(handle)
+                if found is None:
+                    per_shape[handle] = [*run]
+                else:
+                    found.extend(run)
+            return
+        rows = [change.new for change in run]
+        self._index.route_new_rows(key, routing.columns(rel), rows, run, out=per_shape, inexact=inexact)
 
     def _report(self, acked: int) -> None:
         if acked > self._last_acked:

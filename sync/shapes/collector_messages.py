@@ -46,13 +46,18 @@ class ShapeDurable:
 
 @dataclass(frozen=True, slots=True)
 class ShapeChanges:
-    """tell (to a consumer): the changes of one fragment that may concern the shape, in commit order."""
+    """tell (to a consumer): the changes of one fragment that may concern the shape, in commit order.
+
+    ``exact``: the routing index matched every Insert among ``changes`` exactly (a key hit on the shape's
+    whole-clause equality, or a shape without WHERE): the shape's WHERE holds for them without evaluation.
+    """
 
     xid: int
     commit_lsn: int
     changes: tuple[Change, ...]
     begin: bool
     commit: bool
+    exact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +71,20 @@ class ShapeBatch:
 # __init__ (one object.__setattr__ per field); the object is identical and still immutable.
 _new = object.__new__
 _CHANGES_SETTERS = tuple(
-    vars(ShapeChanges)[name].__set__ for name in ("xid", "commit_lsn", "changes", "begin", "commit")
+    vars(ShapeChanges)[name].__set__ for name in ("xid", "commit_lsn", "changes", "begin", "commit", "exact")
 )
 
 
-def shape_changes(
-    xid: int, commit_lsn: int, changes: tuple[Change, ...], begin: bool, commit: bool
+def shape_changes(  # noqa: PLR0917 - the message's fields, in order
+    xid: int, commit_lsn: int, changes: tuple[Change, ...], begin: bool, commit: bool, exact: bool
 ) -> ShapeChanges:
     """``ShapeChanges(...)`` for the hot path."""
     msg: ShapeChanges = _new(ShapeChanges)
-    s_xid, s_lsn, s_changes, s_begin, s_commit = _CHANGES_SETTERS
+    s_xid, s_lsn, s_changes, s_begin, s_commit, s_exact = _CHANGES_SETTERS
     s_xid(msg, xid)
     s_lsn(msg, commit_lsn)
     s_changes(msg, changes)
     s_begin(msg, begin)
     s_commit(msg, commit)
+    s_exact(msg, exact)
     return msg

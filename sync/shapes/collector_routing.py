@@ -6,11 +6,11 @@ Pure (no actor): the collector owns one :class:`TableRouting` per table it route
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sync.replication.changes import UNCHANGED_TOAST, Relation, Row
+from sync.replication.changes import UNCHANGED_TOAST, Change, Relation, Row
 
 __all__ = ["ALL_COLUMNS", "ShapeRouting", "TableKey", "TableRouting", "TextRow", "clause_columns", "text_row"]
 
@@ -27,6 +27,17 @@ class ShapeRouting(Protocol):
 
     def affected(self, table_key: TableKey, new_row: TextRow | None, old_row: TextRow | None) -> set[str]: ...
 
+    def route_new_rows(
+        self,
+        table_key: TableKey,
+        columns: Mapping[str, int],
+        rows: Sequence[Row],
+        items: Sequence[Change],
+        *,
+        out: dict[str, list[Change]],
+        inexact: set[str],
+    ) -> None: ...
+
 
 @dataclass(slots=True)
 class TableRouting:
@@ -39,8 +50,9 @@ class TableRouting:
     shapes: set[str] = field(default_factory=set)
     filtered: int = 0  # shapes with a WHERE clause
     column_refs: dict[str, int] = field(default_factory=dict)  # column -> clauses reading it
-    # (relation, positions of the read columns in it), rebuilt when the relation or the column set changes
-    layout: tuple[Relation, tuple[tuple[str, int], ...]] | None = None
+    # (relation, positions of the read columns in it, the same as a mapping), rebuilt when the relation or
+    # the column set changes
+    layout: tuple[Relation, tuple[tuple[str, int], ...], dict[str, int]] | None = None
 
     def add(self, columns: frozenset[str] | None) -> None:
         if columns is None:
@@ -65,16 +77,27 @@ class TableRouting:
                 self.layout = None
 
     def positions(self, relation: Relation) -> tuple[tuple[str, int], ...]:
+        """``(column, position in the row)`` of the columns the clauses read."""
         layout = self.layout
-        if layout is not None and layout[0] is relation:
-            return layout[1]
+        if layout is None or layout[0] is not relation:
+            layout = self._layout(relation)
+        return layout[1]
+
+    def columns(self, relation: Relation) -> dict[str, int]:
+        """The same as :meth:`positions`, as ``{column: position}`` (for ``route_new_rows``)."""
+        layout = self.layout
+        if layout is None or layout[0] is not relation:
+            layout = self._layout(relation)
+        return layout[2]
+
+    def _layout(self, relation: Relation) -> tuple[Relation, tuple[tuple[str, int], ...], dict[str, int]]:
         idx = relation.column_index
         if ALL_COLUMNS.isdisjoint(self.column_refs):
             pos = tuple((c, idx[c]) for c in sorted(self.column_refs) if c in idx)
         else:
             pos = tuple((c.name, i) for i, c in enumerate(relation.columns))
-        self.layout = (relation, pos)
-        return pos
+        self.layout = layout = (relation, pos, dict(pos))
+        return layout
 
 
 def text_row(

@@ -254,11 +254,8 @@ class Consumer(SupervisedActor):
         self._apply(actions)
 
     def _batch(self, messages: tuple[ShapeChanges, ...]) -> None:
-        changes = self._state.changes
-        actions: list[Action] = []
         try:
-            for msg in messages:
-                actions.extend(changes(msg))
+            actions = self._state.changes_batch(messages)
         except _INVALIDATING as exc:
             self._fail(str(exc))
             return

@@ -19,6 +19,7 @@ The output is a list of actions for the storage, in order; the actor shell only 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +51,17 @@ class CommitEmpty:
 
 
 Action = Append | CommitEmpty
+
+_set_items = vars(Append)["items"].__set__
+_set_complete = vars(Append)["complete"].__set__
+
+
+def _append(items: tuple[LogItem, ...]) -> Append:
+    """``Append(items, complete=True)`` without the frozen dataclass ``__init__`` (the same object)."""
+    action: Append = object.__new__(Append)
+    _set_items(action, items)
+    _set_complete(action, True)
+    return action
 
 
 @dataclass(slots=True)
@@ -128,6 +140,27 @@ class ConsumerState:
             return []
         return self._process(msg)
 
+    def changes_batch(self, msgs: Sequence[ShapeChanges]) -> list[Action]:
+        """:meth:`changes` for each message in order, the actions concatenated.  A message that is a whole
+        transaction (the common case: one fragment, nothing open) takes a shorter path with the same
+        outcome."""
+        encode = self._encoder.encode_fragment
+        out: list[Action] = []
+        for msg in msgs:
+            filt = self._filter
+            if filt is None or self._txn is not None or not (msg.begin and msg.commit):
+                out.extend(self.changes(msg))
+                continue
+            lsn = msg.commit_lsn
+            if lsn > self._last_tx and filt.keep(msg.xid, lsn):  # else: a replay, or in the snapshot already
+                items = encode(msg, msg.exact)
+                self._last_tx = lsn
+                if items:
+                    out.append(_append(tuple(items)))
+                    continue
+            out.append(CommitEmpty(lsn))
+        return out
+
     def snapshot_known(self, snapshot: PgSnapshot, wal_lsn: int) -> list[Action]:
         """The snapshot's visibility (and WAL insert position) is known: filter and release what is held."""
         if self._filter is not None:
@@ -154,7 +187,7 @@ class ConsumerState:
             )
         out: list[Action] = []
         if txn.mode == "write":
-            items = self._encoder.encode_fragment(msg)
+            items = self._encoder.encode_fragment(msg, msg.exact)
             if txn.skip_upto is not None:
                 skip = txn.skip_upto
                 items = [it for it in items if it.offset > skip]

@@ -24,7 +24,7 @@ the full row is needed (a WHERE to evaluate, ``replica=full``, an insert produce
 
 Layout: this module is the public face (items, controls, errors) and the per-fragment loop with the insert
 fast path inlined; :mod:`sync.shapes.log_layout` precomputes per Relation (keys, positions, the insert
-%-template); :mod:`sync.shapes.log_changes` holds the rules for updates and deletes (a base class of the
+template parts); :mod:`sync.shapes.log_changes` holds the rules for updates and deletes (a base class of the
 encoder).  ``IncompleteChange``, ``Predicate``, ``key_prefix`` and ``row_key`` stay importable from here.
 """
 
@@ -86,6 +86,13 @@ class ShapeTruncated(Exception):
     """The shape's table was truncated: the shape must be invalidated."""
 
 
+class _Heads(NamedTuple):
+    """A fragment's item headers per operation (up to the op position) and its ``,"txids":[…]``."""
+
+    by_op: dict[str, bytes]
+    txids: bytes
+
+
 class LogItem(NamedTuple):
     """One log entry: its offset, row key, operation and exact JSON bytes (a NamedTuple: cheap to build)."""
 
@@ -138,9 +145,11 @@ class ShapeLogEncoder(ChangeRules):
         self._snapshot_headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b"}}"
         self._sel_pos = {c: i for i, c in enumerate(definition.columns)}
         self._snapshot_key = tuple(self._sel_pos[c] for c in definition.key_columns)
+        self._oid = definition.relation_oid
         self._layout: Layout | None = None
         self._pending: LogItem | None = None  # held back: is it the last of its transaction?
-        self._insert_tmpl: tuple[Layout, str] | None = None  # built at the first plain insert (see below)
+        # built at the first plain insert (see _insert_pieces)
+        self._insert_tmpl: tuple[Layout, list[str]] | None = None
 
     # -- snapshot -------------------------------------------------------------------------------------------
 
@@ -154,26 +163,28 @@ class ShapeLogEncoder(ChangeRules):
 
     # -- replication ----------------------------------------------------------------------------------------
 
-    def encode_fragment(self, fragment: Fragment) -> list[LogItem]:
+    def encode_fragment(self, fragment: Fragment, exact: bool = False) -> list[LogItem]:
+        """The items of one fragment (the transaction's last one marked ``last`` once its commit is seen).
+
+        ``exact``: the shape's WHERE is known to hold for every Insert of the fragment (the routing index
+        matched each exactly), so it is not evaluated for them; updates and deletes are always evaluated.
+        """
         # Items are built whole (closing ``}}`` included); only the transaction's last one is rebuilt with
-        # ``"last":true``, once per transaction instead of one concatenation per item.
+        # ``"last":true``, once per transaction instead of one concatenation per item.  Nothing that depends
+        # on the fragment only (headers, txids) is built before a change needs it: with many shapes most
+        # fragments carry one plain insert, which the template builds alone.
         out: list[LogItem] = []
         append = out.append
-        dumps = orjson.dumps
-        join = b"".join
         if fragment.begin:
             self._pending = None
         pending = self._pending
-        oid = self.definition.relation_oid
+        oid = self._oid
         lsn = fragment.commit_lsn
-        hdr = b'","relation":' + self._rel_json + b',"lsn":"%d","op_position":' % lsn
-        insert_headers = b',"headers":{"operation":"insert' + hdr
-        headers: dict[str, bytes] | None = None  # built at the first update/delete (most fragments have none)
-        txids = b',"txids":[%d]' % fragment.xid
-        txids_close = txids + _CLOSE
-        where = self._where
-        lay = self._layout
         xid = fragment.xid
+        where = None if exact else self._where
+        lay = self._layout
+        heads: _Heads | None = None  # built at the first item off the template path
+        lsn_text = xid_text = ""  # built at the first item on it
         for change in fragment.changes:
             if type(change) is Insert:
                 # the hot path, inlined: one insert -> at most one item
@@ -187,28 +198,35 @@ class ShapeLogEncoder(ChangeRules):
                     continue
                 op = change.op
                 values = lay.project(row)
-                if lay.insert_template is not None and is_plain(values):
-                    # plain values: the item is one %-format, no per-value escaping, no dict
+                if lay.insert_parts is not None and is_plain(values):
+                    # plain values: the item is one join of literal parts and the values, no per-value
+                    # escaping, no dict
                     cached = self._insert_tmpl
                     if cached is None or cached[0] is not lay:
-                        cached = self._insert_tmpl = (lay, self._insert_template(lay))
-                    template = cached[1]
+                        cached = self._insert_tmpl = (lay, self._insert_pieces(lay))
+                    pieces = cached[1]
                     key_value: str = row[lay.plain_key]  # type: ignore[assignment]  # plain: a str
                     if "/" in key_value:
                         key_value = key_value.replace("/", "//")
                     key = self._key_head + key_value + '"'
-                    body = (template % (key_value, *values, lsn, op, xid)).encode()
+                    if not lsn_text:
+                        lsn_text, xid_text = str(lsn), str(xid)
+                    pieces[1::2] = (key_value, *values, lsn_text, str(op), xid_text)  # type: ignore[arg-type]  # plain: strs
+                    body = "".join(pieces).encode()
                 else:
+                    if heads is None:
+                        heads = self._heads(lsn, xid)
                     key = lay.key_of(row)
-                    body = join(
+                    body = b"".join(
                         (
                             b'{"key":',
-                            dumps(key),
+                            orjson.dumps(key),
                             b',"value":',
-                            dumps(dict(zip(lay.sel_names, values, strict=True))),
-                            insert_headers,
+                            orjson.dumps(dict(zip(lay.sel_names, values, strict=True))),
+                            heads.by_op["insert"],
                             b"%d" % op,
-                            txids_close,
+                            heads.txids,
+                            _CLOSE,
                         )
                     )
                 if pending is not None:
@@ -226,21 +244,17 @@ class ShapeLogEncoder(ChangeRules):
                 continue
             if lay is None or lay.relation is not change.relation:
                 lay = self._layout_for(change.relation)
-            if headers is None:
-                headers = {
-                    "insert": insert_headers,
-                    "update": b',"headers":{"operation":"update' + hdr,
-                    "delete": b',"headers":{"operation":"delete' + hdr,
-                }
+            if heads is None:
+                heads = self._heads(lsn, xid)
             for offset, key, operation, value, extra in self._encode(lay, change, lsn):
-                body = join(
+                body = b"".join(
                     (
                         b'{"key":',
-                        dumps(key),
+                        orjson.dumps(key),
                         value,
-                        headers[operation],
+                        heads.by_op[operation],
                         b"%d" % offset.op,
-                        txids,
+                        heads.txids,
                         extra,
                         _CLOSE,
                     )
@@ -255,14 +269,29 @@ class ShapeLogEncoder(ChangeRules):
         self._pending = pending
         return out
 
-    def _insert_template(self, lay: Layout) -> str:
-        """The whole insert item as one %-format: the layout's key and values, then the commit LSN, the
-        op position and the xid (the same bytes as the general path builds)."""
-        assert lay.insert_template is not None
-        headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b',"lsn":"'
-        return "".join(
-            (lay.insert_template, headers.decode().replace("%", "%%"), '%d","op_position":%d,"txids":[%d]}}')
+    def _heads(self, lsn: int, xid: int) -> _Heads:
+        """The header parts of a fragment's items off the insert template path."""
+        hdr = b'","relation":' + self._rel_json + b',"lsn":"%d","op_position":' % lsn
+        return _Heads(
+            {
+                "insert": b',"headers":{"operation":"insert' + hdr,
+                "update": b',"headers":{"operation":"update' + hdr,
+                "delete": b',"headers":{"operation":"delete' + hdr,
+            },
+            b',"txids":[%d]' % xid,
         )
+
+    def _insert_pieces(self, lay: Layout) -> list[str]:
+        """The whole insert item as literal parts (even indexes) around the slots (odd indexes, filled per
+        item): the layout's key value and values, then the commit LSN, the op position and the xid (the same
+        bytes as the general path builds).  One list per encoder, refilled for each item."""
+        assert lay.insert_parts is not None
+        headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b',"lsn":"'
+        parts = [*lay.insert_parts[:-1], lay.insert_parts[-1] + headers.decode(), '","op_position":']
+        parts += [',"txids":[', "]}}"]
+        pieces: list[str] = [""] * (2 * len(parts) - 1)
+        pieces[0::2] = parts
+        return pieces
 
     def _layout_for(self, relation: Relation) -> Layout:
         lay = self._layout

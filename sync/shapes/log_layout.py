@@ -1,9 +1,9 @@
-"""A shape's per-Relation layout: row keys, column positions and the plain-insert %-template.
+"""A shape's per-Relation layout: row keys, column positions and the plain-insert template.
 
 Why this module exists: :mod:`sync.shapes.log_items` builds every item around what is precomputed here
 once per shape and Relation message (column positions in the relation, the key function, the projection
-onto the selected columns, and the insert fast path's %-template with :func:`is_plain`, the test that a
-row may take it).  Keeping that precomputation apart lets ``log_items`` hold only the per-fragment loop; the
+onto the selected columns, and the insert fast path's template parts with :func:`is_plain`, the test that
+a row may take it).  Keeping that precomputation apart lets ``log_items`` hold only the per-fragment loop; the
 loop still reads these objects' attributes directly (no call layer per row).
 
 The key format (spec §5): ``"schema"."table"/"v1"/"v2"``, ``.`` and ``/`` doubled inside names, ``/``
@@ -55,7 +55,7 @@ class Layout:
     """Column positions of the shape in one Relation message, and row -> key / selected-values functions."""
 
     __slots__ = (
-        "insert_template",
+        "insert_parts",
         "key",
         "key_of",
         "names",
@@ -101,17 +101,16 @@ class Layout:
         else:
             key = self.key
             self.key_of = lambda row: row_key(prefix, [_text(row[i]) for i in key])
-        # The insert of plain values (see is_plain): its item up to the headers as one %-template over
-        # (key value, *selected values), for a single-column key that is selected.
+        # The insert of plain values (see is_plain): its item up to the headers as the literal parts around
+        # the slots (key value, *selected values), for a single-column key that is selected.
         self.plain_key = self.key[0] if len(self.key) == 1 and definition.primary_key else -1
-        self.insert_template: str | None = None
+        self.insert_parts: tuple[str, ...] | None = None
         if self.plain_key in self.sel:
             key_json = orjson.dumps(prefix).decode()[1:-1]  # char-wise escaping: parts escape alone
             value = ",".join(orjson.dumps(c).decode() + ':"\x00"' for c in definition.columns)
-            self.insert_template = (
-                ('{"key":"' + key_json + '/\\"\x00\\"","value":{' + value + "}")
-                .replace("%", "%%")
-                .replace("\x00", "%s")
+            # identifiers never hold a NUL: it marks the slots
+            self.insert_parts = tuple(
+                ('{"key":"' + key_json + '/\\"\x00\\"","value":{' + value + "}").split("\x00")
             )
 
 

@@ -5,15 +5,21 @@ filed in a hash table under that conjunct's constant(s); a change looks its colu
 (column, comparison type) group and evaluates the full clause only for the candidates found.  Shapes
 without such a conjunct are evaluated one by one; shapes without a WHERE match every row of their table.
 
+Inserted rows can be routed in bulk (:meth:`RoutingIndex.route_new_rows`, the ingest hot path): rows stay
+the tuples replication decoded (no ``{column: text}`` mapping per row unless a clause must be evaluated),
+text values already seen map to their lookup key without parsing again, and the caller learns which shapes
+were matched *exactly* (a key hit on a shape whose whole clause is the indexed equality, or a shape without
+a WHERE), for which its consumer need not evaluate the clause again.
+
 Lookup keys are typed and normalised (see :class:`~sync.where.clause.EqualityFact`): a numeric column
 holding ``1.0`` finds the shape ``n = 1``, a float ``-0`` finds ``f = 0``, ``NaN`` finds ``NaN``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sync.where.clause import WhereClause
 from sync.where.errors import WhereEvalError
@@ -22,6 +28,10 @@ __all__ = ["RoutingIndex"]
 
 Row = Mapping[str, str | None]
 ShapeId = Hashable
+S = TypeVar("S", bound=Hashable)  # a shape id
+T = TypeVar("T")
+
+_MEMO_MAX = 100_000  # text -> key entries remembered per group (cleared when full: a cache, not a leak)
 
 
 @dataclass
@@ -32,6 +42,19 @@ class _Group:
     # fact, so a key hit is a match without evaluation: the common case, one pointer away), else a list
     # of (shape id, exact) pairs.  Shape ids are hashable, hence never lists.
     buckets: dict[Any, Any] = field(default_factory=dict)
+    # text -> key for texts already parsed (keys are a pure function of the text; failures are not kept)
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    def key_of(self, text: str) -> Any:
+        """``key(text)``, remembered; raises what ``key`` raises (WhereEvalError)."""
+        key = self.memo.get(text, _EMPTY)
+        if key is _EMPTY:
+            key = self.key(text)
+            memo = self.memo
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[text] = key
+        return key
 
     def insert(self, key: Any, sid: ShapeId, exact: bool) -> None:
         current = self.buckets.get(key, _EMPTY)
@@ -52,6 +75,14 @@ class _Group:
 
 
 _EMPTY = object()
+
+
+def _put(out: dict[S, list[T]], sid: S, item: T) -> None:
+    found = out.get(sid)
+    if found is None:
+        out[sid] = [item]
+    else:
+        found.append(item)
 
 
 def _items(bucket: Any) -> list[tuple[ShapeId, bool]]:
@@ -151,7 +182,7 @@ class RoutingIndex:
                 if text is None:
                     continue
                 try:
-                    key = group.key(text)
+                    key = group.key_of(text)
                 except WhereEvalError as exc:
                     self._fail_group(group, exc, out, errors)
                     continue
@@ -171,18 +202,93 @@ class RoutingIndex:
                     self._check(sid, row, out, errors)
         return out
 
-    def _check(
-        self, sid: ShapeId, row: Row, out: set[ShapeId], errors: dict[ShapeId, WhereEvalError] | None
+    def route_new_rows(
+        self,
+        table_key: Hashable,
+        columns: Mapping[str, int],
+        rows: Sequence[Sequence[str | None]],
+        items: Sequence[T],
+        *,
+        out: dict[S, list[T]],
+        inexact: set[S],
+        errors: dict[S, WhereEvalError] | None = None,
     ) -> None:
+        """Route inserted rows in bulk: for each ``rows[i]`` append ``items[i]`` to ``out[sid]`` (in row
+        order) for every shape ``affected(table_key, row)`` would return, ``row`` being ``{column:
+        rows[i][columns[column]]}``.  ``columns`` must hold every column the clauses read; values are
+        text or None (an insert has no unchanged-TOAST value).
+
+        A shape routed a row other than by an exact match (its clause was evaluated, or raised) is added
+        to ``inexact``; every other shape in ``out`` got only rows its clause is TRUE for without any
+        evaluation, so its consumer may skip the clause for these rows.  Never raises for a bad row.
+        """
+        table = self._tables.get(table_key)
+        if table is None:
+            return
+        groups = [(columns[g.column], g) for g in table.groups.values() if g.column in columns]
+        everything: set[Any] = table.everything  # shape ids are the caller's S
+        others: set[Any] = table.others
+        for row, item in zip(rows, items, strict=True):
+            for sid in everything:
+                _put(out, sid, item)
+            for pos, group in groups:
+                text = row[pos]
+                if text is None:
+                    continue
+                key = group.memo.get(text, _EMPTY)
+                if key is _EMPTY:
+                    try:
+                        key = group.key_of(text)
+                    except WhereEvalError as exc:
+                        hit: set[Any] = set()
+                        self._fail_group(group, exc, hit, errors)  # type: ignore[arg-type]
+                        for sid in hit:
+                            _put(out, sid, item)
+                        inexact |= hit
+                        continue
+                bucket = group.buckets.get(key, _EMPTY)
+                if bucket is _EMPTY:
+                    continue
+                if type(bucket) is not list:  # one exact shape (the common case): _put inlined
+                    found = out.get(bucket)
+                    if found is None:
+                        out[bucket] = [item]
+                    else:
+                        found.append(item)
+                    continue
+                mapping: dict[str, str | None] | None = None
+                for sid, exact in bucket:
+                    if exact:
+                        _put(out, sid, item)
+                        continue
+                    if mapping is None:
+                        mapping = {c: row[i] for c, i in columns.items()}
+                    if self._holds(sid, mapping, errors):
+                        _put(out, sid, item)
+                        inexact.add(sid)
+            if others:
+                mapping = {c: row[i] for c, i in columns.items()}
+                for sid in others:
+                    if self._holds(sid, mapping, errors):
+                        _put(out, sid, item)
+                        inexact.add(sid)
+
+    def _holds(self, sid: Any, row: Row, errors: dict[Any, WhereEvalError] | None) -> bool:
+        """Whether the shape's clause is TRUE for ``row``, or raises (recorded in ``errors``)."""
         clause = self._shapes[sid].clause
         assert clause is not None
         try:
-            if clause.evaluate(row):
-                out.add(sid)
+            return clause.evaluate(row)
         except WhereEvalError as exc:
-            out.add(sid)
             if errors is not None:
                 errors[sid] = exc
+            return True
+
+    def _check(
+        self, sid: ShapeId, row: Row, out: set[ShapeId], errors: dict[ShapeId, WhereEvalError] | None
+    ) -> None:
+        if self._holds(sid, row, errors):
+            out.add(sid)
 
     @staticmethod
     def _fail_group(

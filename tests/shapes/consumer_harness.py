@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,23 @@ class BruteIndex:
             if clause is None or any(r is not None and clause(r) for r in (new_row, old_row)):
                 out.add(sid)
         return out
+
+    def route_new_rows(
+        self,
+        table_key: tuple[str, str],
+        columns: Mapping[str, int],
+        rows: Sequence[Sequence[str | None]],
+        items: Sequence[Any],
+        *,
+        out: dict[str, list[Any]],
+        inexact: set[str],
+    ) -> None:
+        """Inserted rows in bulk, by brute force: every shape with a clause evaluated it (none is exact)."""
+        for row, item in zip(rows, items, strict=True):
+            for sid in self.affected(table_key, {c: row[i] for c, i in columns.items()}, None):
+                out.setdefault(sid, []).append(item)
+                if self.shapes[sid][1] is not None:
+                    inexact.add(sid)
 
 
 @dataclass

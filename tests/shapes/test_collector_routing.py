@@ -52,7 +52,8 @@ def where(text: str) -> WhereClause:
 
 
 class RecordingIndex(RoutingIndex):
-    """The real index, remembering the column names of every row it was asked about."""
+    """The real index, remembering the column names of every row it was asked about (for inserts routed in
+    bulk: the columns it was given to read)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,6 +70,11 @@ class RecordingIndex(RoutingIndex):
             if row is not None:
                 self.seen.append(tuple(sorted(row)))
         return super().affected(table_key, new_row, old_row, errors)
+
+    def route_new_rows(self, table_key: Any, columns: Mapping[str, int], *args: Any, **kw: Any) -> None:
+        # inserts are routed in bulk: the index may read only the columns given here
+        self.seen.append(tuple(sorted(columns)))
+        super().route_new_rows(table_key, columns, *args, **kw)
 
 
 class Sink(SupervisedActor):
@@ -186,3 +192,30 @@ def test_a_stopped_consumer_is_dropped_not_fatal() -> None:
         live.stop()
     finally:
         collector.stop()
+
+
+def test_messages_say_when_every_insert_matched_exactly(setup: Setup) -> None:
+    setup.register("id1", where("id = 1"))  # the whole clause is the indexed equality: exact
+    setup.register("id1-alice", where("id = 1 AND owner = 'alice'"))  # evaluated by the index: not exact
+    setup.register("all", None)  # no WHERE: exact
+    setup.send(100, Insert(REL, ("1", "alice", "d"), 0), Insert(REL, ("2", "bob", "d"), 2))
+    flags = {name: _messages(setup, name) for name in ("id1", "id1-alice", "all")}
+    assert flags == {"id1": [([0], True)], "id1-alice": [([0], False)], "all": [([0, 2], True)]}
+    # an update in the same message leaves the flag about inserts alone (updates are always evaluated)
+    setup.send(
+        200, Insert(REL, ("1", "bob", "d"), 0), Update(REL, ("1", "x", "e"), ("1", "bob", "d"), "O", 2)
+    )
+    assert _messages(setup, "id1") == [([0, 2], True)]
+    assert _messages(setup, "id1-alice") == []
+
+
+def _messages(setup: Setup, name: str) -> list[tuple[list[int], bool]]:
+    """(ops, exact) of every message ``name`` received so far."""
+    q = setup.sinks[name]
+    out: list[tuple[list[int], bool]] = []
+    while True:
+        try:
+            msg: ShapeChanges = q.get(timeout=0.3)
+        except queue.Empty:
+            return out
+        out.append(([c.op for c in msg.changes], msg.exact))

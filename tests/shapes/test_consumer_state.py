@@ -125,3 +125,45 @@ def test_routed_messages_queued_back_to_back_flatten_in_order() -> None:
     first = (msg(1), msg(2))
     queued: list[object] = [msg(3), ShapeBatch((msg(4), msg(5))), msg(6)]
     assert [m.commit_lsn for m in _routed(first, queued)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_batch_gives_the_actions_of_its_messages_one_by_one() -> None:
+    """``changes_batch`` (whole transactions take a shorter path) == ``changes`` message by message: holding
+    before the snapshot, replays, transactions the snapshot holds, fragments and empty transactions."""
+    noop = Update(REL, ("1", "x"), ("1", "x"), "O", op=0)
+    msgs = [
+        txn(101, 1000, 1),  # held, then in the snapshot
+        txn(102, 1010, 2),  # held, then kept
+        txn(106, 1020, 3, 4, begin=True, commit=False),
+        ShapeChanges(106, 1020, (Insert(REL, ("5", "y"), op=4),), False, True),
+        txn(103, 1030, 6),  # visible: in the snapshot already
+        ShapeChanges(107, 1040, (noop,), True, True),  # nothing for the shape
+        txn(104, 2000, 7),  # ends the filtering
+        txn(108, 2010, 8, 9),
+        txn(109, 2010, 8, 9),  # a replay of the transaction just written
+        ShapeChanges(110, 2020, (), True, False),
+        ShapeChanges(110, 2020, (Insert(REL, ("10", "z"), op=0),), False, True),
+    ]
+    for split in (4, 6, 8):  # the snapshot becomes known after `split` messages
+        one, batched = state(), state()
+        expected = [a for m in msgs[:split] for a in one.changes(m)]
+        got = batched.changes_batch(msgs[:split])
+        expected += one.snapshot_known(SNAP, wal_lsn=1500)
+        got += batched.snapshot_known(SNAP, wal_lsn=1500)
+        expected += [a for m in msgs[split:] for a in one.changes(m)]
+        got += batched.changes_batch(msgs[split:])
+        assert got == expected
+        assert any(isinstance(a, Append) for a in got) and any(isinstance(a, CommitEmpty) for a in got)
+
+
+def test_exact_inserts_skip_the_where_updates_do_not() -> None:
+    rejects_all = ConsumerState(
+        ShapeLogEncoder(DEF, lambda row: False), snapshot_filter=SnapshotFilter(SNAP, 0)
+    )
+    exact = ShapeChanges(500, 7000, (Insert(REL, ("1", "x"), op=0),), True, True, exact=True)
+    assert summary(rejects_all.changes_batch([exact])) == [("append", (["7000_0"], True))]
+    checked = ShapeChanges(501, 7010, (Insert(REL, ("2", "x"), op=0),), True, True)
+    assert summary(rejects_all.changes_batch([checked])) == [("empty", 7010)]
+    update = Update(REL, ("1", "y"), ("1", "x"), "O", op=0)
+    moved = ShapeChanges(502, 7020, (update,), True, True, exact=True)  # exact says nothing of updates
+    assert summary(rejects_all.changes(moved)) == [("empty", 7020)]

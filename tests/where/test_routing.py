@@ -155,3 +155,71 @@ def test_evaluation_errors_are_reported_per_shape() -> None:
     assert index.affected("items", {"id": "6"}) == {"overflow"}
     with pytest.raises(WhereEvalError, match="integer out of range"):
         compile_where("id * 1000000000 > 0", TABLE, {}).evaluate({"id": "6"})
+
+
+COLUMNS = ("id", "n", "f", "t", "s", "a")
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shapes=st.lists(clause_texts(), min_size=1, max_size=25),
+    new_rows=st.lists(rows(), min_size=1, max_size=6),
+    removed=st.sets(st.integers(0, 24), max_size=5),
+)
+def test_bulk_routing_of_inserted_rows_matches_affected(
+    shapes: list[str], new_rows: list[dict[str, str | None]], removed: set[int]
+) -> None:
+    index = RoutingIndex()
+    clauses = {}
+    for sid, text in enumerate(shapes):
+        try:
+            clauses[sid] = _compile(text)
+        except WhereError:
+            continue
+        index.add(sid, "items", clauses[sid])
+    for sid in removed:
+        index.remove(sid)
+        clauses.pop(sid, None)
+    tuples = [tuple(r[c] for c in COLUMNS) for r in new_rows]
+    positions = {c: i for i, c in enumerate(COLUMNS)}
+    for _ in range(2):  # the second time every text's key comes from the memo
+        out: dict[object, list[int]] = {}
+        inexact: set[object] = set()
+        index.route_new_rows("items", positions, tuples, range(len(tuples)), out=out, inexact=inexact)
+        expected: dict[object, list[int]] = {}
+        for i, row in enumerate(new_rows):
+            for sid in sorted(index.affected("items", row)):  # type: ignore[type-var]
+                expected.setdefault(sid, []).append(i)
+        assert out == expected
+        for sid, hits in out.items():
+            if sid in inexact:
+                continue
+            # exact: the clause holds for every routed row without raising, no evaluation needed
+            clause = clauses[sid]  # type: ignore[index]
+            assert clause is None or all(clause.evaluate(new_rows[i]) for i in hits)
+    absent: dict[object, list[int]] = {}
+    index.route_new_rows("other", positions, tuples, range(len(tuples)), out=absent, inexact=set())
+    assert absent == {}
+
+
+def test_bulk_routing_reports_exact_matches_and_errors() -> None:
+    index = RoutingIndex()
+    index.add("id=5", "items", _compile("id = 5"))
+    index.add("id=5 and t", "items", _compile("id = 5 AND t = 'a'"))
+    index.add("overflow", "items", _compile("id * 1000000000 > 0"))
+    index.add("all", "items", None)
+    positions = {"id": 0, "t": 1}
+    rows_ = [("5", "a"), ("5", "b"), ("6", "a")]
+    out: dict[object, list[int]] = {}
+    inexact: set[object] = set()
+    errors: dict[object, WhereEvalError] = {}
+    index.route_new_rows("items", positions, rows_, [0, 1, 2], out=out, inexact=inexact, errors=errors)
+    assert out == {"id=5": [0, 1], "id=5 and t": [0], "overflow": [0, 1, 2], "all": [0, 1, 2]}
+    assert inexact == {"id=5 and t", "overflow"}
+    assert list(errors) == ["overflow"]
+    # a text that cannot be parsed for the group reaches every shape of the group, none of them exactly
+    out.clear()
+    inexact.clear()
+    index.route_new_rows("items", {"id": 0}, [("x",)], ["r"], out=out, inexact=inexact)
+    assert out == {"id=5": ["r"], "id=5 and t": ["r"], "overflow": ["r"], "all": ["r"]}
+    assert inexact == {"id=5", "id=5 and t", "overflow"}
