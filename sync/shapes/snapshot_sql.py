@@ -8,8 +8,10 @@ at once, which only stores it (:mod:`sync.storage.snapshot_writer`).
 Byte-identical to :meth:`sync.shapes.log_items.ShapeLogEncoder.snapshot_item` (and so to replication):
 
 * every value is its type's OUTPUT FUNCTION text, as pgoutput sends it: ``concat(x)`` calls the output
-  function (``x::text`` does not always: ``bool`` gives ``true``, ``bpchar`` drops its padding, ``inet``
-  adds ``/32``), under :data:`sync.shapes.snapshot.DISPLAY_SETTINGS` like every snapshot session;
+  function, and so does ``x::text`` for the types with no cast to text in ``pg_cast`` (an I/O conversion;
+  ``bool``'s cast gives ``true``, ``bpchar``'s drops its padding, ``inet``'s adds ``/32``), under
+  :data:`sync.shapes.snapshot.DISPLAY_SETTINGS` like every snapshot session; the pieces of an item are
+  joined by ``||`` (:func:`_chain`);
 * a value is escaped by ``to_json(text)``, which escapes exactly what orjson does (``"``, ``\\``, control
   characters as ``\\b \\f \\n \\r \\t`` or lowercase ``\\u00xx``; UTF-8 passes raw), except for the
   built-in types in :data:`PLAIN_TYPES`, whose output is printable ASCII without ``"`` or ``\\``: those are
@@ -20,7 +22,7 @@ Byte-identical to :meth:`sync.shapes.log_items.ShapeLogEncoder.snapshot_item` (a
   brings (:meth:`BlockQuery.unchecked_block`); one more means a value needed escaping, and the range is read
   again the ``to_json`` way (after :data:`UNCHECKED_FAILURES` such ranges, the rest of the table too).
   Measured on 1M rows of the benchmark: Postgres ~0.3-0.45 s less CPU, Python ~0.15 s more;
-* NULL is ``null`` (``concat`` alone would make it ``''``); column names and the relation come from
+* NULL is ``null`` (a ``CASE``: ``||`` would make the item NULL); column names and the relation come from
   ``orjson`` as in the encoder; the key is ``to_json`` of ``"schema"."table"/"v1"/…`` (``/`` doubled
   inside values, NULL as ``_``) or, when every key column is plain and has no ``/`` in its output, the same
   text written already escaped.
@@ -28,8 +30,11 @@ Byte-identical to :meth:`sync.shapes.log_items.ShapeLogEncoder.snapshot_item` (a
 Measured (1M rows of the benchmark's 5 columns, backend CPU from /proc, shared noisy cores): the item query
 costs Postgres ~2.1x the plain ``COPY`` of the same rows (1.3-1.45 s against 0.6 s; hence two connections,
 see :mod:`sync.shapes.snapshot_blocks`), and Python ~0.3 s in all (~0.3 µs a row, against ~5 µs a row
-before).  ``to_json`` of the text column is ~0.2-0.3 s of it; ``||`` chains with ``::text`` or ``format()``
-were no cheaper than ``concat``; a regex test to skip ``to_json`` was dearer.
+before).  ``to_json`` of the text column is ~0.2-0.3 s of it; a regex test to skip ``to_json`` was dearer
+(~0.4 s), and so was ``format()``.  Session 4, range queries alone (``sum(octet_length(item))``, no
+aggregate, one backend): ``concat()`` of the item's pieces ~0.6 s, a ``||`` chain with ``::text`` ~0.47 s,
+the plain columns' output ~0.25 s; with ``string_agg`` and the result sent, ``||`` saved ~0.07-0.1 s of
+~1.0 s (medians of 5 interleaved runs, 1 and 2 connections).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from sync.shapes.log_items import key_prefix
 from sync.storage.snapshot_writer import SEP
 
 __all__ = [
+    "IO_CAST_TYPES",
     "KEY_PLAIN_TYPES",
     "PLAIN_TYPES",
     "RAW_TEXT_TYPES",
@@ -73,6 +79,17 @@ PLAIN_TYPES: Final = frozenset(
 KEY_PLAIN_TYPES: Final = PLAIN_TYPES - {869, 650, 3220}
 
 _MAX_ARGS: Final = 90
+# Pieces per ``||`` chain: measured per million rows of the benchmark, a chain of the item's ~12 pieces cost
+# Postgres ~0.15 s less CPU than ``concat()`` of them (~0.55 s against ~0.7 s), which runs every argument,
+# constants included, through an output function, a C string and ``strlen``.
+_CHAIN: Final = 16
+_TEXT_OID: Final = 25
+# Built-in types with no cast to text in ``pg_cast``: ``x::text`` is an I/O conversion, the output function's
+# text exactly (bool, inet and cidr have casts of their own: ``true``, ``10.0.0.1/32``).  varchar is
+# binary-coercible to text.
+IO_CAST_TYPES: Final = frozenset(
+    {20, 21, 23, 26, 28, 700, 701, 1700, 1082, 1083, 1114, 1184, 1266, 1186, 2950, 774, 829, 3220, 5069, 1043}
+)
 TABLE_QUERY: Final = (
     "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8, pg_table_size(c.oid), a.attname,"
     " a.atttypid::int, a.attnotnull FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -135,7 +152,8 @@ def _n_escaped(text: str) -> int:
 
 
 class _Parts:
-    """The arguments of one ``concat(...)``: literal text (merged) and SQL expressions."""
+    """The pieces of one item's SQL text, joined by ``||``: literal text (merged) and SQL expressions, each
+    a non-NULL text (``||`` gives NULL for any NULL operand)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -158,16 +176,16 @@ class _Parts:
     def quote(self, text: str) -> str:
         return sql.Literal(text).as_string(self._conn)
 
-    def quoted(self, ident: str, not_null: bool, opening: str, closing: str, null: str) -> None:
-        """``opening`` + the column's text + ``closing``, or ``null`` when it is NULL."""
+    def quoted(self, ident: str, text: str, not_null: bool, opening: str, closing: str, *, null: str) -> None:
+        """``opening`` + the column's ``text`` (an SQL text expression of column ``ident``) + ``closing``, or
+        ``null`` when it is NULL."""
         if not_null:
             self.lit(opening)
-            self.expr(ident)
+            self.expr(text)
             self.lit(closing)
             return
-        self.expr(f"CASE WHEN {ident} IS NULL THEN {self.quote(null)} ELSE {self.quote(opening)} END")
-        self.expr(ident)
-        self.expr(f"CASE WHEN {ident} IS NOT NULL THEN {self.quote(closing)} END")
+        q = self.quote
+        self.expr(f"CASE WHEN {ident} IS NULL THEN {q(null)} ELSE {q(opening)} || {text} || {q(closing)} END")
         self.escaped += _n_escaped(null)
         self.nullable.append((ident, _n_escaped(opening + closing) - _n_escaped(null)))
 
@@ -183,9 +201,18 @@ class _Parts:
         if self._head is None:  # no expression at all
             return ItemSql("", self.quote("".join(self._text)), "")
         if not unchecked:
-            return ItemSql(self._head, _concat(self._out), "".join(self._text))
+            return ItemSql(self._head, _chain(self._out), "".join(self._text))
         tail = "".join(self._text)
-        return ItemSql(self._head, _concat(self._out), tail, True, self.escaped, tuple(self.nullable))
+        return ItemSql(self._head, _chain(self._out), tail, True, self.escaped, tuple(self.nullable))
+
+
+def _chain(args: list[str]) -> str:
+    """``a || b || …`` of ``args``; a long chain is cut into ``concat()`` of chains (each ``||`` copies what
+    it was given, so one long chain costs quadratic copies; a function takes at most 100 arguments)."""
+    if len(args) <= _CHAIN:
+        return "(" + " || ".join(args) + ")" if len(args) > 1 else args[0]
+    groups = [_chain(args[i : i + _CHAIN]) for i in range(0, len(args), _CHAIN)]
+    return _concat(groups)
 
 
 def _concat(args: list[str]) -> str:
@@ -193,6 +220,16 @@ def _concat(args: list[str]) -> str:
     if len(args) <= _MAX_ARGS:
         return "concat(" + ", ".join(args) + ")"
     return _concat([_concat(args[i : i + _MAX_ARGS]) for i in range(0, len(args), _MAX_ARGS)])
+
+
+def _as_text(ident: str, type_oid: int) -> str:
+    """The column's output-function text as an SQL text expression: ``x::text`` where that cast is an I/O
+    conversion (no ``pg_cast`` entry to text: it calls the output function), ``concat(x)`` otherwise."""
+    if type_oid in IO_CAST_TYPES:
+        return f"{ident}::text"
+    if type_oid == _TEXT_OID:
+        return ident
+    return f"concat({ident})"
 
 
 _BQ: Final = '\\"'  # an escaped quote inside the key's JSON string
@@ -210,7 +247,8 @@ def _key(
     if all(c.type_oid in KEY_PLAIN_TYPES for c in keys):
         p.lit(orjson.dumps(prefix).decode()[:-1])  # the opening '"' and the escaped prefix
         for c in keys:
-            p.quoted(_ident(conn, c.name), c.not_null, "/" + _BQ, _BQ, "/_")
+            ident = _ident(conn, c.name)
+            p.quoted(ident, _as_text(ident, c.type_oid), c.not_null, "/" + _BQ, _BQ, null="/_")
         p.lit('"')
         return
     parts = [p.quote(prefix)]
@@ -218,7 +256,7 @@ def _key(
         ident = _ident(conn, c.name)
         part = f"""concat('"', replace(concat({ident}), '/', '//'), '"')"""
         parts.append(part if c.not_null else f"CASE WHEN {ident} IS NULL THEN '_' ELSE {part} END")
-    p.expr(f"to_json(concat_ws('/', {', '.join(parts)}))")
+    p.expr(f"to_json(concat_ws('/', {', '.join(parts)}))::text")
 
 
 def unchecked_allowed(definition: ShapeDefinition, columns: Sequence[Column]) -> bool:
@@ -253,11 +291,11 @@ def item_expression(
         p.lit(("," if i else "") + orjson.dumps(c.name).decode() + ":")
         ident = _ident(conn, c.name)
         if c.type_oid in PLAIN_TYPES or (unchecked and c.type_oid in RAW_TEXT_TYPES):
-            p.quoted(ident, c.not_null, '"', '"', "null")
+            p.quoted(ident, _as_text(ident, c.type_oid), c.not_null, '"', '"', null="null")
         else:
             text = ident if c.type_oid in _TEXT_TYPES else f"concat({ident})"
             if c.not_null:
-                p.expr(f"to_json({text})")
+                p.expr(f"to_json({text})::text")
             else:
                 p.expr(f"CASE WHEN {ident} IS NULL THEN 'null' ELSE to_json({text})::text END")
     rel = orjson.dumps([definition.schema, definition.table]).decode()

@@ -26,6 +26,7 @@ from sync.shapes.snapshot_blocks import (
     table_ranges,
 )
 from sync.shapes.snapshot_sql import (
+    IO_CAST_TYPES,
     KEY_PLAIN_TYPES,
     PLAIN_TYPES,
     UNCHECKED_FAILURES,
@@ -161,6 +162,18 @@ def test_page_ranges() -> None:
 def test_plain_types_are_builtin_and_keys_exclude_slashes() -> None:
     assert KEY_PLAIN_TYPES < PLAIN_TYPES
     assert 25 not in PLAIN_TYPES and 1043 not in PLAIN_TYPES and 1042 not in PLAIN_TYPES  # text types
+
+
+def test_text_casts_of_io_cast_types_call_the_output_function(conn: psycopg.Connection[Any]) -> None:
+    """``x::text`` is the output function's text only for types without a cast of their own to text (an I/O
+    conversion) or binary-coercible to it: the items' ``||`` chains rely on it."""
+    rows = conn.execute(
+        "SELECT castsource::int, castmethod FROM pg_cast WHERE casttarget = 'text'::regtype"
+    ).fetchall()
+    casts = {int(r[0]): str(r[1]) for r in rows}
+    assert all(casts.get(oid, "b") == "b" for oid in IO_CAST_TYPES), casts
+    assert casts[16] == "f" and casts[869] == "f"  # bool and inet: not I/O conversions, not in the set
+    assert IO_CAST_TYPES - {1043} < PLAIN_TYPES
 
 
 def test_parallel_lanes_share_the_snapshot_and_keep_range_order(
