@@ -38,7 +38,6 @@ import pykka
 
 from supervisors import SupervisedActor
 from sync import runtime
-from sync.offsets import LogOffset
 from sync.replication.changes import (
     Change,
     Delete,
@@ -305,9 +304,9 @@ class ShapeLogCollector(SupervisedActor):
         if commit:
             self._outbox_commits += 1
             self._last_commit_lsn = lsn
-            settled = {h: LogOffset(lsn, 0) for h in touched if h in routes}
             self._open = None
-            self._report(self._tracker.register(lsn, settled))
+            # every touched shape is registered (_unregister takes a shape out of ``touched``)
+            self._report(self._tracker.register_commit(lsn, touched))
             if not outbox and self._on_commit is not None:
                 self._told_lsn = lsn
                 self._on_commit(lsn)

@@ -17,26 +17,39 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from sync.offsets import LogOffset
+from sync.offsets import INF, LogOffset
 
 __all__ = ["FlushTracker"]
 
+_M = INF + 1  # an offset as one int: tx * _M + op orders as (tx, op) does (op <= INF)
+_BEFORE_ALL = LogOffset.BEFORE_ALL.tx * _M + LogOffset.BEFORE_ALL.op
 
-@dataclass(slots=True)
+
+def _key(offset: LogOffset) -> int:
+    return offset.tx * _M + offset.op
+
+
 class _Txn:
-    end_lsn: int
-    waiting_on: set[str] = field(default_factory=set)
+    __slots__ = ("end_lsn", "waiting")
+
+    def __init__(self, end_lsn: int) -> None:
+        self.end_lsn = end_lsn
+        self.waiting = 0  # (shape, offset) entries not durable yet
 
 
 class FlushTracker:
-    """Pure state machine; the collector actor owns one."""
+    """Pure state machine; the collector actor owns one.
+
+    With thousands of shapes a transaction is registered with thousands of them, so the per-pair bookkeeping
+    allocates nothing the cyclic garbage collector tracks: offsets are kept as ints, a transaction counts the
+    shapes it waits on, and each shape's queue holds ``offset, txn`` pairs flattened (two entries per pair).
+    """
 
     def __init__(self, acked_lsn: int = 0) -> None:
         self._pending: deque[_Txn] = deque()
-        self._per_shape: dict[str, deque[tuple[LogOffset, _Txn]]] = {}
-        self._durable: dict[str, LogOffset] = {}
+        self._per_shape: dict[str, deque[int | _Txn]] = {}  # offset key, txn, offset key, txn, ...
+        self._durable: dict[str, int] = {}  # offset keys
         self._acked = acked_lsn
         self._last_end = acked_lsn
 
@@ -62,37 +75,74 @@ class FlushTracker:
     def register(self, end_lsn: int, last_offsets: dict[str, LogOffset]) -> int:
         """A committed transaction was routed; ``last_offsets`` maps each affected shape to the offset of the
         transaction's last item in its log.  Returns the (possibly advanced) ackable LSN."""
-        if end_lsn < self._last_end:
-            msg = f"transactions must be registered in commit order ({end_lsn} < {self._last_end})"
-            raise ValueError(msg)
-        self._last_end = end_lsn
-        txn = _Txn(end_lsn)
+        txn = self._begin(end_lsn)
         for handle, offset in last_offsets.items():
-            if self._durable.get(handle, LogOffset.BEFORE_ALL) >= offset:
+            self._wait(txn, handle, _key(offset))
+        self._pending.append(txn)
+        return self._advance()
+
+    def register_commit(self, commit_lsn: int, handles: Iterable[str]) -> int:
+        """``register(commit_lsn, {h: LogOffset(commit_lsn, 0) for h in handles})``: how the collector
+        registers a transaction (its shapes report it durable as ``<commit_lsn>_0`` at the latest)."""
+        txn = self._begin(commit_lsn)
+        key = commit_lsn * _M
+        durable = self._durable
+        per_shape = self._per_shape
+        waiting = 0
+        for handle in handles:
+            if durable.get(handle, _BEFORE_ALL) >= key:
                 continue  # already reported durable (a storage may fsync before the collector registers)
-            txn.waiting_on.add(handle)
-            self._per_shape.setdefault(handle, deque()).append((offset, txn))
+            queue = per_shape.get(handle)
+            if queue is None:
+                queue = per_shape[handle] = deque()
+            queue.append(key)
+            queue.append(txn)
+            waiting += 1
+        txn.waiting = waiting
         self._pending.append(txn)
         return self._advance()
 
     def durable(self, handle: str, offset: LogOffset) -> int:
         """Shape ``handle`` has made everything up to ``offset`` durable.  Returns the ackable LSN."""
-        if offset > self._durable.get(handle, LogOffset.BEFORE_ALL):
-            self._durable[handle] = offset
+        key = offset.tx * _M + offset.op
+        if key > self._durable.get(handle, _BEFORE_ALL):
+            self._durable[handle] = key
         queue = self._per_shape.get(handle)
-        while queue and queue[0][0] <= offset:
-            _, txn = queue.popleft()
-            txn.waiting_on.discard(handle)
+        if queue:
+            popleft = queue.popleft
+            while queue and queue[0] <= key:  # type: ignore[operator]  # even entries are keys
+                popleft()
+                popleft().waiting -= 1  # type: ignore[union-attr]  # odd entries are txns
         return self._advance()
 
     def remove_shape(self, handle: str) -> int:
         """Forget a shape: it no longer pins anything.  Returns the ackable LSN."""
         self._durable.pop(handle, None)
-        for _, txn in self._per_shape.pop(handle, ()):
-            txn.waiting_on.discard(handle)
+        queue = self._per_shape.pop(handle, None)
+        if queue:
+            for txn in list(queue)[1::2]:
+                txn.waiting -= 1  # type: ignore[union-attr]  # odd entries are txns
         return self._advance()
 
+    def _begin(self, end_lsn: int) -> _Txn:
+        if end_lsn < self._last_end:
+            msg = f"transactions must be registered in commit order ({end_lsn} < {self._last_end})"
+            raise ValueError(msg)
+        self._last_end = end_lsn
+        return _Txn(end_lsn)
+
+    def _wait(self, txn: _Txn, handle: str, key: int) -> None:
+        if self._durable.get(handle, _BEFORE_ALL) >= key:
+            return  # already reported durable (a storage may fsync before the collector registers)
+        queue = self._per_shape.get(handle)
+        if queue is None:
+            queue = self._per_shape[handle] = deque()
+        queue.append(key)
+        queue.append(txn)
+        txn.waiting += 1
+
     def _advance(self) -> int:
-        while self._pending and not self._pending[0].waiting_on:
-            self._acked = self._pending.popleft().end_lsn
+        pending = self._pending
+        while pending and not pending[0].waiting:
+            self._acked = pending.popleft().end_lsn
         return self._acked

@@ -64,15 +64,19 @@ def test_partial_durability_inside_a_transaction_is_not_enough() -> None:
         max_size=12,
     ),
     st.randoms(use_true_random=False),
+    st.booleans(),
 )
-def test_ack_is_the_longest_fully_durable_prefix(txns: list[list[str]], rnd: object) -> None:
+def test_ack_is_the_longest_fully_durable_prefix(txns: list[list[str]], rnd: object, by_commit: bool) -> None:
     import random  # noqa: PLC0415
 
     assert isinstance(rnd, random.Random)
     t = FlushTracker()
     lsns = [(i + 1) * 100 for i in range(len(txns))]
     for lsn, shapes in zip(lsns, txns, strict=True):
-        t.register(lsn + 10, {s: off(lsn) for s in shapes})
+        if by_commit:  # the collector's way: end LSN = commit LSN, offsets <commit>_0
+            t.register_commit(lsn + 10, shapes)
+        else:
+            t.register(lsn + 10, {s: off(lsn + 10) for s in shapes})
     durable: dict[str, int] = {}
     events = [(s, lsn) for lsn, shapes in zip(lsns, txns, strict=True) for s in shapes]
     # storages report in their own order, but each shape reports increasing offsets
@@ -85,7 +89,7 @@ def test_ack_is_the_longest_fully_durable_prefix(txns: list[list[str]], rnd: obj
         lsn = per_shape[s][cursors[s]]
         cursors[s] += 1
         durable[s] = lsn
-        acked = t.durable(s, off(lsn))
+        acked = t.durable(s, off(lsn + 10))
         expected = 0
         for l2, shapes in zip(lsns, txns, strict=True):
             if all(durable.get(x, -1) >= l2 for x in shapes):
@@ -94,3 +98,14 @@ def test_ack_is_the_longest_fully_durable_prefix(txns: list[list[str]], rnd: obj
                 break
         assert acked == expected
     assert t.ackable_lsn == lsns[-1] + 10
+
+
+def test_register_commit_skips_shapes_already_durable_and_removal_unpins() -> None:
+    t = FlushTracker()
+    t.durable("a", off(100, 6))
+    assert t.register_commit(100, ["a"]) == 100  # <100>_0 is below what a reported
+    assert t.register_commit(200, ["a", "b"]) == 100
+    assert t.register_commit(300, ["b"]) == 100
+    assert t.durable("a", off(200, 0)) == 100
+    assert t.remove_shape("b") == 300
+    assert t.idle
