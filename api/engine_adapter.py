@@ -45,16 +45,11 @@ from sync.postgres.inspector import TableInfo
 from sync.shapes.cache import DeleteShape, get_or_create_shape
 from sync.shapes.definition import ShapeDefinition as SyncDefinition
 from sync.shapes.directory import LiveShape
-from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
+from sync.shapes.schema import schema_header
 from sync.shapes.shared_waits import SharedWaiter, SharedWaits
-from sync.shapes.subset import (
-    SubsetError,
-    SubsetRequest,
-    build_subset_query,
-    restrict_table,
-    validate_subset,
-)
+from sync.shapes.subset import SubsetError, SubsetRequest
+from sync.shapes.subset_plan import SubsetPlans
 from sync.shapes.subset_runner import SubsetBusy, SubsetQueryFailed, SubsetRunner
 from sync.stack import SHAPE_CACHE
 from sync.storage.errors import ShapeGone as StorageShapeGone
@@ -111,6 +106,11 @@ class EngineShapes:
         budget = max(engine.settings.http.long_poll_timeout_ms / 1000, 5.0) + JOIN_WINDOW + 1
         self._waits = SharedWaits(budget=budget, join_window=JOIN_WINDOW)
         self._wheres: OrderedDict[str, WhereClause] = OrderedDict()
+        self._plans = SubsetPlans()
+        # per handle: the shape seen with its snapshot started (a started snapshot stays started)
+        self._started: OrderedDict[str, LiveShape] = OrderedDict()
+        # per handle: the electric-schema header and the catalog entry it was rendered from
+        self._schemas: OrderedDict[str, tuple[TableInfo, str]] = OrderedDict()
         db = engine.settings.database
         self._subsets = SubsetRunner(
             engine.settings.snapshot_dsn,
@@ -247,12 +247,20 @@ class EngineShapes:
 
     def schema_header(self, handle: str) -> str:
         shape = self._shape(handle)
+        defn = shape.definition
+        resolver = self._services.resolver
         try:
-            return self._services.resolver.schema_header(shape.definition)
+            info = resolver.table(defn.schema, defn.table)
+            hit = self._schemas.get(handle)
+            if hit is not None and hit[0] is info:
+                return hit[1]
+            header = schema_header(defn, info)  # what the resolver's schema_header renders
         except CatalogUnavailable as exc:
             raise DatabaseUnreachable(str(exc)) from None
         except LookupError:
             raise ShapeGone(handle) from None
+        _remember(self._schemas, handle, (info, header), self._memo_size)
+        return header
 
     def wait_for_change(self, handle: str, offset: LogOffset) -> _Waiter:
         shape = self._shape(handle)
@@ -285,19 +293,22 @@ class EngineShapes:
                 msg = "The list of queryable columns must include all primary key columns, missing: "
                 raise InvalidRequest({"queryable_columns": [msg + ", ".join(missing)]})
         try:
-            query = validate_subset(subset, restrict_table(info, queryable_columns))
+            planned = self._plans.plan(
+                handle, defn, self._shape_where(handle, defn, info), info, queryable_columns, subset
+            )
         except SubsetError as exc:
             raise InvalidSubset(exc.errors) from None
-        sql_query, params = build_subset_query(defn, self._shape_where(handle, defn, info), query)
         # The shape's own snapshot must have been taken before the subset's: for a new shape, a transaction
         # committed between the two would otherwise be neither in the subset nor in the log.
-        self.await_snapshot_start(handle)
+        if self._started.get(handle) is not shape:
+            self.await_snapshot_start(handle)
+            _remember(self._started, handle, shape, self._memo_size)
         try:
             latest = shape.reader.latest_offset()  # before the subset's snapshot: the log so far is covered
         except StorageShapeGone:
             raise ShapeGone(handle) from None
         try:
-            result = self._subsets.run(sql_query, params, ShapeLogEncoder(defn))
+            result = self._subsets.run(planned.query, planned.params, defn)
         except SubsetBusy:
             raise SnapshotBusy from None
         except SubsetQueryFailed as exc:
@@ -315,9 +326,7 @@ class EngineShapes:
                 clause = compile_where(defn.where, info, {i + 1: v for i, v in enumerate(defn.params)})
             except WhereError:  # the table changed under the shape: it is being invalidated
                 raise ShapeGone(handle) from None
-            self._wheres[handle] = clause
-            while len(self._wheres) > self._memo_size:
-                self._wheres.popitem(last=False)
+            _remember(self._wheres, handle, clause, self._memo_size)
         return clause
 
     def close(self) -> None:
@@ -330,3 +339,11 @@ class EngineShapes:
         positions = self._engine.connection.status.wal_positions()
         acknowledged = positions[0] if positions is not None else 0
         return max(self._services.last_seen_lsn, acknowledged)
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
+    """Put ``key`` in a bounded per-handle cache (oldest first out)."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)

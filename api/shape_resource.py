@@ -54,9 +54,9 @@ from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_sh
 from api.shape_response import ShapeResponder, json_array_body
 from api.sse import sse_events, up_to_date_item
 from api.subset import (
+    SubsetResponder,
     apply_queryable_columns,
     parse_queryable_columns,
-    serve_subset,
     subset_from_body,
     subset_from_query,
 )
@@ -99,6 +99,7 @@ class ShapeResource:
         self._settings = settings
         self._monotonic = monotonic
         self._out = ShapeResponder(settings, clock=clock, monotonic_ns=monotonic_ns, rand=rand)
+        self._subsets = SubsetResponder(settings)
         self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, size=LIVE_MEMO_SIZE, monotonic=monotonic)
         self.middleware: list[Any] = []  # set by install_shape_api (ShapesyncApp finishes raw answers)
 
@@ -134,7 +135,7 @@ class ShapeResource:
         subset = body_subset or subset_from_query(request.subset)
         try:
             if subset is not None:  # spec §9: a subset snapshot instead of the log
-                serve_subset(self._engine, resp, request, handle, subset, queryable, self._settings)
+                self._subsets.serve(self._engine, req, resp, request, handle, subset, queryable)
             elif request.is_now:
                 self._serve_now(req, resp, request, handle)
             else:

@@ -7,7 +7,8 @@ the prefix, or nested under ``"subset"``; body values are converted to strings, 
 *row* offset), asks the engine for the snapshot and writes the response: 200, the body as the engine built
 it, ``electric-snapshot: true``, ``electric-handle``, ``electric-schema``, ``electric-offset`` and
 ``cache-control: no-cache``.  Subsets never 304.  Validation errors leave as 400 with
-``errors.subset.<field>``.
+``errors.subset.<field>``.  Under our gunicorn worker a GET's answer leaves pre-rendered
+(:mod:`api.raw_response`), past Falcon's response processing: the same headers in the same order.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ from typing import Any, cast
 import falcon
 
 from api.engine_port import InvalidRequest, ShapeEngine
-from api.headers import JSON_CONTENT_TYPE, cache_control_headers
+from api.headers import JSON_CONTENT_TYPE, Headers, cache_control_headers
+from api.middleware import RawCommonLines
 from api.params import ApiSettings, ShapeRequest
+from api.raw_response import RAW_ENV_KEY, RawAnswerReady, RawResponse, header_block
 from sync.shapes.identifiers import InvalidIdentifier, parse_columns
 from sync.shapes.subset import SubsetRequest
 
 __all__ = [
     "SUBSET_BODY_KEYS",
     "InvalidSubset",
+    "SubsetResponder",
     "apply_queryable_columns",
     "parse_queryable_columns",
-    "serve_subset",
     "subset_from_body",
     "subset_from_query",
 ]
@@ -136,25 +139,50 @@ def apply_queryable_columns(request: ShapeRequest, queryable: tuple[str, ...] | 
     return request
 
 
-def serve_subset(  # noqa: PLR0917 - the resource's whole request context
-    engine: ShapeEngine,
-    resp: falcon.Response,
-    request: ShapeRequest,
-    handle: str,
-    subset: SubsetRequest,
-    queryable: tuple[str, ...] | None,
-    settings: ApiSettings,
-) -> None:
-    """Answer a subset request for the shape ``handle`` (already resolved, handle checked)."""
-    offset = None if request.is_now or request.is_before_all else request.log_offset
-    snapshot = engine.subset_snapshot(handle, subset, request_offset=offset, queryable_columns=queryable)
-    schema = engine.schema_header(handle)
-    resp.status = 200
-    for name, value in cache_control_headers(settings, method="GET", status=200, subset=True):
-        resp.set_header(name, value)
-    resp.set_header("electric-snapshot", "true")
-    resp.set_header("electric-handle", handle)
-    resp.set_header("electric-schema", schema)
-    resp.set_header("electric-offset", str(snapshot.offset))
-    resp.set_header("content-type", JSON_CONTENT_TYPE)
-    resp.data = snapshot.body
+class SubsetResponder:
+    """Writes subset answers (one per resource): through Falcon, or pre-rendered for our worker."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self._raw_common = RawCommonLines(settings)
+        self._cache_control = cache_control_headers(settings, method="GET", status=200, subset=True)
+
+    def serve(  # noqa: PLR0917 - the resource's whole request context
+        self,
+        engine: ShapeEngine,
+        req: falcon.Request,
+        resp: falcon.Response,
+        request: ShapeRequest,
+        handle: str,
+        subset: SubsetRequest,
+        queryable: tuple[str, ...] | None,
+    ) -> None:
+        """Answer a subset request for the shape ``handle`` (already resolved, handle checked)."""
+        offset = None if request.is_now or request.is_before_all else request.log_offset
+        snapshot = engine.subset_snapshot(handle, subset, request_offset=offset, queryable_columns=queryable)
+        headers: Headers = [
+            *self._cache_control,
+            ("electric-snapshot", "true"),
+            ("electric-handle", handle),
+            ("electric-schema", engine.schema_header(handle)),
+            ("electric-offset", str(snapshot.offset)),
+            ("content-type", JSON_CONTENT_TYPE),
+        ]
+        if req.method == "GET" and req.env.get(RAW_ENV_KEY):
+            raw = self._raw(req, headers, snapshot.body)
+            if raw is not None:
+                raise RawAnswerReady(req, raw)
+        resp.status = 200
+        resp.set_headers(headers)
+        resp.data = snapshot.body
+
+    def _raw(self, req: falcon.Request, headers: Headers, body: bytes) -> RawResponse | None:
+        """The answer as Falcon would send it: the resource's headers, the middleware's, content-length
+        (None when a value cannot be sent as it is: Falcon's path then answers)."""
+        common = self._raw_common.render(req)
+        if common is None:
+            return None
+        try:
+            head = header_block(headers)
+        except ValueError:
+            return None
+        return RawResponse("200 OK", b"%s%scontent-length: %d\r\n" % (head, common, len(body)), body)

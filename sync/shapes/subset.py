@@ -31,8 +31,10 @@ __all__ = [
     "SubsetQuery",
     "SubsetRequest",
     "build_subset_query",
+    "numbered_params",
     "parse_order_by",
     "restrict_table",
+    "subset_params",
     "validate_subset",
 ]
 
@@ -134,7 +136,18 @@ def _params(raw: str | Mapping[str, Any] | None, errors: dict[str, list[str]]) -
     return {str(k): _stringify(v) for k, v in decoded.items()}
 
 
-def _numbered(params: Mapping[str, str]) -> dict[int, str]:
+def subset_params(raw: str | Mapping[str, Any] | None) -> dict[str, str]:
+    """``params`` as text values by key; raises :class:`SubsetError` (``params``) when it is no JSON
+    object."""
+    errors: dict[str, list[str]] = {}
+    params = _params(raw, errors)
+    if errors:
+        raise SubsetError(errors)
+    return params
+
+
+def numbered_params(params: Mapping[str, str]) -> dict[int, str]:
+    """``$n`` -> value; raises :class:`SubsetError` (``params``) unless keys are 1..n."""
     numbers: dict[int, str] = {}
     for key, value in params.items():
         if not key.isascii() or not key.isdigit():
@@ -260,7 +273,7 @@ def validate_subset(request: SubsetRequest, table: TableInfo) -> SubsetQuery:
 
     clause: WhereClause | None = None
     if request.where is not None and request.where.strip():
-        numbered = _numbered(params)
+        numbered = numbered_params(params)
         try:
             clause = compile_where(request.where, table, numbered)
         except WhereError as exc:

@@ -15,9 +15,10 @@ from sync.where import ast as a
 from sync.where.formatting import formatter
 from sync.where.typenames import TEXT_TYPES
 
-__all__ = ["quote_ident", "render", "sql_type"]
+__all__ = ["ParamSlot", "quote_ident", "render", "sql_type"]
 
 Literal = Callable[[str | None, str], str]  # (text value or None, sql type or "" for bare) -> SQL fragment
+ParamSlot = Callable[[a.Const, str], str]  # (a constant that came from $n, its sql type) -> SQL fragment
 
 
 def quote_ident(name: str) -> str:
@@ -42,18 +43,23 @@ _INFIX = frozenset(
 _C = ' COLLATE "C"'
 
 
-def render(node: a.Node, literal: Literal) -> str:
-    return _Renderer(literal).r(node)
+def render(node: a.Node, literal: Literal, param: ParamSlot | None = None) -> str:
+    """``node`` as SQL; constants through ``literal``, or those that came from a ``$n`` through ``param``
+    when given (:mod:`sync.where.slots` renders them as slots bound per request)."""
+    return _Renderer(literal, param).r(node)
 
 
 class _Renderer:
-    def __init__(self, literal: Literal) -> None:
+    def __init__(self, literal: Literal, param: ParamSlot | None = None) -> None:
         self.literal = literal
+        self.param = param
 
     def r(self, node: a.Node) -> str:
         if isinstance(node, a.Failed):
             return self.r(node.node)
         if isinstance(node, a.Const):
+            if node.param is not None and self.param is not None:
+                return self.param(node, sql_type(node.type))
             text = None if node.value is None else formatter(node.type)(node.value)
             return self.literal(text, sql_type(node.type))
         if isinstance(node, a.Col):

@@ -5,8 +5,11 @@ One service and database for the module (see ``subset_support``); each test has 
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +102,41 @@ def test_get_subset_headers_body_and_rows(svc: ServiceProcess, dsn: str, table: 
     assert first["headers"] == {"operation": "insert", "relation": ["public", table], "snapshot_mark": mark}
     assert set(first["value"]) == {"id", "grp", "name", "score", "tag"}
     assert all(isinstance(v, str) for v in first["value"].values())
+
+
+def _wire(
+    svc: ServiceProcess, method: str, path: str, headers: dict[str, str]
+) -> tuple[int, list[Any], bytes]:
+    """Status, every header in wire order (names lower-cased), body."""
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
+    try:
+        conn.request(method, path, headers=headers)
+        r = conn.getresponse()
+        return r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read()
+    finally:
+        conn.close()
+
+
+def test_a_get_answers_with_the_headers_falcon_sends(svc: ServiceProcess, table: str) -> None:
+    """Under our worker a GET subset leaves pre-rendered (api/raw_response.py), a POST through Falcon: the
+    same headers in the same order, with the request's own id and CORS origin."""
+    query = urllib.parse.urlencode(
+        {"table": table, "offset": "-1", "subset__where": "grp = $1", "subset__params": '{"1":"2"}',
+         "subset__order_by": "id", "subset__limit": "3"}
+    )  # fmt: skip
+    own_id = "client-chosen-request-id-0002"
+    varying = {"date", "x-request-id", "access-control-allow-origin"}
+    for headers in ({}, {"Origin": "https://app.example", "X-Request-Id": own_id}):
+        got = _wire(svc, "GET", f"/v1/shape?{query}", headers)
+        reference = _wire(svc, "POST", f"/v1/shape?{query}", headers)
+        assert got[0] == reference[0] == 200
+        assert [name for name, _ in got[1]] == [name for name, _ in reference[1]]
+        assert [h for h in got[1] if h[0] not in varying] == [h for h in reference[1] if h[0] not in varying]
+        values = dict(got[1])
+        assert values["access-control-allow-origin"] == headers.get("Origin", "*")
+        assert values["x-request-id"] == own_id if headers else len(values["x-request-id"]) == 20
+        rows = [[item["value"] for item in json.loads(body)["data"]] for body in (got[2], reference[2])]
+        assert rows[0] == rows[1] and len(rows[0]) == 3
 
 
 def test_no_matching_row_gives_empty_data_with_metadata(svc: ServiceProcess, table: str) -> None:

@@ -62,14 +62,14 @@ def test_items_equal_the_encoders_items_of_replicated_rows(
     encoder = ShapeLogEncoder(definition)
     expected = [encoder.snapshot_item(row)[1] for row in replicated]  # inserted in id order
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
-    result = runner.run(query, params, encoder)
+    result = runner.run(query, params, encoder.definition)
     assert result.count == len(ROWS) + 2
     assert result.body() == _expected_body(result.metadata, expected)
     # again on the same connection (its prepared statement), and a page of it
     query, params = build_subset_query(
         definition, None, SubsetQuery(order_by=(OrderItem("id", descending=True),), limit=2, offset=1)
     )
-    page = runner.run(query, params, encoder)
+    page = runner.run(query, params, encoder.definition)
     assert page.body() == _expected_body(page.metadata, expected[::-1][1:3])
     assert page.metadata["snapshot_mark"] != result.metadata["snapshot_mark"]
 
@@ -84,7 +84,7 @@ def test_keys_with_nulls_and_slashes_without_primary_key(
     rows = [("x/y", "1"), (None, "2"), ('q"\\', None)]
     where = compile_where('"a%b" > $1 OR "a%b" IS NULL', table, {1: "0"})
     query, params = build_subset_query(definition, None, SubsetQuery(where, (OrderItem("a%b"),)))
-    result = runner.run(query, params, encoder)
+    result = runner.run(query, params, encoder.definition)
     assert result.body() == _expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
     assert b'"key":"\\"public\\".\\"we//ird\\"/\\"2\\"/_"' in result.body()  # NULL key part
 
@@ -100,7 +100,7 @@ def test_a_statement_built_for_other_columns_is_built_again(
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
 
     def check(rows: list[tuple[str | None, ...]]) -> None:
-        got = runner.run(query, params, encoder)  # one pooled connection: its prepared statement
+        got = runner.run(query, params, encoder.definition)  # one pooled connection: its prepared statement
         assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
 
     check([("1", "5", "x")])
@@ -126,7 +126,7 @@ def test_the_metadata_is_the_statements_snapshot(
         open_xid = int(open_tx.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0])  # type: ignore[index]
         conn.execute("INSERT INTO t VALUES (2)")  # committed after open_xid started: open_xid < xmax
         before = conn.execute(snapshot_sql).fetchone()
-        result = runner.run(query, params, encoder)
+        result = runner.run(query, params, encoder.definition)
         after = conn.execute(snapshot_sql).fetchone()
         open_tx.rollback()
     assert before is not None and after is not None
@@ -138,7 +138,7 @@ def test_the_metadata_is_the_statements_snapshot(
     assert meta["xip_list"] == [str(open_xid)]  # in progress for the statement's snapshot
     # no row matched: the metadata still comes with the (empty) data
     query, params = build_subset_query(definition, None, SubsetQuery(compile_where("id > 5", table)))
-    empty = runner.run(query, params, encoder)
+    empty = runner.run(query, params, encoder.definition)
     assert orjson.loads(empty.body())["data"] == [] and empty.count == 0
     assert set(empty.metadata) == set(meta) and empty.metadata["xip_list"] == []
 
@@ -150,17 +150,19 @@ def test_a_failed_statement_closes_its_connection_and_the_next_one_works(
     _, encoder = _shape(conn, "t")
 
     def backend_pid() -> str:  # the subset connection's backend, as the row's "id"
-        body = runner.run(b'SELECT CAST(pg_backend_pid() AS text) AS "id"', [], encoder).body()
+        body = runner.run(b'SELECT CAST(pg_backend_pid() AS text) AS "id"', [], encoder.definition).body()
         return str(orjson.loads(body)["data"][0]["value"]["id"])
 
     first = backend_pid()
     assert backend_pid() == first  # one pooled connection, reused
     with pytest.raises(SubsetQueryFailed, match="QueryCanceled"):  # statement_timeout
-        runner.run(b'SELECT 1 AS "id" WHERE pg_sleep(CAST(%s AS float8)) IS NOT NULL', ["2"], encoder)
+        runner.run(
+            b'SELECT 1 AS "id" WHERE pg_sleep(CAST(%s AS float8)) IS NOT NULL', ["2"], encoder.definition
+        )
     second = backend_pid()
     assert second != first  # the failed connection was not reused
     with pytest.raises(SubsetQueryFailed, match="DivisionByZero"):
-        runner.run(b'SELECT 1 / CAST(%s AS int) AS "id"', ["0"], encoder)
+        runner.run(b'SELECT 1 / CAST(%s AS int) AS "id"', ["0"], encoder.definition)
     assert backend_pid() not in (first, second)
 
 
@@ -201,7 +203,7 @@ def test_shapes_with_other_key_columns_do_not_share_a_statement(
     assert build_subset_query(by_row, None, SubsetQuery()) == (query, params)
     for definition in (by_pk, by_row, by_pk):
         encoder = ShapeLogEncoder(definition)
-        got = runner.run(query, params, encoder)
+        got = runner.run(query, params, encoder.definition)
         assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(("1", "a"))[1]])
 
 
@@ -215,6 +217,6 @@ def test_columns_named_like_the_statements_own_names(
     _, encoder = _shape(conn, "n")
     definition = encoder.definition
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("x"),)))
-    got = runner.run(query, params, encoder)
+    got = runner.run(query, params, encoder.definition)
     rows = [("1", "a", "b", "2", "c", "d"), ("3", "e", None, None, None, None)]
     assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
