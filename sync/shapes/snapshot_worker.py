@@ -11,16 +11,16 @@ ONLY``, the display settings (so values are byte-identical to what replication s
 ``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it may now filter the
 transactions it holds), then the rows as finished log items, built by Postgres and read range by range of
 heap pages on up to two connections sharing the snapshot (:mod:`sync.shapes.snapshot_blocks`; ``COPY`` and
-:mod:`sync.shapes.snapshot_copy` for a non-UTF-8 connection), appended to storage a few MB at a time, one
-append in the storage actor while the next streams in, then ``snapshot-end``.  The table is never held in
-memory.
+:mod:`sync.shapes.snapshot_copy` for a non-UTF-8 connection), appended to storage a range (or a few MB of
+small ranges) at a time, up to :data:`STORE_AHEAD_BYTES` of appends in the storage actor while the next
+ranges stream in, then ``snapshot-end``.  The table is never held in memory.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -57,14 +57,19 @@ __all__ = [
     "SnapshotStarted",
     "connect_snapshot",
     "run_snapshot",
+    "store_messages",
     "take_snapshot",
 ]
 
 logger = logging.getLogger(__name__)
-STORE_BYTES: Final = 4 << 20  # items per storage append (each is a message, a write, maybe an fsync)
-# Storage appends in flight: the storage actor fsyncs each one, which on a busy disk took longer than the next
-# batch took to stream in (the worker then waited ~0.1-0.6 s per million rows with one).
-STORE_AHEAD: Final = 2
+STORE_BYTES: Final = 4 << 20  # small ranges' items are joined up to this per storage append
+# A range's block at least this large goes to storage as it is: joining blocks into bigger appends cost the
+# worker ~0.1 s of CPU per million benchmark rows (234 MB copied into fresh buffers; 5 paired runs, 0.66-0.78
+# s against 0.79-0.97 s in all).
+STORE_ALONE: Final = 1 << 20
+# Bytes of appends in flight: the storage actor writes and fsyncs them while the next ranges stream in (with
+# one 4 MB append at a time, the worker waited ~0.1-0.6 s per million rows on a busy disk).
+STORE_AHEAD_BYTES: Final = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +153,7 @@ def run_snapshot(
     request.consumer.ask(PrepareSnapshot(), timeout=timeout)  # registered before the snapshot is taken
     conn.execute(BEGIN_SNAPSHOT)
     extra: list[psycopg.Connection[Any]] = []
-    batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int]] | None = None
+    batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]] | None = None
     try:
         row = conn.execute(SNAPSHOT_INFO_QUERY).fetchone()
         assert row is not None
@@ -157,16 +162,18 @@ def run_snapshot(
         if request.record_mark is not None:
             request.record_mark(request.handle, wal_lsn)
         request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))
-        # up to STORE_AHEAD batches in storage (written, then fsynced) while the next streams in
-        pending: collections.deque[tuple[pykka.Future[Any], int]] = collections.deque()
+        # up to STORE_AHEAD_BYTES of appends in storage (written, then fsynced) while the next streams in
+        pending: collections.deque[tuple[pykka.Future[Any], int, int]] = collections.deque()
+        in_flight = 0
         batches = _batches(
             conn, request, fetch_rows=fetch_rows, helpers=helpers, lanes=lanes, pages=pages, extra=extra
         )
-        for message, rows in batches:
-            if len(pending) >= STORE_AHEAD:
-                _stored(pending, request, timeout)
+        for message, rows, size in batches:
+            while pending and in_flight >= STORE_AHEAD_BYTES:
+                in_flight -= _stored(pending, request, timeout)
             count += rows
-            pending.append((storage.ask(message, block=False), count))
+            in_flight += size
+            pending.append((storage.ask(message, block=False), count, size))
         while pending:
             _stored(pending, request, timeout)
         storage.ask(
@@ -185,12 +192,14 @@ def run_snapshot(
 
 
 def _stored(
-    pending: collections.deque[tuple[pykka.Future[Any], int]], request: SnapshotRequest, timeout: float
-) -> None:
-    """Wait for the oldest batch in storage, then tell the consumer how many rows are written."""
-    future, written = pending.popleft()
+    pending: collections.deque[tuple[pykka.Future[Any], int, int]], request: SnapshotRequest, timeout: float
+) -> int:
+    """Wait for the oldest batch in storage, then tell the consumer how many rows are written; returns the
+    batch's size."""
+    future, written, size = pending.popleft()
     future.get(timeout=timeout)
     request.consumer.tell(SnapshotProgress(written))
+    return size
 
 
 def _batches(
@@ -202,16 +211,16 @@ def _batches(
     lanes: int,
     pages: int,
     extra: list[psycopg.Connection[Any]],
-) -> Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int]]:
-    """The storage messages of the snapshot's rows (in the snapshot's transaction on ``conn``) and their
-    row counts; helper connections opened go to ``extra`` (the caller closes them)."""
+) -> Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]]:
+    """The storage messages of the snapshot's rows (in the snapshot's transaction on ``conn``), their row
+    counts and sizes (bytes); helper connections opened go to ``extra`` (the caller closes them)."""
     definition = request.definition
     if conn.info.encoding != "utf-8":
         statement = snapshot_copy_statement(conn, definition, request.where_sql, request.where_params)
         builder = CopyItemBuilder(definition, ShapeLogEncoder(definition), conn.info.encoding)
         with conn.cursor() as cur, cur.copy(statement) as copy:
             for batch in copy_items(copy, builder, fetch_rows):
-                yield AppendSnapshot(tuple(batch)), len(batch)
+                yield AppendSnapshot(tuple(batch)), len(batch), sum(len(j) for _, j in batch)
         return
     found = block_query(conn, definition, request.where_sql, request.where_params, pages=pages)
     if found is None:
@@ -230,17 +239,32 @@ def _batches(
             helper.execute(BEGIN_SNAPSHOT)
             helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(row[0]))))
         blocks = parallel_blocks([conn, *extra], query, ranges)
-    parts: list[bytes] = []  # small ranges (cheaper for Postgres) go to storage a few MB at a time
+    yield from store_messages(blocks)
+
+
+def store_messages(
+    blocks: Iterable[tuple[int, bytes]],
+) -> Iterator[tuple[AppendSnapshotBlock, int, int]]:
+    """The storage appends of ``(count, block)`` in order, with their row counts and sizes: a block of at
+    least :data:`STORE_ALONE` bytes as it is (no copy), smaller ones (cheaper for Postgres) joined up to
+    :data:`STORE_BYTES`."""
+    parts: list[bytes] = []
     size = count = 0
     for rows, block in blocks:
+        if len(block) >= STORE_ALONE:  # as it is, after the small ones before it
+            if parts:
+                yield AppendSnapshotBlock(b",".join(parts), count), count, size
+                parts, size, count = [], 0, 0
+            yield AppendSnapshotBlock(block, rows), rows, len(block)
+            continue
         parts.append(block)
         size += len(block)
         count += rows
         if size >= STORE_BYTES:
-            yield AppendSnapshotBlock(b",".join(parts), count), count
+            yield AppendSnapshotBlock(b",".join(parts), count), count, size
             parts, size, count = [], 0, 0
     if parts:
-        yield AppendSnapshotBlock(b",".join(parts), count), count
+        yield AppendSnapshotBlock(b",".join(parts), count), count, size
 
 
 def take_snapshot(
