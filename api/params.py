@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 import orjson
@@ -237,7 +238,24 @@ def _text(query: Mapping[str, str], name: str) -> str | None:
 
 
 def parse_shape_request(query: Mapping[str, str]) -> ShapeRequest:
-    """Validate the decoded query of a GET/HEAD ``/v1/shape``; raises :class:`InvalidRequest`."""
+    """Validate the decoded query of a GET/HEAD ``/v1/shape``; raises :class:`InvalidRequest`.
+
+    Memoised on the query without its ``subset__*`` values (a pure function of it; a client repeats the
+    same query request after request, and subsets differ in their ``subset__params`` only)."""
+    shape: list[tuple[str, str]] = []
+    subset: list[tuple[str, str]] = []
+    for item in query.items():
+        (subset if item[0].startswith(_SUBSET_PREFIX) else shape).append(item)
+    request = _parse_memo(tuple(shape))
+    return replace(request, subset=tuple(subset)) if subset else request
+
+
+@lru_cache(maxsize=4096)
+def _parse_memo(query: tuple[tuple[str, str], ...]) -> ShapeRequest:
+    return _parse_shape_request(dict(query))
+
+
+def _parse_shape_request(query: Mapping[str, str]) -> ShapeRequest:
     errors: dict[str, list[str]] = {}
     replica, log_mode, compaction, collected = _definition_fields(query, errors)
     offset_text = query.get("offset")
@@ -288,7 +306,6 @@ def parse_shape_request(query: Mapping[str, str]) -> ShapeRequest:
         cursor=_text(query, "cursor"),
         secret=_text(query, "secret") or _text(query, "api_secret"),
         expired_handle=_text(query, "expired_handle"),
-        subset=tuple((k, v) for k, v in query.items() if k.startswith(_SUBSET_PREFIX)),
     )
 
 

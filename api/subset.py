@@ -142,9 +142,13 @@ def apply_queryable_columns(request: ShapeRequest, queryable: tuple[str, ...] | 
 class SubsetResponder:
     """Writes subset answers (one per resource): through Falcon, or pre-rendered for our worker."""
 
+    BLOCKS = 1024  # header blocks kept (one per shape and schema)
+
     def __init__(self, settings: ApiSettings) -> None:
         self._raw_common = RawCommonLines(settings)
         self._cache_control = cache_control_headers(settings, method="GET", status=200, subset=True)
+        # (handle, schema) -> the rendered lines before electric-offset's value (None: not sendable raw)
+        self._blocks: dict[tuple[str, str], bytes | None] = {}
 
     def serve(  # noqa: PLR0917 - the resource's whole request context
         self,
@@ -159,30 +163,50 @@ class SubsetResponder:
         """Answer a subset request for the shape ``handle`` (already resolved, handle checked)."""
         offset = None if request.is_now or request.is_before_all else request.log_offset
         snapshot = engine.subset_snapshot(handle, subset, request_offset=offset, queryable_columns=queryable)
-        headers: Headers = [
-            *self._cache_control,
-            ("electric-snapshot", "true"),
-            ("electric-handle", handle),
-            ("electric-schema", engine.schema_header(handle)),
-            ("electric-offset", str(snapshot.offset)),
-            ("content-type", JSON_CONTENT_TYPE),
-        ]
+        schema = engine.schema_header(handle)
+        offset_text = str(snapshot.offset)
         if req.method == "GET" and req.env.get(RAW_ENV_KEY):
-            raw = self._raw(req, headers, snapshot.body)
+            raw = self._raw(req, handle, schema, offset_text, snapshot.body)
             if raw is not None:
                 raise RawAnswerReady(req, raw)
         resp.status = 200
-        resp.set_headers(headers)
+        resp.set_headers(self._headers(handle, schema, offset_text))
         resp.data = snapshot.body
 
-    def _raw(self, req: falcon.Request, headers: Headers, body: bytes) -> RawResponse | None:
+    def _headers(self, handle: str, schema: str, offset: str) -> Headers:
+        return [
+            *self._cache_control,
+            ("electric-snapshot", "true"),
+            ("electric-handle", handle),
+            ("electric-schema", schema),
+            ("electric-offset", offset),
+            ("content-type", JSON_CONTENT_TYPE),
+        ]
+
+    def _raw(
+        self, req: falcon.Request, handle: str, schema: str, offset: str, body: bytes
+    ) -> RawResponse | None:
         """The answer as Falcon would send it: the resource's headers, the middleware's, content-length
         (None when a value cannot be sent as it is: Falcon's path then answers)."""
-        common = self._raw_common.render(req)
-        if common is None:
-            return None
+        key = (handle, schema)
         try:
-            head = header_block(headers)
-        except ValueError:
+            before = self._blocks[key]
+        except KeyError:
+            try:
+                before = header_block(self._headers(handle, schema, "")[:-2])
+            except ValueError:
+                before = None
+            if len(self._blocks) >= self.BLOCKS:
+                self._blocks.clear()
+            self._blocks[key] = before
+        common = self._raw_common.render(req)
+        if before is None or common is None:
             return None
-        return RawResponse("200 OK", b"%s%scontent-length: %d\r\n" % (head, common, len(body)), body)
+        head = b"%selectric-offset: %s\r\ncontent-type: %s\r\n%scontent-length: %d\r\n" % (
+            before,
+            offset.encode(),  # digits, "_" and "-" only (a LogOffset)
+            JSON_CONTENT_TYPE.encode(),
+            common,
+            len(body),
+        )
+        return RawResponse("200 OK", head, body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import threading
 from dataclasses import replace
@@ -12,7 +13,7 @@ import orjson
 import pytest
 from falcon.testing import TestClient
 
-from api.middleware import AdmissionMiddleware, normalize_path, request_kind
+from api.middleware import AdmissionMiddleware, RequestIds, normalize_path, request_kind
 from api.params import parse_query
 from tests.api.conftest import TEST_SETTINGS, build_app
 from tests.api.fake_engine import FakeEngine
@@ -145,3 +146,10 @@ def test_streamed_body_keeps_slot_until_closed(fake: FakeEngine) -> None:
     assert admission.control.in_flight("initial") == 1
     body.close()  # what gunicorn does in its finally
     assert admission.control.in_flight("initial") == 0
+
+
+def test_request_ids_are_token_urlsafe_15_and_unique() -> None:
+    ids = RequestIds()
+    drawn = [ids.next() for _ in range(3 * RequestIds.BATCH + 5)]  # several batches
+    assert len(set(drawn)) == len(drawn)
+    assert all(len(i) == 20 and re.fullmatch(r"[A-Za-z0-9_-]{20}", i) for i in drawn)
