@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import count
 
-__all__ = ["MAX_IDLE", "counts", "schedule"]
+__all__ = ["MAX_IDLE", "backlog", "counts", "schedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,12 @@ def counts() -> tuple[int, int]:
     """``(live, parked)`` runners of this process (live includes parked ones)."""
     with _lock:
         return _live, len(_idle)
+
+
+def backlog() -> int:
+    """Tasks waiting for a runner now: above 0 while the actors have more queued work than the runners have
+    reached (a burst being worked through).  Read without the lock: a snapshot, for heuristics."""
+    return len(_queue)
 
 
 def _send_if_needed() -> tuple[bool, _Runner | None]:

@@ -7,9 +7,10 @@ the shapes whose WHERE clause holds for the new or the old row, in time independ
 shapes for indexable clauses; TRUNCATE reaches every shape of its table.  Each affected consumer gets only
 its own changes (``tell``; the collector never waits for a consumer), batched: what is routed while the
 replication client keeps handing over events (its reads), while the consumers are still busy with the
-previous batch (at most ``_MAX_GATHER_S``), and for up to ``_WIDE_GATHER_S`` when the batch reaches
-``_WIDE_BATCH`` shapes or more (its cost is per shape: more transactions ride along almost for free), is
-gathered per shape and told as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS`` transactions /
+previous batch (at most ``_MAX_GATHER_S``; up to ``_MAX_BACKLOG_S`` while the actors' run queue has a
+backlog), and for up to ``_WIDE_GATHER_S`` when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost
+is per shape: more transactions ride along almost for free; up to ``_WIDE_FLOWING_S`` while transactions
+keep arriving), is gathered per shape and told as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS`` transactions /
 ``_BATCH_CHANGES`` changes).  A transaction reaching few shapes on an idle engine is told at once.  A
 consumer whose inbox grows past ``max_consumer_queue`` cannot keep up: it is reported to the ShapeCache for
 invalidation instead of stalling every other shape.
@@ -36,7 +37,7 @@ from typing import Any
 
 import pykka
 
-from supervisors import SupervisedActor
+from supervisors import SupervisedActor, runners
 from sync import runtime
 from sync.replication.changes import (
     Change,
@@ -80,8 +81,11 @@ _GATHER_S = 0.0005  # the pause while consumers are busy with the previous batch
 _HANDOVER_S = 0.0001  # a full turn of the event loop (I/O included) for the replication client
 _BUSY_SAMPLE = 4  # consumers looked at to tell whether they are
 _MAX_GATHER_S = 0.1  # the longest wait for busy consumers before telling anyway
+_MAX_BACKLOG_S = 1.0  # the longest wait while the actors' run queue has a backlog (see _maybe_tell)
 _WIDE_BATCH = 256  # shapes reached by a batch that waits up to _WIDE_GATHER_S for more transactions
 _WIDE_GATHER_S = 0.1
+_WIDE_FLOWING_S = 0.5  # ... and up to this long while transactions keep coming (no gap of _FLOWING_S)
+_FLOWING_S = 0.02
 
 
 @dataclass(slots=True)
@@ -158,6 +162,7 @@ class ShapeLogCollector(SupervisedActor):
         self._backlog = False  # events were waiting when the gathered batch started
         self._last_batch = 0  # transactions in the batch told last
         self._batch_started = 0.0  # when the first change of the gathered batch was routed
+        self._routed_at = 0.0  # when the last fragment was routed
 
     def on_start(self) -> None:
         self._reports = DurableReports(self.actor_ref)
@@ -168,6 +173,7 @@ class ShapeLogCollector(SupervisedActor):
                 self._backlog = self._last_batch > 1 or not self.actor_inbox.empty()
                 self._batch_started = time.monotonic()
             self._route(message)
+            self._routed_at = time.monotonic()
             if self._outbox:
                 self._maybe_tell()
             return None
@@ -315,7 +321,7 @@ class ShapeLogCollector(SupervisedActor):
         """Tell the gathered changes unless more events are on their way or the consumers are still busy
         with the previous batch (bounded: see the module docstring)."""
         inbox = self.actor_inbox
-        give_up = 0.0
+        give_up = backlog_until = 0.0
         while self._outbox_commits < _BATCH_COMMITS and self._outbox_changes < _BATCH_CHANGES:
             if not inbox.empty():
                 return  # the next event is already here
@@ -325,23 +331,34 @@ class ShapeLogCollector(SupervisedActor):
             runtime.sleep(_HANDOVER_S if self._backlog or self._outbox_commits > 1 else 0)
             if not inbox.empty():
                 return
-            if not self._consumers_busy() and not self._wide_and_young():
+            backlog = runners.backlog() > 0
+            if not backlog and not self._consumers_busy() and not self._wide_and_young():
                 break
             # Self-clocking (as in group commit): while the consumers still work on what they were told,
             # more transactions gather here and reach them as one batch; not for long, though (a stuck
-            # consumer must not hold up the others, nor this actor's other messages).
+            # consumer must not hold up the others, nor this actor's other messages).  While the actors'
+            # run queue has a backlog (consumers and storages still working through the last batch: a
+            # batch reaching thousands of shapes takes a good part of a second) telling more now would
+            # only make each shape handle it separately (a wake-up, an append and a sync per shape
+            # again); a single stuck actor leaves no backlog (spare runners take the queue on).
             now = time.monotonic()
             if not give_up:
                 give_up = now + _MAX_GATHER_S
-            elif now >= give_up:
+                backlog_until = now + _MAX_BACKLOG_S
+            elif now >= (backlog_until if backlog else give_up):
                 break
             runtime.sleep(_GATHER_S)
         self._tell_outbox()
 
     def _wide_and_young(self) -> bool:
         """A batch reaching many shapes costs mostly per shape, not per change: it waits a little for more
-        transactions (each shape then gets them in one message), a narrow one never does."""
-        return len(self._outbox) >= _WIDE_BATCH and time.monotonic() - self._batch_started < _WIDE_GATHER_S
+        transactions (each shape then gets them in one message), longer while they keep coming (a burst
+        still being read), a narrow one never does."""
+        if len(self._outbox) < _WIDE_BATCH:
+            return False
+        now = time.monotonic()
+        age = now - self._batch_started
+        return age < _WIDE_GATHER_S or (age < _WIDE_FLOWING_S and now - self._routed_at < _FLOWING_S)
 
     def _consumers_busy(self) -> bool:
         """Whether a few of the consumers waiting for the gathered changes still have messages queued."""
