@@ -8,13 +8,15 @@ covers creating the shape, the snapshot query, storing it and serving every byte
 Target: <= 1.5x COPY's time.
 
 A second client then reads the same shape again (served from storage only) and we report its MB/s.
-Prints one JSON line (lower is better: seconds).
+Also reported: the engine worker's CPU seconds per initial sync (``/proc``), to tell our cost from the
+machine's load.  Prints one JSON line (lower is better: seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import statistics
 import subprocess
 import tempfile
@@ -60,6 +62,15 @@ def read_shape(port: int, query: str) -> tuple[float, int, int]:
     return elapsed, total, requests
 
 
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def copy_baseline(bindir: str, dsn: str) -> float:
     t0 = time.perf_counter()
     subprocess.run(
@@ -79,6 +90,7 @@ def main() -> None:
     again: list[tuple[float, int]] = []
     copies: list[float] = []
     sizes: list[int] = []
+    worker_cpu: list[float] = []
     with temp_cluster() as (cluster, dsn), tempfile.TemporaryDirectory(prefix="bench-snap-") as tmp:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SCHEMA % args.rows)
@@ -92,7 +104,9 @@ def main() -> None:
                 query = "table=items&where=" + urllib.parse.quote(f"id > {-rep - 1}")
                 if rep % 2:
                     copies.append(copy_baseline(str(cluster.bindir), dsn))
+                cpu0 = process_cpu(svc.worker_pid())
                 seconds, size, requests = read_shape(svc.port, query)
+                worker_cpu.append(process_cpu(svc.worker_pid()) - cpu0)
                 ours.append(seconds)
                 sizes.append(size)
                 if not rep % 2:
@@ -119,6 +133,7 @@ def main() -> None:
             "baseline_runs_s": [round(x, 3) for x in copies],
             "shape_bytes": sizes[-1],
             "requests_per_sync": requests,
+            "worker_cpu_s_runs": [round(x, 2) for x in worker_cpu],
             "second_client_mb_per_s": round(mbps, 1),
             "second_client_runs_s": [round(s, 3) for s, _ in again],
             "rows": args.rows,
