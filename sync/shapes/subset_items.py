@@ -28,13 +28,6 @@ statement, and as much for NULL cases on every column):
   statement counts the rows and the items (:data:`ItemStatement`), so such a row cannot go unnoticed.
 
 Either way the runner discards the result and builds the statement again from the catalog.
-
-Unchecked items: when every column is plain or text/varchar (as for the snapshot:
-:func:`~sync.shapes.snapshot_sql.unchecked_allowed`), text values go out without ``to_json`` (~20% of the
-statement's time on the benchmark's table), and the runner counts the bytes JSON escapes in the middles
-against those the literal text, the separators and the non-NULL values bring
-(:meth:`ItemStatement.escape_free`).  A value holding one adds at least one: the runner then answers with
-the checked statement, and keeps that query checked.
 """
 
 from __future__ import annotations
@@ -46,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.snapshot_sql import Column, item_expression, unchecked_allowed
+from sync.shapes.snapshot_sql import Column, item_expression
 
 __all__ = ["COLUMNS_QUERY", "STALE_SQLSTATE", "ItemStatement", "item_statement"]
 
@@ -55,53 +48,31 @@ COLUMNS_QUERY: Final = (
     " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
 STALE_SQLSTATE: Final = "0A000"  # feature_not_supported: "cached plan must not change result type"
-_ESCAPED: Final = bytes(range(32)) + b'"\\'  # the bytes JSON escapes inside a string
 
 
 @dataclass(frozen=True, slots=True)
 class ItemStatement:
     """``query`` (psycopg ``%s`` syntax; its first placeholder is the separator, the subset's own follow)
-    returns one row: ``(snapshot, wal insert lsn, rows, items, middles, type guards..., counts...)``:
-    ``middles`` is the row's item middles joined by the separator (NULL when no row matched), ``items`` how
-    many of the ``rows`` have a middle.  An item is ``head + middle + tail``; fewer items than rows means a
-    column built as NOT NULL no longer is.
-
-    Unchecked (``escaped`` not None): text values are written as they are, and :meth:`escape_free` must
-    hold for the middles, else the checked statement answers; ``counts`` are then the non-NULL values of
-    each nullable column (``nullable``: the bytes JSON escapes one brings)."""
+    returns one row: ``(snapshot, wal insert lsn, rows, items, middles, type guards...)``: ``middles`` is
+    the row's item middles joined by the separator (NULL when no row matched), ``items`` how many of the
+    ``rows`` have a middle.  An item is ``head + middle + tail``; fewer items than rows means a column
+    built as NOT NULL no longer is."""
 
     query: bytes
     head: bytes
     tail: bytes
-    escaped: int | None = None  # escaped bytes in a middle whose nullable columns are NULL
-    nullable: tuple[int, ...] = ()
-
-    def escape_free(self, middles: bytes, separator: bytes, rows: int, counts: list[int]) -> bool:
-        """Whether the unchecked middles hold exactly the escaped bytes their literal text, the separators
-        and the non-NULL nullable values bring: a value holding one adds at least one (one pass, as the
-        snapshot's ``BlockQuery.unchecked_block``)."""
-        assert self.escaped is not None
-        expected = rows * self.escaped + (rows - 1) * (
-            len(separator) - len(separator.translate(None, _ESCAPED))
-        )
-        expected += sum(n * extra for n, extra in zip(counts, self.nullable, strict=True))
-        return len(middles) - len(middles.translate(None, _ESCAPED)) == expected
 
 
-def item_statement(
-    conn: psycopg.Connection[Any], definition: ShapeDefinition, query: bytes, *, unchecked: bool = False
-) -> ItemStatement:
+def item_statement(conn: psycopg.Connection[Any], definition: ShapeDefinition, query: bytes) -> ItemStatement:
     """The statement for ``query`` (a subset query of ``definition``'s columns, ``%s`` placeholders), built
-    for the column types read now (``unchecked`` when asked and the columns allow it, see
-    :func:`~sync.shapes.snapshot_sql.unchecked_allowed`); raises LookupError if a shape column is gone."""
+    for the column types read now; raises LookupError if a shape column is gone."""
     rows = conn.execute(COLUMNS_QUERY, (definition.relation_oid,)).fetchall()
     catalog = {str(r[0]): Column(str(r[0]), int(r[1]), bool(r[2])) for r in rows}
     missing = [c for c in definition.columns if c not in catalog]
     if missing:
         raise LookupError(f"columns {missing} not found in {definition.schema}.{definition.table}")
     columns = [catalog[c] for c in definition.columns]
-    unchecked = unchecked and unchecked_allowed(definition, columns)
-    item = item_expression(conn, definition, columns, unchecked=unchecked)
+    item = item_expression(conn, definition, columns)
     middle = item.middle
     not_null = [f"x.{sql.Identifier(c.name).as_string(conn)} IS NULL" for c in columns if c.not_null]
     if not_null:
@@ -110,14 +81,11 @@ def item_statement(
     # y's columns are renamed (m, g1, g2...): no shape column name can clash with them
     names = b", ".join([b"m", *(b"g%d" % (i + 1) for i in range(len(idents)))])
     guards = b"".join(b", (array_agg(y.g%d) FILTER (WHERE false))[1]" % (i + 1) for i in range(len(idents)))
-    position = {sql.Identifier(c).as_string(conn): i + 1 for i, c in enumerate(definition.columns)}
-    counts = b"".join(b", count(y.g%d)" % position[ident] for ident, _ in item.nullable) if unchecked else b""
     statement = b"".join(
         (
             b"SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text, count(*), count(m),"
             b" string_agg(m, %s)",
             guards,
-            counts,
             b" FROM (SELECT ",
             middle.replace("%", "%%").encode(),
             b"".join(b", x." + ident for ident in idents),
@@ -128,7 +96,4 @@ def item_statement(
             b")",
         )
     )
-    if not unchecked:
-        return ItemStatement(statement, item.head.encode(), item.tail.encode())
-    extras = tuple(extra for _, extra in item.nullable)
-    return ItemStatement(statement, item.head.encode(), item.tail.encode(), item.escaped, extras)
+    return ItemStatement(statement, item.head.encode(), item.tail.encode())

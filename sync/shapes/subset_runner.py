@@ -50,9 +50,6 @@ __all__ = ["SubsetBusy", "SubsetQueryFailed", "SubsetResult", "SubsetRunner"]
 logger = logging.getLogger(__name__)
 
 
-CHECKED_ONLY: Final = 1024  # queries remembered as needing checked items (then forgotten at once)
-
-
 class SubsetBusy(RuntimeError):
     """Every subset connection stayed busy for the whole queue timeout."""
 
@@ -119,7 +116,6 @@ class SubsetRunner:
         )
         self._lock = threading.Lock()
         self._opened = False
-        self._checked_only: set[bytes] = set()  # queries whose unchecked items once needed escaping
         # marks start at random so that marks of an earlier process run are unlikely to collide
         self._marks = itertools.count(secrets.randbelow(1 << 30) + 1)
 
@@ -157,7 +153,7 @@ class SubsetRunner:
         except PoolTimeout:
             raise SubsetBusy("no subset connection free within the queue timeout") from None
         try:
-            result, items = _items(conn, query, values, definition, mark, self._checked_only)
+            result, items = _items(conn, query, values, definition, mark)
         except (psycopg.Error, LookupError) as exc:
             conn.close()  # its prepared statements and session state are unknown now: never reuse it
             logger.warning("subset query failed: %r", exc)
@@ -167,58 +163,31 @@ class SubsetRunner:
         return _result(result, items, mark)
 
 
-def _items(  # noqa: PLR0917 - one statement's whole context
-    conn: SubsetConnection,
-    query: bytes,
-    values: list[bytes | None],
-    definition: ShapeDefinition,
-    mark: int,
-    checked_only: set[bytes],
+def _items(
+    conn: SubsetConnection, query: bytes, values: list[bytes | None], definition: ShapeDefinition, mark: int
 ) -> tuple[pq.abc.PGresult, bytes]:
     """Run ``query``'s item statement: its result and the items (``mark`` added to each).  The statement
-    is built again (once) if the columns changed since it was built, and a query whose unchecked items
-    held a byte JSON escapes is answered (and from now on run) checked (:mod:`sync.shapes.subset_items`)."""
+    is built again (once) if the columns changed since it was built (see :mod:`sync.shapes.subset_items`)."""
     # the items depend on the shape's key columns too, which the query text does not show
     key = query + b"\x00" + orjson.dumps([definition.relation_oid, definition.key_columns])
-    rebuilt = False
-    while True:
-        unchecked = key not in checked_only
-        statement_key = key + b"\x00unchecked" if unchecked else key
-        entry = conn.subset_statements.get(statement_key)
+    for attempt in range(2):
+        entry = conn.subset_statements.get(key)
         if entry is None:
-            item = item_statement(conn, definition, query, unchecked=unchecked)
-            entry = prepare(conn, statement_key, numbered_query(item.query), item)
+            item = item_statement(conn, definition, query)
+            entry = prepare(conn, key, numbered_query(item.query), item)
         statement: ItemStatement = entry.payload
         tail = statement.tail[:-2] + b',"snapshot_mark":%d}}' % mark  # the tail ends the item's headers
-        separator = tail + b"," + statement.head
         try:
-            result = execute(conn, entry, [separator, *values])
+            result = execute(conn, entry, [tail + b"," + statement.head, *values])
         except psycopg.Error as exc:
-            if rebuilt or exc.sqlstate != STALE_SQLSTATE:
+            if attempt or exc.sqlstate != STALE_SQLSTATE:
                 raise
         else:
-            value = result.get_value
-            rows, items, middles = (
-                int(bytes(value(0, 2) or b"0")),
-                int(bytes(value(0, 3) or b"0")),
-                value(0, 4),
-            )
+            rows, items, middles = result.get_value(0, 2), result.get_value(0, 3), result.get_value(0, 4)
             if rows == items:  # else a column built as NOT NULL holds a NULL now
-                if middles is None:
-                    return result, b""
-                if statement.escaped is not None:
-                    first = 5 + len(definition.columns)
-                    counts = [int(bytes(value(0, first + i) or b"0")) for i in range(len(statement.nullable))]
-                    if not statement.escape_free(middles, separator, rows, counts):
-                        if len(checked_only) >= CHECKED_ONLY:
-                            checked_only.clear()
-                        checked_only.add(key)
-                        continue
-                return result, b"".join((statement.head, middles, tail))
-            if rebuilt:
-                raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
-        rebuilt = True
-        deallocate(conn, statement_key)
+                return result, b"" if middles is None else b"".join((statement.head, middles, tail))
+        deallocate(conn, key)
+    raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
 
 
 def _result(result: pq.abc.PGresult, items: bytes, mark: int) -> SubsetResult:

@@ -17,7 +17,7 @@ from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql
 from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
 from sync.shapes.subset_exec import Statements, SubsetConnection, numbered_query, run_prepared
-from sync.shapes.subset_runner import SubsetQueryFailed, SubsetResult, SubsetRunner
+from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner
 from sync.where import compile_where
 from tests.shapes.helpers import read_table
 from tests.shapes.test_snapshot_copy import EXTRA, NASTY, alltypes_table
@@ -220,40 +220,3 @@ def test_columns_named_like_the_statements_own_names(
     got = runner.run(query, params, encoder.definition)
     rows = [("1", "a", "b", "2", "c", "d"), ("3", "e", None, None, None, None)]
     assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
-
-
-def test_unchecked_text_values_fall_back_to_checked_items_when_one_needs_escaping(
-    conn: psycopg.Connection[Any], runner: SubsetRunner
-) -> None:
-    """Text values go out unescaped while none holds a byte JSON escapes; a subset whose rows hold one is
-    answered with checked items (and that query stays checked), byte-identical to the encoder's either way."""
-    conn.execute("CREATE TABLE u (id int PRIMARY KEY, t text NOT NULL, v varchar, n int)")
-    values = [
-        (1, "plain", None, 1),
-        (2, "é ünïcode ☃ \x7f", "v", None),
-        (3, "x", 'q"uote', 3),
-        (4, "tab\t", "b\\s", 4),
-    ]
-    conn.cursor().executemany("INSERT INTO u VALUES (%s, %s, %s, %s)", values)
-    table, encoder = _shape(conn, "u")
-    definition = encoder.definition
-
-    def rows_of(ids: list[int]) -> list[bytes]:
-        return [
-            encoder.snapshot_item(tuple(None if x is None else str(x) for x in values[i - 1]))[1] for i in ids
-        ]
-
-    def subset(where: str) -> tuple[list[int], SubsetResult]:
-        clause = compile_where(where, table, {})
-        query, params = build_subset_query(definition, None, SubsetQuery(clause, (OrderItem("id"),)))
-        got = runner.run(query, params, definition)
-        return [int(item["value"]["id"]) for item in orjson.loads(got.body())["data"]], got
-
-    ids, got = subset("id <= 2")  # unchecked: nothing to escape (NULLs, UTF-8 and DEL need none)
-    assert ids == [1, 2] and got.body() == _expected_body(got.metadata, rows_of(ids))
-    assert runner._checked_only == set()
-    ids, got = subset("id >= 2")  # a quote, a backslash, a tab: checked
-    assert ids == [2, 3, 4] and got.body() == _expected_body(got.metadata, rows_of(ids))
-    assert len(runner._checked_only) == 1
-    ids, got = subset("id >= 2")  # checked at once now
-    assert got.body() == _expected_body(got.metadata, rows_of(ids))
