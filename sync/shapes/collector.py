@@ -10,10 +10,10 @@ replication client keeps handing over events (its reads), while the consumers ar
 previous batch (at most ``_MAX_GATHER_S``; up to ``_MAX_BACKLOG_S`` while the actors' run queue has a
 backlog), and for up to ``_WIDE_GATHER_S`` when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost
 is per shape: more transactions ride along almost for free; up to ``_WIDE_FLOWING_S`` while transactions
-keep arriving), is gathered per shape and told as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS`` transactions /
-``_BATCH_CHANGES`` changes).  A transaction reaching few shapes on an idle engine is told at once.  A
-consumer whose inbox grows past ``max_consumer_queue`` cannot keep up: it is reported to the ShapeCache for
-invalidation instead of stalling every other shape.
+keep arriving), is gathered per shape and told as one ``ShapeBatch`` (at the latest after
+``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few shapes on an
+idle engine is told at once.  A consumer whose inbox grows past ``max_consumer_queue`` cannot keep up: it
+is reported to the ShapeCache for invalidation instead of stalling every other shape.
 
 Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
 shapes received the transaction; storages report the offsets they made durable (batched through the
@@ -290,7 +290,7 @@ class ShapeLogCollector(SupervisedActor):
         for handle in recipients:
             if handle not in routes:
                 continue
-            changes = tuple(per_shape.get(handle, ()))
+            changes = per_shape.get(handle, ())
             exact = handle not in inexact
             first = handle not in touched
             touched.add(handle)
@@ -302,7 +302,7 @@ class ShapeLogCollector(SupervisedActor):
             if not first and last.commit_lsn == lsn and not last.commit:
                 # the next fragment of a transaction still gathered here: one message for both
                 box[-1] = shape_changes(
-                    xid, lsn, last.changes + changes, last.begin, commit, exact and last.exact
+                    xid, lsn, [*last.changes, *changes], last.begin, commit, exact and last.exact
                 )
             else:
                 box.append(shape_changes(xid, lsn, changes, first, commit, exact))

@@ -6,6 +6,7 @@ the collector actor, and the collector stays about routing and batching.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ class ShapeChanges:
 
     xid: int
     commit_lsn: int
-    changes: tuple[Change, ...]
+    changes: Sequence[Change]  # never modified once sent (the hot path hands over its list, no copy)
     begin: bool
     commit: bool
     exact: bool = False
@@ -76,7 +77,7 @@ _CHANGES_SETTERS = tuple(
 
 
 def shape_changes(  # noqa: PLR0917 - the message's fields, in order
-    xid: int, commit_lsn: int, changes: tuple[Change, ...], begin: bool, commit: bool, exact: bool
+    xid: int, commit_lsn: int, changes: Sequence[Change], begin: bool, commit: bool, exact: bool
 ) -> ShapeChanges:
     """``ShapeChanges(...)`` for the hot path."""
     msg: ShapeChanges = _new(ShapeChanges)

@@ -262,7 +262,7 @@ class Consumer(SupervisedActor):
         self._apply(actions)
 
     def _apply(self, actions: list[Action]) -> None:
-        parts: list[tuple[tuple[AppendItem, ...], bool]] = []
+        parts: list[tuple[Sequence[AppendItem], bool]] = []
         settle = 0
         completed = False
         for action in actions:

@@ -37,9 +37,10 @@ class ShapeFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Append these items of one transaction; ``complete`` ends the transaction (readers then see it)."""
+    """Append these items of one transaction; ``complete`` ends the transaction (readers then see it).
+    ``items`` is never modified once in an action (the hot path hands over the encoder's list, no copy)."""
 
-    items: tuple[LogItem, ...]
+    items: Sequence[LogItem]
     complete: bool
 
 
@@ -56,7 +57,7 @@ _set_items = vars(Append)["items"].__set__
 _set_complete = vars(Append)["complete"].__set__
 
 
-def _append(items: tuple[LogItem, ...]) -> Append:
+def _append(items: Sequence[LogItem]) -> Append:
     """``Append(items, complete=True)`` without the frozen dataclass ``__init__`` (the same object)."""
     action: Append = object.__new__(Append)
     _set_items(action, items)
@@ -156,7 +157,7 @@ class ConsumerState:
                 items = encode(msg, msg.exact)
                 self._last_tx = lsn
                 if items:
-                    out.append(_append(tuple(items)))
+                    out.append(_append(items))
                     continue
             out.append(CommitEmpty(lsn))
         return out
@@ -195,7 +196,7 @@ class ConsumerState:
                 txn.written = items[-1].offset
             if items or (txn.wrote and msg.commit):
                 txn.wrote = True
-                out.append(Append(tuple(items), complete=msg.commit))
+                out.append(Append(items, complete=msg.commit))
             if msg.commit:
                 self._last_tx = msg.commit_lsn
         if msg.commit:

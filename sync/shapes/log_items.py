@@ -39,7 +39,7 @@ from sync.offsets import LogOffset
 from sync.replication.changes import Change, Insert, Relation, Truncate
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_changes import ChangeRules, Operation, Predicate
-from sync.shapes.log_layout import IncompleteChange, Layout, is_plain, key_prefix, row_key
+from sync.shapes.log_layout import IncompleteChange, Layout, is_plain, key_prefix, row_key, shared_layout
 
 __all__ = [
     "MUST_REFETCH",
@@ -301,6 +301,5 @@ class ShapeLogEncoder(ChangeRules):
         missing = [c for c in (*d.columns, *d.key_columns) if c not in relation.column_index]
         if missing:
             raise RelationMismatch(f"{self._prefix} has no column(s) {', '.join(sorted(set(missing)))}")
-        lay = Layout(relation, d, self._prefix)
-        self._layout = lay
+        lay = self._layout = shared_layout(relation, d, self._prefix)
         return lay

@@ -13,7 +13,7 @@ readers never come through here (``writer.reader()``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ class AppendBatch:
     commit LSN of the newest transaction that added nothing to the log (0: none): the log is reported
     durable up to ``<settle>_0`` once everything written before this message is durable."""
 
-    parts: tuple[tuple[tuple[AppendItem, ...], bool], ...]
+    parts: tuple[tuple[Sequence[AppendItem], bool], ...]  # items never modified once sent
     settle: int = 0
 
 

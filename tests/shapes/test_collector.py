@@ -103,9 +103,11 @@ def test_routes_by_new_and_old_row_and_moves(setup: Any) -> None:
     alice = drain(sinks["alice"])
     bob = drain(sinks["bob"])
     everything = drain(sinks["all"])
-    assert [c.changes for c in alice] == [(ins, move)]  # the move out of alice's shape reaches alice
-    assert [c.changes for c in bob] == [(move,)]  # and the move in reaches bob (TOAST filled from old row)
-    assert [c.changes for c in everything] == [(ins, move)]  # the other table is not routed
+    assert [tuple(c.changes) for c in alice] == [(ins, move)]  # the move out of alice's shape reaches alice
+    assert [tuple(c.changes) for c in bob] == [
+        (move,)
+    ]  # and the move in reaches bob (TOAST filled from old row)
+    assert [tuple(c.changes) for c in everything] == [(ins, move)]  # the other table is not routed
     assert all(c.begin and c.commit and c.xid == 500 and c.commit_lsn == 1000 for c in alice + bob)
 
 
