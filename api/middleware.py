@@ -76,6 +76,8 @@ def request_query(req: falcon.Request) -> dict[str, str]:
 
 def normalize_path(path: str) -> str:
     """Collapse repeated slashes and drop a trailing one (percent-decoding is done by Falcon)."""
+    if "//" not in path and (len(path) == 1 or not path.endswith("/")):
+        return path  # already normal: no regex pass (every request comes here)
     path = _SLASHES.sub("/", path)
     if len(path) > 1 and path.endswith("/"):
         path = path.rstrip("/") or "/"

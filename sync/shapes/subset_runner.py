@@ -165,9 +165,10 @@ class SubsetRunner:
 
 def _items(
     conn: SubsetConnection, query: bytes, values: list[bytes | None], definition: ShapeDefinition, mark: int
-) -> tuple[pq.abc.PGresult, bytes]:
-    """Run ``query``'s item statement: its result and the items (``mark`` added to each).  The statement
-    is built again (once) if the columns changed since it was built (see :mod:`sync.shapes.subset_items`)."""
+) -> tuple[pq.abc.PGresult, tuple[bytes, ...]]:
+    """Run ``query``'s item statement: its result and the items' pieces (``mark`` added to each).  The
+    statement is built again (once) if the columns changed since it was built
+    (:mod:`sync.shapes.subset_items`)."""
     # the items depend on the shape's key columns too, which the query text does not show
     key = query + b"\x00" + orjson.dumps([definition.relation_oid, definition.key_columns])
     for attempt in range(2):
@@ -185,13 +186,13 @@ def _items(
         else:
             rows, items, middles = result.get_value(0, 2), result.get_value(0, 3), result.get_value(0, 4)
             if rows == items:  # else a column built as NOT NULL holds a NULL now
-                return result, b"" if middles is None else b"".join((statement.head, middles, tail))
+                return result, () if middles is None else (statement.head, middles, tail)
         deallocate(conn, key)
     raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
 
 
-def _result(result: pq.abc.PGresult, items: bytes, mark: int) -> SubsetResult:
-    """The body ``{"metadata":…,"data":[items]}``."""
+def _result(result: pq.abc.PGresult, items: tuple[bytes, ...], mark: int) -> SubsetResult:
+    """The body ``{"metadata":…,"data":[items]}`` (the items' pieces joined once, into the body)."""
     snapshot = PgSnapshot.parse(bytes(result.get_value(0, 0) or b"").decode())
     lsn = parse_lsn(bytes(result.get_value(0, 1) or b"").decode())
     metadata = {
@@ -202,5 +203,5 @@ def _result(result: pq.abc.PGresult, items: bytes, mark: int) -> SubsetResult:
         "snapshot_mark": mark,
     }
     count = int(bytes(result.get_value(0, 2) or b"0"))
-    body = b"".join((b'{"metadata":', orjson.dumps(metadata), b',"data":[', items, b"]}"))
+    body = b"".join((b'{"metadata":', orjson.dumps(metadata), b',"data":[', *items, b"]}"))
     return SubsetResult(metadata, count, body)
