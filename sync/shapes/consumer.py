@@ -275,7 +275,7 @@ class Consumer(SupervisedActor):
             assert isinstance(action, Append)
             if action.items:
                 self._txn_last = action.items[-1].offset
-            parts.append((action.items, action.complete))
+            parts.append(action)  # an (items, complete) pair
             if action.complete:
                 completed = True
                 self._appended = self._txn_last

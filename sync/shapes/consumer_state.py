@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sync.offsets import LogOffset
 from sync.shapes.collector import ShapeChanges
@@ -35,10 +35,12 @@ class ShapeFailed(Exception):
     """The shape cannot continue (held too much while waiting for its snapshot, ...): invalidate it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Append:
+class Append(NamedTuple):
     """Append these items of one transaction; ``complete`` ends the transaction (readers then see it).
-    ``items`` is never modified once in an action (the hot path hands over the encoder's list, no copy)."""
+    ``items`` is never modified once in an action (the hot path hands over the encoder's list, no copy).
+
+    A NamedTuple, not a dataclass: it is the ``(items, complete)`` pair the storage's ``AppendBatch.parts``
+    holds, so the consumer hands it over as it is (one object per transaction, not two)."""
 
     items: Sequence[LogItem]
     complete: bool
@@ -53,16 +55,12 @@ class CommitEmpty:
 
 Action = Append | CommitEmpty
 
-_set_items = vars(Append)["items"].__set__
-_set_complete = vars(Append)["complete"].__set__
+_new_tuple = tuple.__new__
 
 
 def _append(items: Sequence[LogItem]) -> Append:
-    """``Append(items, complete=True)`` without the frozen dataclass ``__init__`` (the same object)."""
-    action: Append = object.__new__(Append)
-    _set_items(action, items)
-    _set_complete(action, True)
-    return action
+    """``Append(items, complete=True)`` without the NamedTuple's Python-level ``__new__``."""
+    return _new_tuple(Append, (items, True))
 
 
 @dataclass(slots=True)
