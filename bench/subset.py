@@ -18,7 +18,9 @@ Prints one JSON line: median latencies in ms (``ours``, ``baseline``), ``ratio``
 query, interleaved in the same loop: what any request through the service costs), ``wsgi_floor_ms`` (the
 bare HTTP round trip, same client and connection reuse: a trivial WSGI app under the same gunicorn gevent
 worker, ``bench._load.floor_app``) and ``floor_ratio`` = (wsgi floor + direct query) / direct query, the
-ratio no HTTP service running the same query could beat on this machine, and parameters.
+ratio no HTTP service running the same query could beat on this machine, ``ours_worker_cpu_us`` /
+``wsgi_worker_cpu_us`` (the HTTP worker's CPU per request, subset requests alone / the trivial app's round
+trip, measured after the latencies) and parameters.
 """
 
 from __future__ import annotations
@@ -119,6 +121,31 @@ def fetch(conn: http.client.HTTPConnection, path: str) -> bytes:
     return body
 
 
+def _leaf_process(pid: int) -> int:
+    """The last-started process at the bottom of ``pid``'s tree (the gunicorn worker under the master)."""
+    while True:
+        children: list[int] = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+        if not children:
+            return pid
+        pid = max(children)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_cpu_us(pid: int, conn: http.client.HTTPConnection, paths: list[str]) -> float:
+    """CPU (user + system) of the HTTP worker under ``pid`` per request, over ``paths`` fetched in a row."""
+    worker = _leaf_process(pid)
+    before = _cpu_seconds(worker)
+    for path in paths:
+        fetch(conn, path)
+    return (_cpu_seconds(worker) - before) / len(paths) * 1e6
+
+
 def p95(samples: list[float]) -> float:
     return sorted(samples)[max(0, int(len(samples) * 0.95) - 1)]
 
@@ -129,6 +156,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--cpu-requests", type=int, default=400, help="requests of the worker CPU fields")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-subset-"))
@@ -182,6 +210,10 @@ def main() -> None:
                     if got != len(rows):
                         raise RuntimeError(f"subset returned {got} rows, the direct query {len(rows)}")
                     rows_seen += got
+        # extra, after the measurement: the worker CPU per request, subset requests alone, then the bare app's
+        cpu_paths = [subset_path(account, handle, log_offset) for account in accounts[: args.cpu_requests]]
+        ours_cpu = worker_cpu_us(proc.pid, client, cpu_paths)
+        wsgi_cpu = worker_cpu_us(floor_proc.pid, bare, ["/count"] * len(cpu_paths))
         client.close()
         bare.close()
         ours_ms, base_ms = statistics.median(ours), statistics.median(base)
@@ -203,6 +235,10 @@ def main() -> None:
                 # any HTTP service running this query could reach: (round trip + query) / query
                 "wsgi_floor_ms": round(wsgi_ms, 3),
                 "floor_ratio": round((wsgi_ms + base_ms) / base_ms, 3),
+                # worker CPU (user + system, /proc) per request, measured after the latencies: ours for
+                # subset requests alone, the trivial app's for its bare round trip (10 ms ticks: +-25 us)
+                "ours_worker_cpu_us": round(ours_cpu),
+                "wsgi_worker_cpu_us": round(wsgi_cpu),
                 "baseline_p95": round(p95(base), 3),
                 "rows": args.rows,
                 "accounts": args.accounts,
