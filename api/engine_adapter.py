@@ -11,7 +11,9 @@ raises them belongs here.  Every request calls it from its own greenlet:
   and a change wakes them all with one event.
 
 Request definitions are memoised (text -> validated definition) for a short time, so a live request for an
-existing shape costs two dict lookups before its read.
+existing shape costs two dict lookups before its read.  Subsets reuse their validated plans
+(:mod:`sync.shapes.subset_plan`), and per handle the schema header and the fact that the shape's snapshot
+has started are kept.
 """
 
 from __future__ import annotations
