@@ -8,12 +8,12 @@ shapes for indexable clauses; TRUNCATE reaches every shape of its table.  Each a
 its own changes (``tell``; the collector never waits for a consumer), batched: what is routed while the
 replication client keeps handing over events (its reads), while the consumers are still busy with the
 previous batch (at most ``_MAX_GATHER_S``; up to ``_MAX_BACKLOG_S`` while the actors' run queue has a
-backlog), and for up to ``_WIDE_GATHER_S`` when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost
-is per shape: more transactions ride along almost for free; up to ``_WIDE_FLOWING_S`` while transactions
-keep arriving), is gathered per shape and told as one ``ShapeBatch`` (at the latest after
-``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few shapes on an
-idle engine is told at once.  A consumer whose inbox grows past ``max_consumer_queue`` cannot keep up: it
-is reported to the ShapeCache for invalidation instead of stalling every other shape.
+backlog), and, when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost is per shape: more
+transactions ride along almost for free), for as long as transactions keep arriving (no gap of
+``_FLOWING_S``; up to ``_WIDE_FLOWING_S``), is gathered per shape and told as one ``ShapeBatch`` (at the
+latest after ``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few
+shapes on an idle engine is told at once.  A consumer whose inbox grows past ``max_consumer_queue``
+cannot keep up: it is reported to the ShapeCache for invalidation instead of stalling every other shape.
 
 Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
 shapes received the transaction; storages report the offsets they made durable (batched through the
@@ -82,9 +82,8 @@ _HANDOVER_S = 0.0001  # a full turn of the event loop (I/O included) for the rep
 _BUSY_SAMPLE = 4  # consumers looked at to tell whether they are
 _MAX_GATHER_S = 0.1  # the longest wait for busy consumers before telling anyway
 _MAX_BACKLOG_S = 1.0  # the longest wait while the actors' run queue has a backlog (see _maybe_tell)
-_WIDE_BATCH = 256  # shapes reached by a batch that waits up to _WIDE_GATHER_S for more transactions
-_WIDE_GATHER_S = 0.1
-_WIDE_FLOWING_S = 0.5  # ... and up to this long while transactions keep coming (no gap of _FLOWING_S)
+_WIDE_BATCH = 256  # shapes reached by a batch that waits for more transactions while they keep coming
+_WIDE_FLOWING_S = 0.5  # ... (no gap of _FLOWING_S) up to this long
 _FLOWING_S = 0.02
 
 
@@ -351,14 +350,13 @@ class ShapeLogCollector(SupervisedActor):
         self._tell_outbox()
 
     def _wide_and_young(self) -> bool:
-        """A batch reaching many shapes costs mostly per shape, not per change: it waits a little for more
-        transactions (each shape then gets them in one message), longer while they keep coming (a burst
-        still being read), a narrow one never does."""
+        """A batch reaching many shapes costs mostly per shape, not per change: while transactions keep coming
+        (a burst still being read) it waits for them, so each shape gets them in one message.  A lone wide
+        transaction waits at most ``_FLOWING_S`` for a follower; a narrow batch never waits."""
         if len(self._outbox) < _WIDE_BATCH:
             return False
         now = time.monotonic()
-        age = now - self._batch_started
-        return age < _WIDE_GATHER_S or (age < _WIDE_FLOWING_S and now - self._routed_at < _FLOWING_S)
+        return now - self._batch_started < _WIDE_FLOWING_S and now - self._routed_at < _FLOWING_S
 
     def _consumers_busy(self) -> bool:
         """Whether a few of the consumers waiting for the gathered changes still have messages queued."""

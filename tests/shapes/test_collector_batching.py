@@ -173,9 +173,11 @@ def test_a_stuck_consumer_holds_the_collector_only_briefly(monkeypatch: pytest.M
         consumer.stop()
 
 
-def test_a_wide_batch_waits_briefly_for_more_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wide_batch_waits_for_more_transactions_while_they_keep_coming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)  # shapes reached: "wide" from 2 on here
-    monkeypatch.setattr(collector_module, "_WIDE_GATHER_S", 0.5)
+    monkeypatch.setattr(collector_module, "_FLOWING_S", 0.5)  # a gap shorter than this: still flowing
     collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
     got = [queue.Queue[Any](), queue.Queue[Any](), queue.Queue[Any]()]
     refs = [Recorder.start(q) for q in got]
@@ -192,6 +194,27 @@ def test_a_wide_batch_waits_briefly_for_more_transactions(monkeypatch: pytest.Mo
             assert lsns(q.get(timeout=T)) == [100, 200]  # one message: both transactions
         assert time.monotonic() - t0 >= 0.4  # it waited (bounded) for more
         assert got[2].empty()
+    finally:
+        collector.stop()
+        for ref in refs:
+            ref.stop()
+
+
+def test_a_lone_wide_transaction_is_not_held_for_followers_that_do_not_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)
+    monkeypatch.setattr(collector_module, "_FLOWING_S", 0.05)
+    monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 60.0)  # only the gap can end the wait
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got = [queue.Queue[Any](), queue.Queue[Any]()]
+    refs = [Recorder.start(q) for q in got]
+    try:
+        for i, ref in enumerate(refs):
+            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
+        collector.ask(frag(100), timeout=T)
+        for q in got:  # told once no follower came within _FLOWING_S, long before _WIDE_FLOWING_S
+            assert lsns(q.get(timeout=T)) == [100]
     finally:
         collector.stop()
         for ref in refs:
