@@ -79,6 +79,22 @@ def _compile(text: str):  # type: ignore[no-untyped-def]
     return None if text == "" else compile_where(text, TABLE, {})
 
 
+def _indexed(shapes: list[str], removed: set[int]) -> tuple[RoutingIndex, dict[int, WhereClause | None]]:
+    """An index of the shapes whose clause compiles (shape id = position), less the ``removed`` ones."""
+    index = RoutingIndex()
+    clauses: dict[int, WhereClause | None] = {}
+    for sid, text in enumerate(shapes):
+        try:
+            clauses[sid] = _compile(text)
+        except WhereError:
+            continue
+        index.add(sid, "items", clauses[sid])
+    for sid in removed:
+        index.remove(sid)
+        clauses.pop(sid, None)
+    return index, clauses
+
+
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shapes=st.lists(clause_texts(), min_size=1, max_size=25),
@@ -92,17 +108,7 @@ def test_affected_matches_brute_force(
     changes: list[tuple[dict[str, str | None] | None, dict[str, str | None] | None]],
     removed: set[int],
 ) -> None:
-    index = RoutingIndex()
-    clauses = {}
-    for sid, text in enumerate(shapes):
-        try:
-            clauses[sid] = _compile(text)
-        except WhereError:
-            continue
-        index.add(sid, "items", clauses[sid])
-    for sid in removed:
-        index.remove(sid)
-        clauses.pop(sid, None)
+    index, clauses = _indexed(shapes, removed)
     for new, old in changes:
         expected = {
             sid
@@ -169,17 +175,7 @@ COLUMNS = ("id", "n", "f", "t", "s", "a")
 def test_bulk_routing_of_inserted_rows_matches_affected(
     shapes: list[str], new_rows: list[dict[str, str | None]], removed: set[int]
 ) -> None:
-    index = RoutingIndex()
-    clauses = {}
-    for sid, text in enumerate(shapes):
-        try:
-            clauses[sid] = _compile(text)
-        except WhereError:
-            continue
-        index.add(sid, "items", clauses[sid])
-    for sid in removed:
-        index.remove(sid)
-        clauses.pop(sid, None)
+    index, clauses = _indexed(shapes, removed)
     tuples = [tuple(r[c] for c in COLUMNS) for r in new_rows]
     positions = {c: i for i, c in enumerate(COLUMNS)}
     for _ in range(2):  # the second time every text's key comes from the memo
