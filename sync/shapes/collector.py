@@ -39,17 +39,7 @@ import pykka
 
 from supervisors import SupervisedActor, runners
 from sync import runtime
-from sync.replication.changes import (
-    Change,
-    Delete,
-    Insert,
-    Relation,
-    RelationChanged,
-    SlotRecreated,
-    TransactionFragment,
-    Truncate,
-    Update,
-)
+from sync.replication.changes import RelationChanged, SlotRecreated, TransactionFragment
 from sync.replication.sink import GetResumePoint, ResumePoint
 from sync.shapes.collector_messages import (
     RegisterShape,
@@ -59,7 +49,13 @@ from sync.shapes.collector_messages import (
     UnregisterShape,
     shape_changes,
 )
-from sync.shapes.collector_routing import ShapeRouting, TableKey, TableRouting, clause_columns, text_row
+from sync.shapes.collector_routing import (
+    ShapeRouting,
+    TableKey,
+    TableRouting,
+    clause_columns,
+    route_changes,
+)
 from sync.shapes.durable_reports import DrainDurable, DurableReports
 from sync.shapes.flush_tracker import FlushTracker
 
@@ -258,28 +254,7 @@ class ShapeLogCollector(SupervisedActor):
                 return  # the rest of a skipped replayed transaction
             msg = f"fragment of transaction {fragment.commit_lsn} arrived without its beginning"
             raise RuntimeError(msg)
-        per_shape: dict[str, list[Change]] = {}
-        inexact: set[str] = set()  # shapes routed an insert their consumer must check against its WHERE
-        run: list[Insert] = []  # consecutive inserts of one relation, routed in bulk
-        run_rel: Relation | None = None
-        for change in fragment.changes:
-            if change.__class__ is Insert:
-                rel = change.relation
-                if rel is not run_rel:
-                    if run:
-                        self._route_inserts(run, per_shape, inexact)
-                    run = []
-                    run_rel = rel
-                run.append(change)
-                continue
-            if run:
-                self._route_inserts(run, per_shape, inexact)
-                run = []
-                run_rel = None
-            for handle in self._affected(change):
-                per_shape.setdefault(handle, []).append(change)
-        if run:
-            self._route_inserts(run, per_shape, inexact)
+        per_shape, inexact = route_changes(self._index, self._by_table, fragment.changes)
         # Consumers that already got part of this transaction must learn where it ends.
         recipients = set(per_shape) | (txn.touched if fragment.commit else set())
         outbox = self._outbox
@@ -408,50 +383,6 @@ class ShapeLogCollector(SupervisedActor):
             if handle in routes:  # a report of a shape gone meanwhile must not linger in the tracker
                 acked = tracker.durable(handle, offset)
         self._report(acked)
-
-    def _affected(self, change: Change) -> set[str]:
-        if isinstance(change, Truncate):
-            out: set[str] = set()
-            for rel in change.relations:
-                routing = self._by_table.get((rel.schema, rel.name))
-                if routing is not None:
-                    out |= routing.shapes
-            return out
-        rel = change.relation
-        key = (rel.schema, rel.name)
-        routing = self._by_table.get(key)
-        if routing is None:
-            return set()
-        if not routing.filtered:
-            return routing.shapes  # no WHERE on this table: every change reaches every shape
-        pos = routing.positions(rel)
-        if isinstance(change, Update):
-            old = text_row(pos, change.old) if change.old is not None else None
-            return self._index.affected(key, text_row(pos, change.new, change.old), old)
-        if isinstance(change, Delete):
-            return self._index.affected(key, None, text_row(pos, change.old))
-        return set()  # Inserts go through _route_inserts
-
-    def _route_inserts(
-        self, run: list[Insert], per_shape: dict[str, list[Change]], inexact: set[str]
-    ) -> None:
-        """Route consecutive inserts of one relation (in bulk: see ``RoutingIndex.route_new_rows``); shapes
-        whose consumer must evaluate its WHERE for some of them are added to ``inexact``."""
-        rel = run[0].relation
-        key = (rel.schema, rel.name)
-        routing = self._by_table.get(key)
-        if routing is None:
-            return
-        if not routing.filtered:  # no WHERE on this table: every insert reaches every shape
-            for handle in routing.shapes:
-                found = per_shape.get(handle)
-                if found is None:
-                    per_shape[handle] = [*run]
-                else:
-                    found.extend(run)
-            return
-        rows = [change.new for change in run]
-        self._index.route_new_rows(key, routing.columns(rel), rows, run, out=per_shape, inexact=inexact)
 
     def _report(self, acked: int) -> None:
         if acked > self._last_acked:

@@ -1,5 +1,6 @@
 """What the ShapeLogCollector needs to route a change of one table: the routing index's contract, the
-table's shapes and the columns their clauses read, and rows turned into ``{column: text}`` for them.
+table's shapes and the columns their clauses read, rows turned into ``{column: text}`` for them, and
+:func:`route_changes`, which routes a transaction fragment's changes to the shapes they reach.
 
 Pure (no actor): the collector owns one :class:`TableRouting` per table it routes.
 """
@@ -10,9 +11,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sync.replication.changes import UNCHANGED_TOAST, Change, Relation, Row
+from sync.replication.changes import UNCHANGED_TOAST, Change, Delete, Insert, Relation, Row, Truncate, Update
 
-__all__ = ["ALL_COLUMNS", "ShapeRouting", "TableKey", "TableRouting", "TextRow", "clause_columns", "text_row"]
+__all__ = [
+    "ALL_COLUMNS",
+    "ShapeRouting",
+    "TableKey",
+    "TableRouting",
+    "TextRow",
+    "clause_columns",
+    "route_changes",
+    "text_row",
+]
 
 TableKey = tuple[str, str]
 TextRow = Mapping[str, str | None]
@@ -125,3 +135,84 @@ def clause_columns(clause: Any) -> frozenset[str] | None:
 
 
 ALL_COLUMNS: frozenset[str] = frozenset({"*"})  # marker: the clause's columns are unknown
+
+
+def route_changes(
+    index: ShapeRouting, by_table: Mapping[TableKey, TableRouting], changes: Sequence[Change]
+) -> tuple[dict[str, list[Change]], set[str]]:
+    """The changes each shape receives, in order, and the shapes whose consumer must check some routed
+    insert against its WHERE (the others were matched exactly: see ``RoutingIndex.route_new_rows``).
+    Consecutive inserts of one relation are routed in bulk."""
+    per_shape: dict[str, list[Change]] = {}
+    inexact: set[str] = set()
+    run: list[Insert] = []
+    run_rel: Relation | None = None
+    for change in changes:
+        if change.__class__ is Insert:
+            rel = change.relation
+            if rel is not run_rel:
+                if run:
+                    _route_inserts(index, by_table, run, per_shape, inexact)
+                run = []
+                run_rel = rel
+            run.append(change)
+            continue
+        if run:
+            _route_inserts(index, by_table, run, per_shape, inexact)
+            run = []
+            run_rel = None
+        for handle in _affected(index, by_table, change):
+            per_shape.setdefault(handle, []).append(change)
+    if run:
+        _route_inserts(index, by_table, run, per_shape, inexact)
+    return per_shape, inexact
+
+
+def _affected(index: ShapeRouting, by_table: Mapping[TableKey, TableRouting], change: Change) -> set[str]:
+    if isinstance(change, Truncate):
+        out: set[str] = set()
+        for rel in change.relations:
+            routing = by_table.get((rel.schema, rel.name))
+            if routing is not None:
+                out |= routing.shapes
+        return out
+    rel = change.relation
+    key = (rel.schema, rel.name)
+    routing = by_table.get(key)
+    if routing is None:
+        return set()
+    if not routing.filtered:
+        return routing.shapes  # no WHERE on this table: every change reaches every shape
+    pos = routing.positions(rel)
+    if isinstance(change, Update):
+        old = text_row(pos, change.old) if change.old is not None else None
+        return index.affected(key, text_row(pos, change.new, change.old), old)
+    if isinstance(change, Delete):
+        return index.affected(key, None, text_row(pos, change.old))
+    return set()  # inserts go through _route_inserts
+
+
+def _route_inserts(
+    index: ShapeRouting,
+    by_table: Mapping[TableKey, TableRouting],
+    run: list[Insert],
+    per_shape: dict[str, list[Change]],
+    inexact: set[str],
+) -> None:
+    """Route consecutive inserts of one relation; shapes whose consumer must evaluate its WHERE for some of
+    them are added to ``inexact``."""
+    rel = run[0].relation
+    key = (rel.schema, rel.name)
+    routing = by_table.get(key)
+    if routing is None:
+        return
+    if not routing.filtered:  # no WHERE on this table: every insert reaches every shape
+        for handle in routing.shapes:
+            found = per_shape.get(handle)
+            if found is None:
+                per_shape[handle] = [*run]
+            else:
+                found.extend(run)
+        return
+    rows = [change.new for change in run]
+    index.route_new_rows(key, routing.columns(rel), rows, run, out=per_shape, inexact=inexact)
