@@ -28,13 +28,8 @@ from psycopg.adapt import Loader
 
 from sync import runtime
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.snapshot_sql import (
-    BlockQuery,
-    TableSize,
-    fetch_table,
-    item_expression,
-    unchecked_allowed,
-)
+from sync.shapes.item_sql import item_expression, unchecked_allowed
+from sync.shapes.snapshot_sql import BlockQuery, TableSize, fetch_table
 
 __all__ = [
     "DEFAULT_PAGES",
@@ -314,7 +309,7 @@ def block_query(
     """The shape's :class:`BlockQuery` and the page ranges to read (:func:`table_ranges`, at most ``pages``
     pages each), on ``conn`` in the snapshot's transaction; None when the shape has no snapshot rows
     (``changes_only``).  Needs a UTF-8 client encoding.  With ``unchecked`` (where
-    :func:`~sync.shapes.snapshot_sql.unchecked_allowed`), text values go out unescaped and each range is
+    :func:`~sync.shapes.item_sql.unchecked_allowed`), text values go out unescaped and each range is
     checked, read again with ``to_json`` if a value needed escaping."""
     if definition.log_mode == "changes_only":
         return None

@@ -1,7 +1,7 @@
 """The subset statement with its items built by Postgres, guarded against column changes.
 
 Why: building 50 items in Python (a dict per row, the key, orjson) cost the gevent worker ~0.1 ms per
-subset, more than Postgres needs for the same items with :func:`~sync.shapes.snapshot_sql.item_expression`
+subset, more than Postgres needs for the same items with :func:`~sync.shapes.item_sql.item_expression`
 (the snapshot's item SQL, byte-identical to the encoder's items, see that module).  Postgres also joins
 them (``string_agg`` with ``tail + "," + head`` as the separator, as the snapshot does), so the statement
 returns ONE row and the worker only puts the metadata, the first head and the last tail around one value.
@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.snapshot_sql import Column, item_expression
+from sync.shapes.item_sql import Column, item_expression
 
 __all__ = ["COLUMNS_QUERY", "STALE_SQLSTATE", "ItemStatement", "item_statement"]
 

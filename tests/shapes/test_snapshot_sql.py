@@ -13,6 +13,7 @@ from psycopg import sql
 
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.identifiers import parse_columns, parse_relation
+from sync.shapes.item_sql import IO_CAST_TYPES, KEY_PLAIN_TYPES, PLAIN_TYPES, Column, unchecked_allowed
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import BEGIN_SNAPSHOT
 from sync.shapes.snapshot_blocks import (
@@ -25,15 +26,7 @@ from sync.shapes.snapshot_blocks import (
     snapshot_blocks,
     table_ranges,
 )
-from sync.shapes.snapshot_sql import (
-    IO_CAST_TYPES,
-    KEY_PLAIN_TYPES,
-    PLAIN_TYPES,
-    UNCHECKED_FAILURES,
-    Column,
-    TableSize,
-    unchecked_allowed,
-)
+from sync.shapes.snapshot_sql import UNCHECKED_FAILURES, TableSize
 from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import read_table
