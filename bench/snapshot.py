@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import statistics
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench._common import emit
+from bench._common import emit, process_cpu_seconds
 from bench._service import ServiceProcess, temp_cluster
 
 SCHEMA = """
@@ -64,11 +63,7 @@ def read_shape(port: int, query: str) -> tuple[float, int, int]:
 
 def process_cpu(pid: int | None) -> float:
     """User + system CPU seconds of a process so far (0 when unknown)."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0 if pid is None else process_cpu_seconds(pid)
 
 
 def copy_baseline(bindir: str, dsn: str) -> float:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench._common import emit
+from bench._common import emit, process_cpu_seconds
 from bench._load import start_floor_app
 from sync.postgres.cluster import LocalCluster, free_port
 
@@ -132,18 +132,13 @@ def _leaf_process(pid: int) -> int:
         pid = max(children)
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def worker_cpu_us(pid: int, conn: http.client.HTTPConnection, paths: list[str]) -> float:
     """CPU (user + system) of the HTTP worker under ``pid`` per request, over ``paths`` fetched in a row."""
     worker = _leaf_process(pid)
-    before = _cpu_seconds(worker)
+    before = process_cpu_seconds(worker)
     for path in paths:
         fetch(conn, path)
-    return (_cpu_seconds(worker) - before) / len(paths) * 1e6
+    return (process_cpu_seconds(worker) - before) / len(paths) * 1e6
 
 
 def p95(samples: list[float]) -> float:
