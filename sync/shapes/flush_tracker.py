@@ -86,25 +86,14 @@ class FlushTracker:
         registers a transaction (its shapes report it durable as ``<commit_lsn>_0`` at the latest)."""
         txn = self._begin(commit_lsn)
         key = commit_lsn * _M
-        durable = self._durable
-        per_shape = self._per_shape
-        waiting = 0
         for handle in handles:
-            if durable.get(handle, _BEFORE_ALL) >= key:
-                continue  # already reported durable (a storage may fsync before the collector registers)
-            queue = per_shape.get(handle)
-            if queue is None:
-                queue = per_shape[handle] = deque()
-            queue.append(key)
-            queue.append(txn)
-            waiting += 1
-        txn.waiting = waiting
+            self._wait(txn, handle, key)
         self._pending.append(txn)
         return self._advance()
 
     def durable(self, handle: str, offset: LogOffset) -> int:
         """Shape ``handle`` has made everything up to ``offset`` durable.  Returns the ackable LSN."""
-        key = offset.tx * _M + offset.op
+        key = _key(offset)
         if key > self._durable.get(handle, _BEFORE_ALL):
             self._durable[handle] = key
         queue = self._per_shape.get(handle)
