@@ -12,8 +12,8 @@ raises them belongs here.  Every request calls it from its own greenlet:
 
 Request definitions are memoised (text -> validated definition) for a short time, so a live request for an
 existing shape costs two dict lookups before its read.  Subsets reuse their validated plans
-(:mod:`sync.shapes.subset_plan`), and per handle the schema header and the fact that the shape's snapshot
-has started are kept.
+(:mod:`sync.shapes.subset_plan`), per handle the fact that the shape's snapshot has started is kept, and the
+resolver keeps each shape's schema header.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from sync.shapes.cache import DeleteShape, get_or_create_shape
 from sync.shapes.definition import ShapeDefinition as SyncDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
-from sync.shapes.schema import schema_header
 from sync.shapes.shared_waits import SharedWaiter, SharedWaits
 from sync.shapes.subset import SubsetError, SubsetRequest
 from sync.shapes.subset_plan import SubsetPlans
@@ -111,8 +110,6 @@ class EngineShapes:
         self._plans = SubsetPlans()
         # per handle: the shape seen with its snapshot started (a started snapshot stays started)
         self._started: OrderedDict[str, LiveShape] = OrderedDict()
-        # per handle: the electric-schema header and the catalog entry it was rendered from
-        self._schemas: OrderedDict[str, tuple[TableInfo, str]] = OrderedDict()
         db = engine.settings.database
         self._subsets = SubsetRunner(
             engine.settings.snapshot_dsn,
@@ -249,20 +246,12 @@ class EngineShapes:
 
     def schema_header(self, handle: str) -> str:
         shape = self._shape(handle)
-        defn = shape.definition
-        resolver = self._services.resolver
         try:
-            info = resolver.table(defn.schema, defn.table)
-            hit = self._schemas.get(handle)
-            if hit is not None and hit[0] is info:
-                return hit[1]
-            header = schema_header(defn, info)  # what the resolver's schema_header renders
+            return self._services.resolver.schema_header(shape.definition)
         except CatalogUnavailable as exc:
             raise DatabaseUnreachable(str(exc)) from None
         except LookupError:
             raise ShapeGone(handle) from None
-        _remember(self._schemas, handle, (info, header), self._memo_size)
-        return header
 
     def wait_for_change(self, handle: str, offset: LogOffset) -> _Waiter:
         shape = self._shape(handle)

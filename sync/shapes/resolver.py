@@ -39,6 +39,8 @@ __all__ = ["CatalogUnavailable", "ShapeRequest", "ShapeRequestError", "ShapeReso
 
 logger = logging.getLogger(__name__)
 
+_HEADERS_MAX = 4096  # schema headers kept (a cache: cleared when full)
+
 
 class ShapeRequestError(ValueError):
     """A client mistake in the definition: ``errors`` maps a parameter to its messages."""
@@ -95,6 +97,8 @@ class ShapeResolver:
         self._opened = False
         self._lock = threading.Lock()
         self._tables: dict[tuple[str, str], tuple[float, TableInfo]] = {}
+        # definition -> (the catalog entry it was rendered from, its electric-schema header)
+        self._headers: dict[ShapeDefinition, tuple[TableInfo, str]] = {}
         self._ttl = ttl
         self._timeout = connect_timeout
 
@@ -192,8 +196,17 @@ class ShapeResolver:
         return replace(compiled_from_clause(clause), column_types=table_column_types(info))
 
     def schema_header(self, definition: ShapeDefinition) -> str:
-        """The ``electric-schema`` header for the shape, from the current catalog entry."""
-        return schema_header(definition, self.table(definition.schema, definition.table))
+        """The ``electric-schema`` header for the shape, from the current catalog entry (rendered again only
+        when that entry is another object: every response of a shape carries it)."""
+        info = self.table(definition.schema, definition.table)
+        hit = self._headers.get(definition)
+        if hit is not None and hit[0] is info:
+            return hit[1]
+        header = schema_header(definition, info)
+        if len(self._headers) >= _HEADERS_MAX:
+            self._headers.clear()
+        self._headers[definition] = (info, header)
+        return header
 
     def describe(self) -> dict[str, Any]:
         return {"cached_tables": len(self._tables)}

@@ -6,6 +6,7 @@ import orjson
 import psycopg
 
 from sync.shapes.definition import ShapeDefinition
+from sync.shapes.resolver import ShapeResolver
 from sync.shapes.schema import schema_header, shape_schema
 from tests.shapes.helpers import read_table
 
@@ -58,3 +59,25 @@ def test_schema_header_from_the_catalog(db_dsn: str) -> None:
     assert orjson.loads(header) == expected and " " not in header.replace("MINUTE TO SECOND", "")
     subset = ShapeDefinition.create(("public", "s"), table, columns=["a", "b", "vc"])
     assert list(shape_schema(subset, table)) == ["b", "a", "vc"]
+
+
+def test_resolver_renders_a_header_again_only_for_a_new_catalog_entry(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE h (id int PRIMARY KEY, vc varchar(10))")
+        table = read_table(conn, "public", "h")
+        assert table is not None
+        definition = ShapeDefinition.create(("public", "h"), table)
+        resolver = ShapeResolver(db_dsn)
+        try:
+            first = resolver.schema_header(definition)
+            assert orjson.loads(first)["vc"] == {"type": "varchar", "max_length": 10}
+            assert resolver.schema_header(definition) is first  # same catalog entry: the kept header
+            conn.execute("ALTER TABLE h ALTER COLUMN vc TYPE varchar(20)")
+            assert resolver.schema_header(definition) is first  # the entry is kept until told otherwise
+            resolver.forget("public", "h")  # what a Relation message for the table does
+            assert orjson.loads(resolver.schema_header(definition))["vc"] == {
+                "type": "varchar",
+                "max_length": 20,
+            }
+        finally:
+            resolver.close()
