@@ -15,6 +15,7 @@ import falcon
 
 from api.engine_adapter import EngineShapes
 from api.health import ActorTreeResource, HealthResource
+from api.lean_lane import LeanLane, takes
 from api.metrics import METRICS_PATH, ApiMetrics, MetricsMiddleware, MetricsResource
 from api.params import ApiSettings
 from api.raw_response import RAW_ENV_KEY, SERVER_RAW_KEY, RawAnswerReady
@@ -52,7 +53,8 @@ class ShapesyncApp(falcon.App[falcon.Request, falcon.Response]):
     """The Falcon app plus the engine slot and settings the hooks and resources share.
 
     Under a server that writes pre-rendered responses itself (our gunicorn worker sets ``SERVER_RAW_KEY``),
-    a responder may leave with :class:`RawAnswerReady`; the middleware that must see every response then
+    subset GETs go through ``lean_lane`` first (``api/lean_lane.py``), and a responder may leave with
+    :class:`RawAnswerReady`; the middleware that must see every response then
     finishes it through ``raw_finishers`` (``finish_raw(req, body_length)``), see ``api/raw_response.py``.
     """
 
@@ -62,10 +64,15 @@ class ShapesyncApp(falcon.App[falcon.Request, falcon.Response]):
         self.shapesync_slot = EngineSlot()
         self.shapesync_metrics: ApiMetrics | None = None
         self.raw_finishers: list[Callable[[falcon.Request, int], None]] = []
+        self.lean_lane: LeanLane | None = None  # subset GETs past Falcon (api/lean_lane.py)
 
     def __call__(self, env: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if env.get(SERVER_RAW_KEY):
             env[RAW_ENV_KEY] = True
+            if self.lean_lane is not None and takes(env):
+                answer = self.lean_lane.serve(env)
+                if answer is not None:
+                    return answer
         try:
             return super().__call__(env, start_response)
         except RawAnswerReady as ready:
@@ -100,6 +107,7 @@ def create_app(settings: Settings) -> ShapesyncApp:
     if metrics_middleware is not None:
         finishers.append(metrics_middleware.finish_raw)
     app.raw_finishers = [f for f in finishers if f is not None]
+    app.lean_lane = LeanLane(shapes.raw_subset, shapes.middleware, app.shapesync_metrics)
     app.add_sink(_not_found, r"/")
     return app
 

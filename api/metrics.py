@@ -39,6 +39,7 @@ __all__ = [
     "EngineCollector",
     "MetricsMiddleware",
     "MetricsResource",
+    "live_request",
     "start_metrics_server",
 ]
 
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 METRICS_PATH = "/metrics"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
+
+
+def live_request(query: dict[str, str]) -> bool:
+    """Does a shape request with this decoded query count as a live waiter (``live`` but not ``false``)."""
+    return "live" in query and query["live"] != "false"
 
 
 class ApiMetrics:
@@ -184,11 +190,10 @@ class MetricsMiddleware:
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         # After routing and admission: only admitted live shape requests count as waiters.
-        if req.path == SHAPE_PATH and req.method in ("GET", "HEAD", "POST"):
-            query = request_query(req)
-            if "live" in query and query["live"] != "false":
-                req.context.metrics_live = True
-                self._metrics.live_waiters.inc()
+        in_shape = req.path == SHAPE_PATH and req.method in ("GET", "HEAD", "POST")
+        if in_shape and live_request(request_query(req)):
+            req.context.metrics_live = True
+            self._metrics.live_waiters.inc()
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool

@@ -30,6 +30,7 @@ from api.raw_response import header_block, safe_header_value
 __all__ = [
     "AdmissionControl",
     "AdmissionMiddleware",
+    "AdmissionSlot",
     "AuthMiddleware",
     "CommonHeadersMiddleware",
     "PathNormalizer",
@@ -104,12 +105,12 @@ class CommonHeadersMiddleware:
         self._cors_other = cors_headers(None, "/")
         self._ids = RequestIds()
 
+    def request_id(self, incoming: str | None) -> str:
+        """The request's id: Plug.RequestId accepts a client's id of 20..200 characters, else one is drawn."""
+        return incoming if incoming is not None and 20 <= len(incoming) <= 200 else self._ids.next()
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        incoming = req.get_header("x-request-id")
-        # Plug.RequestId accepts a client's id of 20..200 characters, otherwise generates one.
-        req.context.request_id = (
-            incoming if incoming is not None and 20 <= len(incoming) <= 200 else self._ids.next()
-        )
+        req.context.request_id = self.request_id(req.get_header("x-request-id"))
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
@@ -137,8 +138,12 @@ class RawCommonLines:
 
     def render(self, req: falcon.Request) -> bytes | None:
         """The block for ``req`` (None if its request id or origin could not be sent as they are)."""
-        request_id: str | None = getattr(req.context, "request_id", None)
-        origin = req.get_header("origin") or "*"
+        return self.lines(getattr(req.context, "request_id", None), req.get_header("origin"))
+
+    def lines(self, request_id: str | None, origin: str | None) -> bytes | None:
+        """The block for a request with this id and ``Origin`` header (None if the id or the origin could
+        not be sent as they are)."""
+        origin = origin or "*"
         if request_id is None or not safe_header_value(request_id) or not safe_header_value(origin):
             return None
         return b"%s%s\r\naccess-control-allow-origin: %s\r\n%s" % (
@@ -155,12 +160,17 @@ class AuthMiddleware:
     def __init__(self, settings: ApiSettings) -> None:
         self._secret = settings.secret.encode() if settings.secret else None
 
+    def allows(self, query: dict[str, str]) -> bool:
+        """Does the decoded query of a (non-OPTIONS) ``/v1/shape`` request carry the secret, if one is set."""
+        if self._secret is None:
+            return True
+        given = query.get("secret") or query.get("api_secret") or ""
+        return hmac.compare_digest(given.encode(), self._secret)
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self._secret is None or req.path != SHAPE_PATH or req.method == "OPTIONS":
             return
-        query = request_query(req)
-        given = query.get("secret") or query.get("api_secret") or ""
-        if not hmac.compare_digest(given.encode(), self._secret):
+        if not self.allows(request_query(req)):
             raise Unauthorized
 
 
@@ -191,7 +201,7 @@ class AdmissionControl:
             return self._counts[kind]
 
 
-class _Slot:
+class AdmissionSlot:
     """One acquired admission slot; releasing is idempotent."""
 
     __slots__ = ("_control", "_kind", "_released")
@@ -255,18 +265,27 @@ class AdmissionMiddleware:
         )
         self._rand = rand
 
+    def acquire(self, query: dict[str, str]) -> tuple[Kind, AdmissionSlot | None]:
+        """The kind of a GET/HEAD/POST ``/v1/shape`` with this decoded query, and a slot of that kind (None
+        when the kind is at its limit)."""
+        kind = request_kind(query, self._exists)
+        return kind, AdmissionSlot(self.control, kind) if self.control.try_acquire(kind) else None
+
+    def refusal(self, kind: Kind) -> ConcurrencyLimitExceeded:
+        return ConcurrencyLimitExceeded(kind, self.control.limit(kind), retry_after=self._rand(6, 10))
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.path != SHAPE_PATH or req.method not in ("GET", "HEAD", "POST"):
             return
-        kind = request_kind(request_query(req), self._exists)
-        if not self.control.try_acquire(kind):
-            raise ConcurrencyLimitExceeded(kind, self.control.limit(kind), retry_after=self._rand(6, 10))
-        req.context.admission_slot = _Slot(self.control, kind)
+        kind, slot = self.acquire(request_query(req))
+        if slot is None:
+            raise self.refusal(kind)
+        req.context.admission_slot = slot
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        slot: _Slot | None = getattr(req.context, "admission_slot", None)
+        slot: AdmissionSlot | None = getattr(req.context, "admission_slot", None)
         if slot is None:
             return
         stream: Any = resp.stream
@@ -283,7 +302,7 @@ class AdmissionMiddleware:
     def finish_raw(self, req: falcon.Request, body_length: int) -> None:
         """A pre-rendered answer left Falcon (api/raw_response.py): its body is in memory, release now."""
         del body_length
-        slot: _Slot | None = getattr(req.context, "admission_slot", None)
+        slot: AdmissionSlot | None = getattr(req.context, "admission_slot", None)
         if slot is not None:
             slot.release()
 

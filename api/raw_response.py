@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 __all__ = [
+    "LANE_ERROR_KEY",
     "RAW_ENV_KEY",
     "SERVER_RAW_KEY",
     "RawAnswerReady",
@@ -34,6 +35,7 @@ __all__ = [
 
 SERVER_RAW_KEY = "shapesync.server_writes_raw"  # set by the worker
 RAW_ENV_KEY = "shapesync.raw_ok"  # set by ShapesyncApp for the resource
+LANE_ERROR_KEY = "shapesync.lane_error"  # a lean lane's error, for the Falcon path (api/lean_lane.py)
 
 
 def safe_header_value(value: str) -> bool:

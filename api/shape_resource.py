@@ -51,6 +51,7 @@ from api.headers import (
 from api.live_memo import LiveAnswer, LiveMemo
 from api.middleware import request_query, shape_api_middleware
 from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_shape_request
+from api.raw_response import LANE_ERROR_KEY, RawResponse
 from api.shape_response import ShapeResponder, json_array_body
 from api.sse import sse_events, up_to_date_item
 from api.subset import (
@@ -125,13 +126,10 @@ class ShapeResource:
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, body_subset: SubsetRequest | None = None
     ) -> None:
-        query = request_query(req)
-        request = parse_shape_request(query)
-        queryable = parse_queryable_columns(query)
-        request = apply_queryable_columns(request, queryable)
-        handle = self._engine.get_or_create(request.definition)
-        if request.handle is not None and request.handle != handle:
-            raise MustRefetch(handle)
+        failed: Exception | None = req.env.pop(LANE_ERROR_KEY, None)
+        if failed is not None:  # the lean lane's request (api/lean_lane.py) failed: answer its error here
+            raise failed
+        request, queryable, handle = self._resolve(request_query(req))
         subset = body_subset or subset_from_query(request.subset)
         try:
             if subset is not None:  # spec §9: a subset snapshot instead of the log
@@ -144,6 +142,30 @@ class ShapeResource:
             raise MustRefetch(self._resolve_again(request.definition, gone.handle)) from None
 
     on_head = on_get
+
+    def raw_subset(self, query: dict[str, str], request_id: str, origin: str | None) -> RawResponse | None:
+        """A subset GET's whole answer as :meth:`on_get` would give it under our worker (the lean lane,
+        ``api/lean_lane.py``); None when it is not a subset or cannot leave pre-rendered.  Raises what
+        :meth:`on_get` raises."""
+        request, queryable, handle = self._resolve(query)
+        subset = subset_from_query(request.subset)
+        if subset is None:
+            return None
+        try:
+            return self._subsets.raw(self._engine, request, handle, subset, queryable, request_id, origin)
+        except ShapeGone as gone:
+            raise MustRefetch(self._resolve_again(request.definition, gone.handle)) from None
+
+    def _resolve(self, query: dict[str, str]) -> tuple[ShapeRequest, tuple[str, ...] | None, str]:
+        """The request, its queryable columns and its shape's handle (created if needed); 409 when the
+        request names another handle."""
+        request = parse_shape_request(query)
+        queryable = parse_queryable_columns(query)
+        request = apply_queryable_columns(request, queryable)
+        handle = self._engine.get_or_create(request.definition)
+        if request.handle is not None and request.handle != handle:
+            raise MustRefetch(handle)
+        return request, queryable, handle
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Spec §1: the same as GET (with ``cache-control: no-cache``) unless the body asks for a subset."""

@@ -24,6 +24,7 @@ from api.headers import JSON_CONTENT_TYPE, Headers, cache_control_headers
 from api.middleware import RawCommonLines
 from api.params import ApiSettings, ShapeRequest
 from api.raw_response import RAW_ENV_KEY, RawAnswerReady, RawResponse, header_block
+from sync.offsets import LogOffset
 from sync.shapes.identifiers import InvalidIdentifier, parse_columns
 from sync.shapes.subset import SubsetRequest
 
@@ -41,6 +42,7 @@ SUBSET_PREFIX = "subset__"
 SUBSET_BODY_KEYS = frozenset(
     {"where", "order_by", "limit", "offset", "params", "where_expr", "order_by_expr", "subset"}
 )
+_JSON_TYPE = JSON_CONTENT_TYPE.encode()
 _INVALID = "\x00invalid"  # a value no integer/where parser accepts: gives Ecto's "is invalid"
 
 
@@ -161,17 +163,47 @@ class SubsetResponder:
         queryable: tuple[str, ...] | None,
     ) -> None:
         """Answer a subset request for the shape ``handle`` (already resolved, handle checked)."""
-        offset = None if request.is_now or request.is_before_all else request.log_offset
-        snapshot = engine.subset_snapshot(handle, subset, request_offset=offset, queryable_columns=queryable)
-        schema = engine.schema_header(handle)
-        offset_text = str(snapshot.offset)
         if req.method == "GET" and req.env.get(RAW_ENV_KEY):
-            raw = self._raw(req, handle, schema, offset_text, snapshot.body)
+            request_id: str | None = getattr(req.context, "request_id", None)
+            raw = self.raw(engine, request, handle, subset, queryable, request_id, req.get_header("origin"))
             if raw is not None:
                 raise RawAnswerReady(req, raw)
+        snapshot = engine.subset_snapshot(
+            handle, subset, request_offset=_request_offset(request), queryable_columns=queryable
+        )
         resp.status = 200
-        resp.set_headers(self._headers(handle, schema, offset_text))
+        resp.set_headers(self._headers(handle, engine.schema_header(handle), str(snapshot.offset)))
         resp.data = snapshot.body
+
+    def raw(  # noqa: PLR0917 - the request's whole context
+        self,
+        engine: ShapeEngine,
+        request: ShapeRequest,
+        handle: str,
+        subset: SubsetRequest,
+        queryable: tuple[str, ...] | None,
+        request_id: str | None,
+        origin: str | None,
+    ) -> RawResponse | None:
+        """The answer to a GET as the Falcon path would send it: the resource's headers, the middleware's
+        (request id, CORS origin) and content-length; None, before any query, when a value cannot be sent
+        as it is (the Falcon path then answers)."""
+        common = self._raw_common.lines(request_id, origin)
+        before = self._block(handle, engine.schema_header(handle))
+        if before is None or common is None:
+            return None
+        snapshot = engine.subset_snapshot(
+            handle, subset, request_offset=_request_offset(request), queryable_columns=queryable
+        )
+        body = snapshot.body
+        head = b"%selectric-offset: %s\r\ncontent-type: %s\r\n%scontent-length: %d\r\n" % (
+            before,
+            str(snapshot.offset).encode(),  # digits, "_" and "-" only (a LogOffset)
+            _JSON_TYPE,
+            common,
+            len(body),
+        )
+        return RawResponse("200 OK", head, body)
 
     def _headers(self, handle: str, schema: str, offset: str) -> Headers:
         return [
@@ -183,30 +215,24 @@ class SubsetResponder:
             ("content-type", JSON_CONTENT_TYPE),
         ]
 
-    def _raw(
-        self, req: falcon.Request, handle: str, schema: str, offset: str, body: bytes
-    ) -> RawResponse | None:
-        """The answer as Falcon would send it: the resource's headers, the middleware's, content-length
-        (None when a value cannot be sent as it is: Falcon's path then answers)."""
+    def _block(self, handle: str, schema: str) -> bytes | None:
+        """The rendered lines before electric-offset's value, kept per (handle, schema); None when one of
+        them cannot be sent as it is."""
         key = (handle, schema)
         try:
-            before = self._blocks[key]
+            return self._blocks[key]
         except KeyError:
-            try:
-                before = header_block(self._headers(handle, schema, "")[:-2])
-            except ValueError:
-                before = None
-            if len(self._blocks) >= self.BLOCKS:
-                self._blocks.clear()
-            self._blocks[key] = before
-        common = self._raw_common.render(req)
-        if before is None or common is None:
-            return None
-        head = b"%selectric-offset: %s\r\ncontent-type: %s\r\n%scontent-length: %d\r\n" % (
-            before,
-            offset.encode(),  # digits, "_" and "-" only (a LogOffset)
-            JSON_CONTENT_TYPE.encode(),
-            common,
-            len(body),
-        )
-        return RawResponse("200 OK", head, body)
+            pass
+        try:
+            before: bytes | None = header_block(self._headers(handle, schema, "")[:-2])
+        except ValueError:
+            before = None
+        if len(self._blocks) >= self.BLOCKS:
+            self._blocks.clear()
+        self._blocks[key] = before
+        return before
+
+
+def _request_offset(request: ShapeRequest) -> LogOffset | None:
+    """The offset a subset answer echoes: the client's own position in the log, if it has one."""
+    return None if request.is_now or request.is_before_all else request.log_offset
