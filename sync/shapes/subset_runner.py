@@ -32,6 +32,7 @@ import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
@@ -42,6 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
 from sync.shapes.subset_exec import SubsetConnection, deallocate, execute, numbered_query, prepare
+from sync.shapes.subset_hot import KeptConnections
 from sync.shapes.subset_items import STALE_SQLSTATE, ItemStatement, item_statement
 from sync.shapes.xid import PgSnapshot
 
@@ -60,11 +62,17 @@ class SubsetQueryFailed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SubsetResult:
-    """The response: ``metadata`` (JSON-ready), the number of items and the whole JSON body."""
+    """The response: the metadata (``metadata_json``, also decoded as ``metadata``), the number of items and
+    the whole JSON body."""
 
-    metadata: dict[str, Any]
+    metadata_json: bytes
     count: int
     json: bytes
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        decoded: dict[str, Any] = orjson.loads(self.metadata_json)
+        return decoded
 
     def body(self) -> bytes:
         return self.json
@@ -114,6 +122,7 @@ class SubsetRunner:
             max_idle=max_idle,
             name="subsets",
         )
+        self._kept = KeptConnections(self._pool, max_idle)  # between requests (sync/shapes/subset_hot.py)
         self._lock = threading.Lock()
         self._opened = False
         # marks start at random so that marks of an earlier process run are unlikely to collide
@@ -128,6 +137,7 @@ class SubsetRunner:
     def close(self) -> None:
         with self._lock:
             if self._opened:
+                self._kept.close()
                 self._pool.close()
                 self._opened = False
 
@@ -146,10 +156,11 @@ class SubsetRunner:
         self._open()
         mark = next(self._marks)
         values = [_param(v) for v in params]
-        # getconn/putconn rather than pool.connection(): that one also enters the connection's own context,
-        # whose exit takes its lock to commit an autocommit connection (~20 µs under gevent)
+        # kept connections over the pool's getconn/putconn (sync/shapes/subset_hot.py), never
+        # pool.connection(): that one also enters the connection's own context, whose exit takes its lock to
+        # commit an autocommit connection (~20 µs under gevent)
         try:
-            conn = self._pool.getconn(timeout=self._queue_timeout)
+            conn = self._kept.get(self._queue_timeout)
         except PoolTimeout:
             raise SubsetBusy("no subset connection free within the queue timeout") from None
         try:
@@ -159,8 +170,13 @@ class SubsetRunner:
             logger.warning("subset query failed: %r", exc)
             raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
-            self._pool.putconn(conn)
+            self._kept.put(conn)
         return _result(result, items, mark)
+
+
+@lru_cache(maxsize=1024)
+def _key_suffix(relation_oid: int, key_columns: tuple[str, ...]) -> bytes:
+    return b"\x00" + orjson.dumps([relation_oid, key_columns])
 
 
 def _items(
@@ -170,7 +186,7 @@ def _items(
     statement is built again (once) if the columns changed since it was built
     (:mod:`sync.shapes.subset_items`)."""
     # the items depend on the shape's key columns too, which the query text does not show
-    key = query + b"\x00" + orjson.dumps([definition.relation_oid, definition.key_columns])
+    key = query + _key_suffix(definition.relation_oid, definition.key_columns)
     for attempt in range(2):
         entry = conn.subset_statements.get(key)
         if entry is None:
@@ -193,15 +209,30 @@ def _items(
 
 def _result(result: pq.abc.PGresult, items: tuple[bytes, ...], mark: int) -> SubsetResult:
     """The body ``{"metadata":…,"data":[items]}`` (the items' pieces joined once, into the body)."""
-    snapshot = PgSnapshot.parse(bytes(result.get_value(0, 0) or b"").decode())
-    lsn = parse_lsn(bytes(result.get_value(0, 1) or b"").decode())
-    metadata = {
-        "xmin": str(snapshot.xmin),
-        "xmax": str(snapshot.xmax),
-        "xip_list": [str(x) for x in sorted(snapshot.xip)],
-        "database_lsn": str(lsn),
-        "snapshot_mark": mark,
-    }
+    meta = metadata_json(bytes(result.get_value(0, 0) or b""), bytes(result.get_value(0, 1) or b""), mark)
     count = int(bytes(result.get_value(0, 2) or b"0"))
-    body = b"".join((b'{"metadata":', orjson.dumps(metadata), b',"data":[', *items, b"]}"))
-    return SubsetResult(metadata, count, body)
+    return SubsetResult(meta, count, b"".join((b'{"metadata":', meta, b',"data":[', *items, b"]}")))
+
+
+def metadata_json(snapshot: bytes, lsn: bytes, mark: int) -> bytes:
+    """The subset's metadata object from the statement's ``pg_current_snapshot()`` and WAL position texts,
+    as ``orjson.dumps`` writes ``{"xmin": str, "xmax": str, "xip_list": [str, ...] (ascending),
+    "database_lsn": str (decimal), "snapshot_mark": mark}``; written directly (numbers only, nothing to
+    escape).  Raises ValueError on a value that is not what Postgres writes (as PgSnapshot.parse)."""
+    xmin, sep, rest = snapshot.partition(b":")
+    xmax, sep2, xip = rest.partition(b":")
+    if not (sep and sep2 and xmin.isdigit() and xmax.isdigit()) or b":" in xip:
+        raise ValueError(f"not a pg_snapshot: {snapshot!r}")
+    low, high = int(xmin), int(xmax)
+    if not xip and low <= high:
+        xips = b""
+    else:  # transactions in progress: PgSnapshot checks them, sorted as numbers
+        parsed = PgSnapshot.parse(snapshot.decode())
+        xips = b",".join(b'"%d"' % x for x in sorted(parsed.xip))
+    return b'{"xmin":"%d","xmax":"%d","xip_list":[%s],"database_lsn":"%d","snapshot_mark":%d}' % (
+        low,
+        high,
+        xips,
+        parse_lsn(lsn.decode()),
+        mark,
+    )

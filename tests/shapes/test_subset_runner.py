@@ -14,10 +14,11 @@ import pytest
 from sync.postgres.inspector import TableInfo
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
-from sync.shapes.snapshot import display_settings_sql
+from sync.shapes.snapshot import display_settings_sql, parse_lsn
 from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
 from sync.shapes.subset_exec import Statements, SubsetConnection, numbered_query, run_prepared
-from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner
+from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner, metadata_json
+from sync.shapes.xid import PgSnapshot
 from sync.where import compile_where
 from tests.shapes.helpers import read_table
 from tests.shapes.test_snapshot_copy import EXTRA, NASTY, alltypes_table
@@ -220,3 +221,27 @@ def test_columns_named_like_the_statements_own_names(
     got = runner.run(query, params, encoder.definition)
     rows = [("1", "a", "b", "2", "c", "d"), ("3", "e", None, None, None, None)]
     assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "lsn"),
+    [("5:5:", "0/0"), ("10:12:", "16/B374D848"), ("10:20:17,11,19", "0/16B3748"), ("1:2:1", "FFFFFFFF/1")],
+)
+def test_metadata_is_what_orjson_writes_of_the_parsed_values(snapshot: str, lsn: str) -> None:
+    parsed = PgSnapshot.parse(snapshot)
+    reference = {
+        "xmin": str(parsed.xmin),
+        "xmax": str(parsed.xmax),
+        "xip_list": [str(x) for x in sorted(parsed.xip)],
+        "database_lsn": str(parse_lsn(lsn)),
+        "snapshot_mark": 77,
+    }
+    assert metadata_json(snapshot.encode(), lsn.encode(), 77) == orjson.dumps(reference)
+
+
+@pytest.mark.parametrize("snapshot", ["", "1:2", "1:2:3:4", "a:2:", "3:2:", "1:5:7", "1:5:x"])
+def test_metadata_refuses_what_pg_snapshot_refuses(snapshot: str) -> None:
+    with pytest.raises(ValueError):
+        PgSnapshot.parse(snapshot)
+    with pytest.raises(ValueError):
+        metadata_json(snapshot.encode(), b"0/0", 1)

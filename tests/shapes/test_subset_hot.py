@@ -1,0 +1,98 @@
+"""Kept subset connections (sync/shapes/subset_hot.py) over a real pool and Postgres: reuse without the pool,
+no starved pool waiter, idle ones back to the pool after max_idle, unusable ones never kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from sync.shapes.subset_hot import KeptConnections
+
+Pool = ConnectionPool[psycopg.Connection[Any]]
+
+
+@pytest.fixture
+def pool(db_dsn: str) -> Iterator[Pool]:
+    p: Pool = ConnectionPool(db_dsn, min_size=0, max_size=1, kwargs={"autocommit": True}, open=False)
+    p.open(wait=False)
+    yield p
+    p.close()
+
+
+def _available(pool: Pool) -> int:
+    return int(pool.get_stats().get("pool_available", 0))
+
+
+def test_a_given_back_connection_is_kept_and_reused(pool: Pool) -> None:
+    kept = KeptConnections(pool, max_idle=60)
+    conn = kept.get(5)
+    kept.put(conn)
+    assert len(kept) == 1 and _available(pool) == 0  # still checked out of the pool
+    assert kept.get(5) is conn
+    kept.put(conn)
+    kept.close()
+    assert len(kept) == 0 and _available(pool) == 1
+    conn = pool.getconn(5)  # the pool's again
+    pool.putconn(conn)
+
+
+def test_a_request_waiting_in_the_pool_gets_the_connection(pool: Pool) -> None:
+    kept = KeptConnections(pool, max_idle=60)
+    held = kept.get(5)
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(kept.get(10)))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while pool.get_stats().get("requests_waiting", 0) == 0:  # the waiter is in pool.getconn
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    kept.put(held)
+    waiter.join(5)
+    assert got == [held] and len(kept) == 0
+    kept.put(held)
+    kept.close()
+
+
+def test_with_nothing_kept_the_pool_bounds_as_before(pool: Pool) -> None:
+    kept = KeptConnections(pool, max_idle=60)
+    held = kept.get(5)
+    with pytest.raises(PoolTimeout):
+        kept.get(0.2)
+    kept.put(held)
+    kept.close()
+
+
+def test_an_idle_kept_connection_goes_back_to_the_pool(pool: Pool) -> None:
+    kept = KeptConnections(pool, max_idle=0.2)
+    kept.put(kept.get(5))
+    assert len(kept) == 1
+    deadline = time.monotonic() + 5
+    while len(kept) or _available(pool) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    kept.close()
+
+
+def test_connections_not_idle_go_back_to_the_pool(pool: Pool) -> None:
+    kept = KeptConnections(pool, max_idle=60)
+    conn = kept.get(5)
+    conn.execute("BEGIN")
+    kept.put(conn)  # in a transaction: the pool checks (rolls back) it
+    assert len(kept) == 0
+    conn = kept.get(5)
+    conn.close()
+    kept.put(conn)
+    assert len(kept) == 0
+    conn = kept.get(5)  # a new one, usable
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    kept.put(conn)
+    kept.close()
+    conn = kept.get(5)  # after close nothing is kept any more
+    kept.put(conn)
+    assert len(kept) == 0
