@@ -33,9 +33,11 @@ __all__ = [
     "SubsetConnection",
     "deallocate",
     "execute",
+    "execute_early",
     "numbered_query",
     "prepare",
     "run_prepared",
+    "settle",
 ]
 
 MAX_STATEMENTS: Final = 64  # prepared statements kept per connection
@@ -98,9 +100,11 @@ class Statements:
 
 
 class SubsetConnection(psycopg.Connection[Any]):
-    """A pooled subset connection: psycopg's, plus its prepared statements."""
+    """A pooled subset connection: psycopg's, plus its prepared statements and whether a statement run by
+    :func:`execute_early` still has its end to be read (:func:`settle`)."""
 
     subset_statements: Statements
+    unsettled: bool = False
 
     def setup_subsets(self) -> None:
         """Called once the session is configured."""
@@ -172,6 +176,58 @@ def execute(conn: SubsetConnection, entry: Prepared, params: list[bytes | None])
     if result.status != pq.ExecStatus.TUPLES_OK:
         raise psycopg.ProgrammingError(f"the subset statement returned {pq.ExecStatus(result.status).name}")
     return result
+
+
+def execute_early(conn: SubsetConnection, entry: Prepared, params: list[bytes | None]) -> pq.abc.PGresult:
+    """:func:`execute`, but the rows are returned as soon as they are here, before Postgres ends the
+    statement's transaction: the statement goes in a pipeline with a Flush request before its Sync, so
+    Postgres sends the rows (and CommandComplete) before it commits and says ReadyForQuery.  For a
+    read-only statement nothing is left to fail but the connection itself.  The connection is then
+    ``unsettled``: :func:`settle` it before anything else runs on it (the caller may answer first).
+
+    Raises as :func:`execute`; the connection is settled again when it raises a statement's error."""
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the subset connection is closed")
+    pgconn.enter_pipeline_mode()
+    conn.unsettled = True
+    pgconn.send_query_prepared(entry.name, params)
+    pgconn.send_flush_request()
+    pgconn.pipeline_sync()
+    _flush(pgconn)
+    while True:
+        wait_readable(pgconn.socket)
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+    result = pgconn.get_result()
+    if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+        settle(conn)
+        if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
+            raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
+        status = "nothing" if result is None else pq.ExecStatus(result.status).name
+        raise psycopg.ProgrammingError(f"the subset statement returned {status}")
+    return result
+
+
+def settle(conn: SubsetConnection) -> None:
+    """Read the end of an :func:`execute_early` statement (up to its Sync) and leave pipeline mode; the
+    connection is then idle.  Nothing to do for a settled connection.  Raises psycopg errors (the
+    connection's state is then unknown: close it)."""
+    if not conn.unsettled:
+        return
+    pgconn = conn.pgconn
+    while True:
+        while pgconn.is_busy():
+            wait_readable(pgconn.socket)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is not None and result.status == pq.ExecStatus.PIPELINE_SYNC:
+            break
+        if pgconn.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError("the subset connection was lost")
+    pgconn.exit_pipeline_mode()
+    conn.unsettled = False
 
 
 def run_prepared(conn: SubsetConnection, query: bytes, params: list[bytes | None]) -> pq.abc.PGresult:

@@ -10,13 +10,16 @@ before.  Three rules keep the pool's guarantees:
   back to the pool, which hands them to it;
 * a kept connection idle for ``max_idle`` goes back to the pool (a sweeper runs every ``max_idle / 2``),
   where the pool's own ``max_idle`` closes it: an idle service holds no more connections than before;
-* a connection not idle (in a transaction, failed, closed) always goes back to the pool, which checks it.
+* a connection not idle (in a transaction, failed, closed) always goes back to the pool, which checks it;
+  one put back ``unsettled`` (its statement's end still on the wire) is settled first.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -27,17 +30,28 @@ from sync.runtime import Event, Handle, spawn
 
 __all__ = ["KeptConnections"]
 
+logger = logging.getLogger(__name__)
+
 C = TypeVar("C", bound="psycopg.Connection[Any]")
 
 
 class KeptConnections(Generic[C]):
     """Thread/greenlet-safe.  ``get``/``put`` in place of the pool's ``getconn``/``putconn``; ``close``
-    before closing the pool."""
+    before closing the pool.
 
-    def __init__(self, pool: ConnectionPool[C], max_idle: float) -> None:
+    A connection may be put back ``unsettled`` (the end of its last statement still to be read, see
+    :func:`~sync.shapes.subset_exec.execute_early`): ``settle(conn)`` is called on it before it is used
+    again or given back to the pool (off the request that put it back); one that fails to settle is closed.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool[C], max_idle: float, settle: Callable[[C], None] | None = None
+    ) -> None:
         self._pool = pool
         self._max_idle = max_idle
-        self._kept: list[tuple[C, float]] = []  # (connection, when it was given back), newest last
+        self._settle = settle
+        # (connection, when it was given back, unsettled), newest last
+        self._kept: list[tuple[C, float, bool]] = []
         self._waiting = 0  # requests in pool.getconn
         self._lock = threading.Lock()
         self._closed = False
@@ -45,30 +59,49 @@ class KeptConnections(Generic[C]):
         self._sweeper: Handle | None = None
 
     def get(self, timeout: float) -> C:
-        """The newest kept connection, else the pool's (raises PoolTimeout as ``getconn`` does)."""
-        with self._lock:
-            if self._kept:
-                return self._kept.pop()[0]
-            self._waiting += 1
+        """The newest kept connection (settled), else the pool's (raises PoolTimeout as ``getconn`` does)."""
+        while True:
+            with self._lock:
+                if not self._kept:
+                    self._waiting += 1
+                    break
+                conn, _, unsettled = self._kept.pop()
+            if not unsettled or self._settled(conn):
+                return conn
+            self._pool.putconn(conn)  # closed: the pool discards it
         try:
             return self._pool.getconn(timeout=timeout)
         finally:
             with self._lock:
                 self._waiting -= 1
 
-    def put(self, conn: C) -> None:
+    def put(self, conn: C, *, unsettled: bool = False) -> None:
         """Keep ``conn`` for the next request, or give it back to the pool (see the module's rules)."""
-        if not conn.closed and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        if not conn.closed and (unsettled or conn.pgconn.transaction_status == pq.TransactionStatus.IDLE):
             with self._lock:
                 if not self._waiting and not self._closed:
-                    self._kept.append((conn, time.monotonic()))
+                    self._kept.append((conn, time.monotonic(), unsettled))
                     if self._sweeper is None:
                         self._sweeper = spawn(self._sweep, name="subset-kept-connections")
                     return
+        if unsettled:
+            self._settled(conn)
         self._pool.putconn(conn)
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    def _settled(self, conn: C) -> bool:
+        """Settle ``conn``; False (and the connection closed) when that failed."""
+        if self._settle is None or conn.closed:
+            return not conn.closed
+        try:
+            self._settle(conn)
+        except psycopg.Error as exc:
+            logger.warning("a subset connection failed to settle: %r", exc)
+            conn.close()
+            return False
+        return True
 
     def _sweep(self) -> None:
         while not self._stop.wait(self._max_idle / 2):
@@ -76,9 +109,11 @@ class KeptConnections(Generic[C]):
 
     def _give_back(self, given_before: float) -> None:
         with self._lock:
-            stale = [conn for conn, at in self._kept if at <= given_before]
-            self._kept = [(conn, at) for conn, at in self._kept if at > given_before]
-        for conn in stale:
+            stale = [(conn, unsettled) for conn, at, unsettled in self._kept if at <= given_before]
+            self._kept = [entry for entry in self._kept if entry[1] > given_before]
+        for conn, unsettled in stale:
+            if unsettled:
+                self._settled(conn)
             self._pool.putconn(conn)
 
     def close(self) -> None:

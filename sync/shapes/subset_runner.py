@@ -22,6 +22,11 @@ the worker only puts the metadata around the items' bytes: on a 50-row subset it
 (psycopg's ``execute``, rows encoded in Python) to ~0.08 ms, and the latency from ~0.48 to ~0.36 ms
 (unloaded, wall time of the call).  ``client_encoding`` is UTF8 so that the items Postgres sends are the
 body's bytes.
+
+The rows are read as soon as Postgres sends them, before it ends the statement's transaction
+(:func:`~sync.shapes.subset_exec.execute_early`: a Flush before the Sync); the connection goes back
+unsettled and the end of its statement is read before its next use (:mod:`sync.shapes.subset_hot`).
+Measured in alternating bench.subset runs: 20-45 µs less above the HTTP floor.
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
-from sync.shapes.subset_exec import SubsetConnection, deallocate, execute, numbered_query, prepare
+from sync.shapes.subset_exec import (
+    SubsetConnection,
+    deallocate,
+    execute_early,
+    numbered_query,
+    prepare,
+    settle,
+)
 from sync.shapes.subset_hot import KeptConnections
 from sync.shapes.subset_items import STALE_SQLSTATE, ItemStatement, item_statement
 from sync.shapes.xid import PgSnapshot
@@ -122,7 +134,9 @@ class SubsetRunner:
             max_idle=max_idle,
             name="subsets",
         )
-        self._kept = KeptConnections(self._pool, max_idle)  # between requests (sync/shapes/subset_hot.py)
+        self._kept = KeptConnections(
+            self._pool, max_idle, settle
+        )  # between requests (sync/shapes/subset_hot.py)
         self._lock = threading.Lock()
         self._opened = False
         # marks start at random so that marks of an earlier process run are unlikely to collide
@@ -170,7 +184,7 @@ class SubsetRunner:
             logger.warning("subset query failed: %r", exc)
             raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
-            self._kept.put(conn)
+            self._kept.put(conn, unsettled=conn.unsettled)
         return _result(result, items, mark)
 
 
@@ -195,7 +209,7 @@ def _items(
         statement: ItemStatement = entry.payload
         tail = statement.tail[:-2] + b',"snapshot_mark":%d}}' % mark  # the tail ends the item's headers
         try:
-            result = execute(conn, entry, [tail + b"," + statement.head, *values])
+            result = execute_early(conn, entry, [tail + b"," + statement.head, *values])
         except psycopg.Error as exc:
             if attempt or exc.sqlstate != STALE_SQLSTATE:
                 raise
@@ -203,6 +217,7 @@ def _items(
             rows, items, middles = result.get_value(0, 2), result.get_value(0, 3), result.get_value(0, 4)
             if rows == items:  # else a column built as NOT NULL holds a NULL now
                 return result, () if middles is None else (statement.head, middles, tail)
+        settle(conn)  # the answer is dropped: read its end before the connection runs anything else
         deallocate(conn, key)
     raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
 

@@ -161,13 +161,14 @@ def test_admission_limit_is_identical(svc: ServiceProcess, dsn: str, table: str)
     assert status == 200
     handle, offset = headers["electric-handle"], headers["electric-offset"]
     live = {"table": table, "offset": offset, "handle": handle, "live": "true", "secret": SECRET}
-    parked = threading.Thread(target=request, args=(svc, live))
+    done: list[Any] = []
+    parked = threading.Thread(target=lambda: done.append(request(svc, live)))
     parked.start()  # holds the one slot for requests with a handle until the insert below
     try:
-        path = "/v1/shape?" + urllib.parse.urlencode(subset_params(table, handle=handle, offset=offset))
         deadline = time.monotonic() + 20
-        while status_of(raw_get(svc, path)) != 503:  # until the long-poll is parked
-            assert time.monotonic() < deadline
+        while _metric(svc, "shapesync_live_waiters ") < 1:  # until the long-poll is parked (no slot taken)
+            assert time.monotonic() < deadline and not done, done
+            time.sleep(0.02)
         answer = both(svc, subset_params(table, handle=handle, offset=offset))
         assert status_of(answer) == 503, answer
         assert body_of(answer)["code"] == "concurrent_request_limit_exceeded"

@@ -1,5 +1,6 @@
 """Kept subset connections (sync/shapes/subset_hot.py) over a real pool and Postgres: reuse without the pool,
-no starved pool waiter, idle ones back to the pool after max_idle, unusable ones never kept."""
+no starved pool waiter, idle ones back to the pool after max_idle, unusable ones never kept, unsettled ones
+settled before their next use (or closed when they cannot be)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from sync.shapes.subset_exec import SubsetConnection, execute_early, prepare, settle
 from sync.shapes.subset_hot import KeptConnections
 
 Pool = ConnectionPool[psycopg.Connection[Any]]
@@ -96,3 +99,55 @@ def test_connections_not_idle_go_back_to_the_pool(pool: Pool) -> None:
     conn = kept.get(5)  # after close nothing is kept any more
     kept.put(conn)
     assert len(kept) == 0
+
+
+@pytest.fixture
+def subset_pool(db_dsn: str) -> Iterator[ConnectionPool[SubsetConnection]]:
+    p: ConnectionPool[SubsetConnection] = ConnectionPool(
+        db_dsn,
+        connection_class=SubsetConnection,
+        min_size=0,
+        max_size=1,
+        kwargs={"autocommit": True},
+        configure=lambda c: c.setup_subsets(),
+        open=False,
+    )
+    p.open(wait=False)
+    yield p
+    p.close()
+
+
+def _early(conn: SubsetConnection, value: bytes) -> bytes | None:
+    return execute_early(conn, prepare(conn, b"q", b"SELECT $1::int * 2"), [value]).get_value(0, 0)
+
+
+def test_an_unsettled_connection_is_settled_before_its_next_use(
+    subset_pool: ConnectionPool[SubsetConnection],
+) -> None:
+    kept = KeptConnections(subset_pool, max_idle=60, settle=settle)
+    conn = kept.get(5)
+    assert _early(conn, b"2") == b"4"
+    kept.put(conn, unsettled=conn.unsettled)
+    assert len(kept) == 1 and conn.unsettled  # kept as it is: settled off the request's path
+    again = kept.get(5)
+    assert again is conn and not conn.unsettled
+    assert conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    assert _early(conn, b"3") == b"6"
+    kept.put(conn, unsettled=True)
+    kept.close()  # given back to the pool settled: the pool keeps it (it discards a busy one)
+    assert _available(subset_pool) == 1 and not conn.unsettled
+
+
+def test_a_connection_that_cannot_settle_is_closed_and_another_one_used(
+    subset_pool: ConnectionPool[SubsetConnection],
+) -> None:
+    kept = KeptConnections(subset_pool, max_idle=60, settle=settle)
+    conn = kept.get(5)
+    assert _early(conn, b"2") == b"4"
+    conn.pgconn.finish()  # lost with its statement's end unread
+    kept.put(conn, unsettled=True)
+    fresh = kept.get(5)
+    assert fresh is not conn and conn.closed
+    assert fresh.execute("SELECT 1").fetchone() == (1,)
+    kept.put(fresh)
+    kept.close()

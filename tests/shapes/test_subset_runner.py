@@ -10,13 +10,22 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from psycopg import pq
 
 from sync.postgres.inspector import TableInfo
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
 from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
-from sync.shapes.subset_exec import Statements, SubsetConnection, numbered_query, run_prepared
+from sync.shapes.subset_exec import (
+    Statements,
+    SubsetConnection,
+    execute_early,
+    numbered_query,
+    prepare,
+    run_prepared,
+    settle,
+)
 from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner, metadata_json
 from sync.shapes.xid import PgSnapshot
 from sync.where import compile_where
@@ -245,3 +254,25 @@ def test_metadata_refuses_what_pg_snapshot_refuses(snapshot: str) -> None:
         PgSnapshot.parse(snapshot)
     with pytest.raises(ValueError):
         metadata_json(snapshot.encode(), b"0/0", 1)
+
+
+def test_early_rows_come_before_the_statements_end_which_settle_reads(db_dsn: str) -> None:
+    with SubsetConnection.connect(db_dsn, autocommit=True) as conn:
+        conn.setup_subsets()
+        entry = prepare(conn, b"q", b"SELECT $1::int + 1")
+        result = execute_early(conn, entry, [b"41"])
+        assert result.get_value(0, 0) == b"42"
+        assert conn.unsettled and conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+        settle(conn)
+        assert not conn.unsettled and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        settle(conn)  # nothing to do
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # psycopg's own path works again
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            execute_early(conn, entry, [b"x"])
+        assert not conn.unsettled  # settled before the error was raised
+        assert execute_early(conn, entry, [b"1"]).get_value(0, 0) == b"2"
+        settle(conn)
+        conn.pgconn.finish()  # lost: an unsettled connection cannot settle
+        conn.unsettled = True
+        with pytest.raises(psycopg.OperationalError):
+            settle(conn)
