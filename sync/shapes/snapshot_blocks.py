@@ -29,7 +29,7 @@ from psycopg.adapt import Loader
 from sync import runtime
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.item_sql import item_expression, unchecked_allowed
-from sync.shapes.snapshot_sql import BlockQuery, TableSize, fetch_table
+from sync.shapes.snapshot_sql import BlockQuery, TableSize, fetch_table, range_bounds
 
 __all__ = [
     "DEFAULT_PAGES",
@@ -95,11 +95,15 @@ class _Sent:
         self.hi = hi
 
 
-def _send_range(conn: psycopg.Connection[Any], query: BlockQuery, lo: int, hi: int | None) -> _Sent:
-    """Send the query of pages ``[lo, hi)``; in pipeline mode it goes out at once (:func:`_take` reads it)."""
-    statement, unchecked = query.statement(lo, hi)
+def _send_range(
+    conn: psycopg.Connection[Any], query: BlockQuery, lo: int, hi: int | None, *, prepare: bool
+) -> _Sent:
+    """Send the query of pages ``[lo, hi)``; in pipeline mode it goes out at once (:func:`_take` reads it).
+    With ``prepare``, the connection parses and plans the range query once for all its ranges (~0.5 ms of
+    Postgres CPU per query otherwise: ~50 ms per million benchmark rows)."""
+    statement, unchecked = query.statement()
     cur = _raw_cursor(conn)
-    cur.execute(statement, prepare=False)
+    cur.execute(statement, range_bounds(lo, hi), prepare=prepare)
     return _Sent(cur, unchecked, lo, hi)
 
 
@@ -119,7 +123,7 @@ def _take(sent: _Sent, query: BlockQuery) -> tuple[int, bytes]:
         return count, block
     conn = sent.cur.connection
     with _raw_cursor(conn) as cur:
-        cur.execute(query.pages(sent.lo, sent.hi), prepare=False)
+        cur.execute(query.checked(), range_bounds(sent.lo, sent.hi), prepare=False)
         again = cur.fetchone()
     assert again is not None and int(again[0]) == count
     return count, query.block(again[-1])
@@ -146,7 +150,7 @@ def read_blocks(
     with conn.pipeline() if pipelined else contextlib.nullcontext():
         sent: collections.deque[_Sent] = collections.deque()
         for lo, hi in ranges:
-            sent.append(_send_range(conn, query, lo, hi))
+            sent.append(_send_range(conn, query, lo, hi, prepare=pipelined))
             if len(sent) >= depth:
                 count, block = _take(sent.popleft(), query)
                 if count:
@@ -238,7 +242,7 @@ def _lane(  # noqa: PLR0917 - the spawn target's arguments, all positional
                     lanes.go[i].wait()
                 if lanes.stopped:
                     return
-                sent.append((i, _send_range(conn, query, *ranges[i])))
+                sent.append((i, _send_range(conn, query, *ranges[i], prepare=True)))
                 if len(sent) >= depth:
                     take_one()
             while sent:

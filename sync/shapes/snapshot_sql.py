@@ -30,6 +30,7 @@ __all__ = [
     "BlockQuery",
     "TableSize",
     "fetch_table",
+    "range_bounds",
 ]
 
 TABLE_QUERY: Final = (
@@ -82,6 +83,21 @@ class _Form:
         return whole.replace(SEP, self.between)
 
 
+# The upper bound of the last range: above every block number (MaxBlockNumber is 0xFFFFFFFE).
+_END: Final = "(4294967295,0)"
+
+
+def range_bounds(lo: int, hi: int | None) -> tuple[str, str]:
+    """The parameters of a range query (:meth:`BlockQuery.statement`): heap pages ``[lo, hi)``, ``hi`` None
+    to the end of the table."""
+    return f"({int(lo)},0)", _END if hi is None else f"({int(hi)},0)"
+
+
+def _escaped(text: str) -> str:
+    """``text`` in a query executed with parameters: psycopg reads every ``%`` as a placeholder's start."""
+    return text.replace("%", "%%")
+
+
 # Unchecked ranges found to hold a byte JSON escapes before the rest of the table is read checked at once.
 UNCHECKED_FAILURES: Final = 3
 
@@ -130,21 +146,22 @@ class BlockQuery:
         form = self._checked
         return b"".join((form.head, form.between.join(middles), form.tail))
 
-    def pages(self, lo: int, hi: int | None) -> str:
-        """The checked query for heap pages ``[lo, hi)`` (``hi`` None: to the end); no placeholders left."""
-        return self._pages(self._checked, lo, hi)
+    def checked(self) -> str:
+        """The checked query of a range of heap pages, with placeholders for :func:`range_bounds`."""
+        return self._ranged(self._checked)
 
-    def statement(self, lo: int, hi: int | None) -> tuple[str, bool]:
-        """The query for pages ``[lo, hi)`` and whether it is unchecked (its row goes to
-        :meth:`unchecked_block`, else to :meth:`block`)."""
+    def statement(self) -> tuple[str, bool]:
+        """The query of a range of heap pages (placeholders for :func:`range_bounds`) and whether it is
+        unchecked (its row goes to :meth:`unchecked_block`, else to :meth:`block`)."""
         form = self._unchecked
         if form is None or self.failures >= UNCHECKED_FAILURES:
-            return self._pages(self._checked, lo, hi), False
-        return self._pages(form, lo, hi), True
+            return self._ranged(self._checked), False
+        return self._ranged(form), True
 
-    def _pages(self, form: _Form, lo: int, hi: int | None) -> str:
-        upper = "" if hi is None else f" AND ctid < '({int(hi)},0)'::tid"
-        return f"{form.query}'({int(lo)},0)'::tid{upper}{self._where}"
+    def _ranged(self, form: _Form) -> str:
+        # every range runs the same text, so a connection prepares it once (``%`` of names, literals and the
+        # WHERE doubled: the bounds are psycopg placeholders)
+        return f"{_escaped(form.query)}%s::tid AND ctid < %s::tid{_escaped(self._where)}"
 
     def block(self, aggregate: Buffer) -> bytes:
         """The items, joined by ``,`` (:data:`~sync.storage.snapshot_writer.ITEM_BOUNDARY` tells them apart),
@@ -154,7 +171,7 @@ class BlockQuery:
 
     def unchecked_block(self, row: Sequence[Any]) -> bytes | None:
         """The items of an unchecked query's row (``count``, the nullable columns' counts, the aggregate), or
-        None if a value held a byte JSON escapes (read the range again with :meth:`pages`).
+        None if a value held a byte JSON escapes (read the range again with :meth:`checked`).
 
         The middles must hold exactly the bytes of ``"``, ``\\`` and control characters their literal text
         and quoted values bring, plus the separators: a value holding any adds at least one (one pass,

@@ -191,9 +191,13 @@ def test_parallel_lanes_share_the_snapshot_and_keep_range_order(
         query, ranges = found
         assert len(ranges) > 4
         sequential = list(read_blocks(conn, query, ranges, depth=1))
+        prepared = "SELECT count(*) FROM pg_prepared_statements"
+        assert conn.execute(prepared).fetchone() == (0,)  # one range at a time: nothing prepared
         assert list(read_blocks(conn, query, ranges, depth=3)) == sequential  # pipelined: same blocks
+        assert conn.execute(prepared).fetchone() == (1,)  # every range ran one statement, planned once
         parallel = list(parallel_blocks([conn, other], query, ranges, window=3))
         assert parallel == sequential
+        assert other.execute(prepared).fetchone() == (1,)
         # a window narrower than the pipeline: a lane hands over what it sent before it waits for the window
         narrow = list(parallel_blocks([conn, other], query, ranges, window=1, depth=3, timeout=10))
         assert narrow == sequential
@@ -269,11 +273,11 @@ def test_unchecked_text_values_are_checked_per_range(conn: psycopg.Connection[An
         found = block_query(conn, definition, pages=2)
         assert found is not None
         query, ranges = found
-        assert query.statement(0, None)[1] is True  # unchecked at first: the path under test is taken
+        assert query.statement()[1] is True  # unchecked at first: the path under test is taken
         blocks = list(read_blocks(conn, query, ranges))
         items = [i for _, block in blocks for i in split_items(block)]
         assert query.failures == expect_failures
-        assert query.statement(0, None)[1] is unchecked_at_end
+        assert query.statement()[1] is unchecked_at_end
         assert sorted(items) == _jsons([i for b in _copy(conn, definition) for i in b])
         conn.execute("ROLLBACK")
 
