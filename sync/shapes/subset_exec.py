@@ -217,6 +217,7 @@ def settle(conn: SubsetConnection) -> None:
     if not conn.unsettled:
         return
     pgconn = conn.pgconn
+    pgconn.consume_input()  # normally all here already (settled at the next use): no wait, no hub round trip
     while True:
         while pgconn.is_busy():
             wait_readable(pgconn.socket)

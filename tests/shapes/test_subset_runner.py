@@ -13,6 +13,7 @@ import pytest
 from psycopg import pq
 
 from sync.postgres.inspector import TableInfo
+from sync.shapes import subset_runner
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
@@ -276,3 +277,23 @@ def test_early_rows_come_before_the_statements_end_which_settle_reads(db_dsn: st
         conn.unsettled = True
         with pytest.raises(psycopg.OperationalError):
             settle(conn)
+
+
+def test_items_holding_the_separator_byte_are_joined_by_postgres(
+    conn: psycopg.Connection[Any], runner: SubsetRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO t VALUES (1, 'a,b'), (2, 'c'), (3, ',')")
+    _, encoder = _shape(conn, "t")
+    query, params = build_subset_query(encoder.definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
+    rows = [("1", "a,b"), ("2", "c"), ("3", ",")]
+    expected = [encoder.snapshot_item(r)[1] for r in rows]
+    plain = runner.run(query, params, encoder.definition)
+    assert plain.body() == _expected_body(plain.metadata, expected)
+    # a byte the items do hold (no JSON value holds the real one unescaped): Postgres joins them instead
+    monkeypatch.setattr(subset_runner, "SEPARATOR", b",")
+    joined = runner.run(query, params, encoder.definition)
+    assert joined.body() == _expected_body(joined.metadata, expected) and joined.count == 3
+    monkeypatch.setattr(subset_runner, "SEPARATOR", b"\x02")
+    one = runner.run(*build_subset_query(encoder.definition, None, SubsetQuery(limit=1)), encoder.definition)
+    assert one.body() == _expected_body(one.metadata, expected[:1])
