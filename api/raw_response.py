@@ -8,13 +8,16 @@ writes.  Here the header block of the shared answer is rendered (and checked) on
 varying lines are joined, and the worker (``config/gunicorn.conf.py``) adds its status line, ``Server``,
 ``Date`` and ``Connection`` and writes the whole response at once.
 
-The protocol, across three places:
+The protocol, across four places:
 
 * the worker puts ``SERVER_RAW_KEY`` in the WSGI environ: "I write :class:`RawResponse` bodies myself";
 * :class:`api.app.ShapesyncApp` then sets ``RAW_ENV_KEY`` (it is the one that catches :class:`RawAnswerReady`
   and finishes the request's middleware bookkeeping: admission slot, metrics);
 * the shape resource, seeing ``RAW_ENV_KEY``, raises :class:`RawAnswerReady` instead of filling the Falcon
-  response.  Under any other server (Falcon's test client, another worker) nothing changes.
+  response.  Under any other server (Falcon's test client, another worker) nothing changes;
+* with ``RAW_ENV_KEY`` set, subset GETs go through the lean lane first (``api/lean_lane.py``), which
+  returns the same :class:`RawResponse` without Falcon, or hands the request to Falcon (with its error
+  under ``LANE_ERROR_KEY`` when it failed once started).
 
 The header set is exactly the one the Falcon path sends (tests compare both).
 """
