@@ -5,7 +5,8 @@ one).  The table is cut into ranges of ``pages`` heap pages (``ctid`` range scan
 one query inside the snapshot's REPEATABLE READ transaction: every row visible to the snapshot is in a page
 below the relation's size read after the snapshot was taken (its inserting transaction committed before),
 and the last range is open-ended anyway.  A partitioned table has no pages of its own: one open range then
-scans every partition.  Each query returns ``(count, items joined by ",")``; empty ranges are skipped.
+scans every partition.  Each query aggregates the items of every :data:`~sync.shapes.snapshot_sql.SUB_PAGES`
+pages of its range (one row each) into one block of items joined by ``,``; empty ranges are skipped.
 
 The item query costs Postgres ~2.5x a plain COPY, so :func:`parallel_blocks` spreads the ranges over
 several connections sharing the snapshot (``pg_export_snapshot()`` / ``SET TRANSACTION SNAPSHOT``), each
@@ -111,22 +112,16 @@ def _take(sent: _Sent, query: BlockQuery) -> tuple[int, bytes]:
     """``(count, block)`` of a range sent by :func:`_send_range`; an unchecked range whose values need
     escaping is read again, checked (behind the queries still in flight: pipeline results are kept)."""
     with sent.cur as cur:
-        row = cur.fetchone()
-    assert row is not None
-    count = int(row[0])
-    if not count:
-        return 0, b""
-    if not sent.unchecked:
-        return count, query.block(row[-1])
-    block = query.unchecked_block(row)
+        rows = cur.fetchall()
+    count, block = query.range_items(rows, sent.unchecked)
     if block is not None:
         return count, block
     conn = sent.cur.connection
     with _raw_cursor(conn) as cur:
         cur.execute(query.checked(), range_bounds(sent.lo, sent.hi), prepare=False)
-        again = cur.fetchone()
-    assert again is not None and int(again[0]) == count
-    return count, query.block(again[-1])
+        again, block = query.range_items(cur.fetchall(), False)
+    assert block is not None and again == count
+    return count, block
 
 
 def _raw_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -26,7 +27,7 @@ from sync.shapes.snapshot_blocks import (
     snapshot_blocks,
     table_ranges,
 )
-from sync.shapes.snapshot_sql import UNCHECKED_FAILURES, TableSize
+from sync.shapes.snapshot_sql import SUB_PAGES, UNCHECKED_FAILURES, TableSize, range_bounds
 from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import read_table
@@ -316,3 +317,42 @@ def test_unchecked_only_for_plain_and_text_columns_with_plain_keys() -> None:
     assert not unchecked_allowed(shape(("c0",), 2), cols(23, 1042))  # bpchar: through to_json
     assert not unchecked_allowed(shape(("c0",), 2), cols(23, 3802))  # jsonb
     assert not unchecked_allowed(shape(("c0",), 2), cols(869, 25))  # an inet key may hold '/'
+
+
+def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connection[Any]) -> None:
+    """A range query aggregates SUB_PAGES heap pages at a time: the items of a range of several sub-ranges
+    come in page order, a value to escape in any sub-range has the range read again checked, and a
+    partitioned table (one open range) is read whole."""
+    conn.execute("CREATE TABLE w (id int PRIMARY KEY, t text NOT NULL, n int)")
+    conn.execute(
+        "INSERT INTO w SELECT g, CASE WHEN g = 7000 THEN E'quo\"te' ELSE md5(g::text) END, NULLIF(g % 3, 0)"
+        " FROM generate_series(1, 12000) g"
+    )
+    table = read_table(conn, "public", "w")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "w"), table)
+    reference = _jsons([i for b in _copy(conn, definition) for i in b])
+    conn.execute(BEGIN_SNAPSHOT)
+    found = block_query(conn, definition, pages=3 * SUB_PAGES)
+    assert found is not None
+    query, ranges = found
+    assert len(ranges) >= 2 and ranges[0] == (0, 3 * SUB_PAGES)
+    statement, unchecked = query.statement()
+    rows = conn.execute(statement, range_bounds(*ranges[0])).fetchall()
+    assert unchecked and [int(r[0]) for r in rows] == [0, SUB_PAGES, 2 * SUB_PAGES]
+    assert [len(conn.execute(statement, range_bounds(lo, hi)).fetchall()) for lo, hi in ranges[1:]] == [1]
+    items = [i for _, block in read_blocks(conn, query, ranges) for i in split_items(block)]
+    assert query.failures == 1  # the first range held the quote (page 63: its second sub-range)
+    assert [orjson.loads(i)["value"]["id"] for i in items] == [str(g) for g in range(1, 12001)]
+    assert sorted(items) == reference
+    conn.execute("ROLLBACK")
+    conn.execute("CREATE TABLE pt (id int PRIMARY KEY, t text) PARTITION BY RANGE (id)")
+    conn.execute("CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (100)")
+    conn.execute("CREATE TABLE pt2 PARTITION OF pt FOR VALUES FROM (100) TO (200)")
+    conn.execute("INSERT INTO pt SELECT g, 'v' || g FROM generate_series(0, 199) g")
+    parted = read_table(conn, "public", "pt")
+    assert parted is not None
+    definition = ShapeDefinition.create(("public", "pt"), parted)
+    conn.execute(BEGIN_SNAPSHOT)
+    assert sorted(_items(conn, definition)) == _jsons([i for b in _copy(conn, definition) for i in b])
+    conn.execute("ROLLBACK")
