@@ -7,12 +7,7 @@ measured on bench.ingest that was 1.6-2.5 µs of a ~9 µs budget per row.  Two p
 by the process that owns the engine (the gunicorn worker, the benchmarks), never by the library itself:
 
 * :func:`tune` raises the thresholds, so young collections are ~30x rarer (cyclic garbage may wait for up
-  to 20,000 allocations, a few MB at most), and the middle generation is collected after 100 young
-  collections instead of 20: a burst of replication keeps most of what it allocates alive for a second or
-  two (decoded rows, routed messages, encoded items queued for thousands of shapes), so a middle
-  collection during the burst walked ~400,000 live objects for nothing (150-190 ms, 7-10% of a
-  100,000-row burst with 1,000-10,000 shapes); 5x rarer, it mostly runs after the burst, once they are
-  gone;
+  to 20,000 allocations, a few MB at most);
 * :func:`freeze_startup_heap` moves everything alive once the engine has started (imported modules, shapes
   reloaded from storage) into the permanent generation (``gc.freeze``), so full collections stop walking
   it.  Cost: reference cycles among those startup objects are never collected; they are meant to live as
@@ -25,7 +20,7 @@ import gc
 
 __all__ = ["freeze_startup_heap", "tune"]
 
-THRESHOLDS = (20_000, 100, 20)
+THRESHOLDS = (20_000, 20, 20)
 
 
 def tune() -> None:
