@@ -267,3 +267,32 @@ def test_a_wide_batch_gathers_longer_while_the_stream_is_behind(monkeypatch: pyt
     on_time = _told_batches(lag_s=0.0)
     assert [lsn for batch in on_time for lsn in batch] == expected
     assert len(on_time) >= 3
+
+
+def test_a_wide_batch_waits_longer_for_the_rest_of_an_open_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)
+    monkeypatch.setattr(collector_module, "_FLOWING_S", 0.05)
+    monkeypatch.setattr(collector_module, "_OPEN_GAP_S", 5.0)
+    monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 60.0)  # only a gap may end the wait
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got = [queue.Queue[Any](), queue.Queue[Any]()]
+    refs = [Recorder.start(q) for q in got]
+    try:
+        for i, ref in enumerate(refs):
+            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
+        first = collector.ask(frag(100, commit=False, op=0), block=False)
+        time.sleep(0.3)  # the next fragment comes well after _FLOWING_S: the pace of the stream
+        assert got[0].empty()  # the transaction is still open: nothing told yet
+        rest = collector.ask(frag(100, begin=False, commit=True, op=1), block=False)
+        first.get(timeout=T)
+        rest.get(timeout=T)
+        for q in got:  # both fragments in one message, told once the transaction ended and no follower came
+            message = q.get(timeout=T)
+            assert isinstance(message, ShapeChanges)
+            assert (message.begin, message.commit, len(message.changes)) == (True, True, 2)
+    finally:
+        collector.stop()
+        for ref in refs:
+            ref.stop()
