@@ -10,8 +10,7 @@ replication client keeps handing over events (its reads), while the consumers ar
 previous batch (at most ``_MAX_GATHER_S``; up to ``_MAX_BACKLOG_S`` while the actors' run queue has a
 backlog), and, when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost is per shape: more
 transactions ride along almost for free), for as long as transactions keep arriving (no gap of
-``_FLOWING_S``; up to ``_WIDE_FLOWING_S``, or ``_WIDE_BEHIND_S`` while the stream is behind: commits read
-well later after they committed than usual), is gathered per shape and told as one ``ShapeBatch`` (at the
+``_FLOWING_S``; up to ``_WIDE_FLOWING_S``), is gathered per shape and told as one ``ShapeBatch`` (at the
 latest after ``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few
 shapes on an idle engine is told at once.  A consumer whose inbox grows past ``max_consumer_queue``
 cannot keep up: it is reported to the ShapeCache for invalidation instead of stalling every other shape.
@@ -59,7 +58,6 @@ from sync.shapes.collector_routing import (
 )
 from sync.shapes.durable_reports import DrainDurable, DurableReports
 from sync.shapes.flush_tracker import FlushTracker
-from sync.shapes.stream_lag import StreamLag
 
 __all__ = [
     "RegisterShape",
@@ -83,8 +81,6 @@ _MAX_BACKLOG_S = 1.0  # the longest wait while the actors' run queue has a backl
 _WIDE_BATCH = 256  # shapes reached by a batch that waits for more transactions while they keep coming
 _WIDE_FLOWING_S = 0.5  # ... (no gap of _FLOWING_S) up to this long
 _FLOWING_S = 0.02
-_WIDE_BEHIND_S = 2.0  # ... or this long while the stream is behind (see sync.shapes.stream_lag)
-_OPEN_GAP_S = 0.15  # the gap that ends "flowing" inside a transaction (its rest is committed, on its way)
 
 
 @dataclass(slots=True)
@@ -162,7 +158,6 @@ class ShapeLogCollector(SupervisedActor):
         self._last_batch = 0  # transactions in the batch told last
         self._batch_started = 0.0  # when the first change of the gathered batch was routed
         self._routed_at = 0.0  # when the last fragment was routed
-        self._lag = StreamLag()  # whether commits are routed late (a burst committed faster than read)
 
     def on_start(self) -> None:
         self._reports = DurableReports(self.actor_ref)
@@ -287,8 +282,6 @@ class ShapeLogCollector(SupervisedActor):
                 box.append(shape_changes(xid, lsn, changes, first, commit, exact))
         self._outbox_changes += len(fragment.changes)
         if commit:
-            if fragment.commit_time_us is not None:
-                self._lag.note(fragment.commit_time_us)
             self._outbox_commits += 1
             self._last_commit_lsn = lsn
             self._open = None
@@ -333,18 +326,12 @@ class ShapeLogCollector(SupervisedActor):
 
     def _wide_and_young(self) -> bool:
         """A batch reaching many shapes costs mostly per shape, not per change: while transactions keep coming
-        (a burst still being read) it waits for them, so each shape gets them in one message: up to
-        ``_WIDE_FLOWING_S``, or ``_WIDE_BEHIND_S`` while the stream is behind (the transactions are late
-        already, and telling a part of them now would only make every shape handle the rest separately,
-        competing with the reading for the same interpreter).  A lone wide transaction waits at most
-        ``_FLOWING_S`` for a follower, ``_OPEN_GAP_S`` for its own next fragment (on its way: a gap there
-        is scheduling, up to 110 ms seen on 2 busy cores); a narrow batch never waits."""
+        (a burst still being read) it waits for them, so each shape gets them in one message.  A lone wide
+        transaction waits at most ``_FLOWING_S`` for a follower; a narrow batch never waits."""
         if len(self._outbox) < _WIDE_BATCH:
             return False
         now = time.monotonic()
-        cap = _WIDE_BEHIND_S if self._lag.behind else _WIDE_FLOWING_S
-        gap = _FLOWING_S if self._open is None else _OPEN_GAP_S
-        return now - self._batch_started < cap and now - self._routed_at < gap
+        return now - self._batch_started < _WIDE_FLOWING_S and now - self._routed_at < _FLOWING_S
 
     def _consumers_busy(self) -> bool:
         """Whether a few of the consumers waiting for the gathered changes still have messages queued."""

@@ -18,7 +18,6 @@ from sync.replication.changes import Column, Insert, Relation, TransactionFragme
 from sync.shapes import collector as collector_module
 from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeLogCollector
 from sync.shapes.durable_reports import DrainDurable, DurableReports
-from sync.shapes.stream_lag import PG_EPOCH_S
 from tests.shapes.consumer_harness import BruteIndex
 
 T = 5.0
@@ -216,82 +215,6 @@ def test_a_lone_wide_transaction_is_not_held_for_followers_that_do_not_come(
         collector.ask(frag(100), timeout=T)
         for q in got:  # told once no follower came within _FLOWING_S, long before _WIDE_FLOWING_S
             assert lsns(q.get(timeout=T)) == [100]
-    finally:
-        collector.stop()
-        for ref in refs:
-            ref.stop()
-
-
-def _told_batches(*, lag_s: float) -> list[list[int]]:
-    """Two shapes see 15 transactions arriving 20 ms apart (0.3 s in all: longer than ``_WIDE_FLOWING_S``
-    here), each committed ``lag_s`` before it arrives (the first one on time); the LSNs each message to the
-    first shape carried."""
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got = [queue.Queue[Any](), queue.Queue[Any]()]
-    refs = [Recorder.start(q) for q in got]
-    try:
-        for i, ref in enumerate(refs):
-            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
-        answers = []
-        for n in range(15):
-            lag = lag_s if n else 0.0
-            commit_us = int((time.time() - lag - PG_EPOCH_S) * 1e6)
-            change = Insert(REL, (str(n),), 0)
-            lsn = 100 * (n + 1)
-            fragment = TransactionFragment(n + 1, lsn, (change,), True, True, lsn + 8, commit_us)
-            answers.append(collector.ask(fragment, block=False))
-            time.sleep(0.02)  # the pace of the workload, not a synchronisation
-        for answer in answers:
-            answer.get(timeout=T)
-        batches: list[list[int]] = []
-        while sum(map(len, batches)) < 15:
-            batches.append(lsns(got[0].get(timeout=T)))
-        return batches
-    finally:
-        collector.stop()
-        for ref in refs:
-            ref.stop()
-
-
-def test_a_wide_batch_gathers_longer_while_the_stream_is_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)
-    monkeypatch.setattr(collector_module, "_FLOWING_S", 0.25)  # 20 ms apart: flowing, even on a loaded box
-    monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 0.1)
-    monkeypatch.setattr(collector_module, "_WIDE_BEHIND_S", 30.0)
-    expected = [100 * (n + 1) for n in range(15)]
-    # committed 1 s before they arrive (a burst read late): gathered into one message
-    behind = _told_batches(lag_s=1.0)
-    assert [lsn for batch in behind for lsn in batch] == expected
-    assert len(behind) <= 2  # the first transaction (on time) may go alone; the late ones gather
-    # on time: told every _WIDE_FLOWING_S (0.3 s of transactions: several messages)
-    on_time = _told_batches(lag_s=0.0)
-    assert [lsn for batch in on_time for lsn in batch] == expected
-    assert len(on_time) >= 3
-
-
-def test_a_wide_batch_waits_longer_for_the_rest_of_an_open_transaction(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)
-    monkeypatch.setattr(collector_module, "_FLOWING_S", 0.05)
-    monkeypatch.setattr(collector_module, "_OPEN_GAP_S", 5.0)
-    monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 60.0)  # only a gap may end the wait
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got = [queue.Queue[Any](), queue.Queue[Any]()]
-    refs = [Recorder.start(q) for q in got]
-    try:
-        for i, ref in enumerate(refs):
-            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
-        first = collector.ask(frag(100, commit=False, op=0), block=False)
-        time.sleep(0.3)  # the next fragment comes well after _FLOWING_S: the pace of the stream
-        assert got[0].empty()  # the transaction is still open: nothing told yet
-        rest = collector.ask(frag(100, begin=False, commit=True, op=1), block=False)
-        first.get(timeout=T)
-        rest.get(timeout=T)
-        for q in got:  # both fragments in one message, told once the transaction ended and no follower came
-            message = q.get(timeout=T)
-            assert isinstance(message, ShapeChanges)
-            assert (message.begin, message.commit, len(message.changes)) == (True, True, 2)
     finally:
         collector.stop()
         for ref in refs:
