@@ -24,7 +24,7 @@ The header set is exactly the one the Falcon path sends (tests compare both).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "LANE_ERROR_KEY",
@@ -59,17 +59,26 @@ def header_block(headers: list[tuple[str, str]]) -> bytes:
 class RawResponse:
     """A whole response but for the server's own lines: status, the header block (``name: value\\r\\n``
     lines, content-length included) and the body.  Iterating it yields the body (it is a WSGI body too),
-    but only a server that set ``SERVER_RAW_KEY`` ever receives one."""
+    but only a server that set ``SERVER_RAW_KEY`` ever receives one.  ``after`` is run by :meth:`close`,
+    which the server calls once the response is written (WSGI): work kept off the request's critical path;
+    it must not raise."""
 
-    __slots__ = ("body", "head", "status")
+    __slots__ = ("after", "body", "head", "status")
 
-    def __init__(self, status: str, head: bytes, body: bytes) -> None:
+    def __init__(
+        self, status: str, head: bytes, body: bytes, after: Callable[[], None] | None = None
+    ) -> None:
         self.status = status
         self.head = head
         self.body = body
+        self.after = after
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.body
+
+    def close(self) -> None:
+        if self.after is not None:
+            self.after()
 
 
 class RawAnswerReady(BaseException):  # a signal like GeneratorExit, not an error

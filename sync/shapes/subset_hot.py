@@ -12,6 +12,10 @@ before.  Three rules keep the pool's guarantees:
   where the pool's own ``max_idle`` closes it: an idle service holds no more connections than before;
 * a connection not idle (in a transaction, failed, closed) always goes back to the pool, which checks it;
   one put back ``unsettled`` (its statement's end still on the wire) is settled first.
+
+A connection put back unsettled is settled by :func:`settle_pending` once the request's answer has left
+(the raw answer's close hook, ``api/subset.py``), off the request's critical path; failing that, before its
+next use.
 """
 
 from __future__ import annotations
@@ -28,11 +32,26 @@ from psycopg_pool import ConnectionPool
 
 from sync.runtime import Event, Handle, spawn
 
-__all__ = ["KeptConnections"]
+__all__ = ["KeptConnections", "settle_pending"]
 
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="psycopg.Connection[Any]")
+
+# the instances holding a connection put back unsettled since the last settle_pending
+_unsettled: set[KeptConnections[Any]] = set()
+
+
+def settle_pending() -> None:
+    """Settle the connections put back unsettled so far (:meth:`KeptConnections.settle_kept`).  Called once
+    a subset's answer has been written, so that the end of its statement is read while the client reads
+    the answer rather than at the start of the next request.  Callable from anywhere at any time."""
+    while _unsettled:
+        try:
+            kept = _unsettled.pop()
+        except KeyError:  # emptied by another thread meanwhile
+            return
+        kept.settle_kept()
 
 
 class KeptConnections(Generic[C]):
@@ -81,6 +100,8 @@ class KeptConnections(Generic[C]):
             with self._lock:
                 if not self._waiting and not self._closed:
                     self._kept.append((conn, time.monotonic(), unsettled))
+                    if unsettled:
+                        _unsettled.add(self)
                     if self._sweeper is None:
                         self._sweeper = spawn(self._sweep, name="subset-kept-connections")
                     return
@@ -102,6 +123,22 @@ class KeptConnections(Generic[C]):
             conn.close()
             return False
         return True
+
+    def settle_kept(self) -> None:
+        """Settle the kept connections put back unsettled (each out of the list while it settles, so no
+        request takes it meanwhile); one that fails to settle is closed and given back to the pool."""
+        with self._lock:
+            pending = [entry for entry in self._kept if entry[2]]
+            if not pending:
+                return
+            self._kept = [entry for entry in self._kept if not entry[2]]
+        for conn, at, _ in pending:
+            if self._settled(conn):
+                with self._lock:
+                    if not self._waiting and not self._closed:
+                        self._kept.append((conn, at, False))
+                        continue
+            self._pool.putconn(conn)
 
     def _sweep(self) -> None:
         while not self._stop.wait(self._max_idle / 2):
