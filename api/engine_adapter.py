@@ -305,7 +305,8 @@ class EngineShapes:
         except SubsetQueryFailed as exc:
             raise SnapshotFailed(f"Subset snapshot failed: {exc}") from None
         offset = request_offset if request_offset is not None else latest
-        return SubsetSnapshot(body=result.body(), offset=offset)
+        # the statement's end is read once the answer has left (sync/shapes/subset_hot.py)
+        return SubsetSnapshot(body=result.body(), offset=offset, after=self._subsets.settle_pending)
 
     def _shape_where(self, handle: str, defn: SyncDefinition, info: TableInfo) -> WhereClause | None:
         """The shape's compiled WHERE, kept per handle (a handle's definition never changes)."""

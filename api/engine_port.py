@@ -25,7 +25,7 @@ Error hierarchy (all raised by the engine, mapped to HTTP in ``api/errors.py``):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -158,10 +158,13 @@ class LogChunk:
 
 @dataclass(frozen=True, slots=True)
 class SubsetSnapshot:
-    """What :meth:`ShapeEngine.subset_snapshot` returns: the whole JSON body and the ``electric-offset``."""
+    """What :meth:`ShapeEngine.subset_snapshot` returns: the whole JSON body and the ``electric-offset``;
+    ``after``, if set, is run once the answer has been written (work kept off the request's path; it never
+    raises)."""
 
     body: bytes
     offset: LogOffset
+    after: Callable[[], None] | None = None
 
 
 class WaitOutcome(enum.Enum):

@@ -27,7 +27,6 @@ from api.raw_response import RAW_ENV_KEY, RawAnswerReady, RawResponse, header_bl
 from sync.offsets import LogOffset
 from sync.shapes.identifiers import InvalidIdentifier, parse_columns
 from sync.shapes.subset import SubsetRequest
-from sync.shapes.subset_hot import settle_pending
 
 __all__ = [
     "SUBSET_BODY_KEYS",
@@ -204,8 +203,7 @@ class SubsetResponder:
             common,
             len(body),
         )
-        # the subset connection's statement end is read once the answer has left (sync/shapes/subset_hot.py)
-        return RawResponse("200 OK", head, body, settle_pending)
+        return RawResponse("200 OK", head, body, snapshot.after)
 
     def _headers(self, handle: str, schema: str, offset: str) -> Headers:
         return [

@@ -13,9 +13,9 @@ before.  Three rules keep the pool's guarantees:
 * a connection not idle (in a transaction, failed, closed) always goes back to the pool, which checks it;
   one put back ``unsettled`` (its statement's end still on the wire) is settled first.
 
-A connection put back unsettled is settled by :func:`settle_pending` once the request's answer has left
-(the raw answer's close hook, ``api/subset.py``), off the request's critical path; failing that, before its
-next use.
+A connection put back unsettled is settled by :meth:`KeptConnections.settle_kept` once the request's answer
+has left (the raw answer's close hook: ``SubsetRunner.settle_pending``, handed to ``api/subset.py`` with the
+subset's result), off the request's critical path; failing that, before its next use.
 """
 
 from __future__ import annotations
@@ -32,26 +32,11 @@ from psycopg_pool import ConnectionPool
 
 from sync.runtime import Event, Handle, spawn
 
-__all__ = ["KeptConnections", "settle_pending"]
+__all__ = ["KeptConnections"]
 
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="psycopg.Connection[Any]")
-
-# the instances holding a connection put back unsettled since the last settle_pending
-_unsettled: set[KeptConnections[Any]] = set()
-
-
-def settle_pending() -> None:
-    """Settle the connections put back unsettled so far (:meth:`KeptConnections.settle_kept`).  Called once
-    a subset's answer has been written, so that the end of its statement is read while the client reads
-    the answer rather than at the start of the next request.  Callable from anywhere at any time."""
-    while _unsettled:
-        try:
-            kept = _unsettled.pop()
-        except KeyError:  # emptied by another thread meanwhile
-            return
-        kept.settle_kept()
 
 
 class KeptConnections(Generic[C]):
@@ -100,8 +85,6 @@ class KeptConnections(Generic[C]):
             with self._lock:
                 if not self._waiting and not self._closed:
                     self._kept.append((conn, time.monotonic(), unsettled))
-                    if unsettled:
-                        _unsettled.add(self)
                     if self._sweeper is None:
                         self._sweeper = spawn(self._sweep, name="subset-kept-connections")
                     return

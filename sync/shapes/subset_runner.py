@@ -150,6 +150,11 @@ class SubsetRunner:
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(self._statement_timeout_ms)))
         conn.setup_subsets()
 
+    def settle_pending(self) -> None:
+        """Read the end of the statements whose connections were put back unsettled (see
+        :func:`~sync.shapes.subset_exec.execute_early`): the hook run once a subset's answer has left."""
+        self._kept.settle_kept()
+
     def close(self) -> None:
         with self._lock:
             if self._opened:

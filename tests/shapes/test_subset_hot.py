@@ -15,7 +15,7 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sync.shapes.subset_exec import SubsetConnection, execute_early, prepare, settle
-from sync.shapes.subset_hot import KeptConnections, settle_pending
+from sync.shapes.subset_hot import KeptConnections
 
 Pool = ConnectionPool[psycopg.Connection[Any]]
 
@@ -138,7 +138,7 @@ def test_an_unsettled_connection_is_settled_before_its_next_use(
     assert _available(subset_pool) == 1 and not conn.unsettled
 
 
-def test_settle_pending_settles_kept_connections_in_place(
+def test_settle_kept_settles_kept_connections_in_place(
     subset_pool: ConnectionPool[SubsetConnection],
 ) -> None:
     kept = KeptConnections(subset_pool, max_idle=60, settle=settle)
@@ -146,15 +146,15 @@ def test_settle_pending_settles_kept_connections_in_place(
     assert _early(conn, b"2") == b"4"
     kept.put(conn, unsettled=conn.unsettled)
     assert conn.unsettled
-    settle_pending()  # what the raw answer's close hook runs once the answer has left
+    kept.settle_kept()  # what the raw answer's close hook runs once the answer has left
     assert len(kept) == 1 and not conn.unsettled  # still kept, and idle
     assert conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
-    settle_pending()  # nothing left: a no-op
+    kept.settle_kept()  # nothing left: a no-op
     assert kept.get(5) is conn
     assert _early(conn, b"3") == b"6"
     conn.pgconn.finish()  # lost with its statement's end unread: closed, never kept
     kept.put(conn, unsettled=True)
-    settle_pending()
+    kept.settle_kept()
     assert len(kept) == 0 and conn.closed
     fresh = kept.get(5)
     assert fresh is not conn and fresh.execute("SELECT 1").fetchone() == (1,)

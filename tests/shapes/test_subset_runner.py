@@ -177,6 +177,19 @@ def test_a_failed_statement_closes_its_connection_and_the_next_one_works(
     assert backend_pid() not in (first, second)
 
 
+def test_settle_pending_reads_the_end_of_the_runners_last_statement(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    _, encoder = _shape(conn, "t")
+    runner.run(b'SELECT CAST(1 AS text) AS "id"', [], encoder.definition)
+    [(kept, _, unsettled)] = runner._kept._kept  # the connection the run put back, as it was put back
+    assert unsettled and kept.unsettled  # its statement's end still unread: the answer may leave first
+    runner.settle_pending()  # the hook the raw answer's close() runs
+    assert not kept.unsettled and kept.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    assert [(c, u) for c, _, u in runner._kept._kept] == [(kept, False)]  # still kept, settled
+
+
 def test_prepared_statements_are_bounded_per_connection(db_dsn: str) -> None:
     with SubsetConnection.connect(db_dsn, autocommit=True) as conn:
         conn.setup_subsets()
