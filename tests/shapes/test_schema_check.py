@@ -3,6 +3,8 @@ query against a real Postgres."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import psycopg
 
 from sync.shapes.definition import ShapeDefinition
@@ -60,6 +62,26 @@ def test_meta_round_trip_and_check_shapes() -> None:
     assert column_types_from_meta(None) is None
     out = check_shapes([("h1", shape()), ("h2", shape(("id", "a"), all_columns=False))], {}, {"h1": COLS})
     assert [h for h, _ in out] == ["h1", "h2"]  # table missing from the catalog: both dropped
+
+
+def test_shapes_sharing_a_verdict_each_get_their_own() -> None:
+    """check_shapes gives one verdict per (table, columns, stored types): each shape's is still the one
+    catalog_reason gives it alone."""
+    b_bigint = (("id", INT, -1), ("a", TEXT, -1), ("b", BIGINT, -1))
+    other = ShapeDefinition("public", "u", 200, ("id", "a", "b"), ("id",), True)
+    shapes = [
+        *((f"k{k}", dataclasses.replace(shape(), where=f"id = {k}")) for k in range(5)),
+        ("narrow", shape(("id", "a"), all_columns=False)),
+        ("other", other),
+    ]
+    stored = {h: COLS for h, _ in shapes} | {"k3": b_bigint, "k4": None}
+    for tables in ({100: table(b_bigint)}, {100: table()}, {100: table(name="t2"), 200: table()}):
+        expected = [
+            (h, r) for h, d in shapes if (r := catalog_reason(d, tables.get(d.relation_oid), stored.get(h)))
+        ]
+        assert check_shapes(shapes, tables, stored) == expected
+    changed = check_shapes(shapes, {100: table(b_bigint), 200: table()}, stored)
+    assert [h for h, _ in changed] == ["k0", "k1", "k2", "other"]  # not k3 (created as bigint), k4, narrow
 
 
 def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
