@@ -219,3 +219,31 @@ def test_a_lone_wide_transaction_is_not_held_for_followers_that_do_not_come(
         collector.stop()
         for ref in refs:
             ref.stop()
+
+
+def test_a_run_queue_backlog_gathers_a_narrow_batch_for_a_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the actors' run queue has a backlog (supervisors.runners.backlog() > 0), even a narrow batch
+    for an idle consumer keeps gathering, but only for _MAX_BACKLOG_S (not the _MAX_GATHER_S of a busy
+    consumer).  Without a backlog the same consumer gets each transaction at once (the first test)."""
+    monkeypatch.setattr(collector_module.runners, "backlog", lambda: 1)  # a backlog that never drains
+    monkeypatch.setattr(collector_module, "_MAX_BACKLOG_S", 1.0)
+    monkeypatch.setattr(collector_module, "_MAX_GATHER_S", 60.0)
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got: queue.Queue[Any] = queue.Queue()
+    consumer = Recorder.start(got)
+    try:
+        collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        t0 = time.monotonic()
+        first = collector.ask(frag(100), block=False)
+        second = collector.ask(frag(200), block=False)
+        assert lsns(got.get(timeout=T)) == [100, 200]  # one message: gathered behind the backlog
+        waited = time.monotonic() - t0
+        assert 0.9 <= waited < 30  # for about _MAX_BACKLOG_S, far from _MAX_GATHER_S
+        first.get(timeout=T)
+        second.get(timeout=T)
+        assert got.empty()
+    finally:
+        collector.stop()
+        consumer.stop()
