@@ -121,12 +121,20 @@ def _early(conn: SubsetConnection, value: bytes) -> bytes | None:
     return execute_early(conn, prepare(conn, b"q", b"SELECT $1::int * 2"), [value]).get_value(0, 0)
 
 
+def _after_an_early_statement(
+    pool: ConnectionPool[SubsetConnection],
+) -> tuple[KeptConnections[SubsetConnection], SubsetConnection]:
+    """Kept connections over ``pool`` and the one a statement just ran on early (its end still unread)."""
+    kept = KeptConnections(pool, max_idle=60, settle=settle)
+    conn = kept.get(5)
+    assert _early(conn, b"2") == b"4"
+    return kept, conn
+
+
 def test_an_unsettled_connection_is_settled_before_its_next_use(
     subset_pool: ConnectionPool[SubsetConnection],
 ) -> None:
-    kept = KeptConnections(subset_pool, max_idle=60, settle=settle)
-    conn = kept.get(5)
-    assert _early(conn, b"2") == b"4"
+    kept, conn = _after_an_early_statement(subset_pool)
     kept.put(conn, unsettled=conn.unsettled)
     assert len(kept) == 1 and conn.unsettled  # kept as it is: settled off the request's path
     again = kept.get(5)
@@ -141,9 +149,7 @@ def test_an_unsettled_connection_is_settled_before_its_next_use(
 def test_settle_kept_settles_kept_connections_in_place(
     subset_pool: ConnectionPool[SubsetConnection],
 ) -> None:
-    kept = KeptConnections(subset_pool, max_idle=60, settle=settle)
-    conn = kept.get(5)
-    assert _early(conn, b"2") == b"4"
+    kept, conn = _after_an_early_statement(subset_pool)
     kept.put(conn, unsettled=conn.unsettled)
     assert conn.unsettled
     kept.settle_kept()  # what the raw answer's close hook runs once the answer has left
@@ -165,9 +171,7 @@ def test_settle_kept_settles_kept_connections_in_place(
 def test_a_connection_that_cannot_settle_is_closed_and_another_one_used(
     subset_pool: ConnectionPool[SubsetConnection],
 ) -> None:
-    kept = KeptConnections(subset_pool, max_idle=60, settle=settle)
-    conn = kept.get(5)
-    assert _early(conn, b"2") == b"4"
+    kept, conn = _after_an_early_statement(subset_pool)
     conn.pgconn.finish()  # lost with its statement's end unread
     kept.put(conn, unsettled=True)
     fresh = kept.get(5)
