@@ -255,21 +255,12 @@ def metadata_json(snapshot: bytes, lsn: bytes, mark: int) -> bytes:
     """The subset's metadata object from the statement's ``pg_current_snapshot()`` and WAL position texts,
     as ``orjson.dumps`` writes ``{"xmin": str, "xmax": str, "xip_list": [str, ...] (ascending),
     "database_lsn": str (decimal), "snapshot_mark": mark}``; written directly (numbers only, nothing to
-    escape).  Raises ValueError on a value that is not what Postgres writes (as PgSnapshot.parse)."""
-    xmin, sep, rest = snapshot.partition(b":")
-    xmax, sep2, xip = rest.partition(b":")
-    if not (sep and sep2 and xmin.isdigit() and xmax.isdigit()) or b":" in xip:
-        raise ValueError(f"not a pg_snapshot: {snapshot!r}")
-    low, high = int(xmin), int(xmax)
-    if not xip and low <= high:
-        xips = b""
-    else:  # transactions in progress: PgSnapshot checks them, sorted as numbers
-        parsed = PgSnapshot.parse(snapshot.decode())
-        xips = b",".join(b'"%d"' % x for x in sorted(parsed.xip))
+    escape).  Raises ValueError on a value that is not what Postgres writes (PgSnapshot.parse)."""
+    parsed = PgSnapshot.parse(snapshot.decode())
     return b'{"xmin":"%d","xmax":"%d","xip_list":[%s],"database_lsn":"%d","snapshot_mark":%d}' % (
-        low,
-        high,
-        xips,
+        parsed.xmin,
+        parsed.xmax,
+        b",".join(b'"%d"' % x for x in sorted(parsed.xip)),
         parse_lsn(lsn.decode()),
         mark,
     )
