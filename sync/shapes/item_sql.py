@@ -16,7 +16,7 @@ Byte-identical to :meth:`sync.shapes.log_items.ShapeLogEncoder.snapshot_item` (a
 * unless the shape's columns are all plain or text/varchar and its key plain (:func:`unchecked_allowed`):
   then text values go out as they are (:func:`item_expression` ``unchecked``) and Python counts, per range,
   the bytes JSON escapes (``"``, ``\\``, control characters, the separator) against those the literal text
-  brings (:meth:`sync.shapes.snapshot_sql.BlockQuery.unchecked_block`); one more means a value needed
+  brings (:meth:`sync.shapes.snapshot_sql.BlockQuery.range_items`); one more means a value needed
   escaping, and the range is read again the ``to_json`` way (after ``UNCHECKED_FAILURES`` such ranges,
   the rest of the table too).
   Measured on 1M rows of the benchmark: Postgres ~0.3-0.45 s less CPU, Python ~0.15 s more;
