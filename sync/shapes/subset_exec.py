@@ -32,11 +32,9 @@ __all__ = [
     "Statements",
     "SubsetConnection",
     "deallocate",
-    "execute",
     "execute_early",
     "numbered_query",
     "prepare",
-    "run_prepared",
     "settle",
 ]
 
@@ -168,24 +166,16 @@ def deallocate(conn: SubsetConnection, key: bytes) -> None:
         _exec(conn, conn.pgconn.send_query, b'DEALLOCATE "' + entry.name + b'"')
 
 
-def execute(conn: SubsetConnection, entry: Prepared, params: list[bytes | None]) -> pq.abc.PGresult:
-    """Run a prepared statement with text parameters (typed by Postgres); its rows as a PGresult.
-
-    Raises psycopg errors (the statement's own, or OperationalError for a lost connection)."""
-    result = _exec(conn, conn.pgconn.send_query_prepared, entry.name, params)
-    if result.status != pq.ExecStatus.TUPLES_OK:
-        raise psycopg.ProgrammingError(f"the subset statement returned {pq.ExecStatus(result.status).name}")
-    return result
-
-
 def execute_early(conn: SubsetConnection, entry: Prepared, params: list[bytes | None]) -> pq.abc.PGresult:
-    """:func:`execute`, but the rows are returned as soon as they are here, before Postgres ends the
-    statement's transaction: the statement goes in a pipeline with a Flush request before its Sync, so
-    Postgres sends the rows (and CommandComplete) before it commits and says ReadyForQuery.  For a
-    read-only statement nothing is left to fail but the connection itself.  The connection is then
-    ``unsettled``: :func:`settle` it before anything else runs on it (the caller may answer first).
+    """Run a prepared statement with text parameters (typed by Postgres); its rows as a PGresult, returned
+    as soon as they are here, before Postgres ends the statement's transaction: the statement goes in a
+    pipeline with a Flush request before its Sync, so Postgres sends the rows (and CommandComplete) before
+    it commits and says ReadyForQuery.  For a read-only statement nothing is left to fail but the
+    connection itself.  The connection is then ``unsettled``: :func:`settle` it before anything else runs
+    on it (the caller may answer first).
 
-    Raises as :func:`execute`; the connection is settled again when it raises a statement's error."""
+    Raises psycopg errors (the statement's own, or OperationalError for a lost connection); the connection
+    is settled again when it raises a statement's error."""
     pgconn = conn.pgconn
     if pgconn.status != pq.ConnStatus.OK:
         raise psycopg.OperationalError("the subset connection is closed")
@@ -229,8 +219,3 @@ def settle(conn: SubsetConnection) -> None:
             raise psycopg.OperationalError("the subset connection was lost")
     pgconn.exit_pipeline_mode()
     conn.unsettled = False
-
-
-def run_prepared(conn: SubsetConnection, query: bytes, params: list[bytes | None]) -> pq.abc.PGresult:
-    """Run ``query`` (``$n`` placeholders) as a statement of ``conn`` prepared on first use."""
-    return execute(conn, prepare(conn, query, query), params)

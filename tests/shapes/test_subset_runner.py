@@ -24,7 +24,6 @@ from sync.shapes.subset_exec import (
     execute_early,
     numbered_query,
     prepare,
-    run_prepared,
     settle,
 )
 from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner, metadata_json
@@ -188,6 +187,13 @@ def test_settle_pending_reads_the_end_of_the_runners_last_statement(
     runner.settle_pending()  # the hook the raw answer's close() runs
     assert not kept.unsettled and kept.pgconn.transaction_status == pq.TransactionStatus.IDLE
     assert [(c, u) for c, _, u in runner._kept._kept] == [(kept, False)]  # still kept, settled
+
+
+def run_prepared(conn: SubsetConnection, query: bytes, params: list[bytes | None]) -> pq.abc.PGresult:
+    """Run ``query`` as a statement of ``conn`` prepared on first use, as the runner does (settled after)."""
+    result = execute_early(conn, prepare(conn, query, query), params)
+    settle(conn)
+    return result
 
 
 def test_prepared_statements_are_bounded_per_connection(db_dsn: str) -> None:
