@@ -207,11 +207,15 @@ def settle(conn: SubsetConnection) -> None:
     if not conn.unsettled:
         return
     pgconn = conn.pgconn
-    pgconn.consume_input()  # normally all here already (settled at the next use): no wait, no hub round trip
     while True:
-        while pgconn.is_busy():
-            wait_readable(pgconn.socket)
+        # Normally the end came with the rows (libpq holds it already: no read, where reading anyway
+        # cost a system call answering EAGAIN per subset) or since (read without waiting: no hub round
+        # trip); only then wait.
+        if pgconn.is_busy():
             pgconn.consume_input()
+            while pgconn.is_busy():
+                wait_readable(pgconn.socket)
+                pgconn.consume_input()
         result = pgconn.get_result()
         if result is not None and result.status == pq.ExecStatus.PIPELINE_SYNC:
             break

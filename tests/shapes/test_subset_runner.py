@@ -268,6 +268,15 @@ def test_metadata_is_what_orjson_writes_of_the_parsed_values(snapshot: str, lsn:
     assert metadata_json(snapshot.encode(), lsn.encode(), 77) == orjson.dumps(reference)
 
 
+def test_metadata_of_one_snapshot_carries_each_requests_own_mark() -> None:
+    first = orjson.loads(metadata_json(b"10:20:17,11", b"0/16B3748", 1))
+    again = orjson.loads(metadata_json(b"10:20:17,11", b"0/16B3748", 2))
+    assert (first["snapshot_mark"], again["snapshot_mark"]) == (1, 2)
+    assert {**first, "snapshot_mark": 2} == again
+    other = orjson.loads(metadata_json(b"10:21:17,11", b"0/16B3749", 2))
+    assert (other["xmax"], other["database_lsn"]) == ("21", str(parse_lsn("0/16B3749")))
+
+
 @pytest.mark.parametrize("snapshot", ["", "1:2", "1:2:3:4", "a:2:", "3:2:", "1:5:7", "1:5:x"])
 def test_metadata_refuses_what_pg_snapshot_refuses(snapshot: str) -> None:
     with pytest.raises(ValueError):
