@@ -42,7 +42,9 @@ if "--worker" in sys.argv and sys.argv[sys.argv.index("--mode") + 1] == "gevent"
 
 import argparse
 import contextlib
+import gc
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -82,12 +84,14 @@ class Probe:
         self.done = threading.Event()
         self.done_at = 0.0
         self.acks: list[tuple[int, float, float]] = []  # (lsn, when, process CPU) for the live method
+        self.ack_times: list[float] = []  # every acknowledgement's time (for Trace)
         probe = self
         orig_ack = ConnectionHandles.ack
         orig_state = ConnectionStatus.set_state
 
         def ack(handles: Any, lsn: int) -> None:
             probe.acks.append((lsn, time.perf_counter(), time.process_time()))
+            probe.ack_times.append(probe.acks[-1][1])
             if lsn >= probe.target and not probe.done.is_set():
                 probe.done_at = time.perf_counter()
                 probe.done_cpu = time.process_time()
@@ -114,6 +118,85 @@ class Probe:
                 self.done.set()
                 break
         self.acks.clear()
+
+
+class Trace:
+    """Diagnostics of the measured window on stderr when ``BENCH_INGEST_TRACE`` is set (the JSON line is
+    unchanged): garbage-collector time per generation, the collector's batches (when, how many shapes) and
+    the acknowledgements, relative to the window's start."""
+
+    def __init__(self) -> None:
+        from sync.shapes.collector import ShapeLogCollector  # noqa: PLC0415
+
+        self.start = 0.0
+        self.gc: list[tuple[int, float, float]] = []  # (generation, start, seconds)
+        self.batches: list[tuple[float, int]] = []  # (when, shapes)
+        self._gc_at = 0.0
+        gc.callbacks.append(self._on_gc)
+        trace = self
+        orig_tell = ShapeLogCollector._tell_outbox
+
+        def tell(collector: Any) -> None:
+            trace.batches.append((time.perf_counter(), len(collector._outbox)))
+            orig_tell(collector)
+
+        ShapeLogCollector._tell_outbox = tell  # type: ignore[method-assign,assignment]
+        self.timed: dict[str, list[float]] = {}  # name -> [seconds, calls] of handlers that never yield
+        self._time_calls()
+
+    def _time_calls(self) -> None:
+        from sync.shapes.collector import ShapeLogCollector  # noqa: PLC0415
+        from sync.shapes.consumer import Consumer  # noqa: PLC0415
+        from sync.storage.storage_actor import StorageActor  # noqa: PLC0415
+
+        targets = [
+            (Consumer, "on_receive"),
+            (StorageActor, "on_receive"),
+            (ShapeLogCollector, "_route"),
+            (ShapeLogCollector, "_tell_outbox"),
+            (ShapeLogCollector, "_drain_reports"),
+        ]
+        for cls, name in targets:
+            orig = getattr(cls, name)
+            acc = self.timed.setdefault(f"{cls.__name__}.{name}", [0.0, 0])
+
+            def timed(*args: Any, _orig: Any = orig, _acc: list[float] = acc) -> Any:
+                t = time.perf_counter()
+                try:
+                    return _orig(*args)
+                finally:
+                    _acc[0] += time.perf_counter() - t
+                    _acc[1] += 1
+
+            setattr(cls, name, timed)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_at = time.perf_counter()
+        else:
+            self.gc.append((info["generation"], self._gc_at, time.perf_counter() - self._gc_at))
+
+    def begin(self) -> None:
+        self.start = time.perf_counter()
+        self.gc.clear()
+        self.batches.clear()
+        for acc in self.timed.values():
+            acc[0] = acc[1] = 0
+
+    def report(self, probe: Probe, end: float) -> None:
+        t0 = self.start
+        gcs = [(g, at - t0, s) for g, at, s in self.gc if t0 <= at <= end]
+        per_gen = {g: round(sum(s for gg, _, s in gcs if gg == g) * 1e3, 1) for g in (0, 1, 2)}
+        counts = {g: sum(1 for gg, _, _ in gcs if gg == g) for g in (0, 1, 2)}
+        big = [(g, round(at, 3), round(s * 1e3, 1)) for g, at, s in gcs if g > 0]
+        batches = [(round(at - t0, 3), n) for at, n in self.batches if t0 <= at <= end and n]
+        acks = [round(w - t0, 3) for w in probe.ack_times if t0 <= w <= end]
+        sys.stderr.write(
+            f"trace: gc ms {per_gen} counts {counts} older {big}\n"
+            f"trace: {len(batches)} batches (s, shapes) {batches}\n"
+            f"trace: {len(acks)} acks, last at {acks[-1] if acks else None}\n"
+            f"trace: handlers (ms, calls) { {k: (round(v[0] * 1e3), v[1]) for k, v in self.timed.items()} }\n"
+        )
 
 
 def recvlogical(bindir: str, dsn: str, end_lsn: str) -> float:
@@ -220,6 +303,7 @@ def wait_acked(probe: Probe, engine: Any, n_shapes: int, timeout: float = 900) -
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     probe = Probe()
+    trace = Trace() if os.environ.get("BENCH_INGEST_TRACE") else None
     wheres: list[str | None] = (
         [None] if args.worker == "one" else [f"id = {k}" for k in range(1, args.shapes + 1)]
     )
@@ -243,6 +327,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                     if live:  # the engine streams while the workload commits (from a process of its own)
                         probe.arm(1 << 64)
                         with WorkloadProcess(dsn, args.rows, args.batch, n_shapes) as workload:
+                            if trace is not None:
+                                trace.begin()
                             w0 = time.perf_counter()
                             c0 = time.process_time()
                             target, end_lsn = workload.run()
@@ -251,6 +337,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                         wait_acked(probe, engine, n_shapes)
                         run = {"ours_s": probe.done_at - w0, "workload_commit_s": workload_s}
                         run["cpu_us_per_row"] = (probe.done_cpu - c0) / args.rows * 1e6
+                        if trace is not None:
+                            trace.report(probe, probe.done_at)
                         run["baseline_s"] = recvlogical(str(cluster.bindir), dsn, end_lsn)
                     else:  # committed while no consumer reads, then the engine restarts and catches up
                         target, end_lsn = commit_workload(conn, args.rows, args.batch, n_shapes)
