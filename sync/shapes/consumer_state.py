@@ -144,6 +144,7 @@ class ConsumerState:
         transaction (the common case: one fragment, nothing open) takes a shorter path with the same
         outcome."""
         encode = self._encoder.encode_fragment
+        whole = self._encoder.encode_whole
         out: list[Action] = []
         for msg in msgs:
             filt = self._filter
@@ -152,7 +153,7 @@ class ConsumerState:
                 continue
             lsn = msg.commit_lsn
             if lsn > self._last_tx and filt.keep(msg.xid, lsn):  # else: a replay, or in the snapshot already
-                items = encode(msg, msg.exact)
+                items = whole(msg, msg.exact) if len(msg.changes) == 1 else encode(msg, msg.exact)
                 self._last_tx = lsn
                 if items:
                     out.append(_append(items))

@@ -148,8 +148,8 @@ class ShapeLogEncoder(ChangeRules):
         self._oid = definition.relation_oid
         self._layout: Layout | None = None
         self._pending: LogItem | None = None  # held back: is it the last of its transaction?
-        # built at the first plain insert (see _insert_pieces)
-        self._insert_tmpl: tuple[Layout, list[str]] | None = None
+        # built at the first plain insert (see _insert_pieces): the template, and the same ending in "last"
+        self._insert_tmpl: tuple[Layout, list[str], list[str]] | None = None
 
     # -- snapshot -------------------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class ShapeLogEncoder(ChangeRules):
                     # escaping, no dict
                     cached = self._insert_tmpl
                     if cached is None or cached[0] is not lay:
-                        cached = self._insert_tmpl = (lay, self._insert_pieces(lay))
+                        cached = self._insert_tmpl = self._insert_pieces(lay)
                     pieces = cached[1]
                     key_value: str = row[lay.plain_key]  # type: ignore[assignment]  # plain: a str
                     if "/" in key_value:
@@ -269,6 +269,41 @@ class ShapeLogEncoder(ChangeRules):
         self._pending = pending
         return out
 
+    def encode_whole(self, fragment: Fragment, exact: bool = False) -> list[LogItem]:
+        """:meth:`encode_fragment` of a whole transaction (``begin`` and ``commit``) of exactly one change:
+        the same items.  With many shapes most shapes get one row per transaction, and a plain insert of the
+        relation already laid out is built here at once with its ``"last":true`` (no item built twice, no
+        per-fragment set-up); anything else goes through :meth:`encode_fragment`."""
+        change = fragment.changes[0]
+        lay = self._layout
+        cached = self._insert_tmpl
+        if (
+            type(change) is not Insert
+            or lay is None
+            or change.relation is not lay.relation
+            or cached is None
+            or cached[0] is not lay
+            or (not exact and self._where is not None)
+        ):
+            return self.encode_fragment(fragment, exact)
+        row = change.new
+        values = lay.project(row)
+        if not is_plain(values):
+            return self.encode_fragment(fragment, exact)
+        key_value: str = row[lay.plain_key]  # type: ignore[assignment]  # plain: a str
+        if "/" in key_value:
+            key_value = key_value.replace("/", "//")
+        pieces = cached[2]
+        lsn = fragment.commit_lsn
+        op = change.op
+        pieces[1::2] = (key_value, *values, str(lsn), str(op), str(fragment.xid))  # type: ignore[arg-type]  # plain: strs
+        offset = _new_offset(LogOffset)
+        _set_tx(offset, lsn)
+        _set_op(offset, op)
+        self._pending = None
+        key = self._key_head + key_value + '"'
+        return [_new_item(LogItem, (offset, key, "insert", "".join(pieces).encode()))]
+
     def _heads(self, lsn: int, xid: int) -> _Heads:
         """The header parts of a fragment's items off the insert template path."""
         hdr = b'","relation":' + self._rel_json + b',"lsn":"%d","op_position":' % lsn
@@ -281,17 +316,19 @@ class ShapeLogEncoder(ChangeRules):
             b',"txids":[%d]' % xid,
         )
 
-    def _insert_pieces(self, lay: Layout) -> list[str]:
+    def _insert_pieces(self, lay: Layout) -> tuple[Layout, list[str], list[str]]:
         """The whole insert item as literal parts (even indexes) around the slots (odd indexes, filled per
         item): the layout's key value and values, then the commit LSN, the op position and the xid (the same
-        bytes as the general path builds).  One list per encoder, refilled for each item."""
+        bytes as the general path builds); then the same for the transaction's last item (``"last":true``
+        before the closing braces).  Two lists per encoder, refilled for each item."""
         assert lay.insert_parts is not None
         headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b',"lsn":"'
         parts = [*lay.insert_parts[:-1], lay.insert_parts[-1] + headers.decode(), '","op_position":']
         parts += [',"txids":[', "]}}"]
         pieces: list[str] = [""] * (2 * len(parts) - 1)
         pieces[0::2] = parts
-        return pieces
+        last = [*pieces[:-1], '],"last":true}}']  # as encode_fragment rebuilds the last item: _CLOSE_LAST
+        return lay, pieces, last
 
     def _layout_for(self, relation: Relation) -> Layout:
         lay = self._layout

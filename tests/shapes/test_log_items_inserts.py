@@ -108,3 +108,56 @@ def test_any_insert_equals_the_oracle(
     columns = [names[0], *names[width // 2 + 1 :]] if project else None
     got, expected = encode(table, data, columns)
     assert got == expected
+
+
+def _whole_vs_fragment(
+    defn: ShapeDefinition, rel: Relation, rows: list[tuple[str | None, ...]], where: Any = None
+) -> tuple[list[bytes], list[bytes]]:
+    """One-insert transactions through ``encode_whole`` on one encoder and ``encode_fragment`` on another
+    (the first row builds the template, later ones take the template path of ``encode_whole``)."""
+    whole, general = ShapeLogEncoder(defn, where), ShapeLogEncoder(defn, where)
+    got: list[bytes] = []
+    expected: list[bytes] = []
+    for i, row in enumerate(rows):
+        frag = TransactionFragment(XID, LSN, (Insert(rel, row, 2 * i),), True, True, LSN + 8)
+        got += [it.json for it in whole.encode_whole(frag)]
+        expected += [it.json for it in general.encode_fragment(frag)]
+    return got, expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(value, value, value, value), min_size=1, max_size=6), st.booleans())
+def test_whole_transaction_of_one_insert_equals_the_general_path(
+    rows: list[tuple[str | None, ...]], project: bool
+) -> None:
+    data = [r for r in rows if r[0] is not None]
+    if not data:
+        return
+    defn = ShapeDefinition.create((T.schema, T.name), T, columns=["é", "id"] if project else None)
+    got, expected = _whole_vs_fragment(defn, relation_of(T), data)
+    assert got == expected
+    rel = relation_of(T)
+    assert got == [oracle(defn, rel, [row], [2 * i])[0] for i, row in enumerate(data)]  # each one "last"
+
+
+def test_whole_transaction_evaluates_the_where_unless_exact() -> None:
+    defn = ShapeDefinition.create((T.schema, T.name), T)
+    rel = relation_of(T)
+    rows: list[tuple[str | None, ...]] = [("1", "a", "b", "c"), ("2", "a", "b", "c"), ("3", "x", "b", "c")]
+    got, expected = _whole_vs_fragment(defn, rel, rows, where=lambda r: r["id"] != "2")
+    assert got == expected
+    assert len(got) == 2
+    enc = ShapeLogEncoder(defn, lambda r: False)
+    frags = [
+        TransactionFragment(XID, LSN + i, (Insert(rel, r, 0),), True, True, LSN) for i, r in enumerate(rows)
+    ]
+    assert [len(enc.encode_whole(f, exact=True)) for f in frags] == [1, 1, 1]  # routed exactly: no evaluation
+    assert [len(enc.encode_whole(f)) for f in frags] == [0, 0, 0]
+
+
+def test_whole_transactions_of_plain_inserts_take_the_template() -> None:
+    defn = ShapeDefinition.create((T.schema, T.name), T)
+    rel = relation_of(T)
+    rows: list[tuple[str | None, ...]] = [("1", "a", "b", "c"), ("a/b", "%s", "x y", "z"), ("3", "", "", "é")]
+    got, expected = _whole_vs_fragment(defn, rel, rows)
+    assert got == expected == [oracle(defn, rel, [row], [2 * i])[0] for i, row in enumerate(rows)]
