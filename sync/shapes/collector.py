@@ -274,10 +274,11 @@ class ShapeLogCollector(SupervisedActor):
                 continue
             last = box[-1]
             if not first and last.commit_lsn == lsn and not last.commit:
-                # the next fragment of a transaction still gathered here: one message for both
-                box[-1] = shape_changes(
-                    xid, lsn, [*last.changes, *changes], last.begin, commit, exact and last.exact
-                )
+                # the next fragment of a transaction still gathered here: one message for both (a shape that
+                # only learns where the transaction ends keeps its list: it was never sent, nothing else
+                # holds it)
+                merged = [*last.changes, *changes] if changes else last.changes
+                box[-1] = shape_changes(xid, lsn, merged, last.begin, commit, exact and last.exact)
             else:
                 box.append(shape_changes(xid, lsn, changes, first, commit, exact))
         self._outbox_changes += len(fragment.changes)
