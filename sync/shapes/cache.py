@@ -61,7 +61,7 @@ from sync.shapes.cache_reload import Reopened, reopen_stored
 from sync.shapes.consumer import RotateShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
-from sync.shapes.invalidation import CompiledShape, relation_change_reason
+from sync.shapes.invalidation import CompiledShape, relation_change_reasons
 from sync.shapes.schema_check import ColumnTypes, SchemaCatalog
 from sync.shapes.schema_checker import SchemaChecker
 from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
@@ -384,14 +384,7 @@ class ShapeCache(SupervisedActor):
             self._unpublish(definition, handle)
 
     def _relation_changed(self, event: RelationChanged) -> None:
-        rel = event.relation
-        for handle in self.directory.handles():
-            shape = self.directory.get(handle)
-            if shape is None:
-                continue
-            d = shape.definition
-            if d.relation_oid != rel.oid and (d.schema, d.table) != (rel.schema, rel.name):
-                continue
-            reason = relation_change_reason(d, rel, event.previous)
-            if reason is not None:
-                self._remove(handle, reason)
+        shapes = (self.directory.get(h) for h in self.directory.handles())
+        live = ((s.handle, s.definition) for s in shapes if s is not None)
+        for handle, reason in relation_change_reasons(live, event.relation, event.previous):
+            self._remove(handle, reason)

@@ -14,7 +14,7 @@ not invalidate.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import Predicate
 from sync.where.clause import WhereClause
 
-__all__ = ["CompiledShape", "compiled_from_clause", "relation_change_reason"]
+__all__ = ["CompiledShape", "compiled_from_clause", "relation_change_reason", "relation_change_reasons"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +81,28 @@ def relation_change_reason(
             ):
                 return f"column {col.name} of {definition.schema}.{definition.table} changed type"
     return None
+
+
+def relation_change_reasons(
+    shapes: Iterable[tuple[str, ShapeDefinition]], relation: Relation, previous: Relation | None
+) -> list[tuple[str, str]]:
+    """``(handle, reason)`` of each of ``shapes`` this Relation message invalidates, in their order.
+
+    :func:`relation_change_reason` reads only the definition's table (OID, schema, name), its columns, key
+    columns and ``all_columns``, so it runs once per distinct combination: with 10,000 shapes ``id = k`` of
+    one table it ran 10,000 times (~20 us each) in one go on the worker's event loop at the first Relation
+    message after every start, holding up the replication reader for ~0.2 s (the collector then split the
+    first burst into two batches, ~0.5 s more per burst)."""
+    verdicts: dict[tuple[object, ...], str | None] = {}
+    invalidated: list[tuple[str, str]] = []
+    for handle, d in shapes:
+        if d.relation_oid != relation.oid and (d.schema, d.table) != (relation.schema, relation.name):
+            continue
+        key = (d.relation_oid, d.schema, d.table, d.columns, d.key_columns, d.all_columns)
+        if key in verdicts:
+            reason = verdicts[key]
+        else:
+            reason = verdicts[key] = relation_change_reason(d, relation, previous)
+        if reason is not None:
+            invalidated.append((handle, reason))
+    return invalidated
