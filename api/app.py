@@ -107,7 +107,9 @@ def create_app(settings: Settings) -> ShapesyncApp:
     if metrics_middleware is not None:
         finishers.append(metrics_middleware.finish_raw)
     app.raw_finishers = [f for f in finishers if f is not None]
-    app.lean_lane = LeanLane(shapes.raw_subset, shapes.middleware, app.shapesync_metrics)
+    app.lean_lane = LeanLane(
+        shapes.raw_subset, shapes.middleware, app.shapesync_metrics, shapes.raw_split_subset
+    )
     app.add_sink(_not_found, r"/")
     return app
 

@@ -33,6 +33,11 @@ __all__ = ["LeanLane", "takes"]
 T = TypeVar("T")
 
 RawSubset = Callable[[dict[str, str], str, "str | None"], "RawResponse | None"]
+RawSplitSubset = Callable[[str, dict[str, str], str, str, "str | None"], "RawResponse | None"]
+
+_PARAMS = "subset__params"
+_PARAMS_FIELD = _PARAMS + "="
+MEMO_SIZE = 1024  # query strings (without their subset__params) kept decoded
 
 
 def takes(env: dict[str, Any]) -> bool:
@@ -47,8 +52,16 @@ def takes(env: dict[str, Any]) -> bool:
 class LeanLane:
     """Subset GETs through the same rules as Falcon's middleware and the shape resource, without Falcon."""
 
-    def __init__(self, raw_subset: RawSubset, middleware: list[Any], metrics: ApiMetrics | None) -> None:
+    def __init__(
+        self,
+        raw_subset: RawSubset,
+        middleware: list[Any],
+        metrics: ApiMetrics | None,
+        raw_split: RawSplitSubset | None = None,
+    ) -> None:
         self._raw_subset = raw_subset
+        self._raw_split = raw_split
+        self._decoded: dict[str, dict[str, str] | None] = {}  # rest of the query string -> its decoded query
         self._ids = _one(middleware, CommonHeadersMiddleware)
         self._auth = _one(middleware, AuthMiddleware)
         self._admission = _one(middleware, AdmissionMiddleware)
@@ -56,7 +69,9 @@ class LeanLane:
 
     def serve(self, env: dict[str, Any]) -> RawResponse | None:
         """The whole answer, or None for the Falcon path (with ``LANE_ERROR_KEY`` set if it failed)."""
-        query = parse_query(env.get("QUERY_STRING", ""))
+        query_string: str = env.get("QUERY_STRING", "")
+        split = self._split(query_string) if self._raw_split is not None else None
+        query = parse_query(query_string) if split is None else split[1]
         if live_request(query) or not self._auth.allows(query):
             return None
         _, slot = self._admission.acquire(query)
@@ -64,7 +79,11 @@ class LeanLane:
             return None  # the Falcon path refuses it (or admits it, if a slot was freed meanwhile)
         try:
             request_id = self._ids.request_id(env.get("HTTP_X_REQUEST_ID"))
-            raw = self._raw_subset(query, request_id, env.get("HTTP_ORIGIN"))
+            if split is None:
+                raw = self._raw_subset(query, request_id, env.get("HTTP_ORIGIN"))
+            else:
+                assert self._raw_split is not None
+                raw = self._raw_split(split[0], query, split[2], request_id, env.get("HTTP_ORIGIN"))
         except Exception as exc:  # answered by the Falcon path's error table
             env[LANE_ERROR_KEY] = exc
             return None
@@ -73,6 +92,31 @@ class LeanLane:
         if raw is not None and self._metrics is not None:
             self._metrics.count_raw(SHAPE_PATH, len(raw.body), False)
         return raw
+
+    def _split(self, query_string: str) -> tuple[str, dict[str, str], str] | None:
+        """``(rest, query, params)``: the query string without its one ``subset__params=`` field, the rest
+        decoded (kept per rest: an on-demand client repeats it with other params) and the params' decoded
+        value; None (decode it all) unless the field is there exactly once and nothing else in the rest
+        decodes to that name.  The pieces decode as the whole does: ``parse_query`` splits on ``&`` and
+        decodes each field alone."""
+        fields = query_string.split("&")
+        at = [i for i, field in enumerate(fields) if field.startswith(_PARAMS_FIELD)]
+        if len(at) != 1:
+            return None
+        params_field = fields.pop(at[0])
+        rest = "&".join(fields)
+        try:
+            query = self._decoded[rest]
+        except KeyError:
+            query = parse_query(rest)
+            if _PARAMS in query:
+                query = None  # e.g. an encoded or a bare subset__params key besides the plain one
+            if len(self._decoded) >= MEMO_SIZE:
+                self._decoded.clear()
+            self._decoded[rest] = query
+        if query is None:
+            return None
+        return rest, query, parse_query(params_field)[_PARAMS]
 
 
 def _one(middleware: list[Any], kind: type[T]) -> T:

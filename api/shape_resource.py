@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
 LIVE_MEMO_TTL = 3.0  # s: outlasts one wake-up's fan-out to thousands of parked requests (api/live_memo.py)
 LIVE_MEMO_SIZE = 512  # answers kept at most; with LIVE_MEMO_MAX_BODY: at most 32 MiB of bodies
+SPLIT_MEMO_SIZE = 1024  # subset query strings (without their params) kept validated for the lean lane
 LIVE_MEMO_MAX_BODY = 64 * 1024  # bytes: larger live bodies are built per request
 
 
@@ -102,6 +103,8 @@ class ShapeResource:
         self._out = ShapeResponder(settings, clock=clock, monotonic_ns=monotonic_ns, rand=rand)
         self._subsets = SubsetResponder(settings)
         self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, size=LIVE_MEMO_SIZE, monotonic=monotonic)
+        # the lean lane's query strings without subset__params -> (request, queryable, subset w/o params)
+        self._split_memo: dict[str, tuple[ShapeRequest, tuple[str, ...] | None, SubsetRequest | None]] = {}
         self.middleware: list[Any] = []  # set by install_shape_api (ShapesyncApp finishes raw answers)
 
     @property
@@ -151,6 +154,37 @@ class ShapeResource:
         subset = subset_from_query(request.subset)
         if subset is None:
             return None
+        try:
+            return self._subsets.raw(self._engine, request, handle, subset, queryable, request_id, origin)
+        except ShapeGone as gone:
+            raise MustRefetch(self._resolve_again(request.definition, gone.handle)) from None
+
+    def raw_split_subset(
+        self, rest: str, query: dict[str, str], params: str, request_id: str, origin: str | None
+    ) -> RawResponse | None:
+        """:meth:`raw_subset` of the query ``rest`` (decoded: ``query``) plus ``subset__params=params``
+        (the lean lane's split, ``api/lean_lane.py``).  The validated request, queryable columns and subset
+        without its params are kept per ``rest`` (pure functions of it, as ``parse_shape_request`` is; only
+        successes are kept, so an invalid query raises its error each time); the shape is resolved and the
+        handle checked on every request, as ``_resolve`` does."""
+        parsed = self._split_memo.get(rest)
+        if parsed is None:
+            request = parse_shape_request(query)
+            queryable = parse_queryable_columns(query)
+            request = apply_queryable_columns(request, queryable)
+            base = subset_from_query((*request.subset, ("subset__params", "")))
+            parsed = (request, queryable, base)
+            if len(self._split_memo) >= SPLIT_MEMO_SIZE:
+                self._split_memo.clear()
+            self._split_memo[rest] = parsed
+        request, queryable, base = parsed
+        handle = self._engine.get_or_create(request.definition)
+        if request.handle is not None and request.handle != handle:
+            raise MustRefetch(handle)
+        assert base is not None  # the memo's subset always has params
+        subset = SubsetRequest(
+            where=base.where, params=params, limit=base.limit, offset=base.offset, order_by=base.order_by
+        )
         try:
             return self._subsets.raw(self._engine, request, handle, subset, queryable, request_id, origin)
         except ShapeGone as gone:
