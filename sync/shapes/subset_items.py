@@ -30,10 +30,19 @@ statement, and as much for NULL cases on every column):
   statement counts the rows and the items (:data:`ItemStatement`), so such a row cannot go unnoticed.
 
 Either way the runner discards the result and builds the statement again from the catalog.
+
+Where the columns allow it (:func:`~sync.shapes.item_sql.unchecked_allowed`), the statement is built
+unchecked first: text and varchar values without ``to_json`` (~25-30 µs of Postgres time on the benchmark's
+50 rows, spent while the worker waits), with the nullable columns' non-NULL counts, so that the runner can
+count the bytes JSON escapes in the middles against what their literal text brings
+(:meth:`ItemStatement.escapes_as_built`, as the snapshot's ``BlockQuery.range_items`` does per range);
+on a difference the checked statement runs.  The type guard covers both: a column that changes from a
+plain type to text fails the plan as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,15 +50,16 @@ import psycopg
 from psycopg import sql
 
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.item_sql import Column, item_expression
+from sync.shapes.item_sql import ESCAPED, Column, item_expression, unchecked_allowed
 
-__all__ = ["COLUMNS_QUERY", "STALE_SQLSTATE", "ItemStatement", "item_statement"]
+__all__ = ["COLUMNS_QUERY", "COUNTS_AT", "STALE_SQLSTATE", "ItemStatement", "item_statement"]
 
 COLUMNS_QUERY: Final = (
     "SELECT a.attname, a.atttypid::int, a.attnotnull FROM pg_attribute a"
     " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
 STALE_SQLSTATE: Final = "0A000"  # feature_not_supported: "cached plan must not change result type"
+COUNTS_AT: Final = 5  # an unchecked statement's column of its first nullable column's non-NULL count
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +68,45 @@ class ItemStatement:
     returns one row: ``(snapshot, wal insert lsn, rows, items, middles, type guards...)``: ``middles`` is
     the row's item middles joined by the separator (NULL when no row matched), ``items`` how many of the
     ``rows`` have a middle.  An item is ``head + middle + tail``; fewer items than rows means a column
-    built as NOT NULL no longer is."""
+    built as NOT NULL no longer is.
+
+    ``unchecked``: text and varchar values are in the middles as they are (:func:`item_expression`'s
+    unchecked form, no ``to_json``), and the row returns, after ``middles``, per nullable column the number
+    of rows where it is not NULL; the middles are JSON only if :meth:`escapes_as_built` (else run the
+    checked statement)."""
 
     query: bytes
     head: bytes
     tail: bytes
+    unchecked: bool = False
+    escaped: int = 0  # bytes of ESCAPED in a middle's literal text with its nullable columns NULL
+    nullable: tuple[int, ...] = ()  # per nullable column: the bytes of ESCAPED more when it is not NULL
+
+    def escapes_as_built(self, middles: bytes, items: int, counts: Sequence[bytes | None]) -> bool:
+        """Do the joined ``middles`` of ``items`` items (``counts``: the nullable columns' non-NULL counts,
+        as the statement returned them) hold exactly the bytes JSON escapes that their literal text and the
+        one-byte separators bring: none more from a value.  A value holding ``"``, ``\\``, a control
+        character or the separator adds at least one, so the count differs."""
+        expected = items * self.escaped + items - 1
+        for extra, count in zip(self.nullable, counts, strict=True):
+            expected += extra * int(count or b"0")
+        return len(middles) - len(middles.translate(None, ESCAPED)) == expected
 
 
-def item_statement(conn: psycopg.Connection[Any], definition: ShapeDefinition, query: bytes) -> ItemStatement:
+def item_statement(
+    conn: psycopg.Connection[Any], definition: ShapeDefinition, query: bytes, *, unchecked: bool = False
+) -> ItemStatement:
     """The statement for ``query`` (a subset query of ``definition``'s columns, ``%s`` placeholders), built
-    for the column types read now; raises LookupError if a shape column is gone."""
+    for the column types read now; raises LookupError if a shape column is gone.  ``unchecked``: built
+    unchecked where the columns allow it (:func:`~sync.shapes.item_sql.unchecked_allowed`), else checked."""
     rows = conn.execute(COLUMNS_QUERY, (definition.relation_oid,)).fetchall()
     catalog = {str(r[0]): Column(str(r[0]), int(r[1]), bool(r[2])) for r in rows}
     missing = [c for c in definition.columns if c not in catalog]
     if missing:
         raise LookupError(f"columns {missing} not found in {definition.schema}.{definition.table}")
     columns = [catalog[c] for c in definition.columns]
-    item = item_expression(conn, definition, columns)
+    unchecked = unchecked and unchecked_allowed(definition, columns)
+    item = item_expression(conn, definition, columns, unchecked=unchecked)
     middle = item.middle
     not_null = [f"x.{sql.Identifier(c.name).as_string(conn)} IS NULL" for c in columns if c.not_null]
     if not_null:
@@ -84,16 +116,28 @@ def item_statement(conn: psycopg.Connection[Any], definition: ShapeDefinition, q
     statement = b"".join(
         (
             b"SELECT a.*, g.* FROM (SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text,"
-            b" count(*), count(m), string_agg(m, %s) FROM (SELECT ",
+            b" count(*), count(m), string_agg(m, %s)",
+            b"".join(b", count(n%d)" % i for i in range(len(item.nullable))),
+            b" FROM (SELECT ",
             middle.replace("%", "%%").encode(),
+            b"".join(b", x." + ident.replace("%", "%%").encode() for ident, _ in item.nullable),
             b" FROM (",
             query,
-            # y's one column is renamed: no shape column name can clash with it
-            b") x OFFSET 0) y(m)) a LEFT JOIN (SELECT ",
+            # y's columns are renamed: no shape column name can clash with them
+            b") x OFFSET 0) y(m",
+            b"".join(b", n%d" % i for i in range(len(item.nullable))),
+            b")) a LEFT JOIN (SELECT ",
             b", ".join(idents),
             b" FROM ",
             table,
             b" WHERE false) g ON true",
         )
     )
-    return ItemStatement(statement, item.head.encode(), item.tail.encode())
+    return ItemStatement(
+        statement,
+        item.head.encode(),
+        item.tail.encode(),
+        item.unchecked,
+        item.escaped,
+        tuple(extra for _, extra in item.nullable),
+    )

@@ -26,6 +26,7 @@ from sync.shapes.subset_exec import (
     prepare,
     settle,
 )
+from sync.shapes.subset_items import COUNTS_AT, item_statement
 from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner, metadata_json
 from sync.shapes.xid import PgSnapshot
 from sync.where import compile_where
@@ -325,3 +326,61 @@ def test_items_holding_the_separator_byte_are_joined_by_postgres(
     monkeypatch.setattr(subset_runner, "SEPARATOR", b"\x02")
     one = runner.run(*build_subset_query(encoder.definition, None, SubsetQuery(limit=1)), encoder.definition)
     assert one.body() == _expected_body(one.metadata, expected[:1])
+
+
+_DIRTY = [chr(c) for c in range(1, 32)] + ['"', "\\"]  # what JSON escapes (Postgres text holds no NUL)
+
+
+def test_unchecked_items_never_let_a_value_that_needs_escaping_through(
+    conn: psycopg.Connection[Any], runner: SubsetRunner, db_dsn: str
+) -> None:
+    """Text values go out without ``to_json`` only when the bytes JSON escapes add up: every byte that needs
+    escaping, in a NOT NULL text, a nullable text and a varchar column, makes the unchecked statement's
+    middles refused on their own (one row per subset) and among clean rows; the runner then answers what
+    the encoder writes, and keeps the checked statement first on that connection."""
+    conn.execute("CREATE TABLE u (id int PRIMARY KEY, a text NOT NULL, b text, c varchar(20))")
+    Row = tuple[int, str, str | None, str | None]
+    clean: list[Row] = [(1, "plain é \u2028 \x7f", None, None), (2, "x", "y/z", "50% ,")]
+    dirty: list[Row] = [
+        (10 + 3 * i + j, d if j == 0 else "ok", d if j == 1 else "ok", d if j == 2 else "ok")
+        for i, d in enumerate(_DIRTY)
+        for j in range(3)
+    ]
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO u VALUES (%s, %s, %s, %s)", clean + dirty)
+    table, encoder = _shape(conn, "u")
+    definition = encoder.definition
+    one = build_subset_query(definition, None, SubsetQuery(compile_where("id = $1", table, {1: "1"})))[0]
+    some = build_subset_query(definition, None, SubsetQuery(compile_where("id <= $1", table, {1: "1"})))[0]
+    with SubsetConnection.connect(db_dsn, autocommit=True) as sc:
+        sc.execute(display_settings_sql())
+        sc.setup_subsets()
+        by_query = {}
+        for name, query in (("one", one), ("some", some)):
+            statement = item_statement(sc, definition, query, unchecked=True)
+            assert statement.unchecked and statement.nullable  # b and c
+            by_query[name] = statement, prepare(sc, name.encode(), numbered_query(statement.query), statement)
+
+        def passes(name: str, row_id: int) -> bool:
+            statement, entry = by_query[name]
+            result = execute_early(sc, entry, [subset_runner.SEPARATOR, b"%d" % row_id])
+            settle(sc)
+            items = int(result.get_value(0, 3) or b"0")
+            counts = [result.get_value(0, COUNTS_AT + i) for i in range(len(statement.nullable))]
+            return statement.escapes_as_built(result.get_value(0, 4) or b"", items, counts)
+
+        assert all(passes("one", row[0]) for row in clean)
+        assert passes("some", 2)  # two clean rows and their separator
+        for row in dirty:
+            assert not passes("one", row[0]), row
+            assert not passes("some", row[0]), row
+    query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
+    expected = [
+        encoder.snapshot_item(tuple(None if v is None else str(v) for v in row))[1] for row in clean + dirty
+    ]
+    for _ in range(2):  # unchecked refused then checked; then checked first
+        result = runner.run(query, params, definition)
+        assert result.body() == _expected_body(result.metadata, expected)
+    clean_only = build_subset_query(definition, None, SubsetQuery(compile_where("id <= $1", table, {1: "2"})))
+    result = runner.run(*clean_only, definition)
+    assert result.body() == _expected_body(result.metadata, expected[:2])
