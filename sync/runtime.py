@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 __all__ = [
     "Event",
+    "FdWaiter",
     "Handle",
     "gevent_active",
     "run_blocking",
@@ -72,6 +73,60 @@ def wait_readable(fd: int, timeout: float | None = None) -> bool:
 def wait_writable(fd: int, timeout: float | None = None) -> bool:
     """Block (cooperatively under gevent) until ``fd`` is writable; False on timeout."""
     return _wait(fd, selectors.EVENT_WRITE, timeout)
+
+
+class FdWaiter:
+    """Waits on one descriptor that reuse their event-loop watchers: :func:`wait_readable` creates, starts
+    and closes a gevent watcher per call (an allocation, libev's re-registration of the descriptor: ~3-5 µs),
+    which a connection waiting a few times per request pays each time.
+
+    Only for an owner that holds the descriptor open for the waiter's whole life and calls :meth:`close`
+    BEFORE the descriptor is closed: a watcher kept past that could be started on a reused descriptor
+    number, for which libev would not register the new file (it never learns of the close), and the wait
+    would never wake.  A different ``fd`` than the first one (or another thread's hub) is waited on the
+    one-shot way.  Without gevent: :func:`wait_readable`/:func:`wait_writable`."""
+
+    __slots__ = ("_fd", "_hub", "_watchers")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._hub: Any = None
+        self._watchers: dict[int, Any] = {}  # libev event mask (1 read, 2 write) -> its io watcher
+
+    def wait_readable(self, fd: int, timeout: float | None = None) -> bool:
+        """:func:`wait_readable` of ``fd``; False on timeout."""
+        return self._wait(fd, 1, timeout)
+
+    def wait_writable(self, fd: int, timeout: float | None = None) -> bool:
+        """:func:`wait_writable` of ``fd``; False on timeout."""
+        return self._wait(fd, 2, timeout)
+
+    def _wait(self, fd: int, mask: int, timeout: float | None) -> bool:
+        if fd != self._fd or not gevent_active():
+            return _wait(fd, selectors.EVENT_READ if mask == 1 else selectors.EVENT_WRITE, timeout)
+        import gevent  # noqa: PLC0415 - only imported when gevent runs the process
+        import gevent.socket  # noqa: PLC0415
+
+        hub = gevent.get_hub()
+        if self._hub is None:
+            self._hub = hub
+        elif hub is not self._hub:  # a watcher belongs to its thread's loop
+            return _wait(fd, selectors.EVENT_READ if mask == 1 else selectors.EVENT_WRITE, timeout)
+        watcher = self._watchers.get(mask)
+        if watcher is None:
+            watcher = self._watchers[mask] = hub.loop.io(fd, mask)
+        try:
+            gevent.socket.wait(watcher, timeout, TimeoutError)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the watchers (before the descriptor is closed); later waits go the one-shot way."""
+        watchers, self._watchers = self._watchers, {}
+        self._fd = -1
+        for watcher in watchers.values():
+            watcher.close()
 
 
 def sleep(seconds: float) -> None:

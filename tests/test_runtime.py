@@ -61,3 +61,60 @@ def test_gevent_waits_are_cooperative() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_fd_waiter_reuses_its_watchers_and_never_outlives_the_descriptor() -> None:
+    script = textwrap.dedent(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import socket, time, gevent
+        from sync import runtime
+        a, b = socket.socketpair()
+        w = runtime.FdWaiter(a.fileno())
+        ticks = []
+        def ticker():
+            for _ in range(10):
+                ticks.append(time.monotonic()); gevent.sleep(0.01)
+        t = gevent.spawn(ticker)
+        assert w.wait_readable(a.fileno(), 0.15) is False  # cooperative, times out
+        assert len(ticks) >= 5, ticks
+        for i in range(50):  # the same watcher, woken each time
+            b.send(b"x")
+            assert w.wait_readable(a.fileno(), 1) is True
+            assert a.recv(10) == b"x"
+            assert w.wait_writable(a.fileno(), 1) is True
+        watchers = dict(w._watchers)
+        assert sorted(watchers) == [1, 2]
+        b.send(b"y"); assert w.wait_readable(a.fileno(), 1) and w._watchers == watchers; a.recv(1)
+        # another descriptor: the one-shot way, nothing kept for it
+        c, d = socket.socketpair()
+        d.send(b"z"); assert w.wait_readable(c.fileno(), 1) is True and w._watchers == watchers
+        # closed before its descriptor; the number reused by a new socket waits correctly
+        fd = a.fileno(); w.close(); assert not w._watchers
+        a.close(); b.close()
+        e, f = socket.socketpair()
+        assert fd in (e.fileno(), f.fileno()), (fd, e.fileno(), f.fileno())
+        reused, peer = (e, f) if e.fileno() == fd else (f, e)
+        w2 = runtime.FdWaiter(fd)
+        assert w2.wait_readable(fd, 0.05) is False
+        peer.send(b"q"); assert w2.wait_readable(fd, 1) is True
+        assert w.wait_readable(fd, 1) is True  # a closed waiter waits the one-shot way
+        w2.close()
+        print("ok")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_fd_waiter_on_threads() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        w = runtime.FdWaiter(a.fileno())
+        assert w.wait_readable(a.fileno(), 0.05) is False
+        b.send(b"x")
+        assert w.wait_readable(a.fileno(), 1) is True
+        assert w.wait_writable(a.fileno(), 1) is True
+        w.close()

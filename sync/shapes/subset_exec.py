@@ -24,7 +24,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 
-from sync.runtime import wait_readable, wait_writable
+from sync.runtime import FdWaiter
 
 __all__ = [
     "MAX_STATEMENTS",
@@ -103,15 +103,22 @@ class SubsetConnection(psycopg.Connection[Any]):
 
     subset_statements: Statements
     unsettled: bool = False
+    waiter: FdWaiter = FdWaiter(-1)  # until setup_subsets: the one-shot waits (never closed)
 
     def setup_subsets(self) -> None:
         """Called once the session is configured."""
         self.subset_statements = Statements()
+        # its waits reuse their watchers (sync/runtime.py): closed in close(), before the socket is
+        self.waiter = FdWaiter(self.pgconn.socket)
+
+    def close(self) -> None:
+        self.waiter.close()
+        super().close()
 
 
-def _flush(pgconn: pq.abc.PGconn) -> None:
+def _flush(conn: SubsetConnection, pgconn: pq.abc.PGconn) -> None:
     while pgconn.flush():
-        wait_writable(pgconn.socket)
+        conn.waiter.wait_writable(pgconn.socket)
 
 
 def _last_result(conn: SubsetConnection, pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
@@ -132,7 +139,7 @@ def _last_result(conn: SubsetConnection, pgconn: pq.abc.PGconn) -> pq.abc.PGresu
                 error = error or res
             else:
                 result = res
-        wait_readable(pgconn.socket)
+        conn.waiter.wait_readable(pgconn.socket)
 
 
 def _exec(conn: SubsetConnection, send: Any, *args: Any) -> pq.abc.PGresult:
@@ -140,7 +147,7 @@ def _exec(conn: SubsetConnection, send: Any, *args: Any) -> pq.abc.PGresult:
     if pgconn.status != pq.ConnStatus.OK:
         raise psycopg.OperationalError("the subset connection is closed")
     send(*args)
-    _flush(pgconn)
+    _flush(conn, pgconn)
     return _last_result(conn, pgconn)
 
 
@@ -184,9 +191,9 @@ def execute_early(conn: SubsetConnection, entry: Prepared, params: list[bytes | 
     pgconn.send_query_prepared(entry.name, params)
     pgconn.send_flush_request()
     pgconn.pipeline_sync()
-    _flush(pgconn)
+    _flush(conn, pgconn)
     while True:
-        wait_readable(pgconn.socket)
+        conn.waiter.wait_readable(pgconn.socket)
         pgconn.consume_input()
         if not pgconn.is_busy():
             break
@@ -214,7 +221,7 @@ def settle(conn: SubsetConnection) -> None:
         if pgconn.is_busy():
             pgconn.consume_input()
             while pgconn.is_busy():
-                wait_readable(pgconn.socket)
+                conn.waiter.wait_readable(pgconn.socket)
                 pgconn.consume_input()
         result = pgconn.get_result()
         if result is not None and result.status == pq.ExecStatus.PIPELINE_SYNC:
