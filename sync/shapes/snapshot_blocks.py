@@ -48,10 +48,10 @@ __all__ = [
 # less CPU (the aggregate's buffer staying in cache), but each query also costs the worker's event loop a
 # round of psycopg's cooperative waits; with pipelined queries the whole sync of 1M rows measured faster
 # at 128 pages than at 64 (9 of 10 interleaved pairs, medians 1.21 s against 1.52 s) and 64 than at 32 (14
-# of 20), while 256 pages and 2 MiB were no better than 128.  (Hence a query now aggregates 32 pages at a
-# time, SUB_PAGES in snapshot_sql.)  With those, 256 pages and 2 MiB measured 0.08-0.17 s less backend CPU
-# per million rows but 0.01-0.09 s more worker CPU, wall time within noise (3 interleaved A/Bs of 9), for
-# twice the memory in the window: not taken.
+# of 20), while 256 pages and 2 MiB were no better than 128.  (Hence a query now aggregates a few pages at
+# a time, SUB_PAGES in snapshot_sql.)  With 32-page aggregates, 256 pages and 2 MiB measured 0.08-0.17 s
+# less backend CPU per million rows but 0.01-0.09 s more worker CPU, wall time within noise (3 interleaved
+# A/Bs of 9), for twice the memory in the window: not taken.
 DEFAULT_PAGES: Final = 128
 RANGE_BYTES: Final = 1 << 20  # heap + TOAST per query on average (a TOAST-heavy table gets fewer pages)
 # Queries in flight per connection (libpq pipeline mode): Postgres starts the next range while this process

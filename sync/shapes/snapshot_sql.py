@@ -86,10 +86,16 @@ class _Form:
         return whole.replace(SEP, self.between)
 
 
-# Heap pages per aggregate inside a range query: Postgres builds ~0.35 MB strings instead of ~1.4 MB ones
-# (buffer growth, copies and page faults of the larger ones cost ~13% more backend CPU: 0.68 s against
-# 0.78 s per million benchmark rows, medians of 5), while the worker still sends one query per range.
-SUB_PAGES: Final = 32
+# Heap pages per aggregate inside a range query (the worker still sends one query per range).  Postgres
+# copies each aggregate several times (the growing buffer, the result datum, the DataRow message), into
+# fresh memory once a string passes glibc's mmap threshold (128 KB): at 32 pages (~0.35 MB strings) one
+# backend reading 1M benchmark rows took ~38,000 page faults and 0.11-0.17 s of system time, at 8 pages
+# and less none and 0.05-0.08 s (user time within noise; ~45 KB strings at 4 pages, so wider rows keep
+# some margin).  Whole syncs, one service per setting on one cluster, alternated (3 runs of 10-12 rounds,
+# a loaded machine): 4 pages against 32, Postgres 0.04-0.11 CPU-s less per sync, the sync 0.03-0.13 s
+# sooner (+- 0.03-0.08); 2 pages cost the worker ~0.1 s more (4x the result rows), 16 were no better than
+# 32.  (Session 5: 32 pages against whole ranges of ~1.4 MB strings, 0.68 against 0.78 s of backend CPU.)
+SUB_PAGES: Final = 4
 # The upper bound of the last range: above every block number (MaxBlockNumber is 0xFFFFFFFE).
 _END: Final = "(4294967295,0)"
 

@@ -56,6 +56,12 @@ def _items(
     return out
 
 
+def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> int:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _jsons(items: list[tuple[str, bytes]]) -> list[bytes]:
     return sorted(j for _, j in items)
 
@@ -305,6 +311,40 @@ def test_unchecked_text_values_are_checked_per_range(conn: psycopg.Connection[An
     conn.execute("ROLLBACK")
 
 
+def test_every_byte_json_escapes_sends_an_unchecked_range_to_the_checked_query(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Each control character (1-31; text holds no NUL), the quote and the backslash, alone in one value of
+    a text or of a nullable varchar column, fails the unchecked range's check; the range read again checked
+    gives the encoder's items.  A value without any passes unchecked."""
+    conn.execute("CREATE TABLE e (id int PRIMARY KEY, t text NOT NULL, v varchar(10))")
+    conn.execute(
+        "INSERT INTO e SELECT g, 'ok é☃ ' || g, CASE WHEN g % 2 = 0 THEN 'v' || g END FROM generate_series(1, 20) g"
+    )
+    table = read_table(conn, "public", "e")
+    assert table is not None
+    definition = ShapeDefinition.create(("public", "e"), table)
+
+    def read(expect_failures: int) -> None:
+        conn.execute(BEGIN_SNAPSHOT)
+        found = block_query(conn, definition, pages=1)
+        assert found is not None
+        query, ranges = found
+        assert query.statement()[1] is True
+        items = [i for _, block in read_blocks(conn, query, ranges) for i in split_items(block)]
+        assert query.failures == expect_failures
+        assert sorted(items) == _jsons([i for b in _copy(conn, definition) for i in b])
+        conn.execute("ROLLBACK")
+
+    read(0)
+    for code in [*range(1, 32), ord('"'), ord("\\")]:
+        for column, row in (("t", 3), ("v", 4)):
+            conn.execute(f"UPDATE e SET {column} = 'a' || chr(%s) || 'b' WHERE id = %s", (code, row))
+            read(1)
+            conn.execute(f"UPDATE e SET {column} = 'clean' WHERE id = %s", (row,))
+    read(0)
+
+
 def test_unchecked_only_for_plain_and_text_columns_with_plain_keys() -> None:
     def cols(*types: int) -> list[Column]:
         return [Column(f"c{i}", t, True) for i, t in enumerate(types)]
@@ -324,10 +364,14 @@ def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connect
     come in page order, a value to escape in any sub-range has the range read again checked, and a
     partitioned table (one open range) is read whole."""
     conn.execute("CREATE TABLE w (id int PRIMARY KEY, t text NOT NULL, n int)")
-    conn.execute(
-        "INSERT INTO w SELECT g, CASE WHEN g = 7000 THEN E'quo\"te' ELSE md5(g::text) END, NULLIF(g % 3, 0)"
-        " FROM generate_series(1, 12000) g"
-    )
+    fill = "INSERT INTO w SELECT g, CASE WHEN g = %s THEN E'quo\"te' ELSE md5(g::text) END, NULLIF(g %% 3, 0)"
+    conn.execute(fill + " FROM generate_series(1, 200) g", (0,))
+    per_page = _one(conn, "SELECT count(*) FROM w WHERE ctid < '(1,0)'")
+    conn.execute("TRUNCATE w")
+    # the quote in the first row of page SUB_PAGES + 1: the first range's second sub-range
+    dirty = per_page * (SUB_PAGES + 1) + 1
+    conn.execute(fill + " FROM generate_series(1, %s) g", (dirty, per_page * 12 * SUB_PAGES))
+    assert _one(conn, "SELECT (ctid::text::point)[0]::int FROM w WHERE id = %s", (dirty,)) == SUB_PAGES + 1
     table = read_table(conn, "public", "w")
     assert table is not None
     definition = ShapeDefinition.create(("public", "w"), table)
@@ -336,14 +380,16 @@ def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connect
     found = block_query(conn, definition, pages=3 * SUB_PAGES)
     assert found is not None
     query, ranges = found
-    assert len(ranges) >= 2 and ranges[0] == (0, 3 * SUB_PAGES)
+    assert len(ranges) >= 3 and ranges[0] == (0, 3 * SUB_PAGES)
     statement, unchecked = query.statement()
     rows = conn.execute(statement, range_bounds(*ranges[0])).fetchall()
     assert unchecked and [int(r[0]) for r in rows] == [0, SUB_PAGES, 2 * SUB_PAGES]
-    assert [len(conn.execute(statement, range_bounds(lo, hi)).fetchall()) for lo, hi in ranges[1:]] == [1]
+    sizes = [len(conn.execute(statement, range_bounds(lo, hi)).fetchall()) for lo, hi in ranges[1:]]
+    assert sizes == [3] * (len(ranges) - 2) + [1]  # the last range is open-ended: one sub-range
     items = [i for _, block in read_blocks(conn, query, ranges) for i in split_items(block)]
-    assert query.failures == 1  # the first range held the quote (page 63: its second sub-range)
-    assert [orjson.loads(i)["value"]["id"] for i in items] == [str(g) for g in range(1, 12001)]
+    assert query.failures == 1  # the first range held the quote (in its second sub-range)
+    assert [orjson.loads(i)["value"]["id"] for i in items] == [str(g) for g in range(1, len(items) + 1)]
+    assert len(items) == per_page * 12 * SUB_PAGES
     assert sorted(items) == reference
     conn.execute("ROLLBACK")
     conn.execute("CREATE TABLE pt (id int PRIMARY KEY, t text) PARTITION BY RANGE (id)")
