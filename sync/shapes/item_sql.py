@@ -14,11 +14,12 @@ Byte-identical to :meth:`sync.shapes.log_items.ShapeLogEncoder.snapshot_item` (a
   built-in types in :data:`PLAIN_TYPES`, whose output is printable ASCII without ``"`` or ``\\``: those are
   quoted as they are (``to_json`` is the costly part of the query);
 * unless the shape's columns are all plain or text/varchar and its key plain (:func:`unchecked_allowed`):
-  then text values go out as they are (:func:`item_expression` ``unchecked``) and Python counts, per range,
-  the bytes JSON escapes (``"``, ``\\``, control characters, the separator) against those the literal text
-  brings (:meth:`sync.shapes.snapshot_sql.BlockQuery.range_items`); one more means a value needed
-  escaping, and the range is read again the ``to_json`` way (after ``UNCHECKED_FAILURES`` such ranges,
-  the rest of the table too).
+  then text values go out as they are (:func:`item_expression` ``unchecked``) and Python checks that they
+  hold no byte JSON escapes (``"``, ``\\``, control characters, the separator): the snapshot reads those
+  values alone (``ItemSql.raw``, :meth:`sync.shapes.snapshot_sql.BlockQuery.range_items`), subsets count
+  the bytes in the middles against those the literal text brings (``escaped``, ``nullable``); a value
+  that needed escaping has the rows read again the ``to_json`` way (in the snapshot, after
+  ``UNCHECKED_FAILURES`` such ranges, the rest of the table too).
   Measured on 1M rows of the benchmark: Postgres ~0.3-0.45 s less CPU, Python ~0.15 s more;
 * NULL is ``null`` (a ``CASE``: ``||`` would make the item NULL); column names and the relation come from
   ``orjson`` as in the encoder; the key is ``to_json`` of ``"schema"."table"/"v1"/…`` (``/`` doubled
@@ -111,10 +112,12 @@ class ItemSql:
     middle: str
     tail: str
     # Unchecked items (text values unescaped): bytes of ESCAPED in a row's middle when its nullable columns
-    # are NULL, and per nullable column (its SQL identifier) the bytes more when it is not.
+    # are NULL, and per nullable column (its SQL identifier) the bytes more when it is not; ``raw``: the SQL
+    # identifiers of the columns that go out unescaped (what a check of the values alone must read).
     unchecked: bool = False
     escaped: int = 0
     nullable: tuple[tuple[str, int], ...] = ()
+    raw: tuple[str, ...] = ()
 
 
 def n_escaped(text: str) -> int:
@@ -132,6 +135,7 @@ class _Parts:
         self._head: str | None = None
         self.escaped = 0  # in the literals between expressions (the middle's)
         self.nullable: list[tuple[str, int]] = []
+        self.raw: list[str] = []  # identifiers of the columns written unescaped
 
     def lit(self, text: str) -> None:
         self._text.append(text)
@@ -173,7 +177,9 @@ class _Parts:
         if not unchecked:
             return ItemSql(self._head, _chain(self._out), "".join(self._text))
         tail = "".join(self._text)
-        return ItemSql(self._head, _chain(self._out), tail, True, self.escaped, tuple(self.nullable))
+        return ItemSql(
+            self._head, _chain(self._out), tail, True, self.escaped, tuple(self.nullable), tuple(self.raw)
+        )
 
 
 def _chain(args: list[str]) -> str:
@@ -261,6 +267,8 @@ def item_expression(
         p.lit(("," if i else "") + orjson.dumps(c.name).decode() + ":")
         ident = quote_ident(conn, c.name)
         if c.type_oid in PLAIN_TYPES or (unchecked and c.type_oid in RAW_TEXT_TYPES):
+            if c.type_oid not in PLAIN_TYPES:
+                p.raw.append(ident)
             p.quoted(ident, _as_text(ident, c.type_oid), c.not_null, '"', '"', null="null")
         else:
             text = ident if c.type_oid in _TEXT_TYPES else f"concat({ident})"
