@@ -33,16 +33,15 @@ Either way the runner discards the result and builds the statement again from th
 
 Where the columns allow it (:func:`~sync.shapes.item_sql.unchecked_allowed`), the statement is built
 unchecked first: text and varchar values without ``to_json`` (~25-30 µs of Postgres time on the benchmark's
-50 rows, spent while the worker waits), with the nullable columns' non-NULL counts, so that the runner can
-count the bytes JSON escapes in the middles against what their literal text brings
-(:meth:`ItemStatement.escapes_as_built`, as the snapshot's ``BlockQuery.range_items`` does per range);
-on a difference the checked statement runs.  The type guard covers both: a column that changes from a
+50 rows, spent while the worker waits), and those values again alone, one ``string_agg`` per column, so
+that the runner can check that none holds a byte JSON escapes
+(:func:`~sync.shapes.item_sql.raw_values_clean`, as the snapshot's ``BlockQuery.range_items`` does per
+range); if one does, the checked statement runs.  The type guard covers both: a column that changes from a
 plain type to text fails the plan as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -50,16 +49,16 @@ import psycopg
 from psycopg import sql
 
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.item_sql import ESCAPED, Column, item_expression, unchecked_allowed
+from sync.shapes.item_sql import Column, item_expression, unchecked_allowed
 
-__all__ = ["COLUMNS_QUERY", "COUNTS_AT", "STALE_SQLSTATE", "ItemStatement", "item_statement"]
+__all__ = ["COLUMNS_QUERY", "RAW_AT", "STALE_SQLSTATE", "ItemStatement", "item_statement"]
 
 COLUMNS_QUERY: Final = (
     "SELECT a.attname, a.atttypid::int, a.attnotnull FROM pg_attribute a"
     " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
 STALE_SQLSTATE: Final = "0A000"  # feature_not_supported: "cached plan must not change result type"
-COUNTS_AT: Final = 5  # an unchecked statement's column of its first nullable column's non-NULL count
+RAW_AT: Final = 5  # an unchecked statement's column of its first raw column's values (ItemStatement.raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +70,15 @@ class ItemStatement:
     built as NOT NULL no longer is.
 
     ``unchecked``: text and varchar values are in the middles as they are (:func:`item_expression`'s
-    unchecked form, no ``to_json``), and the row returns, after ``middles``, per nullable column the number
-    of rows where it is not NULL; the middles are JSON only if :meth:`escapes_as_built` (else run the
-    checked statement)."""
+    unchecked form, no ``to_json``), and the row returns, from column :data:`RAW_AT` on, the values of each
+    of those ``raw`` columns joined; the middles are JSON only if
+    :func:`~sync.shapes.item_sql.raw_values_clean` holds for them (else run the checked statement)."""
 
     query: bytes
     head: bytes
     tail: bytes
     unchecked: bool = False
-    escaped: int = 0  # bytes of ESCAPED in a middle's literal text with its nullable columns NULL
-    nullable: tuple[int, ...] = ()  # per nullable column: the bytes of ESCAPED more when it is not NULL
-
-    def escapes_as_built(self, middles: bytes, items: int, counts: Sequence[bytes | None]) -> bool:
-        """Do the joined ``middles`` of ``items`` items (``counts``: the nullable columns' non-NULL counts,
-        as the statement returned them) hold exactly the bytes JSON escapes that their literal text and the
-        one-byte separators bring: none more from a value.  A value holding ``"``, ``\\``, a control
-        character or the separator adds at least one, so the count differs."""
-        expected = items * self.escaped + items - 1
-        for extra, count in zip(self.nullable, counts, strict=True):
-            expected += extra * int(count or b"0")
-        return len(middles) - len(middles.translate(None, ESCAPED)) == expected
+    raw: int = 0  # columns whose values an unchecked statement also returns alone (from RAW_AT on)
 
 
 def item_statement(
@@ -117,15 +105,15 @@ def item_statement(
         (
             b"SELECT a.*, g.* FROM (SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text,"
             b" count(*), count(m), string_agg(m, %s)",
-            b"".join(b", count(n%d)" % i for i in range(len(item.nullable))),
+            b"".join(b", string_agg(r%d, '')" % i for i in range(len(item.raw))),
             b" FROM (SELECT ",
             middle.replace("%", "%%").encode(),
-            b"".join(b", x." + ident.replace("%", "%%").encode() for ident, _ in item.nullable),
+            b"".join(b", x." + ident.replace("%", "%%").encode() for ident in item.raw),
             b" FROM (",
             query,
             # y's columns are renamed: no shape column name can clash with them
             b") x OFFSET 0) y(m",
-            b"".join(b", n%d" % i for i in range(len(item.nullable))),
+            b"".join(b", r%d" % i for i in range(len(item.raw))),
             b")) a LEFT JOIN (SELECT ",
             b", ".join(idents),
             b" FROM ",
@@ -138,6 +126,5 @@ def item_statement(
         item.head.encode(),
         item.tail.encode(),
         item.unchecked,
-        item.escaped,
-        tuple(extra for _, extra in item.nullable),
+        len(item.raw),
     )

@@ -46,6 +46,7 @@ from psycopg import pq, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sync.shapes.definition import ShapeDefinition
+from sync.shapes.item_sql import raw_values_clean
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
 from sync.shapes.subset_exec import (
     Prepared,
@@ -57,7 +58,7 @@ from sync.shapes.subset_exec import (
     settle,
 )
 from sync.shapes.subset_hot import KeptConnections
-from sync.shapes.subset_items import COUNTS_AT, STALE_SQLSTATE, ItemStatement, item_statement
+from sync.shapes.subset_items import RAW_AT, STALE_SQLSTATE, ItemStatement, item_statement
 from sync.shapes.xid import PgSnapshot
 
 __all__ = ["SubsetBusy", "SubsetQueryFailed", "SubsetResult", "SubsetRunner"]
@@ -216,9 +217,9 @@ def _items(
 
     Where the columns allow it, the statement is first run unchecked (text values without ``to_json``,
     ~25-30 µs of Postgres time on the benchmark's 50 rows, spent while the worker waits): its middles are
-    used only when they hold exactly the bytes JSON escapes that their literal text and the separators
-    bring (:meth:`~sync.shapes.subset_items.ItemStatement.escapes_as_built`); otherwise the checked
-    statement (``to_json``) runs, as it always did."""
+    used only when the values written unescaped hold no byte JSON escapes (the separator among them:
+    :func:`~sync.shapes.item_sql.raw_values_clean`); otherwise the checked statement (``to_json``) runs,
+    as it always did."""
     # the items depend on the shape's key columns too, which the query text does not show
     key = query + _key_suffix(definition.relation_oid, definition.key_columns)
     for attempt in range(2):
@@ -274,8 +275,9 @@ def _run_items(  # noqa: PLR0917 - one request's whole context
     separator = tail + b"," + statement.head
     n = int(items or b"0")
     if statement.unchecked:
-        counts = [result.get_value(0, COUNTS_AT + i) for i in range(len(statement.nullable))]
-        if statement.escapes_as_built(middles, n, counts):
+        # the separators counted too: the replace is right only if no value holds that byte
+        raw = (result.get_value(0, RAW_AT + i) for i in range(statement.raw))
+        if raw_values_clean(raw) and middles.count(SEPARATOR) == n - 1:
             return result, (statement.head, middles.replace(SEPARATOR, separator), tail)
         settle(conn)  # a value needs escaping (or holds the separator byte): the checked statement
         entry = _statement(conn, key + _CHECKED, query, definition, unchecked=False)

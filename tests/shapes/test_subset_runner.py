@@ -15,6 +15,7 @@ from psycopg import pq
 from sync.postgres.inspector import TableInfo
 from sync.shapes import subset_runner
 from sync.shapes.definition import ShapeDefinition
+from sync.shapes.item_sql import raw_values_clean
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql, parse_lsn
 from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
@@ -26,7 +27,7 @@ from sync.shapes.subset_exec import (
     prepare,
     settle,
 )
-from sync.shapes.subset_items import COUNTS_AT, item_statement
+from sync.shapes.subset_items import RAW_AT, item_statement
 from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner, metadata_json
 from sync.shapes.xid import PgSnapshot
 from sync.where import compile_where
@@ -334,7 +335,7 @@ _DIRTY = [chr(c) for c in range(1, 32)] + ['"', "\\"]  # what JSON escapes (Post
 def test_unchecked_items_never_let_a_value_that_needs_escaping_through(
     conn: psycopg.Connection[Any], runner: SubsetRunner, db_dsn: str
 ) -> None:
-    """Text values go out without ``to_json`` only when the bytes JSON escapes add up: every byte that needs
+    """Text values go out without ``to_json`` only when none holds a byte JSON escapes: every byte that needs
     escaping, in a NOT NULL text, a nullable text and a varchar column, makes the unchecked statement's
     middles refused on their own (one row per subset) and among clean rows; the runner then answers what
     the encoder writes, and keeps the checked statement first on that connection."""
@@ -358,19 +359,17 @@ def test_unchecked_items_never_let_a_value_that_needs_escaping_through(
         by_query = {}
         for name, query in (("one", one), ("some", some)):
             statement = item_statement(sc, definition, query, unchecked=True)
-            assert statement.unchecked and statement.nullable  # b and c
+            assert statement.unchecked and statement.raw == 3  # a, b and c
             by_query[name] = statement, prepare(sc, name.encode(), numbered_query(statement.query), statement)
 
         def passes(name: str, row_id: int) -> bool:
             statement, entry = by_query[name]
             result = execute_early(sc, entry, [subset_runner.SEPARATOR, b"%d" % row_id])
             settle(sc)
-            items = int(result.get_value(0, 3) or b"0")
-            counts = [result.get_value(0, COUNTS_AT + i) for i in range(len(statement.nullable))]
-            return statement.escapes_as_built(result.get_value(0, 4) or b"", items, counts)
+            return raw_values_clean(result.get_value(0, RAW_AT + i) for i in range(statement.raw))
 
         assert all(passes("one", row[0]) for row in clean)
-        assert passes("some", 2)  # two clean rows and their separator
+        assert passes("some", 2)  # two clean rows
         for row in dirty:
             assert not passes("one", row[0]), row
             assert not passes("some", row[0]), row
