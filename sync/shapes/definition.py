@@ -148,6 +148,14 @@ class ShapeDefinition:
         return (self.schema, self.table)
 
     @property
+    def schema_aspects(self) -> tuple[object, ...]:
+        """What a check of the table's schema reads of the definition (its table, columns and key; not its
+        WHERE, params or modes): shapes equal in these get the same verdict, so the checks over thousands
+        of shapes judge each distinct value once (:func:`sync.shapes.schema_check.check_shapes`,
+        :func:`sync.shapes.invalidation.relation_change_reasons`)."""
+        return (self.relation_oid, self.schema, self.table, self.columns, self.primary_key, self.all_columns)
+
+    @property
     def key_columns(self) -> tuple[str, ...]:
         """The columns that make up a row's key: the PK, or every selected column sorted by name."""
         return self.primary_key or tuple(sorted(self.columns))
