@@ -9,6 +9,7 @@ import psycopg
 
 from sync.postgres.inspector import TableInfo, TableNotFound, inspect_table
 from sync.replication.changes import Column, Relation
+from sync.shapes.definition import ShapeDefinition
 
 
 @dataclass(frozen=True)
@@ -45,3 +46,11 @@ def read_table(conn: psycopg.Connection[Any], schema: str, name: str) -> TableIn
         return inspect_table(conn, schema, name)
     except TableNotFound:
         return None
+
+
+def definition_of(conn: psycopg.Connection[Any], schema: str, name: str, **options: Any) -> ShapeDefinition:
+    """The definition of a shape on table ``schema.name`` as the catalog has it now (``options``: those of
+    :meth:`ShapeDefinition.create`)."""
+    table = read_table(conn, schema, name)
+    assert table is not None
+    return ShapeDefinition.create((schema, name), table, **options)

@@ -30,7 +30,7 @@ from sync.shapes.snapshot_blocks import (
 from sync.shapes.snapshot_sql import SUB_PAGES, UNCHECKED_FAILURES, TableSize, range_bounds
 from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
-from tests.shapes.helpers import read_table
+from tests.shapes.helpers import definition_of, read_table
 from tests.shapes.test_snapshot_copy import EXTRA, NASTY, _copy, alltypes_table
 from tests.shapes.test_snapshot_identity import ROWS
 
@@ -125,11 +125,9 @@ def test_plain_and_escaped_key_forms(conn: psycopg.Connection[Any], key_type: st
     }
     conn.execute(f'CREATE TABLE k (a {key_type}, b int, "q""" text, PRIMARY KEY (a, b))')
     conn.execute(f"INSERT INTO k VALUES ({values[key_type]}, 1, NULL), ({values[key_type]}, 2, 'v')")
-    table = read_table(conn, "public", "k")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "k"), table)
+    definition = definition_of(conn, "public", "k")
     assert sorted(_items(conn, definition)) == _jsons([i for b in _copy(conn, definition) for i in b])
-    subset = ShapeDefinition.create(("public", "k"), table, columns=parse_columns('b,"q""",a'))
+    subset = definition_of(conn, "public", "k", columns=parse_columns('b,"q""",a'))
     got = sorted(_items(conn, subset))
     assert got == _jsons([i for b in _copy(conn, subset) for i in b]) and len(got) == 2
 
@@ -138,9 +136,7 @@ def test_toast_heavy_tables_get_fewer_pages_per_query(conn: psycopg.Connection[A
     conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
     conn.execute("ALTER TABLE docs ALTER body SET STORAGE EXTERNAL")  # out of line, uncompressed
     conn.execute("INSERT INTO docs SELECT g, repeat(md5(g::text), 1000) FROM generate_series(1, 3000) g")
-    table = read_table(conn, "public", "docs")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "docs"), table)
+    definition = definition_of(conn, "public", "docs")
     found = block_query(conn, definition)
     assert found is not None
     _, ranges = found
@@ -181,9 +177,7 @@ def test_parallel_lanes_share_the_snapshot_and_keep_range_order(
 ) -> None:
     conn.execute("CREATE TABLE p (id int PRIMARY KEY, v text)")
     conn.execute("INSERT INTO p SELECT g, md5(g::text) FROM generate_series(1, 3000) g")
-    table = read_table(conn, "public", "p")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "p"), table)
+    definition = definition_of(conn, "public", "p")
     conn.execute(BEGIN_SNAPSHOT)
     exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
     assert exported is not None
@@ -223,9 +217,7 @@ def test_a_selective_shape_reads_through_the_index(conn: psycopg.Connection[Any]
     conn.execute("INSERT INTO big SELECT g, g % 5000, repeat('x', 50) FROM generate_series(1, 50000) g")
     conn.execute("ANALYZE big")
     relation = parse_relation("big")
-    table = read_table(conn, *relation)
-    assert table is not None
-    definition = ShapeDefinition.create(relation, table)
+    definition = definition_of(conn, *relation)
     where = sql.SQL("owner = %s")
 
     def index_scans() -> int:
@@ -271,9 +263,7 @@ def test_unchecked_text_values_are_checked_per_range(conn: psycopg.Connection[An
         "INSERT INTO u SELECT g, md5(g::text) || 'é☃', CASE WHEN g % 3 = 0 THEN NULL ELSE 'v/' || g END,"
         " NULLIF(g % 4, 0), CASE WHEN g % 5 = 0 THEN NULL ELSE '' END FROM generate_series(1, 3000) g"
     )
-    table = read_table(conn, "public", "u")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "u"), table)
+    definition = definition_of(conn, "public", "u")
 
     def check(expect_failures: int, unchecked_at_end: bool) -> None:
         conn.execute(BEGIN_SNAPSHOT)
@@ -321,9 +311,7 @@ def test_every_byte_json_escapes_sends_an_unchecked_range_to_the_checked_query(
     conn.execute(
         "INSERT INTO e SELECT g, 'ok é☃ ' || g, CASE WHEN g % 2 = 0 THEN 'v' || g END FROM generate_series(1, 20) g"
     )
-    table = read_table(conn, "public", "e")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "e"), table)
+    definition = definition_of(conn, "public", "e")
 
     def read(expect_failures: int) -> None:
         conn.execute(BEGIN_SNAPSHOT)
@@ -372,9 +360,7 @@ def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connect
     dirty = per_page * (SUB_PAGES + 1) + 1
     conn.execute(fill + " FROM generate_series(1, %s) g", (dirty, per_page * 12 * SUB_PAGES))
     assert _one(conn, "SELECT (ctid::text::point)[0]::int FROM w WHERE id = %s", (dirty,)) == SUB_PAGES + 1
-    table = read_table(conn, "public", "w")
-    assert table is not None
-    definition = ShapeDefinition.create(("public", "w"), table)
+    definition = definition_of(conn, "public", "w")
     reference = _jsons([i for b in _copy(conn, definition) for i in b])
     conn.execute(BEGIN_SNAPSHOT)
     found = block_query(conn, definition, pages=3 * SUB_PAGES)
@@ -396,9 +382,7 @@ def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connect
     conn.execute("CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (100)")
     conn.execute("CREATE TABLE pt2 PARTITION OF pt FOR VALUES FROM (100) TO (200)")
     conn.execute("INSERT INTO pt SELECT g, 'v' || g FROM generate_series(0, 199) g")
-    parted = read_table(conn, "public", "pt")
-    assert parted is not None
-    definition = ShapeDefinition.create(("public", "pt"), parted)
+    definition = definition_of(conn, "public", "pt")
     conn.execute(BEGIN_SNAPSHOT)
     assert sorted(_items(conn, definition)) == _jsons([i for b in _copy(conn, definition) for i in b])
     conn.execute("ROLLBACK")
