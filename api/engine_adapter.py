@@ -203,6 +203,22 @@ class EngineShapes:
             raise ShapeGone(handle) from None
 
     def read(self, handle: str, offset: LogOffset, *, per_item: bool = False) -> LogChunk:
+        if not per_item and (
+            offset.is_before_all or (offset.is_snapshot and offset != LogOffset.SNAPSHOT_END)
+        ):
+            # a large closed snapshot chunk is not read here: its pieces are where it lies (FileRange), which
+            # our server sends with sendfile and anything else reads when iterating them
+            chunk, latest = self._ready_chunk(handle, offset, body=False)
+            if chunk.snapshot and chunk.count:
+                try:
+                    where = self._shape(handle).reader.snapshot_range(offset)
+                except StorageShapeGone:
+                    raise ShapeGone(handle) from None
+                if where is not None:
+                    end = chunk.end_offset
+                    return LogChunk(
+                        end_offset=end, latest_offset=max(latest, end), is_empty=False, pieces=where
+                    )
         chunk, latest = self._ready_chunk(handle, offset, body=True)
         pieces: list[bytes]
         if chunk.count == 0:

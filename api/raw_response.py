@@ -20,6 +20,10 @@ The protocol, across four places:
   under ``LANE_ERROR_KEY`` when it failed once started).
 
 The header set is exactly the one the Falcon path sends (tests compare both).
+
+Likewise the worker puts ``SERVER_FILES_KEY`` in the environ: "a body item that is a
+:class:`~sync.storage.reader.FileRange` I send from its file (``sendfile``)"; the shape responder then
+leaves a large closed snapshot chunk as such an item instead of reading it (``api/shape_response.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable, Iterator
 __all__ = [
     "LANE_ERROR_KEY",
     "RAW_ENV_KEY",
+    "SERVER_FILES_KEY",
     "SERVER_RAW_KEY",
     "RawAnswerReady",
     "RawResponse",
@@ -37,6 +42,7 @@ __all__ = [
 ]
 
 SERVER_RAW_KEY = "shapesync.server_writes_raw"  # set by the worker
+SERVER_FILES_KEY = "shapesync.server_sends_files"  # set by the worker
 RAW_ENV_KEY = "shapesync.raw_ok"  # set by ShapesyncApp for the resource
 LANE_ERROR_KEY = "shapesync.lane_error"  # a lean lane's error, for the Falcon path (api/lean_lane.py)
 

@@ -3,13 +3,16 @@
 Why this module exists: :mod:`api.shape_resource` sequences a request (resolve, wait, read); this module
 turns what it decided into the response: the shape headers of ``api/headers.py`` with the resource's pinned
 clock and randomness, a 304 on a matching If-None-Match, the body as ``[`` + stored item bytes + control
-item + ``]`` (in memory up to ``stream_buffer_bytes``, else streamed, never decoded), and a memoised
-long-poll answer (``api/live_memo.py``), pre-rendered under our gunicorn worker (``api/raw_response.py``).
+item + ``]`` (in memory up to ``stream_buffer_bytes``, else streamed, never decoded; a large snapshot chunk
+given as a :class:`~sync.storage.reader.FileRange` goes out with ``sendfile`` under our gunicorn worker),
+and a memoised long-poll answer (``api/live_memo.py``), pre-rendered under our gunicorn worker
+(``api/raw_response.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 import falcon
 
@@ -17,7 +20,8 @@ from api.headers import Headers, ShapeResponseMeta, if_none_match_matches, shape
 from api.live_memo import LiveAnswer
 from api.middleware import RawCommonLines
 from api.params import ApiSettings, ShapeRequest
-from api.raw_response import RAW_ENV_KEY, RawAnswerReady
+from api.raw_response import RAW_ENV_KEY, SERVER_FILES_KEY, RawAnswerReady
+from sync.storage.reader import FileRange
 
 __all__ = ["ShapeResponder", "json_array_body"]
 
@@ -48,11 +52,23 @@ def json_array_body(pieces: Iterable[bytes], tail: bytes | None, limit: int) -> 
     yield bytes(buf)
 
 
+def file_body(where: FileRange, tail: bytes | None) -> Iterator[bytes | FileRange]:
+    """``[`` + the range + ``,`` tail + ``]`` for a server that sends a FileRange itself
+    (``SERVER_FILES_KEY``): the range is yielded as it is, not read."""
+    yield b"["
+    yield where
+    yield b"," + tail + b"]" if tail is not None else b"]"
+
+
 def _body_length(pieces: Iterable[bytes], tail: bytes | None) -> int | None:
-    """The exact body length when the pieces are already in memory, else None (chunked encoding)."""
-    if not isinstance(pieces, (list, tuple)):
+    """The exact body length when the pieces are already in memory or a FileRange, else None (chunked
+    encoding)."""
+    if isinstance(pieces, FileRange):
+        sizes = [len(pieces)]
+    elif not isinstance(pieces, (list, tuple)):
         return None
-    sizes = [len(p) for p in pieces if p]
+    else:
+        sizes = [len(p) for p in pieces if p]
     n = sum(sizes) + 2
     if tail is not None:
         n += len(tail) + (1 if sizes else 0)
@@ -118,10 +134,16 @@ class ShapeResponder:
         tail: bytes | None,
     ) -> Headers:
         """A 200 with ``[pieces, tail]``: in memory (``resp.data``) up to ``stream_buffer_bytes``, else
-        streamed.  Returns the shape headers it set."""
+        streamed (a FileRange left to a server that sends files itself).  Returns the shape headers it set."""
         headers = self.apply_headers(req, resp, request, meta, status=200)
         resp.status = 200
         length = _body_length(pieces, tail)
+        if isinstance(pieces, FileRange) and req.env.get(SERVER_FILES_KEY):
+            # only our worker, which set the key, sees the FileRange item (the middleware's wrappers of a
+            # streamed body only count len() of what passes through)
+            resp.stream = cast("Iterable[bytes]", file_body(pieces, tail))
+            resp.content_length = length
+            return headers
         if length is not None and length <= self._settings.stream_buffer_bytes:
             resp.data = b"".join(json_array_body(pieces, tail, self._settings.stream_buffer_bytes))
             return headers

@@ -29,7 +29,7 @@ from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
-from api.raw_response import SERVER_RAW_KEY, RawResponse
+from api.raw_response import SERVER_FILES_KEY, SERVER_RAW_KEY, RawResponse
 from sync.settings import ConfigError, load_settings
 
 try:
@@ -58,11 +58,12 @@ def http_date() -> str:
 
 
 class _Response(wsgi.Response):  # type: ignore[misc]
-    """gunicorn's response with three savings (issue 7: thousands of responses per change): the Date is
-    formatted once per second, a first body write of up to ``COALESCE_MAX`` bytes leaves in the same send as
-    the header block (one send per small response instead of two), and a pre-rendered
-    :class:`~api.raw_response.RawResponse` is written whole (``send_raw``).  Everything else (header
-    validation of ordinary responses, framing, HEAD/204/304 rules) is gunicorn's own."""
+    """gunicorn's response with four savings (issue 7: thousands of responses per change, and megabytes of
+    snapshot per initial sync): the Date is formatted once per second, a first body write of up to
+    ``COALESCE_MAX`` bytes leaves in the same send as the header block (one send per small response instead
+    of two), a pre-rendered :class:`~api.raw_response.RawResponse` is written whole (``send_raw``), and a
+    body item that is a :class:`~sync.storage.reader.FileRange` goes out with ``sendfile``.  Everything else
+    (header validation of ordinary responses, framing, HEAD/204/304 rules) is gunicorn's own."""
 
     def default_headers(self) -> list[str]:
         if self.upgrade:
@@ -95,6 +96,8 @@ class _Response(wsgi.Response):  # type: ignore[misc]
         self.headers_sent = True
 
     def write(self, arg: Any) -> None:
+        if type(arg) is not bytes and self._sent_from_file(arg):
+            return
         if (
             not self.headers_sent
             and type(arg) is bytes
@@ -109,6 +112,49 @@ class _Response(wsgi.Response):  # type: ignore[misc]
             util.write(self.sock, head + arg)
             return
         super().write(arg)
+
+    def _sent_from_file(self, arg: Any) -> bool:
+        """Send a :class:`~sync.storage.reader.FileRange` body item with ``sendfile`` (False: not one).
+
+        The kernel moves the bytes from the page cache to the socket: no read into this process, no copy
+        out of it.  The socket is non-blocking under gevent; EAGAIN waits cooperatively until writable."""
+        # imported by the app in the worker, after gevent's patch (never load storage into the master)
+        from sync import runtime  # noqa: PLC0415
+        from sync.storage.reader import FileRange  # noqa: PLC0415
+
+        if type(arg) is not FileRange:
+            return False
+        self.send_headers()
+        if self._omits_body:
+            return True
+        size = arg.size
+        if self.response_length is not None:
+            size = min(size, self.response_length - self.sent)
+        if size <= 0:
+            return True
+        if self.chunked:
+            util.write(self.sock, f"{size:X}\r\n".encode("latin-1"))
+        fd = os.open(arg.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            out = self.sock.fileno()
+            offset, left = arg.offset, size
+            while left:
+                try:
+                    sent = os.sendfile(out, fd, offset, left)
+                except BlockingIOError:
+                    if not runtime.wait_writable(out, self.sock.gettimeout()):
+                        raise TimeoutError("timed out sending a file range") from None
+                    continue
+                if not sent:
+                    raise OSError(f"{arg.path} ended before {arg.offset + size}")
+                offset += sent
+                left -= sent
+        finally:
+            os.close(fd)
+        self.sent += size
+        if self.chunked:
+            util.write(self.sock, b"\r\n")
+        return True
 
     def send_raw(self, raw: RawResponse) -> None:
         """Write a pre-rendered response: our status line, Server, Date and Connection, then its block."""
@@ -178,6 +224,7 @@ class ShapesyncWorker(GeventWorker):  # type: ignore[misc]
             resp.__class__ = _Response  # same state, our methods (wsgi.create builds the stock class)
             environ["wsgi.multithread"] = True
             environ[SERVER_RAW_KEY] = True
+            environ[SERVER_FILES_KEY] = True
             self.nr += 1
             if self.nr >= self.max_requests and self.alive:
                 self.log.info("Autorestarting worker after current request.")

@@ -5,13 +5,20 @@ complete) by replacing ``LogState.view`` in one store, and only after the bytes 
 (to the page cache; fsync is not needed to read them).  A reader takes one view per request and reads only
 up to it, so it never sees a partial item or a partial transaction, and needs no lock shared with the
 writer.  Closed chunk boundaries are cached in memory (one entry per chunk) and binary-searched.
+
+A closed snapshot chunk never changes, so when the files are real files (:class:`PathFiles`) a large one
+can also be described as a :class:`FileRange` instead of read: a server then sends it from the page cache
+(``sendfile``) without copying megabytes into this process and out again.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
 
 from sync.offsets import LogOffset
 from sync.storage.errors import ShapeGone
@@ -19,10 +26,52 @@ from sync.storage.files import ReadFiles
 from sync.storage.format import CHUNK, ITEM, ChunkEntry
 from sync.storage.items import ChunkRead
 
-__all__ = ["LogState", "LogView", "ShapeLogReader"]
+__all__ = ["FILE_RANGE_MIN", "FileRange", "LogState", "LogView", "PathFiles", "ShapeLogReader"]
 
 _OFFSET = ITEM.size
 _EMPTY = b""
+# Snapshot chunks at least this large may be served as a FileRange (a smaller one is read: one pread and
+# one send cost less than an open, a sendfile and a close).
+FILE_RANGE_MIN: Final = 256 * 1024
+
+
+@runtime_checkable
+class PathFiles(Protocol):
+    """Files that are real files: ``path(name)`` is where ``pread(name, ...)`` reads from."""
+
+    def path(self, name: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """``size`` (> 0) bytes at ``offset`` of the file at ``path`` that never change: the items of a closed
+    snapshot chunk, as :meth:`ShapeLogReader.read_chunk` would return them.  A server that can send from
+    a file (``sendfile``) opens ``path`` and sends the range; anything else iterates it (one ``bytes``,
+    read then).  ``len()`` is ``size``."""
+
+    path: str
+    offset: int
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.read()
+
+    def read(self) -> bytes:
+        """The range's bytes (OSError if the file is gone or shorter: the shape was deleted meanwhile)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, self.size, self.offset)
+            while len(data) < self.size:
+                more = os.pread(fd, self.size - len(data), self.offset + len(data))
+                if not more:
+                    raise OSError(f"{self.path}: {self.size} bytes at {self.offset} not found")
+                data += more
+            return data
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +201,27 @@ class ShapeLogReader:
         if not view.snap_complete:
             return ChunkRead(_EMPTY, 0, offset, up_to_date=False, snapshot=True, ready=False)
         return self._read_log(view, offset, body)
+
+    def snapshot_range(self, offset: LogOffset) -> FileRange | None:
+        """Where the items :meth:`read_chunk` returns for ``offset`` lie, when they are a closed snapshot
+        chunk of at least :data:`FILE_RANGE_MIN` bytes in a real file (:class:`PathFiles`); else None (read
+        the chunk).  Raises ShapeGone like :meth:`read_chunk`."""
+        files = self._files
+        if not isinstance(files, PathFiles):
+            return None
+        view = self._view()
+        if not (offset.is_before_all or (offset.is_snapshot and offset != LogOffset.SNAPSHOT_END)):
+            return None
+        k = 0 if offset.is_before_all else offset.op + 1
+        if k >= view.snap_chunks:
+            return None
+        snap = self._snap
+        snap.load(files, view.snap_chunks)
+        start_json = snap.end_json[k - 1] if k > 0 else 0
+        size = snap.end_json[k] - start_json - 1
+        if size < FILE_RANGE_MIN:
+            return None
+        return FileRange(files.path("snapshot.json"), start_json, size)
 
     def _read_snapshot_chunk(self, view: LogView, k: int, body: bool) -> ChunkRead:
         snap = self._snap
