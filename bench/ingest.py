@@ -130,26 +130,53 @@ class Trace:
 
         self.start = 0.0
         self.gc: list[tuple[int, float, float]] = []  # (generation, start, seconds)
-        self.batches: list[tuple[float, int]] = []  # (when, shapes)
+        self.batches: list[tuple[float, int, str]] = []  # (when, shapes, why)
         self._gc_at = 0.0
         gc.callbacks.append(self._on_gc)
         trace = self
         orig_tell = ShapeLogCollector._tell_outbox
 
         def tell(collector: Any) -> None:
-            trace.batches.append((time.perf_counter(), len(collector._outbox)))
+            caller = sys._getframe(2)
+            now = time.monotonic()
+            why = (
+                f"{caller.f_code.co_name}:{caller.f_lineno} inbox={collector.actor_inbox.qsize()} "
+                f"age={now - collector._batch_started:.3f} gap={now - collector._routed_at:.3f} "
+                f"commits={collector._outbox_commits} changes={collector._outbox_changes}"
+            )
+            trace.batches.append((time.perf_counter(), len(collector._outbox), why))
             orig_tell(collector)
 
         ShapeLogCollector._tell_outbox = tell  # type: ignore[method-assign,assignment]
-        self.timed: dict[str, list[float]] = {}  # name -> [seconds, calls] of handlers that never yield
+        # name -> [seconds, calls, last end] of the handlers that never yield
+        self.timed: dict[str, list[float]] = {}
         self._time_calls()
+        self.rounds: list[tuple[float, int, float]] = []  # flush rounds: (start, members, seconds)
+        self._time_rounds()
+
+    def _time_rounds(self) -> None:
+        from sync.storage.ticker import FlushTicker  # noqa: PLC0415
+
+        orig = FlushTicker._round
+        rounds = self.rounds
+
+        def timed_round(members: list[Any]) -> None:
+            t = time.perf_counter()
+            try:
+                orig(members)
+            finally:
+                rounds.append((t, len(members), time.perf_counter() - t))
+
+        FlushTicker._round = staticmethod(timed_round)  # type: ignore[method-assign]
 
     def _time_calls(self) -> None:
+        from sync.shapes.cache import ShapeCache  # noqa: PLC0415
         from sync.shapes.collector import ShapeLogCollector  # noqa: PLC0415
         from sync.shapes.consumer import Consumer  # noqa: PLC0415
         from sync.storage.storage_actor import StorageActor  # noqa: PLC0415
 
         targets = [
+            (ShapeCache, "_relation_changed"),
             (Consumer, "on_receive"),
             (StorageActor, "on_receive"),
             (ShapeLogCollector, "_route"),
@@ -158,14 +185,15 @@ class Trace:
         ]
         for cls, name in targets:
             orig = getattr(cls, name)
-            acc = self.timed.setdefault(f"{cls.__name__}.{name}", [0.0, 0])
+            acc = self.timed.setdefault(f"{cls.__name__}.{name}", [0.0, 0, 0.0])
 
             def timed(*args: Any, _orig: Any = orig, _acc: list[float] = acc) -> Any:
                 t = time.perf_counter()
                 try:
                     return _orig(*args)
                 finally:
-                    _acc[0] += time.perf_counter() - t
+                    _acc[2] = time.perf_counter()
+                    _acc[0] += _acc[2] - t
                     _acc[1] += 1
 
             setattr(cls, name, timed)
@@ -180,8 +208,9 @@ class Trace:
         self.start = time.perf_counter()
         self.gc.clear()
         self.batches.clear()
+        self.rounds.clear()
         for acc in self.timed.values():
-            acc[0] = acc[1] = 0
+            acc[0] = acc[1] = acc[2] = 0
 
     def report(self, probe: Probe, end: float) -> None:
         t0 = self.start
@@ -189,13 +218,16 @@ class Trace:
         per_gen = {g: round(sum(s for gg, _, s in gcs if gg == g) * 1e3, 1) for g in (0, 1, 2)}
         counts = {g: sum(1 for gg, _, _ in gcs if gg == g) for g in (0, 1, 2)}
         big = [(g, round(at, 3), round(s * 1e3, 1)) for g, at, s in gcs if g > 0]
-        batches = [(round(at - t0, 3), n) for at, n in self.batches if t0 <= at <= end and n]
+        batches = [(round(at - t0, 3), n, why) for at, n, why in self.batches if t0 <= at <= end and n]
         acks = [round(w - t0, 3) for w in probe.ack_times if t0 <= w <= end]
+        rounds = [(round(at - t0, 3), n, round(s, 3)) for at, n, s in self.rounds if t0 <= at <= end]
         sys.stderr.write(
             f"trace: gc ms {per_gen} counts {counts} older {big}\n"
             f"trace: {len(batches)} batches (s, shapes) {batches}\n"
-            f"trace: {len(acks)} acks, last at {acks[-1] if acks else None}\n"
-            f"trace: handlers (ms, calls) { {k: (round(v[0] * 1e3), v[1]) for k, v in self.timed.items()} }\n"
+            f"trace: {len(acks)} acks at {acks}\n"
+            f"trace: flush rounds (s, members, seconds) {rounds}\n"
+            f"trace: handlers (ms, calls, last end s) "
+            f"{ {k: (round(v[0] * 1e3), v[1], round(v[2] - t0, 3)) for k, v in self.timed.items()} }\n"
         )
 
 
@@ -289,6 +321,34 @@ def create_shapes(engine: Any, wheres: list[str | None], concurrency: int) -> No
         time.sleep(0.01)
 
 
+def _rows_of_run(rows: int, rep: int) -> int:
+    """``BENCH_INGEST_ROWS_SEQ=10000,100000``: the live runs commit these row counts in turn instead of
+    ``--rows`` (a diagnostic: per-visit against per-row cost at the same number of shapes visited; the
+    headline figures then mean nothing)."""
+    seq = os.environ.get("BENCH_INGEST_ROWS_SEQ")
+    if not seq:
+        return rows
+    counts = [int(n) for n in seq.split(",")]
+    return counts[rep % len(counts)]
+
+
+def _start_py_spy(rep: int) -> subprocess.Popen[bytes] | None:
+    """``BENCH_INGEST_PYSPY=<prefix>``: py-spy records this process (every thread) for the first
+    ``BENCH_INGEST_PYSPY_S`` seconds (default 4) of the live window into ``<prefix>.<rep>.txt`` (raw format);
+    started and attached before the window begins.  A diagnostic: the JSON line's figures are then not
+    comparable with unprofiled runs."""
+    prefix = os.environ.get("BENCH_INGEST_PYSPY")
+    if not prefix:
+        return None
+    seconds = os.environ.get("BENCH_INGEST_PYSPY_S", "4")  # whole seconds
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    rate = os.environ.get("BENCH_INGEST_PYSPY_RATE", "250")
+    cmd = [spy, "record", "-p", str(os.getpid()), "-d", seconds, "-r", rate, "--format", "raw"]
+    proc = subprocess.Popen([*cmd, "-o", f"{prefix}.{rep}.txt"], stdout=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the window starts
+    return proc
+
+
 def wait_acked(probe: Probe, engine: Any, n_shapes: int, timeout: float = 900) -> None:
     """Wait for the target ack; fail fast if shapes were lost on the way (e.g. EMFILE: see the log)."""
     deadline = time.monotonic() + timeout
@@ -326,7 +386,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                 for rep in range(args.repeat):
                     if live:  # the engine streams while the workload commits (from a process of its own)
                         probe.arm(1 << 64)
-                        with WorkloadProcess(dsn, args.rows, args.batch, n_shapes) as workload:
+                        rows = _rows_of_run(args.rows, rep)
+                        with WorkloadProcess(dsn, rows, args.batch, n_shapes) as workload:
+                            spy = _start_py_spy(rep)
                             if trace is not None:
                                 trace.begin()
                             w0 = time.perf_counter()
@@ -335,8 +397,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                         workload_s = time.perf_counter() - w0
                         probe.arm(target)
                         wait_acked(probe, engine, n_shapes)
+                        if spy is not None:
+                            spy.wait()
                         run = {"ours_s": probe.done_at - w0, "workload_commit_s": workload_s}
-                        run["cpu_us_per_row"] = (probe.done_cpu - c0) / args.rows * 1e6
+                        run["cpu_us_per_row"] = (probe.done_cpu - c0) / rows * 1e6
+                        if rows != args.rows:
+                            run["rows"] = rows
+                            run["cpu_s"] = probe.done_cpu - c0
                         if trace is not None:
                             trace.report(probe, probe.done_at)
                         run["baseline_s"] = recvlogical(str(cluster.bindir), dsn, end_lsn)
