@@ -87,6 +87,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_RELATION_SLICE = 500  # shapes judged per turn of the event loop at a Relation message
+_RELATION_PAUSE_S = 0.0001  # under gevent a timer, not sleep(0): the next turn of the loop, I/O included
+
 ShapeFuture = pykka.ThreadingFuture[ShapeResult]
 
 
@@ -384,7 +387,17 @@ class ShapeCache(SupervisedActor):
             self._unpublish(definition, handle)
 
     def _relation_changed(self, event: RelationChanged) -> None:
-        shapes = (self.directory.get(h) for h in self.directory.handles())
-        live = ((s.handle, s.definition) for s in shapes if s is not None)
-        for handle, reason in relation_change_reasons(live, event.relation, event.previous):
-            self._remove(handle, reason)
+        """Invalidate the shapes the Relation message breaks, judging them ``_RELATION_SLICE`` at a time with
+        a turn of the event loop between slices: even with one verdict per distinct definition aspect,
+        looking at 10,000 shapes took ~21 ms in one go on the worker's event loop at the first Relation
+        message of a session, a stall that made the ShapeLogCollector see the burst's flow stop (a gap of
+        more than its ``_FLOWING_S``) and tell its first transaction apart: 1,000 shape visits more."""
+        handles = self.directory.handles()
+        verdicts: dict[tuple[object, ...], str | None] = {}
+        for start in range(0, len(handles), _RELATION_SLICE):
+            if start:
+                runtime.sleep(_RELATION_PAUSE_S)
+            shapes = (self.directory.get(h) for h in handles[start : start + _RELATION_SLICE])
+            live = [(s.handle, s.definition) for s in shapes if s is not None]
+            for handle, reason in relation_change_reasons(live, event.relation, event.previous, verdicts):
+                self._remove(handle, reason)

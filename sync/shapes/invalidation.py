@@ -84,15 +84,20 @@ def relation_change_reason(
 
 
 def relation_change_reasons(
-    shapes: Iterable[tuple[str, ShapeDefinition]], relation: Relation, previous: Relation | None
+    shapes: Iterable[tuple[str, ShapeDefinition]],
+    relation: Relation,
+    previous: Relation | None,
+    verdicts: dict[tuple[object, ...], str | None] | None = None,
 ) -> list[tuple[str, str]]:
     """``(handle, reason)`` of each of ``shapes`` this Relation message invalidates, in their order.
 
     :func:`relation_change_reason` reads only the definition's ``schema_aspects``, so it runs once per
     distinct value of them: with 10,000 shapes ``id = k`` of one table it ran 10,000 times (~20 us each) in
     one go on the worker's event loop at the first Relation message after every start, holding up the
-    replication reader for ~0.2 s."""
-    verdicts: dict[tuple[object, ...], str | None] = {}
+    replication reader for ~0.2 s.  ``verdicts`` carries them over between calls for slices of one message's
+    shapes (see ``ShapeCache._relation_changed``)."""
+    if verdicts is None:
+        verdicts = {}
     invalidated: list[tuple[str, str]] = []
     for handle, d in shapes:
         if d.relation_oid != relation.oid and (d.schema, d.table) != (relation.schema, relation.name):

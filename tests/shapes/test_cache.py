@@ -238,6 +238,38 @@ def test_truncate_and_column_drop_invalidate_exactly_the_affected_shapes(h: Cach
     assert h.directory.get(unrelated.handle) is not None
 
 
+def test_a_relation_message_is_judged_in_slices_with_one_memo(
+    h: CacheHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache judges a Relation message's shapes a slice at a time (a turn of the event loop between
+    slices), sharing one verdict memo: the outcome is that of judging them all at once."""
+    calls: list[tuple[int, int]] = []  # (shapes in the slice, id of the memo)
+    judge = cache_module.relation_change_reasons
+
+    def sliced(shapes: Any, relation: Any, previous: Any, verdicts: Any = None) -> Any:
+        shapes = list(shapes)
+        calls.append((len(shapes), id(verdicts)))
+        return judge(shapes, relation, previous, verdicts)
+
+    monkeypatch.setattr(cache_module, "_RELATION_SLICE", 1)
+    monkeypatch.setattr(cache_module, "relation_change_reasons", sliced)
+    subset = h.live(h.definition("items", columns=["id", "value"]))
+    everything = h.live(h.definition("items"))
+    other = h.live(h.definition("items", where="value > 1"))
+    wait_for(lambda: all(snapshot_done(s) for s in (subset, everything, other)))
+    h.conn.execute("ALTER TABLE items DROP COLUMN label")
+    h.conn.execute("INSERT INTO items VALUES (99, 99)")
+    # the Relation message alone: no consumer sees the insert (which would make it invalidate itself)
+    for event in h.slot.decode():
+        if isinstance(event, RelationChanged):
+            h.cache.tell(event)
+    wait_for(lambda: h.directory.get(everything.handle) is None and h.directory.get(other.handle) is None)
+    assert h.directory.get(subset.handle) is not None
+    assert len(calls) == 3
+    assert all(n == 1 for n, _ in calls)
+    assert len({memo for _, memo in calls}) == 1
+
+
 def test_shapes_reload_after_a_restart(h: CacheHarness) -> None:
     shape = h.live(h.definition("items", where="value > 20"))
     wait_for(lambda: snapshot_done(shape))
