@@ -93,6 +93,8 @@ _TEXT_TYPES: Final = frozenset({25, 1043, 1042, 19})  # text, varchar, bpchar, n
 RAW_TEXT_TYPES: Final = frozenset({25, 1043})
 # The bytes JSON escapes inside a string (the separator SEP among them): none may be in an unescaped value.
 ESCAPED: Final = bytes(range(32)) + b'"\\'
+# Every other byte: deleting these from values leaves what JSON escapes in them (nothing, when clean).
+_UNESCAPED: Final = bytes(b for b in range(256) if b not in ESCAPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +126,10 @@ def raw_values_clean(values: Iterable[Buffer | None]) -> bool:
     byte of :data:`ESCAPED`?  Then its items are the JSON the checked form writes; a single such byte in any
     value and they are not (read the rows again checked).  One ``translate`` pass over the values alone:
     counting those bytes in the whole items instead (against what their literal text brings) read ~3x the
-    bytes for the snapshot benchmark's rows."""
+    bytes for the snapshot benchmark's rows.  The pass deletes the bytes that need no escaping: it writes
+    (almost) nothing, where deleting :data:`ESCAPED` rewrote every byte (40 MB of values: 18 vs 49 ms)."""
     raw = b"".join(v for v in values if v is not None)
-    return len(raw) == len(raw.translate(None, ESCAPED))
+    return not raw.translate(None, _UNESCAPED)
 
 
 class _Parts:

@@ -14,7 +14,15 @@ from psycopg import sql
 
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.identifiers import parse_columns, parse_relation
-from sync.shapes.item_sql import IO_CAST_TYPES, KEY_PLAIN_TYPES, PLAIN_TYPES, Column, unchecked_allowed
+from sync.shapes.item_sql import (
+    ESCAPED,
+    IO_CAST_TYPES,
+    KEY_PLAIN_TYPES,
+    PLAIN_TYPES,
+    Column,
+    raw_values_clean,
+    unchecked_allowed,
+)
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import BEGIN_SNAPSHOT
 from sync.shapes.snapshot_blocks import (
@@ -386,3 +394,10 @@ def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connect
     conn.execute(BEGIN_SNAPSHOT)
     assert sorted(_items(conn, definition)) == _jsons([i for b in _copy(conn, definition) for i in b])
     conn.execute("ROLLBACK")
+
+
+def test_raw_values_clean_refuses_exactly_the_bytes_json_escapes() -> None:
+    for byte in range(256):
+        value = b"before " + bytes([byte]) + b" after"
+        assert raw_values_clean([b"clean", None, memoryview(value)]) is (bytes([byte]) not in ESCAPED), byte
+    assert raw_values_clean([]) and raw_values_clean([None, b""])
