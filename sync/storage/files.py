@@ -168,6 +168,11 @@ class _DiskReader:
         finally:
             cache.unpin(entry)
 
+    def path(self, name: str) -> str:
+        """Where ``pread(name, ...)`` reads from (:class:`~sync.storage.reader.PathFiles`: lets a server
+        send a closed snapshot chunk straight from the file)."""
+        return os.path.join(self._dir, name)
+
     def close(self) -> None:
         self._group.drop()
 
