@@ -146,6 +146,15 @@ class _ItemOffsets:
         return LogOffset(tx, op)
 
 
+def _snapshot_chunk(view: LogView, offset: LogOffset) -> int | None:
+    """The closed snapshot chunk a read after ``offset`` answers with (``-1``: 0, ``0_k``: k+1), if any."""
+    if offset.is_before_all or (offset.is_snapshot and offset != LogOffset.SNAPSHOT_END):
+        k = 0 if offset.is_before_all else offset.op + 1
+        if k < view.snap_chunks:
+            return k
+    return None
+
+
 def _unpack_offset(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[:8], "little"), int.from_bytes(data[8:16], "little")
 
@@ -194,10 +203,9 @@ class ShapeLogReader:
         empty), e.g. to build the ETag and answer a 304 without reading megabytes.
         """
         view = self._view()
-        if offset.is_before_all or (offset.is_snapshot and offset != LogOffset.SNAPSHOT_END):
-            k = 0 if offset.is_before_all else offset.op + 1
-            if k < view.snap_chunks:
-                return self._read_snapshot_chunk(view, k, body)
+        k = _snapshot_chunk(view, offset)
+        if k is not None:
+            return self._read_snapshot_chunk(view, k, body)
         if not view.snap_complete:
             return ChunkRead(_EMPTY, 0, offset, up_to_date=False, snapshot=True, ready=False)
         return self._read_log(view, offset, body)
@@ -210,10 +218,8 @@ class ShapeLogReader:
         if not isinstance(files, PathFiles):
             return None
         view = self._view()
-        if not (offset.is_before_all or (offset.is_snapshot and offset != LogOffset.SNAPSHOT_END)):
-            return None
-        k = 0 if offset.is_before_all else offset.op + 1
-        if k >= view.snap_chunks:
+        k = _snapshot_chunk(view, offset)
+        if k is None:
             return None
         snap = self._snap
         snap.load(files, view.snap_chunks)
