@@ -42,7 +42,7 @@ from sync.shapes.consumer_messages import (
     StorageDurable,
     StoredShape,
 )
-from sync.shapes.consumer_state import Action, Append, CommitEmpty, ConsumerState, ShapeFailed
+from sync.shapes.consumer_state import Action, CommitEmpty, ConsumerState, ShapeFailed
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.durable_reports import DurableReports
 from sync.shapes.log_items import (
@@ -272,7 +272,6 @@ class Consumer(SupervisedActor):
                 else:
                     self._settle_empty(action.commit_lsn)
                 continue
-            assert isinstance(action, Append)
             if action.items:
                 self._txn_last = action.items[-1].offset
             parts.append(action)  # an (items, complete) pair

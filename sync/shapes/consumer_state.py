@@ -27,8 +27,9 @@ from sync.offsets import LogOffset
 from sync.shapes.collector import ShapeChanges
 from sync.shapes.log_items import LogItem, ShapeLogEncoder
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
+from sync.storage.items import WholeTransactions
 
-__all__ = ["Action", "Append", "CommitEmpty", "ConsumerState", "ShapeFailed"]
+__all__ = ["Action", "Append", "CommitEmpty", "ConsumerState", "ShapeFailed", "WholeTransactions"]
 
 
 class ShapeFailed(Exception):
@@ -53,7 +54,7 @@ class CommitEmpty:
     commit_lsn: int
 
 
-Action = Append | CommitEmpty
+Action = Append | WholeTransactions | CommitEmpty
 
 _new_tuple = tuple.__new__
 
@@ -140,24 +141,36 @@ class ConsumerState:
         return self._process(msg)
 
     def changes_batch(self, msgs: Sequence[ShapeChanges]) -> list[Action]:
-        """:meth:`changes` for each message in order, the actions concatenated.  A message that is a whole
-        transaction (the common case: one fragment, nothing open) takes a shorter path with the same
-        outcome."""
+        """:meth:`changes` for each message in order, the actions concatenated, except that consecutive
+        transactions of one item each come as one :class:`WholeTransactions` (the same as an ``Append(…,
+        True)`` per item).  A message that is a whole transaction (the common case: one fragment, nothing
+        open) takes a shorter path with the same outcome."""
         encode = self._encoder.encode_fragment
         whole = self._encoder.encode_whole
         out: list[Action] = []
+        run: list[LogItem] | None = None  # the items of the open WholeTransactions (last in ``out``)
         for msg in msgs:
             filt = self._filter
             if filt is None or self._txn is not None or not (msg.begin and msg.commit):
+                run = None
                 out.extend(self.changes(msg))
                 continue
             lsn = msg.commit_lsn
             if lsn > self._last_tx and filt.keep(msg.xid, lsn):  # else: a replay, or in the snapshot already
                 items = whole(msg, msg.exact) if len(msg.changes) == 1 else encode(msg, msg.exact)
                 self._last_tx = lsn
+                if len(items) == 1:
+                    if run is None:
+                        run = [items[0]]
+                        out.append(WholeTransactions(run))
+                    else:
+                        run.append(items[0])
+                    continue
+                run = None
                 if items:
                     out.append(_append(items))
                     continue
+            run = None
             out.append(CommitEmpty(lsn))
         return out
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
 from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
-from sync.storage.items import AppendItem, snapshot_end_json
+from sync.storage.items import AppendItem, WholeTransactions, snapshot_end_json
 from sync.storage.log_layout import layout_items
 from sync.storage.reader import LogState, LogView, ShapeLogReader
 from sync.storage.snapshot_writer import ITEM_BOUNDARY, SEP_BOUNDARY, Boundary, join_items, layout_block
@@ -193,13 +193,22 @@ class ShapeLogWriter:
     def append_batch(self, parts: Sequence[tuple[Sequence[AppendItem], bool]]) -> None:
         """Append several transaction fragments ``(items, complete)`` in order with one write per file.
 
-        The same as calling :meth:`append` for each part (readers see every complete transaction at once).
+        The same as calling :meth:`append` for each part (readers see every complete transaction at once);
+        a :class:`~sync.storage.items.WholeTransactions` part as calling it for each of its items.
         """
         seq = self._log
         flat: list[AppendItem] = []
         ends: list[int] = []  # indexes in ``flat`` of transaction ends
         end_at = -1  # index of the last complete transaction's last item in ``flat``
-        for items, complete in parts:
+        for part in parts:
+            items, complete = part
+            if part.__class__ is WholeTransactions:  # every item ends a transaction
+                if items:
+                    start = len(flat)
+                    flat.extend(items)
+                    end_at = len(flat) - 1
+                    ends.extend(range(start, end_at + 1))
+                continue
             if not items:
                 if complete and flat:
                     ends.append(len(flat) - 1)

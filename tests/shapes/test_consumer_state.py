@@ -8,7 +8,14 @@ import pytest
 from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, Update
 from sync.shapes.collector import ShapeChanges
-from sync.shapes.consumer_state import Append, CommitEmpty, ConsumerState, ShapeFailed
+from sync.shapes.consumer_state import (
+    Action,
+    Append,
+    CommitEmpty,
+    ConsumerState,
+    ShapeFailed,
+    WholeTransactions,
+)
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
@@ -27,7 +34,19 @@ def txn(xid: int, lsn: int, *ids: int, begin: bool = True, commit: bool = True) 
     return ShapeChanges(xid, lsn, changes, begin, commit)
 
 
-def summary(actions: list[Append | CommitEmpty]) -> list[tuple[str, object]]:
+def one_by_one(actions: list[Action]) -> list[Action]:
+    """``actions`` with each ``WholeTransactions`` written as what it stands for: one ``Append(…, True)`` per
+    item."""
+    out: list[Action] = []
+    for a in actions:
+        if isinstance(a, WholeTransactions):
+            out.extend(Append([item], True) for item in a.items)  # type: ignore[list-item]
+        else:
+            out.append(a)
+    return out
+
+
+def summary(actions: list[Action]) -> list[tuple[str, object]]:
     out: list[tuple[str, object]] = []
     for a in actions:
         if isinstance(a, CommitEmpty):
@@ -152,8 +171,35 @@ def test_a_batch_gives_the_actions_of_its_messages_one_by_one() -> None:
         got += batched.snapshot_known(SNAP, wal_lsn=1500)
         expected += [a for m in msgs[split:] for a in one.changes(m)]
         got += batched.changes_batch(msgs[split:])
-        assert got == expected
+        assert one_by_one(got) == expected
         assert any(isinstance(a, Append) for a in got) and any(isinstance(a, CommitEmpty) for a in got)
+
+
+def test_consecutive_one_item_transactions_come_as_one_part() -> None:
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    noop = Update(REL, ("1", "x"), ("1", "x"), "O", op=0)
+    msgs = [
+        *(txn(200 + i, 3000 + 10 * i, i) for i in range(3)),
+        ShapeChanges(299, 3100, (noop,), True, True),  # nothing for the shape: ends the run
+        txn(300, 3200, 9),
+        txn(301, 3210, 10, 11),  # two items: a part of its own
+        txn(302, 3220, 12),
+    ]
+    got = s.changes_batch(msgs)
+    assert summary(got) == [
+        ("append", (["3000_0", "3010_0", "3020_0"], True)),
+        ("empty", 3100),
+        ("append", (["3200_0"], True)),
+        ("append", (["3210_0", "3210_2"], True)),
+        ("append", (["3220_0"], True)),
+    ]
+    assert [type(a) for a in got] == [
+        WholeTransactions,
+        CommitEmpty,
+        WholeTransactions,
+        Append,
+        WholeTransactions,
+    ]
 
 
 def test_exact_inserts_skip_the_where_updates_do_not() -> None:

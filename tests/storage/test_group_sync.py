@@ -19,6 +19,7 @@ from sync.storage import FileStorage, Storage, group_sync
 from sync.storage.fdcache import CACHE
 from sync.storage.files import DiskFiles
 from sync.storage.group_sync import sync_files
+from sync.storage.items import WholeTransactions
 from sync.storage.storage_actor import (
     AppendBatch,
     AppendSnapshot,
@@ -68,6 +69,43 @@ def test_append_batch_writes_what_appends_write(storage: Storage) -> None:
         for name in ("log.json", "log.items", "log.chunks"):
             left = (storage.shapes_dir / "one" / name).read_bytes()
             assert left == (storage.shapes_dir / "batched" / name).read_bytes(), name
+
+
+def test_whole_transactions_part_writes_what_one_part_per_item_writes(tmp_path: Path) -> None:
+    """A ``WholeTransactions`` part is one ``(item, True)`` part per item: same entries (TXN_END on each),
+    chunks, visibility; around other parts, in small and large runs, and across a chunk end."""
+    singles = [txn(tx, 1, size=29 * tx % 300 + 10)[0] for tx in range(100, 160, 2)]
+    split = (tuple(txn(107, 2)[:1]), False)  # between singles[3] and singles[4], ended by ((), True)
+    parts_whole: list[Any] = [
+        WholeTransactions(singles[:3]),
+        WholeTransactions(singles[3:4]),
+        split,
+        ((), True),
+        WholeTransactions(()),
+        WholeTransactions(singles[4:30]),
+    ]
+    parts_single = [
+        *[((it,), True) for it in singles[:4]],
+        split,
+        ((), True),
+        *[((it,), True) for it in singles[4:30]],
+    ]
+    file_storage = FileStorage(tmp_path, "stack", chunk_bytes=1000)
+    whole, single = file_storage.create("whole", {}), file_storage.create("single", {})
+    for w in (whole, single):
+        w.complete_snapshot(5, 9, ())
+    whole.append_batch(parts_whole[:2])
+    single.append_batch(parts_single[:4])
+    assert whole.last_offset == single.last_offset == singles[3].offset
+    whole.append_batch(parts_whole[2:])
+    single.append_batch(parts_single[4:])
+    for w in (whole, single):
+        w.flush()
+    assert whole.last_offset == single.last_offset == singles[29].offset
+    assert whole.state.view == single.state.view and whole.state.view.log_chunks > 2
+    for name in ("log.json", "log.items", "log.chunks", "log.durable"):
+        left = (file_storage.shapes_dir / "whole" / name).read_bytes()
+        assert left == (file_storage.shapes_dir / "single" / name).read_bytes(), name
 
 
 def test_small_appends_write_the_bytes_of_one_big_batch(tmp_path: Path) -> None:
