@@ -129,6 +129,9 @@ class TransactionFragment:
     commit: bool  # the last fragment of the transaction
     end_lsn: int | None = None  # Commit.end_lsn, set on the last fragment
     commit_time_us: int | None = None  # Commit timestamp, µs since 2000-01-01, on the last fragment
+    # the replication reader was behind the server when it decoded this fragment: it had read a few
+    # thousand messages in a row without ever finding the connection empty (more WAL was already there)
+    behind: bool = False
 
 
 @dataclass(frozen=True, slots=True)

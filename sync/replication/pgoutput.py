@@ -76,7 +76,7 @@ _INS_NEW = vars(Insert)["new"].__set__
 _INS_OP = vars(Insert)["op"].__set__
 _FRAGMENT_SETTERS = tuple(
     vars(TransactionFragment)[name].__set__
-    for name in ("xid", "commit_lsn", "changes", "begin", "commit", "end_lsn", "commit_time_us")
+    for name in ("xid", "commit_lsn", "changes", "begin", "commit", "end_lsn", "commit_time_us", "behind")
 )
 
 
@@ -88,9 +88,10 @@ def _fragment(  # noqa: PLR0917 - mirrors the dataclass fields, positionally, on
     commit: bool,
     end_lsn: int | None,
     commit_time_us: int | None,
+    behind: bool,
 ) -> TransactionFragment:
     frag: TransactionFragment = _new(TransactionFragment)
-    s_xid, s_lsn, s_changes, s_begin, s_commit, s_end, s_time = _FRAGMENT_SETTERS
+    s_xid, s_lsn, s_changes, s_begin, s_commit, s_end, s_time, s_behind = _FRAGMENT_SETTERS
     s_xid(frag, xid)
     s_lsn(frag, commit_lsn)
     s_changes(frag, changes)
@@ -98,6 +99,7 @@ def _fragment(  # noqa: PLR0917 - mirrors the dataclass fields, positionally, on
     s_commit(frag, commit)
     s_end(frag, end_lsn)
     s_time(frag, commit_time_us)
+    s_behind(frag, behind)
     return frag
 
 
@@ -155,6 +157,7 @@ class PgOutputDecoder:
         "_op",
         "_skipping",
         "_xid",
+        "behind",
         "cache",
         "in_transaction",
         "last_commit_lsn",
@@ -177,6 +180,7 @@ class PgOutputDecoder:
         self.skip_through = skip_through
         self.in_transaction = False
         self.last_commit_lsn = 0  # commit LSN of the last transaction that ended (delivered or skipped)
+        self.behind = False  # copied into each fragment (``TransactionFragment.behind``); set by the reader
         self._buf: list[Change] = []
         self._begin_pending = False
         self._skipping = False
@@ -269,7 +273,14 @@ class PgOutputDecoder:
         if self._buf or not self._begin_pending:
             self._emit(
                 _fragment(
-                    self._xid, commit_lsn, tuple(self._buf), self._begin_pending, True, end_lsn, commit_ts
+                    self._xid,
+                    commit_lsn,
+                    tuple(self._buf),
+                    self._begin_pending,
+                    True,
+                    end_lsn,
+                    commit_ts,
+                    self.behind,
                 )
             )
         self._buf = []
@@ -294,6 +305,7 @@ class PgOutputDecoder:
                     False,
                     None,
                     self._commit_ts,
+                    self.behind,
                 )
             )
             self._begin_pending = False

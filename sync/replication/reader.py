@@ -220,6 +220,7 @@ class ReplicationReader:
                 count += 1
                 if count >= _YIELD_EVERY:
                     count = 0
+                    decoder.behind = True  # _YIELD_EVERY messages without finding the connection empty
                     self._maintain()
                     if yield_s:
                         runtime.sleep(yield_s)
@@ -228,6 +229,7 @@ class ReplicationReader:
                 raise stream.ended()
             if drained:
                 # nothing buffered, nothing in the kernel either: housekeeping, then wait for the socket
+                decoder.behind = False
                 self._poll_in_flight()
                 self._maintain()
                 if 0 < count < _SMALL_BURST:

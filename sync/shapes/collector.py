@@ -10,8 +10,9 @@ replication client keeps handing over events (its reads), while the consumers ar
 previous batch (at most ``_MAX_GATHER_S``; up to ``_MAX_BACKLOG_S`` while the actors' run queue has a
 backlog), and, when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost is per shape: more
 transactions ride along almost for free), for as long as transactions keep arriving (no gap of
-``_FLOWING_S``; up to ``_WIDE_FLOWING_S``), is gathered per shape and told as one ``ShapeBatch`` (at the
-latest after ``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few
+``_FLOWING_S``; up to ``_WIDE_FLOWING_S``, or ``_BEHIND_FLOWING_S`` while the replication reader is
+behind), is gathered per shape and told as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS``
+transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few
 shapes on an idle engine is told at once.  A consumer whose inbox grows past ``max_consumer_queue``
 cannot keep up: it is reported to the ShapeCache for invalidation instead of stalling every other shape.
 
@@ -80,6 +81,9 @@ _MAX_GATHER_S = 0.1  # the longest wait for busy consumers before telling anyway
 _MAX_BACKLOG_S = 1.0  # the longest wait while the actors' run queue has a backlog (see _maybe_tell)
 _WIDE_BATCH = 256  # shapes reached by a batch that waits for more transactions while they keep coming
 _WIDE_FLOWING_S = 0.5  # ... (no gap of _FLOWING_S) up to this long
+_BEHIND_FLOWING_S = (
+    2.0  # ... or this long while the replication reader is behind (TransactionFragment.behind)
+)
 _FLOWING_S = 0.02
 
 
@@ -158,6 +162,7 @@ class ShapeLogCollector(SupervisedActor):
         self._last_batch = 0  # transactions in the batch told last
         self._batch_started = 0.0  # when the first change of the gathered batch was routed
         self._routed_at = 0.0  # when the last fragment was routed
+        self._behind = False  # the last fragment was read while more WAL was already there
 
     def on_start(self) -> None:
         self._reports = DurableReports(self.actor_ref)
@@ -168,6 +173,7 @@ class ShapeLogCollector(SupervisedActor):
                 self._backlog = self._last_batch > 1 or not self.actor_inbox.empty()
                 self._batch_started = time.monotonic()
             self._route(message)
+            self._behind = message.behind
             self._routed_at = time.monotonic()
             if self._outbox:
                 self._maybe_tell()
@@ -328,11 +334,17 @@ class ShapeLogCollector(SupervisedActor):
     def _wide_and_young(self) -> bool:
         """A batch reaching many shapes costs mostly per shape, not per change: while transactions keep coming
         (a burst still being read) it waits for them, so each shape gets them in one message.  A lone wide
-        transaction waits at most ``_FLOWING_S`` for a follower; a narrow batch never waits."""
+        transaction waits at most ``_FLOWING_S`` for a follower; a narrow batch never waits.  While the
+        replication reader is behind (the burst is already on the connection, ahead of us) the batch may
+        gather for ``_BEHIND_FLOWING_S`` instead of ``_WIDE_FLOWING_S``: its transactions are late anyway,
+        and cutting it would send each of its shapes a second visit for the rest of the burst (measured at
+        10,000 shapes on a loaded machine: 97 of 100 transactions told at the 0.5 s bound, the last 3 as a
+        3,000-shape batch of their own).  The gap rule is the same: the end of a burst is told at once."""
         if len(self._outbox) < _WIDE_BATCH:
             return False
         now = time.monotonic()
-        return now - self._batch_started < _WIDE_FLOWING_S and now - self._routed_at < _FLOWING_S
+        limit = _BEHIND_FLOWING_S if self._behind else _WIDE_FLOWING_S
+        return now - self._batch_started < limit and now - self._routed_at < _FLOWING_S
 
     def _consumers_busy(self) -> bool:
         """Whether a few of the consumers waiting for the gathered changes still have messages queued."""

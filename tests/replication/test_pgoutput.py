@@ -161,6 +161,27 @@ def test_table_renamed_and_altered_mid_stream(slot: SqlSlot) -> None:
     assert len({r.relation.oid for r in rels}) == 1
 
 
+def test_fragments_say_whether_the_reader_was_behind(slot: SqlSlot) -> None:
+    """``decoder.behind`` (set by the replication reader) is copied into every fragment decoded meanwhile."""
+    slot.execute("CREATE TABLE bh (id int PRIMARY KEY)")
+    slot.add_table("bh")
+    slot.execute("INSERT INTO bh SELECT generate_series(1, 3)")
+    slot.execute("INSERT INTO bh SELECT generate_series(4, 6)")
+    out: list[TransactionFragment | RelationChanged] = []
+    decoder = PgOutputDecoder(out.append, max_batch=2)
+    for m in slot.messages():
+        decoder.feed(m)
+        if any(isinstance(e, TransactionFragment) and e.commit for e in out):
+            decoder.behind = True  # from the second transaction on
+    frags = fragments(out)
+    assert [(len(f.changes), f.commit, f.behind) for f in frags] == [
+        (2, False, False),
+        (1, True, False),
+        (2, False, True),
+        (1, True, True),
+    ]
+
+
 def test_fragments_bounded_by_max_batch_with_offsets(slot: SqlSlot) -> None:
     slot.execute("CREATE TABLE n (id int PRIMARY KEY)")
     slot.add_table("n")

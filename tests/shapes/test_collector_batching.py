@@ -4,6 +4,7 @@ through its DurableReports sink (one DrainDurable per burst) and move the acknow
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -194,6 +195,41 @@ def test_a_wide_batch_waits_for_more_transactions_while_they_keep_coming(
             assert lsns(q.get(timeout=T)) == [100, 200]  # one message: both transactions
         assert time.monotonic() - t0 >= 0.4  # it waited (bounded) for more
         assert got[2].empty()
+    finally:
+        collector.stop()
+        for ref in refs:
+            ref.stop()
+
+
+@pytest.mark.parametrize("behind", [False, True])
+def test_a_wide_batch_gathers_longer_while_the_reader_is_behind(
+    monkeypatch: pytest.MonkeyPatch, behind: bool
+) -> None:
+    """Transactions read while the replication reader was behind (more WAL already on the connection) keep
+    a wide batch gathering past ``_WIDE_FLOWING_S``, up to ``_BEHIND_FLOWING_S``; otherwise it is told at
+    ``_WIDE_FLOWING_S`` and the follower comes as a batch of its own."""
+    monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)
+    monkeypatch.setattr(collector_module, "_FLOWING_S", 5.0)  # never a gap here
+    monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 0.2)
+    monkeypatch.setattr(collector_module, "_BEHIND_FLOWING_S", 60.0)
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got = [queue.Queue[Any](), queue.Queue[Any]()]
+    refs = [Recorder.start(q) for q in got]
+    try:
+        for i, ref in enumerate(refs):
+            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
+        asked = [collector.ask(dataclasses.replace(frag(100), behind=behind), block=False)]
+        time.sleep(0.4)  # past _WIDE_FLOWING_S (the follower of a burst that is late)
+        asked.append(collector.ask(dataclasses.replace(frag(200, commit=False), behind=behind), block=False))
+        asked.append(collector.ask(frag(200, begin=False), block=False))  # the burst's end: caught up
+        for future in asked:
+            future.get(timeout=T)
+        for q in got:
+            if behind:
+                assert lsns(q.get(timeout=T)) == [100, 200]  # one message: both transactions
+            else:
+                assert lsns(q.get(timeout=T)) == [100]
+                assert lsns(q.get(timeout=T)) == [200]
     finally:
         collector.stop()
         for ref in refs:
