@@ -28,7 +28,7 @@ from api.middleware import AdmissionMiddleware, AuthMiddleware, CommonHeadersMid
 from api.params import parse_query
 from api.raw_response import LANE_ERROR_KEY, RawResponse
 
-__all__ = ["LeanLane", "takes"]
+__all__ = ["LeanLane", "split_params", "takes"]
 
 T = TypeVar("T")
 
@@ -37,6 +37,7 @@ RawSplitSubset = Callable[[str, dict[str, str], str, str, "str | None"], "RawRes
 
 _PARAMS = "subset__params"
 _PARAMS_FIELD = _PARAMS + "="
+_AMP_PARAMS_FIELD = "&" + _PARAMS_FIELD
 MEMO_SIZE = 1024  # query strings (without their subset__params) kept decoded
 
 
@@ -99,12 +100,10 @@ class LeanLane:
         value; None (decode it all) unless the field is there exactly once and nothing else in the rest
         decodes to that name.  The pieces decode as the whole does: ``parse_query`` splits on ``&`` and
         decodes each field alone."""
-        fields = query_string.split("&")
-        at = [i for i, field in enumerate(fields) if field.startswith(_PARAMS_FIELD)]
-        if len(at) != 1:
+        pieces = split_params(query_string)
+        if pieces is None:
             return None
-        params_field = fields.pop(at[0])
-        rest = "&".join(fields)
+        rest, params_field = pieces
         try:
             query = self._decoded[rest]
         except KeyError:
@@ -117,6 +116,25 @@ class LeanLane:
         if query is None:
             return None
         return rest, query, parse_query(params_field)[_PARAMS]
+
+
+def split_params(query_string: str) -> tuple[str, str] | None:
+    """``(rest, field)``: the query string's one ``subset__params=`` field and the other fields, exactly
+    ``"&".join`` of ``query_string.split("&")`` without that field; None unless there is exactly one field
+    starting with ``subset__params=``.  Found with ``find`` instead of splitting every field."""
+    if query_string.startswith(_PARAMS_FIELD):
+        start = 0
+    else:
+        start = query_string.find(_AMP_PARAMS_FIELD) + 1  # the field follows an "&"
+        if not start:
+            return None
+    end = query_string.find("&", start)  # the "&" after the field, or the end
+    if end < 0:
+        end = len(query_string)
+    elif query_string.find(_AMP_PARAMS_FIELD, end) >= 0:
+        return None  # a second one
+    rest = query_string[end + 1 :] if not start else query_string[: start - 1] + query_string[end:]
+    return rest, query_string[start:end]
 
 
 def _one(middleware: list[Any], kind: type[T]) -> T:

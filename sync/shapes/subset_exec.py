@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 MAX_STATEMENTS: Final = 64  # prepared statements kept per connection
+_OK: Final = pq.ConnStatus.OK  # the enum members, looked up once (per request on the hot path otherwise)
+_TUPLES_OK: Final = pq.ExecStatus.TUPLES_OK
 _PLACEHOLDER = re.compile(rb"%%|%s")
 
 
@@ -184,7 +186,7 @@ def execute_early(conn: SubsetConnection, entry: Prepared, params: list[bytes | 
     Raises psycopg errors (the statement's own, or OperationalError for a lost connection); the connection
     is settled again when it raises a statement's error."""
     pgconn = conn.pgconn
-    if pgconn.status != pq.ConnStatus.OK:
+    if pgconn.status != _OK:
         raise psycopg.OperationalError("the subset connection is closed")
     pgconn.enter_pipeline_mode()
     conn.unsettled = True
@@ -192,13 +194,14 @@ def execute_early(conn: SubsetConnection, entry: Prepared, params: list[bytes | 
     pgconn.send_flush_request()
     pgconn.pipeline_sync()
     _flush(conn, pgconn)
+    wait, fd = conn.waiter.wait_readable, pgconn.socket
     while True:
-        conn.waiter.wait_readable(pgconn.socket)
+        wait(fd)
         pgconn.consume_input()
         if not pgconn.is_busy():
             break
     result = pgconn.get_result()
-    if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+    if result is None or result.status != _TUPLES_OK:
         settle(conn)
         if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
             raise pg_errors.error_from_result(result, encoding=conn.info.encoding)

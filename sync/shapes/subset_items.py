@@ -42,7 +42,7 @@ plain type to text fails the plan as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import psycopg
@@ -79,6 +79,16 @@ class ItemStatement:
     tail: bytes
     unchecked: bool = False
     raw: int = 0  # columns whose values an unchecked statement also returns alone (from RAW_AT on)
+    # ``tail`` and ``tail + "," + head`` with the request's ``"snapshot_mark"`` added as the last header, as
+    # ``%`` templates of the mark (one formatting per request instead of a slice and three joins)
+    marked_tail: bytes = field(init=False, repr=False, compare=False)
+    marked_separator: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # the tail ends the item's headers and the item: ``}}``
+        marked = self.tail[:-2].replace(b"%", b"%%") + b',"snapshot_mark":%d}}'
+        object.__setattr__(self, "marked_tail", marked)
+        object.__setattr__(self, "marked_separator", marked + b"," + self.head.replace(b"%", b"%%"))
 
 
 def item_statement(

@@ -178,7 +178,7 @@ class SubsetRunner:
         or SubsetQueryFailed."""
         self._open()
         mark = next(self._marks)
-        values = [_param(v) for v in params]
+        values = [SEPARATOR, *[_param(v) for v in params]]  # the separator is the statement's first value
         # kept connections over the pool's getconn/putconn (sync/shapes/subset_hot.py), never
         # pool.connection(): that one also enters the connection's own context, whose exit takes its lock to
         # commit an autocommit connection (~20 µs under gevent)
@@ -198,16 +198,20 @@ class SubsetRunner:
 
 
 @lru_cache(maxsize=1024)
-def _key_suffix(relation_oid: int, key_columns: tuple[str, ...]) -> bytes:
-    return b"\x00" + orjson.dumps([relation_oid, key_columns])
+def _keys(query: bytes, relation_oid: int, key_columns: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """The keys of ``query``'s unchecked and checked statements on a connection: the items depend on the
+    shape's key columns too, which the query text does not show.  Kept, so that a repeated subset (its plan
+    hands the same ``query`` object again) neither joins nor hashes the ~1 KB keys again."""
+    key = query + b"\x00" + orjson.dumps([relation_oid, key_columns])
+    return key, key + _CHECKED
 
 
 def _items(
     conn: SubsetConnection, query: bytes, values: list[bytes | None], definition: ShapeDefinition, mark: int
 ) -> tuple[pq.abc.PGresult, tuple[bytes, ...]]:
-    """Run ``query``'s item statement: its result and the items' pieces (``mark`` added to each).  The
-    statement is built again (once) if the columns changed since it was built
-    (:mod:`sync.shapes.subset_items`).
+    """Run ``query``'s item statement with ``values`` (:data:`SEPARATOR` first, then the query's): its result
+    and the items' pieces (``mark`` added to each).  The statement is built again (once) if the columns
+    changed since it was built (:mod:`sync.shapes.subset_items`).
 
     Postgres joins the items with one :data:`SEPARATOR` byte, which the worker then replaces by the
     separator proper (``tail + "," + head``, ~130 bytes): the answer Postgres sends is that much smaller
@@ -220,11 +224,10 @@ def _items(
     used only when the values written unescaped hold no byte JSON escapes (the separator among them:
     :func:`~sync.shapes.item_sql.raw_values_clean`); otherwise the checked statement (``to_json``) runs,
     as it always did."""
-    # the items depend on the shape's key columns too, which the query text does not show
-    key = query + _key_suffix(definition.relation_oid, definition.key_columns)
+    key, checked = _keys(query, definition.relation_oid, definition.key_columns)
     for attempt in range(2):
         try:
-            found = _run_items(conn, key, query, values, definition, mark)
+            found = _run_items(conn, (key, checked), query, values, definition, mark)
         except psycopg.Error as exc:
             if attempt or exc.sqlstate != STALE_SQLSTATE:
                 raise
@@ -233,7 +236,7 @@ def _items(
                 return found
         settle(conn)  # the answer is dropped: read its end before the connection runs anything else
         deallocate(conn, key)
-        deallocate(conn, key + _CHECKED)
+        deallocate(conn, checked)
     raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
 
 
@@ -252,7 +255,7 @@ def _statement(
 
 def _run_items(  # noqa: PLR0917 - one request's whole context
     conn: SubsetConnection,
-    key: bytes,
+    keys: tuple[bytes, bytes],
     query: bytes,
     values: list[bytes | None],
     definition: ShapeDefinition,
@@ -261,28 +264,34 @@ def _run_items(  # noqa: PLR0917 - one request's whole context
     """:func:`_items`' one try; None when a column changed (the caller builds the statements again).
     Once an unchecked run needed the checked statement on this connection, the checked one runs first
     (its values are likely to need escaping again): at most one wasted run per statement and connection."""
-    entry = conn.subset_statements.get(key + _CHECKED) or _statement(
-        conn, key, query, definition, unchecked=True
+    key, checked = keys
+    statements = conn.subset_statements
+    entry = (
+        statements.get(checked)
+        or statements.get(key)
+        or _statement(conn, key, query, definition, unchecked=True)
     )
     statement: ItemStatement = entry.payload
-    result = execute_early(conn, entry, [SEPARATOR, *values])
-    rows, items, middles = result.get_value(0, 2), result.get_value(0, 3), result.get_value(0, 4)
+    result = execute_early(conn, entry, values)
+    get = result.get_value
+    rows, items, middles = get(0, 2), get(0, 3), get(0, 4)
     if rows != items:  # a column built as NOT NULL holds a NULL now
         return None
     if middles is None:
         return result, ()
-    tail = statement.tail[:-2] + b',"snapshot_mark":%d}}' % mark  # the tail ends the item's headers
-    separator = tail + b"," + statement.head
+    tail = statement.marked_tail % mark
+    separator = statement.marked_separator % mark
     n = int(items or b"0")
     if statement.unchecked:
         # the separators counted too: the replace is right only if no value holds that byte
-        raw = (result.get_value(0, RAW_AT + i) for i in range(statement.raw))
-        if raw_values_clean(raw) and middles.count(SEPARATOR) == n - 1:
+        if raw_values_clean([get(0, i) for i in range(RAW_AT, RAW_AT + statement.raw)]) and (
+            middles.count(SEPARATOR) == n - 1
+        ):
             return result, (statement.head, middles.replace(SEPARATOR, separator), tail)
         settle(conn)  # a value needs escaping (or holds the separator byte): the checked statement
-        entry = _statement(conn, key + _CHECKED, query, definition, unchecked=False)
+        entry = _statement(conn, checked, query, definition, unchecked=False)
         statement = entry.payload
-        result = execute_early(conn, entry, [SEPARATOR, *values])
+        result = execute_early(conn, entry, values)
         rows, items, middles = result.get_value(0, 2), result.get_value(0, 3), result.get_value(0, 4)
         if rows != items:
             return None
@@ -292,7 +301,7 @@ def _run_items(  # noqa: PLR0917 - one request's whole context
     if middles.count(SEPARATOR) == n - 1:
         return result, (statement.head, middles.replace(SEPARATOR, separator), tail)
     settle(conn)  # a value holds the byte: joined by Postgres with the separator proper
-    result = execute_early(conn, entry, [separator, *values])
+    result = execute_early(conn, entry, [separator, *values[1:]])
     rows, items, middles = result.get_value(0, 2), result.get_value(0, 3), result.get_value(0, 4)
     if rows != items:
         return None
