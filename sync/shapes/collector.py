@@ -47,6 +47,7 @@ from sync.shapes.collector_messages import (
     ShapeBatch,
     ShapeChanges,
     ShapeDurable,
+    ShapeRun,
     UnregisterShape,
     shape_changes,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "ShapeDurable",
     "ShapeLogCollector",
     "ShapeRouting",
+    "ShapeRun",
     "UnregisterShape",
 ]
 
@@ -154,7 +156,7 @@ class ShapeLogCollector(SupervisedActor):
         self._last_acked = acked_lsn
         self._reports: DurableReports | None = None  # created on start (needs our ref)
         # routed, not yet told: per shape, its messages in commit order
-        self._outbox: dict[str, list[ShapeChanges]] = {}
+        self._outbox: dict[str, list[ShapeChanges | ShapeRun]] = {}
         self._outbox_commits = 0
         self._outbox_changes = 0
         self._told_lsn = 0  # newest commit told to consumers (``on_commit``)
@@ -275,14 +277,33 @@ class ShapeLogCollector(SupervisedActor):
             first = handle not in touched
             touched.add(handle)
             box = outbox.get(handle)
+            if commit and first and len(changes) == 1:
+                # a whole transaction of one change for this shape (most shapes, when thousands share a
+                # burst): it joins the shape's run, no message or list per transaction
+                if box is None:
+                    outbox[handle] = [ShapeRun([xid, lsn, changes[0], exact])]
+                elif box[-1].__class__ is ShapeRun:
+                    box[-1].items.extend((xid, lsn, changes[0], exact))
+                else:
+                    box.append(ShapeRun([xid, lsn, changes[0], exact]))
+                continue
             if box is None:
                 outbox[handle] = [shape_changes(xid, lsn, changes, first, commit, exact)]
                 continue
             last = box[-1]
-            if not first and last.commit_lsn == lsn and not last.commit:
+            if not first and last.__class__ is ShapeChanges and last.commit_lsn == lsn and not last.commit:
                 # the next fragment of a transaction still gathered here: one message for both (a shape that
                 # only learns where the transaction ends keeps its list: it was never sent, nothing else
                 # holds it)
+                if commit and not changes and last.begin and len(last.changes) == 1:
+                    # its one change came in an earlier fragment: a whole transaction of one change after all
+                    box.pop()
+                    one = (xid, lsn, last.changes[0], last.exact)
+                    if box and box[-1].__class__ is ShapeRun:
+                        box[-1].items.extend(one)
+                    else:
+                        box.append(ShapeRun(list(one)))
+                    continue
                 merged = [*last.changes, *changes] if changes else last.changes
                 box[-1] = shape_changes(xid, lsn, merged, last.begin, commit, exact and last.exact)
             else:

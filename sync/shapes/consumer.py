@@ -34,7 +34,14 @@ from psycopg import sql
 
 from supervisors import SupervisedActor
 from sync.offsets import LogOffset
-from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeDurable, UnregisterShape
+from sync.shapes.collector import (
+    RegisterShape,
+    ShapeBatch,
+    ShapeChanges,
+    ShapeDurable,
+    ShapeRun,
+    UnregisterShape,
+)
 from sync.shapes.consumer_messages import (
     ConsumerInfo,
     GetConsumerInfo,
@@ -81,10 +88,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _INVALIDATING = (ShapeFailed, ShapeTruncated, RelationMismatch, IncompleteChange, WhereEvalError)
-_ROUTED = (ShapeChanges, ShapeBatch)  # what the collector tells: consecutive ones are handled as one batch
+_ROUTED = (ShapeChanges, ShapeBatch, ShapeRun)  # what the collector tells: consecutive ones are one batch
 
 
-def _routed(first: tuple[ShapeChanges, ...], queued: list[Any]) -> tuple[ShapeChanges, ...]:
+def _routed(
+    first: tuple[ShapeChanges | ShapeRun, ...], queued: list[Any]
+) -> tuple[ShapeChanges | ShapeRun, ...]:
     """``first`` and the routed messages queued behind it, flattened in order."""
     out = list(first)
     for msg in queued:
@@ -103,7 +112,7 @@ class Consumer(SupervisedActor):
 
     Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
                 the reader of its log, what was appended and what is durable.
-    Receives:   ShapeChanges / ShapeBatch (tell, collector; those queued back to back are handled as one
+    Receives:   ShapeChanges / ShapeBatch / ShapeRun (tell, collector; those queued back to back are one
                 batch: one append to the storage); PrepareSnapshot (ask) / SnapshotStarted /
                 SnapshotProgress / SnapshotCompleted / SnapshotFailed (tell, snapshot worker);
                 StorageDurable (tell, storage, only without a report sink); AwaitData / CancelWait (tell,
@@ -215,6 +224,9 @@ class Consumer(SupervisedActor):
                 if self._failed is None:
                     queued = self.take_queued(_ROUTED)
                     self._batch(_routed(messages, queued) if queued else messages)
+            case ShapeRun():
+                if self._failed is None:
+                    self._batch(_routed((message,), self.take_queued(_ROUTED)))
             case StorageDurable(offset):
                 self._storage_durable(offset)
             case AwaitData(after, future, deadline):
@@ -253,7 +265,7 @@ class Consumer(SupervisedActor):
             return
         self._apply(actions)
 
-    def _batch(self, messages: tuple[ShapeChanges, ...]) -> None:
+    def _batch(self, messages: tuple[ShapeChanges | ShapeRun, ...]) -> None:
         try:
             actions = self._state.changes_batch(messages)
         except _INVALIDATING as exc:

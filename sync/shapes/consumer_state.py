@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from sync.offsets import LogOffset
-from sync.shapes.collector import ShapeChanges
+from sync.shapes.collector import ShapeChanges, ShapeRun
+from sync.shapes.collector_messages import shape_changes
 from sync.shapes.log_items import LogItem, ShapeLogEncoder
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
 from sync.storage.items import WholeTransactions
@@ -140,7 +141,7 @@ class ConsumerState:
             return []
         return self._process(msg)
 
-    def changes_batch(self, msgs: Sequence[ShapeChanges]) -> list[Action]:
+    def changes_batch(self, msgs: Sequence[ShapeChanges | ShapeRun]) -> list[Action]:
         """:meth:`changes` for each message in order, the actions concatenated, except that consecutive
         transactions of one item each come as one :class:`WholeTransactions` (the same as an ``Append(…,
         True)`` per item).  A message that is a whole transaction (the common case: one fragment, nothing
@@ -150,6 +151,10 @@ class ConsumerState:
         out: list[Action] = []
         run: list[LogItem] | None = None  # the items of the open WholeTransactions (last in ``out``)
         for msg in msgs:
+            if msg.__class__ is ShapeRun:
+                run = self._shape_run(msg, out, run)
+                continue
+            assert isinstance(msg, ShapeChanges)
             filt = self._filter
             if filt is None or self._txn is not None or not (msg.begin and msg.commit):
                 run = None
@@ -173,6 +178,35 @@ class ConsumerState:
             run = None
             out.append(CommitEmpty(lsn))
         return out
+
+    def _shape_run(self, msg: ShapeRun, out: list[Action], run: list[LogItem] | None) -> list[LogItem] | None:
+        """The transactions of ``msg`` as :meth:`changes_batch` handles whole one-change transactions (the
+        actions appended to ``out``); ``run`` and the result: the open WholeTransactions' items."""
+        items = msg.items
+        one = self._encoder.encode_one
+        for xid, lsn, change, exact in zip(items[0::4], items[1::4], items[2::4], items[3::4], strict=True):
+            filt = self._filter
+            if filt is None or self._txn is not None:
+                run = None
+                out.extend(self.changes(shape_changes(xid, lsn, (change,), True, True, exact)))
+                continue
+            if lsn > self._last_tx and filt.keep(xid, lsn):  # else: a replay, or in the snapshot already
+                encoded = one(xid, lsn, change, exact)
+                self._last_tx = lsn
+                if len(encoded) == 1:
+                    if run is None:
+                        run = [encoded[0]]
+                        out.append(WholeTransactions(run))
+                    else:
+                        run.append(encoded[0])
+                    continue
+                run = None
+                if encoded:
+                    out.append(_append(encoded))
+                    continue
+            run = None
+            out.append(CommitEmpty(lsn))
+        return run
 
     def snapshot_known(self, snapshot: PgSnapshot, wal_lsn: int) -> list[Action]:
         """The snapshot's visibility (and WAL insert position) is known: filter and release what is held."""

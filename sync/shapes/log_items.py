@@ -78,6 +78,17 @@ class Fragment(Protocol):
     def commit(self) -> bool: ...
 
 
+class _Whole(NamedTuple):
+    """A whole transaction of the given changes as a :class:`Fragment` (for :meth:`ShapeLogEncoder.encode_one`
+    when it falls back to the general path)."""
+
+    xid: int
+    commit_lsn: int
+    changes: Sequence[Change]
+    begin: bool = True
+    commit: bool = True
+
+
 class RelationMismatch(Exception):
     """The Relation message no longer has a column the shape selects (or keys by)."""
 
@@ -274,7 +285,13 @@ class ShapeLogEncoder(ChangeRules):
         the same items.  With many shapes most shapes get one row per transaction, and a plain insert of the
         relation already laid out is built here at once with its ``"last":true`` (no item built twice, no
         per-fragment set-up); anything else goes through :meth:`encode_fragment`."""
-        change = fragment.changes[0]
+        return self.encode_one(fragment.xid, fragment.commit_lsn, fragment.changes[0], exact, fragment)
+
+    def encode_one(
+        self, xid: int, lsn: int, change: Change, exact: bool = False, fragment: Fragment | None = None
+    ) -> list[LogItem]:
+        """:meth:`encode_whole` of the whole transaction ``xid``/``lsn`` of the one ``change`` (``fragment``:
+        that transaction as a fragment, if the caller has one; else one is made when needed)."""
         lay = self._layout
         cached = self._insert_tmpl
         if (
@@ -285,18 +302,21 @@ class ShapeLogEncoder(ChangeRules):
             or cached[0] is not lay
             or (not exact and self._where is not None)
         ):
-            return self.encode_fragment(fragment, exact)
+            return self.encode_fragment(
+                fragment if fragment is not None else _Whole(xid, lsn, (change,)), exact
+            )
         row = change.new
         values = lay.project(row)
         if not is_plain(values):
-            return self.encode_fragment(fragment, exact)
+            return self.encode_fragment(
+                fragment if fragment is not None else _Whole(xid, lsn, (change,)), exact
+            )
         key_value: str = row[lay.plain_key]  # type: ignore[assignment]  # plain: a str
         if "/" in key_value:
             key_value = key_value.replace("/", "//")
         pieces = cached[2]
-        lsn = fragment.commit_lsn
         op = change.op
-        pieces[1::2] = (key_value, *values, str(lsn), str(op), str(fragment.xid))  # type: ignore[arg-type]  # plain: strs
+        pieces[1::2] = (key_value, *values, str(lsn), str(op), str(xid))  # type: ignore[arg-type]  # plain: strs
         offset = _new_offset(LogOffset)
         _set_tx(offset, lsn)
         _set_op(offset, op)

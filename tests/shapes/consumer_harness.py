@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 from supervisors import start_child
 from sync.offsets import LogOffset
 from sync.replication.changes import TransactionFragment
-from sync.shapes.collector import ShapeLogCollector
+from sync.shapes.collector import ShapeBatch, ShapeChanges, ShapeLogCollector, ShapeRun
 from sync.shapes.consumer import Consumer, StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import key_prefix, row_key
@@ -279,3 +279,10 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def routed_changes(message: Any) -> list[ShapeChanges]:
+    """What a consumer was told, as ``ShapeChanges`` in order (a ``ShapeRun`` stands for one per
+    transaction; a ``ShapeBatch`` for its messages)."""
+    parts = message.messages if isinstance(message, ShapeBatch) else (message,)
+    return [m for p in parts for m in (p.as_changes() if isinstance(p, ShapeRun) else [p])]

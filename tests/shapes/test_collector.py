@@ -30,7 +30,7 @@ from sync.shapes.collector import (
     ShapeLogCollector,
     UnregisterShape,
 )
-from tests.shapes.consumer_harness import BruteIndex
+from tests.shapes.consumer_harness import BruteIndex, routed_changes
 
 Row = Mapping[str, str | None]
 REL = Relation(
@@ -89,7 +89,7 @@ def drain(q: queue.Queue[Any]) -> list[ShapeChanges]:
     out = []
     while True:
         try:
-            out.append(q.get(timeout=0.5 if not out else 0.05))
+            out.extend(routed_changes(q.get(timeout=0.5 if not out else 0.05)))
         except queue.Empty:
             return out
 

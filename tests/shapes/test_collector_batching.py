@@ -17,9 +17,9 @@ from supervisors import SupervisedActor
 from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, TransactionFragment
 from sync.shapes import collector as collector_module
-from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeLogCollector
+from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeLogCollector, ShapeRun
 from sync.shapes.durable_reports import DrainDurable, DurableReports
-from tests.shapes.consumer_harness import BruteIndex
+from tests.shapes.consumer_harness import BruteIndex, routed_changes
 
 T = 5.0
 REL = Relation(1, "public", "items", "f", (Column("id", 20, -1, True),))
@@ -48,10 +48,8 @@ def frag(lsn: int, *, begin: bool = True, commit: bool = True, op: int = 0) -> T
 
 
 def lsns(message: Any) -> list[int]:
-    if isinstance(message, ShapeBatch):
-        return [m.commit_lsn for m in message.messages]
-    assert isinstance(message, ShapeChanges)
-    return [message.commit_lsn]
+    assert isinstance(message, ShapeBatch | ShapeChanges | ShapeRun)
+    return [m.commit_lsn for m in routed_changes(message)]
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +86,52 @@ def test_busy_consumer_gets_one_batch_idle_one_each_transaction() -> None:
         sink.report("s", LogOffset(600, 0))
         collector.ask(frag(700), timeout=T)
         assert acks[-1] == 600
+    finally:
+        release.set()
+        collector.stop()
+        consumer.stop()
+
+
+def test_whole_one_change_transactions_travel_as_one_run() -> None:
+    """Gathered for a busy consumer: consecutive whole transactions of one change each (also one whose change
+    came in an earlier fragment) become one ShapeRun; a transaction of two changes stays a ShapeChanges."""
+    other = Relation(2, "public", "other", "f", (Column("id", 20, -1, True),))
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got: queue.Queue[Any] = queue.Queue()
+    release = threading.Event()
+    consumer = Gate.start(got, release)
+    try:
+        collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        collector.ask(frag(100), timeout=T)
+        assert lsns(got.get(timeout=T)) == [100]  # the consumer now holds it
+        two = TransactionFragment(
+            400, 400, (Insert(REL, ("400-0",), 0), Insert(REL, ("400-2",), 2)), True, True, 408
+        )
+        end_elsewhere = TransactionFragment(300, 300, (Insert(other, ("x",), 2),), False, True, 308)
+        sent = [frag(200), frag(300, commit=False), end_elsewhere, two, frag(500), frag(600)]
+        futures = [collector.ask(f, block=False) for f in sent]
+        release.set()
+        for f in futures:
+            f.get(timeout=T)
+        batch = got.get(timeout=T)
+        assert isinstance(batch, ShapeBatch)
+        assert [type(m) for m in batch.messages] == [ShapeRun, ShapeChanges, ShapeRun]
+        told = routed_changes(batch)
+        assert [(m.commit_lsn, m.begin, m.commit, [c.op for c in m.changes]) for m in told] == [
+            (200, True, True, [0]),
+            (300, True, True, [0]),
+            (400, True, True, [0, 2]),
+            (500, True, True, [0]),
+            (600, True, True, [0]),
+        ]
+        assert [c.new for m in told for c in m.changes] == [  # type: ignore[union-attr]
+            ("200-0",),
+            ("300-0",),
+            ("400-0",),
+            ("400-2",),
+            ("500-0",),
+            ("600-0",),
+        ]
     finally:
         release.set()
         collector.stop()
@@ -145,7 +189,7 @@ def test_fragments_gathered_for_a_busy_consumer_become_one_message() -> None:
         assert lsns(got.get(timeout=T)) == [150]
         batch = got.get(timeout=T)
         assert isinstance(batch, ShapeBatch)
-        whole, after = batch.messages
+        whole, after = routed_changes(batch)
         assert (whole.commit_lsn, whole.begin, whole.commit) == (200, True, True)
         assert [c.new for c in whole.changes if isinstance(c, Insert)] == [("200-0",), ("200-2",), ("200-4",)]
         assert after.commit_lsn == 300 and after.begin and after.commit

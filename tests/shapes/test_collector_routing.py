@@ -29,13 +29,13 @@ from sync.replication.changes import (
 from sync.replication.sink import GetResumePoint
 from sync.shapes.collector import (
     RegisterShape,
-    ShapeChanges,
     ShapeDurable,
     ShapeLogCollector,
     UnregisterShape,
 )
 from sync.where import RoutingIndex, WhereClause
 from sync.where.clause import compile_for_columns
+from tests.shapes.consumer_harness import routed_changes
 
 REL = Relation(
     7,
@@ -110,10 +110,10 @@ class Setup:
         ops: list[int] = []
         while True:
             try:
-                msg: ShapeChanges = q.get(timeout=0.3)
+                msg = q.get(timeout=0.3)
             except queue.Empty:
                 return ops
-            ops.extend(c.op for c in msg.changes)
+            ops.extend(c.op for m in routed_changes(msg) for c in m.changes)
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_a_stopped_consumer_is_dropped_not_fatal() -> None:
         gone.stop()  # crashed, say: its UnregisterShape has not arrived
         fragment = TransactionFragment(1, 100, (Insert(REL, ("1", "x", "d"), 0),), True, True, 108)
         collector.ask(fragment, timeout=5)
-        assert live_q.get(timeout=5).changes[0].op == 0
+        assert routed_changes(live_q.get(timeout=5))[0].changes[0].op == 0
         # the collector is alive and only the live shape holds the acknowledgement back
         collector.tell(ShapeDurable("live", LogOffset(100, 0)))
         collector.ask(GetResumePoint(), timeout=5)
@@ -215,7 +215,7 @@ def _messages(setup: Setup, name: str) -> list[tuple[list[int], bool]]:
     out: list[tuple[list[int], bool]] = []
     while True:
         try:
-            msg: ShapeChanges = q.get(timeout=0.3)
+            msg = q.get(timeout=0.3)
         except queue.Empty:
             return out
-        out.append(([c.op for c in msg.changes], msg.exact))
+        out.extend(([c.op for c in m.changes], m.exact) for m in routed_changes(msg))

@@ -7,7 +7,7 @@ import pytest
 
 from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, Update
-from sync.shapes.collector import ShapeChanges
+from sync.shapes.collector import ShapeChanges, ShapeRun
 from sync.shapes.consumer_state import (
     Action,
     Append,
@@ -173,6 +173,47 @@ def test_a_batch_gives_the_actions_of_its_messages_one_by_one() -> None:
         got += batched.changes_batch(msgs[split:])
         assert one_by_one(got) == expected
         assert any(isinstance(a, Append) for a in got) and any(isinstance(a, CommitEmpty) for a in got)
+
+
+def as_runs(msgs: list[ShapeChanges]) -> list[ShapeChanges | ShapeRun]:
+    """``msgs`` as the collector tells them: consecutive whole one-change transactions as one ShapeRun."""
+    out: list[ShapeChanges | ShapeRun] = []
+    for m in msgs:
+        if not (m.begin and m.commit and len(m.changes) == 1):
+            out.append(m)
+            continue
+        one = (m.xid, m.commit_lsn, m.changes[0], m.exact)
+        if out and isinstance(out[-1], ShapeRun):
+            out[-1].items.extend(one)
+        else:
+            out.append(ShapeRun(list(one)))
+    return out
+
+
+def test_a_run_gives_the_actions_of_its_transactions_one_by_one() -> None:
+    noop = Update(REL, ("1", "x"), ("1", "x"), "O", op=0)
+    msgs = [
+        txn(101, 1000, 1),  # held, then in the snapshot
+        txn(102, 1010, 2),  # held, then kept
+        txn(103, 1030, 6),  # visible: in the snapshot already
+        ShapeChanges(107, 1040, (noop,), True, True),  # nothing for the shape
+        txn(104, 2000, 7),  # ends the filtering
+        txn(108, 2010, 8, 9),  # two changes: not in a run
+        txn(109, 2020, 10),
+        txn(110, 2020, 10),  # a replay of the transaction just written
+        txn(111, 2030, 11),
+        txn(112, 2040, 12),
+    ]
+    for split in (0, 3, 5):  # the snapshot becomes known after `split` messages
+        one, runs = state(), state()
+        expected = [a for m in msgs[:split] for a in one.changes(m)]
+        got = runs.changes_batch(as_runs(msgs[:split]))
+        expected += one.snapshot_known(SNAP, wal_lsn=1500)
+        got += runs.snapshot_known(SNAP, wal_lsn=1500)
+        expected += [a for m in msgs[split:] for a in one.changes(m)]
+        got += runs.changes_batch(as_runs(msgs[split:]))
+        assert one_by_one(got) == expected
+        assert any(isinstance(a, WholeTransactions) and len(a.items) > 1 for a in got)
 
 
 def test_consecutive_one_item_transactions_come_as_one_part() -> None:
