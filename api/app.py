@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> ShapesyncApp:
     app.lean_lane = LeanLane(
         shapes.raw_subset, shapes.middleware, app.shapesync_metrics, shapes.raw_split_subset
     )
+    app.lean_lane.fast_memo = shapes.fast_memo
     app.add_sink(_not_found, r"/")
     return app
 

@@ -50,7 +50,7 @@ from sync.shapes.directory import LiveShape
 from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
 from sync.shapes.shared_waits import SharedWaiter, SharedWaits
 from sync.shapes.subset import SubsetError, SubsetRequest
-from sync.shapes.subset_plan import SubsetPlans
+from sync.shapes.subset_plan import KeptPlan, SubsetPlans
 from sync.shapes.subset_runner import SubsetBusy, SubsetQueryFailed, SubsetRunner
 from sync.stack import SHAPE_CACHE
 from sync.storage.errors import ShapeGone as StorageShapeGone
@@ -324,6 +324,29 @@ class EngineShapes:
         # the statement's end is read once the answer has left (sync/shapes/subset_hot.py)
         return SubsetSnapshot(body=result.body(), offset=offset, after=self._subsets.settle_pending)
 
+    def subset_repeat(
+        self,
+        handle: str,
+        subset: SubsetRequest,
+        *,
+        request_offset: LogOffset | None,
+        queryable_columns: tuple[str, ...] | None = None,
+    ) -> SubsetRepeat | None:
+        """What :meth:`subset_snapshot` checked and planned for this request shape, kept for its repeats
+        (called after it succeeded); None when there is nothing to keep."""
+        shape = self._services.directory.get(handle)
+        if shape is None or self._started.get(handle) is not shape:
+            return None
+        defn = shape.definition
+        try:
+            info = self._services.resolver.table(defn.schema, defn.table)
+        except (CatalogUnavailable, LookupError):
+            return None
+        plan = self._plans.kept(handle, info, queryable_columns, subset)
+        if plan is None:
+            return None
+        return SubsetRepeat(self, handle, shape, plan, request_offset)
+
     def _shape_where(self, handle: str, defn: SyncDefinition, info: TableInfo) -> WhereClause | None:
         """The shape's compiled WHERE, kept per handle (a handle's definition never changes)."""
         if defn.where is None:
@@ -347,6 +370,50 @@ class EngineShapes:
         positions = self._engine.connection.status.wal_positions()
         acknowledged = positions[0] if positions is not None else 0
         return max(self._services.last_seen_lsn, acknowledged)
+
+
+class SubsetRepeat:
+    """A repeated subset's :meth:`EngineShapes.subset_snapshot`: the checks that can change between
+    requests, made again (the shape is still the handle's, the catalog entry still the plan's), then the
+    plan bound and run.  ``__call__`` answers None whenever one fails: the full path then answers, with
+    its own error if there is one."""
+
+    __slots__ = ("_directory", "_handle", "_offset", "_plan", "_resolver", "_run", "_settle", "_shape")
+
+    def __init__(
+        self, adapter: EngineShapes, handle: str, shape: LiveShape, plan: KeptPlan, offset: LogOffset | None
+    ) -> None:
+        self._directory = adapter._services.directory
+        self._resolver = adapter._services.resolver
+        self._run = adapter._subsets.run
+        self._settle = adapter._subsets.settle_pending
+        self._handle, self._shape, self._plan, self._offset = handle, shape, plan, offset
+
+    def __call__(self, params: str) -> SubsetSnapshot | None:
+        shape, defn = self._shape, self._shape.definition
+        if self._directory.get(self._handle) is not shape:
+            return None
+        try:
+            if self._resolver.table(defn.schema, defn.table) is not self._plan.table:
+                return None
+        except (CatalogUnavailable, LookupError):
+            return None
+        self._directory.touch(self._handle)
+        planned = self._plan.bind(params)
+        if planned is None:
+            return None
+        try:
+            latest = shape.reader.latest_offset()  # before the subset's snapshot (as subset_snapshot)
+        except StorageShapeGone:
+            return None
+        try:
+            result = self._run(planned.query, planned.params, defn)
+        except SubsetBusy:
+            raise SnapshotBusy from None
+        except SubsetQueryFailed as exc:
+            raise SnapshotFailed(f"Subset snapshot failed: {exc}") from None
+        offset = self._offset if self._offset is not None else latest
+        return SubsetSnapshot(body=result.body(), offset=offset, after=self._settle)
 
 
 def _remember(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:

@@ -34,7 +34,7 @@ from sync.shapes.subset import (
 from sync.where import WhereClause
 from sync.where.slots import SlotTemplate, slot_template
 
-__all__ = ["PlannedQuery", "SubsetPlans"]
+__all__ = ["KeptPlan", "PlannedQuery", "SubsetPlans"]
 
 PlanKey = tuple[str, tuple[str, ...] | None, str | None, str | None, str | None, str | None, int]
 
@@ -121,6 +121,49 @@ class SubsetPlans:
         params = list(plan.params)
         params[plan.at : plan.at + len(bound)] = bound
         return PlannedQuery(plan.query, params)
+
+    def kept(
+        self, handle: str, table: TableInfo, queryable: tuple[str, ...] | None, request: SubsetRequest
+    ) -> KeptPlan | None:
+        """The plan :meth:`plan` keeps for ``request``'s shape (validated against ``table``), when its
+        values are bound per request; None otherwise."""
+        try:
+            n = len(subset_params(request.params))
+        except SubsetError:
+            return None
+        plan = self._plans.get(_key(handle, queryable, request, n))
+        if plan is None or plan.table is not table or plan.template is None:
+            return None
+        return KeptPlan(plan)
+
+
+class KeptPlan:
+    """One request shape's plan, bound per request without a lookup (a repeated subset's fast path)."""
+
+    __slots__ = ("_plan",)
+
+    def __init__(self, plan: _Plan) -> None:
+        self._plan = plan
+
+    @property
+    def table(self) -> TableInfo:
+        return self._plan.table
+
+    def bind(self, params: str) -> PlannedQuery | None:
+        """The query with ``params`` (the request's ``subset__params`` text) bound as
+        :meth:`SubsetPlans.plan` binds them; None when :meth:`SubsetPlans.plan` must decide (an error, or a
+        value the template cannot take)."""
+        plan = self._plan
+        assert plan.template is not None
+        try:
+            bound = plan.template.bind(numbered_params(subset_params(params)))
+        except SubsetError:
+            return None
+        if bound is None:
+            return None
+        values = list(plan.params)
+        values[plan.at : plan.at + len(bound)] = bound
+        return PlannedQuery(plan.query, values)
 
 
 def _where_at(shape_where: WhereClause | None) -> int:

@@ -270,3 +270,57 @@ def test_params_split_off_the_kept_query_decode_as_the_whole(svc: ServiceProcess
     for query in (f"{rest}&subset__params=", f"{rest}&subset__params", f"{rest}&subset__params=%7B"):
         answer = both_raw(svc, query)
         assert status_of(answer) == 400, (query, answer)
+
+
+def _header(response: bytes, name: bytes) -> bytes:
+    match = re.search(rb"\r\n" + name + rb": ([^\r]*)", response)
+    assert match is not None, response
+    return match.group(1)
+
+
+def _until(check: Any, what: str) -> Any:
+    """Poll ``check()`` until it is truthy (the engine learns of a DDL through replication)."""
+    deadline = time.monotonic() + 30
+    while not (result := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return result
+
+
+def test_kept_repeats_follow_the_shape_and_its_schema(svc: ServiceProcess, dsn: str, table: str) -> None:
+    """A repeated subset GET (same query, other params) is answered from what the first one kept: plan,
+    statement and header block (api/shape_resource.py ``fast_memo``).  Each repeat re-checks what can change
+    between requests, so its answer stays the Falcon path's: bad params, a schema header that followed a
+    nullability change, and a shape invalidated by TRUNCATE (409 with the new handle)."""
+    status, headers, _ = request(svc, {"table": table, "offset": "-1", "secret": SECRET})
+    assert status == 200
+    handle = headers["electric-handle"]
+    kept = {**subset_params(table), "handle": handle, "offset": headers["electric-offset"]}
+
+    def lane(**extra: str) -> bytes:
+        return raw_get(svc, "/v1/shape?" + urllib.parse.urlencode({**kept, **extra}))
+
+    for value, rows in (("1", [1, 4, 7, 10]), ("2", [2, 5, 8, 11]), ("0", [3, 6, 9, 12])):
+        answer = both(svc, {**kept, "subset__params": f'{{"1":"{value}"}}'})
+        assert status_of(answer) == 200, answer
+        assert _rows(answer) == rows
+    assert status_of(both(svc, {**kept, "subset__params": '{"1":"x"}'})) == 400
+    assert _rows(lane()) == [2, 5, 8, 11]  # kept again after the error
+
+    schema = _header(lane(), b"electric-schema")
+    assert b'"name":{"type":"text"}' in schema, schema
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER TABLE "{table}" ALTER COLUMN name SET NOT NULL')
+        conn.execute(f"INSERT INTO \"{table}\" VALUES (1001, 2, 'after')")  # the Relation message
+    falcon_query = "/v1/shape/?" + urllib.parse.urlencode(kept)
+    _until(lambda: _header(raw_get(svc, falcon_query), b"electric-schema") != schema, "schema header")
+    answer = both(svc, kept)
+    assert status_of(answer) == 200, answer
+    assert b'"not_null":true' in _header(answer, b"electric-schema").split(b'"name":')[1]
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'TRUNCATE "{table}"')
+    _until(lambda: status_of(raw_get(svc, falcon_query)) == 409, "409 after TRUNCATE")
+    answer = both(svc, kept)
+    assert status_of(answer) == 409, answer
+    assert _header(answer, b"electric-handle") != handle.encode()
