@@ -83,9 +83,8 @@ _MAX_GATHER_S = 0.1  # the longest wait for busy consumers before telling anyway
 _MAX_BACKLOG_S = 1.0  # the longest wait while the actors' run queue has a backlog (see _maybe_tell)
 _WIDE_BATCH = 256  # shapes reached by a batch that waits for more transactions while they keep coming
 _WIDE_FLOWING_S = 0.5  # ... (no gap of _FLOWING_S) up to this long
-_BEHIND_FLOWING_S = (
-    2.0  # ... or this long while the replication reader is behind (TransactionFragment.behind)
-)
+# ... or this long while the replication reader is behind (TransactionFragment.behind)
+_BEHIND_FLOWING_S = 2.0
 _FLOWING_S = 0.02
 
 
