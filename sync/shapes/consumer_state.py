@@ -163,20 +163,10 @@ class ConsumerState:
             lsn = msg.commit_lsn
             if lsn > self._last_tx and filt.keep(msg.xid, lsn):  # else: a replay, or in the snapshot already
                 items = whole(msg, msg.exact) if len(msg.changes) == 1 else encode(msg, msg.exact)
-                self._last_tx = lsn
-                if len(items) == 1:
-                    if run is None:
-                        run = [items[0]]
-                        out.append(WholeTransactions(run))
-                    else:
-                        run.append(items[0])
-                    continue
+                run = self._kept_whole(lsn, items, out, run)
+            else:
                 run = None
-                if items:
-                    out.append(_append(items))
-                    continue
-            run = None
-            out.append(CommitEmpty(lsn))
+                out.append(CommitEmpty(lsn))
         return out
 
     def _shape_run(self, msg: ShapeRun, out: list[Action], run: list[LogItem] | None) -> list[LogItem] | None:
@@ -191,22 +181,28 @@ class ConsumerState:
                 out.extend(self.changes(shape_changes(xid, lsn, (change,), True, True, exact)))
                 continue
             if lsn > self._last_tx and filt.keep(xid, lsn):  # else: a replay, or in the snapshot already
-                encoded = one(xid, lsn, change, exact)
-                self._last_tx = lsn
-                if len(encoded) == 1:
-                    if run is None:
-                        run = [encoded[0]]
-                        out.append(WholeTransactions(run))
-                    else:
-                        run.append(encoded[0])
-                    continue
+                run = self._kept_whole(lsn, one(xid, lsn, change, exact), out, run)
+            else:
                 run = None
-                if encoded:
-                    out.append(_append(encoded))
-                    continue
-            run = None
-            out.append(CommitEmpty(lsn))
+                out.append(CommitEmpty(lsn))
         return run
+
+    def _kept_whole(
+        self, lsn: int, items: list[LogItem], out: list[Action], run: list[LogItem] | None
+    ) -> list[LogItem] | None:
+        """The actions of a whole transaction kept for the log, appended to ``out``: one item joins the open
+        :class:`WholeTransactions` ``run`` (or opens one); more are an ``Append``, none a ``CommitEmpty``.
+        Returns the run still open."""
+        self._last_tx = lsn
+        if len(items) == 1:
+            if run is None:
+                run = [items[0]]
+                out.append(WholeTransactions(run))
+            else:
+                run.append(items[0])
+            return run
+        out.append(_append(items) if items else CommitEmpty(lsn))
+        return None
 
     def snapshot_known(self, snapshot: PgSnapshot, wal_lsn: int) -> list[Action]:
         """The snapshot's visibility (and WAL insert position) is known: filter and release what is held."""
