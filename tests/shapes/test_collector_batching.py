@@ -4,11 +4,13 @@ through its DurableReports sink (one DrainDurable per burst) and move the acknow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
 import time
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, cast
 
 import pykka
 import pytest
@@ -52,6 +54,33 @@ def lsns(message: Any) -> list[int]:
     return [m.commit_lsn for m in routed_changes(message)]
 
 
+class Held(NamedTuple):
+    collector: pykka.ActorRef[Any]
+    consumer: pykka.ActorRef[Any]
+    got: queue.Queue[Any]  # what the consumer was told
+    release: threading.Event  # lets the consumer go on
+    sink: Any  # what RegisterShape answered
+
+
+@contextlib.contextmanager
+def holding_consumer(on_ack: Callable[[int], None] = lambda lsn: None) -> Iterator[Held]:
+    """A collector with one shape whose consumer (a :class:`Gate`) was told the transaction at LSN 100 at
+    once (it was idle) and holds it until ``release`` is set (at the latest when the test ends)."""
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=on_ack)
+    got: queue.Queue[Any] = queue.Queue()
+    release = threading.Event()
+    consumer = Gate.start(got, release)
+    try:
+        sink = collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        collector.ask(frag(100), timeout=T)
+        assert lsns(got.get(timeout=T)) == [100]  # idle: told at once; the consumer now holds it
+        yield Held(collector, consumer, got, release, sink)
+    finally:
+        release.set()
+        collector.stop()
+        consumer.stop()
+
+
 @pytest.fixture(autouse=True)
 def patient(monkeypatch: pytest.MonkeyPatch) -> None:
     """Wait for busy consumers as long as a test needs (a loaded machine may stall the test thread)."""
@@ -60,15 +89,9 @@ def patient(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_busy_consumer_gets_one_batch_idle_one_each_transaction() -> None:
     acks: list[int] = []
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=acks.append)
-    got: queue.Queue[Any] = queue.Queue()
-    release = threading.Event()
-    consumer = Gate.start(got, release)
-    try:
-        sink = collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+    with holding_consumer(acks.append) as held:
+        collector, got, release, sink = held.collector, held.got, held.release, held.sink
         assert isinstance(sink, DurableReports)
-        collector.ask(frag(100), timeout=T)
-        assert lsns(got.get(timeout=T)) == [100]  # idle: told at once; the consumer now holds it
         collector.ask(frag(200), timeout=T)  # still told: nothing waits in the consumer's inbox
         futures = [collector.ask(frag(lsn), block=False) for lsn in (300, 400, 500)]
         release.set()
@@ -86,24 +109,14 @@ def test_busy_consumer_gets_one_batch_idle_one_each_transaction() -> None:
         sink.report("s", LogOffset(600, 0))
         collector.ask(frag(700), timeout=T)
         assert acks[-1] == 600
-    finally:
-        release.set()
-        collector.stop()
-        consumer.stop()
 
 
 def test_whole_one_change_transactions_travel_as_one_run() -> None:
     """Gathered for a busy consumer: consecutive whole transactions of one change each (also one whose change
     came in an earlier fragment) become one ShapeRun; a transaction of two changes stays a ShapeChanges."""
     other = Relation(2, "public", "other", "f", (Column("id", 20, -1, True),))
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got: queue.Queue[Any] = queue.Queue()
-    release = threading.Event()
-    consumer = Gate.start(got, release)
-    try:
-        collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
-        collector.ask(frag(100), timeout=T)
-        assert lsns(got.get(timeout=T)) == [100]  # the consumer now holds it
+    with holding_consumer() as held:
+        collector, got, release = held.collector, held.got, held.release
         two = TransactionFragment(
             400, 400, (Insert(REL, ("400-0",), 0), Insert(REL, ("400-2",), 2)), True, True, 408
         )
@@ -132,10 +145,6 @@ def test_whole_one_change_transactions_travel_as_one_run() -> None:
             ("500-0",),
             ("600-0",),
         ]
-    finally:
-        release.set()
-        collector.stop()
-        consumer.stop()
 
 
 class Recorder(SupervisedActor):
@@ -168,14 +177,8 @@ def test_reports_tell_one_drain_per_burst() -> None:
 
 
 def test_fragments_gathered_for_a_busy_consumer_become_one_message() -> None:
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got: queue.Queue[Any] = queue.Queue()
-    release = threading.Event()
-    consumer = Gate.start(got, release)
-    try:
-        collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
-        collector.ask(frag(100), timeout=T)
-        assert lsns(got.get(timeout=T)) == [100]  # held by the consumer
+    with holding_consumer() as held:
+        collector, got, release = held.collector, held.got, held.release
         collector.ask(frag(150), timeout=T)  # waits in its inbox: the consumer is busy from now on
         pending = [
             collector.ask(frag(200, commit=False), block=False),
@@ -193,29 +196,15 @@ def test_fragments_gathered_for_a_busy_consumer_become_one_message() -> None:
         assert (whole.commit_lsn, whole.begin, whole.commit) == (200, True, True)
         assert [c.new for c in whole.changes if isinstance(c, Insert)] == [("200-0",), ("200-2",), ("200-4",)]
         assert after.commit_lsn == 300 and after.begin and after.commit
-    finally:
-        release.set()
-        collector.stop()
-        consumer.stop()
 
 
 def test_a_stuck_consumer_holds_the_collector_only_briefly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(collector_module, "_MAX_GATHER_S", 0.05)
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got: queue.Queue[Any] = queue.Queue()
-    release = threading.Event()
-    consumer = Gate.start(got, release)
-    try:
-        collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
-        collector.ask(frag(100), timeout=T)
-        assert lsns(got.get(timeout=T)) == [100]  # and the consumer hangs on it
+    with holding_consumer() as held:
+        collector, consumer = held.collector, held.consumer
         collector.ask(frag(200), timeout=T)
         collector.ask(frag(300), timeout=1.0)  # gave up waiting for the consumer: told anyway
         assert cast(Any, consumer.actor_inbox).qsize() == 2
-    finally:
-        release.set()
-        collector.stop()
-        consumer.stop()
 
 
 def test_a_wide_batch_waits_for_more_transactions_while_they_keep_coming(
