@@ -156,6 +156,23 @@ class Recorder(SupervisedActor):
         self.got.put(message)
 
 
+@contextlib.contextmanager
+def recording_shapes(*tables: str) -> Iterator[tuple[pykka.ActorRef[Any], list[queue.Queue[Any]]]]:
+    """A collector with one shape per table name (schema ``public``, no WHERE), each consumer a
+    :class:`Recorder`: ``(collector, what each consumer was told)``."""
+    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
+    got = [queue.Queue[Any]() for _ in tables]
+    refs = [Recorder.start(q) for q in got]
+    try:
+        for i, (table, ref) in enumerate(zip(tables, refs, strict=True)):
+            collector.ask(RegisterShape(f"s{i}", ("public", table), None, ref), timeout=T)
+        yield collector, got
+    finally:
+        collector.stop()
+        for ref in refs:
+            ref.stop()
+
+
 def test_reports_tell_one_drain_per_burst() -> None:
     got: queue.Queue[Any] = queue.Queue()
     ref: pykka.ActorRef[Any] = Recorder.start(got)
@@ -212,13 +229,8 @@ def test_a_wide_batch_waits_for_more_transactions_while_they_keep_coming(
 ) -> None:
     monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)  # shapes reached: "wide" from 2 on here
     monkeypatch.setattr(collector_module, "_FLOWING_S", 0.5)  # a gap shorter than this: still flowing
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got = [queue.Queue[Any](), queue.Queue[Any](), queue.Queue[Any]()]
-    refs = [Recorder.start(q) for q in got]
-    try:
-        for i, ref in enumerate(refs[:2]):  # two shapes see every row; the third sees none
-            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
-        collector.ask(RegisterShape("n", ("public", "other"), None, refs[2]), timeout=T)
+    # two shapes see every row; the third sees none
+    with recording_shapes("items", "items", "other") as (collector, got):
         t0 = time.monotonic()
         first = collector.ask(frag(100), block=False)
         second = collector.ask(frag(200), block=False)
@@ -228,10 +240,6 @@ def test_a_wide_batch_waits_for_more_transactions_while_they_keep_coming(
             assert lsns(q.get(timeout=T)) == [100, 200]  # one message: both transactions
         assert time.monotonic() - t0 >= 0.4  # it waited (bounded) for more
         assert got[2].empty()
-    finally:
-        collector.stop()
-        for ref in refs:
-            ref.stop()
 
 
 @pytest.mark.parametrize("behind", [False, True])
@@ -245,12 +253,7 @@ def test_a_wide_batch_gathers_longer_while_the_reader_is_behind(
     monkeypatch.setattr(collector_module, "_FLOWING_S", 5.0)  # never a gap here
     monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 0.2)
     monkeypatch.setattr(collector_module, "_BEHIND_FLOWING_S", 60.0)
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got = [queue.Queue[Any](), queue.Queue[Any]()]
-    refs = [Recorder.start(q) for q in got]
-    try:
-        for i, ref in enumerate(refs):
-            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
+    with recording_shapes("items", "items") as (collector, got):
         asked = [collector.ask(dataclasses.replace(frag(100), behind=behind), block=False)]
         time.sleep(0.4)  # past _WIDE_FLOWING_S (the follower of a burst that is late)
         asked.append(collector.ask(dataclasses.replace(frag(200, commit=False), behind=behind), block=False))
@@ -263,10 +266,6 @@ def test_a_wide_batch_gathers_longer_while_the_reader_is_behind(
             else:
                 assert lsns(q.get(timeout=T)) == [100]
                 assert lsns(q.get(timeout=T)) == [200]
-    finally:
-        collector.stop()
-        for ref in refs:
-            ref.stop()
 
 
 def test_a_lone_wide_transaction_is_not_held_for_followers_that_do_not_come(
@@ -275,19 +274,10 @@ def test_a_lone_wide_transaction_is_not_held_for_followers_that_do_not_come(
     monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)
     monkeypatch.setattr(collector_module, "_FLOWING_S", 0.05)
     monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 60.0)  # only the gap can end the wait
-    collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
-    got = [queue.Queue[Any](), queue.Queue[Any]()]
-    refs = [Recorder.start(q) for q in got]
-    try:
-        for i, ref in enumerate(refs):
-            collector.ask(RegisterShape(f"w{i}", ("public", "items"), None, ref), timeout=T)
+    with recording_shapes("items", "items") as (collector, got):
         collector.ask(frag(100), timeout=T)
         for q in got:  # told once no follower came within _FLOWING_S, long before _WIDE_FLOWING_S
             assert lsns(q.get(timeout=T)) == [100]
-    finally:
-        collector.stop()
-        for ref in refs:
-            ref.stop()
 
 
 def test_a_run_queue_backlog_gathers_a_narrow_batch_for_a_bounded_time(
