@@ -19,7 +19,7 @@ from typing import Protocol
 from sync import runtime
 from sync.storage.fdcache import FdEntry, FdGroup
 
-__all__ = ["BIG_IO", "DiskFiles", "MemoryFiles", "ReadFiles", "ShapeFiles"]
+__all__ = ["BIG_IO", "DiskFiles", "MemoryFiles", "ReadFiles", "ShapeFiles", "read_exact"]
 
 BIG_IO = 1 << 20  # reads/writes above this go to a real OS thread under gevent
 _META = "meta.bin"
@@ -59,7 +59,8 @@ def _write_all(fd: int, data: bytes | memoryview, pos: int) -> None:
         pos += n
 
 
-def _read_exact(fd: int, pos: int, size: int) -> bytes:
+def read_exact(fd: int, pos: int, size: int) -> bytes:
+    """``size`` bytes at ``pos`` of ``fd`` (pread until complete; OSError if the file ends before)."""
     data = os.pread(fd, size, pos)
     if len(data) == size:
         return data
@@ -163,8 +164,8 @@ class _DiskReader:
         entry = cache.pin(self._group, name)
         try:
             if size > BIG_IO:
-                return runtime.run_blocking(_read_exact, entry.fd, pos, size)
-            return _read_exact(entry.fd, pos, size)
+                return runtime.run_blocking(read_exact, entry.fd, pos, size)
+            return read_exact(entry.fd, pos, size)
         finally:
             cache.unpin(entry)
 

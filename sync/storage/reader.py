@@ -22,7 +22,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from sync.offsets import LogOffset
 from sync.storage.errors import ShapeGone
-from sync.storage.files import ReadFiles
+from sync.storage.files import ReadFiles, read_exact
 from sync.storage.format import CHUNK, ITEM, ChunkEntry
 from sync.storage.items import ChunkRead
 
@@ -63,13 +63,7 @@ class FileRange:
         """The range's bytes (OSError if the file is gone or shorter: the shape was deleted meanwhile)."""
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            data = os.pread(fd, self.size, self.offset)
-            while len(data) < self.size:
-                more = os.pread(fd, self.size - len(data), self.offset + len(data))
-                if not more:
-                    raise OSError(f"{self.path}: {self.size} bytes at {self.offset} not found")
-                data += more
-            return data
+            return read_exact(fd, self.offset, self.size)
         finally:
             os.close(fd)
 
