@@ -40,7 +40,7 @@ import pykka
 
 from supervisors import SupervisedActor, runners
 from sync import runtime
-from sync.replication.changes import RelationChanged, SlotRecreated, TransactionFragment
+from sync.replication.changes import Change, RelationChanged, SlotRecreated, TransactionFragment
 from sync.replication.sink import GetResumePoint, ResumePoint
 from sync.shapes.collector_messages import (
     RegisterShape,
@@ -107,6 +107,16 @@ def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
     """How to count the messages waiting in an actor's inbox (``qsize`` of its queue), if it can be."""
     qsize = getattr(ref.actor_inbox, "qsize", None)
     return qsize if callable(qsize) else None
+
+
+def _join_run(box: list[ShapeChanges | ShapeRun], xid: int, lsn: int, change: Change, exact: bool) -> None:
+    """Gather a whole transaction of one change in a shape's ``box``: it joins the run that ends the box, or
+    starts one."""
+    last = box[-1] if box else None
+    if last.__class__ is ShapeRun:
+        last.items.extend((xid, lsn, change, exact))
+    else:
+        box.append(ShapeRun([xid, lsn, change, exact]))
 
 
 class ShapeLogCollector(SupervisedActor):
@@ -280,11 +290,8 @@ class ShapeLogCollector(SupervisedActor):
                 # a whole transaction of one change for this shape (most shapes, when thousands share a
                 # burst): it joins the shape's run, no message or list per transaction
                 if box is None:
-                    outbox[handle] = [ShapeRun([xid, lsn, changes[0], exact])]
-                elif box[-1].__class__ is ShapeRun:
-                    box[-1].items.extend((xid, lsn, changes[0], exact))
-                else:
-                    box.append(ShapeRun([xid, lsn, changes[0], exact]))
+                    box = outbox[handle] = []
+                _join_run(box, xid, lsn, changes[0], exact)
                 continue
             if box is None:
                 outbox[handle] = [shape_changes(xid, lsn, changes, first, commit, exact)]
@@ -297,11 +304,7 @@ class ShapeLogCollector(SupervisedActor):
                 if commit and not changes and last.begin and len(last.changes) == 1:
                     # its one change came in an earlier fragment: a whole transaction of one change after all
                     box.pop()
-                    one = (xid, lsn, last.changes[0], last.exact)
-                    if box and box[-1].__class__ is ShapeRun:
-                        box[-1].items.extend(one)
-                    else:
-                        box.append(ShapeRun(list(one)))
+                    _join_run(box, xid, lsn, last.changes[0], last.exact)
                     continue
                 merged = [*last.changes, *changes] if changes else last.changes
                 box[-1] = shape_changes(xid, lsn, merged, last.begin, commit, exact and last.exact)
