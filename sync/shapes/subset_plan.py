@@ -17,6 +17,7 @@ shape) goes through :func:`~sync.shapes.subset.validate_subset` again, which rai
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,17 @@ class _Plan:
     params: tuple[Any, ...]  # the subset WHERE's values are bound at ``at``
     template: SlotTemplate | None  # None: the subset WHERE takes no $n values
     at: int
+
+    def bound(self, values: Mapping[int, str]) -> PlannedQuery | None:
+        """The query with the subset WHERE's ``values`` ($n -> text) in place of the template's; None when
+        the template cannot take them (:meth:`SlotTemplate.bind`)."""
+        assert self.template is not None
+        bound = self.template.bind(values)
+        if bound is None:
+            return None
+        params = list(self.params)
+        params[self.at : self.at + len(bound)] = bound
+        return PlannedQuery(self.query, params)
 
 
 def _key(handle: str, queryable: tuple[str, ...] | None, request: SubsetRequest, n: int) -> PlanKey:
@@ -113,14 +125,10 @@ class SubsetPlans:
                 return None
             if plan.template is None:  # no subset WHERE, or one without $n (then no values: n is 0)
                 return PlannedQuery(plan.query, list(plan.params))
-            bound = plan.template.bind(numbered_params(values))
+            numbered = numbered_params(values)
         except SubsetError:
             return None  # validated again: raises the request's own error
-        if bound is None:
-            return None
-        params = list(plan.params)
-        params[plan.at : plan.at + len(bound)] = bound
-        return PlannedQuery(plan.query, params)
+        return plan.bound(numbered)
 
     def kept(
         self, handle: str, table: TableInfo, queryable: tuple[str, ...] | None, request: SubsetRequest
@@ -153,17 +161,11 @@ class KeptPlan:
         """The query with ``params`` (the request's ``subset__params`` text) bound as
         :meth:`SubsetPlans.plan` binds them; None when :meth:`SubsetPlans.plan` must decide (an error, or a
         value the template cannot take)."""
-        plan = self._plan
-        assert plan.template is not None
         try:
-            bound = plan.template.bind(numbered_params(subset_params(params)))
+            values = numbered_params(subset_params(params))
         except SubsetError:
             return None
-        if bound is None:
-            return None
-        values = list(plan.params)
-        values[plan.at : plan.at + len(bound)] = bound
-        return PlannedQuery(plan.query, values)
+        return self._plan.bound(values)
 
 
 def _where_at(shape_where: WhereClause | None) -> int:
