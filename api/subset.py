@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import falcon
 
-from api.engine_port import InvalidRequest, ShapeEngine
+from api.engine_port import InvalidRequest, ShapeEngine, SubsetSnapshot
 from api.headers import JSON_CONTENT_TYPE, Headers, cache_control_headers
 from api.middleware import RawCommonLines
 from api.params import ApiSettings, ShapeRequest
@@ -196,15 +196,7 @@ class SubsetResponder:
         snapshot = engine.subset_snapshot(
             handle, subset, request_offset=subset_request_offset(request), queryable_columns=queryable
         )
-        body = snapshot.body
-        head = b"%selectric-offset: %s\r\ncontent-type: %s\r\n%scontent-length: %d\r\n" % (
-            before,
-            str(snapshot.offset).encode(),  # digits, "_" and "-" only (a LogOffset)
-            _JSON_TYPE,
-            common,
-            len(body),
-        )
-        return RawResponse("200 OK", head, body, snapshot.after)
+        return _raw_answer(before, common, snapshot)
 
     def fast_raw(self, engine: Any, handle: str, fast: Any) -> Any:
         """A repeated subset GET's answer (the lean lane's fast path): ``fast(params)`` is the engine's
@@ -220,17 +212,7 @@ class SubsetResponder:
             if common is None:
                 return None
             snapshot = fast(params)
-            if snapshot is None:
-                return None
-            body = snapshot.body
-            head = b"%selectric-offset: %s\r\ncontent-type: %s\r\n%scontent-length: %d\r\n" % (
-                before,
-                str(snapshot.offset).encode(),
-                _JSON_TYPE,
-                common,
-                len(body),
-            )
-            return RawResponse("200 OK", head, body, snapshot.after)
+            return None if snapshot is None else _raw_answer(before, common, snapshot)
 
         return run
 
@@ -260,6 +242,20 @@ class SubsetResponder:
             self._blocks.clear()
         self._blocks[key] = before
         return before
+
+
+def _raw_answer(before: bytes, common: bytes, snapshot: SubsetSnapshot) -> RawResponse:
+    """The 200 of a subset GET: the resource's header lines up to ``electric-offset`` (``before``), the
+    offset, content type, the middleware's ``common`` lines and content-length, then the body."""
+    body = snapshot.body
+    head = b"%selectric-offset: %s\r\ncontent-type: %s\r\n%scontent-length: %d\r\n" % (
+        before,
+        str(snapshot.offset).encode(),  # digits, "_" and "-" only (a LogOffset)
+        _JSON_TYPE,
+        common,
+        len(body),
+    )
+    return RawResponse("200 OK", head, body, snapshot.after)
 
 
 def subset_request_offset(request: ShapeRequest) -> LogOffset | None:
