@@ -50,7 +50,7 @@ from sync.shapes.directory import LiveShape
 from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
 from sync.shapes.shared_waits import SharedWaiter, SharedWaits
 from sync.shapes.subset import SubsetError, SubsetRequest
-from sync.shapes.subset_plan import KeptPlan, SubsetPlans
+from sync.shapes.subset_plan import KeptPlan, PlannedQuery, SubsetPlans
 from sync.shapes.subset_runner import SubsetBusy, SubsetQueryFailed, SubsetRunner
 from sync.stack import SHAPE_CACHE
 from sync.storage.errors import ShapeGone as StorageShapeGone
@@ -314,6 +314,13 @@ class EngineShapes:
             latest = shape.reader.latest_offset()  # before the subset's snapshot: the log so far is covered
         except StorageShapeGone:
             raise ShapeGone(handle) from None
+        return self._run_subset(planned, defn, latest, request_offset)
+
+    def _run_subset(
+        self, planned: PlannedQuery, defn: SyncDefinition, latest: LogOffset, request_offset: LogOffset | None
+    ) -> SubsetSnapshot:
+        """Run a planned subset query (taken after ``latest``, the shape's latest offset): its answer, echoing
+        the client's own offset if it has one."""
         try:
             result = self._subsets.run(planned.query, planned.params, defn)
         except SubsetBusy:
@@ -378,15 +385,14 @@ class SubsetRepeat:
     plan bound and run.  ``__call__`` answers None whenever one fails: the full path then answers, with
     its own error if there is one."""
 
-    __slots__ = ("_directory", "_handle", "_offset", "_plan", "_resolver", "_run", "_settle", "_shape")
+    __slots__ = ("_directory", "_handle", "_offset", "_plan", "_resolver", "_run", "_shape")
 
     def __init__(
         self, adapter: EngineShapes, handle: str, shape: LiveShape, plan: KeptPlan, offset: LogOffset | None
     ) -> None:
         self._directory = adapter._services.directory
         self._resolver = adapter._services.resolver
-        self._run = adapter._subsets.run
-        self._settle = adapter._subsets.settle_pending
+        self._run = adapter._run_subset
         self._handle, self._shape, self._plan, self._offset = handle, shape, plan, offset
 
     def __call__(self, params: str) -> SubsetSnapshot | None:
@@ -406,14 +412,7 @@ class SubsetRepeat:
             latest = shape.reader.latest_offset()  # before the subset's snapshot (as subset_snapshot)
         except StorageShapeGone:
             return None
-        try:
-            result = self._run(planned.query, planned.params, defn)
-        except SubsetBusy:
-            raise SnapshotBusy from None
-        except SubsetQueryFailed as exc:
-            raise SnapshotFailed(f"Subset snapshot failed: {exc}") from None
-        offset = self._offset if self._offset is not None else latest
-        return SubsetSnapshot(body=result.body(), offset=offset, after=self._settle)
+        return self._run(planned, defn, latest, self._offset)
 
 
 def _remember(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
