@@ -52,7 +52,11 @@ class ShapeFiles(ReadFiles, Protocol):
 
 
 def _write_all(fd: int, data: bytes | memoryview, pos: int) -> None:
-    view = memoryview(data)
+    written = os.pwrite(fd, data, pos)
+    if written == len(data):  # nearly always: no view, no loop
+        return
+    view = memoryview(data)[written:]
+    pos += written
     while view:
         n = os.pwrite(fd, view, pos)
         view = view[n:]

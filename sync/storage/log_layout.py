@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import accumulate, repeat
 from operator import add, lt
 from typing import TYPE_CHECKING, NamedTuple
@@ -49,8 +49,8 @@ def layout_items(
     items: Sequence[AppendItem], pos: SeqPosition, threshold: int, *, txn_end: bool, ends: Sequence[int]
 ) -> ItemsWrite:
     """Lay out ``items`` after ``pos`` (not modified); ``TXN_END`` on the last item if ``txn_end`` and on
-    the items at the indexes ``ends``.  Raises ValueError unless the offsets are real (``tx > 0``) and
-    strictly increasing after ``pos.last``."""
+    the items at the indexes ``ends`` (strictly increasing).  Raises ValueError unless the offsets are real
+    (``tx > 0``) and strictly increasing after ``pos.last``."""
     if len(items) <= SMALL:
         return _small(items, pos, threshold, txn_end, ends)
     return _batch(items, pos, threshold, txn_end, ends)
@@ -126,15 +126,23 @@ def _batch(
     sizes = list(map(len, jsons))
     json_ends = list(accumulate(map(add, sizes, repeat(1)), initial=pos.json_len))[1:]
     crcs = map(_crc32, jsons)
-    flags = [0] * n
-    if txn_end:
-        flags[-1] = TXN_END
-    for i in ends:
-        flags[i] = TXN_END
+    flags: Iterable[int]
+    if len(ends) == n:  # every item ends a transaction (WholeTransactions parts): no list to fill
+        flags = repeat(TXN_END, n)
+    else:
+        flags = [0] * n
+        if txn_end:
+            flags[-1] = TXN_END
+        for i in ends:
+            flags[i] = TXN_END
     entries = b"".join(map(_pack_item, txs, ops, json_ends, crcs, kinds, flags))
+    open_bytes = pos.open_chunk_bytes
+    added = json_ends[-1] - pos.json_len - n  # the batch's JSON bytes, separators excluded
+    jsons.append(b"")  # join gives the trailing separator
+    if open_bytes + added < threshold:  # no chunk closes (chunks are megabytes: nearly always)
+        return ItemsWrite(b",".join(jsons), entries, b"", 0, json_ends[-1], open_bytes + added, offsets)
     cum = list(accumulate(sizes, initial=0))  # cum[i]: bytes of the batch's items before item i
     chunks: list[bytes] = []
-    open_bytes = pos.open_chunk_bytes
     start = 0
     while True:
         stop = bisect.bisect_left(cum, cum[start] + threshold - open_bytes, start + 1)
@@ -145,7 +153,6 @@ def _batch(
         start = stop
         open_bytes = 0
     open_bytes += cum[n] - cum[start]
-    jsons.append(b"")  # join gives the trailing separator
     return ItemsWrite(
         b",".join(jsons), entries, b"".join(chunks), len(chunks), json_ends[-1], open_bytes, offsets
     )

@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 from sync.offsets import LogOffset
 from sync.storage.errors import ShapeGone
@@ -68,9 +68,10 @@ class FileRange:
             os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
-class LogView:
-    """What readers may see: complete transactions of the log, closed chunks of the snapshot."""
+class LogView(NamedTuple):
+    """What readers may see: complete transactions of the log, closed chunks of the snapshot.
+
+    A NamedTuple, not a frozen dataclass: the writer builds one per append (0.4 against 2.5 µs here)."""
 
     log_items: int = 0
     log_json: int = 0

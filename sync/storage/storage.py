@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -108,7 +107,7 @@ class _States:
     def deleted(self, handle: str) -> None:
         state = self._states.pop(handle, None)
         if state is not None:
-            state.view = replace(state.view, deleted=True)
+            state.view = state.view._replace(deleted=True)
 
 
 class FileStorage:

@@ -18,6 +18,7 @@ from sync.offsets import LogOffset
 from sync.storage import FileStorage, Storage, group_sync
 from sync.storage.fdcache import CACHE
 from sync.storage.files import DiskFiles
+from sync.storage.format import ITEM, TXN_END
 from sync.storage.group_sync import sync_files
 from sync.storage.items import WholeTransactions
 from sync.storage.storage_actor import (
@@ -69,6 +70,28 @@ def test_append_batch_writes_what_appends_write(storage: Storage) -> None:
         for name in ("log.json", "log.items", "log.chunks"):
             left = (storage.shapes_dir / "one" / name).read_bytes()
             assert left == (storage.shapes_dir / "batched" / name).read_bytes(), name
+
+
+def test_empty_ends_in_a_row_flag_one_item(storage: Storage) -> None:
+    """Empty transaction ends right after a complete part name its last item again: the batch still flags
+    only the items that end a transaction (not the fragment that follows them, in a run of more than a few
+    items: the batched layout, where every item is flagged when there are as many ends as items)."""
+    first = txn(20, 1)
+    rest = txn(21, 4)  # as many items in the batch (5) as ends named (1 + 4 empty ones)
+    parts = [(tuple(first), True), ((), True), ((), True), ((), True), ((), True), (tuple(rest), False)]
+    one, batched = storage.create("one", {}), storage.create("batched", {})
+    for w in (one, batched):
+        w.complete_snapshot(5, 9, ())
+    for items, complete in parts:
+        one.append(items, complete=complete)
+    batched.append_batch(parts)
+    for w in (one, batched):
+        w.append((), complete=True)
+        w.flush()
+    entries = [w.files.pread("log.items", 0, 5 * ITEM.size) for w in (one, batched)]
+    flags = [fields[5] for fields in ITEM.iter_unpack(entries[1])]
+    assert flags == [TXN_END, 0, 0, 0, TXN_END]
+    assert entries[0] == entries[1]
 
 
 def test_whole_transactions_part_writes_what_one_part_per_item_writes(tmp_path: Path) -> None:
