@@ -29,7 +29,7 @@ from typing import Any
 import pykka
 
 from supervisors.errors import ExitReason, NotSupervised
-from supervisors.stripes import lock_for
+from supervisors.stripes import StripeLock, lock_for
 
 __all__ = ["Down", "Lifecycle", "Monitor", "demonitor", "lifecycle_of", "monitor"]
 
@@ -73,7 +73,7 @@ class Lifecycle:
         self.tree: Any = None  # a supervisor's published snapshot cell (supervisors.snapshot)
 
     @property
-    def _lock(self) -> threading.Lock:  # a striped lock: one Lifecycle per actor, 10,000s of actors
+    def _lock(self) -> StripeLock:  # a striped lock: one Lifecycle per actor, 10,000s of actors
         return lock_for(self)
 
     @property

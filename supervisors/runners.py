@@ -39,6 +39,8 @@ from collections import deque
 from collections.abc import Callable
 from itertools import count
 
+from supervisors.stripes import native_lock
+
 __all__ = ["MAX_IDLE", "backlog", "counts", "schedule"]
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class _Runner:
         self.gate.acquire()
 
 
-_lock = threading.Lock()
+_lock = native_lock()  # an OS-thread lock under gevent too: its critical sections never switch greenlets
 _queue: deque[Task] = deque()
 _idle: list[_Runner] = []
 _coming = 0  # runners woken or started that have not reached the queue yet
@@ -213,7 +215,7 @@ def _wake_loop(wake: threading.Event) -> None:
 def _after_fork() -> None:
     """A forked child has none of its parent's runners (gunicorn forks its workers)."""
     global _lock, _live, _coming  # the parent's lock may have been held at fork time
-    _lock = threading.Lock()
+    _lock = native_lock()
     _live = 0
     _coming = 0
     _idle.clear()

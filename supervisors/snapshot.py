@@ -10,7 +10,6 @@ staler than the supervisor's own bookkeeping and "alive" is the actors' real sta
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +19,7 @@ import pykka
 from supervisors.child_spec import Kind
 from supervisors.errors import NotSupervised
 from supervisors.lifecycle import lifecycle_of
-from supervisors.stripes import lock_for
+from supervisors.stripes import StripeLock, lock_for
 
 __all__ = ["ChildView", "NodeSnapshot", "TreeCell", "snapshot", "which_children"]
 
@@ -95,7 +94,7 @@ class TreeCell:
         self.strategy = strategy
 
     @property
-    def _lock(self) -> threading.Lock:  # striped: one cell per supervisor, i.e. per shape
+    def _lock(self) -> StripeLock:  # striped: one cell per supervisor, i.e. per shape
         return lock_for(self)
 
     def publish(self, view: ChildView) -> None:

@@ -302,6 +302,35 @@ def _put_from_os_thread() -> Any:
     return seen == ["start", "x", "from-thread", "after"] and reply == 4
 
 
+def _stripes_are_os_thread_locks() -> dict[str, Any]:
+    """The stripes and the runners' lock are OS-thread locks under gevent too (not greenlet locks): a stripe
+    held here keeps a real OS thread out (gevent's threadpool under gevent) until it is released."""
+    from supervisors import stripes  # noqa: PLC0415
+
+    def elsewhere(fn: Any, *args: Any) -> Any:  # in another OS thread: gevent's threadpool, or a thread
+        if runtime.gevent_active():
+            return runtime.run_blocking(fn, *args)
+        result: list[Any] = []
+        thread = threading.Thread(target=lambda: result.append(fn(*args)))
+        thread.start()
+        thread.join(T)
+        return result[0]
+
+    lock = stripes.lock_for(object())
+    kinds = {type(lock).__module__, type(runners._lock).__module__}
+    with lock:
+        while_held = elsewhere(lock.acquire, True, 0.05)
+
+    def take_and_release() -> bool:
+        taken = lock.acquire(True, 5.0)
+        if taken:
+            lock.release()
+        return taken
+
+    after = elsewhere(take_and_release)
+    return {"native": kinds == {"_thread"}, "excluded_while_held": not while_held, "taken_after": after}
+
+
 def _forked_child_works(*, patch_child: bool = False) -> bool:
     """After a fork (gunicorn forks its workers) the child's actors get runners of the child's own.
 
@@ -346,6 +375,7 @@ def run() -> dict[str, Any]:
     out["kill"] = _kill_idle()
     out["idle"] = _idle_actors_hold_no_runner()
     out["foreign_put"] = _put_from_os_thread()
+    out["stripes"] = _stripes_are_os_thread_locks()
     out["forked_child"] = _forked_child_works()
     if not runners._gevent_patched():  # which runtime this scenario runs on
         out["forked_child_patched"] = _forked_child_works(patch_child=True)

@@ -51,6 +51,7 @@ def _check(out: dict[str, Any]) -> None:
         "idle_actors_hold_none": True,
     }
     assert out["foreign_put"] is True
+    assert out["stripes"] == {"native": True, "excluded_while_held": True, "taken_after": True}
     assert out["forked_child"] is True
     assert out["left"] == 0
 
