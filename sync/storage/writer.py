@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
@@ -28,9 +29,9 @@ _ITEM_SIZE = ITEM.size
 _MARKER_EVERY = 512  # items between log.durable markers written after group syncs
 
 
-@dataclass(frozen=True, slots=True)
-class SyncPoint:
-    """What a group fsync started now makes durable (:meth:`ShapeLogWriter.sync_point`)."""
+class SyncPoint(NamedTuple):
+    """What a group fsync started now makes durable (:meth:`ShapeLogWriter.sync_point`).  A NamedTuple:
+    every flush round takes one per log with unsynced data (thousands per round with many shapes)."""
 
     writes: int  # the writer's write count when taken
     items: int  # live-log entries written by then
