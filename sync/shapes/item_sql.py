@@ -119,6 +119,11 @@ class ItemSql:
     # unescaped (what :func:`raw_values_clean` must read).
     unchecked: bool = False
     raw: tuple[str, ...] = ()
+    # Whether a NULL in any column built as NOT NULL makes ``middle`` NULL: every such column's piece is
+    # strict (``x::text`` as an I/O conversion, the text column itself, ``to_json``; not ``concat``, which
+    # writes '' for NULL) and the pieces are one ``||`` chain.  Then a column whose NOT NULL was dropped
+    # since cannot give a wrong item, only a NULL one (``subset_items`` needs no NULL test of its own).
+    strict: bool = False
 
 
 def raw_values_clean(values: Iterable[Buffer | None]) -> bool:
@@ -142,6 +147,7 @@ class _Parts:
         self._text: list[str] = []
         self._head: str | None = None
         self.raw: list[str] = []  # identifiers of the columns written unescaped
+        self.strict = True  # see ItemSql.strict; False once a NOT NULL column's piece is not strict
 
     def lit(self, text: str) -> None:
         self._text.append(text)
@@ -160,6 +166,7 @@ class _Parts:
         """``opening`` + the column's ``text`` (an SQL text expression of column ``ident``) + ``closing``, or
         ``null`` when it is NULL."""
         if not_null:
+            self.strict = self.strict and _strict(text, ident)
             self.lit(opening)
             self.expr(text)
             self.lit(closing)
@@ -176,10 +183,11 @@ class _Parts:
     def build(self, unchecked: bool = False) -> ItemSql:
         if self._head is None:  # no expression at all
             return ItemSql("", self.quote("".join(self._text)), "")
+        strict = self.strict and len(self._out) <= _CHAIN  # a longer chain is a concat() of chains
         if not unchecked:
-            return ItemSql(self._head, _chain(self._out), "".join(self._text))
+            return ItemSql(self._head, _chain(self._out), "".join(self._text), strict=strict)
         tail = "".join(self._text)
-        return ItemSql(self._head, _chain(self._out), tail, True, tuple(self.raw))
+        return ItemSql(self._head, _chain(self._out), tail, True, tuple(self.raw), strict)
 
 
 def _chain(args: list[str]) -> str:
@@ -189,6 +197,13 @@ def _chain(args: list[str]) -> str:
         return "(" + " || ".join(args) + ")" if len(args) > 1 else args[0]
     groups = [_chain(args[i : i + _CHAIN]) for i in range(0, len(args), _CHAIN)]
     return _concat(groups)
+
+
+def _strict(text: str, ident: str) -> bool:
+    """Is ``text`` (a column's piece as built here) NULL when column ``ident`` is: the column itself, its
+    ``::text`` cast (an I/O conversion or a binary-coercible relabel) or its ``to_json``; not
+    ``concat()``."""
+    return text in (ident, f"{ident}::text", f"to_json({ident})::text")
 
 
 def _concat(args: list[str]) -> str:
@@ -227,6 +242,7 @@ def _key(
             p.quoted(ident, _as_text(ident, c.type_oid), c.not_null, "/" + _BQ, _BQ, null="/_")
         p.lit('"')
         return
+    p.strict = p.strict and not any(c.not_null for c in keys)  # concat_ws() and concat(): not strict
     parts = [p.quote(prefix)]
     for c in keys:
         ident = quote_ident(conn, c.name)
@@ -273,6 +289,7 @@ def item_expression(
         else:
             text = ident if c.type_oid in _TEXT_TYPES else f"concat({ident})"
             if c.not_null:
+                p.strict = p.strict and _strict(f"to_json({text})::text", ident)
                 p.expr(f"to_json({text})::text")
             else:
                 p.expr(f"CASE WHEN {ident} IS NULL THEN 'null' ELSE to_json({text})::text END")

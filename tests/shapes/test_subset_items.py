@@ -8,10 +8,12 @@ from typing import Any
 import psycopg
 
 from sync.shapes.definition import ShapeDefinition
+from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql
 from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
 from sync.shapes.subset_exec import numbered_query
 from sync.shapes.subset_items import item_statement
+from sync.shapes.subset_runner import SubsetRunner
 from tests.shapes.helpers import read_table
 
 
@@ -42,3 +44,41 @@ def test_the_type_guard_adds_no_plan_node(db_dsn: str) -> None:
             described = conn.execute(b"EXECUTE s('\x01', 5)").description
             assert described is not None
             assert [d.type_code for d in described[-3:]] == [23, 25, 1700]
+
+
+def test_a_dropped_not_null_never_gives_a_wrong_item(db_dsn: str) -> None:
+    """Strict statements (no NULL test of their own) and not strict ones (``concat`` for bool, a non-plain
+    key, a chain longer than one ``||``) alike: a NULL in a column built as NOT NULL never goes out as an
+    item; the runner builds the statement again and the item says ``null``."""
+    wide = ", ".join(f"w{i} int NOT NULL DEFAULT {i}" for i in range(12))
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(display_settings_sql())
+        conn.execute(
+            "CREATE TABLE p (id int PRIMARY KEY, t text NOT NULL, v varchar(9) NOT NULL DEFAULT 'x')"
+        )
+        conn.execute("CREATE TABLE b (id int PRIMARY KEY, f bool NOT NULL)")
+        conn.execute("CREATE TABLE k (id text PRIMARY KEY, n int NOT NULL)")
+        conn.execute(f"CREATE TABLE w (id int PRIMARY KEY, {wide})")
+        cases = {"p": ("t", True), "b": ("f", False), "k": ("n", False), "w": ("w3", False)}
+        runner = SubsetRunner(db_dsn, size=1)
+        try:
+            for name, (column, strict) in cases.items():
+                conn.execute(f"INSERT INTO {name} (id, {column}) VALUES ('1', '1')")
+                table = read_table(conn, "public", name)
+                assert table is not None
+                definition = ShapeDefinition.create(("public", name), table)
+                query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
+                # every column is NOT NULL: a CASE is the statement's own NULL test
+                assert (b"CASE WHEN" not in item_statement(conn, definition, query).query) is strict, name
+                encoder = ShapeLogEncoder(definition)
+                assert runner.run(query, params, definition).count == 1
+                conn.execute(f"ALTER TABLE {name} ALTER COLUMN {column} DROP NOT NULL")
+                conn.execute(f"UPDATE {name} SET {column} = NULL")
+                row = conn.execute(f"SELECT * FROM {name}").fetchone()
+                assert row is not None
+                item = encoder.snapshot_item(tuple(None if v is None else str(v) for v in row))[1]
+                body = runner.run(query, params, definition).body()
+                assert b'"' + column.encode() + b'":null' in item
+                assert item[:-2] in body, (name, body)
+        finally:
+            runner.close()
