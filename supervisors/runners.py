@@ -9,6 +9,13 @@ it reaches, a thousand of them at once for a wide transaction. So wake-ups go th
 
 * `schedule` appends the task and, when no runner is already on its way to the queue, wakes one (the
   latest parked, whose stack is warm) or starts one when none is parked;
+* except that the first task scheduled by a task that was taken in turn goes to the head of the queue
+  instead, to run next (Go's scheduler has the same ``runnext`` slot): a consumer's storage then writes
+  the items the consumer just encoded while they are fresh, instead of after every other consumer the
+  collector woke with it, and those items die young (measured at 10,000 shapes: 30-45 instead of 36-160 ms
+  of young collections per burst, the burst's log items no longer all alive at once).  A task run next
+  never puts another ahead of the queue, so the queue keeps moving (at most every other task taken is
+  one run next) and two actors telling each other cannot hold a runner;
 * a runner takes tasks one after another without any switch; when it takes one and more are queued, it
   first makes sure another runner is on its way, so a task that blocks (an ``ask``, I/O) never holds up
   the tasks behind it: the queue always has a runner coming while it is not empty;
@@ -74,12 +81,23 @@ _waker: list[tuple[int, threading.Event]] = []  # (hub thread's native id, its w
 _pending: list[Task] = []  # tasks handed over by other OS threads (gevent only)
 
 
+_next_allowed = False  # the task running now was taken in turn: the first task it schedules runs next
+_head_is_next = False  # the task at the head of the queue was put there to run next
+
+
 def schedule(task: Task) -> None:
-    """Run ``task()`` soon on a runner (never in the caller). ``task`` must not raise."""
+    """Run ``task()`` soon on a runner (never in the caller); next, if it is the first scheduled by a task
+    taken in turn (see the module docstring). ``task`` must not raise."""
+    global _next_allowed, _head_is_next  # the queue's own state, under _lock
     if _gevent_patched() and _foreign(task):
         return
     with _lock:
-        _queue.append(task)
+        if _next_allowed:
+            _next_allowed = False
+            _queue.appendleft(task)
+            _head_is_next = True
+        else:
+            _queue.append(task)
         send, runner = _send_if_needed()
     if send:
         _wake(runner)
@@ -129,7 +147,7 @@ def _wake(runner: _Runner | None) -> None:
 
 
 def _run(runner: _Runner) -> None:
-    global _coming, _live  # the pool's own counters
+    global _coming, _live, _next_allowed, _head_is_next  # the pool's own state
     arrived = True  # on its way to the queue (started or woken), counted in _coming
     clock = time.monotonic
     since = clock()  # the last pause
@@ -141,6 +159,10 @@ def _run(runner: _Runner) -> None:
                 arrived = False
             if _queue:
                 task = _queue.popleft()
+                # Read by `schedule` while the task runs; another task (a runner in another OS thread, or
+                # while this one blocks) may change it meanwhile: that only changes which task runs next.
+                _next_allowed = not _head_is_next
+                _head_is_next = False
                 send, spare = _send_if_needed()  # more to do: someone must come, in case this task blocks
             elif len(_idle) >= MAX_IDLE:
                 _live -= 1
@@ -159,6 +181,7 @@ def _run(runner: _Runner) -> None:
             task()
         except Exception:  # a task must not raise; keep the runner usable anyway (a BaseException
             logger.exception("actor runner task %r raised", task)  # such as GreenletExit ends it)
+        _next_allowed = False  # what is scheduled between tasks (a waker, another greenlet) waits its turn
         if clock() - since >= YIELD_S:
             # Let the others run. Back at the queue right after, so it counts as on its way (no spare is
             # sent for it: a spare per pause would make every turn of the hub longer by one runner's run).
@@ -214,10 +237,11 @@ def _wake_loop(wake: threading.Event) -> None:
 
 def _after_fork() -> None:
     """A forked child has none of its parent's runners (gunicorn forks its workers)."""
-    global _lock, _live, _coming  # the parent's lock may have been held at fork time
+    global _lock, _live, _coming, _next_allowed, _head_is_next  # the parent's lock may have been held
     _lock = native_lock()
     _live = 0
     _coming = 0
+    _next_allowed = _head_is_next = False
     _idle.clear()
     _queue.clear()
     _waker.clear()

@@ -66,6 +66,15 @@ def test_hibernating_actors_under_gevent() -> None:
     _check(run_scenario("tests.supervisors.hibernate_scenario", "--gevent", timeout=120))
 
 
+def test_a_task_taken_in_turn_has_its_first_wake_up_run_next() -> None:
+    out = run_scenario("tests.supervisors.runnext_scenario", timeout=60)
+    # w1 ran next itself, so its sink waits its turn; every other worker's sink runs right after it
+    assert out["fan_out"] == ["p", "w1", "w2", "s2", "w3", "s3", "w4", "s4", "w5", "s5", "s1"]
+    # a, then b (next), then c: a task run next never puts another ahead of the queue (a ping-pong of two
+    # actors would otherwise hold the runner for its 200 hops)
+    assert out["c_at"] == 2
+
+
 class _Envelope:
     def __init__(self, message: Any, reply_to: Any = None) -> None:
         self.message = message
