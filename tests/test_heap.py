@@ -16,11 +16,64 @@ heap.freeze_startup_heap()
 print(json.dumps({"thresholds": gc.get_threshold(), "frozen": gc.get_freeze_count() - before}))
 """
 
+# A middle-generation collection at an idle point: only once tune() enabled it, only when at least half due,
+# and after heap.IDLE_DELAY_S (polled with a deadline: the collection runs on a thread of its own).
+IDLE = """
+import gc, json, sys, time
+from sync import heap
+if sys.argv[1] == "tune":
+    heap.tune()
+gc.set_threshold(100, 20, 20)  # young collections every 100 allocations: quick to make them happen
+
+def middle() -> int:
+    return gc.get_stats()[1]["collections"]
+
+def young_until(n: int) -> None:
+    keep = []
+    while gc.get_count()[1] < n:
+        keep.append([])
+
+out = {}
+gc.collect(1)  # the imports' young collections: start from none
+young_until(5)  # a quarter due: nothing
+before = middle()
+heap.idle()
+time.sleep(3 * heap.IDLE_DELAY_S)
+out["quarter_due"] = middle() - before
+young_until(12)  # more than half due
+before = middle()
+heap.idle()
+out["right_away"] = middle() - before  # not in the caller: the acknowledgement goes first
+deadline = time.monotonic() + 10
+while middle() == before and time.monotonic() < deadline:
+    time.sleep(0.01)
+out["later"] = middle() - before
+out["count_after"] = gc.get_count()[1]
+print(json.dumps(out))
+"""
+
+
+def _run(script: str, *args: str) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
 
 def test_tune_and_freeze_apply_to_the_process() -> None:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout
-    result = json.loads(out)
-    assert tuple(result["thresholds"]) == (20_000, 20, 20)
-    assert (
-        result["frozen"] >= 1000
-    )  # the live lists (and everything else alive) left the collected generations
+    result = _run(SCRIPT)
+    assert tuple(result["thresholds"]) == (20_000, 20, 20)  # type: ignore[arg-type]
+    assert result["frozen"] >= 1000  # type: ignore[operator]  # the live lists left the collected generations
+
+
+def test_an_idle_point_collects_the_middle_generation_once_half_due() -> None:
+    result = _run(IDLE, "tune")
+    assert result["quarter_due"] == 0
+    assert result["right_away"] == 0
+    assert result["later"] == 1
+    assert result["count_after"] == 0
+
+
+def test_an_idle_point_does_nothing_unless_the_process_tuned_the_collector() -> None:
+    result = _run(IDLE, "plain")
+    assert result["quarter_due"] == 0
+    assert result["later"] == 0

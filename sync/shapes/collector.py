@@ -21,8 +21,10 @@ shapes received the transaction; storages report the offsets they made durable (
 :class:`~sync.shapes.durable_reports.DurableReports` that ``RegisterShape`` answers with, or one
 ``ShapeDurable`` each); whenever the durable
 commit LSN advances the collector calls ``on_ack(commit_lsn)`` (the stack wires it to the replication
-client's ``AckLsn``), and the client acknowledges it to Postgres.  Relation changes and a re-created slot
-are passed on (``on_relation_changed`` / ``on_slot_recreated``) to whoever invalidates shapes.
+client's ``AckLsn``), and the client acknowledges it to Postgres; when that leaves nothing pending it tells
+:func:`sync.heap.idle` (a quiet moment for the garbage collector, if the process enabled it).  Relation
+changes and a re-created slot are passed on (``on_relation_changed`` / ``on_slot_recreated``) to whoever
+invalidates shapes.
 
 Register before snapshot (hard spot 3): a shape is routed changes from the moment ``RegisterShape``
 returns; its consumer holds them until its snapshot's visibility is known.
@@ -39,7 +41,7 @@ from typing import Any
 import pykka
 
 from supervisors import SupervisedActor, runners
-from sync import runtime
+from sync import heap, runtime
 from sync.replication.changes import Change, RelationChanged, SlotRecreated, TransactionFragment
 from sync.replication.sink import GetResumePoint, ResumePoint
 from sync.shapes.collector_messages import (
@@ -424,3 +426,5 @@ class ShapeLogCollector(SupervisedActor):
         if acked > self._last_acked:
             self._last_acked = acked
             self._on_ack(acked)
+            if self._tracker.idle:
+                heap.idle()  # everything routed is durable: a quiet moment for the garbage collector
