@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,44 +274,36 @@ class ShapeLogCollector(SupervisedActor):
             msg = f"fragment of transaction {fragment.commit_lsn} arrived without its beginning"
             raise RuntimeError(msg)
         per_shape, inexact = route_changes(self._index, self._by_table, fragment.changes)
-        # Consumers that already got part of this transaction must learn where it ends.
-        recipients = set(per_shape) | (txn.touched if fragment.commit else set())
         outbox = self._outbox
         routes = self._routes
         xid, lsn, commit = fragment.xid, fragment.commit_lsn, fragment.commit
         touched = txn.touched
-        for handle in recipients:
+        later = not fragment.begin  # shapes may have had earlier fragments of this transaction
+        for handle, changes in per_shape.items():
             if handle not in routes:
                 continue
-            changes = per_shape.get(handle, ())
             exact = handle not in inexact
-            first = handle not in touched
+            if later and handle in touched:
+                self._continue(handle, changes, exact, xid, lsn, commit)
+                continue
             touched.add(handle)
             box = outbox.get(handle)
-            if commit and first and len(changes) == 1:
+            if commit and len(changes) == 1:
                 # a whole transaction of one change for this shape (most shapes, when thousands share a
                 # burst): it joins the shape's run, no message or list per transaction
                 if box is None:
-                    box = outbox[handle] = []
-                _join_run(box, xid, lsn, changes[0], exact)
-                continue
-            if box is None:
-                outbox[handle] = [shape_changes(xid, lsn, changes, first, commit, exact)]
-                continue
-            last = box[-1]
-            if not first and last.__class__ is ShapeChanges and last.commit_lsn == lsn and not last.commit:
-                # the next fragment of a transaction still gathered here: one message for both (a shape that
-                # only learns where the transaction ends keeps its list: it was never sent, nothing else
-                # holds it)
-                if commit and not changes and last.begin and len(last.changes) == 1:
-                    # its one change came in an earlier fragment: a whole transaction of one change after all
-                    box.pop()
-                    _join_run(box, xid, lsn, last.changes[0], last.exact)
-                    continue
-                merged = [*last.changes, *changes] if changes else last.changes
-                box[-1] = shape_changes(xid, lsn, merged, last.begin, commit, exact and last.exact)
+                    outbox[handle] = [ShapeRun([xid, lsn, changes[0], exact])]
+                else:
+                    _join_run(box, xid, lsn, changes[0], exact)
+            elif box is None:
+                outbox[handle] = [shape_changes(xid, lsn, changes, True, commit, exact)]
             else:
-                box.append(shape_changes(xid, lsn, changes, first, commit, exact))
+                box.append(shape_changes(xid, lsn, changes, True, commit, exact))
+        if commit and later:
+            # consumers that got part of this transaction, and nothing in this fragment, learn where it ends
+            for handle in touched.difference(per_shape):
+                if handle in routes:
+                    self._continue(handle, (), True, xid, lsn, commit)
         self._outbox_changes += len(fragment.changes)
         if commit:
             self._outbox_commits += 1
@@ -322,6 +314,29 @@ class ShapeLogCollector(SupervisedActor):
             if not outbox and self._on_commit is not None:
                 self._told_lsn = lsn
                 self._on_commit(lsn)
+
+    def _continue(  # noqa: PLR0917 - the routing loop's values, positionally, per shape
+        self, handle: str, changes: Sequence[Change], exact: bool, xid: int, lsn: int, commit: bool
+    ) -> None:
+        """A later fragment of a transaction for a shape that had an earlier one: its ``changes`` (maybe none,
+        at the commit) join the message still gathered for that transaction, or follow it."""
+        box = self._outbox.get(handle)
+        if box is None:
+            self._outbox[handle] = [shape_changes(xid, lsn, changes, False, commit, exact)]
+            return
+        last = box[-1]
+        if last.__class__ is ShapeChanges and last.commit_lsn == lsn and not last.commit:
+            # the next fragment of a transaction still gathered here: one message for both (a shape that only
+            # learns where the transaction ends keeps its list: it was never sent, nothing else holds it)
+            if commit and not changes and last.begin and len(last.changes) == 1:
+                # its one change came in an earlier fragment: a whole transaction of one change after all
+                box.pop()
+                _join_run(box, xid, lsn, last.changes[0], last.exact)
+                return
+            merged = [*last.changes, *changes] if changes else last.changes
+            box[-1] = shape_changes(xid, lsn, merged, last.begin, commit, exact and last.exact)
+        else:
+            box.append(shape_changes(xid, lsn, changes, False, commit, exact))
 
     def _maybe_tell(self) -> None:
         """Tell the gathered changes unless more events are on their way or the consumers are still busy

@@ -228,50 +228,83 @@ class RoutingIndex:
         groups = [(columns[g.column], g) for g in table.groups.values() if g.column in columns]
         everything: set[Any] = table.everything  # shape ids are the caller's S
         others: set[Any] = table.others
-        for row, item in zip(rows, items, strict=True):
-            for sid in everything:
-                _put(out, sid, item)
-            for pos, group in groups:
+        if len(groups) == 1 and not everything and not others:
+            # one indexed column and nothing else (thousands of ``col = k`` shapes): a row whose text is
+            # remembered and whose key's bucket is one exact shape is a dict lookup and an append; any
+            # other row takes the general path
+            pos, group = groups[0]
+            memo, buckets = group.memo, group.buckets
+            for row, item in zip(rows, items, strict=True):
                 text = row[pos]
                 if text is None:
                     continue
-                key = group.memo.get(text, _EMPTY)
-                if key is _EMPTY:
-                    try:
-                        key = group.key_of(text)
-                    except WhereEvalError as exc:
-                        hit: set[Any] = set()
-                        self._fail_group(group, exc, hit, errors)  # type: ignore[arg-type]
-                        for sid in hit:
-                            _put(out, sid, item)
-                        inexact |= hit
-                        continue
-                bucket = group.buckets.get(key, _EMPTY)
-                if bucket is _EMPTY:
+                bucket = buckets.get(memo.get(text, _EMPTY), _EMPTY)
+                if bucket is _EMPTY and text in memo:
+                    continue  # a key no shape is filed under
+                if bucket is _EMPTY or type(bucket) is list:
+                    self._route_row(row, item, groups, everything, others, columns, out, inexact, errors)
                     continue
-                if type(bucket) is not list:  # one exact shape (the common case): _put inlined
-                    found = out.get(bucket)
-                    if found is None:
-                        out[bucket] = [item]
-                    else:
-                        found.append(item)
+                found = out.get(bucket)
+                if found is None:
+                    out[bucket] = [item]
+                else:
+                    found.append(item)
+            return
+        for row, item in zip(rows, items, strict=True):
+            self._route_row(row, item, groups, everything, others, columns, out, inexact, errors)
+
+    def _route_row(  # noqa: PLR0917 - route_new_rows' values, positionally, per row
+        self,
+        row: Sequence[str | None],
+        item: T,
+        groups: list[tuple[int, _Group]],
+        everything: set[Any],
+        others: set[Any],
+        columns: Mapping[str, int],
+        out: dict[S, list[T]],
+        inexact: set[S],
+        errors: dict[S, WhereEvalError] | None,
+    ) -> None:
+        """One row of :meth:`route_new_rows`."""
+        for sid in everything:
+            _put(out, sid, item)
+        for pos, group in groups:
+            text = row[pos]
+            if text is None:
+                continue
+            key = group.memo.get(text, _EMPTY)
+            if key is _EMPTY:
+                try:
+                    key = group.key_of(text)
+                except WhereEvalError as exc:
+                    hit: set[Any] = set()
+                    self._fail_group(group, exc, hit, errors)  # type: ignore[arg-type]
+                    for sid in hit:
+                        _put(out, sid, item)
+                    inexact |= hit
                     continue
-                mapping: dict[str, str | None] | None = None
-                for sid, exact in bucket:
-                    if exact:
-                        _put(out, sid, item)
-                        continue
-                    if mapping is None:
-                        mapping = {c: row[i] for c, i in columns.items()}
-                    if self._holds(sid, mapping, errors):
-                        _put(out, sid, item)
-                        inexact.add(sid)
-            if others:
-                mapping = {c: row[i] for c, i in columns.items()}
-                for sid in others:
-                    if self._holds(sid, mapping, errors):
-                        _put(out, sid, item)
-                        inexact.add(sid)
+            bucket = group.buckets.get(key, _EMPTY)
+            if bucket is _EMPTY:
+                continue
+            if type(bucket) is not list:  # one exact shape (the common case)
+                _put(out, bucket, item)
+                continue
+            mapping: dict[str, str | None] | None = None
+            for sid, exact in bucket:
+                if exact:
+                    _put(out, sid, item)
+                    continue
+                if mapping is None:
+                    mapping = {c: row[i] for c, i in columns.items()}
+                if self._holds(sid, mapping, errors):
+                    _put(out, sid, item)
+                    inexact.add(sid)
+        if others:
+            mapping = {c: row[i] for c, i in columns.items()}
+            for sid in others:
+                if self._holds(sid, mapping, errors):
+                    _put(out, sid, item)
+                    inexact.add(sid)
 
     def _holds(self, sid: Any, row: Row, errors: dict[Any, WhereEvalError] | None) -> bool:
         """Whether the shape's clause is TRUE for ``row``, or raises (recorded in ``errors``)."""

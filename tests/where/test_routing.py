@@ -219,3 +219,44 @@ def test_bulk_routing_reports_exact_matches_and_errors() -> None:
     index.route_new_rows("items", {"id": 0}, [("x",)], ["r"], out=out, inexact=inexact)
     assert out == {"id=5": ["r"], "id=5 and t": ["r"], "overflow": ["r"], "all": ["r"]}
     assert inexact == {"id=5", "id=5 and t", "overflow"}
+
+
+@st.composite
+def id_clause_texts(draw: st.DrawFn) -> str:
+    """Clauses filed under the one ``id`` group: exact (the whole clause is the equality) or not."""
+    template = draw(
+        st.sampled_from(
+            ["id = {i}", "id IN ({i}, {j})", "id = {i} AND t = '{w}'", "id = {i} AND 1 / (id - {j}) > 0"]
+        )
+    )
+    return template.format(i=draw(ints), j=draw(ints), w=draw(words))
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shapes=st.lists(id_clause_texts(), min_size=1, max_size=25),
+    new_rows=st.lists(rows(), min_size=1, max_size=8),
+    removed=st.sets(st.integers(0, 24), max_size=5),
+)
+def test_bulk_routing_with_one_indexed_column_matches_affected(
+    shapes: list[str], new_rows: list[dict[str, str | None]], removed: set[int]
+) -> None:
+    """Only ``id = k``-like shapes (one group, no unindexed shape, none without WHERE): the fast path of
+    ``route_new_rows`` (remembered texts, single exact shapes) gives what ``affected`` gives, row by row,
+    unknown texts, several shapes per key, clauses to evaluate and evaluation errors included."""
+    index, clauses = _indexed(shapes, removed)
+    tuples = [tuple(r[c] for c in COLUMNS) for r in new_rows]
+    positions = {c: i for i, c in enumerate(COLUMNS)}
+    for _ in range(2):  # the second time every text's key comes from the memo
+        out: dict[object, list[int]] = {}
+        inexact: set[object] = set()
+        index.route_new_rows("items", positions, tuples, range(len(tuples)), out=out, inexact=inexact)
+        expected: dict[object, list[int]] = {}
+        for i, row in enumerate(new_rows):
+            for sid in sorted(index.affected("items", row)):  # type: ignore[type-var]
+                expected.setdefault(sid, []).append(i)
+        assert out == expected
+        for sid, hits in out.items():
+            clause = clauses[sid]  # type: ignore[index]
+            if sid not in inexact:
+                assert clause is not None and all(clause.evaluate(new_rows[i]) for i in hits)
