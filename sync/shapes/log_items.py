@@ -31,7 +31,7 @@ encoder).  ``IncompleteChange``, ``Predicate``, ``key_prefix`` and ``row_key`` s
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
@@ -323,6 +323,44 @@ class ShapeLogEncoder(ChangeRules):
         self._pending = None
         key = self._key_head + key_value + '"'
         return [_new_item(LogItem, (offset, key, "insert", "".join(pieces).encode()))]
+
+    def encode_run(self, items: Sequence[Any]) -> list[LogItem] | None:
+        """The items of consecutive whole transactions of one change each (``items``: ``xid, commit_lsn,
+        change, exact`` per transaction, a ``ShapeRun``'s) when every one is a plain insert of the relation
+        already laid out that needs no WHERE evaluation: one item per transaction, in order, the same as
+        :meth:`encode_one` of each (the template path set up once per run, not per transaction).  None as
+        soon as one is not: nothing is kept, the caller encodes them one by one."""
+        lay = self._layout
+        cached = self._insert_tmpl
+        if lay is None or cached is None or cached[0] is not lay:
+            return None
+        relation = lay.relation
+        checked = self._where is not None
+        project = lay.project
+        key_pos = lay.plain_key
+        key_head = self._key_head
+        pieces = cached[2]
+        out: list[LogItem] = []
+        append = out.append
+        for xid, lsn, change, exact in zip(items[0::4], items[1::4], items[2::4], items[3::4], strict=True):
+            if type(change) is not Insert or change.relation is not relation or (checked and not exact):
+                return None
+            row = change.new
+            values = project(row)
+            if not is_plain(values):
+                return None
+            key_value: str = row[key_pos]  # type: ignore[assignment]  # plain: a str
+            if "/" in key_value:
+                key_value = key_value.replace("/", "//")
+            op = change.op
+            pieces[1::2] = (key_value, *values, str(lsn), str(op), str(xid))  # type: ignore[arg-type]  # plain: strs
+            offset = _new_offset(LogOffset)
+            _set_tx(offset, lsn)
+            _set_op(offset, op)
+            body = "".join(pieces).encode()
+            append(_new_item(LogItem, (offset, key_head + key_value + '"', "insert", body)))
+        self._pending = None
+        return out
 
     def _heads(self, lsn: int, xid: int) -> _Heads:
         """The header parts of a fragment's items off the insert template path."""

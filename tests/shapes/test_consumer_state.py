@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, Update
@@ -254,3 +256,53 @@ def test_exact_inserts_skip_the_where_updates_do_not() -> None:
     update = Update(REL, ("1", "y"), ("1", "x"), "O", op=0)
     moved = ShapeChanges(502, 7020, (update,), True, True, exact=True)  # exact says nothing of updates
     assert summary(rejects_all.changes(moved)) == [("empty", 7020)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from(["x", "y/z", "x", 'q"', "x", "\x01"]), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 12),
+)
+def test_runs_encoded_at_once_give_the_actions_one_by_one(
+    steps: list[tuple[int, str, bool]], wal_at: int
+) -> None:
+    """Runs of whole one-insert transactions, the filtering ending anywhere (``wal_at``), commit LSNs
+    increasing or replayed (a step of 0), values plain or not: ``changes_batch`` of the runs (encoded at once
+    when it can) == ``changes`` message by message."""
+    msgs: list[ShapeChanges] = []
+    lsn = 3000
+    for n, (step, v, exact) in enumerate(steps):
+        lsn += 10 * step
+        msgs.append(ShapeChanges(400 + n, lsn, (Insert(REL, (str(n), v), op=0),), True, True, exact))
+    wal = 3000 + 10 * wal_at
+    one = state(snapshot_filter=SnapshotFilter(SNAP, wal), last_tx=2990)
+    runs = state(snapshot_filter=SnapshotFilter(SNAP, wal), last_tx=2990)
+    for s in (one, runs):  # the first plain insert builds the encoder's template
+        s.changes(txn(399, 3000, 99))
+    expected = [a for m in msgs for a in one.changes(m)]
+    got = runs.changes_batch(as_runs(msgs))
+    assert one_by_one(got) == expected
+    assert [i.json for a in got if not isinstance(a, CommitEmpty) for i in a.items] == [
+        i.json for a in expected if not isinstance(a, CommitEmpty) for i in a.items
+    ]
+
+
+def test_a_run_of_plain_inserts_is_encoded_at_once() -> None:
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    s.changes(txn(200, 2990, 0))  # the first plain insert builds the encoder's template
+    calls: list[bool] = []
+    encode_run = s._encoder.encode_run
+
+    def spy(items: list[object]) -> object:
+        result = encode_run(items)
+        calls.append(result is not None)
+        return result
+
+    s._encoder.encode_run = spy  # type: ignore[method-assign]
+    got = s.changes_batch(as_runs([txn(201 + i, 3000 + 10 * i, i) for i in range(4)]))
+    assert calls == [True]
+    assert summary(got) == [("append", (["3000_0", "3010_0", "3020_0", "3030_0"], True))]

@@ -161,3 +161,46 @@ def test_whole_transactions_of_plain_inserts_take_the_template() -> None:
     rows: list[tuple[str | None, ...]] = [("1", "a", "b", "c"), ("a/b", "%s", "x y", "z"), ("3", "", "", "é")]
     got, expected = _whole_vs_fragment(defn, rel, rows)
     assert got == expected == [oracle(defn, rel, [row], [2 * i])[0] for i, row in enumerate(rows)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(value, value, value, value, st.booleans()), min_size=1, max_size=8),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_run_of_whole_transactions_equals_encoding_them_one_by_one(
+    rows: list[tuple[str | None, str | None, str | None, str | None, bool]], project: bool, where: bool
+) -> None:
+    """``encode_run`` (a ShapeRun's transactions on the template path at once) gives the items ``encode_one``
+    gives for each transaction, or None (nothing kept) when one of them cannot take the template path: a
+    value that is not plain (NULL, quote, backslash, control character), or a WHERE to evaluate."""
+    data = [r for r in rows if r[0] is not None]
+    if not data:
+        return
+    defn = ShapeDefinition.create((T.schema, T.name), T, columns=["é", "id"] if project else None)
+    rel = relation_of(T)
+    predicate = (lambda r: r["id"] != "2") if where else None
+    run_enc, one_enc = ShapeLogEncoder(defn, predicate), ShapeLogEncoder(defn, predicate)
+    warm = TransactionFragment(XID, LSN - 10, (Insert(rel, ("0", "a", "b", "c"), 0),), True, True, LSN)
+    run_enc.encode_whole(warm, exact=True)  # the first plain insert builds the template
+    one_enc.encode_whole(warm, exact=True)
+    items: list[object] = []
+    expected: list[bytes] = []
+    for i, (*row, exact) in enumerate(data):
+        change = Insert(rel, tuple(row), 2 * i)
+        items += [XID + i, LSN + i, change, exact]
+        expected += [it.json for it in one_enc.encode_one(XID + i, LSN + i, change, exact)]
+    got = run_enc.encode_run(items)
+    selected = (3, 0) if project else (0, 1, 2, 3)
+    plain = all(
+        v is not None and '"' not in v and "\\" not in v and v.isprintable()
+        for r in data
+        for v in (r[i] for i in selected)
+    )
+    if plain and not (where and not all(r[4] for r in data)):
+        assert got is not None
+        assert [it.json for it in got] == expected
+        assert [str(it.offset) for it in got] == [f"{LSN + i}_{2 * i}" for i in range(len(data))]
+    else:
+        assert got is None
