@@ -291,6 +291,8 @@ def _run_items(  # noqa: PLR0917 - one request's whole context
         settle(conn)  # a value needs escaping (or holds the separator byte): the checked statement
         entry = _statement(conn, checked, query, definition, unchecked=False)
         statement = entry.payload
+        tail = statement.marked_tail % mark  # its own: the unchecked one's closes a raw text value's quote
+        separator = statement.marked_separator % mark
         result = execute_early(conn, entry, values)
         rows, items, middles = result.get_value(0, 2), result.get_value(0, 3), result.get_value(0, 4)
         if rows != items:

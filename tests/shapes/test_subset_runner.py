@@ -287,6 +287,21 @@ def test_metadata_refuses_what_pg_snapshot_refuses(snapshot: str) -> None:
         metadata_json(snapshot.encode(), b"0/0", 1)
 
 
+def test_a_value_needing_escapes_gets_the_checked_statements_own_tail(
+    conn: psycopg.Connection[Any], runner: SubsetRunner
+) -> None:
+    """The unchecked statement writes a raw text value between quotes of its own (its tail closes the last
+    one); when a value needs escaping, the checked statement's items (to_json) end with their own tail."""
+    conn.execute("CREATE TABLE m (id int PRIMARY KEY, t text NOT NULL)")
+    conn.execute("""INSERT INTO m VALUES (1, 'plain'), (2, E'needs "escaping"')""")
+    _, encoder = _shape(conn, "m")
+    query, params = build_subset_query(encoder.definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
+    rows = [("1", "plain"), ("2", 'needs "escaping"')]
+    for _ in range(2):  # unchecked, then checked; then the checked one first
+        result = runner.run(query, params, encoder.definition)
+        assert result.body() == _expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+
+
 def test_early_rows_come_before_the_statements_end_which_settle_reads(db_dsn: str) -> None:
     with SubsetConnection.connect(db_dsn, autocommit=True) as conn:
         conn.setup_subsets()
