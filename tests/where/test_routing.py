@@ -166,6 +166,27 @@ def test_evaluation_errors_are_reported_per_shape() -> None:
 COLUMNS = ("id", "n", "f", "t", "s", "a")
 
 
+def _routed_twice_as_affected(
+    index: RoutingIndex, new_rows: list[dict[str, str | None]]
+) -> list[tuple[dict[object, list[int]], set[object]]]:
+    """``route_new_rows`` of ``new_rows`` twice (the second time every text's key comes from the memo),
+    each time asserted equal to ``affected`` row by row; returns both (routed, inexact) pairs."""
+    tuples = [tuple(r[c] for c in COLUMNS) for r in new_rows]
+    positions = {c: i for i, c in enumerate(COLUMNS)}
+    expected: dict[object, list[int]] = {}
+    for i, row in enumerate(new_rows):
+        for sid in sorted(index.affected("items", row)):  # type: ignore[type-var]
+            expected.setdefault(sid, []).append(i)
+    results = []
+    for _ in range(2):
+        out: dict[object, list[int]] = {}
+        inexact: set[object] = set()
+        index.route_new_rows("items", positions, tuples, range(len(tuples)), out=out, inexact=inexact)
+        assert out == expected
+        results.append((out, inexact))
+    return results
+
+
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shapes=st.lists(clause_texts(), min_size=1, max_size=25),
@@ -176,23 +197,15 @@ def test_bulk_routing_of_inserted_rows_matches_affected(
     shapes: list[str], new_rows: list[dict[str, str | None]], removed: set[int]
 ) -> None:
     index, clauses = _indexed(shapes, removed)
-    tuples = [tuple(r[c] for c in COLUMNS) for r in new_rows]
-    positions = {c: i for i, c in enumerate(COLUMNS)}
-    for _ in range(2):  # the second time every text's key comes from the memo
-        out: dict[object, list[int]] = {}
-        inexact: set[object] = set()
-        index.route_new_rows("items", positions, tuples, range(len(tuples)), out=out, inexact=inexact)
-        expected: dict[object, list[int]] = {}
-        for i, row in enumerate(new_rows):
-            for sid in sorted(index.affected("items", row)):  # type: ignore[type-var]
-                expected.setdefault(sid, []).append(i)
-        assert out == expected
+    for out, inexact in _routed_twice_as_affected(index, new_rows):
         for sid, hits in out.items():
             if sid in inexact:
                 continue
             # exact: the clause holds for every routed row without raising, no evaluation needed
             clause = clauses[sid]  # type: ignore[index]
             assert clause is None or all(clause.evaluate(new_rows[i]) for i in hits)
+    tuples = [tuple(r[c] for c in COLUMNS) for r in new_rows]
+    positions = {c: i for i, c in enumerate(COLUMNS)}
     absent: dict[object, list[int]] = {}
     index.route_new_rows("other", positions, tuples, range(len(tuples)), out=absent, inexact=set())
     assert absent == {}
@@ -245,17 +258,7 @@ def test_bulk_routing_with_one_indexed_column_matches_affected(
     ``route_new_rows`` (remembered texts, single exact shapes) gives what ``affected`` gives, row by row,
     unknown texts, several shapes per key, clauses to evaluate and evaluation errors included."""
     index, clauses = _indexed(shapes, removed)
-    tuples = [tuple(r[c] for c in COLUMNS) for r in new_rows]
-    positions = {c: i for i, c in enumerate(COLUMNS)}
-    for _ in range(2):  # the second time every text's key comes from the memo
-        out: dict[object, list[int]] = {}
-        inexact: set[object] = set()
-        index.route_new_rows("items", positions, tuples, range(len(tuples)), out=out, inexact=inexact)
-        expected: dict[object, list[int]] = {}
-        for i, row in enumerate(new_rows):
-            for sid in sorted(index.affected("items", row)):  # type: ignore[type-var]
-                expected.setdefault(sid, []).append(i)
-        assert out == expected
+    for out, inexact in _routed_twice_as_affected(index, new_rows):
         for sid, hits in out.items():
             clause = clauses[sid]  # type: ignore[index]
             if sid not in inexact:
