@@ -50,6 +50,20 @@ def _parts() -> list[tuple[tuple[Any, ...], bool]]:
     ]
 
 
+def _appended_and_batched(
+    storage: Storage, parts: list[tuple[tuple[Any, ...], bool]], names: tuple[str, str] = ("one", "batched")
+) -> tuple[Any, Any]:
+    """Two new logs after the same snapshot: ``parts`` appended one by one to the first, as one
+    ``append_batch`` to the second."""
+    one, batched = storage.create(names[0], {}), storage.create(names[1], {})
+    for w in (one, batched):
+        w.complete_snapshot(5, 9, ())
+    for items, complete in parts:
+        one.append(items, complete=complete)
+    batched.append_batch(parts)
+    return one, batched
+
+
 def test_append_batch_writes_what_appends_write(storage: Storage) -> None:
     one, batched = storage.create("one", {}), storage.create("batched", {})
     for w in (one, batched):
@@ -79,12 +93,7 @@ def test_empty_ends_in_a_row_flag_one_item(storage: Storage) -> None:
     first = txn(20, 1)
     rest = txn(21, 4)  # as many items in the batch (5) as ends named (1 + 4 empty ones)
     parts = [(tuple(first), True), ((), True), ((), True), ((), True), ((), True), (tuple(rest), False)]
-    one, batched = storage.create("one", {}), storage.create("batched", {})
-    for w in (one, batched):
-        w.complete_snapshot(5, 9, ())
-    for items, complete in parts:
-        one.append(items, complete=complete)
-    batched.append_batch(parts)
+    one, batched = _appended_and_batched(storage, parts)
     for w in (one, batched):
         w.append((), complete=True)
         w.flush()
@@ -139,12 +148,7 @@ def test_small_appends_write_the_bytes_of_one_big_batch(tmp_path: Path) -> None:
         len(it.json) for items, _ in parts[:3] for it in items
     )  # a chunk ends exactly at the threshold
     file_storage = FileStorage(tmp_path, "stack", chunk_bytes=exact)
-    small, big = file_storage.create("small", {}), file_storage.create("big", {})
-    for w in (small, big):
-        w.complete_snapshot(5, 9, ())
-    for items, complete in parts:
-        small.append(items, complete=complete)
-    big.append_batch(parts)
+    small, big = _appended_and_batched(file_storage, parts, ("small", "big"))
     for w in (small, big):
         w.flush()
     assert small.last_offset == big.last_offset == LogOffset(59, 6)
