@@ -21,8 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import orjson
@@ -319,25 +317,17 @@ class EngineShapes:
         return self._run_subset(planned, defn, latest, request_offset)
 
     def _run_subset(
-        self,
-        planned: PlannedQuery,
-        defn: SyncDefinition,
-        latest: LogOffset,
-        request_offset: LogOffset | None,
-        meanwhile: Callable[[LogOffset], object] | None = None,
+        self, planned: PlannedQuery, defn: SyncDefinition, latest: LogOffset, request_offset: LogOffset | None
     ) -> SubsetSnapshot:
         """Run a planned subset query (taken after ``latest``, the shape's latest offset): its answer, echoing
-        the client's own offset if it has one.  ``meanwhile(offset)`` (the answer's offset) is run while
-        Postgres executes the query, if it gets that far (``SubsetRunner.run``)."""
-        offset = request_offset if request_offset is not None else latest
+        the client's own offset if it has one."""
         try:
-            result = self._subsets.run(
-                planned.query, planned.params, defn, None if meanwhile is None else partial(meanwhile, offset)
-            )
+            result = self._subsets.run(planned.query, planned.params, defn)
         except SubsetBusy:
             raise SnapshotBusy from None
         except SubsetQueryFailed as exc:
             raise SnapshotFailed(f"Subset snapshot failed: {exc}") from None
+        offset = request_offset if request_offset is not None else latest
         # the statement's end is read once the answer has left (sync/shapes/subset_hot.py)
         return SubsetSnapshot(body=result.body(), offset=offset, after=self._subsets.settle_pending)
 
@@ -405,10 +395,7 @@ class SubsetRepeat:
         self._run = adapter._run_subset
         self._handle, self._shape, self._plan, self._offset = handle, shape, plan, offset
 
-    def __call__(
-        self, params: str, meanwhile: Callable[[LogOffset], object] | None = None
-    ) -> SubsetSnapshot | None:
-        """The answer for ``params``, or None; ``meanwhile`` as :meth:`EngineShapes._run_subset`'s."""
+    def __call__(self, params: str) -> SubsetSnapshot | None:
         shape, defn = self._shape, self._shape.definition
         if self._directory.get(self._handle) is not shape:
             return None
@@ -425,7 +412,7 @@ class SubsetRepeat:
             latest = shape.reader.latest_offset()  # before the subset's snapshot (as subset_snapshot)
         except StorageShapeGone:
             return None
-        return self._run(planned, defn, latest, self._offset, meanwhile)
+        return self._run(planned, defn, latest, self._offset)
 
 
 def _remember(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:

@@ -68,8 +68,7 @@ class LeanLane:
         self._admission = _one(middleware, AdmissionMiddleware)
         self._metrics = metrics
         # rest of the query string -> the answer of its repeats (ShapeResource.fast_memo, set by create_app):
-        # called with the params, the request id's maker, the x-request-id header and the origin; None when
-        # the full path must answer
+        # called with the params, request id and origin; None when the full path must answer
         self.fast_memo: dict[str, Any] | None = None
 
     def serve(self, env: dict[str, Any]) -> RawResponse | None:
@@ -83,17 +82,16 @@ class LeanLane:
         if slot is None:
             return None  # the Falcon path refuses it (or admits it, if a slot was freed meanwhile)
         try:
-            incoming = env.get("HTTP_X_REQUEST_ID")
+            request_id = self._ids.request_id(env.get("HTTP_X_REQUEST_ID"))
             origin = env.get("HTTP_ORIGIN")
             if split is None:
-                raw = self._raw_subset(query, self._ids.request_id(incoming), origin)
+                raw = self._raw_subset(query, request_id, origin)
             else:
                 repeat = None if self.fast_memo is None else self.fast_memo.get(split[0])
-                # a repeat draws the request id itself, while its query runs (SubsetResponder.fast_raw)
-                raw = None if repeat is None else repeat(split[2], self._ids.request_id, incoming, origin)
+                raw = None if repeat is None else repeat(split[2], request_id, origin)
                 if raw is None:  # not a repeat, or something it kept no longer holds
                     assert self._raw_split is not None
-                    raw = self._raw_split(split[0], query, split[2], self._ids.request_id(incoming), origin)
+                    raw = self._raw_split(split[0], query, split[2], request_id, origin)
         except Exception as exc:  # answered by the Falcon path's error table
             env[LANE_ERROR_KEY] = exc
             return None

@@ -13,7 +13,7 @@ it, ``electric-snapshot: true``, ``electric-handle``, ``electric-schema``, ``ele
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, cast
 
@@ -199,42 +199,20 @@ class SubsetResponder:
         return _raw_answer(before, common, snapshot)
 
     def fast_raw(self, engine: Any, handle: str, fast: Any) -> Any:
-        """A repeated subset GET's answer (the lean lane's fast path): ``fast(params, meanwhile)`` is the
-        engine's kept plan (``EngineShapes.subset_repeat``); the header block is rendered once.  The answer is
-        None when anything kept no longer holds, or when the request id or origin cannot be sent as they are
-        (the full path then answers).
-
-        The answer's header lines but content-length do not depend on the query's result: they are written
-        while Postgres runs it (``meanwhile``, with the answer's offset), and so is the request id drawn.
-        A request whose id or origin cannot be sent as it is (rare: a client's own unsafe header value) is
-        then known only after the query ran; its result is dropped and the full path answers."""
+        """A repeated subset GET's answer (the lean lane's fast path): ``fast(params)`` is the engine's
+        kept plan (``EngineShapes.subset_repeat``); the header block is rendered once.  The answer is None
+        when anything kept no longer holds (the full path then answers)."""
         before = self._block(handle, engine.schema_header(handle))
         lines = self._raw_common.lines
         if before is None:
             return None
 
-        def run(
-            params: str, request_id: Callable[[str | None], str], incoming: str | None, origin: str | None
-        ) -> RawResponse | None:
-            heads: list[bytes | None] = []
-
-            def meanwhile(offset: LogOffset) -> None:
-                heads.append(_answer_head(before, offset, lines(request_id(incoming), origin)))
-
-            snapshot = fast(params, meanwhile)
-            if snapshot is None:
+        def run(params: str, request_id: str, origin: str | None) -> RawResponse | None:
+            common = lines(request_id, origin)
+            if common is None:
                 return None
-            if not heads:  # not run (the statement was not sent): the same lines now
-                meanwhile(snapshot.offset)
-            head = heads[0]
-            if head is None:
-                if snapshot.after is not None:
-                    snapshot.after()  # the dropped statement's end is read now
-                return None
-            body = snapshot.body
-            return RawResponse(
-                "200 OK", b"%scontent-length: %d\r\n" % (head, len(body)), body, snapshot.after
-            )
+            snapshot = fast(params)
+            return None if snapshot is None else _raw_answer(before, common, snapshot)
 
         return run
 
@@ -270,20 +248,14 @@ def _raw_answer(before: bytes, common: bytes, snapshot: SubsetSnapshot) -> RawRe
     """The 200 of a subset GET: the resource's header lines up to ``electric-offset`` (``before``), the
     offset, content type, the middleware's ``common`` lines and content-length, then the body."""
     body = snapshot.body
-    head = _answer_head(before, snapshot.offset, common)
-    return RawResponse("200 OK", b"%scontent-length: %d\r\n" % (head, len(body)), body, snapshot.after)
-
-
-def _answer_head(before: bytes, offset: LogOffset, common: bytes | None) -> bytes | None:
-    """The 200's header lines up to content-length (None with ``common``: a line that cannot be sent)."""
-    if common is None:
-        return None
-    return b"%selectric-offset: %s\r\ncontent-type: %s\r\n%s" % (
+    head = b"%selectric-offset: %s\r\ncontent-type: %s\r\n%scontent-length: %d\r\n" % (
         before,
-        str(offset).encode(),  # digits, "_" and "-" only (a LogOffset)
+        str(snapshot.offset).encode(),  # digits, "_" and "-" only (a LogOffset)
         _JSON_TYPE,
         common,
+        len(body),
     )
+    return RawResponse("200 OK", head, body, snapshot.after)
 
 
 def subset_request_offset(request: ShapeRequest) -> LogOffset | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -176,23 +175,13 @@ def deallocate(conn: SubsetConnection, key: bytes) -> None:
         _exec(conn, conn.pgconn.send_query, b'DEALLOCATE "' + entry.name + b'"')
 
 
-def execute_early(
-    conn: SubsetConnection,
-    entry: Prepared,
-    params: list[bytes | None],
-    meanwhile: Callable[[], object] | None = None,
-) -> pq.abc.PGresult:
+def execute_early(conn: SubsetConnection, entry: Prepared, params: list[bytes | None]) -> pq.abc.PGresult:
     """Run a prepared statement with text parameters (typed by Postgres); its rows as a PGresult, returned
     as soon as they are here, before Postgres ends the statement's transaction: the statement goes in a
     pipeline with a Flush request before its Sync, so Postgres sends the rows (and CommandComplete) before
     it commits and says ReadyForQuery.  For a read-only statement nothing is left to fail but the
     connection itself.  The connection is then ``unsettled``: :func:`settle` it before anything else runs
     on it (the caller may answer first).
-
-    ``meanwhile``, if given, is called once the statement is sent, before its result is waited for: work
-    of the caller's that does not depend on the result runs while Postgres executes the statement, time
-    the worker would otherwise spend waiting.  Whatever it raises propagates (the connection is then
-    ``unsettled``, as after a successful run).
 
     Raises psycopg errors (the statement's own, or OperationalError for a lost connection); the connection
     is settled again when it raises a statement's error."""
@@ -205,8 +194,6 @@ def execute_early(
     pgconn.send_flush_request()
     pgconn.pipeline_sync()
     _flush(conn, pgconn)
-    if meanwhile is not None:
-        meanwhile()
     wait, fd = conn.waiter.wait_readable, pgconn.socket
     while True:
         wait(fd)

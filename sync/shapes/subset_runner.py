@@ -35,7 +35,7 @@ import itertools
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -172,18 +172,10 @@ class SubsetRunner:
                 self._pool.open(wait=False)
                 self._opened = True
 
-    def run(
-        self,
-        query: bytes,
-        params: Sequence[Any],
-        definition: ShapeDefinition,
-        meanwhile: Callable[[], object] | None = None,
-    ) -> SubsetResult:
+    def run(self, query: bytes, params: Sequence[Any], definition: ShapeDefinition) -> SubsetResult:
         """Run one subset query (psycopg ``%s`` syntax, as built by
         :func:`~sync.shapes.subset.build_subset_query`, selecting ``definition.columns``); raises SubsetBusy
-        or SubsetQueryFailed.  ``meanwhile`` (see :func:`~sync.shapes.subset_exec.execute_early`) is called
-        at most once, while the first statement that answers the query runs; not at all when the run
-        fails before sending one (the caller then does that work itself, or not at all)."""
+        or SubsetQueryFailed."""
         self._open()
         mark = next(self._marks)
         values = [SEPARATOR, *[_param(v) for v in params]]  # the separator is the statement's first value
@@ -195,7 +187,7 @@ class SubsetRunner:
         except PoolTimeout:
             raise SubsetBusy("no subset connection free within the queue timeout") from None
         try:
-            result, items = _items(conn, query, values, definition, mark, meanwhile)
+            result, items = _items(conn, query, values, definition, mark)
         except (psycopg.Error, LookupError) as exc:
             conn.close()  # its prepared statements and session state are unknown now: never reuse it
             logger.warning("subset query failed: %r", exc)
@@ -214,13 +206,8 @@ def _keys(query: bytes, relation_oid: int, key_columns: tuple[str, ...]) -> tupl
     return key, key + _CHECKED
 
 
-def _items(  # noqa: PLR0917 - one request's whole context
-    conn: SubsetConnection,
-    query: bytes,
-    values: list[bytes | None],
-    definition: ShapeDefinition,
-    mark: int,
-    meanwhile: Callable[[], object] | None = None,
+def _items(
+    conn: SubsetConnection, query: bytes, values: list[bytes | None], definition: ShapeDefinition, mark: int
 ) -> tuple[pq.abc.PGresult, tuple[bytes, ...]]:
     """Run ``query``'s item statement with ``values`` (:data:`SEPARATOR` first, then the query's): its result
     and the items' pieces (``mark`` added to each).  The statement is built again (once) if the columns
@@ -238,10 +225,9 @@ def _items(  # noqa: PLR0917 - one request's whole context
     :func:`~sync.shapes.item_sql.raw_values_clean`); otherwise the checked statement (``to_json``) runs,
     as it always did."""
     key, checked = _keys(query, definition.relation_oid, definition.key_columns)
-    once = _Once(meanwhile) if meanwhile is not None else None
     for attempt in range(2):
         try:
-            found = _run_items(conn, (key, checked), query, values, definition, mark, once)
+            found = _run_items(conn, (key, checked), query, values, definition, mark)
         except psycopg.Error as exc:
             if attempt or exc.sqlstate != STALE_SQLSTATE:
                 raise
@@ -252,20 +238,6 @@ def _items(  # noqa: PLR0917 - one request's whole context
         deallocate(conn, key)
         deallocate(conn, checked)
     raise LookupError(f"the columns of {definition.schema}.{definition.table} keep changing")
-
-
-class _Once:
-    """A callable run at most once (a retried statement does not repeat the caller's meanwhile work)."""
-
-    __slots__ = ("_fn",)
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self._fn: Callable[[], object] | None = fn
-
-    def __call__(self) -> None:
-        fn, self._fn = self._fn, None
-        if fn is not None:
-            fn()
 
 
 _CHECKED: Final = b"\x00checked"  # the key suffix of the checked statement beside an unchecked one
@@ -288,10 +260,8 @@ def _run_items(  # noqa: PLR0917 - one request's whole context
     values: list[bytes | None],
     definition: ShapeDefinition,
     mark: int,
-    meanwhile: Callable[[], object] | None = None,
 ) -> tuple[pq.abc.PGresult, tuple[bytes, ...]] | None:
-    """:func:`_items`' one try (``meanwhile`` run while its first statement executes); None when a column
-    changed (the caller builds the statements again).
+    """:func:`_items`' one try; None when a column changed (the caller builds the statements again).
     Once an unchecked run needed the checked statement on this connection, the checked one runs first
     (its values are likely to need escaping again): at most one wasted run per statement and connection."""
     key, checked = keys
@@ -302,7 +272,7 @@ def _run_items(  # noqa: PLR0917 - one request's whole context
         or _statement(conn, key, query, definition, unchecked=True)
     )
     statement: ItemStatement = entry.payload
-    result = execute_early(conn, entry, values, meanwhile)
+    result = execute_early(conn, entry, values)
     get = result.get_value
     rows, items, middles = get(0, 2), get(0, 3), get(0, 4)
     if rows != items:  # a column built as NOT NULL holds a NULL now

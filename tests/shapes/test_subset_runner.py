@@ -4,7 +4,6 @@ statement's own snapshot, prepared statements bounded per connection, failures n
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -288,34 +287,6 @@ def test_metadata_refuses_what_pg_snapshot_refuses(snapshot: str) -> None:
         metadata_json(snapshot.encode(), b"0/0", 1)
 
 
-def test_meanwhile_runs_while_postgres_executes_the_statement(db_dsn: str) -> None:
-    """``meanwhile`` is called after the statement was sent and before its result is read: the statement's
-    backend is seen active from another connection while it runs (it would be idle before the send, and
-    after the rows came)."""
-    seen: list[str] = []
-    with (
-        SubsetConnection.connect(db_dsn, autocommit=True) as conn,
-        psycopg.connect(db_dsn, autocommit=True) as observer,
-    ):
-        conn.setup_subsets()
-        entry = prepare(conn, b"q", b"SELECT pg_sleep(0.3), $1::int + 1")
-        pid = conn.info.backend_pid
-
-        def meanwhile() -> None:
-            deadline = time.monotonic() + 0.25
-            while time.monotonic() < deadline:
-                row = observer.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
-                assert row is not None
-                if row[0] == "active":
-                    seen.append(row[0])
-                    return
-            seen.append("never active")
-
-        result = execute_early(conn, entry, [b"41"], meanwhile)
-        assert result.get_value(0, 1) == b"42" and seen == ["active"]
-        settle(conn)
-
-
 def test_a_value_needing_escapes_gets_the_checked_statements_own_tail(
     conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
@@ -326,11 +297,9 @@ def test_a_value_needing_escapes_gets_the_checked_statements_own_tail(
     _, encoder = _shape(conn, "m")
     query, params = build_subset_query(encoder.definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
     rows = [("1", "plain"), ("2", 'needs "escaping"')]
-    calls: list[int] = []
     for _ in range(2):  # unchecked, then checked; then the checked one first
-        result = runner.run(query, params, encoder.definition, lambda: calls.append(1))
+        result = runner.run(query, params, encoder.definition)
         assert result.body() == _expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
-    assert calls == [1, 1]  # meanwhile: once per run, though the first ran two statements
 
 
 def test_early_rows_come_before_the_statements_end_which_settle_reads(db_dsn: str) -> None:
