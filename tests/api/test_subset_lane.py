@@ -306,6 +306,12 @@ def test_kept_repeats_follow_the_shape_and_its_schema(svc: ServiceProcess, dsn: 
         assert _rows(answer) == rows
     assert status_of(both(svc, {**kept, "subset__params": '{"1":"x"}'})) == 400
     assert _rows(lane()) == [2, 5, 8, 11]  # kept again after the error
+    # a repeat's header lines: the origin, a client's id or one drawn
+    answer = both(svc, {**kept, "subset__params": '{"1":"1"}'}, {"Origin": "https://app.example"})
+    assert b"\r\naccess-control-allow-origin: https://app.example\r\n" in answer
+    assert f"\r\nx-request-id: {REQUEST_ID}\r\n".encode() in answer and _rows(answer) == [1, 4, 7, 10]
+    drawn = {_header(lane(), b"x-request-id") for _ in range(2)}
+    assert len(drawn) == 2 and all(len(i) == 20 for i in drawn), drawn
 
     schema = _header(lane(), b"electric-schema")
     assert b'"name":{"type":"text"}' in schema, schema
