@@ -291,38 +291,14 @@ class ShapeLogEncoder(ChangeRules):
         self, xid: int, lsn: int, change: Change, exact: bool = False, fragment: Fragment | None = None
     ) -> list[LogItem]:
         """:meth:`encode_whole` of the whole transaction ``xid``/``lsn`` of the one ``change`` (``fragment``:
-        that transaction as a fragment, if the caller has one; else one is made when needed)."""
-        lay = self._layout
-        cached = self._insert_tmpl
-        if (
-            type(change) is not Insert
-            or lay is None
-            or change.relation is not lay.relation
-            or cached is None
-            or cached[0] is not lay
-            or (not exact and self._where is not None)
-        ):
+        that transaction as a fragment, if the caller has one; else one is made when needed): the template
+        path of :meth:`encode_run` when it takes the change, else :meth:`encode_fragment`."""
+        out = self.encode_run((xid, lsn, change, exact))
+        if out is None:
             return self.encode_fragment(
                 fragment if fragment is not None else _Whole(xid, lsn, (change,)), exact
             )
-        row = change.new
-        values = lay.project(row)
-        if not is_plain(values):
-            return self.encode_fragment(
-                fragment if fragment is not None else _Whole(xid, lsn, (change,)), exact
-            )
-        key_value: str = row[lay.plain_key]  # type: ignore[assignment]  # plain: a str
-        if "/" in key_value:
-            key_value = key_value.replace("/", "//")
-        pieces = cached[2]
-        op = change.op
-        pieces[1::2] = (key_value, *values, str(lsn), str(op), str(xid))  # type: ignore[arg-type]  # plain: strs
-        offset = _new_offset(LogOffset)
-        _set_tx(offset, lsn)
-        _set_op(offset, op)
-        self._pending = None
-        key = self._key_head + key_value + '"'
-        return [_new_item(LogItem, (offset, key, "insert", "".join(pieces).encode()))]
+        return out
 
     def encode_run(self, items: Sequence[Any]) -> list[LogItem] | None:
         """The items of consecutive whole transactions of one change each (``items``: ``xid, commit_lsn,

@@ -172,9 +172,10 @@ def test_whole_transactions_of_plain_inserts_take_the_template() -> None:
 def test_a_run_of_whole_transactions_equals_encoding_them_one_by_one(
     rows: list[tuple[str | None, str | None, str | None, str | None, bool]], project: bool, where: bool
 ) -> None:
-    """``encode_run`` (a ShapeRun's transactions on the template path at once) gives the items ``encode_one``
-    gives for each transaction, or None (nothing kept) when one of them cannot take the template path: a
-    value that is not plain (NULL, quote, backslash, control character), or a WHERE to evaluate."""
+    """``encode_run`` (a ShapeRun's transactions on the template path at once) gives the items the general
+    path (``encode_fragment``) gives for each transaction, or None (nothing kept) when one of them cannot
+    take the template path: a value that is not plain (NULL, quote, backslash, control character), or a
+    WHERE to evaluate."""
     data = [r for r in rows if r[0] is not None]
     if not data:
         return
@@ -190,7 +191,8 @@ def test_a_run_of_whole_transactions_equals_encoding_them_one_by_one(
     for i, (*row, exact) in enumerate(data):
         change = Insert(rel, tuple(row), 2 * i)
         items += [XID + i, LSN + i, change, exact]
-        expected += [it.json for it in one_enc.encode_one(XID + i, LSN + i, change, exact)]
+        frag = TransactionFragment(XID + i, LSN + i, (change,), True, True, LSN + i)
+        expected += [it.json for it in one_enc.encode_fragment(frag, exact)]  # the general path
     got = run_enc.encode_run(items)
     selected = (3, 0) if project else (0, 1, 2, 3)
     plain = all(
