@@ -10,12 +10,12 @@ collector takes everything gathered meanwhile with :meth:`DurableReports.drain`.
 
 from __future__ import annotations
 
-import _thread
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
+from supervisors.stripes import native_lock
 from sync.offsets import LogOffset
 
 __all__ = ["DrainDurable", "DurableReports"]
@@ -34,9 +34,7 @@ class DurableReports:
     def __init__(self, ref: pykka.ActorRef[Any]) -> None:
         self._ref = ref
         self._buf: dict[str, LogOffset] = {}
-        # an OS-thread lock under gevent too (gevent leaves _thread.RLock native; a greenlet lock costs more
-        # per acquire): never held across a greenlet switch, so it only ever excludes other OS threads
-        self._lock = _thread.RLock()
+        self._lock = native_lock()  # an OS-thread lock under gevent too: never held across a switch
 
     def report(self, handle: str, offset: LogOffset) -> None:
         """Everything of shape ``handle`` up to ``offset`` is durable."""

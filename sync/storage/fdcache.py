@@ -37,11 +37,12 @@ while this thread holds it.  The lock is held only around dictionary work, ``os.
 
 from __future__ import annotations
 
-import _thread
 import errno
 import os
 import posix
 from collections import OrderedDict, deque
+
+from supervisors.stripes import native_lock
 
 __all__ = ["CACHE", "DEFAULT_MAX_OPEN_FILES", "FdCache", "FdEntry", "FdGroup"]
 
@@ -80,9 +81,7 @@ class FdCache:
     def __init__(self, cap: int = DEFAULT_MAX_OPEN_FILES) -> None:
         self._cap = max(1, cap)
         self._lru: OrderedDict[FdEntry, None] = OrderedDict()
-        # an OS-thread lock under gevent too (gevent leaves _thread.RLock native; a greenlet lock costs
-        # ~0.35 us more per acquire and release, four per append): nothing in here switches greenlets
-        self._lock = _thread.RLock()
+        self._lock = native_lock()  # an OS-thread lock under gevent too: never held across a switch
         self._orphans: deque[FdGroup] = deque()  # groups dropped by a finaliser, closed at the next open
         self._uses = 0  # pins so far: the clock that tells warm descriptors from cold ones
         self.evictions = 0

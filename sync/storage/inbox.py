@@ -11,9 +11,9 @@ Use: ``_create_actor_inbox = staticmethod(LightInbox)`` in an actor class.
 
 from __future__ import annotations
 
-import _thread
 from typing import Any
 
+from supervisors.stripes import native_lock
 from sync import runtime
 
 __all__ = ["LightInbox"]
@@ -27,9 +27,7 @@ class LightInbox:
     def __init__(self) -> None:
         self._in: list[Any] = []  # newest last
         self._out: list[Any] = []  # oldest last (reversed batch of ``_in``)
-        # an OS-thread lock under gevent too (gevent leaves _thread.RLock native; a greenlet lock costs more
-        # per acquire): never held across a greenlet switch, so it only ever excludes other OS threads
-        self._lock = _thread.RLock()
+        self._lock = native_lock()  # an OS-thread lock under gevent too: never held across a switch
         self._ready = runtime.Event()  # set when an item may be waiting
 
     def put(self, item: Any, /) -> None:

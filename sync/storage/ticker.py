@@ -19,12 +19,12 @@ ticker (the ShapeCache of the stack, or a StorageActor started without a shared 
 
 from __future__ import annotations
 
-import _thread
 import logging
 from typing import Any, Protocol
 
 import pykka
 
+from supervisors.stripes import native_lock
 from sync import runtime
 from sync.storage.files import ShapeFiles
 from sync.storage.group_sync import sync_files
@@ -59,9 +59,7 @@ class FlushTicker:
         self.interval = interval
         self._tick = tick  # the message told to due actors (the storage actor's ``Tick``)
         self._name = name
-        # an OS-thread lock under gevent too (gevent leaves _thread.RLock native; a greenlet lock costs more
-        # per acquire): never held across a greenlet switch, so it only ever excludes other OS threads
-        self._lock = _thread.RLock()
+        self._lock = native_lock()  # an OS-thread lock under gevent too: never held across a switch
         self._pending: set[pykka.ActorRef[Any]] = set()
         self._members: dict[SyncMember, None] = {}
         self._due = runtime.Event()  # set while ``_pending`` or ``_members`` is not empty
