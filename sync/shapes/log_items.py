@@ -304,8 +304,8 @@ class ShapeLogEncoder(ChangeRules):
         """The items of consecutive whole transactions of one change each (``items``: ``xid, commit_lsn,
         change, exact`` per transaction, a ``ShapeRun``'s) when every one is a plain insert of the relation
         already laid out that needs no WHERE evaluation: one item per transaction, in order, the same as
-        :meth:`encode_one` of each (the template path set up once per run, not per transaction).  None as
-        soon as one is not: nothing is kept, the caller encodes them one by one."""
+        :meth:`encode_fragment` of each (the template path set up once per run, not per transaction).  None
+        as soon as one is not: nothing is kept, the caller encodes them one by one."""
         lay = self._layout
         cached = self._insert_tmpl
         if lay is None or cached is None or cached[0] is not lay:
