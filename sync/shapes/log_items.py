@@ -302,14 +302,23 @@ class ShapeLogEncoder(ChangeRules):
 
     def encode_run(self, items: Sequence[Any]) -> list[LogItem] | None:
         """The items of consecutive whole transactions of one change each (``items``: ``xid, commit_lsn,
-        change, exact`` per transaction, a ``ShapeRun``'s) when every one is a plain insert of the relation
-        already laid out that needs no WHERE evaluation: one item per transaction, in order, the same as
-        :meth:`encode_fragment` of each (the template path set up once per run, not per transaction).  None
-        as soon as one is not: nothing is kept, the caller encodes them one by one."""
+        change, exact`` per transaction, a ``ShapeRun``'s) when every one is a plain insert of the shape's
+        relation (one Relation message) that needs no WHERE evaluation: one item per transaction, in order,
+        the same as :meth:`encode_fragment` of each (the template path set up once per run, not per
+        transaction, and at the first run if need be).  None as soon as one is not: nothing is kept, the
+        caller encodes them one by one."""
         lay = self._layout
         cached = self._insert_tmpl
-        if lay is None or cached is None or cached[0] is not lay:
-            return None
+        if (
+            lay is None
+            or cached is None
+            or cached[0] is not lay
+            or getattr(items[2], "relation", None) is not lay.relation
+        ):
+            cached = self._run_template(items[2])
+            if cached is None:
+                return None
+            lay = cached[0]
         relation = lay.relation
         checked = self._where is not None
         project = lay.project
@@ -337,6 +346,25 @@ class ShapeLogEncoder(ChangeRules):
             append(_new_item(LogItem, (offset, key_head + key_value + '"', "insert", body)))
         self._pending = None
         return out
+
+    def _run_template(self, change: Change) -> tuple[Layout, list[str], list[str]] | None:
+        """The insert template for a run starting with ``change``, set up now if it is a plain-insert
+        candidate of this shape's relation and the template is missing or of another Relation message (a new
+        shape's or a reloaded shape's first run, the first after a reconnect): without it the whole first run
+        went one transaction at a time through the general path.  None if ``change`` cannot take the template
+        path (what is set up is what :meth:`encode_fragment` would set up for it)."""
+        if type(change) is not Insert or change.relation.oid != self._oid:
+            return None
+        try:
+            lay = self._layout_for(change.relation)
+        except RelationMismatch:
+            return None  # the general path raises it
+        if lay.insert_parts is None:
+            return None
+        cached = self._insert_tmpl
+        if cached is None or cached[0] is not lay:
+            cached = self._insert_tmpl = self._insert_pieces(lay)
+        return cached
 
     def _heads(self, lsn: int, xid: int) -> _Heads:
         """The header parts of a fragment's items off the insert template path."""
@@ -366,7 +394,7 @@ class ShapeLogEncoder(ChangeRules):
 
     def _layout_for(self, relation: Relation) -> Layout:
         lay = self._layout
-        if lay is not None and (lay.relation is relation or lay.relation == relation):
+        if lay is not None and lay.relation is relation:
             return lay
         d = self.definition
         missing = [c for c in (*d.columns, *d.key_columns) if c not in relation.column_index]

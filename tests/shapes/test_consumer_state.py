@@ -291,6 +291,23 @@ def test_runs_encoded_at_once_give_the_actions_one_by_one(
     ]
 
 
+def test_the_first_run_of_a_new_shape_is_encoded_at_once() -> None:
+    """No warm-up: the encoder sets its template up at the first run (it used to go one by one)."""
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    calls: list[bool] = []
+    encode_run = s._encoder.encode_run
+
+    def spy(items: list[object]) -> object:
+        result = encode_run(items)
+        calls.append(result is not None)
+        return result
+
+    s._encoder.encode_run = spy  # type: ignore[method-assign]
+    got = s.changes_batch(as_runs([txn(201 + i, 3000 + 10 * i, i) for i in range(3)]))
+    assert calls == [True]
+    assert summary(got) == [("append", (["3000_0", "3010_0", "3020_0"], True))]
+
+
 def test_a_run_of_plain_inserts_is_encoded_at_once() -> None:
     s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
     s.changes(txn(200, 2990, 0))  # the first plain insert builds the encoder's template

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sync.replication.changes import Insert, Relation, TransactionFragment
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.log_items import ShapeLogEncoder, key_prefix, row_key
+from sync.shapes.log_items import RelationMismatch, ShapeLogEncoder, key_prefix, row_key
 from tests.shapes.helpers import Col, Table, relation_of
 
 LSN = 98_765_432_100
@@ -206,3 +206,35 @@ def test_a_run_of_whole_transactions_equals_encoding_them_one_by_one(
         assert [str(it.offset) for it in got] == [f"{LSN + i}_{2 * i}" for i in range(len(data))]
     else:
         assert got is None
+
+
+def test_a_run_sets_up_the_template_itself_on_a_new_encoder_and_after_a_new_relation_message() -> None:
+    """A new (or reloaded) shape's first run, and the first run after a reconnect (an equal Relation as
+    another object), take the template path at once: the same items as the general path, never None for
+    plain inserts.  A Relation without a selected column still fails on the general path."""
+    defn = ShapeDefinition.create((T.schema, T.name), T)
+    rows: list[tuple[str | None, ...]] = [("1", "a", "b", "c"), ("a/b", "%s", "x y", "z")]
+
+    def run_and_general(rel: Relation, enc: ShapeLogEncoder) -> tuple[list[bytes] | None, list[bytes]]:
+        items: list[object] = []
+        expected: list[bytes] = []
+        general = ShapeLogEncoder(defn)
+        for i, row in enumerate(rows):
+            change = Insert(rel, row, 2 * i)
+            items += [XID + i, LSN + i, change, True]
+            frag = TransactionFragment(XID + i, LSN + i, (change,), True, True, LSN + i)
+            expected += [it.json for it in general.encode_fragment(frag, True)]
+        got = enc.encode_run(items)
+        return (None if got is None else [it.json for it in got]), expected
+
+    enc = ShapeLogEncoder(defn)
+    got, expected = run_and_general(relation_of(T), enc)
+    assert got is not None and got == expected
+    again = relation_of(T)  # a new session's Relation message: equal, another object
+    got, expected = run_and_general(again, enc)
+    assert got is not None and got == expected
+    narrower = Table(T.oid, T.schema, T.name, T.columns[:2], T.pk)
+    bad = Insert(relation_of(narrower), ("1", "a"), 0)
+    assert enc.encode_run([XID, LSN, bad, True]) is None
+    with pytest.raises(RelationMismatch):
+        enc.encode_fragment(TransactionFragment(XID, LSN, (bad,), True, True, LSN))
