@@ -21,7 +21,19 @@ itself:
   then counted towards the next full collection (~1 s at 10,000 shapes).  Run at an idle point the same
   collection walks what survived the bursts since the last one.  Trade-off: it runs at most twice as often
   as the thresholds would run it (only when at least half due), each time costing no more than the one it
-  replaces; under sustained load there is no idle point and nothing changes.
+  replaces; under sustained load there is no idle point and nothing changes;
+* the shapes themselves (:func:`shapes_added` / :func:`shapes_released`, told by the ShapeCache) are frozen
+  too, at an idle point once ``FREEZE_AFTER`` shapes were added since the last freeze: that idle point's
+  middle collection runs and everything alive is then frozen, instead of waiting for a restart.  Without
+  it the shapes created since the process started stayed in the old generation, where a full collection
+  walked them all (~1.25 M objects, ~1 s at 10,000 shapes: a pause for every live request, and a 1 s
+  outlier in the middle of a write burst whenever it fell due there).  The freeze itself moves lists (no
+  walk).  Cost: cyclic garbage frozen with them is not collected (what the old generation held at that
+  moment, which a full collection would have collected later; and the cycles of shapes deleted since, whose
+  objects are frozen).  Bound: once the shapes released since the last full collection reach a quarter of
+  the live ones (at least ``FREEZE_AFTER``; CPython's own rule for full collections is the same quarter),
+  the next idle point thaws everything, collects it in full (the pause a full collection costs anyway, now
+  at an idle point) and freezes the survivors again.
 """
 
 from __future__ import annotations
@@ -30,13 +42,25 @@ import gc
 
 from sync import runtime
 
-__all__ = ["IDLE_DELAY_S", "freeze_startup_heap", "idle", "tune"]
+__all__ = [
+    "FREEZE_AFTER",
+    "IDLE_DELAY_S",
+    "freeze_startup_heap",
+    "idle",
+    "shapes_added",
+    "shapes_released",
+    "tune",
+]
 
 THRESHOLDS = (20_000, 20, 20)
 IDLE_DELAY_S = 0.05  # after the idle point: what was waiting for it (the acknowledgement) goes first
+FREEZE_AFTER = 1_000  # shapes added since the last freeze that make the next idle point freeze them
 
 _enabled = False  # tune() was called: this process lets the engine time the middle collections
 _scheduled = False  # a collection at an idle point is on its way
+_added = 0  # shapes added since the last freeze (not frozen yet)
+_released = 0  # shapes released since the last full collection (their cycles may be frozen)
+_live = 0  # shapes added and not released
 
 
 def tune() -> None:
@@ -49,8 +73,33 @@ def tune() -> None:
 def freeze_startup_heap() -> None:
     """Collect once, then exempt every surviving object from future collections (call once the engine
     has started)."""
+    global _added, _released  # process-wide, as the permanent generation is
     gc.collect()
     gc.freeze()
+    _added = _released = 0
+
+
+def shapes_added(n: int = 1) -> None:
+    """``n`` shapes started (created or reloaded): their objects are long-lived (see the module docstring)."""
+    global _added, _live  # process-wide counters, as the permanent generation is
+    _added += n
+    _live += n
+
+
+def shapes_released(n: int = 1) -> None:
+    """``n`` shapes stopped for good (deleted, invalidated): their objects are garbage now."""
+    global _released, _live  # see shapes_added
+    _released += n
+    _live = max(0, _live - n)
+
+
+def _thaw_due() -> bool:
+    """Enough shapes were released since the last full collection that their frozen cycles must go."""
+    return _released >= max(FREEZE_AFTER, _live // 4)
+
+
+def _freeze_due() -> bool:
+    return _added >= FREEZE_AFTER
 
 
 def _due() -> bool:
@@ -59,21 +108,30 @@ def _due() -> bool:
 
 
 def idle() -> None:
-    """Everything routed is durable: collect the middle generation in ``IDLE_DELAY_S`` if it is at least half
-    due (see the module docstring).  Cheap when not: a flag and a counter read.  A no-op unless
-    :func:`tune` was called."""
+    """Everything routed is durable: in ``IDLE_DELAY_S``, collect the middle generation if it is at least half
+    due, and freeze or thaw the shapes if that is due (see the module docstring).  Cheap when nothing is:
+    a flag and a few counter reads.  A no-op unless :func:`tune` was called."""
     global _scheduled  # one collection on its way per process
-    if not _enabled or _scheduled or not _due():
+    if not _enabled or _scheduled or not (_due() or _freeze_due() or _thaw_due()):
         return
     _scheduled = True
     runtime.spawn(_collect_after_delay, name="heap-idle-collect")
 
 
 def _collect_after_delay() -> None:
-    global _scheduled  # see idle()
+    global _scheduled, _added, _released  # see idle() and shapes_added()
     try:
         runtime.sleep(IDLE_DELAY_S)
-        if _due():
+        if _thaw_due():
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            _added = _released = 0
+        elif _freeze_due():
+            gc.collect(1)  # the young survivors join the old generation, which is frozen whole
+            gc.freeze()
+            _added = 0
+        elif _due():
             gc.collect(1)
     finally:
         _scheduled = False

@@ -77,3 +77,65 @@ def test_an_idle_point_does_nothing_unless_the_process_tuned_the_collector() -> 
     result = _run(IDLE, "plain")
     assert result["quarter_due"] == 0
     assert result["later"] == 0
+
+
+# The shapes' objects are frozen at an idle point once heap.FREEZE_AFTER shapes were added, and thawed and
+# collected in full once enough of them were released (their cycles are garbage, frozen).
+FREEZE = """
+import gc, json, sys, time, weakref
+from sync import heap
+heap.tune()
+gc.collect()
+
+class Node:
+    pass
+
+def cycles(n):
+    out = []
+    for _ in range(n):
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        out.append(a)
+    return out
+
+def wait_for(cond):
+    deadline = time.monotonic() + 10
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+
+out = {}
+shapes = cycles(2000)  # the shapes' long-lived objects, in reference cycles
+heap.shapes_added(heap.FREEZE_AFTER - 1)
+before = gc.get_freeze_count()
+heap.idle()
+time.sleep(4 * heap.IDLE_DELAY_S)
+out["frozen_early"] = gc.get_freeze_count() - before
+heap.shapes_added(1)
+heap.idle()
+out["frozen"] = wait_for(lambda: gc.get_freeze_count() - before >= 4000)
+gone = weakref.ref(shapes[0])
+del shapes[:1000]  # half of them deleted: garbage cycles, frozen
+heap.shapes_released(heap.FREEZE_AFTER - 1)
+heap.idle()
+time.sleep(4 * heap.IDLE_DELAY_S)
+out["collected_early"] = gone() is None
+heap.shapes_released(1)
+heap.idle()
+out["collected"] = wait_for(lambda: gone() is None)
+out["still_frozen"] = gc.get_freeze_count() - before >= 2000  # the survivors are frozen again
+out["alive"] = all(s.other.other is s for s in shapes)
+print(json.dumps(out))
+"""
+
+
+def test_shapes_are_frozen_at_an_idle_point_and_thawed_once_enough_are_released() -> None:
+    result = _run(FREEZE)
+    assert result == {
+        "frozen_early": 0,
+        "frozen": True,
+        "collected_early": False,
+        "collected": True,
+        "still_frozen": True,
+        "alive": True,
+    }

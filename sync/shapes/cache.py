@@ -39,7 +39,7 @@ from typing import Any
 import pykka
 
 from supervisors import Down, Monitor, SupervisedActor, describe_reason, monitor, terminate_child
-from sync import runtime
+from sync import heap, runtime
 from sync.replication.changes import RelationChanged, SlotRecreated
 from sync.shapes.cache_builds import Builds
 from sync.shapes.cache_messages import (
@@ -294,6 +294,7 @@ class ShapeCache(SupervisedActor):
 
         self._monitors[handle] = monitor(subtree, down)
         self.directory.publish(shape)
+        heap.shapes_added()  # long-lived objects: frozen at an idle point once enough are added
         logger.info("shape %s live for %s.%s", handle, shape.definition.schema, shape.definition.table)
         return shape
 
@@ -381,6 +382,7 @@ class ShapeCache(SupervisedActor):
         self._marks.forget(handle)
         self._types.pop(handle, None)
         self._release(shape.definition, handle)
+        heap.shapes_released()  # its frozen cycles are garbage: counted towards a full collection
 
     def _release(self, definition: ShapeDefinition, handle: str) -> None:
         if self._unpublish is not None:
