@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
-from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
+from sync.storage.format import CHUNK, ITEM, REC_END, TXN_END, Durable, encode_meta
 from sync.storage.items import AppendItem, WholeTransactions, snapshot_end_json
 from sync.storage.log_layout import layout_items
 from sync.storage.reader import LogState, LogView, ShapeLogReader
@@ -27,6 +27,7 @@ __all__ = ["SeqPosition", "ShapeLogWriter", "SyncPoint"]
 log = logging.getLogger(__name__)
 _ITEM_SIZE = ITEM.size
 _MARKER_EVERY = 512  # items between log.durable markers written after group syncs
+_END_FLAGS = bytes([TXN_END | REC_END])
 
 
 class SyncPoint(NamedTuple):
@@ -181,9 +182,10 @@ class ShapeLogWriter:
         if items:
             self._write_items(seq, items, txn_end=complete)
         elif complete and seq.pos.items > self._committed_items:
-            # the transaction's last fragment was empty: flag its last, still invisible, entry
+            # the transaction's last fragment was empty: flag its last, still invisible, entry (the last of
+            # the last record written: it keeps REC_END)
             flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
-            self._files.pwrite(seq.items, flags_at, bytes([TXN_END]))
+            self._files.pwrite(seq.items, flags_at, _END_FLAGS)
             seq.dirty_names.add(seq.items)  # the next flush must make the flag durable too
             self._writes += 1
         if complete:
