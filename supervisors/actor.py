@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 import pykka
+from pykka import messages as pykka_messages
 from pykka._envelope import Envelope
 
 from supervisors.errors import Crashed, ExitReason, Killed
@@ -61,6 +62,20 @@ class Crash:
     """Command (tell): crash with this exception, as if a handler had raised it."""
 
     exc: BaseException
+
+
+# The messages pykka's own ``_handle_receive`` acts on (stop, proxy calls) and ``Crash``: any other goes
+# straight to ``on_receive`` (one call and four isinstance checks fewer per message: twice per shape a burst;
+# by exact class: none of these is subclassed).
+_PYKKA_OWN: frozenset[type[Any]] = frozenset(
+    {
+        Crash,
+        pykka_messages._ActorStop,  # pykka's stop message
+        pykka_messages.ProxyCall,
+        pykka_messages.ProxyGetAttr,
+        pykka_messages.ProxySetAttr,
+    }
+)
 
 
 class StopFlag:
@@ -159,10 +174,14 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         """Handle one message; any exception escaping the handler crashes the actor."""
+        message = envelope.message
         try:
-            if isinstance(envelope.message, Crash):
-                raise envelope.message.exc
-            response = self._handle_receive(envelope.message)
+            if message.__class__ not in _PYKKA_OWN:
+                response = self.on_receive(message)  # what pykka's _handle_receive ends with, directly
+            elif isinstance(message, Crash):
+                raise message.exc
+            else:
+                response = self._handle_receive(message)
         except BaseException:
             exc_info = sys.exc_info()
             self._crash_now(exc_info, notify=False)

@@ -58,25 +58,26 @@ class Mailbox:
     ``empty`` count the messages not yet taken (read by the ShapeLogCollector for backpressure).
     """
 
-    __slots__ = ("_in", "_out", "_run", "_state")
+    __slots__ = ("_in", "_lock", "_out", "_run", "_state")
 
     def __init__(self) -> None:
         self._in: list[Any] | None = None  # newest last; lists only while non-empty
         self._out: list[Any] | None = None  # oldest last (a reversed batch of ``_in``)
         self._run: Callable[[], None] | None = None
         self._state = _IDLE
+        self._lock = lock_for(self)  # its stripe, looked up once (three times per actor visit otherwise)
 
     def open(self, first: Callable[[], None], run: Callable[[], None]) -> None:
         """Schedule ``first`` (the actor's first burst: on_start, then messages) and bind ``run`` for
         every later burst."""
-        with lock_for(self):
+        with self._lock:
             self._run = run
             self._state = _RUNNING
         schedule(first)
 
     def put(self, item: Any, /) -> None:
         run = None
-        with lock_for(self):
+        with self._lock:
             state = self._state
             if state != _CLOSED:
                 if self._in is None:
@@ -93,7 +94,7 @@ class Mailbox:
 
     def take(self) -> Any | None:
         """The oldest message, or None after marking the mailbox idle (the runner must then return)."""
-        with lock_for(self):
+        with self._lock:
             out = self._head()
             if out is None:
                 self._state = _IDLE
@@ -105,7 +106,7 @@ class Mailbox:
         ``limit``: taken from the head only, so the order of every message is kept (only the active
         runner may call this)."""
         taken: list[Any] = []
-        with lock_for(self):
+        with self._lock:
             while len(taken) < limit:
                 out = self._head()
                 if out is None:
@@ -118,7 +119,7 @@ class Mailbox:
 
     def close(self) -> list[Any]:
         """Refuse every later message; return those not taken, oldest first. Drops the runner."""
-        with lock_for(self):
+        with self._lock:
             self._state = _CLOSED
             self._run = None
             rest = list(reversed(self._out or ())) + (self._in or [])
@@ -127,7 +128,7 @@ class Mailbox:
 
     def get(self) -> Any:
         """pykka's inbox protocol: the oldest message, never blocking (``queue.Empty`` if none)."""
-        with lock_for(self):
+        with self._lock:
             out = self._head()
             if out is None:
                 raise queue.Empty

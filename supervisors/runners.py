@@ -77,7 +77,8 @@ _idle: list[_Runner] = []
 _coming = 0  # runners woken or started that have not reached the queue yet
 _live = 0  # runners started and not finished (running a task, on their way, or parked)
 _names = count(1)
-_waker: list[tuple[int, threading.Event]] = []  # (hub thread's native id, its waker's event); gevent only
+# (a native lock the hub's OS thread holds for good, its waker's event); gevent only: see _foreign
+_waker: list[tuple[_thread.RLock, threading.Event]] = []
 _pending: list[Task] = []  # tasks handed over by other OS threads (gevent only)
 
 
@@ -201,9 +202,18 @@ def _run(runner: _Runner) -> None:
             since = clock()
 
 
+_patched_memo: tuple[object, bool] = (None, False)  # (_thread.start_new_thread, whether it is gevent's)
+
+
 def _gevent_patched() -> bool:
-    # Without importing gevent: monkey patching replaces _thread's functions with gevent.thread's.
-    return getattr(_thread.start_new_thread, "__module__", "").startswith("gevent")
+    # Without importing gevent: monkey patching replaces _thread's functions with gevent.thread's.  Twice per
+    # actor visit: the answer is kept for the function it was given for (patching replaces the function).
+    global _patched_memo  # a cache of a process-wide fact
+    start = _thread.start_new_thread
+    memo = _patched_memo
+    if memo[0] is not start:
+        memo = _patched_memo = (start, getattr(start, "__module__", "").startswith("gevent"))
+    return memo[1]
 
 
 def _foreign(task: Task) -> bool:
@@ -211,16 +221,20 @@ def _foreign(task: Task) -> bool:
 
     The hub's thread is the one that schedules first (where the engine starts its actors; never a thread
     of gevent's threadpool, which only runs blocking calls). It is recorded then, not taken from
-    ``threading.main_thread()``, whose ``native_id`` is the parent's after a fork (gunicorn's workers).
+    ``threading.main_thread()``, whose ``native_id`` is the parent's after a fork (gunicorn's workers):
+    that thread acquires a native ``RLock`` and never releases it, so ``_is_owned()`` (what
+    ``threading.Condition`` asks a lock) is True in that OS thread only.  It answers without a system call,
+    where ``_thread.get_native_id()`` made one (``gettid``) per schedule, twice per actor visit.
     """
-    me = _thread.get_native_id()
     if not _waker:
         with _lock:
             if not _waker:
-                _waker.append((me, threading.Event()))
+                home = _thread.RLock()  # native under gevent too (see supervisors.stripes.native_lock)
+                home.acquire()  # held for good by this OS thread
+                _waker.append((home, threading.Event()))
                 _thread.start_new_thread(_wake_loop, (_waker[0][1],))  # a greenlet of this hub
     home, wake = _waker[0]
-    if me == home:
+    if home._is_owned():  # type: ignore[attr-defined]  # the C lock's, as threading.Condition uses it
         return False
     _pending.append(task)  # list.append is atomic
     wake.set()  # gevent's Event.set may be called from any thread
