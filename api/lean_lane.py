@@ -22,13 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from falcon.uri import decode
+
 from api.headers import SHAPE_PATH
 from api.metrics import ApiMetrics, live_request
 from api.middleware import AdmissionMiddleware, AuthMiddleware, CommonHeadersMiddleware
 from api.params import parse_query
 from api.raw_response import LANE_ERROR_KEY, RawResponse
 
-__all__ = ["LeanLane", "split_params", "takes"]
+__all__ = ["LeanLane", "params_value", "split_params", "takes"]
 
 T = TypeVar("T")
 
@@ -122,7 +124,7 @@ class LeanLane:
             self._decoded[rest] = query
         if query is None:
             return None
-        return rest, query, parse_query(params_field)[_PARAMS]
+        return rest, query, params_value(params_field)
 
 
 def split_params(query_string: str) -> tuple[str, str] | None:
@@ -142,6 +144,15 @@ def split_params(query_string: str) -> tuple[str, str] | None:
         return None  # a second one
     rest = query_string[end + 1 :] if not start else query_string[: start - 1] + query_string[end:]
     return rest, query_string[start:end]
+
+
+def params_value(field: str) -> str:
+    """The decoded value of a ``subset__params=...`` field (no ``&`` in it): exactly
+    ``parse_query(field)["subset__params"]``, which runs Falcon's whole query parser and a dict
+    comprehension for one field (~5 µs of a repeated subset's critical path in the benchmark); its value is
+    decoded alone by the same ``decode`` (``+`` as a space, percent-escapes as UTF-8)."""
+    value = field[len(_PARAMS_FIELD) :]
+    return decode(value) if "%" in value or "+" in value else value
 
 
 def _one(middleware: list[Any], kind: type[T]) -> T:

@@ -21,7 +21,6 @@ subset's result), off the request's critical path; failing that, before its next
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -30,6 +29,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
+from supervisors.stripes import native_lock
 from sync.runtime import Event, Handle, spawn
 
 __all__ = ["KeptConnections"]
@@ -57,7 +57,10 @@ class KeptConnections(Generic[C]):
         # (connection, when it was given back, unsettled), newest last
         self._kept: list[tuple[C, float, bool]] = []
         self._waiting = 0  # requests in pool.getconn
-        self._lock = threading.Lock()
+        # an OS-thread lock under gevent too (~1 µs less per acquire than gevent's, three or four acquires
+        # per subset): no critical section here switches greenlets (list operations, the clock, and
+        # spawning the sweeper, which starts a greenlet without switching to it)
+        self._lock = native_lock()
         self._closed = False
         self._stop = Event()
         self._sweeper: Handle | None = None

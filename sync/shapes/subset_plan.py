@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from sync.postgres.inspector import TableInfo
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.subset import (
@@ -148,10 +150,13 @@ class SubsetPlans:
 class KeptPlan:
     """One request shape's plan, bound per request without a lookup (a repeated subset's fast path)."""
 
-    __slots__ = ("_plan",)
+    __slots__ = ("_keys", "_plan")
 
     def __init__(self, plan: _Plan) -> None:
+        assert plan.template is not None
         self._plan = plan
+        # the $n values' keys as a client writes them ("1".."n"), with their numbers
+        self._keys = tuple((str(n), n) for n in range(1, plan.template.params + 1))
 
     @property
     def table(self) -> TableInfo:
@@ -161,11 +166,33 @@ class KeptPlan:
         """The query with ``params`` (the request's ``subset__params`` text) bound as
         :meth:`SubsetPlans.plan` binds them; None when :meth:`SubsetPlans.plan` must decide (an error, or a
         value the template cannot take)."""
-        try:
-            values = numbered_params(subset_params(params))
-        except SubsetError:
-            return None
+        values = _plain_values(params, self._keys)
+        if values is None:  # anything but an object of exactly "1".."n" with text values
+            try:
+                values = numbered_params(subset_params(params))
+            except SubsetError:
+                return None
         return self._plan.bound(values)
+
+
+def _plain_values(params: str, keys: tuple[tuple[str, int], ...]) -> dict[int, str] | None:
+    """``numbered_params(subset_params(params))`` when ``params`` is a JSON object of exactly the keys
+    ``"1"``..``"n"`` with string values (what a client sends: both give the same mapping then), else None.
+    The general path's steps (a decoded copy with every value stringified, the keys checked and numbered
+    one by one) cost a repeated subset ~15 µs of the worker's time on its critical path."""
+    try:
+        decoded = orjson.loads(params)
+    except orjson.JSONDecodeError:
+        return None
+    if type(decoded) is not dict or len(decoded) != len(keys):
+        return None
+    values: dict[int, str] = {}
+    for key, number in keys:
+        value = decoded.get(key)
+        if type(value) is not str:
+            return None
+        values[number] = value
+    return values
 
 
 def _where_at(shape_where: WhereClause | None) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.lean_lane import split_params
+from api.lean_lane import params_value, split_params
+from api.params import parse_query
 
 FIELD = "subset__params="
 
@@ -60,3 +61,15 @@ def test_split_params_examples() -> None:
     assert split_params("a=1&subset__params=x&subset__params=y") is None
     assert split_params("subset__params=x&subset__params=y") is None
     assert split_params("a=1&xsubset__params=x") is None
+
+
+@given(st.text(alphabet='{}":,1a +%2B7%E9%zz=é\x00', max_size=40))
+def test_params_value_decodes_as_parse_query(value: str) -> None:
+    field = FIELD + value
+    assert params_value(field) == parse_query(field)[FIELD[:-1]]
+
+
+def test_params_value_examples() -> None:
+    assert params_value(FIELD + "%7B%221%22%3A+%2242%22%7D") == '{"1": "42"}'
+    assert params_value(FIELD + '{"1":"a,b"}') == '{"1":"a,b"}'
+    assert params_value(FIELD) == ""

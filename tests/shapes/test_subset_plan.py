@@ -129,3 +129,37 @@ def test_plans_are_bounded() -> None:
     for limit in ("1", "2", "3"):
         plan(plans, req('{"1":"1","2":"a"}', limit=limit))
     assert len(plans) == 2
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        '{"1":"2","2":"b"}',  # what a client sends: the plain decode
+        '{"2":"b","1":"2"}',
+        '{"1":"+07","2":"it\'s"}',
+        '{"1":3,"2":true}',  # not text: the general path stringifies them
+        '{"1":"1","2":null}',
+        '{"01":"1","2":"a"}',  # a key the general path numbers as 1
+        '{"1":"x","2":"a"}',  # refused: None, full validation answers
+        '{"1":"1"}',
+        '{"1":"1","2":"a","3":"c"}',
+        '{"1":"1","3":"a"}',
+        "[1,2]",
+        "{",
+        '{"1":"1\\u0000","2":"a"}',
+    ],
+)
+def test_a_kept_plan_binds_as_the_plans_do(params: str) -> None:
+    plans = SubsetPlans()
+    plan(plans, req('{"1":"1","2":"a"}'))
+    kept = plans.kept("h1", TABLE, None, req('{"1":"1","2":"a"}'))
+    assert kept is not None
+    bound = kept.bind(params)
+    try:
+        expected: PlannedQuery | None = full(req(params))
+    except SubsetError:
+        expected = None
+    if bound is None:  # the full path decides: it must refuse, or the template cannot take the values
+        assert expected is None or plans._bind("h1", TABLE, None, req(params)) is None
+    else:
+        assert bound == expected
