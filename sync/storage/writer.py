@@ -200,6 +200,16 @@ class ShapeLogWriter:
         a :class:`~sync.storage.items.WholeTransactions` part as calling it for each of its items.
         """
         seq = self._log
+        if len(parts) == 1 and parts[0].__class__ is WholeTransactions:  # many shapes: nearly every visit
+            items = parts[0][0]
+            if items:
+                self._write_marker()
+                base = seq.pos.items
+                self._write_items(seq, items, ends=range(len(items)))
+                self._committed_items = base + len(items)
+                self._committed_last = seq.pos.last
+                self._publish()
+            return
         flat: list[AppendItem] = []
         ends: list[int] = []  # indexes in ``flat`` of transaction ends
         end_at = -1  # index of the last complete transaction's last item in ``flat``
@@ -301,8 +311,7 @@ class ShapeLogWriter:
         pos = seq.pos
         out = layout_items(items, pos, self._chunk_bytes, txn_end=txn_end, ends=ends)
         files = self._files
-        files.append(seq.json, out.json)
-        files.append(seq.items, out.entries)
+        files.append_pair(seq.json, out.json, seq.items, out.entries)
         dirty = seq.dirty_names
         dirty.add(seq.json)
         dirty.add(seq.items)
@@ -319,13 +328,19 @@ class ShapeLogWriter:
         return out.offsets
 
     def _publish(self, *, snap_complete: bool | None = None) -> None:
-        view = self.state.view
+        state = self.state
+        view = state.view
+        pos = self._log.pos
+        if self._committed_items == pos.items:  # everything written is complete (nearly always)
+            json_len, chunks = pos.json_len, pos.chunks
+        else:
+            json_len, chunks = self._committed_json(), self._committed_chunks()
         # built directly and by position, not by _replace or keywords (on every append): every field of
         # LogView is given here, in order (tests/storage/test_roundtrip.py checks the fields)
-        self.state.view = LogView(
+        state.view = LogView(
             self._committed_items,
-            self._committed_json(),
-            self._committed_chunks(),
+            json_len,
+            chunks,
             self._committed_last,
             self._snap.pos.chunks,
             view.snap_complete if snap_complete is None else snap_complete,
