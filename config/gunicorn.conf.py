@@ -170,7 +170,46 @@ class _Response(wsgi.Response):  # type: ignore[misc]
             f"Connection: {connection}\r\n"
         ).encode("latin-1")
         self.headers_sent = True
-        util.write(self.sock, b"".join((head, raw.head, b"\r\n", raw.body)))
+        data = b"".join((head, raw.head, b"\r\n", raw.body))
+        # one send is the whole answer unless the socket's buffer is full: gevent's sendall would first ask
+        # the socket its buffer size (a getsockopt system call) and slice a memoryview, per response
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
+
+
+class _ErrorsWrapper(wsgi.WSGIErrorsWrapper):  # type: ignore[misc]
+    """gunicorn's ``wsgi.errors``, made once per worker: its streams are looked up when something is
+    written (rarely), not per request (a logger lookup under the logging module's lock, ~10 us a request
+    under gevent)."""
+
+    def __init__(self, cfg: Any) -> None:  # gunicorn's own __init__ runs in write()
+        self._cfg = cfg
+
+    def write(self, data: Any) -> None:
+        wsgi.WSGIErrorsWrapper.__init__(self, self._cfg)  # the streams as gunicorn would find them now
+        super().write(data)
+
+
+# gunicorn's own, also when this file is executed again (a reload re-reads it in the master)
+_stock_base_environ = getattr(wsgi.base_environ, "stock", wsgi.base_environ)
+
+
+@lru_cache(maxsize=4)
+def _base_environ_of(cfg: Any) -> dict[str, Any]:
+    environ: dict[str, Any] = _stock_base_environ(cfg)
+    environ["wsgi.errors"] = _ErrorsWrapper(cfg)
+    return environ
+
+
+def _base_environ(cfg: Any) -> dict[str, Any]:
+    """gunicorn's ``base_environ`` (the WSGI keys every request starts with): a pure function of the
+    worker's fixed config but for a new ``wsgi.errors``, so a copy of one made once."""
+    return _base_environ_of(cfg).copy()
+
+
+_base_environ.stock = _stock_base_environ  # type: ignore[attr-defined]
+wsgi.base_environ = _base_environ
 
 
 @lru_cache(maxsize=256)

@@ -1,4 +1,5 @@
-"""config/gunicorn.conf.py's memo of gunicorn's forwarded-header trust gives gunicorn's own verdicts.
+"""config/gunicorn.conf.py's memo of gunicorn's forwarded-header trust gives gunicorn's own verdicts; its
+per-worker base environ is gunicorn's; a raw answer leaves whole.
 
 The worker memoises, per (config, peer address), whether a peer may set forwarding and scheme headers
 (gunicorn parses the address with ``ipaddress`` on every request otherwise).  A memo keyed too loosely would
@@ -8,12 +9,16 @@ let one configuration's verdict leak into another's, or a trusted address's into
 from __future__ import annotations
 
 import importlib.util
+import io
+import logging
 import pathlib
 import types
 from typing import Any
 
 from gunicorn.config import Config
-from gunicorn.http import message
+from gunicorn.http import message, wsgi
+
+from api.raw_response import RawResponse
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "config" / "gunicorn.conf.py"
 
@@ -63,3 +68,67 @@ def test_a_unix_socket_peer_is_trusted_as_in_gunicorn() -> None:
     conf = _conf()
     peer = types.SimpleNamespace(cfg=_config("10.0.0.1"), peer_addr="/run/shapesync.sock")
     assert conf._peer_is_trusted_proxy(peer) is True
+
+
+def test_the_base_environ_is_gunicorns_but_for_a_shared_errors_wrapper() -> None:
+    conf = _conf()
+    assert wsgi.base_environ is conf._base_environ
+    assert conf._stock_base_environ is _conf()._stock_base_environ  # gunicorn's, however often loaded
+    conf = _conf()
+    one, two = Config(), Config()
+    two.set("workers", 2)
+    for cfg in (one, two, one):
+        got, stock = conf._base_environ(cfg), conf._stock_base_environ(cfg)
+        assert got.keys() == stock.keys()
+        assert {k: v for k, v in got.items() if k != "wsgi.errors"} == {
+            k: v for k, v in stock.items() if k != "wsgi.errors"
+        }
+        assert isinstance(got["wsgi.errors"], wsgi.WSGIErrorsWrapper)
+    first = conf._base_environ(one)
+    first["wsgi.input"] = "mutated"  # a request's environ is its own copy
+    assert "wsgi.input" not in conf._base_environ(one)
+    assert conf._base_environ(one)["wsgi.errors"] is first["wsgi.errors"]
+    assert conf._base_environ(two)["wsgi.multiprocess"] is True
+
+
+def test_the_shared_errors_wrapper_writes_where_gunicorns_would_at_write_time() -> None:
+    conf = _conf()
+    cfg = Config()
+    cfg.set("errorlog", "/dev/null")  # not "-": the logger's handlers' streams only
+    errors = conf._base_environ(cfg)["wsgi.errors"]
+    logger = logging.getLogger("gunicorn.error")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)  # added after the wrapper was made: found when written to
+    try:
+        errors.write("boom\n")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == "boom\n"
+
+
+class _ShortSocket:
+    """Takes 100 bytes per send (a full socket buffer); sendall takes the rest."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.got.append(data[:100])
+        return 100
+
+    def sendall(self, data: memoryview) -> None:
+        self.got.append(bytes(data))
+
+
+def test_a_raw_answer_is_sent_whole_when_one_send_takes_only_part() -> None:
+    conf = _conf()
+    sock = _ShortSocket()
+    response = types.SimpleNamespace(
+        req=types.SimpleNamespace(version=(1, 1)), should_close=lambda: False, version="gunicorn", sock=sock
+    )
+    body = bytes(range(256)) * 40
+    conf._Response.send_raw(response, RawResponse("200 OK", b"x-a: b\r\ncontent-length: 10240\r\n", body))
+    sent = b"".join(sock.got)
+    assert len(sock.got) == 2 and sent.startswith(b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: ")
+    assert sent.endswith(b"\r\nConnection: keep-alive\r\nx-a: b\r\ncontent-length: 10240\r\n\r\n" + body)
