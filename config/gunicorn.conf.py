@@ -21,6 +21,7 @@ from datetime import datetime
 from email.utils import formatdate
 from functools import lru_cache
 from typing import Any
+from urllib.parse import SplitResult
 
 # gevent keeps a parent/spawn tree per greenlet unless told not to; we never read it, and every actor is a
 # greenlet (~2 KB each, per shape).  Must be set before gevent is imported.
@@ -210,6 +211,27 @@ def _base_environ(cfg: Any) -> dict[str, Any]:
 
 _base_environ.stock = _stock_base_environ  # type: ignore[attr-defined]
 wsgi.base_environ = _base_environ
+
+
+def _split_request_uri(uri: str) -> Any:
+    """gunicorn's ``split_request_uri``: ``urlsplit`` of a request target; an origin-form one (``/path``
+    or ``/path?query``, not ``//``, without ``#`` or the tab and newlines ``urlsplit`` deletes) splits
+    at its first ``?``, which is exactly what ``urlsplit`` returns for it.  ``urlsplit`` is an
+    ``lru_cache`` whose every request misses (the query differs), ~15 us a subset GET under load."""
+    if (
+        uri[:1] == "/"
+        and uri[1:2] != "/"
+        and "#" not in uri
+        and "\t" not in uri
+        and "\r" not in uri
+        and "\n" not in uri
+    ):
+        path, _, query = uri.partition("?")
+        return SplitResult("", "", path, query, "")
+    return util.split_request_uri(uri)
+
+
+_message.split_request_uri = _split_request_uri  # the name gunicorn's request parser calls
 
 
 @lru_cache(maxsize=256)

@@ -1,5 +1,5 @@
 """config/gunicorn.conf.py's memo of gunicorn's forwarded-header trust gives gunicorn's own verdicts; its
-per-worker base environ is gunicorn's; a raw answer leaves whole.
+per-worker base environ is gunicorn's; its request-target split is gunicorn's; a raw answer leaves whole.
 
 The worker memoises, per (config, peer address), whether a peer may set forwarding and scheme headers
 (gunicorn parses the address with ``ipaddress`` on every request otherwise).  A memo keyed too loosely would
@@ -8,6 +8,7 @@ let one configuration's verdict leak into another's, or a trusted address's into
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import logging
@@ -15,8 +16,11 @@ import pathlib
 import types
 from typing import Any
 
+from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http import message, wsgi
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.raw_response import RawResponse
 
@@ -132,3 +136,28 @@ def test_a_raw_answer_is_sent_whole_when_one_send_takes_only_part() -> None:
     sent = b"".join(sock.got)
     assert len(sock.got) == 2 and sent.startswith(b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: ")
     assert sent.endswith(b"\r\nConnection: keep-alive\r\nx-a: b\r\ncontent-length: 10240\r\n\r\n" + body)
+
+
+@given(st.text(alphabet="/?#:&=%a1 \t\r\n.", max_size=24))
+def test_request_targets_split_as_gunicorn_splits_them(uri: str) -> None:
+    assert _conf_once()._split_request_uri(uri) == util.split_request_uri(uri)
+
+
+def test_request_target_examples() -> None:
+    conf = _conf()
+    assert message.split_request_uri is conf._split_request_uri
+    for uri in (
+        "/v1/shape?table=a&offset=-1",
+        "/v1/shape",
+        "/?",
+        "/a?b?c",
+        "//x/y?z",
+        "/a#f?b",
+        "http://h/p?q",
+    ):
+        assert conf._split_request_uri(uri) == util.split_request_uri(uri)
+
+
+@functools.cache
+def _conf_once() -> Any:
+    return _conf()
