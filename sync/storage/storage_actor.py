@@ -181,7 +181,10 @@ class _Member:
         if settle and (durable is None or durable.tx < settle):
             durable = LogOffset(settle, 0)
         reported = self.reported
-        if durable is not None and (reported is None or durable > reported):
+        # (tx, op) tuples: LogOffset's ordering is a Python-level method (once per log per flush round)
+        if durable is not None and (
+            reported is None or (durable.tx, durable.op) > (reported.tx, reported.op)
+        ):
             self.reported = durable
             if self.report_to is not None:
                 self.report_to(self.handle, durable)

@@ -91,7 +91,7 @@ class ShapeLogWriter:
         # log.durable record a group sync earned, written by the owner at its next append or flush.
         self._writes = 0
         self._synced = 0
-        self._marker: Durable | None = None
+        self._marker: SyncPoint | None = None  # a group sync's point, with ``last`` set
         self._marker_items = log_pos.items  # items the log.durable marker claimed when last written
         snap_complete = bool(meta.get("snapshot_complete"))
         view = LogView(
@@ -153,15 +153,21 @@ class ShapeLogWriter:
         return SyncPoint(self._writes, self._committed_items, self._committed_last)
 
     def note_synced(self, point: SyncPoint) -> None:
-        """A group fsync started after ``point`` was taken succeeded (called by the syncing thread)."""
-        if point.writes > self._synced:
-            self._synced = point.writes
-            if point.writes == self._writes:
+        """A group fsync started after ``point`` was taken succeeded (called by the syncing thread).
+
+        Once per log per flush round (10,000 per round with as many shapes): offsets are compared as
+        ``(tx, op)`` tuples (LogOffset's ordering is a Python-level method) and the point itself is kept as
+        the marker to write."""
+        writes = point.writes
+        if writes > self._synced:
+            self._synced = writes
+            if writes == self._writes:
                 self._unsynced_bytes = 0
         last = point.last
-        if last is not None and (self._durable is None or last > self._durable):
+        durable = self._durable
+        if last is not None and (durable is None or (last.tx, last.op) > (durable.tx, durable.op)):
             self._durable = last
-            self._marker = Durable(point.items, last.tx, last.op)
+            self._marker = point
 
     def reader(self) -> ShapeLogReader:
         """The shared reader of this log (its own read-only handles)."""
@@ -407,7 +413,9 @@ class ShapeLogWriter:
         if marker is not None and not self._closed and marker.items - self._marker_items >= _MARKER_EVERY:
             self._marker = None
             self._marker_items = marker.items
-            self._files.pwrite("log.durable", 0, marker.encode())
+            last = marker.last
+            assert last is not None  # note_synced keeps only points with a last offset
+            self._files.pwrite("log.durable", 0, Durable(marker.items, last.tx, last.op).encode())
 
     def close(self) -> None:
         """Flush and release the write handles (readers keep working on their own)."""
