@@ -306,3 +306,22 @@ def test_a_run_queue_backlog_gathers_a_narrow_batch_for_a_bounded_time(
     finally:
         collector.stop()
         consumer.stop()
+
+
+def test_a_wide_batch_waits_for_the_rest_of_an_open_transaction_past_a_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gap in the middle of a transaction does not end a wide batch: its other fragments are coming, and
+    its shapes get it in one message (it used to be told at the gap, the rest following as a second visit)."""
+    monkeypatch.setattr(collector_module, "_WIDE_BATCH", 2)
+    monkeypatch.setattr(collector_module, "_FLOWING_S", 0.05)
+    monkeypatch.setattr(collector_module, "_WIDE_FLOWING_S", 60.0)  # only the gap could end the wait
+    with recording_shapes("items", "items") as (collector, got):
+        first = collector.ask(frag(100, commit=False), block=False)  # the client keeps several in flight
+        time.sleep(0.3)  # a gap well past _FLOWING_S, mid-transaction
+        second = collector.ask(frag(100, begin=False, op=2), block=False)
+        first.get(timeout=T)
+        second.get(timeout=T)
+        for q in got:
+            message = q.get(timeout=T)
+            assert [(len(m.changes), m.begin, m.commit) for m in routed_changes(message)] == [(2, True, True)]
