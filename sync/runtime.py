@@ -75,6 +75,20 @@ def wait_writable(fd: int, timeout: float | None = None) -> bool:
     return _wait(fd, selectors.EVENT_WRITE, timeout)
 
 
+# (gevent.get_hub, gevent.socket.wait), looked up on the first FdWaiter wait under gevent: an ``import``
+# statement of an imported package still costs ~2 µs (the import machinery's lookups), twice per wait
+_gevent_calls: tuple[Callable[[], Any], Callable[..., Any]] | None = None
+
+
+def _load_gevent_calls() -> tuple[Callable[[], Any], Callable[..., Any]]:
+    global _gevent_calls  # set once; gevent is only imported when it runs the process
+    import gevent  # noqa: PLC0415 - only imported when gevent runs the process
+    import gevent.socket  # noqa: PLC0415
+
+    _gevent_calls = (gevent.get_hub, gevent.socket.wait)
+    return _gevent_calls
+
+
 class FdWaiter:
     """Waits on one descriptor that reuse their event-loop watchers: :func:`wait_readable` creates, starts
     and closes a gevent watcher per call (an allocation, libev's re-registration of the descriptor: ~3-5 µs),
@@ -104,10 +118,8 @@ class FdWaiter:
     def _wait(self, fd: int, mask: int, timeout: float | None) -> bool:
         if fd != self._fd or not gevent_active():
             return _wait(fd, selectors.EVENT_READ if mask == 1 else selectors.EVENT_WRITE, timeout)
-        import gevent  # noqa: PLC0415 - only imported when gevent runs the process
-        import gevent.socket  # noqa: PLC0415
-
-        hub = gevent.get_hub()
+        get_hub, wait = _gevent_calls or _load_gevent_calls()
+        hub = get_hub()
         if self._hub is None:
             self._hub = hub
         elif hub is not self._hub:  # a watcher belongs to its thread's loop
@@ -116,7 +128,7 @@ class FdWaiter:
         if watcher is None:
             watcher = self._watchers[mask] = hub.loop.io(fd, mask)
         try:
-            gevent.socket.wait(watcher, timeout, TimeoutError)
+            wait(watcher, timeout, TimeoutError)
         except TimeoutError:
             return False
         return True
