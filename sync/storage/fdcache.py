@@ -147,40 +147,6 @@ class FdCache:
             if entry.closed and entry.pins == 0:
                 self._close(entry)
 
-    def pin_pair(self, group: FdGroup, first: str, second: str) -> tuple[FdEntry, FdEntry]:
-        """:meth:`pin` of two names of one group (a log append writes two files), under one lock
-        acquisition when both are open; pair with :meth:`unpin_pair`."""
-        with self._lock:
-            entries = group.entries
-            a = entries.get(first)
-            b = entries.get(second)
-            if a is not None and b is not None:
-                self.hits += 2
-                self._uses = uses = self._uses + 2
-                a.pins += 1
-                b.pins += 1
-                a.used = uses - 1
-                b.used = uses
-                lru = self._lru
-                lru.move_to_end(a)
-                lru.move_to_end(b)
-                return a, b
-            a = self.pin(group, first)  # the lock is reentrant: one of them misses, the general path
-            try:
-                return a, self.pin(group, second)
-            except BaseException:
-                self.unpin(a)
-                raise
-
-    def unpin_pair(self, a: FdEntry, b: FdEntry) -> None:
-        with self._lock:
-            a.pins -= 1
-            if a.closed and a.pins == 0:
-                self._close(a)
-            b.pins -= 1
-            if b.closed and b.pins == 0:
-                self._close(b)
-
     def drop(self, group: FdGroup, names: list[str] | None = None) -> None:
         """Close the group's descriptors (all of them if ``names`` is None); pinned ones at their unpin."""
         with self._lock:

@@ -36,10 +36,6 @@ class ShapeFiles(ReadFiles, Protocol):
 
     def append(self, name: str, data: bytes) -> None: ...
 
-    def append_pair(self, first: str, data: bytes, second: str, more: bytes) -> None:
-        """``append(first, data)`` then ``append(second, more)``."""
-        ...
-
     def pwrite(self, name: str, pos: int, data: bytes) -> None: ...
 
     def truncate(self, name: str, size: int) -> None: ...
@@ -236,31 +232,6 @@ class DiskFiles(_DiskReader):
         finally:
             self._cache.unpin(entry)
 
-    def append_pair(self, first: str, data: bytes, second: str, more: bytes) -> None:
-        """Two appends (a log's JSON, then its entries) with one pin and one unpin of the cache."""
-        if len(data) > BIG_IO or len(more) > BIG_IO:
-            self.append(first, data)
-            self.append(second, more)
-            return
-        cache = self._cache
-        a, b = cache.pin_pair(self._group, first, second)
-        try:
-            sizes = self._sizes
-            if first not in sizes:
-                sizes[first] = os.fstat(a.fd).st_size
-            if second not in sizes:
-                sizes[second] = os.fstat(b.fd).st_size
-            pos = sizes[first]
-            a.writes += 1
-            _write_all(a.fd, data, pos)
-            sizes[first] = pos + len(data)
-            pos = sizes[second]
-            b.writes += 1
-            _write_all(b.fd, more, pos)
-            sizes[second] = pos + len(more)
-        finally:
-            cache.unpin_pair(a, b)
-
     def pwrite(self, name: str, pos: int, data: bytes) -> None:
         entry = self._pin(name)
         try:
@@ -345,10 +316,6 @@ class MemoryFiles:
 
     def append(self, name: str, data: bytes) -> None:
         self._buf(name).extend(data)
-
-    def append_pair(self, first: str, data: bytes, second: str, more: bytes) -> None:
-        self._buf(first).extend(data)
-        self._buf(second).extend(more)
 
     def pwrite(self, name: str, pos: int, data: bytes) -> None:
         buf = self._buf(name)

@@ -16,13 +16,11 @@ All integers are little-endian.  The live log and the snapshot are two independe
 ``<seq>`` below is ``log`` or ``snapshot``.  The live log has the three files ``.json``, ``.items``,
 ``.chunks``; the snapshot only ``.json`` and ``.chunks``.
 
-Version 4 (this one) differs from version 3 only in the crc of the live log's ITEM entries: one crc per
-*record* (the items of one append, written with one write per file) on the record's last entry, flagged
-``REC_END``, instead of one per item (with many shapes an append is ~10 small items: nine crc calls and nine
-cold reads of JSON spared per append).  A record torn by a crash is dropped whole: it was not fsynced, so
-nothing in it was acknowledged.  Version 3 had dropped version 2's ``log.keys`` file (an item's key is
-inside its JSON) and the ``key_end`` field (32-byte entries).  Older logs are not read: their ``meta.bin``
-version differs, so they are dropped at start and their clients refetch (409).
+Version 3 (this one) differs from version 2 only in the live log: there is no ``log.keys`` file (an item's
+key is inside its JSON, ``"key":...``, and nothing but recovery ever read the stored copy), the ITEM entry
+has no ``key_end`` field (32 bytes instead of 40) and its crc covers the JSON alone; the empty
+``snapshot.keys``/``snapshot.items`` files of version 2 are no longer created.  Older logs are not read:
+their ``meta.bin`` version differs, so they are dropped at start and their clients refetch (409).
 
 ITEM entry (``<QQQIBBxx``, 32 bytes, live log only), item ``i`` (0-based) at byte ``32*i`` of ``log.items``:
 ``tx u64, op u64, json_end u64, crc u32, kind u8, flags u8, 2 pad bytes``.  (32 bytes divide a page: an
@@ -31,19 +29,11 @@ entry never straddles two pages, so a crash cannot leave half of one written wit
 * The item's JSON is ``<seq>.json[json_end(i-1) : json_end(i) - 1]`` (``json_end(-1) = 0``); the byte at
   ``json_end(i) - 1`` is the ``,`` separator.  So items ``i..j`` are served as the single byte range
   ``[json_end(i-1), json_end(j) - 1)``, already comma-separated: the response is ``[`` + range + ``]``.
-* ``kind`` is :class:`~sync.storage.items.OpKind` (1 insert, 2 update, 3 delete, 4 control).
+* ``crc = zlib.crc32(json)`` (the JSON without its separator).  ``kind`` is
+  :class:`~sync.storage.items.OpKind` (1 insert, 2 update, 3 delete, 4 control).
 * ``flags`` bit 0 (``TXN_END``): the item is the last one of a complete transaction.  (1) The only in-place
-  write into ``.items`` by the writer: when a transaction ends with an empty fragment, the flags byte
-  (byte 29) of its last, not-yet-committed entry is set afterwards (to ``TXN_END | REC_END``: that entry is
-  the last of its record).
-* ``flags`` bit 1 (``REC_END``): the item is the last one of a *record*: the entries written by one append
-  (and their JSON).  Record ``r`` holds the entries after the previous ``REC_END`` entry (or from entry 0)
-  up to this one.  Every entry but a torn tail's belongs to a record ending with a ``REC_END`` entry.
-* ``crc`` (on a ``REC_END`` entry only; 0 on the others) ``= zlib.crc32(log.json[start:json_end])``, the
-  whole record's JSON with its separators, ``start`` being the ``json_end`` of the entry before the record's
-  first (0 for entry 0).  Recovery, when it cuts a record short (a transaction left incomplete inside it),
-  rewrites the new last entry with ``REC_END`` and the crc of the part kept, and fsyncs that before
-  truncating, so the rule holds on disk at every step.
+  write into ``.items``: when a transaction ends with an empty fragment, the flags byte (byte 29) of its
+  last, not-yet-committed entry is set afterwards.
 * Live-log offsets are ``<tx>_<op>`` with ``tx`` = commit LSN (> 0), strictly increasing.
 
 Snapshot (since version 2): items are addressed by chunk only (snapshot chunk ``k`` ends at offset
@@ -76,10 +66,8 @@ Reading rules (what a reader does):
 1. Trust nothing when ``meta.bin`` is missing, fails its magic/crc/msgpack checks, or has another version.
 2. The snapshot is valid only when ``snapshot_complete`` is true; its files were fsynced before that.
 3. The live log ends at the last entry with ``TXN_END`` whose bytes exist; entries after the DURABLE
-   marker's ``items`` must also belong to a record that ends with a ``REC_END`` entry and passes its crc
-   (the record holding the first such entry may begin before the marker).  Everything after that end is a
-   torn tail (the writer trims it on open).  Chunk entries past the end are dropped; the open chunk is
-   re-derived from the threshold.
+   marker's ``items`` must also pass their crc.  Everything after that end is a torn tail (the writer trims
+   it on open).  Chunk entries past the end are dropped; the open chunk is re-derived from the threshold.
 """
 
 from __future__ import annotations
@@ -99,7 +87,6 @@ __all__ = [
     "FILES",
     "FORMAT_VERSION",
     "ITEM",
-    "REC_END",
     "SEQUENCES",
     "TXN_END",
     "ChunkEntry",
@@ -109,12 +96,11 @@ __all__ = [
     "encode_meta",
 ]
 
-FORMAT_VERSION = 4  # 2: no snapshot item entries or keys; 3: no live log keys; 4: one crc per record
+FORMAT_VERSION = 3  # 2: the snapshot sequence has no item entries or keys; 3: nor has the live log keys
 ITEM = struct.Struct("<QQQIBBxx")
 CHUNK = struct.Struct("<QQQQ")
 DURABLE = struct.Struct("<QQQI4x")
 TXN_END = 1
-REC_END = 2
 SEQUENCES = ("log", "snapshot")
 FILES = ("log.json", "log.items", "log.chunks", "log.durable", "snapshot.json", "snapshot.chunks")
 _META_MAGIC = b"SSMD"

@@ -18,7 +18,7 @@ from operator import add, lt
 from typing import TYPE_CHECKING, NamedTuple
 
 from sync.offsets import LogOffset
-from sync.storage.format import CHUNK, ITEM, REC_END, TXN_END
+from sync.storage.format import CHUNK, ITEM, TXN_END
 from sync.storage.items import OP_KINDS, AppendItem
 
 if TYPE_CHECKING:
@@ -81,21 +81,23 @@ def _small(
         json_len += size + 1
         count += 1
         flags = TXN_END if (txn_end and i == final) or i in ends else 0
-        kind = kinds[it.operation]
-        entries.append(_pack_item(tx, op, json_len, 0, kind, flags))
+        entries.append(_pack_item(tx, op, json_len, _crc32(json), kinds[it.operation], flags))
         open_bytes += size
         if open_bytes >= threshold:  # this item closes the chunk
             chunks.append(_pack_chunk(count, tx, op, json_len))
             open_bytes = 0
         offsets.append(offset)
-    # the record's end: the last entry carries REC_END and the crc of the whole record's JSON
     if final == 0:
-        body = items[0].json + b","
-        entry = _pack_item(tx, op, json_len, _crc32(body), kind, flags | REC_END)
-        chunk = chunks[0] if chunks else b""
-        return ItemsWrite(body, entry, chunk, len(chunks), json_len, open_bytes, offsets)
+        return ItemsWrite(
+            items[0].json + b",",
+            entries[0],
+            chunks[0] if chunks else b"",
+            len(chunks),
+            json_len,
+            open_bytes,
+            offsets,
+        )
     body = b",".join([*(it.json for it in items), b""])  # join gives the trailing separator
-    entries[-1] = _pack_item(tx, op, json_len, _crc32(body), kind, flags | REC_END)
     return ItemsWrite(body, b"".join(entries), b"".join(chunks), len(chunks), json_len, open_bytes, offsets)
 
 
@@ -117,40 +119,28 @@ def _batch(
     offsets = [it.offset for it in items]
     txs = [o.tx for o in offsets]
     ops = [o.op for o in offsets]
-    last = pos.last
-    # Fast check: strictly increasing commit LSNs (one item per transaction, as with many shapes) order the
-    # offsets whatever their op; then only the first must follow the log.  Otherwise the full check.
-    if not (
-        txs[0] > 0 and (last is None or (txs[0], ops[0]) > (last.tx, last.op)) and all(map(lt, txs, txs[1:]))
-    ):
-        _check_order(last, list(zip(txs, ops, strict=True)))
+    _check_order(pos.last, list(zip(txs, ops, strict=True)))
     kinds = [OP_KINDS[it.operation] for it in items]
     jsons = [it.json for it in items]
     n = len(jsons)
     sizes = list(map(len, jsons))
     json_ends = list(accumulate(map(add, sizes, repeat(1)), initial=pos.json_len))[1:]
+    crcs = map(_crc32, jsons)
     flags: Iterable[int]
     if len(ends) == n:  # every item ends a transaction (WholeTransactions parts): no list to fill
         flags = repeat(TXN_END, n)
-        last_flags = TXN_END | REC_END
     else:
         flags = [0] * n
         if txn_end:
             flags[-1] = TXN_END
         for i in ends:
             flags[i] = TXN_END
-        last_flags = flags[-1] | REC_END
-    jsons.append(b"")  # join gives the trailing separator
-    body = b",".join(jsons)
-    # one crc for the whole record (on the last entry, with REC_END); the others' crc field is 0
-    k = n - 1  # the record's last entry
-    entries = b"".join(map(_pack_item, txs, ops, json_ends, repeat(0, k), kinds, flags)) + _pack_item(
-        txs[k], ops[k], json_ends[k], _crc32(body), kinds[k], last_flags
-    )
+    entries = b"".join(map(_pack_item, txs, ops, json_ends, crcs, kinds, flags))
     open_bytes = pos.open_chunk_bytes
     added = json_ends[-1] - pos.json_len - n  # the batch's JSON bytes, separators excluded
+    jsons.append(b"")  # join gives the trailing separator
     if open_bytes + added < threshold:  # no chunk closes (chunks are megabytes: nearly always)
-        return ItemsWrite(body, entries, b"", 0, json_ends[-1], open_bytes + added, offsets)
+        return ItemsWrite(b",".join(jsons), entries, b"", 0, json_ends[-1], open_bytes + added, offsets)
     cum = list(accumulate(sizes, initial=0))  # cum[i]: bytes of the batch's items before item i
     chunks: list[bytes] = []
     start = 0
@@ -163,4 +153,6 @@ def _batch(
         start = stop
         open_bytes = 0
     open_bytes += cum[n] - cum[start]
-    return ItemsWrite(body, entries, b"".join(chunks), len(chunks), json_ends[-1], open_bytes, offsets)
+    return ItemsWrite(
+        b",".join(jsons), entries, b"".join(chunks), len(chunks), json_ends[-1], open_bytes, offsets
+    )

@@ -5,17 +5,13 @@ Rules (format in :mod:`sync.storage.format`):
 * metadata must decode and carry our format version, else :class:`StorageCorrupt`;
 * a snapshot that never completed means :class:`ShapeMustBeRecreated`; a completed one must be whole;
 * the live log keeps the longest prefix of entries that point at existing bytes, are ordered, and (beyond
-  the DURABLE marker) belong to a whole record (``REC_END``) that passes its crc, cut back to the last
-  ``TXN_END``; bytes and chunk entries after it are truncated away, and chunk boundaries of the open chunk
-  are re-derived from the threshold.  A record cut short gets ``REC_END`` and the crc of what is kept on its
-  new last entry, fsynced before the truncation (so that every kept entry is in a whole record at every
-  step: a later recovery, from an older marker, validates it again).
+  the DURABLE marker) pass their crc, cut back to the last ``TXN_END``; bytes and chunk entries after it are
+  truncated away, and chunk boundaries of the open chunk are re-derived from the threshold.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Iterator
 
 from sync.offsets import LogOffset
@@ -25,12 +21,12 @@ from sync.storage.format import (
     CHUNK,
     DURABLE,
     ITEM,
-    REC_END,
     TXN_END,
     ChunkEntry,
     Durable,
     ItemEntry,
     decode_meta,
+    item_crc,
 )
 from sync.storage.writer import SeqPosition
 
@@ -38,8 +34,6 @@ __all__ = ["recover"]
 
 log = logging.getLogger(__name__)
 _BLOCK = 4096  # entries per read while scanning
-_CRC_READ = 4 << 20  # JSON bytes per read while checking a record's crc
-_NONE = ItemEntry(0, 0, 0, 0, 0, 0)  # the entry before entry 0
 
 
 def _entries(files: ShapeFiles, name: str, start: int, stop: int) -> Iterator[ItemEntry]:
@@ -87,7 +81,14 @@ def _recover_log(files: ShapeFiles, chunk_bytes: int) -> SeqPosition:
     durable = Durable.decode(marker)
     if durable.items > n:
         raise StorageCorrupt(f"log: {durable.items} items were fsynced but only {n} entries exist")
-    keep = _validated(files, durable.items, n, json_size)
+    good = durable.items
+    prev = _entry(files, "log.items", good - 1) if good > 0 else ItemEntry(0, 0, 0, 0, 0, 0)
+    for e in _entries(files, "log.items", good, n):
+        if not _plausible(prev, e, json_size) or not _crc_ok(files, prev, e):
+            break
+        prev = e
+        good += 1
+    keep = good
     while keep > 0:
         # walk back to the last complete transaction (blocks from the end)
         lo = max(0, keep - _BLOCK)
@@ -102,8 +103,6 @@ def _recover_log(files: ShapeFiles, chunk_bytes: int) -> SeqPosition:
     last = _entry(files, "log.items", keep - 1) if keep > 0 else None
     json_len = last.json_end if last else 0
     changed = keep < n or json_size != json_len
-    if last is not None and not last.flags & REC_END:
-        last = _close_record(files, keep, last)
     files.truncate("log.json", json_len)
     files.truncate("log.items", keep * ITEM.size)
     chunks, chunk_changed = _recover_chunks(files, keep, chunk_bytes)
@@ -116,70 +115,13 @@ def _recover_log(files: ShapeFiles, chunk_bytes: int) -> SeqPosition:
     return SeqPosition(keep, json_len, chunks[0], open_bytes, last.offset if last else None)
 
 
-def _validated(files: ShapeFiles, trusted: int, n: int, json_size: int) -> int:
-    """Entries from 0 that may be kept: the ``trusted`` first (fsynced, says the marker), then every whole
-    record after them whose entries are plausible and whose JSON passes the record's crc."""
-    start = _record_start(files, trusted)
-    prev = _entry(files, "log.items", start - 1) if start > 0 else _NONE
-    record_json = prev.json_end  # where the current record's JSON begins
-    good = trusted
-    i = start
-    for e in _entries(files, "log.items", start, n):
-        if not _plausible(prev, e, json_size):
-            break
-        prev = e
-        i += 1
-        if e.flags & REC_END:
-            if i > good:
-                if not _crc_ok(files, record_json, e):
-                    break
-                good = i
-            record_json = e.json_end
-    return good
-
-
-def _record_start(files: ShapeFiles, i: int) -> int:
-    """The first entry of the record holding entry ``i``: the one after the last ``REC_END`` before it."""
-    while i > 0:
-        lo = max(0, i - _BLOCK)
-        block = list(_entries(files, "log.items", lo, i))
-        for j in range(len(block) - 1, -1, -1):
-            if block[j].flags & REC_END:
-                return lo + j + 1
-        i = lo
-    return 0
-
-
 def _plausible(prev: ItemEntry, e: ItemEntry, json_size: int) -> bool:
     return prev.json_end < e.json_end <= json_size and (e.tx, e.op) > (prev.tx, prev.op) and e.tx > 0
 
 
-def _record_crc(files: ShapeFiles, start: int, end: int) -> tuple[int, bytes]:
-    """crc32 of ``log.json[start:end]`` (read in pieces) and its last byte."""
-    crc = 0
-    tail = b""
-    for lo in range(start, end, _CRC_READ):
-        data = files.pread("log.json", lo, min(end, lo + _CRC_READ) - lo)
-        crc = zlib.crc32(data, crc)
-        tail = data[-1:]
-    return crc, tail
-
-
-def _crc_ok(files: ShapeFiles, start: int, e: ItemEntry) -> bool:
-    crc, tail = _record_crc(files, start, e.json_end)
-    return tail == b"," and crc == e.crc
-
-
-def _close_record(files: ShapeFiles, keep: int, last: ItemEntry) -> ItemEntry:
-    """Entry ``keep - 1`` (``last``) ends the log but not its record (a transaction after it in the record
-    was left incomplete): make it the end of a record of what is kept, durably, before anything is cut."""
-    start = _record_start(files, keep - 1)
-    begin = _entry(files, "log.items", start - 1).json_end if start > 0 else 0
-    crc, _ = _record_crc(files, begin, last.json_end)
-    closed = last._replace(crc=crc, flags=last.flags | REC_END)
-    files.pwrite("log.items", (keep - 1) * ITEM.size, ITEM.pack(*closed))
-    files.sync(("log.items",))
-    return closed
+def _crc_ok(files: ShapeFiles, prev: ItemEntry, e: ItemEntry) -> bool:
+    json = files.pread("log.json", prev.json_end, e.json_end - prev.json_end)
+    return json.endswith(b",") and item_crc(json[:-1]) == e.crc
 
 
 def _recover_chunks(files: ShapeFiles, items: int, threshold: int) -> tuple[tuple[int, int], bool]:

@@ -181,10 +181,7 @@ class _Member:
         if settle and (durable is None or durable.tx < settle):
             durable = LogOffset(settle, 0)
         reported = self.reported
-        # (tx, op) tuples: LogOffset's ordering is a Python-level method (once per log per flush round)
-        if durable is not None and (
-            reported is None or (durable.tx, durable.op) > (reported.tx, reported.op)
-        ):
+        if durable is not None and (reported is None or durable > reported):
             self.reported = durable
             if self.report_to is not None:
                 self.report_to(self.handle, durable)
@@ -252,15 +249,24 @@ class StorageActor(SupervisedActor):
             self._writer.abort()  # reopening trims whatever was not made durable
 
     def on_receive(self, message: Any) -> Any:
-        if message.__class__ is AppendBatch and not self._deleted:  # nearly every message: no match
-            self._append_batch(message)
-            return None
         if self._deleted and isinstance(message, AppendSnapshotBlock):
             return None
         if self._deleted and isinstance(message, AppendBatch | AppendTransaction | AppendSnapshot | Tick):
             return None
         writer = self._writer
         match message:
+            case AppendBatch(parts, settle):
+                queued = self.take_queued(_APPENDS)
+                if queued:  # appends queued back to back: one write per file for all of them
+                    parts = tuple(p for batch in (message, *queued) for p in batch.parts)
+                    settle = max(settle, *(batch.settle for batch in queued))
+                writer.append_batch(parts)
+                if settle:
+                    self._member.settle = max(self._member.settle, settle)
+                    if not writer.has_unsynced:
+                        self._report()  # nothing written before it awaits an fsync
+                if writer.unsynced_bytes >= self._flush_bytes:
+                    self._flush()
             case AppendTransaction(items, complete, sync):
                 writer.append(items, complete=complete)
                 if (complete and sync) or writer.unsynced_bytes >= self._flush_bytes:
@@ -300,25 +306,6 @@ class StorageActor(SupervisedActor):
             member.registered = True
             self._ticker.join_group(member)
         return None
-
-    def _append_batch(self, message: AppendBatch) -> None:
-        writer = self._writer
-        parts, settle = message.parts, message.settle
-        queued = self.take_queued(_APPENDS)
-        if queued:  # appends queued back to back: one write per file for all of them
-            parts = tuple(p for batch in (message, *queued) for p in batch.parts)
-            settle = max(settle, *(batch.settle for batch in queued))
-        writer.append_batch(parts)
-        member = self._member
-        if settle:
-            member.settle = max(member.settle, settle)
-            if not writer.has_unsynced:
-                self._report()  # nothing written before it awaits an fsync
-        if writer.unsynced_bytes >= self._flush_bytes:
-            self._flush()
-        if not member.registered and writer.has_unsynced:
-            member.registered = True
-            self._ticker.join_group(member)
 
     def _reader(self) -> ShapeLogReader:
         return self._writer.reader()

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
-from sync.storage.format import CHUNK, ITEM, REC_END, TXN_END, Durable, encode_meta
+from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
 from sync.storage.items import AppendItem, WholeTransactions, snapshot_end_json
 from sync.storage.log_layout import layout_items
 from sync.storage.reader import LogState, LogView, ShapeLogReader
@@ -27,7 +27,6 @@ __all__ = ["SeqPosition", "ShapeLogWriter", "SyncPoint"]
 log = logging.getLogger(__name__)
 _ITEM_SIZE = ITEM.size
 _MARKER_EVERY = 512  # items between log.durable markers written after group syncs
-_END_FLAGS = bytes([TXN_END | REC_END])
 
 
 class SyncPoint(NamedTuple):
@@ -91,7 +90,7 @@ class ShapeLogWriter:
         # log.durable record a group sync earned, written by the owner at its next append or flush.
         self._writes = 0
         self._synced = 0
-        self._marker: SyncPoint | None = None  # a group sync's point, with ``last`` set
+        self._marker: Durable | None = None
         self._marker_items = log_pos.items  # items the log.durable marker claimed when last written
         snap_complete = bool(meta.get("snapshot_complete"))
         view = LogView(
@@ -153,21 +152,15 @@ class ShapeLogWriter:
         return SyncPoint(self._writes, self._committed_items, self._committed_last)
 
     def note_synced(self, point: SyncPoint) -> None:
-        """A group fsync started after ``point`` was taken succeeded (called by the syncing thread).
-
-        Once per log per flush round (10,000 per round with as many shapes): offsets are compared as
-        ``(tx, op)`` tuples (LogOffset's ordering is a Python-level method) and the point itself is kept as
-        the marker to write."""
-        writes = point.writes
-        if writes > self._synced:
-            self._synced = writes
-            if writes == self._writes:
+        """A group fsync started after ``point`` was taken succeeded (called by the syncing thread)."""
+        if point.writes > self._synced:
+            self._synced = point.writes
+            if point.writes == self._writes:
                 self._unsynced_bytes = 0
         last = point.last
-        durable = self._durable
-        if last is not None and (durable is None or (last.tx, last.op) > (durable.tx, durable.op)):
+        if last is not None and (self._durable is None or last > self._durable):
             self._durable = last
-            self._marker = point
+            self._marker = Durable(point.items, last.tx, last.op)
 
     def reader(self) -> ShapeLogReader:
         """The shared reader of this log (its own read-only handles)."""
@@ -188,10 +181,9 @@ class ShapeLogWriter:
         if items:
             self._write_items(seq, items, txn_end=complete)
         elif complete and seq.pos.items > self._committed_items:
-            # the transaction's last fragment was empty: flag its last, still invisible, entry (the last of
-            # the last record written: it keeps REC_END)
+            # the transaction's last fragment was empty: flag its last, still invisible, entry
             flags_at = (seq.pos.items - 1) * _ITEM_SIZE + ITEM.size - 3
-            self._files.pwrite(seq.items, flags_at, _END_FLAGS)
+            self._files.pwrite(seq.items, flags_at, bytes([TXN_END]))
             seq.dirty_names.add(seq.items)  # the next flush must make the flag durable too
             self._writes += 1
         if complete:
@@ -206,16 +198,6 @@ class ShapeLogWriter:
         a :class:`~sync.storage.items.WholeTransactions` part as calling it for each of its items.
         """
         seq = self._log
-        if len(parts) == 1 and parts[0].__class__ is WholeTransactions:  # many shapes: nearly every visit
-            items = parts[0][0]
-            if items:
-                self._write_marker()
-                base = seq.pos.items
-                self._write_items(seq, items, ends=range(len(items)))
-                self._committed_items = base + len(items)
-                self._committed_last = seq.pos.last
-                self._publish()
-            return
         flat: list[AppendItem] = []
         ends: list[int] = []  # indexes in ``flat`` of transaction ends
         end_at = -1  # index of the last complete transaction's last item in ``flat``
@@ -317,7 +299,8 @@ class ShapeLogWriter:
         pos = seq.pos
         out = layout_items(items, pos, self._chunk_bytes, txn_end=txn_end, ends=ends)
         files = self._files
-        files.append_pair(seq.json, out.json, seq.items, out.entries)
+        files.append(seq.json, out.json)
+        files.append(seq.items, out.entries)
         dirty = seq.dirty_names
         dirty.add(seq.json)
         dirty.add(seq.items)
@@ -334,19 +317,13 @@ class ShapeLogWriter:
         return out.offsets
 
     def _publish(self, *, snap_complete: bool | None = None) -> None:
-        state = self.state
-        view = state.view
-        pos = self._log.pos
-        if self._committed_items == pos.items:  # everything written is complete (nearly always)
-            json_len, chunks = pos.json_len, pos.chunks
-        else:
-            json_len, chunks = self._committed_json(), self._committed_chunks()
+        view = self.state.view
         # built directly and by position, not by _replace or keywords (on every append): every field of
         # LogView is given here, in order (tests/storage/test_roundtrip.py checks the fields)
-        state.view = LogView(
+        self.state.view = LogView(
             self._committed_items,
-            json_len,
-            chunks,
+            self._committed_json(),
+            self._committed_chunks(),
             self._committed_last,
             self._snap.pos.chunks,
             view.snap_complete if snap_complete is None else snap_complete,
@@ -413,9 +390,7 @@ class ShapeLogWriter:
         if marker is not None and not self._closed and marker.items - self._marker_items >= _MARKER_EVERY:
             self._marker = None
             self._marker_items = marker.items
-            last = marker.last
-            assert last is not None  # note_synced keeps only points with a last offset
-            self._files.pwrite("log.durable", 0, Durable(marker.items, last.tx, last.op).encode())
+            self._files.pwrite("log.durable", 0, marker.encode())
 
     def close(self) -> None:
         """Flush and release the write handles (readers keep working on their own)."""

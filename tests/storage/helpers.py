@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 
@@ -63,23 +60,3 @@ def follow(reader: ShapeLogReader, start: LogOffset = LogOffset.BEFORE_ALL, limi
 
 def log_items(chain: Chain) -> list[dict[str, object]]:
     return [i for i in chain.items if "lsn" in i.get("headers", {})]  # type: ignore[operator]
-
-
-def log_index(directory: Path) -> list[tuple[int, int, int, int, int]]:
-    """A log's ITEM entries without their record framing (``tx, op, json_end, kind, TXN_END flag``), after
-    checking that framing independently of the storage code: every entry is in a record ended by a
-    ``REC_END`` (flags bit 1) entry whose crc is that of the record's JSON, separators included (format 4).
-    Two logs given the same items in different appends have the same index, not the same bytes."""
-    json = (directory / "log.json").read_bytes()
-    data = (directory / "log.items").read_bytes()
-    out: list[tuple[int, int, int, int, int]] = []
-    start = 0
-    for tx, op, json_end, crc, kind, flags in struct.iter_unpack("<QQQIBBxx", data):
-        out.append((tx, op, json_end, kind, flags & 1))
-        if flags & 2:
-            assert crc == zlib.crc32(json[start:json_end]) and json[json_end - 1 : json_end] == b","
-            start = json_end
-        else:
-            assert crc == 0
-    assert start == (out[-1][2] if out else 0), "the last entry does not end a record"
-    return out

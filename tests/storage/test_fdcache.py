@@ -264,39 +264,3 @@ def test_many_shapes_fail_without_the_cache(tmp_path: Path) -> None:
     proc = _many_shapes(tmp_path / "uncached", "uncached")
     assert proc.returncode != 0
     assert "Too many open files" in proc.stderr, proc.stderr[-2000:]
-
-
-def test_pin_pair_is_two_pins(tmp_path: Path) -> None:
-    """A log append pins its two files at once: counted, used and closed as two pins would be (a transient
-    one, when the cache is full of warm descriptors, is closed at the unpin)."""
-    names = _files(tmp_path, 3)
-    cache = FdCache(2)
-    group = FdGroup(str(tmp_path), writable=False, cache=cache)  # (a writer's may evict: fdatasync mode)
-    a, b = cache.pin_pair(group, names[0], names[1])  # two misses
-    assert (cache.misses, cache.hits, a.pins, b.pins) == (2, 0, 1, 1)
-    cache.unpin_pair(a, b)
-    assert (a.pins, b.pins) == (0, 0) and _is_open(a.fd) and _is_open(b.fd)
-    again = cache.pin_pair(group, names[0], names[1])  # two hits, the same descriptors
-    assert again == (a, b) and cache.hits == 2 and b.used > a.used
-    cache.unpin_pair(*again)
-    c, d = cache.pin_pair(group, names[1], names[2])  # a hit and a miss: the full cache stays as it is
-    assert c is b and d.closed and cache.transient == 1
-    fd = d.fd
-    assert os.pread(fd, 7, 0) == b"file 2;"
-    cache.unpin_pair(c, d)
-    assert not _is_open(fd) and _is_open(b.fd) and cache.open_count == 2
-
-
-def test_append_pair_writes_what_two_appends_write(tmp_path: Path) -> None:
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    one, two = DiskFiles(str(tmp_path / "one")), DiskFiles(str(tmp_path / "two"))
-    for data, more in ((b"abc", b"12"), (b"", b"3"), (b"d" * 5000, b"")):
-        one.append("x", data)
-        one.append("y", more)
-        two.append_pair("x", data, "y", more)
-    for name in ("x", "y"):
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
-        assert one.size(name) == two.size(name)
-    one.close()
-    two.close()

@@ -155,9 +155,8 @@ def test_reader_never_served_after_deletion_in_memory() -> None:
     assert s.handles() == [] and s.disk_usage("h") == 0
 
 
-def test_format_4_files_read_as_the_format_docstring_says(file_storage: FileStorage) -> None:
-    """An independent reading of the live log: no keys file, 32-byte entries, one crc per record (append) on
-    its last entry (flagged REC_END), covering the record's JSON with its separators."""
+def test_format_3_files_read_as_the_format_docstring_says(file_storage: FileStorage) -> None:
+    """An independent reading of the live log: no keys file, 32-byte entries, crc of the JSON alone."""
     make(file_storage, txns=2)
     d = shape_dir(file_storage)
     assert sorted(p.name for p in d.iterdir()) == sorted(
@@ -167,26 +166,21 @@ def test_format_4_files_read_as_the_format_docstring_says(file_storage: FileStor
     body = (d / "log.json").read_bytes()
     assert len(data) == 6 * 32
     prev_end = 0
-    record_start = 0
     for i in range(6):
         tx, op, json_end, crc, kind, flags = struct.unpack_from("<QQQIBBxx", data, 32 * i)
         json = body[prev_end : json_end - 1]
         assert body[json_end - 1 : json_end] == b","
         assert (tx, op, kind) == (i // 3 + 1, 2 * (i % 3), 1)
-        assert f'"id":"{tx}-{op}"'.encode() in json
-        if i % 3 == 2:  # each transaction was one append: one record
-            assert flags == 3 and crc == zlib.crc32(body[record_start:json_end])
-            record_start = json_end
-        else:
-            assert flags == 0 and crc == 0
+        assert crc == zlib.crc32(json) and f'"id":"{tx}-{op}"'.encode() in json
+        assert flags == (1 if i % 3 == 2 else 0)
         prev_end = json_end
     assert prev_end == len(body)
 
 
-def test_a_log_of_format_version_3_is_not_resumed(file_storage: FileStorage) -> None:
+def test_a_log_of_format_version_2_is_not_resumed(file_storage: FileStorage) -> None:
     make(file_storage)
     meta = shape_dir(file_storage) / "meta.bin"
-    payload = msgpack.packb({**msgpack.unpackb(meta.read_bytes()[8:]), "version": 3})
+    payload = msgpack.packb({**msgpack.unpackb(meta.read_bytes()[8:]), "version": 2})
     meta.write_bytes(b"SSMD" + zlib.crc32(payload).to_bytes(4, "little") + payload)
-    with pytest.raises(StorageCorrupt, match="version 3, expected 4"):  # the shape cache drops it: 409
+    with pytest.raises(StorageCorrupt, match="version 2, expected 3"):  # the shape cache drops it: 409
         file_storage.open("h")
