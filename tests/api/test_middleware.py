@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import sys
+import textwrap
 import threading
 from dataclasses import replace
 from typing import Any
@@ -153,3 +155,30 @@ def test_request_ids_are_token_urlsafe_15_and_unique() -> None:
     drawn = [ids.next() for _ in range(3 * RequestIds.BATCH + 5)]  # several batches
     assert len(set(drawn)) == len(drawn)
     assert all(len(i) == 20 and re.fullmatch(r"[A-Za-z0-9_-]{20}", i) for i in drawn)
+
+
+def test_admission_lock_is_an_os_thread_lock_under_gevent() -> None:
+    """AdmissionControl's lock stays native under gevent (cheaper than gevent's per acquire; its critical
+    sections never switch greenlets): held by one greenlet, it keeps a real OS thread out, and the counts
+    still add up."""
+    script = textwrap.dedent(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import gevent
+        from api.middleware import AdmissionControl
+        control = AdmissionControl({"initial": 1, "existing": 2})
+        assert type(control._lock).__module__ == "_thread", type(control._lock)
+        with control._lock:
+            taken = gevent.get_hub().threadpool.apply(control._lock.acquire, (True, 0.05))
+        assert not taken
+        assert control.try_acquire("existing") and control.try_acquire("existing")
+        assert not control.try_acquire("existing") and control.in_flight("existing") == 2
+        control.release("existing")
+        assert control.in_flight("existing") == 1 and control.try_acquire("initial")
+        print("ok")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr
