@@ -281,7 +281,7 @@ def test_runs_encoded_at_once_give_the_actions_one_by_one(
     wal = 3000 + 10 * wal_at
     one = state(snapshot_filter=SnapshotFilter(SNAP, wal), last_tx=2990)
     runs = state(snapshot_filter=SnapshotFilter(SNAP, wal), last_tx=2990)
-    for s in (one, runs):  # the first plain insert builds the encoder's template
+    for s in (one, runs):  # shapes that already encoded one by one before the runs
         s.changes(txn(399, 3000, 99))
     expected = [a for m in msgs for a in one.changes(m)]
     got = runs.changes_batch(as_runs(msgs))
@@ -291,9 +291,8 @@ def test_runs_encoded_at_once_give_the_actions_one_by_one(
     ]
 
 
-def test_the_first_run_of_a_new_shape_is_encoded_at_once() -> None:
-    """No warm-up: the encoder sets its template up at the first run (it used to go one by one)."""
-    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+def _encode_run_calls(s: ConsumerState) -> list[bool]:
+    """Spy on ``s``'s encoder: one entry per ``encode_run`` call, True when it encoded the run at once."""
     calls: list[bool] = []
     encode_run = s._encoder.encode_run
 
@@ -303,6 +302,13 @@ def test_the_first_run_of_a_new_shape_is_encoded_at_once() -> None:
         return result
 
     s._encoder.encode_run = spy  # type: ignore[method-assign]
+    return calls
+
+
+def test_the_first_run_of_a_new_shape_is_encoded_at_once() -> None:
+    """No warm-up: the encoder sets its template up at the first run (it used to go one by one)."""
+    s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
+    calls = _encode_run_calls(s)
     got = s.changes_batch(as_runs([txn(201 + i, 3000 + 10 * i, i) for i in range(3)]))
     assert calls == [True]
     assert summary(got) == [("append", (["3000_0", "3010_0", "3020_0"], True))]
@@ -310,16 +316,8 @@ def test_the_first_run_of_a_new_shape_is_encoded_at_once() -> None:
 
 def test_a_run_of_plain_inserts_is_encoded_at_once() -> None:
     s = state(snapshot_filter=SnapshotFilter(SNAP, 0))
-    s.changes(txn(200, 2990, 0))  # the first plain insert builds the encoder's template
-    calls: list[bool] = []
-    encode_run = s._encoder.encode_run
-
-    def spy(items: list[object]) -> object:
-        result = encode_run(items)
-        calls.append(result is not None)
-        return result
-
-    s._encoder.encode_run = spy  # type: ignore[method-assign]
+    s.changes(txn(200, 2990, 0))  # a shape that already encoded one by one before the run
+    calls = _encode_run_calls(s)
     got = s.changes_batch(as_runs([txn(201 + i, 3000 + 10 * i, i) for i in range(4)]))
     assert calls == [True]
     assert summary(got) == [("append", (["3000_0", "3010_0", "3020_0", "3030_0"], True))]
