@@ -3,10 +3,14 @@
 The keep-alive wait (one timer per connection, started afresh per request): gunicorn's semantics.  An idle
 gap shorter than ``keepalive`` keeps the connection; a request that takes longer than ``keepalive`` (a parked
 long-poll) is not cut by it; an idle gap of ``keepalive`` closes the connection.  gunicorn's ``--keep-alive``
-comes from ``GUNICORN_CMD_ARGS``, which overrides the config file."""
+comes from ``GUNICORN_CMD_ARGS``, which overrides the config file.
+
+``SCRIPT_NAME`` (read once per worker from its environment, per request by gunicorn): a request under it
+reaches the app with the rest as its path, and one outside it is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import time
@@ -63,5 +67,27 @@ def test_keepalive_keeps_busy_and_briefly_idle_connections_and_closes_idle_ones(
         idle = time.monotonic() - idle_from
         assert KEEPALIVE_S * 0.8 < idle < KEEPALIVE_S * 5, idle
         conn.close()
+    finally:
+        svc.stop()
+
+
+def test_script_name_from_the_environment_is_applied_per_request(
+    db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCRIPT_NAME", "/base")
+    svc = ServiceProcess(db_dsn, tmp_path)
+    svc.start()
+    try:
+        deadline = time.monotonic() + 60
+        body = b""
+        while time.monotonic() < deadline and body != b'{"status":"active"}':
+            assert svc.proc is not None and svc.proc.poll() is None, svc.output()[-3000:]
+            with contextlib.suppress(OSError):
+                _, _, body = svc.get("/base/v1/health", timeout=2)
+            time.sleep(0.1)  # nothing to wait on: poll the health endpoint until it answers
+        assert body == b'{"status":"active"}'
+        for _ in range(2):  # once per request, not once per worker
+            assert svc.get("/base/v1/health")[0] == 200
+            assert svc.get("/v1/health")[0] >= 400  # gunicorn: the path does not start with SCRIPT_NAME
     finally:
         svc.stop()
