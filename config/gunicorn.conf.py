@@ -251,21 +251,6 @@ def _peer_is_trusted_proxy(self: Any) -> bool:
 _message.Message._peer_is_trusted_proxy = _peer_is_trusted_proxy
 
 
-class _WorkerOs:
-    """The ``os`` that gunicorn's ``wsgi`` module sees in the worker: ``os`` itself but for ``environ``, a
-    plain-dict copy of the worker's environment made once when it starts serving.  ``wsgi.create`` reads
-    ``os.environ.get("SCRIPT_NAME", "")`` per request (``os._Environ``: a key encode, a KeyError raised and
-    caught when unset, ~1-5 us); the dict answers the same: the worker's environment is fixed by then
-    (the master sets ``raw_env`` before the fork, gunicorn's ``init_process`` sets it again before
-    ``run``; nothing in shapesync writes ``os.environ`` afterwards, and a reload starts new workers)."""
-
-    def __init__(self, environ: dict[str, str]) -> None:
-        self.environ = environ
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)  # lseek, fstat, SEEK_* (gunicorn's file-wrapper path)
-
-
 class _KeepaliveTimeout(Timeout):  # type: ignore[misc]
     """gunicorn's wait for a connection's next request (``GeventWorker.timeout_ctx``: a silent
     ``gevent.Timeout(keepalive, False)`` around reading it; on expiry the read ends without a request and
@@ -314,10 +299,6 @@ class ShapesyncWorker(GeventWorker):  # type: ignore[misc]
             if not isinstance(getattr(type(cfg), name, None), property):
                 cfg.__dict__[name] = cfg.settings[name].get()
         super().init_process()
-
-    def run(self) -> None:
-        wsgi.os = _WorkerOs(dict(os.environ))  # after init_process has set the worker's environment
-        super().run()
 
     def timeout_ctx(self) -> Timeout:
         """The connection's keep-alive timeout (gunicorn's keep-alive loop calls this per request)."""

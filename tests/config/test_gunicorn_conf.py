@@ -12,7 +12,6 @@ import functools
 import importlib.util
 import io
 import logging
-import os
 import pathlib
 import types
 from typing import Any
@@ -162,14 +161,3 @@ def test_request_target_examples() -> None:
 @functools.cache
 def _conf_once() -> Any:
     return _conf()
-
-
-def test_the_worker_os_is_os_with_a_fixed_copy_of_the_environment(monkeypatch: Any) -> None:
-    conf = _conf_once()
-    monkeypatch.setenv("SCRIPT_NAME", "/base")
-    worker_os = conf._WorkerOs(dict(os.environ))
-    assert worker_os.environ.get("SCRIPT_NAME", "") == "/base" == os.environ.get("SCRIPT_NAME", "")
-    assert worker_os.environ == dict(os.environ)
-    assert worker_os.lseek is os.lseek and worker_os.SEEK_CUR == os.SEEK_CUR and worker_os.fstat is os.fstat
-    monkeypatch.delenv("SCRIPT_NAME")
-    assert conf._WorkerOs(dict(os.environ)).environ.get("SCRIPT_NAME", "") == ""

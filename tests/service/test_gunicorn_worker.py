@@ -5,8 +5,8 @@ gap shorter than ``keepalive`` keeps the connection; a request that takes longer
 long-poll) is not cut by it; an idle gap of ``keepalive`` closes the connection.  gunicorn's ``--keep-alive``
 comes from ``GUNICORN_CMD_ARGS``, which overrides the config file.
 
-``SCRIPT_NAME`` (read once per worker from its environment, per request by gunicorn): a request under it
-reaches the app with the rest as its path, and one outside it is refused."""
+``SCRIPT_NAME`` from the worker's environment (gunicorn reads it per request): a request under it reaches
+the app with the rest as its path, and one outside it is refused."""
 
 from __future__ import annotations
 
