@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -46,15 +46,39 @@ def gevent_active() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
+class _Gevent(NamedTuple):
+    """The gevent functions this module calls, looked up once (:func:`_gevent`)."""
+
+    get_hub: Callable[[], Any]
+    wait: Callable[..., Any]
+    wait_read: Callable[..., Any]
+    wait_write: Callable[..., Any]
+
+
+_gevent_api: _Gevent | None = None
+
+
+def _gevent() -> _Gevent:
+    """gevent's functions, imported on first use under gevent: an ``import`` statement of an imported
+    package still costs ~2 µs (the import machinery's lookups), and waits run several times per request."""
+    global _gevent_api  # set once; gevent is only imported when it runs the process
+    if _gevent_api is None:
+        import gevent  # noqa: PLC0415 - only imported when gevent runs the process
+        import gevent.socket  # noqa: PLC0415
+
+        socket = gevent.socket
+        _gevent_api = _Gevent(gevent.get_hub, socket.wait, socket.wait_read, socket.wait_write)
+    return _gevent_api
+
+
 def _wait(fd: int, events: int, timeout: float | None) -> bool:
     if gevent_active():
-        import gevent.socket  # noqa: PLC0415 - only imported when gevent runs the process
-
+        g = _gevent()
         try:
             if events == selectors.EVENT_READ:
-                gevent.socket.wait_read(fd, timeout=timeout, timeout_exc=TimeoutError)
+                g.wait_read(fd, timeout=timeout, timeout_exc=TimeoutError)
             else:
-                gevent.socket.wait_write(fd, timeout=timeout, timeout_exc=TimeoutError)
+                g.wait_write(fd, timeout=timeout, timeout_exc=TimeoutError)
         except TimeoutError:
             return False
         return True
@@ -73,20 +97,6 @@ def wait_readable(fd: int, timeout: float | None = None) -> bool:
 def wait_writable(fd: int, timeout: float | None = None) -> bool:
     """Block (cooperatively under gevent) until ``fd`` is writable; False on timeout."""
     return _wait(fd, selectors.EVENT_WRITE, timeout)
-
-
-# (gevent.get_hub, gevent.socket.wait), looked up on the first FdWaiter wait under gevent: an ``import``
-# statement of an imported package still costs ~2 µs (the import machinery's lookups), twice per wait
-_gevent_calls: tuple[Callable[[], Any], Callable[..., Any]] | None = None
-
-
-def _load_gevent_calls() -> tuple[Callable[[], Any], Callable[..., Any]]:
-    global _gevent_calls  # set once; gevent is only imported when it runs the process
-    import gevent  # noqa: PLC0415 - only imported when gevent runs the process
-    import gevent.socket  # noqa: PLC0415
-
-    _gevent_calls = (gevent.get_hub, gevent.socket.wait)
-    return _gevent_calls
 
 
 class FdWaiter:
@@ -118,8 +128,8 @@ class FdWaiter:
     def _wait(self, fd: int, mask: int, timeout: float | None) -> bool:
         if fd != self._fd or not gevent_active():
             return _wait(fd, selectors.EVENT_READ if mask == 1 else selectors.EVENT_WRITE, timeout)
-        get_hub, wait = _gevent_calls or _load_gevent_calls()
-        hub = get_hub()
+        g = _gevent()
+        hub = g.get_hub()
         if self._hub is None:
             self._hub = hub
         elif hub is not self._hub:  # a watcher belongs to its thread's loop
@@ -128,7 +138,7 @@ class FdWaiter:
         if watcher is None:
             watcher = self._watchers[mask] = hub.loop.io(fd, mask)
         try:
-            wait(watcher, timeout, TimeoutError)
+            g.wait(watcher, timeout, TimeoutError)
         except TimeoutError:
             return False
         return True
@@ -181,9 +191,7 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     cooperatively.  Without gevent it runs directly: the caller already owns an OS thread.
     """
     if gevent_active():
-        import gevent  # noqa: PLC0415
-
-        result: T = gevent.get_hub().threadpool.apply(fn, args)
+        result: T = _gevent().get_hub().threadpool.apply(fn, args)
         return result
     return fn(*args)
 
