@@ -73,6 +73,11 @@ def tune() -> None:
 def freeze_startup_heap() -> None:
     """Collect once, then exempt every surviving object from future collections (call once the engine
     has started)."""
+    _collect_and_freeze()
+
+
+def _collect_and_freeze() -> None:
+    """A full collection, then everything alive frozen: nothing added or released is pending after it."""
     global _added, _released  # process-wide, as the permanent generation is
     gc.collect()
     gc.freeze()
@@ -119,14 +124,12 @@ def idle() -> None:
 
 
 def _collect_after_delay() -> None:
-    global _scheduled, _added, _released  # see idle() and shapes_added()
+    global _scheduled, _added  # see idle() and shapes_added()
     try:
         runtime.sleep(IDLE_DELAY_S)
         if _thaw_due():
             gc.unfreeze()
-            gc.collect()
-            gc.freeze()
-            _added = _released = 0
+            _collect_and_freeze()
         elif _freeze_due():
             gc.collect(1)  # the young survivors join the old generation, which is frozen whole
             gc.freeze()
