@@ -307,18 +307,10 @@ class ShapeLogEncoder(ChangeRules):
         the same as :meth:`encode_fragment` of each (the template path set up once per run, not per
         transaction, and at the first run if need be).  None as soon as one is not: nothing is kept, the
         caller encodes them one by one."""
-        lay = self._layout
-        cached = self._insert_tmpl
-        if (
-            lay is None
-            or cached is None
-            or cached[0] is not lay
-            or getattr(items[2], "relation", None) is not lay.relation
-        ):
-            cached = self._run_template(items[2])
-            if cached is None:
-                return None
-            lay = cached[0]
+        cached = self._run_template(items[2])
+        if cached is None:
+            return None
+        lay = cached[0]
         relation = lay.relation
         checked = self._where is not None
         project = lay.project
