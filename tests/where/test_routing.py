@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -166,6 +169,20 @@ def test_evaluation_errors_are_reported_per_shape() -> None:
 COLUMNS = ("id", "n", "f", "t", "s", "a")
 
 
+def _bulk_cases(clauses: st.SearchStrategy[str], max_rows: int) -> Callable[[Callable[..., None]], Any]:
+    """The bulk-routing property tests' examples: up to 25 shapes of ``clauses`` (some removed again) and up
+    to ``max_rows`` new rows."""
+    return lambda test: settings(
+        max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )(
+        given(
+            shapes=st.lists(clauses, min_size=1, max_size=25),
+            new_rows=st.lists(rows(), min_size=1, max_size=max_rows),
+            removed=st.sets(st.integers(0, 24), max_size=5),
+        )(test)
+    )
+
+
 def _routed_twice_as_affected(
     index: RoutingIndex, new_rows: list[dict[str, str | None]]
 ) -> list[tuple[dict[object, list[int]], set[object]]]:
@@ -187,12 +204,7 @@ def _routed_twice_as_affected(
     return results
 
 
-@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    shapes=st.lists(clause_texts(), min_size=1, max_size=25),
-    new_rows=st.lists(rows(), min_size=1, max_size=6),
-    removed=st.sets(st.integers(0, 24), max_size=5),
-)
+@_bulk_cases(clause_texts(), max_rows=6)
 def test_bulk_routing_of_inserted_rows_matches_affected(
     shapes: list[str], new_rows: list[dict[str, str | None]], removed: set[int]
 ) -> None:
@@ -245,12 +257,7 @@ def id_clause_texts(draw: st.DrawFn) -> str:
     return template.format(i=draw(ints), j=draw(ints), w=draw(words))
 
 
-@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    shapes=st.lists(id_clause_texts(), min_size=1, max_size=25),
-    new_rows=st.lists(rows(), min_size=1, max_size=8),
-    removed=st.sets(st.integers(0, 24), max_size=5),
-)
+@_bulk_cases(id_clause_texts(), max_rows=8)
 def test_bulk_routing_with_one_indexed_column_matches_affected(
     shapes: list[str], new_rows: list[dict[str, str | None]], removed: set[int]
 ) -> None:
