@@ -26,6 +26,9 @@ client's ``AckLsn``), and the client acknowledges it to Postgres; when that leav
 changes and a re-created slot are passed on (``on_relation_changed`` / ``on_slot_recreated``) to whoever
 invalidates shapes.
 
+How a fragment's routed changes join what each shape already has waiting is the pure
+:mod:`sync.shapes.collector_outbox`; routing a change to its shapes is :mod:`sync.shapes.collector_routing`.
+
 Register before snapshot (hard spot 3): a shape is routed changes from the moment ``RegisterShape``
 returns; its consumer holds them until its snapshot's visibility is known.
 """
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +45,7 @@ import pykka
 
 from supervisors import SupervisedActor, runners
 from sync import heap, runtime
-from sync.replication.changes import Change, RelationChanged, SlotRecreated, TransactionFragment
+from sync.replication.changes import RelationChanged, SlotRecreated, TransactionFragment
 from sync.replication.sink import GetResumePoint, ResumePoint
 from sync.shapes.collector_messages import (
     RegisterShape,
@@ -51,8 +54,8 @@ from sync.shapes.collector_messages import (
     ShapeDurable,
     ShapeRun,
     UnregisterShape,
-    shape_changes,
 )
+from sync.shapes.collector_outbox import Outbox, gather_fragment
 from sync.shapes.collector_routing import (
     ShapeRouting,
     TableKey,
@@ -111,16 +114,6 @@ def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
     return qsize if callable(qsize) else None
 
 
-def _join_run(box: list[ShapeChanges | ShapeRun], xid: int, lsn: int, change: Change, exact: bool) -> None:
-    """Gather a whole transaction of one change in a shape's ``box``: it joins the run that ends the box, or
-    starts one."""
-    last = box[-1] if box else None
-    if last.__class__ is ShapeRun:
-        last.items.extend((xid, lsn, change, exact))
-    else:
-        box.append(ShapeRun([xid, lsn, change, exact]))
-
-
 class ShapeLogCollector(SupervisedActor):
     """Routes committed transactions to shape consumers and tracks what may be acknowledged.
 
@@ -167,7 +160,7 @@ class ShapeLogCollector(SupervisedActor):
         self._last_acked = acked_lsn
         self._reports: DurableReports | None = None  # created on start (needs our ref)
         # routed, not yet told: per shape, its messages in commit order
-        self._outbox: dict[str, list[ShapeChanges | ShapeRun]] = {}
+        self._outbox: Outbox = {}
         self._outbox_commits = 0
         self._outbox_changes = 0
         self._told_lsn = 0  # newest commit told to consumers (``on_commit``)
@@ -275,35 +268,9 @@ class ShapeLogCollector(SupervisedActor):
             raise RuntimeError(msg)
         per_shape, inexact = route_changes(self._index, self._by_table, fragment.changes)
         outbox = self._outbox
-        routes = self._routes
         xid, lsn, commit = fragment.xid, fragment.commit_lsn, fragment.commit
         touched = txn.touched
-        later = not fragment.begin  # shapes may have had earlier fragments of this transaction
-        for handle, changes in per_shape.items():
-            if handle not in routes:
-                continue
-            exact = handle not in inexact
-            if later and handle in touched:
-                self._continue(handle, changes, exact, xid, lsn, commit)
-                continue
-            touched.add(handle)
-            box = outbox.get(handle)
-            if commit and len(changes) == 1:
-                # a whole transaction of one change for this shape (most shapes, when thousands share a
-                # burst): it joins the shape's run, no message or list per transaction
-                if box is None:
-                    outbox[handle] = [ShapeRun([xid, lsn, changes[0], exact])]
-                else:
-                    _join_run(box, xid, lsn, changes[0], exact)
-            elif box is None:
-                outbox[handle] = [shape_changes(xid, lsn, changes, True, commit, exact)]
-            else:
-                box.append(shape_changes(xid, lsn, changes, True, commit, exact))
-        if commit and later:
-            # consumers that got part of this transaction, and nothing in this fragment, learn where it ends
-            for handle in touched.difference(per_shape):
-                if handle in routes:
-                    self._continue(handle, (), True, xid, lsn, commit)
+        gather_fragment(outbox, per_shape, inexact, self._routes, touched, xid, lsn, fragment.begin, commit)
         self._outbox_changes += len(fragment.changes)
         if commit:
             self._outbox_commits += 1
@@ -314,29 +281,6 @@ class ShapeLogCollector(SupervisedActor):
             if not outbox and self._on_commit is not None:
                 self._told_lsn = lsn
                 self._on_commit(lsn)
-
-    def _continue(  # noqa: PLR0917 - the routing loop's values, positionally, per shape
-        self, handle: str, changes: Sequence[Change], exact: bool, xid: int, lsn: int, commit: bool
-    ) -> None:
-        """A later fragment of a transaction for a shape that had an earlier one: its ``changes`` (maybe none,
-        at the commit) join the message still gathered for that transaction, or follow it."""
-        box = self._outbox.get(handle)
-        if box is None:
-            self._outbox[handle] = [shape_changes(xid, lsn, changes, False, commit, exact)]
-            return
-        last = box[-1]
-        if last.__class__ is ShapeChanges and last.commit_lsn == lsn and not last.commit:
-            # the next fragment of a transaction still gathered here: one message for both (a shape that only
-            # learns where the transaction ends keeps its list: it was never sent, nothing else holds it)
-            if commit and not changes and last.begin and len(last.changes) == 1:
-                # its one change came in an earlier fragment: a whole transaction of one change after all
-                box.pop()
-                _join_run(box, xid, lsn, last.changes[0], last.exact)
-                return
-            merged = [*last.changes, *changes] if changes else last.changes
-            box[-1] = shape_changes(xid, lsn, merged, last.begin, commit, exact and last.exact)
-        else:
-            box.append(shape_changes(xid, lsn, changes, False, commit, exact))
 
     def _maybe_tell(self) -> None:
         """Tell the gathered changes unless more events are on their way or the consumers are still busy

@@ -12,9 +12,8 @@ Durability: the collector answers ``RegisterShape`` with its batched report sink
 to its storage (``ReportTo``): the storage then reports straight to the collector, and a transaction that
 added nothing to the log travels with the batch as ``settle`` (reported as ``<commit_lsn>_0`` once
 everything written before it is durable, so a transaction dropped by the snapshot filter never pins the
-acknowledgement).  Without a sink (a collector answering None) the older path remains: the storage reports
-to the consumer (``StorageDurable``) and the consumer forwards ``ShapeDurable``, settling empty
-transactions itself.
+acknowledgement).  Without a sink (a collector answering None) the older path remains
+(:mod:`sync.shapes.consumer_durable`).
 
 Waiters are completed when data is *readable* (written by the storage actor, not necessarily fsynced).  The
 storage writes asynchronously, so when waiters exist the consumer hands a completed transaction over with
@@ -42,6 +41,7 @@ from sync.shapes.collector import (
     ShapeRun,
     UnregisterShape,
 )
+from sync.shapes.consumer_durable import DirectDurability
 from sync.shapes.consumer_messages import (
     ConsumerInfo,
     GetConsumerInfo,
@@ -171,8 +171,7 @@ class Consumer(SupervisedActor):
         self._reader: ShapeLogReader | None = None
         self._appended: LogOffset | None = None  # last item of the last complete transaction sent
         self._txn_last: LogOffset | None = None  # last item sent of the open transaction
-        self._durable = LogOffset.BEFORE_ALL
-        self._pending_empty: tuple[int, LogOffset | None] | None = None
+        self._direct = DirectDurability()  # without a report sink
         self._failed: str | None = None
         self._registered = False
         self._sink: DurableReports | None = None  # the collector's, once registered
@@ -228,7 +227,7 @@ class Consumer(SupervisedActor):
                 if self._failed is None:
                     self._batch(_routed((message,), self.take_queued(_ROUTED)))
             case StorageDurable(offset):
-                self._storage_durable(offset)
+                self._report(self._direct.stored(offset))
             case AwaitData(after, future, deadline):
                 self._await(after, future, deadline)
             case CancelWait(future):
@@ -282,7 +281,9 @@ class Consumer(SupervisedActor):
                 if self._sink is not None:
                     settle = action.commit_lsn  # the storage settles it after what precedes it
                 else:
-                    self._settle_empty(action.commit_lsn)
+                    settled = self._direct.settle_empty(action.commit_lsn, self._appended)
+                    if settled is not None:
+                        self._report(settled)
                 continue
             if action.items:
                 self._txn_last = action.items[-1].offset
@@ -299,21 +300,6 @@ class Consumer(SupervisedActor):
             self._notify()
         else:
             self._storage.tell(msg)
-
-    def _settle_empty(self, commit_lsn: int) -> None:
-        if self._appended is None or self._appended <= self._durable:
-            self._report(LogOffset(commit_lsn, 0))
-        else:
-            self._pending_empty = (commit_lsn, self._appended)
-
-    def _storage_durable(self, offset: LogOffset) -> None:
-        self._durable = max(self._durable, offset)
-        settled = self._durable
-        pending = self._pending_empty
-        if pending is not None and (pending[1] is None or pending[1] <= self._durable):
-            settled = max(settled, LogOffset(pending[0], 0))
-            self._pending_empty = None
-        self._report(settled)
 
     def _report(self, offset: LogOffset) -> None:
         if self._failed is None:
