@@ -5,7 +5,7 @@ differ only in ``electric-cursor``, ``x-request-id``, the CORS origin and the se
 Falcon and gunicorn each of them would run every middleware's ``process_response``, render and validate
 about fifteen headers (two regexes each), format a Date and send the header block and the body in two
 writes.  Here the header block of the shared answer is rendered (and checked) once; per request only the
-varying lines are joined, and the worker (``config/gunicorn.conf.py``) adds its status line, ``Server``,
+varying lines are joined, and the worker (``api/gunicorn_worker.py``) adds its status line, ``Server``,
 ``Date`` and ``Connection`` and writes the whole response at once.
 
 The protocol, across four places:

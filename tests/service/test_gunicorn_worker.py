@@ -1,4 +1,8 @@
-"""config/gunicorn.conf.py's worker on a real service and real sockets, as gunicorn's own.
+"""api/gunicorn_worker.py's worker (config/gunicorn.conf.py's worker_class) on a real service and real sockets,
+as gunicorn's own.
+
+Its patches of gunicorn internals (``api/gunicorn_patches.py``) are installed once, in the worker's process:
+never in the master, which loads the configuration and the worker class.
 
 The keep-alive wait (one timer per connection, started afresh per request): gunicorn's semantics.  An idle
 gap shorter than ``keepalive`` keeps the connection; a request that takes longer than ``keepalive`` (a parked
@@ -91,3 +95,20 @@ def test_script_name_from_the_environment_is_applied_per_request(
             assert svc.get("/v1/health")[0] >= 400  # gunicorn: the path does not start with SCRIPT_NAME
     finally:
         svc.stop()
+
+
+def test_the_worker_patches_gunicorn_once_in_its_own_process(db_dsn: str, tmp_path: Path) -> None:
+    svc = ServiceProcess(db_dsn, tmp_path, log_level="debug")
+    svc.start()
+    try:
+        svc.wait_healthy()  # post_worker_init ran in the worker: the engine is active
+        worker = svc.worker_pid()
+        assert worker is not None
+    finally:
+        svc.stop()
+    lines = svc.output().splitlines()
+    patched = [line for line in lines if "api.gunicorn_patches: gunicorn patched" in line]
+    started = [line for line in lines if "starting engine in worker" in line]
+    assert len(patched) == 1 and f"] [{worker}] [DEBUG]" in patched[0], patched
+    assert len(started) == 1 and f"] [{worker}] [INFO]" in started[0], started
+    assert lines.index(patched[0]) < lines.index(started[0])
