@@ -33,6 +33,7 @@ from sync.offsets import LogOffset
 from sync.shapes.subset import SubsetRequest
 
 __all__ = [
+    "AttachedEngine",
     "ChangeWaiter",
     "DatabaseUnreachable",
     "EngineStatus",
@@ -279,3 +280,17 @@ class ShapeEngine(Protocol):
     def global_last_seen_lsn(self) -> int:
         """The LSN (as an integer) of the last transaction the engine has fully processed."""
         ...
+
+
+class AttachedEngine:
+    """Base of the HTTP objects that reach the engine through ``_provider``, which returns None until one
+    is attached (e.g. before gunicorn's ``post_worker_init``): ``_engine`` is it, or 503 "Stack not ready"."""
+
+    _provider: Callable[[], ShapeEngine | None]
+
+    @property
+    def _engine(self) -> ShapeEngine:
+        engine = self._provider()
+        if engine is None:
+            raise StackNotReady("Stack not ready", retry_after=5)
+        return engine

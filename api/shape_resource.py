@@ -1,14 +1,12 @@
-"""The ``/v1/shape`` resource: GET/HEAD/DELETE/OPTIONS over the :class:`ShapeEngine` port (spec §3-§7).
+"""The ``/v1/shape`` resource: GET/HEAD/POST/DELETE/OPTIONS over the :class:`ShapeEngine` port (spec §3-§7).
 
 Why it is thin: parsing lives in ``api/params.py``, header rules in ``api/headers.py``, error mapping in
-``api/errors.py``, SSE in ``api/sse.py`` and response rendering (headers, 304, body, memoised answers) in
-``api/shape_response.py``; this module only sequences a request: resolve the shape
-(409 on an unknown/mismatched handle), wait out an out-of-bounds offset, read the chunk, answer 304 on a
-matching If-None-Match (decided before any wait), hold a live request on a :class:`ChangeWaiter` (a future,
-no actor busy) and stream the body as ``[`` + stored item bytes + control item + ``]`` without decoding.
-Long-polls woken by the same change share one answer (body and headers, ``api/live_memo.py``); each keeps
-its own cursor; under our gunicorn worker a memoised answer leaves pre-rendered, past Falcon's response
-processing and gunicorn's header code (``api/raw_response.py``).
+``api/errors.py``, answering from the shape's log (``now``, catch-up, long-poll, SSE) in
+``api/log_responder.py`` and subset snapshots in ``api/subset.py``; this module only sequences a request:
+resolve the shape (409 on an unknown/mismatched handle, after a rotation seen mid-request too) and hand it
+to the responder that answers it.  The lean lane's subset GETs (``api/lean_lane.py``) enter through
+:meth:`ShapeResource.raw_subset` and :meth:`ShapeResource.raw_split_subset`, the same resolution without
+Falcon's request and response objects.
 """
 
 from __future__ import annotations
@@ -17,22 +15,17 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, cast
 
 import falcon
 import orjson
 
 from api.engine_port import (
-    ChangeWaiter,
-    InvalidRequest,
-    LogChunk,
+    AttachedEngine,
     ShapeDefinition,
     ShapeEngine,
     ShapeEngineError,
     ShapeGone,
-    StackNotReady,
-    WaitOutcome,
 )
 from api.errors import (
     BadRequestBody,
@@ -42,18 +35,12 @@ from api.errors import (
     ShapeNotFound,
     register_error_handlers,
 )
-from api.headers import (
-    SHAPE_PATH,
-    ShapeResponseMeta,
-    cache_control_headers,
-    preflight_headers,
-)
-from api.live_memo import LiveAnswer, LiveMemo
+from api.headers import SHAPE_PATH, cache_control_headers, preflight_headers
+from api.log_responder import LogResponder
 from api.middleware import request_query, shape_api_middleware
 from api.params import ApiSettings, ShapeRequest, parse_delete_request, parse_shape_request
 from api.raw_response import LANE_ERROR_KEY, RawResponse
-from api.shape_response import ShapeResponder, json_array_body
-from api.sse import sse_events, up_to_date_item
+from api.shape_response import json_array_body
 from api.subset import (
     SubsetResponder,
     apply_queryable_columns,
@@ -62,21 +49,16 @@ from api.subset import (
     subset_from_query,
     subset_request_offset,
 )
-from sync.offsets import LogOffset
 from sync.shapes.subset import SubsetRequest
 
 __all__ = ["ShapeResource", "install_shape_api", "json_array_body"]
 
 log = logging.getLogger(__name__)
 
-OUT_OF_BOUNDS = {"offset": ["out of bounds for this shape"]}
-LIVE_MEMO_TTL = 3.0  # s: outlasts one wake-up's fan-out to thousands of parked requests (api/live_memo.py)
-LIVE_MEMO_SIZE = 512  # answers kept at most; with LIVE_MEMO_MAX_BODY: at most 32 MiB of bodies
 SPLIT_MEMO_SIZE = 1024  # subset query strings (without their params) kept validated for the lean lane
-LIVE_MEMO_MAX_BODY = 64 * 1024  # bytes: larger live bodies are built per request
 
 
-class ShapeResource:
+class ShapeResource(AttachedEngine):
     """``/v1/shape``.  Collaborators are injected; time and randomness too (tests pin them).
 
     ``engine`` is the engine itself or a zero-argument callable returning it (None while it is not
@@ -93,28 +75,20 @@ class ShapeResource:
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         rand: Callable[[int, int], int] = random.randint,
     ) -> None:
-        self._provider: Callable[[], ShapeEngine | None]
         if hasattr(engine, "get_or_create"):
             fixed = cast("ShapeEngine", engine)
             self._provider = lambda: fixed
         else:
             self._provider = engine
         self._settings = settings
-        self._monotonic = monotonic
-        self._out = ShapeResponder(settings, clock=clock, monotonic_ns=monotonic_ns, rand=rand)
+        self._log = LogResponder(
+            self._provider, settings, clock=clock, monotonic=monotonic, monotonic_ns=monotonic_ns, rand=rand
+        )
         self._subsets = SubsetResponder(settings)
-        self._memo = LiveMemo(ttl=LIVE_MEMO_TTL, size=LIVE_MEMO_SIZE, monotonic=monotonic)
         # the lean lane's query strings without subset__params -> (request, queryable, subset w/o params)
         self._split_memo: dict[str, tuple[ShapeRequest, tuple[str, ...] | None, SubsetRequest | None]] = {}
         self.fast_memo: dict[str, Any] = {}
         self.middleware: list[Any] = []  # set by install_shape_api (ShapesyncApp finishes raw answers)
-
-    @property
-    def _engine(self) -> ShapeEngine:
-        engine = self._provider()
-        if engine is None:
-            raise StackNotReady("Stack not ready", retry_after=5)
-        return engine
 
     def handle_exists(self, handle: str) -> bool:
         """For admission control: does ``handle`` name a live shape (False while no engine is attached)."""
@@ -140,9 +114,9 @@ class ShapeResource:
             if subset is not None:  # spec §9: a subset snapshot instead of the log
                 self._subsets.serve(self._engine, req, resp, request, handle, subset, queryable)
             elif request.is_now:
-                self._serve_now(req, resp, request, handle)
+                self._log.serve_now(req, resp, request, handle)
             else:
-                self._serve_log(req, resp, request, handle)
+                self._log.serve(req, resp, request, handle)
         except ShapeGone as gone:
             raise MustRefetch(self._resolve_again(request.definition, gone.handle)) from None
 
@@ -273,130 +247,6 @@ class ShapeResource:
             log.warning("shape %s still resolves after its rotation: 409 without a handle", gone)
             return None
         return handle
-
-    def _serve_now(
-        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str
-    ) -> None:
-        self._engine.await_snapshot_start(handle)  # a commit after the answer must not land in the snapshot
-        latest = self._engine.latest_offset(handle)
-        meta = ShapeResponseMeta(
-            handle=handle,
-            request_offset=request.offset_text,
-            offset=latest,
-            before_all=False,
-            live=False,
-            live_sse=False,
-            up_to_date=True,
-            has_data=False,
-        )
-        if self._out.not_modified(req, resp, request, meta):
-            return
-        meta = replace(meta, schema=self._engine.schema_header(handle))
-        lsn = max(self._engine.global_last_seen_lsn(), latest.tx)
-        self._out.respond(req, resp, request, meta, (), up_to_date_item(lsn))
-
-    def _serve_log(
-        self, req: falcon.Request, resp: falcon.Response, request: ShapeRequest, handle: str
-    ) -> None:
-        offset = request.log_offset
-        sse = request.live and request.live_sse
-        chunk = self._engine.read(handle, offset, per_item=sse)
-        if not offset.is_before_all and offset > chunk.latest_offset:
-            self._wait_in_bounds(handle, offset, chunk.latest_offset)
-            chunk = self._engine.read(handle, offset, per_item=sse)
-        up_to_date = not offset.is_before_all and chunk.end_offset >= max(chunk.latest_offset, offset)
-        meta = ShapeResponseMeta(
-            handle=handle,
-            request_offset=request.offset_text,
-            offset=chunk.end_offset,
-            before_all=offset.is_before_all,
-            live=request.live,
-            live_sse=sse,
-            up_to_date=up_to_date,
-            has_data=True,
-        )
-        if not sse and self._out.not_modified(req, resp, request, meta):
-            return
-        if sse:
-            self._out.apply_headers(req, resp, request, meta, status=200)
-            resp.stream = sse_events(self._engine, handle, chunk, self._settings, clock=self._monotonic)
-            return
-        if request.live and chunk.is_empty:
-            self._long_poll(req, resp, request, meta, chunk)
-            return
-        if not request.live:
-            meta = replace(meta, schema=self._engine.schema_header(handle))
-        tail = None
-        if up_to_date:
-            # Live with data: the chunk's own transaction; non-live: also trust the global LSN (spec §5).
-            lsn = chunk.end_offset.tx
-            if not request.live:
-                lsn = max(self._engine.global_last_seen_lsn(), lsn)
-            tail = up_to_date_item(lsn)
-        self._out.respond(req, resp, request, meta, chunk.pieces, tail)
-
-    def _long_poll(
-        self,
-        req: falcon.Request,
-        resp: falcon.Response,
-        request: ShapeRequest,
-        meta: ShapeResponseMeta,
-        chunk: LogChunk,
-    ) -> None:
-        """Hold the request until data lands after the chunk end, the shape rotates, or the timeout."""
-        offset, handle = request.log_offset, meta.handle
-        deadline = self._monotonic() + self._settings.long_poll_timeout
-        wait_from = chunk.end_offset
-        while True:
-            remaining = deadline - self._monotonic()
-            outcome = self._wait(handle, wait_from, remaining) if remaining > 0 else WaitOutcome.TIMEOUT
-            if outcome is WaitOutcome.ROTATED:
-                raise ShapeGone(handle)
-            if outcome is WaitOutcome.STOPPED:
-                raise StackNotReady("Stack not ready", retry_after=10)
-            if outcome is WaitOutcome.NEW_DATA:
-                answer = self._memo.get(handle, request.offset_text, req.method)
-                if answer is not None:  # another request parked here woke first and built it
-                    self._out.respond_memoized(req, resp, request, answer)
-                    return
-                fresh = self._engine.read(handle, offset)
-                if fresh.is_empty:
-                    wait_from = max(wait_from, fresh.end_offset)
-                    continue
-                up_to_date = fresh.end_offset >= max(fresh.latest_offset, offset)
-                tail = up_to_date_item(fresh.end_offset.tx) if up_to_date else None
-                meta = replace(meta, offset=fresh.end_offset, up_to_date=up_to_date)
-                headers = self._out.respond(req, resp, request, meta, fresh.pieces, tail)
-                if resp.data is not None and len(resp.data) <= LIVE_MEMO_MAX_BODY:
-                    self._memo.put(handle, request.offset_text, req.method, LiveAnswer.of(resp.data, headers))
-                return
-            if self._engine.status() != "active":
-                raise StackNotReady("Stack not ready", retry_after=10)
-            lsn = max(self._engine.global_last_seen_lsn(), chunk.end_offset.tx)
-            meta = replace(meta, up_to_date=True, has_data=False, no_changes=True)
-            self._out.respond(req, resp, request, meta, (), up_to_date_item(lsn))
-            return
-
-    def _wait_in_bounds(self, handle: str, offset: LogOffset, latest: LogOffset) -> None:
-        """Spec §3: an offset past the shape's latest waits up to long_poll_timeout/2, then 400."""
-        deadline = self._monotonic() + self._settings.out_of_bounds_timeout
-        while offset > latest:
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                raise InvalidRequest(OUT_OF_BOUNDS)
-            outcome = self._wait(handle, latest, remaining)
-            if outcome is WaitOutcome.ROTATED:
-                raise ShapeGone(handle)
-            if outcome is WaitOutcome.STOPPED:
-                raise StackNotReady("Stack not ready", retry_after=10)
-            latest = self._engine.latest_offset(handle)
-
-    def _wait(self, handle: str, offset: LogOffset, timeout: float) -> WaitOutcome:
-        waiter: ChangeWaiter = self._engine.wait_for_change(handle, offset)
-        try:
-            return waiter.wait(timeout)
-        finally:
-            waiter.cancel()
 
 
 def install_shape_api(

@@ -1,6 +1,6 @@
 """Rendering the answers of ``/v1/shape``: shape headers, 304s, JSON-array bodies and memoised live answers.
 
-Why this module exists: :mod:`api.shape_resource` sequences a request (resolve, wait, read); this module
+Why this module exists: :mod:`api.log_responder` sequences a log request (wait, read); this module
 turns what it decided into the response: the shape headers of ``api/headers.py`` with the resource's pinned
 clock and randomness, a 304 on a matching If-None-Match, the body as ``[`` + stored item bytes + control
 item + ``]`` (in memory up to ``stream_buffer_bytes``, else streamed, never decoded; a large snapshot chunk
@@ -124,7 +124,7 @@ class ShapeResponder:
         resp.set_headers(headers)
         return headers
 
-    def respond(  # noqa: PLR0917 - one call shape used throughout shape_resource
+    def respond(  # noqa: PLR0917 - one call shape used throughout log_responder
         self,
         req: falcon.Request,
         resp: falcon.Response,
