@@ -25,7 +25,8 @@ reserves the definition, a worker does the slow part (catalog, publication, log 
 every request for that definition gets the same result; many shapes are thus created at once.
 
 The messages are in :mod:`sync.shapes.cache_messages` (re-exported here), the creation bookkeeping in
-:mod:`sync.shapes.cache_builds`, the reopening of stored logs in :mod:`sync.shapes.cache_reload`.
+:mod:`sync.shapes.cache_builds`, the reopening of stored logs in :mod:`sync.shapes.cache_reload`, the
+judging of a Relation message's shapes (a slice at a time) in :mod:`sync.shapes.cache_relations`.
 
 The ShapeSupervisor must be started before the cache (the cache starts shape subtrees from ``on_start``).
 """
@@ -57,11 +58,12 @@ from sync.shapes.cache_messages import (
     Withdrawn,
     get_or_create_shape,
 )
+from sync.shapes.cache_relations import broken_shapes
 from sync.shapes.cache_reload import Reopened, reopen_stored
 from sync.shapes.consumer import RotateShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
-from sync.shapes.invalidation import CompiledShape, relation_change_reasons
+from sync.shapes.invalidation import CompiledShape
 from sync.shapes.schema_check import ColumnTypes, SchemaCatalog
 from sync.shapes.schema_checker import SchemaChecker
 from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
@@ -86,9 +88,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_RELATION_SLICE = 500  # shapes judged per turn of the event loop at a Relation message
-_RELATION_PAUSE_S = 0.0001  # under gevent a timer, not sleep(0): the next turn of the loop, I/O included
 
 ShapeFuture = pykka.ThreadingFuture[ShapeResult]
 
@@ -389,17 +388,7 @@ class ShapeCache(SupervisedActor):
             self._unpublish(definition, handle)
 
     def _relation_changed(self, event: RelationChanged) -> None:
-        """Invalidate the shapes the Relation message breaks, judging them ``_RELATION_SLICE`` at a time with
-        a turn of the event loop between slices: even with one verdict per distinct definition aspect,
-        looking at 10,000 shapes took ~21 ms in one go on the worker's event loop at the first Relation
-        message of a session, a stall that made the ShapeLogCollector see the burst's flow stop (a gap of
-        more than its ``_FLOWING_S``) and tell its first transaction apart: 1,000 shape visits more."""
-        handles = self.directory.handles()
-        verdicts: dict[tuple[object, ...], str | None] = {}
-        for start in range(0, len(handles), _RELATION_SLICE):
-            if start:
-                runtime.sleep(_RELATION_PAUSE_S)
-            shapes = (self.directory.get(h) for h in handles[start : start + _RELATION_SLICE])
-            live = [(s.handle, s.definition) for s in shapes if s is not None]
-            for handle, reason in relation_change_reasons(live, event.relation, event.previous, verdicts):
-                self._remove(handle, reason)
+        """Invalidate the shapes the Relation message breaks (judged a slice at a time, with a turn of the
+        event loop between slices: :mod:`sync.shapes.cache_relations`)."""
+        for handle, reason in broken_shapes(self.directory, event):
+            self._remove(handle, reason)

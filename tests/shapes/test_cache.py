@@ -13,6 +13,7 @@ import pykka
 import pytest
 
 import sync.shapes.cache as cache_module
+import sync.shapes.cache_relations as relations_module
 from supervisors import crash, wait_started
 from sync.offsets import LogOffset
 from sync.postgres.inspector import inspect_table
@@ -244,15 +245,15 @@ def test_a_relation_message_is_judged_in_slices_with_one_memo(
     """The cache judges a Relation message's shapes a slice at a time (a turn of the event loop between
     slices), sharing one verdict memo: the outcome is that of judging them all at once."""
     calls: list[tuple[int, int]] = []  # (shapes in the slice, id of the memo)
-    judge = cache_module.relation_change_reasons
+    judge = relations_module.relation_change_reasons
 
     def sliced(shapes: Any, relation: Any, previous: Any, verdicts: Any = None) -> Any:
         shapes = list(shapes)
         calls.append((len(shapes), id(verdicts)))
         return judge(shapes, relation, previous, verdicts)
 
-    monkeypatch.setattr(cache_module, "_RELATION_SLICE", 1)
-    monkeypatch.setattr(cache_module, "relation_change_reasons", sliced)
+    monkeypatch.setattr(relations_module, "_RELATION_SLICE", 1)
+    monkeypatch.setattr(relations_module, "relation_change_reasons", sliced)
     subset = h.live(h.definition("items", columns=["id", "value"]))
     everything = h.live(h.definition("items"))
     other = h.live(h.definition("items", where="value > 1"))
