@@ -50,6 +50,7 @@ DEFAULT_MAX_OPEN_FILES = 4096
 _COLD_FACTOR = 8  # a resident descriptor unused for this many times the cap's worth of uses may be replaced
 
 
+_SEP = os.sep
 _SCAN_LIMIT = 64  # entries examined from the least recently used end per eviction
 
 # The C ``close``: gevent's monkey patching replaces ``os.close`` with a wrapper that first checks and
@@ -123,7 +124,7 @@ class FdCache:
             self.misses += 1
             self._drain()
             resident = self._make_room(group)
-            path = os.path.join(group.directory, name)
+            path = group.directory + _SEP + name  # os.path.join costs ~0.5 us more, per open
             try:
                 fd = os.open(path, group.flags, 0o644)
             except OSError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -43,6 +43,8 @@ class ShapeFiles(ReadFiles, Protocol):
     def sync(self, names: Iterable[str]) -> None: ...
 
     def release(self, names: Iterable[str]) -> None: ...
+
+    def seed_sizes(self, sizes: Mapping[str, int]) -> None: ...
 
     def read_meta(self) -> bytes | None: ...
 
@@ -207,22 +209,30 @@ class DiskFiles(_DiskReader):
         return self._group
 
     def _pin(self, name: str) -> FdEntry:
-        entry = self._cache.pin(self._group, name)
-        if name not in self._sizes:
-            self._sizes[name] = os.fstat(entry.fd).st_size
-        return entry
+        return self._cache.pin(self._group, name)
+
+    def seed_sizes(self, sizes: Mapping[str, int]) -> None:
+        """Take these as the files' sizes (what the writer established: a new log's empty files, or what
+        recovery left after trimming), sparing an ``fstat`` at each file's first use.  A wrong size would put
+        appended bytes in the wrong place: only the single writer, from positions it checked, calls this."""
+        self._sizes.update(sizes)
 
     def size(self, name: str) -> int:
         size = self._sizes.get(name)
         if size is None:
-            self._cache.unpin(self._pin(name))
-            size = self._sizes[name]
+            entry = self._pin(name)
+            try:
+                size = self._sizes[name] = os.fstat(entry.fd).st_size
+            finally:
+                self._cache.unpin(entry)
         return size
 
     def append(self, name: str, data: bytes) -> None:
         entry = self._pin(name)
         try:
-            pos = self._sizes[name]
+            pos = self._sizes.get(name)
+            if pos is None:  # not seeded: ask the file
+                pos = os.fstat(entry.fd).st_size
             entry.writes += 1
             if len(data) > BIG_IO:
                 runtime.run_blocking(_write_all, entry.fd, data, pos)
@@ -237,7 +247,9 @@ class DiskFiles(_DiskReader):
         try:
             entry.writes += 1
             _write_all(entry.fd, data, pos)
-            self._sizes[name] = max(self._sizes[name], pos + len(data))
+            size = self._sizes.get(name)
+            if size is not None and pos + len(data) > size:  # an unknown size stays unknown (fstat on use)
+                self._sizes[name] = pos + len(data)
         finally:
             self._cache.unpin(entry)
 
@@ -331,6 +343,12 @@ class MemoryFiles:
 
     def release(self, names: Iterable[str]) -> None:
         return None
+
+    def seed_sizes(self, sizes: Mapping[str, int]) -> None:
+        """Checks what :meth:`DiskFiles.seed_sizes` takes on trust (the writer's tests run over these)."""
+        for name, size in sizes.items():
+            if len(self._buf(name)) != size:
+                raise ValueError(f"{name}: seeded size {size}, but the file has {len(self._buf(name))} bytes")
 
     def read_meta(self) -> bytes | None:
         return self._meta

@@ -49,6 +49,15 @@ class SeqPosition:
     last: LogOffset | None = None
 
 
+def _sizes(pos: SeqPosition, prefix: str = "log") -> dict[str, int]:
+    """The sizes of a sequence's files that end at ``pos`` (format: :mod:`sync.storage.format`; the
+    snapshot has no ``.items`` file)."""
+    sizes = {prefix + ".json": pos.json_len, prefix + ".chunks": pos.chunks * CHUNK.size}
+    if prefix == "log":
+        sizes["log.items"] = pos.items * _ITEM_SIZE
+    return sizes
+
+
 class _Seq:
     def __init__(self, prefix: str, pos: SeqPosition) -> None:
         self.prefix = prefix
@@ -81,6 +90,10 @@ class ShapeLogWriter:
         self._chunk_bytes = chunk_bytes
         self._log = _Seq("log", log_pos)
         self._snap = _Seq("snapshot", snap_pos)
+        # The positions are where the files end (a new log's empty files; what recovery left after trimming a
+        # torn tail): appends need no fstat to find their place.  With thousands of shapes each file's first
+        # append paid one, per shape.
+        files.seed_sizes(_sizes(log_pos) | _sizes(snap_pos, "snapshot"))
         self._committed_items = log_pos.items
         self._committed_last = log_pos.last
         self._durable = log_pos.last
