@@ -2,8 +2,8 @@
 
 Why a module of its own: :class:`~sync.storage.writer.ShapeLogWriter` appends either big batches (a
 transaction of thousands of rows to one shape: C-level loops over parallel lists, chunk closes found by
-bisection) or, far more often with many shapes, one to a few items (one row per shape per round), where a
-plain loop costs a fraction of building those lists.  Both produce the same bytes (format:
+bisection) or, far more often with many shapes, one to a few dozen items (a few rows per shape per round),
+where one plain loop costs less than building those lists.  Both produce the same bytes (format:
 :mod:`sync.storage.format`); a chunk closes after the item that brings the open chunk's JSON bytes
 (separators excluded) to at least the threshold (spec §3).
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SMALL", "ItemsWrite", "layout_items"]
 
-SMALL = 4  # runs of at most this many items take the scalar path
+SMALL = 64  # runs of at most this many items take the scalar path (measured faster up to ~100 and more)
 _crc32 = zlib.crc32
 _pack_item = ITEM.pack
 _pack_chunk = CHUNK.pack
@@ -59,46 +59,52 @@ def layout_items(
 def _small(
     items: Sequence[AppendItem], pos: SeqPosition, threshold: int, txn_end: bool, ends: Sequence[int]
 ) -> ItemsWrite:
+    """One plain loop: for a few to a few dozen items it beats building the parallel lists of
+    :func:`_batch` (10 items: ~9-11 against ~12-15 us measured here).  Integer compares for the order (no
+    tuple per item); the flags need no list when every item ends a transaction (``WholeTransactions``)."""
+    n = len(items)
     last = pos.last
-    prev = (last.tx, last.op) if last is not None else (0, -1)
+    ptx, pop = (last.tx, last.op) if last is not None else (0, -1)
+    flags: list[int] | None = None
+    flag = TXN_END
+    if len(ends) != n:  # ``ends`` is strictly increasing in range(n): all of them, or a list to fill
+        flag = 0
+        flags = [0] * n
+        if txn_end:
+            flags[-1] = TXN_END
+        for i in ends:
+            flags[i] = TXN_END
     json_len = pos.json_len
-    count = pos.items
     open_bytes = pos.open_chunk_bytes
     kinds = OP_KINDS
-    final = len(items) - 1
     offsets: list[LogOffset] = []
     entries: list[bytes] = []
+    jsons: list[bytes] = []
     chunks: list[bytes] = []
     for i, it in enumerate(items):
         offset = it.offset
         tx = offset.tx
         op = offset.op
-        if tx <= 0 or (tx, op) <= prev:
-            raise ValueError(f"offset {offset} does not follow {LogOffset(*prev)}")
-        prev = (tx, op)
+        if tx < ptx or (tx == ptx and op <= pop) or tx <= 0:
+            raise ValueError(f"offset {offset} does not follow {LogOffset(ptx, pop)}")
+        ptx = tx
+        pop = op
         json = it.json
         size = len(json)
         json_len += size + 1
-        count += 1
-        flags = TXN_END if (txn_end and i == final) or i in ends else 0
-        entries.append(_pack_item(tx, op, json_len, _crc32(json), kinds[it.operation], flags))
+        if flags is not None:
+            flag = flags[i]
+        entries.append(_pack_item(tx, op, json_len, _crc32(json), kinds[it.operation], flag))
+        jsons.append(json)
+        offsets.append(offset)
         open_bytes += size
         if open_bytes >= threshold:  # this item closes the chunk
-            chunks.append(_pack_chunk(count, tx, op, json_len))
+            chunks.append(_pack_chunk(pos.items + i + 1, tx, op, json_len))
             open_bytes = 0
-        offsets.append(offset)
-    if final == 0:
-        return ItemsWrite(
-            items[0].json + b",",
-            entries[0],
-            chunks[0] if chunks else b"",
-            len(chunks),
-            json_len,
-            open_bytes,
-            offsets,
-        )
-    body = b",".join([*(it.json for it in items), b""])  # join gives the trailing separator
-    return ItemsWrite(body, b"".join(entries), b"".join(chunks), len(chunks), json_len, open_bytes, offsets)
+    jsons.append(b"")  # join gives the trailing separator (one-element joins return the element itself)
+    return ItemsWrite(
+        b",".join(jsons), b"".join(entries), b"".join(chunks), len(chunks), json_len, open_bytes, offsets
+    )
 
 
 def _check_order(last: LogOffset | None, offsets: list[tuple[int, int]]) -> None:
