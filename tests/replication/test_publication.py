@@ -95,3 +95,30 @@ def test_missing_table_and_missing_publication_are_values(
     error = manager.ask(AddTable(TableName("public", "t"), "s"), timeout=10)
     assert isinstance(error, DbConnectionError) and error.kind == "publication_missing"
     assert manager.is_alive()
+
+
+def test_one_check_answers_the_requests_sent_before_it_finished(
+    conn: psycopg.Connection[Any], manager: pykka.ActorRef[Any]
+) -> None:
+    """A burst of new shapes on one table is answered by the check that was running when they asked; a
+    request sent after the last check finished checks again (and repairs what changed outside)."""
+    conn.execute("CREATE TABLE burst (id int PRIMARY KEY)")
+    table = TableName("public", "burst")
+    early = AddTable(table, "shape-early")  # made (sent) before the first check
+    assert manager.ask(AddTable(table, "shape-1"), timeout=10) is None
+    conn.execute(f"ALTER PUBLICATION {PUB} DROP TABLE burst")
+    # covered by shape-1's check: no catalog round trip, so the outside change is not seen yet
+    assert manager.ask(early, timeout=10) is None
+    assert published(conn) == []
+    # sent after that check finished: checked again, repaired
+    assert manager.ask(AddTable(table, "shape-2"), timeout=10) is None
+    assert published(conn) == [("public", "burst")]
+    # every owner counts: the table leaves the publication with the last of the three
+    for owner in ("shape-1", "shape-early"):
+        assert manager.ask(RemoveTable(table, owner), timeout=10) is None
+        assert published(conn) == [("public", "burst")]
+    assert manager.ask(RemoveTable(table, "shape-2"), timeout=10) is None
+    assert published(conn) == []
+    # after the last owner left, an old request is checked again (the table is no longer published)
+    assert manager.ask(early, timeout=10) is None
+    assert published(conn) == [("public", "burst")]
