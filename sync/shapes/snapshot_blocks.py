@@ -195,8 +195,12 @@ def read_filtered(
         cur = stack.enter_context(conn.cursor("shapesync_snapshot_rows", binary=True))
         cur.adapters.register_loader("text", _RawText)
         cur.execute(query.filtered())
-        while batch := cur.fetchmany(rows):
-            yield len(batch), query.join([bytes(row[0]) for row in batch])
+        while True:
+            batch = cur.fetchmany(rows)
+            if batch:
+                yield len(batch), query.join([bytes(row[0]) for row in batch])
+            if len(batch) < rows:  # the end: no FETCH round trip more only to learn it
+                break
 
 
 class _Lanes:

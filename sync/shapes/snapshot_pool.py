@@ -5,12 +5,15 @@ A snapshot is a long read on its own connection (two for a large table, see
 replication, so at most ``size`` run at a time and the rest queue in arrival order.
 The pool actor only dispatches: each snapshot runs in a worker spawned for it
 (:func:`sync.shapes.snapshot_worker.take_snapshot`, a greenlet under gevent), which reports back with
-``WorkerDone`` and hands its connection back for reuse.  The inbox is never blocked by a snapshot.
+``WorkerDone`` and hands its connection back for reuse as soon as every row is read (the storage's last
+fsyncs and ``SnapshotCompleted`` follow in the worker, off the slot).  The inbox is never blocked by a
+snapshot.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +24,7 @@ import pykka
 from supervisors import SupervisedActor
 from sync import runtime
 from sync.shapes.snapshot_blocks import DEFAULT_PAGES
-from sync.shapes.snapshot_worker import SnapshotRequest, take_snapshot
+from sync.shapes.snapshot_worker import FRESH_S, SnapshotRequest, take_snapshot
 
 __all__ = ["GetPoolStatus", "PoolStatus", "SnapshotPool", "StartSnapshot", "WorkerDone"]
 
@@ -83,7 +86,7 @@ class SnapshotPool(SupervisedActor):
         self._timeout = storage_timeout
         self._pages = pages  # heap pages per snapshot query (sync.shapes.snapshot_blocks)
         self._queue: deque[SnapshotRequest] = deque()
-        self._idle: list[psycopg.Connection[Any]] = []
+        self._idle: list[tuple[psycopg.Connection[Any], float]] = []  # with when it was handed back
         self._running = 0
         self._completed = 0
 
@@ -96,7 +99,7 @@ class SnapshotPool(SupervisedActor):
                 self._running -= 1
                 self._completed += 1
                 if conn is not None:
-                    self._idle.append(conn)
+                    self._idle.append((conn, time.monotonic()))
                 self._pump()
             case GetPoolStatus():
                 return PoolStatus(self._running, len(self._queue), len(self._idle), self._completed)
@@ -114,32 +117,42 @@ class SnapshotPool(SupervisedActor):
     def _pump(self) -> None:
         while self._queue and self._running < self._size:
             request = self._queue.popleft()
-            conn = self._idle.pop() if self._idle else None
+            conn, since = self._idle.pop() if self._idle else (None, 0.0)
+            fresh = time.monotonic() - since < FRESH_S
             self._running += 1
-            runtime.spawn(self._work, request, conn, name=f"snapshot-{request.handle}")
+            runtime.spawn(self._work, request, conn, fresh, name=f"snapshot-{request.handle}")
         # connections beyond what can run at once are not kept
         while len(self._idle) > self._size - self._running:
-            self._idle.pop().close()
+            self._idle.pop()[0].close()
 
-    def _work(self, request: SnapshotRequest, conn: psycopg.Connection[Any] | None) -> None:
-        kept: psycopg.Connection[Any] | None = None
-        try:
-            kept = take_snapshot(
-                self._dsn,
-                conn,
-                request,
-                fetch_rows=self._fetch_rows,
-                timeout=self._timeout,
-                pages=self._pages,
-            )
-        finally:  # the slot is given back whatever happened (even a killed worker)
+    def _work(self, request: SnapshotRequest, conn: psycopg.Connection[Any] | None, fresh: bool) -> None:
+        given: list[bool] = []
+
+        def done(kept: psycopg.Connection[Any] | None) -> None:
+            if given:
+                return
+            given.append(True)
             try:
                 self.actor_ref.tell(WorkerDone(kept))
             except pykka.ActorDeadError:  # the pool stopped meanwhile: nobody will reuse the connection
                 if kept is not None:
                     kept.close()
 
+        try:
+            take_snapshot(
+                self._dsn,
+                conn,
+                request,
+                done,
+                fetch_rows=self._fetch_rows,
+                timeout=self._timeout,
+                pages=self._pages,
+                fresh=fresh,
+            )
+        finally:  # the slot is given back whatever happened (even a killed worker)
+            done(None)
+
     def _close_idle(self) -> None:
-        for conn in self._idle:
+        for conn, _ in self._idle:
             conn.close()
         self._idle.clear()
