@@ -40,6 +40,7 @@ __all__ = ["CatalogUnavailable", "ShapeRequest", "ShapeRequestError", "ShapeReso
 logger = logging.getLogger(__name__)
 
 _HEADERS_MAX = 4096  # schema headers kept (a cache: cleared when full)
+_CLAUSES_MAX = 1024  # compiled WHERE clauses kept (a cache: cleared when full)
 
 
 class ShapeRequestError(ValueError):
@@ -99,6 +100,10 @@ class ShapeResolver:
         self._tables: dict[tuple[str, str], tuple[float, TableInfo]] = {}
         # definition -> (the catalog entry it was rendered from, its electric-schema header)
         self._headers: dict[ShapeDefinition, tuple[TableInfo, str]] = {}
+        # (where, params) -> (the catalog entry it was compiled against, the clause): a new shape's WHERE is
+        # compiled when its request is validated and again when the ShapeCache builds it, moments later
+        # (~1 ms each in sqlglot and the compiler; WhereClause is immutable, so both may share one)
+        self._clauses: dict[tuple[str, tuple[str, ...]], tuple[TableInfo, WhereClause]] = {}
         self._ttl = ttl
         self._timeout = connect_timeout
 
@@ -181,10 +186,18 @@ class ShapeResolver:
     def _compile(self, where: str | None, info: TableInfo, params: Sequence[str]) -> WhereClause | None:
         if where is None or not where.strip():
             return None
+        key = (where, tuple(params))
+        hit = self._clauses.get(key)
+        if hit is not None and hit[0] is info:
+            return hit[1]
         try:
-            return compile_where(where, info, {i + 1: v for i, v in enumerate(params)})
+            clause = compile_where(where, info, {i + 1: v for i, v in enumerate(params)})
         except WhereError as exc:
             raise ShapeRequestError({"where": list(exc.messages)}) from None
+        if len(self._clauses) >= _CLAUSES_MAX:
+            self._clauses.clear()
+        self._clauses[key] = (info, clause)
+        return clause
 
     def compile(self, definition: ShapeDefinition) -> CompiledShape:
         """The ShapeCache's ``compile_shape``: recompile a stored or new definition against the catalog."""

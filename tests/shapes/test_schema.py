@@ -6,7 +6,7 @@ import orjson
 import psycopg
 
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.resolver import ShapeResolver
+from sync.shapes.resolver import ShapeRequest, ShapeResolver
 from sync.shapes.schema import schema_header, shape_schema
 from tests.shapes.helpers import read_table
 
@@ -79,5 +79,25 @@ def test_resolver_renders_a_header_again_only_for_a_new_catalog_entry(db_dsn: st
                 "type": "varchar",
                 "max_length": 20,
             }
+        finally:
+            resolver.close()
+
+
+def test_resolver_compiles_a_where_once_per_catalog_entry(db_dsn: str) -> None:
+    """A new shape's WHERE is compiled when its request is validated and again when the ShapeCache builds it:
+    the second use shares the first's clause, while the table's catalog entry is the same object."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE w (id int PRIMARY KEY, n int)")
+        resolver = ShapeResolver(db_dsn)
+        try:
+            definition, clause = resolver.resolve(ShapeRequest("w", where="n > $1", params=("5",)))
+            assert clause is not None
+            assert resolver.compile(definition).routing_clause is clause
+            _, other_clause = resolver.resolve(ShapeRequest("w", where="n > $1", params=("6",)))
+            assert other_clause is not None and other_clause is not clause  # params are part of the key
+            assert other_clause.evaluate({"id": "1", "n": "6"}) is False
+            assert clause.evaluate({"id": "1", "n": "6"}) is True
+            resolver.forget("public", "w")  # a new catalog entry: compiled again
+            assert resolver.compile(definition).routing_clause is not clause
         finally:
             resolver.close()
