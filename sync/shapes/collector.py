@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -55,7 +55,7 @@ from sync.shapes.collector_messages import (
     ShapeRun,
     UnregisterShape,
 )
-from sync.shapes.collector_outbox import Outbox, gather_fragment
+from sync.shapes.collector_outbox import OpenTransaction, Outbox, gather_fragment, open_provisional
 from sync.shapes.collector_routing import (
     ShapeRouting,
     TableKey,
@@ -100,12 +100,6 @@ class _Route:
     consumer: pykka.ActorRef[Any]
     columns: frozenset[str] | None  # the columns the shape's WHERE reads; None without a WHERE
     qsize: Callable[[], int] | None  # the consumer inbox's length, looked up once
-
-
-@dataclass(slots=True)
-class _OpenTxn:
-    commit_lsn: int
-    touched: set[str] = field(default_factory=set)
 
 
 def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
@@ -155,7 +149,7 @@ class ShapeLogCollector(SupervisedActor):
         self._on_slot_recreated = on_slot_recreated
         self._on_commit = on_commit
         self._max_queue = max_consumer_queue
-        self._open: _OpenTxn | None = None
+        self._open: OpenTransaction | None = None
         self._last_commit_lsn = 0
         self._last_acked = acked_lsn
         self._reports: DurableReports | None = None  # created on start (needs our ref)
@@ -247,6 +241,7 @@ class ShapeLogCollector(SupervisedActor):
                 del self._by_table[route.table]
         if self._open is not None:
             self._open.touched.discard(handle)
+            self._open.provisional.discard(handle)
         self._outbox.pop(handle, None)
         self._report(self._tracker.remove_shape(handle))
 
@@ -259,7 +254,7 @@ class ShapeLogCollector(SupervisedActor):
                 logger.debug("skipping replayed transaction %s", fragment.commit_lsn)
                 self._open = None
                 return
-            self._open = _OpenTxn(fragment.commit_lsn)
+            self._open = OpenTransaction(fragment.xid, fragment.commit_lsn)
         txn = self._open
         if txn is None or txn.commit_lsn != fragment.commit_lsn:
             if txn is None and fragment.commit_lsn <= self._last_commit_lsn:
@@ -268,16 +263,15 @@ class ShapeLogCollector(SupervisedActor):
             raise RuntimeError(msg)
         per_shape, inexact = route_changes(self._index, self._by_table, fragment.changes)
         outbox = self._outbox
-        xid, lsn, commit = fragment.xid, fragment.commit_lsn, fragment.commit
-        touched = txn.touched
-        gather_fragment(outbox, per_shape, inexact, self._routes, touched, xid, lsn, fragment.begin, commit)
+        lsn, commit = fragment.commit_lsn, fragment.commit
+        gather_fragment(outbox, per_shape, inexact, self._routes, txn, fragment.begin, commit)
         self._outbox_changes += len(fragment.changes)
         if commit:
             self._outbox_commits += 1
             self._last_commit_lsn = lsn
             self._open = None
             # every touched shape is registered (_unregister takes a shape out of ``touched``)
-            self._report(self._tracker.register_commit(lsn, touched))
+            self._report(self._tracker.register_commit(lsn, txn.touched))
             if not outbox and self._on_commit is not None:
                 self._told_lsn = lsn
                 self._on_commit(lsn)
@@ -349,6 +343,8 @@ class ShapeLogCollector(SupervisedActor):
         return False
 
     def _tell_outbox(self) -> None:
+        if self._open is not None and self._open.provisional:
+            open_provisional(self._outbox, self._open)  # told before its commit
         outbox, self._outbox = self._outbox, {}
         self._last_batch = self._outbox_commits
         self._outbox_commits = self._outbox_changes = 0
