@@ -5,18 +5,23 @@ it and every transaction before it have been made durable by every shape it was 
 transaction did not touch never hold it back, and a transaction routed to no shape is durable at once.
 
 Each routed transaction is registered with, per affected shape, the offset of its last item in that
-shape's log.  A shape's storage reports durable offsets in increasing order; every registered transaction
-of that shape at or below the reported offset is then settled for that shape.  All operations are O(1)
-amortised per (transaction, shape) pair: no scan over all shapes or all pending transactions.
+shape's log.  A shape's storage reports durable offsets in increasing order; a transaction is settled once
+every one of its shapes reported an offset at or past its own.  Registering keeps the transaction's shapes
+as they are (no work per shape); the oldest pending transaction is checked shape by shape, and a check
+stops at the first shape not durable yet and resumes there at the next report.  Each (transaction, shape)
+pair is therefore looked at once when it settles, and each report costs O(1) besides: no scan over all
+shapes or all pending transactions, and no per-shape queue (with thousands of shapes per transaction, the
+queues were most of the collector's per-row bookkeeping).
 
-A shape that disappears (deleted, invalidated, crashed) is removed: its pending entries stop pinning the
-acknowledgement (its log is gone, so nothing of it needs replaying).
+A shape that disappears (deleted, invalidated, crashed) is removed: the transactions registered until then
+stop waiting for it (its log is gone, so nothing of it needs replaying); one registered later, after the
+handle was registered again, waits for it as for any shape.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sync.offsets import INF, LogOffset
 
@@ -31,25 +36,29 @@ def _key(offset: LogOffset) -> int:
 
 
 class _Txn:
-    __slots__ = ("end_lsn", "waiting")
+    """A registered transaction: its shapes, each to reach ``key`` (or its own in ``keys``)."""
 
-    def __init__(self, end_lsn: int) -> None:
+    __slots__ = ("blocking", "end_lsn", "key", "keys", "left", "seq")
+
+    def __init__(
+        self, end_lsn: int, seq: int, shapes: Iterable[str], key: int, keys: dict[str, int] | None
+    ) -> None:
         self.end_lsn = end_lsn
-        self.waiting = 0  # (shape, offset) entries not durable yet
+        self.seq = seq  # registration order (a removed shape no longer pins those registered before)
+        self.key = key
+        self.keys = keys
+        self.left: Iterator[str] = iter(shapes)  # the shapes not checked yet
+        self.blocking: str | None = None  # the shape the last check stopped at (not durable then)
 
 
 class FlushTracker:
-    """Pure state machine; the collector actor owns one.
-
-    With thousands of shapes a transaction is registered with thousands of them, so the per-pair bookkeeping
-    allocates nothing the cyclic garbage collector tracks: offsets are kept as ints, a transaction counts the
-    shapes it waits on, and each shape's queue holds ``offset, txn`` pairs flattened (two entries per pair).
-    """
+    """Pure state machine; the collector actor owns one."""
 
     def __init__(self, acked_lsn: int = 0) -> None:
         self._pending: deque[_Txn] = deque()
-        self._per_shape: dict[str, deque[int | _Txn]] = {}  # offset key, txn, offset key, txn, ...
         self._durable: dict[str, int] = {}  # offset keys
+        self._removed: dict[str, int] = {}  # handle -> seq of the last transaction registered at its removal
+        self._seq = 0
         self._acked = acked_lsn
         self._last_end = acked_lsn
 
@@ -70,68 +79,86 @@ class FlushTracker:
         return not self._pending
 
     def pending_shapes(self) -> Iterable[str]:
-        return (h for h, q in self._per_shape.items() if q)
+        """The shapes some pending transaction still waits for."""
+        out: set[str] = set()
+        for txn in self._pending:
+            shapes = list(txn.left)
+            if txn.blocking is not None:
+                shapes.append(txn.blocking)
+            txn.left = iter(shapes)
+            txn.blocking = None
+            out.update(h for h in shapes if not self._settled_for(txn, h))
+        return out
 
     def register(self, end_lsn: int, last_offsets: dict[str, LogOffset]) -> int:
         """A committed transaction was routed; ``last_offsets`` maps each affected shape to the offset of the
         transaction's last item in its log.  Returns the (possibly advanced) ackable LSN."""
-        txn = self._begin(end_lsn)
-        for handle, offset in last_offsets.items():
-            self._wait(txn, handle, _key(offset))
-        self._pending.append(txn)
-        return self._advance()
+        keys = {handle: _key(offset) for handle, offset in last_offsets.items()}
+        return self._add(end_lsn, keys, 0, keys)
 
     def register_commit(self, commit_lsn: int, handles: Iterable[str]) -> int:
         """``register(commit_lsn, {h: LogOffset(commit_lsn, 0) for h in handles})``: how the collector
-        registers a transaction (its shapes report it durable as ``<commit_lsn>_0`` at the latest)."""
-        txn = self._begin(commit_lsn)
-        key = commit_lsn * _M
-        for handle in handles:
-            self._wait(txn, handle, key)
-        self._pending.append(txn)
-        return self._advance()
+        registers a transaction (its shapes report it durable as ``<commit_lsn>_0`` at the latest).  The
+        tracker keeps a copy of ``handles``."""
+        return self._add(commit_lsn, list(handles), commit_lsn * _M, None)
 
     def durable(self, handle: str, offset: LogOffset) -> int:
         """Shape ``handle`` has made everything up to ``offset`` durable.  Returns the ackable LSN."""
         key = _key(offset)
         if key > self._durable.get(handle, _BEFORE_ALL):
             self._durable[handle] = key
-        queue = self._per_shape.get(handle)
-        if queue:
-            popleft = queue.popleft
-            while queue and queue[0] <= key:  # type: ignore[operator]  # even entries are keys
-                popleft()
-                popleft().waiting -= 1  # type: ignore[union-attr]  # odd entries are txns
         return self._advance()
 
     def remove_shape(self, handle: str) -> int:
         """Forget a shape: it no longer pins anything.  Returns the ackable LSN."""
         self._durable.pop(handle, None)
-        queue = self._per_shape.pop(handle, None)
-        if queue:
-            for txn in list(queue)[1::2]:
-                txn.waiting -= 1  # type: ignore[union-attr]  # odd entries are txns
+        if self._pending:
+            self._removed[handle] = self._seq
         return self._advance()
 
-    def _begin(self, end_lsn: int) -> _Txn:
+    def _add(self, end_lsn: int, shapes: Iterable[str], key: int, keys: dict[str, int] | None) -> int:
         if end_lsn < self._last_end:
             msg = f"transactions must be registered in commit order ({end_lsn} < {self._last_end})"
             raise ValueError(msg)
         self._last_end = end_lsn
-        return _Txn(end_lsn)
+        self._seq += 1
+        self._pending.append(_Txn(end_lsn, self._seq, shapes, key, keys))
+        return self._advance()
 
-    def _wait(self, txn: _Txn, handle: str, key: int) -> None:
-        if self._durable.get(handle, _BEFORE_ALL) >= key:
-            return  # already reported durable (a storage may fsync before the collector registers)
-        queue = self._per_shape.get(handle)
-        if queue is None:
-            queue = self._per_shape[handle] = deque()
-        queue.append(key)
-        queue.append(txn)
-        txn.waiting += 1
+    def _settled_for(self, txn: _Txn, handle: str) -> bool:
+        key = txn.key if txn.keys is None else txn.keys[handle]
+        return self._durable.get(handle, _BEFORE_ALL) >= key or self._removed.get(handle, -1) >= txn.seq
 
     def _advance(self) -> int:
         pending = self._pending
-        while pending and not pending[0].waiting:
+        while pending:
+            txn = pending[0]
+            blocking = txn.blocking
+            if blocking is not None:
+                if not self._settled_for(txn, blocking):
+                    break
+                txn.blocking = None
+            if not self._check(txn):
+                break
             self._acked = pending.popleft().end_lsn
+        if not pending and self._removed:
+            self._removed.clear()  # no transaction registered before a removal is left
         return self._acked
+
+    def _check(self, txn: _Txn) -> bool:
+        """Whether every shape of ``txn`` not checked yet is durable for it; else stop at the first that is
+        not (``txn.blocking``)."""
+        durable = self._durable.get
+        removed = self._removed
+        if txn.keys is None:
+            key = txn.key
+            for handle in txn.left:
+                if durable(handle, _BEFORE_ALL) < key and not (removed and self._settled_for(txn, handle)):
+                    txn.blocking = handle
+                    return False
+            return True
+        for handle in txn.left:
+            if not self._settled_for(txn, handle):
+                txn.blocking = handle
+                return False
+        return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,3 +111,59 @@ def test_register_commit_skips_shapes_already_durable_and_removal_unpins() -> No
     assert t.durable("a", off(200, 0)) == 100
     assert t.remove_shape("b") == 300
     assert t.idle
+
+
+def test_a_shape_removed_and_registered_again_pins_only_what_came_after() -> None:
+    t = FlushTracker()
+    t.register_commit(100, ["a", "b"])
+    assert t.remove_shape("a") == 0  # b still pins 100
+    t.register_commit(200, ["a"])  # the handle is back: 200 waits for it
+    assert t.durable("b", off(100)) == 100
+    assert t.durable("a", off(150)) == 100
+    assert t.durable("a", off(200)) == 200
+    assert t.idle
+
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("register"), st.lists(st.sampled_from("abcd"), unique=True, max_size=4)),
+        st.tuples(st.just("durable"), st.sampled_from("abcd")),
+        st.tuples(st.just("remove"), st.sampled_from("abcd")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops)
+def test_ack_follows_durability_and_removals(ops: list[tuple[str, Any]]) -> None:
+    """Against a model that keeps every (transaction, shape) pair: a pair settles when the shape reports its
+    offset, or when the shape is removed after the transaction was registered."""
+    t = FlushTracker()
+    registered: list[tuple[int, set[str]]] = []  # (commit LSN, shapes still owing it)
+    reported: dict[str, int] = {}  # the next offset each shape reports
+    lsn = 0
+    for op, arg in ops:
+        if op == "register":
+            lsn += 100
+            acked = t.register_commit(lsn, arg)
+            registered.append((lsn, set(arg)))
+        elif op == "durable":
+            # a storage reports what it was told, in order: up to the newest transaction that reached it
+            upto = max((at for at, shapes in registered if arg in shapes), default=reported.get(arg, 0))
+            reported[arg] = upto
+            acked = t.durable(arg, off(upto))
+            for at, shapes in registered:
+                if at <= upto:
+                    shapes.discard(arg)
+        else:
+            acked = t.remove_shape(arg)
+            for _, shapes in registered:
+                shapes.discard(arg)
+        expected = 0
+        for at, shapes in registered:
+            if shapes:
+                break
+            expected = at
+        assert acked == expected
+        assert t.idle == all(not shapes for _, shapes in registered)
