@@ -25,8 +25,7 @@ the full row is needed (a WHERE to evaluate, ``replica=full``, an insert produce
 Layout: this module is the public face (items, controls, errors) and the per-fragment loop with the insert
 fast path inlined; :mod:`sync.shapes.log_layout` precomputes per Relation (keys, positions, the insert
 template parts); :mod:`sync.shapes.log_changes` holds the rules for updates and deletes (a base class of the
-encoder).  ``IncompleteChange``, ``RelationMismatch``, ``Predicate``, ``key_prefix`` and ``row_key`` stay
-importable from here.
+encoder).  ``IncompleteChange``, ``Predicate``, ``key_prefix`` and ``row_key`` stay importable from here.
 """
 
 from __future__ import annotations
@@ -40,16 +39,7 @@ from sync.offsets import LogOffset
 from sync.replication.changes import Change, Insert, Relation, Truncate
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_changes import ChangeRules, Operation, Predicate
-from sync.shapes.log_layout import (
-    IncompleteChange,
-    Layout,
-    RelationMismatch,
-    is_plain,
-    key_prefix,
-    row_key,
-    shared_insert_template,
-    shared_layout,
-)
+from sync.shapes.log_layout import IncompleteChange, Layout, is_plain, key_prefix, row_key, shared_layout
 
 __all__ = [
     "MUST_REFETCH",
@@ -97,6 +87,10 @@ class _Whole(NamedTuple):
     changes: Sequence[Change]
     begin: bool = True
     commit: bool = True
+
+
+class RelationMismatch(Exception):
+    """The Relation message no longer has a column the shape selects (or keys by)."""
 
 
 class ShapeTruncated(Exception):
@@ -377,15 +371,26 @@ class ShapeLogEncoder(ChangeRules):
         )
 
     def _insert_pieces(self, lay: Layout) -> tuple[Layout, list[str], list[str]]:
-        """The insert template (:func:`~sync.shapes.log_layout.shared_insert_template`: the same bytes as the
-        general path builds) as two lists of this encoder's, refilled for each item: copies of the template
-        that the shapes of one layout share (built once, not at each shape's first run)."""
-        pieces, last = shared_insert_template(lay, self._rel_json)
-        return lay, list(pieces), list(last)
+        """The whole insert item as literal parts (even indexes) around the slots (odd indexes, filled per
+        item): the layout's key value and values, then the commit LSN, the op position and the xid (the same
+        bytes as the general path builds); then the same for the transaction's last item (``"last":true``
+        before the closing braces).  Two lists per encoder, refilled for each item."""
+        assert lay.insert_parts is not None
+        headers = b',"headers":{"operation":"insert","relation":' + self._rel_json + b',"lsn":"'
+        parts = [*lay.insert_parts[:-1], lay.insert_parts[-1] + headers.decode(), '","op_position":']
+        parts += [',"txids":[', "]}}"]
+        pieces: list[str] = [""] * (2 * len(parts) - 1)
+        pieces[0::2] = parts
+        last = [*pieces[:-1], '],"last":true}}']  # as encode_fragment rebuilds the last item: _CLOSE_LAST
+        return lay, pieces, last
 
     def _layout_for(self, relation: Relation) -> Layout:
         lay = self._layout
         if lay is not None and lay.relation is relation:
             return lay
-        lay = self._layout = shared_layout(relation, self.definition, self._prefix)  # raises RelationMismatch
+        d = self.definition
+        missing = [c for c in (*d.columns, *d.key_columns) if c not in relation.column_index]
+        if missing:
+            raise RelationMismatch(f"{self._prefix} has no column(s) {', '.join(sorted(set(missing)))}")
+        lay = self._layout = shared_layout(relation, d, self._prefix)
         return lay

@@ -21,23 +21,11 @@ import orjson
 from sync.replication.changes import Relation, Row, Value
 from sync.shapes.definition import ShapeDefinition
 
-__all__ = [
-    "IncompleteChange",
-    "Layout",
-    "RelationMismatch",
-    "is_plain",
-    "key_prefix",
-    "row_key",
-    "shared_layout",
-]
+__all__ = ["IncompleteChange", "Layout", "is_plain", "key_prefix", "row_key", "shared_layout"]
 
 
 class IncompleteChange(Exception):
     """The change lacks the old row image or a TOASTed value needed to build the shape's items."""
-
-
-class RelationMismatch(Exception):
-    """The Relation message no longer has a column the shape selects (or keys by)."""
 
 
 def _escape_rel(name: str) -> str:
@@ -134,47 +122,14 @@ def shared_layout(relation: Relation, definition: ShapeDefinition, prefix: str) 
     """``Layout(relation, definition, prefix)``, shared by the shapes of one table selecting the same columns
     (thousands of ``id = k`` shapes build one, not one each: ~20 µs apiece at their first change).  A
     Layout is never modified; the key holds the Relation by identity (the decoder keeps one per table and
-    session), and the Layout holds the Relation, so its id cannot be reused while cached.  Raises
-    :class:`RelationMismatch` when ``relation`` lacks a column the definition selects or keys by."""
+    session), and the Layout holds the Relation, so its id cannot be reused while cached."""
     key = (id(relation), definition.columns, definition.key_columns, definition.primary_key, prefix)
     lay = _SHARED.get(key)
     if lay is None or lay.relation is not relation:
-        # checked once per key, not per shape: a layout found is one of a relation having the columns
-        missing = [
-            c for c in (*definition.columns, *definition.key_columns) if c not in relation.column_index
-        ]
-        if missing:
-            raise RelationMismatch(f"{prefix} has no column(s) {', '.join(sorted(set(missing)))}")
         if len(_SHARED) >= _SHARED_MAX:
             _SHARED.clear()
         lay = _SHARED[key] = Layout(relation, definition, prefix)
     return lay
-
-
-# The plain-insert templates by (id of the layout, relation JSON); the value holds the layout, so its id
-# cannot be reused while cached.
-_TEMPLATES: dict[tuple[int, bytes], tuple[Layout, tuple[str, ...], tuple[str, ...]]] = {}
-
-
-def shared_insert_template(lay: Layout, rel_json: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The whole insert item of a plain row as literal parts (even indexes) around the slots (odd indexes):
-    the layout's key value and values, then the commit LSN, the op position and the xid; then the same for a
-    transaction's last item (``"last":true`` before the closing braces).  Built once per layout and relation
-    JSON (``["schema","table"]``), not once per shape; never modified (an encoder fills its own copy)."""
-    key = (id(lay), rel_json)
-    shared = _TEMPLATES.get(key)
-    if shared is None or shared[0] is not lay:
-        assert lay.insert_parts is not None
-        headers = b',"headers":{"operation":"insert","relation":' + rel_json + b',"lsn":"'
-        parts = [*lay.insert_parts[:-1], lay.insert_parts[-1] + headers.decode(), '","op_position":']
-        parts += [',"txids":[', "]}}"]
-        pieces: list[str] = [""] * (2 * len(parts) - 1)
-        pieces[0::2] = parts
-        last = (*pieces[:-1], '],"last":true}}')  # as log_items rebuilds a last item: ``"last":true}}``
-        if len(_TEMPLATES) >= _SHARED_MAX:
-            _TEMPLATES.clear()
-        shared = _TEMPLATES[key] = (lay, tuple(pieces), last)
-    return shared[1], shared[2]
 
 
 def _identity(row: Row) -> Row:

@@ -238,24 +238,3 @@ def test_a_run_sets_up_the_template_itself_on_a_new_encoder_and_after_a_new_rela
     assert enc.encode_run([XID, LSN, bad, True]) is None
     with pytest.raises(RelationMismatch):
         enc.encode_fragment(TransactionFragment(XID, LSN, (bad,), True, True, LSN))
-
-
-def test_shapes_of_one_layout_share_the_insert_template_but_fill_their_own_copy() -> None:
-    """The template is built once per layout and relation, not per shape; each encoder refills lists of its
-    own (two encoders may run at once on different runner threads), and gets the same bytes either way."""
-    defn = ShapeDefinition.create((T.schema, T.name), T)
-    rel = relation_of(T)
-    first, second = ShapeLogEncoder(defn), ShapeLogEncoder(defn)
-    lay, pieces, last = first._insert_pieces(first._layout_for(rel))
-    lay2, pieces2, last2 = second._insert_pieces(second._layout_for(rel))
-    assert lay2 is lay and pieces2 == pieces and last2 == last
-    assert pieces2 is not pieces and last2 is not last
-    row = ("1", "a", "b", "c")
-    items = [
-        [it.json for it in enc.encode_run([XID, LSN, Insert(rel, row, 0), True]) or []]
-        for enc in (first, second)
-    ]
-    assert items[0] == items[1] == oracle(defn, rel, [row], [0])
-    narrower = Table(T.oid, T.schema, T.name, T.columns[:2], T.pk)  # lacks a selected column: still refused
-    with pytest.raises(RelationMismatch):
-        ShapeLogEncoder(defn)._layout_for(relation_of(narrower))
