@@ -78,18 +78,6 @@ class FlushTracker:
         ``wal_end`` for traffic that did not reach us (other tables, other databases)."""
         return not self._pending
 
-    def pending_shapes(self) -> Iterable[str]:
-        """The shapes some pending transaction still waits for."""
-        out: set[str] = set()
-        for txn in self._pending:
-            shapes = list(txn.left)
-            if txn.blocking is not None:
-                shapes.append(txn.blocking)
-            txn.left = iter(shapes)
-            txn.blocking = None
-            out.update(h for h in shapes if not self._settled_for(txn, h))
-        return out
-
     def register(self, end_lsn: int, last_offsets: dict[str, LogOffset]) -> int:
         """A committed transaction was routed; ``last_offsets`` maps each affected shape to the offset of the
         transaction's last item in its log.  Returns the (possibly advanced) ackable LSN."""
