@@ -249,6 +249,11 @@ class ShapeLogCollector(SupervisedActor):
 
     def _route(self, fragment: TransactionFragment) -> None:
         if fragment.begin:
+            if self._open is not None and self._open.provisional:
+                # The open transaction ends without its commit (a reconnect resends it from its beginning):
+                # its provisional changes are the open messages they are, not whole transactions; the
+                # consumer sorts out the replay that follows.
+                open_provisional(self._outbox, self._open)
             if fragment.commit_lsn <= self._last_commit_lsn:
                 # Already routed before a reconnect: Postgres resent it.  Skip (exactly once).
                 logger.debug("skipping replayed transaction %s", fragment.commit_lsn)

@@ -325,3 +325,26 @@ def test_a_wide_batch_waits_for_the_rest_of_an_open_transaction_past_a_gap(
         for q in got:
             message = q.get(timeout=T)
             assert [(len(m.changes), m.begin, m.commit) for m in routed_changes(message)] == [(2, True, True)]
+
+
+def test_a_transaction_resent_from_its_beginning_does_not_turn_its_first_attempt_whole() -> None:
+    """A reconnect in the middle of a fragmented transaction resends it from its beginning.  The first
+    attempt's lone change, gathered (provisionally) as a whole transaction, must go out as the open message
+    it is: as a whole one-change transaction, the replay with the rest of it would be dropped as a replay."""
+    with holding_consumer() as held:
+        collector, got, release = held.collector, held.got, held.release
+        collector.ask(frag(150), timeout=T)  # the consumer is busy from now on
+        pending = [
+            collector.ask(frag(200, commit=False), block=False),  # first attempt, cut by a reconnect
+            collector.ask(frag(200, commit=False), block=False),  # resent from its beginning
+            collector.ask(frag(200, begin=False, op=2), block=False),
+        ]
+        release.set()
+        for f in pending:
+            f.get(timeout=T)
+        assert lsns(got.get(timeout=T)) == [150]
+        told = [
+            (m.commit_lsn, m.begin, m.commit, [c.new for c in m.changes])
+            for m in routed_changes(got.get(timeout=T))
+        ]
+        assert told == [(200, True, False, [("200-0",)]), (200, True, True, [("200-0",), ("200-2",)])]
