@@ -5,9 +5,7 @@ A snapshot is a long read on its own connection (two for a large table, see
 replication, so at most ``size`` run at a time and the rest queue in arrival order.
 The pool actor only dispatches: each snapshot runs in a worker spawned for it
 (:func:`sync.shapes.snapshot_worker.take_snapshot`, a greenlet under gevent), which reports back with
-``WorkerDone`` and hands its connection back for reuse as soon as every row is read (the storage's last
-fsyncs and ``SnapshotCompleted`` follow in the worker, off the slot).  The inbox is never blocked by a
-snapshot.
+``WorkerDone`` and hands its connection back for reuse.  The inbox is never blocked by a snapshot.
 """
 
 from __future__ import annotations
@@ -126,31 +124,23 @@ class SnapshotPool(SupervisedActor):
             self._idle.pop()[0].close()
 
     def _work(self, request: SnapshotRequest, conn: psycopg.Connection[Any] | None, fresh: bool) -> None:
-        given: list[bool] = []
-
-        def done(kept: psycopg.Connection[Any] | None) -> None:
-            if given:
-                return
-            given.append(True)
-            try:
-                self.actor_ref.tell(WorkerDone(kept))
-            except pykka.ActorDeadError:  # the pool stopped meanwhile: nobody will reuse the connection
-                if kept is not None:
-                    kept.close()
-
+        kept: psycopg.Connection[Any] | None = None
         try:
-            take_snapshot(
+            kept = take_snapshot(
                 self._dsn,
                 conn,
                 request,
-                done,
                 fetch_rows=self._fetch_rows,
                 timeout=self._timeout,
                 pages=self._pages,
                 fresh=fresh,
             )
         finally:  # the slot is given back whatever happened (even a killed worker)
-            done(None)
+            try:
+                self.actor_ref.tell(WorkerDone(kept))
+            except pykka.ActorDeadError:  # the pool stopped meanwhile: nobody will reuse the connection
+                if kept is not None:
+                    kept.close()
 
     def _close_idle(self) -> None:
         for conn, _ in self._idle:

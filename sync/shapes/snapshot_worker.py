@@ -153,14 +153,8 @@ def run_snapshot(
     helpers: Callable[[], psycopg.Connection[Any]] | None = None,
     lanes: int = 2,
     pages: int = DEFAULT_PAGES,
-    release: Callable[[], None] | None = None,
 ) -> int:
     """Take the snapshot of ``request`` on ``conn``; returns the row count.
-
-    ``release`` is called once every row is read and the transaction ended, before waiting for the storage
-    to write and fsync the rest: ``conn`` is then free for the next snapshot (not touched here any more).
-    The fsyncs of ``CompleteSnapshot`` took ~18 ms of a ~55 ms snapshot slot when 1,000 shapes were created
-    at once.
 
     Each batch is handed to the storage actor with ``ask`` (``timeout`` each), which bounds memory: the
     worker never runs ahead of the disk.  With a UTF-8 connection the rows come as blocks of items built by
@@ -202,9 +196,10 @@ def run_snapshot(
             count += rows
             in_flight += size
             pending.append((storage.ask(message, block=False), count, size))
-        # in order after the appends (one inbox): if one of them fails, so does this
-        completion = storage.ask(
-            CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), block=False
+        while pending:
+            _stored(pending, request, timeout)
+        storage.ask(
+            CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
         )
     finally:
         if isinstance(batches, Generator):
@@ -213,11 +208,6 @@ def run_snapshot(
             helper.close()
         if not conn.closed and not conn.broken:
             conn.execute("ROLLBACK")
-    if release is not None:
-        release()
-    while pending:
-        _stored(pending, request, timeout)
-    completion.get(timeout=timeout)
     request.consumer.tell(SnapshotCompleted(count))
     logger.info("shape %s: snapshot of %d rows complete (%s)", request.handle, count, snapshot)
     return count
@@ -303,29 +293,18 @@ def take_snapshot(
     dsn: str,
     conn: psycopg.Connection[Any] | None,
     request: SnapshotRequest,
-    done: Callable[[psycopg.Connection[Any] | None], None],
     *,
     fetch_rows: int = 5000,
     timeout: float = 60.0,
     pages: int = DEFAULT_PAGES,
     fresh: bool = False,
-) -> None:
+) -> psycopg.Connection[Any] | None:
     """A worker's whole job: (re)connect if needed, run the snapshot, report a failure to the consumer.
     ``fresh``: ``conn`` was handed back less than :data:`FRESH_S` ago (used without checking it first).
 
-    ``done`` is called exactly once, as soon as the connection is free (before the storage's last fsyncs,
-    see :func:`run_snapshot`) or at the end: with the connection if it is healthy and idle (the pool reuses
-    it), else None (it was closed).  Never raises: every outcome is a message to the consumer (or nobody, if
-    the shape is already gone).
+    Returns the connection if it is healthy and idle (the pool reuses it), else None (it was closed).
+    Never raises: every outcome is a message to the consumer (or nobody, if the shape is already gone).
     """
-    handed: list[bool] = []
-
-    def hand_back(used: psycopg.Connection[Any] | None) -> None:
-        if handed:
-            return  # already given back: another snapshot may be using it now
-        handed.append(True)
-        done(_reusable(used))
-
     try:
         conn = _usable(conn, fresh)
         reused = conn is not None
@@ -340,7 +319,6 @@ def take_snapshot(
                 timeout=timeout,
                 helpers=lambda: connect_snapshot(dsn, timeout),
                 pages=pages,
-                release=lambda: hand_back(on),
             )
 
         try:
@@ -363,12 +341,6 @@ def take_snapshot(
             request.consumer.tell(SnapshotFailed(f"{type(exc).__name__}: {exc}"))
         except pykka.ActorDeadError:
             logger.debug("shape %s: consumer gone, snapshot failure not reported", request.handle)
-    finally:
-        hand_back(conn)
-
-
-def _reusable(conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
-    """``conn`` if the pool may reuse it (open, healthy, outside any transaction); else None (closed)."""
     if conn is None or conn.closed:
         return None
     if conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
