@@ -49,15 +49,6 @@ class SeqPosition:
     last: LogOffset | None = None
 
 
-def _sizes(pos: SeqPosition, prefix: str = "log") -> dict[str, int]:
-    """The sizes of a sequence's files that end at ``pos`` (format: :mod:`sync.storage.format`; the
-    snapshot has no ``.items`` file)."""
-    sizes = {prefix + ".json": pos.json_len, prefix + ".chunks": pos.chunks * CHUNK.size}
-    if prefix == "log":
-        sizes["log.items"] = pos.items * _ITEM_SIZE
-    return sizes
-
-
 class _Seq:
     def __init__(self, prefix: str, pos: SeqPosition) -> None:
         self.prefix = prefix
@@ -70,6 +61,15 @@ class _Seq:
     @property
     def dirty(self) -> bool:
         return bool(self.dirty_names)
+
+    def sizes(self) -> dict[str, int]:
+        """The sizes of this sequence's files, which end at ``pos`` (format: :mod:`sync.storage.format`; the
+        snapshot has no ``.items`` file)."""
+        pos = self.pos
+        sizes = {self.json: pos.json_len, self.chunks: pos.chunks * CHUNK.size}
+        if self.prefix == "log":
+            sizes[self.items] = pos.items * _ITEM_SIZE
+        return sizes
 
 
 class ShapeLogWriter:
@@ -93,7 +93,7 @@ class ShapeLogWriter:
         # The positions are where the files end (a new log's empty files; what recovery left after trimming a
         # torn tail): appends need no fstat to find their place.  With thousands of shapes each file's first
         # append paid one, per shape.
-        files.seed_sizes(_sizes(log_pos) | _sizes(snap_pos, "snapshot"))
+        files.seed_sizes(self._log.sizes() | self._snap.sizes())
         self._committed_items = log_pos.items
         self._committed_last = log_pos.last
         self._durable = log_pos.last
