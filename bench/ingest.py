@@ -28,7 +28,10 @@ on plain threads every shape costs two OS threads, and 20,000 threads do not fit
 Each workload also reports ``cpu_us_per_row``: CPU time of the whole engine process (every thread) over the
 measured window per row, steadier than wall time on a shared machine.
 
-Prints one JSON line; the headline is the workload with the lower ratio to its target.
+Prints one JSON line; the headline is the workload with the lower ratio to its target.  Diagnostics of the
+measured window (handler and system-call times, batches, flush rounds, a profiler attached to the engine):
+:mod:`bench._ingest_trace`, through the environment.  ``--storage-parent`` puts the engine's storage on a
+chosen volume (a tmpfs, say, to tell the file system's share from the engine's).
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ if "--worker" in sys.argv and sys.argv[sys.argv.index("--mode") + 1] == "gevent"
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import shutil
@@ -57,6 +59,7 @@ import psycopg
 
 from bench import _service
 from bench._common import emit
+from bench._ingest_trace import Trace, attach_profiler
 from bench._service import lsn_int, raise_nofile, start_engine, temp_cluster
 
 STREAM = "bench"
@@ -118,117 +121,6 @@ class Probe:
                 self.done.set()
                 break
         self.acks.clear()
-
-
-class Trace:
-    """Diagnostics of the measured window on stderr when ``BENCH_INGEST_TRACE`` is set (the JSON line is
-    unchanged): garbage-collector time per generation, the collector's batches (when, how many shapes) and
-    the acknowledgements, relative to the window's start."""
-
-    def __init__(self) -> None:
-        from sync.shapes.collector import ShapeLogCollector  # noqa: PLC0415
-
-        self.start = 0.0
-        self.gc: list[tuple[int, float, float]] = []  # (generation, start, seconds)
-        self.batches: list[tuple[float, int, str]] = []  # (when, shapes, why)
-        self._gc_at = 0.0
-        gc.callbacks.append(self._on_gc)
-        trace = self
-        orig_tell = ShapeLogCollector._tell_outbox
-
-        def tell(collector: Any) -> None:
-            caller = sys._getframe(2)
-            now = time.monotonic()
-            why = (
-                f"{caller.f_code.co_name}:{caller.f_lineno} inbox={collector.actor_inbox.qsize()} "
-                f"age={now - collector._batch_started:.3f} gap={now - collector._routed_at:.3f} "
-                f"commits={collector._outbox_commits} changes={collector._outbox_changes}"
-            )
-            trace.batches.append((time.perf_counter(), len(collector._outbox), why))
-            orig_tell(collector)
-
-        ShapeLogCollector._tell_outbox = tell  # type: ignore[method-assign,assignment]
-        # name -> [seconds, calls, last end] of the handlers that never yield
-        self.timed: dict[str, list[float]] = {}
-        self._time_calls()
-        self.rounds: list[tuple[float, int, float]] = []  # flush rounds: (start, members, seconds)
-        self._time_rounds()
-
-    def _time_rounds(self) -> None:
-        from sync.storage.ticker import FlushTicker  # noqa: PLC0415
-
-        orig = FlushTicker._round
-        rounds = self.rounds
-
-        def timed_round(members: list[Any]) -> None:
-            t = time.perf_counter()
-            try:
-                orig(members)
-            finally:
-                rounds.append((t, len(members), time.perf_counter() - t))
-
-        FlushTicker._round = staticmethod(timed_round)  # type: ignore[method-assign]
-
-    def _time_calls(self) -> None:
-        from sync.shapes.cache import ShapeCache  # noqa: PLC0415
-        from sync.shapes.collector import ShapeLogCollector  # noqa: PLC0415
-        from sync.shapes.consumer import Consumer  # noqa: PLC0415
-        from sync.storage.storage_actor import StorageActor  # noqa: PLC0415
-
-        targets = [
-            (ShapeCache, "_relation_changed"),
-            (Consumer, "on_receive"),
-            (StorageActor, "on_receive"),
-            (ShapeLogCollector, "_route"),
-            (ShapeLogCollector, "_tell_outbox"),
-            (ShapeLogCollector, "_drain_reports"),
-        ]
-        for cls, name in targets:
-            orig = getattr(cls, name)
-            acc = self.timed.setdefault(f"{cls.__name__}.{name}", [0.0, 0, 0.0])
-
-            def timed(*args: Any, _orig: Any = orig, _acc: list[float] = acc) -> Any:
-                t = time.perf_counter()
-                try:
-                    return _orig(*args)
-                finally:
-                    _acc[2] = time.perf_counter()
-                    _acc[0] += _acc[2] - t
-                    _acc[1] += 1
-
-            setattr(cls, name, timed)
-
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._gc_at = time.perf_counter()
-        else:
-            self.gc.append((info["generation"], self._gc_at, time.perf_counter() - self._gc_at))
-
-    def begin(self) -> None:
-        self.start = time.perf_counter()
-        self.gc.clear()
-        self.batches.clear()
-        self.rounds.clear()
-        for acc in self.timed.values():
-            acc[0] = acc[1] = acc[2] = 0
-
-    def report(self, probe: Probe, end: float) -> None:
-        t0 = self.start
-        gcs = [(g, at - t0, s) for g, at, s in self.gc if t0 <= at <= end]
-        per_gen = {g: round(sum(s for gg, _, s in gcs if gg == g) * 1e3, 1) for g in (0, 1, 2)}
-        counts = {g: sum(1 for gg, _, _ in gcs if gg == g) for g in (0, 1, 2)}
-        big = [(g, round(at, 3), round(s * 1e3, 1)) for g, at, s in gcs if g > 0]
-        batches = [(round(at - t0, 3), n, why) for at, n, why in self.batches if t0 <= at <= end and n]
-        acks = [round(w - t0, 3) for w in probe.ack_times if t0 <= w <= end]
-        rounds = [(round(at - t0, 3), n, round(s, 3)) for at, n, s in self.rounds if t0 <= at <= end]
-        sys.stderr.write(
-            f"trace: gc ms {per_gen} counts {counts} older {big}\n"
-            f"trace: {len(batches)} batches (s, shapes) {batches}\n"
-            f"trace: {len(acks)} acks at {acks}\n"
-            f"trace: flush rounds (s, members, seconds) {rounds}\n"
-            f"trace: handlers (ms, calls, last end s) "
-            f"{ {k: (round(v[0] * 1e3), v[1], round(v[2] - t0, 3)) for k, v in self.timed.items()} }\n"
-        )
 
 
 def recvlogical(bindir: str, dsn: str, end_lsn: str) -> float:
@@ -332,23 +224,6 @@ def _rows_of_run(rows: int, rep: int) -> int:
     return counts[rep % len(counts)]
 
 
-def _start_py_spy(rep: int) -> subprocess.Popen[bytes] | None:
-    """``BENCH_INGEST_PYSPY=<prefix>``: py-spy records this process (every thread) for the first
-    ``BENCH_INGEST_PYSPY_S`` seconds (default 4) of the live window into ``<prefix>.<rep>.txt`` (raw format);
-    started and attached before the window begins.  A diagnostic: the JSON line's figures are then not
-    comparable with unprofiled runs."""
-    prefix = os.environ.get("BENCH_INGEST_PYSPY")
-    if not prefix:
-        return None
-    seconds = os.environ.get("BENCH_INGEST_PYSPY_S", "4")  # whole seconds
-    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    rate = os.environ.get("BENCH_INGEST_PYSPY_RATE", "250")
-    cmd = [spy, "record", "-p", str(os.getpid()), "-d", seconds, "-r", rate, "--format", "raw"]
-    proc = subprocess.Popen([*cmd, "-o", f"{prefix}.{rep}.txt"], stdout=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the window starts
-    return proc
-
-
 def wait_acked(probe: Probe, engine: Any, n_shapes: int, timeout: float = 900) -> None:
     """Wait for the target ack; fail fast if shapes were lost on the way (e.g. EMFILE: see the log)."""
     deadline = time.monotonic() + timeout
@@ -370,7 +245,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     n_shapes = 1 if args.worker == "one" else args.shapes
     runs: list[dict[str, float]] = []
     with temp_cluster() as (cluster, dsn):
-        storage = tempfile.mkdtemp(prefix="bench-ingest-")
+        storage = tempfile.mkdtemp(prefix="bench-ingest-", dir=args.storage_parent)
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(SCHEMA)
@@ -388,7 +263,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                         probe.arm(1 << 64)
                         rows = _rows_of_run(args.rows, rep)
                         with WorkloadProcess(dsn, rows, args.batch, n_shapes) as workload:
-                            spy = _start_py_spy(rep)
+                            spy = attach_profiler(rep)
                             if trace is not None:
                                 trace.begin()
                             w0 = time.perf_counter()
@@ -465,6 +340,11 @@ def main() -> None:
     parser.add_argument("--method-one", default="restart", choices=("restart", "live"))
     parser.add_argument("--method-many", default="live", choices=("restart", "live"))
     parser.add_argument("--only", choices=("one", "many"), help="run one workload only")
+    parser.add_argument(
+        "--storage-parent",
+        metavar="DIR",
+        help="where the engine's storage directory is made (default: TMPDIR)",
+    )
     parser.add_argument("--method", default="restart", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("one", "many"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="threads", help=argparse.SUPPRESS)
@@ -492,6 +372,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "bench.ingest", "--worker", kind, "--mode", mode, "--method", method]
         for flag in ("rows", "batch", "shapes", "repeat", "concurrency"):
             cmd += [f"--{flag}", str(getattr(args, flag))]
+        if args.storage_parent:
+            cmd += ["--storage-parent", args.storage_parent]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         workloads[kind] = json.loads(out.strip().splitlines()[-1])
     worst = min(workloads.values(), key=lambda w: w["ratio"] / w["target_ratio"])
