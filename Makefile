@@ -9,7 +9,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.install-stamp
 TANSTACK_DIR   := tests/node/tanstack
 TANSTACK_STAMP := $(TANSTACK_DIR)/node_modules/.install-stamp
 
-.PHONY: setup node-setup run test test-all check lint type fmt bench clean
+.PHONY: setup node-setup nginx-setup run test test-all check lint type fmt bench clean
 
 setup: $(STAMP)
 
@@ -32,14 +32,22 @@ $(TANSTACK_STAMP): $(TANSTACK_DIR)/package-lock.json
 	cd $(TANSTACK_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(TANSTACK_STAMP)
 
+# tests/api/test_nginx_cache.py runs the distribution's nginx in front of the service: installed (Debian's
+# nginx-light) when the machine has none; a no-op otherwise.
+nginx-setup:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
+	}
+
 # Serve the demo: uses DATABASE_URL when set, otherwise a local dev Postgres under .data/.
 run: setup
 	$(PY) -m sync.cli serve --dev
 
-test: setup node-setup
+test: setup node-setup nginx-setup
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
-test-all: setup node-setup
+test-all: setup node-setup nginx-setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
