@@ -9,7 +9,7 @@ filesystem writes back every dirty file of it at once (measured: ~5-25 µs per d
 Where ``syncfs`` is not available (other systems, older kernels) every dirty descriptor is fdatasync'ed in
 a few OS threads instead, still once per round for all logs.
 
-Callers take a :class:`~sync.storage.writer.SyncPoint` of each writer *before* calling :func:`sync_files`;
+Callers take a :class:`~sync.storage.positions.SyncPoint` of each writer *before* calling :func:`sync_files`;
 when it returns without an error for a log, everything written to that log before its point is durable.
 """
 

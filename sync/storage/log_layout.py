@@ -22,7 +22,7 @@ from sync.storage.format import CHUNK, ITEM, TXN_END
 from sync.storage.items import OP_KINDS, AppendItem
 
 if TYPE_CHECKING:
-    from sync.storage.writer import SeqPosition
+    from sync.storage.positions import SeqPosition
 
 __all__ = ["SMALL", "ItemsWrite", "layout_items"]
 

@@ -28,7 +28,7 @@ from sync.storage.format import (
     decode_meta,
     item_crc,
 )
-from sync.storage.writer import SeqPosition
+from sync.storage.positions import SeqPosition
 
 __all__ = ["recover"]
 

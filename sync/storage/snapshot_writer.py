@@ -7,7 +7,7 @@ snapshot worker's blocks, told apart by :data:`ITEM_BOUNDARY`) or by :data:`SEP`
 a few C-level passes: ``count``/``find`` of the boundary to place the chunk closes (a 10-byte marker is
 found several times faster than a 1-byte one is counted).  Python never touches an item.
 
-Pure: no files, no state beyond the :class:`~sync.storage.writer.SeqPosition` it is handed.
+Pure: no files, no state beyond the :class:`~sync.storage.positions.SeqPosition` it is handed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sync.offsets import LogOffset
 from sync.storage.format import CHUNK
 
 if TYPE_CHECKING:
-    from sync.storage.writer import SeqPosition
+    from sync.storage.positions import SeqPosition
 
 __all__ = [
     "ITEM_BOUNDARY",

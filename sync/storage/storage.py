@@ -33,9 +33,10 @@ from sync import runtime
 from sync.storage import fdcache
 from sync.storage.files import DiskFiles, MemoryFiles, ShapeFiles, fsync_dir
 from sync.storage.format import FILES, encode_meta
+from sync.storage.positions import SeqPosition
 from sync.storage.reader import LogState, ShapeLogReader
 from sync.storage.recovery import recover
-from sync.storage.writer import SeqPosition, ShapeLogWriter
+from sync.storage.writer import ShapeLogWriter
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "FileStorage", "MemoryStorage", "Storage"]
 

@@ -24,10 +24,11 @@ from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
 from sync.storage.inbox import LightInbox
 from sync.storage.items import AppendItem
+from sync.storage.positions import SyncPoint
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage import Storage
 from sync.storage.ticker import FlushTicker
-from sync.storage.writer import ShapeLogWriter, SyncPoint
+from sync.storage.writer import ShapeLogWriter
 
 __all__ = [
     "AppendBatch",

@@ -4,7 +4,7 @@ One timer greenlet per storage actor swamped the gevent hub at 1,000+ shapes (ev
 greenlet every ``flush_interval``), and one fsync per shape per interval cost ~300 µs per shape.  A stack
 therefore shares one ticker, and the ticker *group-commits*: a storage actor registers a
 :class:`SyncMember` (not itself) when it first buffers unsynced data; at most ``interval`` later the ticker
-takes every registered member's :class:`~sync.storage.writer.SyncPoint`, makes all their files durable
+takes every registered member's :class:`~sync.storage.positions.SyncPoint`, makes all their files durable
 together (:func:`sync.storage.group_sync.sync_files`: one ``syncfs`` per filesystem, in an OS thread), and
 hands each member its result (``synced``), which reports durability without any message to the actor.
 A round that takes long lets the next one gather more: the cost per round is nearly flat.
@@ -28,7 +28,7 @@ from supervisors.stripes import native_lock
 from sync import runtime
 from sync.storage.files import ShapeFiles
 from sync.storage.group_sync import sync_files
-from sync.storage.writer import SyncPoint
+from sync.storage.positions import SyncPoint
 
 __all__ = ["FlushTicker", "SyncMember"]
 

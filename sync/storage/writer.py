@@ -11,65 +11,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import NamedTuple
+from dataclasses import replace
 
 from sync.offsets import LogOffset
 from sync.storage.files import ShapeFiles
 from sync.storage.format import CHUNK, ITEM, TXN_END, Durable, encode_meta
 from sync.storage.items import AppendItem, WholeTransactions, snapshot_end_json
 from sync.storage.log_layout import layout_items
+from sync.storage.positions import SeqFiles, SeqPosition, SyncPoint
 from sync.storage.reader import LogState, LogView, ShapeLogReader
 from sync.storage.snapshot_writer import ITEM_BOUNDARY, SEP_BOUNDARY, Boundary, join_items, layout_block
 
-__all__ = ["SeqPosition", "ShapeLogWriter", "SyncPoint"]
+__all__ = ["ShapeLogWriter"]
 
 log = logging.getLogger(__name__)
 _ITEM_SIZE = ITEM.size
 _MARKER_EVERY = 512  # items between log.durable markers written after group syncs
-
-
-class SyncPoint(NamedTuple):
-    """What a group fsync started now makes durable (:meth:`ShapeLogWriter.sync_point`).  A NamedTuple:
-    every flush round takes one per log with unsynced data (thousands per round with many shapes)."""
-
-    writes: int  # the writer's write count when taken
-    items: int  # live-log entries written by then
-    last: LogOffset | None  # the last complete transaction's last item by then
-
-
-@dataclass(slots=True)
-class SeqPosition:
-    """Where a sequence's files end (written, not necessarily durable or visible)."""
-
-    items: int = 0
-    json_len: int = 0
-    chunks: int = 0
-    open_chunk_bytes: int = 0
-    last: LogOffset | None = None
-
-
-class _Seq:
-    def __init__(self, prefix: str, pos: SeqPosition) -> None:
-        self.prefix = prefix
-        self.pos = pos
-        self.json = prefix + ".json"
-        self.items = prefix + ".items"
-        self.chunks = prefix + ".chunks"
-        self.dirty_names: set[str] = set()
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self.dirty_names)
-
-    def sizes(self) -> dict[str, int]:
-        """The sizes of this sequence's files, which end at ``pos`` (format: :mod:`sync.storage.format`; the
-        snapshot has no ``.items`` file)."""
-        pos = self.pos
-        sizes = {self.json: pos.json_len, self.chunks: pos.chunks * CHUNK.size}
-        if self.prefix == "log":
-            sizes[self.items] = pos.items * _ITEM_SIZE
-        return sizes
 
 
 class ShapeLogWriter:
@@ -88,8 +45,8 @@ class ShapeLogWriter:
         self._files = files
         self._meta = dict(meta)
         self._chunk_bytes = chunk_bytes
-        self._log = _Seq("log", log_pos)
-        self._snap = _Seq("snapshot", snap_pos)
+        self._log = SeqFiles("log", log_pos)
+        self._snap = SeqFiles("snapshot", snap_pos)
         # The positions are where the files end (a new log's empty files; what recovery left after trimming a
         # torn tail): appends need no fstat to find their place.  With thousands of shapes each file's first
         # append paid one, per shape.
@@ -289,7 +246,7 @@ class ShapeLogWriter:
         self._files.write_meta(encode_meta(self._meta))
         self._publish(snap_complete=True)
 
-    def _write_snapshot_block(self, seq: _Seq, block: bytes, count: int, boundary: Boundary) -> None:
+    def _write_snapshot_block(self, seq: SeqFiles, block: bytes, count: int, boundary: Boundary) -> None:
         """JSON first, then the chunk entries pointing into it; the position moves once both are written."""
         pos = replace(seq.pos)
         out = layout_block(block, count, pos, self._chunk_bytes, boundary)
@@ -304,7 +261,7 @@ class ShapeLogWriter:
         seq.pos = pos
 
     def _write_items(
-        self, seq: _Seq, items: Sequence[AppendItem], *, txn_end: bool = False, ends: Sequence[int] = ()
+        self, seq: SeqFiles, items: Sequence[AppendItem], *, txn_end: bool = False, ends: Sequence[int] = ()
     ) -> list[LogOffset]:
         """Append log items (after checking their offsets follow the log's); returns their offsets."""
         if self._closed:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sync.offsets import LogOffset
 from sync.storage import LogItem
 from sync.storage.log_layout import SMALL, _batch, _small, layout_items
-from sync.storage.writer import SeqPosition
+from sync.storage.positions import SeqPosition
 
 _OPS = ["insert", "update", "delete", "control"]
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sync.offsets import LogOffset
 from sync.storage.format import CHUNK, ChunkEntry
+from sync.storage.positions import SeqPosition
 from sync.storage.snapshot_writer import (
     ITEM_BOUNDARY,
     SEP_BOUNDARY,
@@ -18,7 +19,6 @@ from sync.storage.snapshot_writer import (
     layout_block,
     split_items,
 )
-from sync.storage.writer import SeqPosition
 
 
 def reference(
