@@ -15,14 +15,12 @@ import zlib
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, repeat
 from operator import add, lt
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from sync.offsets import LogOffset
 from sync.storage.format import CHUNK, ITEM, TXN_END
 from sync.storage.items import OP_KINDS, AppendItem
-
-if TYPE_CHECKING:
-    from sync.storage.positions import SeqPosition
+from sync.storage.positions import SeqPosition
 
 __all__ = ["SMALL", "ItemsWrite", "layout_items"]
 

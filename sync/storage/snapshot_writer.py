@@ -13,13 +13,11 @@ Pure: no files, no state beyond the :class:`~sync.storage.positions.SeqPosition`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from sync.offsets import LogOffset
 from sync.storage.format import CHUNK
-
-if TYPE_CHECKING:
-    from sync.storage.positions import SeqPosition
+from sync.storage.positions import SeqPosition
 
 __all__ = [
     "ITEM_BOUNDARY",
