@@ -78,33 +78,23 @@ class _Timed:
 
     def wrap(self, orig: Callable[..., Any], *, sized: bool = False) -> Callable[..., Any]:
         acc = self
-        if not self.with_cpu:
+        with_cpu = self.with_cpu
 
-            def timed(*args: Any) -> Any:
-                t = time.perf_counter()
-                try:
-                    return orig(*args)
-                finally:
-                    acc.last_end = time.perf_counter()
-                    acc.seconds += acc.last_end - t
-                    acc.calls += 1
-
-            return timed
-
-        def timed_cpu(*args: Any) -> Any:
+        def timed(*args: Any) -> Any:
             t = time.perf_counter()
-            c = time.thread_time()
+            c = time.thread_time() if with_cpu else 0.0
             try:
                 return orig(*args)
             finally:
                 acc.last_end = time.perf_counter()
                 acc.seconds += acc.last_end - t
-                acc.cpu += time.thread_time() - c
                 acc.calls += 1
-                if sized:
-                    acc.bytes += len(args[1])
+                if with_cpu:
+                    acc.cpu += time.thread_time() - c
+                    if sized:
+                        acc.bytes += len(args[1])
 
-        return timed_cpu
+        return timed
 
     def summary(self, t0: float) -> tuple[float, ...]:
         out: tuple[float, ...] = (round(self.seconds * 1e3), self.calls, round(self.last_end - t0, 3))
