@@ -9,15 +9,24 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.install-stamp
 TANSTACK_DIR   := tests/node/tanstack
 TANSTACK_STAMP := $(TANSTACK_DIR)/node_modules/.install-stamp
 
-.PHONY: setup node-setup nginx-setup run test test-all check lint type fmt bench clean
+.PHONY: setup constraints node-setup nginx-setup run test test-all check lint type fmt bench clean
 
 setup: $(STAMP)
 
-# Re-install only when the project metadata changed; a no-op otherwise.
-$(STAMP): pyproject.toml
+CONSTRAINTS := config/constraints.txt
+
+# Re-install only when the project metadata or the pinned versions changed; a no-op otherwise.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' -c $(CONSTRAINTS)
 	@touch $(STAMP)
+
+# Re-pin config/constraints.txt to the newest releases pyproject.toml allows (its comment header is kept).
+constraints:
+	d=$$(mktemp -d) && $(PYTHON) -m venv $$d/venv \
+	&& $$d/venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]' \
+	&& { grep '^#' $(CONSTRAINTS); $$d/venv/bin/pip freeze --exclude-editable; } > $$d/constraints.txt \
+	&& mv $$d/constraints.txt $(CONSTRAINTS); status=$$?; rm -rf $$d; exit $$status
 
 # The Node project of tests/api/test_official_client.py (the official @electric-sql/client): `npm ci` only when
 # node_modules is missing or older than the lockfile; a no-op otherwise.
