@@ -1,4 +1,5 @@
-"""ShapeCache: one shape per definition under concurrency, publication, invalidation, reload, LRU eviction."""
+"""ShapeCache: one shape per definition under concurrency, publication, invalidation (restart, crashes and eviction:
+``test_cache_lifecycle.py``)."""
 
 from __future__ import annotations
 
@@ -8,125 +9,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pykka
 import pytest
 
 import sync.shapes.cache as cache_module
 import sync.shapes.cache_relations as relations_module
-from supervisors import crash, wait_started
 from sync.offsets import LogOffset
-from sync.postgres.inspector import inspect_table
 from sync.replication.changes import RelationChanged, SlotRecreated
 from sync.replication.pgoutput import PgOutputDecoder
-from sync.replication.publication import AddTable, PublicationManager, RemoveTable
-from sync.replication.tables import TableName
 from sync.shapes.cache import (
     CacheSettings,
     CreateShape,
     DeleteShape,
     InvalidateShape,
-    ShapeCache,
     ShapeResult,
     get_or_create_shape,
 )
-from sync.shapes.collector import ShapeLogCollector
-from sync.shapes.consumer import ConsumerInfo, GetConsumerInfo
-from sync.shapes.definition import ShapeDefinition
-from sync.shapes.directory import LiveShape, ShapeDirectory
-from sync.shapes.invalidation import CompiledShape, compiled_from_clause
-from sync.shapes.shape_supervisor import ShapeSupervisor, build_shape
-from sync.shapes.snapshot_marks import SnapshotMarks
+from sync.shapes.shape_supervisor import build_shape
 from sync.shapes.waiters import AwaitData, WaitResult
-from sync.storage.storage_actor import StorageActor
-from sync.where import RoutingIndex, compile_where
-from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for
-
-
-class CacheHarness(Harness):
-    def make_index(self) -> Any:
-        return RoutingIndex()
-
-    def compile(self, definition: ShapeDefinition) -> CompiledShape:
-        if definition.where is None:
-            return CompiledShape()
-        with psycopg.connect(self.dsn) as conn:
-            table = inspect_table(conn, definition.schema, definition.table)
-        return compiled_from_clause(
-            compile_where(definition.where, table, dict(enumerate(definition.params, 1)))
-        )
-
-    def start_cache(self, settings: CacheSettings | None = None) -> pykka.ActorRef[Any]:
-        self.publications = PublicationManager.start(self.dsn, self.slot.pub)
-
-        def publish(d: ShapeDefinition, handle: str) -> str | None:
-            err = self.publications.ask(AddTable(TableName(d.schema, d.table), handle), timeout=10)
-            return None if err is None else str(err)
-
-        def unpublish(d: ShapeDefinition, handle: str) -> None:
-            self.publications.ask(RemoveTable(TableName(d.schema, d.table), handle), timeout=10)
-
-        self.directory = ShapeDirectory()
-        self.cache = ShapeCache.start(
-            self.storage,
-            shape_supervisor=self.shapes_sup,
-            collector=self.collector,
-            snapshot_pool=self.pool,
-            compile_shape=self.compile,
-            publish=publish,
-            unpublish=unpublish,
-            directory=self.directory,
-            settings=settings or CacheSettings(flush_interval=0.01, ask_timeout=10),
-        )
-        wait_started(self.cache, timeout=30)  # on_start reloads the stored shapes
-        return self.cache
-
-    def stop_cache(self) -> None:
-        self.cache.stop(timeout=10)
-        self.publications.stop(timeout=10)
-
-    def create(self, definition: ShapeDefinition) -> ShapeResult:
-        return get_or_create_shape(self.cache, definition, timeout=30)
-
-    def live(self, definition: ShapeDefinition) -> LiveShape:
-        result = self.create(definition)
-        assert result.shape is not None, result.error
-        return result.shape
+from tests.shapes.cache_harness import ITEMS_SQL, CacheHarness, cache_harness, check, snapshot_done
+from tests.shapes.consumer_harness import read_log, wait_for
 
 
 @pytest.fixture
 def h(db_dsn: str, tmp_path: Path) -> Iterator[CacheHarness]:
-    harness = CacheHarness(db_dsn, tmp_path)
-    harness.conn.execute(
-        "CREATE TABLE items (id int PRIMARY KEY, value int NOT NULL, label text);"
-        "INSERT INTO items SELECT g, g, 'row ' || g FROM generate_series(1, 30) g;"
-    )
-    harness.start_cache()
-    yield harness
-    harness.stop_cache()
-    harness.stop()
-
-
-def as_test_shape(shape: LiveShape, h: CacheHarness) -> ShapeUnderTest:
-    compiled = h.compile(shape.definition)
-    return ShapeUnderTest(
-        shape.handle,
-        shape.definition,
-        compiled.predicate,
-        compiled.where_sql,
-        tuple(compiled.where_params),
-        reader=shape.reader,
-    )
-
-
-def snapshot_done(shape: LiveShape) -> bool:
-    result = shape.consumer.ask(GetConsumerInfo(), timeout=5)
-    assert isinstance(result, ConsumerInfo)
-    return result.snapshot_complete
-
-
-def check(h: CacheHarness, shape: LiveShape) -> None:
-    assert replay(read_log(shape.reader)) == h.expected(as_test_shape(shape, h))
+    yield from cache_harness(db_dsn, tmp_path, ITEMS_SQL)
 
 
 @pytest.mark.parametrize("path", ["async", "in-inbox"])
@@ -269,103 +176,6 @@ def test_a_relation_message_is_judged_in_slices_with_one_memo(
     assert len(calls) == 3
     assert all(n == 1 for n, _ in calls)
     assert len({memo for _, memo in calls}) == 1
-
-
-def test_shapes_reload_after_a_restart(h: CacheHarness) -> None:
-    shape = h.live(h.definition("items", where="value > 20"))
-    wait_for(lambda: snapshot_done(shape))
-    h.conn.execute("UPDATE items SET value = 25 WHERE id = 3")
-    frags = h.feed()
-    h.wait_acked(h.last_commit_lsn)
-    before = read_log(shape.reader)
-    # Restart everything but the database and the files.
-    h.stop_cache()
-    h.shapes_sup.stop(timeout=10)
-    h.collector.stop(timeout=10)
-    h.collector = ShapeLogCollector.start(h.index, on_ack=h.on_ack)
-    h.shapes_sup = ShapeSupervisor.start()
-    h.start_cache()
-    again = h.directory.get(shape.handle)
-    assert again is not None
-    assert read_log(again.reader) == before
-    for f in frags:  # Postgres resends from the acknowledged LSN: nothing is duplicated
-        h.collector.ask(f, timeout=10)
-    h.conn.execute("UPDATE items SET value = 1 WHERE id = 25")
-    h.sync_all()
-    check(h, again)
-    assert h.live(shape.definition).handle == shape.handle  # found, not re-created
-    new = h.live(h.definition("items"))
-    assert int(new.handle.split("-")[1]) > int(shape.handle.split("-")[1])
-
-
-def test_a_shape_that_cannot_resume_is_dropped_on_reload(h: CacheHarness) -> None:
-    h.hold_snapshots = True
-    shape = h.live(h.definition("items"))  # its snapshot never runs
-    h.stop_cache()
-    h.shapes_sup.stop(timeout=10)
-    h.shapes_sup = ShapeSupervisor.start()
-    h.start_cache()
-    assert h.directory.get(shape.handle) is None
-    assert h.storage.handles() == []
-
-
-def test_least_recently_used_shape_is_evicted(h: CacheHarness) -> None:
-    h.stop_cache()
-    h.start_cache(CacheSettings(max_shapes=2, flush_interval=0.01, ask_timeout=10))
-    a = h.live(h.definition("items", where="value = 1"))
-    b = h.live(h.definition("items", where="value = 2"))
-    time.sleep(0.01)  # distinct monotonic use times
-    h.directory.touch(a.handle)
-    c = h.live(h.definition("items", where="value = 3"))
-    assert h.directory.get(b.handle) is None
-    assert {a.handle, c.handle} == set(h.directory.handles())
-    assert sorted(h.storage.handles()) == sorted([a.handle, c.handle])
-
-
-def test_a_crashed_consumer_invalidates_its_shape(h: CacheHarness) -> None:
-    definition = h.definition("items")
-    shape = h.live(definition)
-    wait_for(lambda: snapshot_done(shape))
-    waiter: pykka.ThreadingFuture[WaitResult] = pykka.ThreadingFuture()
-    shape.consumer.tell(AwaitData(LogOffset.SNAPSHOT_END, waiter, time.monotonic() + 10))
-    crash(shape.consumer, RuntimeError("injected failure"))
-    assert waiter.get(timeout=10).outcome == "stopped"
-    wait_for(lambda: h.directory.get(shape.handle) is None)
-    wait_for(lambda: h.storage.handles() == [])
-    # The collector no longer routes to it (and it does not pin the acknowledgement).
-    h.conn.execute("UPDATE items SET label = 'after crash' WHERE id = 1")
-    h.sync_all()
-    fresh = h.live(definition)
-    assert fresh.handle != shape.handle
-    wait_for(lambda: snapshot_done(fresh))
-    check(h, fresh)
-
-
-def test_a_shape_without_snapshot_mark_is_dropped_on_reload(h: CacheHarness) -> None:
-    kept = h.live(h.definition("items", where="value > 5"))
-    lost = h.live(h.definition("items", where="value > 6"))
-    wait_for(lambda: snapshot_done(kept) and snapshot_done(lost))
-    h.stop_cache()
-    h.shapes_sup.stop(timeout=10)
-    marks_file = h.storage.shapes_dir.parent / "snapshot_marks"
-    marks = SnapshotMarks(marks_file)
-    assert set(marks.load()) == {kept.handle, lost.handle}
-    marks.forget(lost.handle)  # a log whose WAL position is unknown cannot be filtered exactly
-    marks.close()
-    h.shapes_sup = ShapeSupervisor.start()
-    h.start_cache()
-    assert h.directory.handles() == [kept.handle]
-    assert h.storage.handles() == [kept.handle]
-
-
-def test_a_crashed_storage_takes_its_shape_down_and_invalidates_it(h: CacheHarness) -> None:
-    shape = h.live(h.definition("items"))
-    wait_for(lambda: snapshot_done(shape))
-    (storage,) = pykka.ActorRegistry.get_by_class(StorageActor)
-    crash(storage, OSError("disk failure injected"))
-    wait_for(lambda: h.directory.get(shape.handle) is None)
-    wait_for(lambda: h.storage.handles() == [])
-    assert not shape.consumer.is_alive()
 
 
 def relay(h: CacheHarness, decoder: PgOutputDecoder, events: list[Any]) -> None:

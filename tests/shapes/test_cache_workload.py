@@ -17,8 +17,8 @@ from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.log_items import key_prefix, row_key
 from sync.shapes.snapshot import display_settings_options, raw_text_cursor
+from tests.shapes.cache_harness import CacheHarness, cache_harness, check, snapshot_done
 from tests.shapes.consumer_harness import read_log, replay, wait_for
-from tests.shapes.test_cache import CacheHarness, check, snapshot_done
 
 TextRow = dict[str, str | None]
 
@@ -37,20 +37,18 @@ SHAPES: list[dict[str, Any]] = [
 ]
 
 
+TABLES_SQL = (
+    "CREATE TABLE items (id int PRIMARY KEY, value int NOT NULL, label text);"
+    "INSERT INTO items SELECT g, g * 3 % 100, CASE WHEN g % 2 = 0 THEN 'a' || g ELSE 'b' || g END"
+    "  FROM generate_series(1, 40) g;"
+    "CREATE TABLE pairs (a int, b text);"
+    "INSERT INTO pairs SELECT g % 10, 'p' || g FROM generate_series(1, 20) g;"
+)
+
+
 @pytest.fixture
 def h(db_dsn: str, tmp_path: Path) -> Iterator[CacheHarness]:
-    harness = CacheHarness(db_dsn, tmp_path)
-    harness.conn.execute(
-        "CREATE TABLE items (id int PRIMARY KEY, value int NOT NULL, label text);"
-        "INSERT INTO items SELECT g, g * 3 % 100, CASE WHEN g % 2 = 0 THEN 'a' || g ELSE 'b' || g END"
-        "  FROM generate_series(1, 40) g;"
-        "CREATE TABLE pairs (a int, b text);"
-        "INSERT INTO pairs SELECT g % 10, 'p' || g FROM generate_series(1, 20) g;"
-    )
-    harness.start_cache()
-    yield harness
-    harness.stop_cache()
-    harness.stop()
+    yield from cache_harness(db_dsn, tmp_path, TABLES_SQL)
 
 
 def statement(rng: random.Random, next_id: list[int]) -> tuple[str, tuple[Any, ...]]:
