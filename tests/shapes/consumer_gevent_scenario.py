@@ -19,8 +19,8 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 
 from sync import runtime  # noqa: E402
+from tests.shapes.cache_harness import CacheHarness, as_test_shape, snapshot_done  # noqa: E402
 from tests.shapes.consumer_harness import read_log, replay, wait_for  # noqa: E402
-from tests.shapes.test_cache import CacheHarness, as_test_shape, snapshot_done  # noqa: E402
 
 
 def main(dsn: str, root: str) -> dict[str, object]:
