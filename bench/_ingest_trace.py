@@ -63,8 +63,9 @@ def attach_profiler(rep: int) -> subprocess.Popen[bytes] | None:
 
 
 class _Timed:
-    """Accumulated wall time, calls and end of the last call of one wrapped function; with ``cpu``, also
-    the calling thread's CPU time and (``sized``) the length of the second argument (the bytes written)."""
+    """Accumulated wall time, calls and end of the last call of one wrapped function; with ``with_cpu``, also
+    the calling thread's CPU time; with ``sized`` (per wrapper), the length of the second argument (the bytes
+    written)."""
 
     __slots__ = ("bytes", "calls", "cpu", "last_end", "seconds", "with_cpu")
 
@@ -91,8 +92,8 @@ class _Timed:
                 acc.calls += 1
                 if with_cpu:
                     acc.cpu += time.thread_time() - c
-                    if sized:
-                        acc.bytes += len(args[1])
+                if sized:
+                    acc.bytes += len(args[1])
 
         return timed
 
