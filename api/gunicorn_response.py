@@ -97,9 +97,12 @@ class WorkerResponse(wsgi.Response):  # type: ignore[misc]
         """Send a :class:`~sync.storage.reader.FileRange` body item with ``sendfile`` (False: not one).
 
         The kernel moves the bytes from the page cache to the socket: no read into this process, no copy
-        out of it.  The socket is non-blocking under gevent; EAGAIN waits cooperatively until writable."""
+        out of it.  A piece whose first page is no longer cached is read in on an OS thread first
+        (:mod:`sync.storage.coldio`): sendfile would wait for the disk on the hub's thread.  The socket is
+        non-blocking under gevent; EAGAIN waits cooperatively until writable."""
         # imported by the app in the worker, after gevent's patch (never load storage into the master)
         from sync import runtime  # noqa: PLC0415
+        from sync.storage import coldio  # noqa: PLC0415
         from sync.storage.reader import FileRange  # noqa: PLC0415
 
         if type(arg) is not FileRange:
@@ -119,8 +122,11 @@ class WorkerResponse(wsgi.Response):  # type: ignore[misc]
             out = self.sock.fileno()
             offset, left = arg.offset, size
             while left:
+                piece = min(left, coldio.PIECE)  # an uncached piece is read in on an OS thread first
+                if coldio.read_may_wait(fd, offset):
+                    runtime.run_blocking(coldio.page_in, fd, offset, piece)
                 try:
-                    sent = os.sendfile(out, fd, offset, left)
+                    sent = os.sendfile(out, fd, offset, piece)
                 except BlockingIOError:
                     if not runtime.wait_writable(out, self.sock.gettimeout()):
                         raise TimeoutError("timed out sending a file range") from None

@@ -32,6 +32,7 @@ from supervisors import ChildView, which_children
 from supervisors.errors import NotSupervised
 from sync.engine import Engine
 from sync.stack import SHAPE_SUPERVISOR
+from sync.storage import coldio
 
 __all__ = [
     "METRICS_PATH",
@@ -275,6 +276,15 @@ class EngineCollector(Collector):
             lag.add_metric([], float(max(0, server - acknowledged)))
             yield lag
         yield from _restart_families(engine.root)
+        uncached = CounterMetricFamily(
+            "shapesync_storage_uncached_io",
+            "Small shape-log reads and writes that found their page evicted from the page cache and went "
+            "to an OS thread (a steady rate: the page cache is too small for the shapes in use).",
+            labels=["op"],
+        )
+        uncached.add_metric(["write"], float(coldio.COUNTERS.writes))
+        uncached.add_metric(["read"], float(coldio.COUNTERS.reads))
+        yield uncached
 
 
 def _restart_families(root: pykka.ActorRef[Any]) -> Iterator[Metric]:

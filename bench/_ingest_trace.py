@@ -189,10 +189,13 @@ class Trace:
             self.gc.append((info["generation"], self._gc_at, time.perf_counter() - self._gc_at))
 
     def _fd_counters(self) -> dict[str, int]:
-        """The descriptor cache's counters since the last call, its size and its cap."""
+        """The descriptor cache's counters since the last call, its size and its cap; and the log writes
+        that found their page evicted (``uncached_writes``, sent to an OS thread: sync.storage.coldio)."""
+        from sync.storage.coldio import COUNTERS  # noqa: PLC0415
         from sync.storage.fdcache import CACHE  # noqa: PLC0415
 
         now = {k: getattr(CACHE, k) for k in _FD_COUNTERS}
+        now["uncached_writes"] = COUNTERS.writes
         out = {k: v - self._fd_before.get(k, 0) for k, v in now.items()}
         self._fd_before = now
         return {**out, "open": CACHE.open_count, "cap": CACHE.cap}

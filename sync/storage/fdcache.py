@@ -63,7 +63,7 @@ _close_fd = posix.close
 class FdEntry:
     """One open descriptor of one group.  ``fd`` is valid while the caller holds a pin on the entry."""
 
-    __slots__ = ("closed", "fd", "group", "name", "pins", "synced", "used", "writes")
+    __slots__ = ("closed", "fd", "group", "name", "pins", "synced", "used", "writes", "written_at")
 
     def __init__(self, group: FdGroup, name: str, fd: int) -> None:
         self.group = group
@@ -74,6 +74,7 @@ class FdEntry:
         self.synced = 0  # ... and copied here by an fsync that covered them
         self.closed = False  # closed at its last unpin (dropped, or transient: never cached)
         self.used = 0  # the cache's use count when last pinned
+        self.written_at = 0.0  # monotonic time of the last small write through it (sync.storage.coldio)
 
 
 class FdCache:

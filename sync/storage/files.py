@@ -3,8 +3,9 @@
 The log logic (writer, recovery, reader) is written once against :class:`ShapeFiles`; the two backends only
 differ in where bytes live.  File names are the ones of :mod:`sync.storage.format` (``log.json`` ...).
 Writers append at the size they track; readers use positional reads on their own handles, so a reader never
-shares a file position with the writer.  Large writes/reads and every fsync go through
-:func:`sync.runtime.run_blocking` so they do not stall the gevent hub.
+shares a file position with the writer.  Large writes/reads, small ones that would wait for
+the disk (:mod:`sync.storage.coldio`) and every fsync go through :func:`sync.runtime.run_blocking` so they
+do not stall the gevent hub.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from sync import runtime
+from sync.storage import coldio
 from sync.storage.fdcache import FdEntry, FdGroup
 
 __all__ = ["BIG_IO", "DiskFiles", "MemoryFiles", "ReadFiles", "ShapeFiles", "read_exact"]
@@ -169,7 +171,7 @@ class _DiskReader:
         cache = self._cache
         entry = cache.pin(self._group, name)
         try:
-            if size > BIG_IO:
+            if size > BIG_IO or coldio.read_may_wait(entry.fd, pos):
                 return runtime.run_blocking(read_exact, entry.fd, pos, size)
             return read_exact(entry.fd, pos, size)
         finally:
@@ -234,7 +236,7 @@ class DiskFiles(_DiskReader):
             if pos is None:  # not seeded: ask the file
                 pos = os.fstat(entry.fd).st_size
             entry.writes += 1
-            if len(data) > BIG_IO:
+            if len(data) > BIG_IO or coldio.write_may_wait(entry, pos):
                 runtime.run_blocking(_write_all, entry.fd, data, pos)
             else:
                 _write_all(entry.fd, data, pos)
@@ -246,7 +248,10 @@ class DiskFiles(_DiskReader):
         entry = self._pin(name)
         try:
             entry.writes += 1
-            _write_all(entry.fd, data, pos)
+            if coldio.write_may_wait(entry, pos, inside=True):
+                runtime.run_blocking(_write_all, entry.fd, data, pos)
+            else:
+                _write_all(entry.fd, data, pos)
             size = self._sizes.get(name)
             if size is not None and pos + len(data) > size:  # an unknown size stays unknown (fstat on use)
                 self._sizes[name] = pos + len(data)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
@@ -60,3 +62,19 @@ def follow(reader: ShapeLogReader, start: LogOffset = LogOffset.BEFORE_ALL, limi
 
 def log_items(chain: Chain) -> list[dict[str, object]]:
     return [i for i in chain.items if "lsn" in i.get("headers", {})]  # type: ignore[operator]
+
+
+def evict(directory: Path) -> int:
+    """Drop every file's pages under ``directory`` from the page cache (written back first, so they are
+    clean and can go); returns the files seen."""
+    seen = 0
+    for path in directory.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            seen += 1
+    return seen

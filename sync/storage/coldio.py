@@ -1,0 +1,116 @@
+"""Small file I/O that would wait for the disk: told apart without waiting, and sent to an OS thread.
+
+Why this module exists: a shape log's appends are small (a few KB) and written inline on the gevent hub's
+thread, because handing a cached write to an OS thread costs more than the write.  But a write that starts
+inside a page the kernel no longer caches makes the kernel read that page back first, synchronously: 20-60
+µs on this project's local virtio disks (measured; 3-4 µs when cached), about a millisecond on a network
+volume.  The whole worker (every actor, every HTTP request) waits meanwhile, and a transaction burst
+reaching thousands of shapes that sat idle long enough for their last pages to be evicted would stall it
+for seconds.  The same holds for reading a range of a log that is no longer cached.
+
+So before a small write into a partial page of a file that has not been written for :data:`COLD_AFTER`
+seconds, and before a small read, :func:`page_cached` asks the kernel whether the page is cached without
+waiting for it (``preadv`` with ``RWF_NOWAIT``: ``EAGAIN`` when it is not; ~1 µs).  The callers
+(:mod:`sync.storage.files`) send an uncached one to :func:`sync.runtime.run_blocking`: only the calling
+actor or request waits for the disk.  A log written within the last second is assumed cached and costs no
+probe.  :data:`COUNTERS` counts both kinds for the metrics endpoint: a steady rate of cold writes says the
+page cache is too small for the shapes' working set.
+
+Not covered: an append also updates the file's inode (size, mtime), and ext4 reads an evicted inode table
+block back inline (``ext4_read_bh_lock`` under ``pwrite``); nothing tells that without waiting.  Nor the
+cost of the page cache's fresh pages on a VM whose host reclaims guest memory (measured on this project's
+VMs: kernel CPU, not a wait; it is paid wherever the write runs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sync.storage.fdcache import FdEntry
+
+__all__ = [
+    "COLD_AFTER",
+    "COUNTERS",
+    "PAGE",
+    "PIECE",
+    "ColdCounters",
+    "page_cached",
+    "page_in",
+    "read_may_wait",
+    "write_may_wait",
+]
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PIECE = 1 << 20  # a file range sent from the page cache (sendfile) is checked and read in this much at once
+COLD_AFTER = 1.0  # seconds without a write after which a file's last page may have been evicted
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux >= 4.14; elsewhere nothing is probed (writes stay inline)
+_monotonic = time.monotonic
+
+
+class ColdCounters:
+    """Process-wide counts of I/O that found its page uncached and went to an OS thread (monotonic;
+    incremented only by the single writer of a log or by a reading request, on the hub's thread)."""
+
+    __slots__ = ("reads", "writes")
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.reads = 0
+
+
+COUNTERS = ColdCounters()
+
+
+def page_cached(fd: int, at: int) -> bool:
+    """Whether the page holding byte ``at`` of ``fd`` (opened for reading) is in the page cache, asked
+    without waiting for the disk.  True where the kernel cannot tell (no ``RWF_NOWAIT``, or ``at`` past the
+    end of the file): the caller then does what it did before this module existed."""
+    if not _NOWAIT:
+        return True
+    try:
+        os.preadv(fd, (bytearray(1),), at, _NOWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:  # EOPNOTSUPP on a filesystem without it: behave as if cached
+        return True
+    return True
+
+
+def write_may_wait(entry: FdEntry, pos: int, *, inside: bool = False) -> bool:
+    """Whether a small write at ``pos`` through ``entry`` would read a page back first; notes the write's
+    time on the entry.  An append (at the end of the file) that starts on a page boundary never reads; a
+    write ``inside`` the file is taken to cover part of a page.  A file written through this entry within
+    :data:`COLD_AFTER` seconds is not asked (a reopened one is)."""
+    now = _monotonic()
+    idle = now - entry.written_at
+    entry.written_at = now
+    if idle < COLD_AFTER:
+        return False
+    if inside:
+        at = pos
+    elif pos % PAGE:
+        at = pos - 1
+    else:
+        return False
+    if page_cached(entry.fd, at):
+        return False
+    COUNTERS.writes += 1
+    return True
+
+
+def read_may_wait(fd: int, pos: int) -> bool:
+    """Whether a small read starting at ``pos`` would wait for the disk (its first page is not cached;
+    a read that starts cached and runs into an uncached page is not caught: ranges read here are small)."""
+    if page_cached(fd, pos):
+        return False
+    COUNTERS.reads += 1
+    return True
+
+
+def page_in(fd: int, pos: int, size: int) -> None:
+    """Read ``size`` bytes at ``pos`` of ``fd`` and drop them: afterwards they are in the page cache (run on
+    an OS thread, before sending the range from the cache with ``sendfile`` on the hub's)."""
+    os.pread(fd, size, pos)

@@ -1,0 +1,156 @@
+"""sync.storage.coldio: small log I/O whose page was evicted is told apart without waiting and leaves the
+hub's thread (an OS thread waits for the disk instead); the bytes written and read are the same.
+
+Pages are evicted for real (``fdatasync`` then ``POSIX_FADV_DONTNEED``), on a disk-backed directory: on
+tmpfs the page cache is the file and nothing can be evicted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync import runtime
+from sync.offsets import LogOffset
+from sync.storage import FileStorage, coldio, files
+from tests.storage.conftest import CHUNK
+from tests.storage.helpers import evict, follow, log_items, row, txn
+
+ROOT = Path(__file__).resolve().parents[2]
+_MEMORY_FS = {"tmpfs", "ramfs"}
+
+
+def _fs_type(path: Path) -> str:
+    best, kind = "", ""
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1]
+            inside = str(path).startswith(point.rstrip("/") + "/") or str(path) == point
+            if inside and len(point) > len(best):
+                best, kind = point, fields[2]
+    return kind
+
+
+@pytest.fixture
+def disk_dir(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, or a directory under the repository when that is in memory."""
+    if _fs_type(tmp_path.resolve()) not in _MEMORY_FS:
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir=ROOT, prefix=".coldio-") as d:
+        yield Path(d)
+
+
+def test_page_cached_tells_an_evicted_page_without_reading_it(disk_dir: Path) -> None:
+    path = disk_dir / "f"
+    path.write_bytes(b"x" * 10_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert coldio.page_cached(fd, 9_999)
+        assert evict(disk_dir) == 1
+        assert not coldio.page_cached(fd, 9_999)
+        assert not coldio.page_cached(fd, 9_999)  # asking did not read it in
+        assert os.pread(fd, 1, 9_999) == b"x"
+        assert coldio.page_cached(fd, 9_999)
+        assert coldio.page_cached(fd, 20_000)  # past the end: nothing to wait for
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def offloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the storage files send to ``run_blocking`` (still run there), fsyncs
+    left out."""
+    calls: list[str] = []
+    real = runtime.run_blocking
+
+    def recording(fn: Any, *args: Any) -> Any:
+        if fn.__name__ in ("_write_all", "read_exact"):
+            calls.append(fn.__name__)
+        return real(fn, *args)
+
+    monkeypatch.setattr(files.runtime, "run_blocking", recording)
+    return calls
+
+
+def test_appends_to_an_evicted_tail_and_reads_of_evicted_items_leave_the_loop(
+    disk_dir: Path, offloads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = FileStorage(disk_dir, "stack", chunk_bytes=CHUNK)
+    w = storage.create("h", {"table": "items"})
+    w.append_snapshot([row(i) for i in range(3)])
+    w.complete_snapshot(10, 20, [])
+    w.append(txn(100, 3), complete=True)
+    w.flush()
+    w.append(txn(101, 2), complete=True)  # cached tails: inline
+    assert offloads == []
+    w.flush()
+
+    monkeypatch.setattr(coldio, "COLD_AFTER", 0.0)  # every write asks (instead of one idle second)
+    w.append(txn(102, 2), complete=True)  # asked, and cached: inline
+    assert offloads == []
+    w.flush()
+    before = (coldio.COUNTERS.writes, coldio.COUNTERS.reads)
+    assert evict(disk_dir) >= 3
+    w.append(txn(103, 2), complete=True)
+    w.flush()
+    # log.json and log.items both end inside an evicted page; log.durable's marker is rewritten in place
+    assert offloads.count("_write_all") >= 2
+    assert coldio.COUNTERS.writes - before[0] == offloads.count("_write_all")
+
+    evict(disk_dir)
+    offloads.clear()
+    chain = follow(storage.reader("h"))
+    assert "read_exact" in offloads
+    assert coldio.COUNTERS.reads > before[1]
+    ids = [i["value"]["id"] for i in log_items(chain)]  # type: ignore[index]
+    assert ids == [f"{tx}-{2 * k}" for tx, n in ((100, 3), (101, 2), (102, 2), (103, 2)) for k in range(n)]
+    assert chain.ends[-1] == LogOffset(103, 2)
+
+    w.close()
+    reopened = FileStorage(disk_dir, "stack", chunk_bytes=CHUNK).open("h")  # recovery reads the same log
+    assert [i["value"]["id"] for i in log_items(follow(reopened.reader()))] == ids  # type: ignore[index]
+
+
+def test_under_gevent_an_evicted_tail_is_written_by_another_os_thread(disk_dir: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        from gevent import monkey; monkey.patch_all()
+        import os, threading
+        from pathlib import Path
+        from sync.storage import FileStorage, coldio
+        from tests.storage.helpers import row, txn
+        from tests.storage.helpers import evict
+        coldio.COLD_AFTER = 0.0
+        hub = threading.get_ident()
+        writers = []
+        real = os.pwrite
+        def pwrite(fd, data, pos):
+            writers.append(threading.get_ident() == hub)
+            return real(fd, data, pos)
+        os.pwrite = pwrite
+        d = Path({str(disk_dir)!r})
+        w = FileStorage(d, "stack", chunk_bytes=1000).create("h", {{"table": "items"}})
+        w.append_snapshot([row(i) for i in range(3)]); w.complete_snapshot(10, 20, [])
+        w.append(txn(100, 3), complete=True); w.flush()
+        writers.clear()
+        w.append(txn(101, 1), complete=True)
+        assert writers and all(writers), writers  # cached: on the hub's thread
+        w.flush(); evict(d); writers.clear()
+        w.append(txn(102, 1), complete=True)
+        assert writers.count(False) >= 2, writers  # evicted: json and items from the pool's threads
+        print("ok")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr
