@@ -50,6 +50,8 @@ class _Gevent(NamedTuple):
     """The gevent functions this module calls, looked up once (:func:`_gevent`)."""
 
     get_hub: Callable[[], Any]
+    hub_if_exists: Callable[[], Any]
+    getcurrent: Callable[[], Any]
     wait: Callable[..., Any]
     wait_read: Callable[..., Any]
     wait_write: Callable[..., Any]
@@ -65,9 +67,17 @@ def _gevent() -> _Gevent:
     if _gevent_api is None:
         import gevent  # noqa: PLC0415 - only imported when gevent runs the process
         import gevent.socket  # noqa: PLC0415
+        from gevent._hub_local import get_hub_if_exists  # noqa: PLC0415 - documented, not re-exported
 
         socket = gevent.socket
-        _gevent_api = _Gevent(gevent.get_hub, socket.wait, socket.wait_read, socket.wait_write)
+        _gevent_api = _Gevent(
+            gevent.get_hub,
+            get_hub_if_exists,
+            gevent.getcurrent,
+            socket.wait,
+            socket.wait_read,
+            socket.wait_write,
+        )
     return _gevent_api
 
 
@@ -188,11 +198,16 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     """Run a blocking C call or a CPU chunk without stalling other greenlets.
 
     Under gevent the call runs in gevent's pool of real OS threads and the calling greenlet waits for it
-    cooperatively.  Without gevent it runs directly: the caller already owns an OS thread.
+    cooperatively.  Without gevent it runs directly: the caller already owns an OS thread.  So it does when
+    called from the hub itself (an event loop callback, which cannot wait), from a pool thread, or before
+    this thread has a hub (nothing else can be running on it then).
     """
     if gevent_active():
-        result: T = _gevent().get_hub().threadpool.apply(fn, args)
-        return result
+        api = _gevent()
+        hub = api.hub_if_exists()  # None on a pool thread (asking get_hub() there would make it one)
+        if hub is not None and api.getcurrent() is not hub:
+            result: T = hub.threadpool.apply(fn, args)
+            return result
     return fn(*args)
 
 

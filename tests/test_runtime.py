@@ -118,3 +118,36 @@ def test_fd_waiter_on_threads() -> None:
         assert w.wait_readable(a.fileno(), 1) is True
         assert w.wait_writable(a.fileno(), 1) is True
         w.close()
+
+
+def test_run_blocking_under_gevent_waits_in_a_greenlet_and_runs_inline_where_nothing_can_wait() -> None:
+    """From a greenlet: on a pool thread, the greenlet waiting.  From the hub itself (an event loop
+    callback), from a pool thread or before the hub exists: right there (waiting would fail, or make a hub in
+    that thread)."""
+    script = textwrap.dedent(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import gevent, threading
+        from gevent._hub_local import get_hub_if_exists
+        from gevent.monkey import get_original
+        from sync import runtime
+        os_thread = get_original("_thread", "get_ident")
+        main = os_thread()
+        here = lambda: os_thread()
+        assert runtime.run_blocking(here) == main  # no hub yet, so no other greenlet: right here
+        gevent.get_hub()
+        assert runtime.run_blocking(here) != main  # the main greenlet: on a pool thread
+        assert gevent.spawn(runtime.run_blocking, here).get() != main
+        nested = runtime.run_blocking(lambda: (os_thread(), runtime.run_blocking(here), get_hub_if_exists()))
+        assert nested[0] == nested[1] != main and nested[2] is None, nested
+        from_hub = []
+        gevent.get_hub().loop.run_callback(lambda: from_hub.append(runtime.run_blocking(here)))
+        gevent.sleep(0.01)
+        assert from_hub == [main], from_hub
+        print("ok")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr
