@@ -72,11 +72,14 @@ def test_chunks_evicted_from_the_page_cache_are_read_in_off_the_loop_and_served_
     db.sql(f"INSERT INTO {table} SELECT i, '{PAD}' || i FROM generate_series(1, {ROWS}) i")
     first = [r.body for r in Shape(http, f"table={table}").sync() if r.offset != "0_inf"]
     assert sum(len(body) >= FILE_RANGE_MIN for body in first) >= 3
-    before = _uncached_reads(http)
-    assert evict(storage) > 0
-    again = [r.body for r in Shape(http, f"table={table}").sync() if r.offset != "0_inf"]
-    assert again == first
-    assert _uncached_reads(http) > before  # the first piece read in brings the next chunks' pages too
+    for _ in range(5):  # an evicted page is occasionally back before it is read (tests/storage/test_coldio)
+        before = _uncached_reads(http)
+        assert evict(storage) > 0
+        again = [r.body for r in Shape(http, f"table={table}").sync() if r.offset != "0_inf"]
+        assert again == first
+        if _uncached_reads(http) > before:  # the first piece read in brings the next chunks' pages too
+            break
+    assert _uncached_reads(http) > before
 
 
 def _uncached_reads(http: Http) -> float:

@@ -24,6 +24,9 @@ from tests.storage.conftest import CHUNK
 from tests.storage.helpers import evict, follow, log_items, row, txn
 
 ROOT = Path(__file__).resolve().parents[2]
+# An evicted page is occasionally back (or not dropped) by the time it is used (~3 in 1,000 here): the
+# tests evict again rather than fail on their precondition.
+ATTEMPTS = 5
 _MEMORY_FS = {"tmpfs", "ramfs"}
 
 
@@ -49,15 +52,15 @@ def disk_dir(tmp_path: Path) -> Iterator[Path]:
         yield Path(d)
 
 
-def test_page_cached_tells_an_evicted_page_without_reading_it(disk_dir: Path) -> None:
+def test_page_cached_tells_an_evicted_page_without_waiting(disk_dir: Path) -> None:
     path = disk_dir / "f"
     path.write_bytes(b"x" * 10_000)
     fd = os.open(path, os.O_RDONLY)
     try:
         assert coldio.page_cached(fd, 9_999)
-        assert evict(disk_dir) == 1
-        assert not coldio.page_cached(fd, 9_999)
-        assert not coldio.page_cached(fd, 9_999)  # asking did not read it in
+        # the probe may start reading the page in (readahead, asynchronously), and now and then an evicted
+        # page is back before it asks: evicting again is the precondition, not the behaviour under test
+        assert any(evict(disk_dir) and not coldio.page_cached(fd, 9_999) for _ in range(ATTEMPTS))
         assert os.pread(fd, 1, 9_999) == b"x"
         assert coldio.page_cached(fd, 9_999)
         assert coldio.page_cached(fd, 20_000)  # past the end: nothing to wait for
@@ -99,21 +102,30 @@ def test_appends_to_an_evicted_tail_and_reads_of_evicted_items_leave_the_loop(
     assert offloads == []
     w.flush()
     before = (coldio.COUNTERS.writes, coldio.COUNTERS.reads)
-    assert evict(disk_dir) >= 3
-    w.append(txn(103, 2), complete=True)
-    w.flush()
-    # log.json and log.items both end inside an evicted page; log.durable's marker is rewritten in place
+    appended = [(100, 3), (101, 2), (102, 2)]
+    for tx in range(103, 103 + ATTEMPTS):  # see ATTEMPTS
+        offloads.clear()
+        assert evict(disk_dir) >= 3
+        w.append(txn(tx, 2), complete=True)
+        appended.append((tx, 2))
+        w.flush()
+        # log.json and log.items both end inside an evicted page (log.durable's marker may follow)
+        if offloads.count("_write_all") >= 2:
+            break
     assert offloads.count("_write_all") >= 2
-    assert coldio.COUNTERS.writes - before[0] == offloads.count("_write_all")
+    assert coldio.COUNTERS.writes - before[0] >= 2
 
-    evict(disk_dir)
-    offloads.clear()
-    chain = follow(storage.reader("h"))
+    for _ in range(ATTEMPTS):
+        evict(disk_dir)
+        offloads.clear()
+        chain = follow(storage.reader("h"))
+        if "read_exact" in offloads:
+            break
     assert "read_exact" in offloads
     assert coldio.COUNTERS.reads > before[1]
     ids = [i["value"]["id"] for i in log_items(chain)]  # type: ignore[index]
-    assert ids == [f"{tx}-{2 * k}" for tx, n in ((100, 3), (101, 2), (102, 2), (103, 2)) for k in range(n)]
-    assert chain.ends[-1] == LogOffset(103, 2)
+    assert ids == [f"{tx}-{2 * k}" for tx, n in appended for k in range(n)]
+    assert chain.ends[-1] == LogOffset(appended[-1][0], 2)
 
     w.close()
     reopened = FileStorage(disk_dir, "stack", chunk_bytes=CHUNK).open("h")  # recovery reads the same log
@@ -144,8 +156,11 @@ def test_under_gevent_an_evicted_tail_is_written_by_another_os_thread(disk_dir: 
         writers.clear()
         w.append(txn(101, 1), complete=True)
         assert writers and all(writers), writers  # cached: on the hub's thread
-        w.flush(); evict(d); writers.clear()
-        w.append(txn(102, 1), complete=True)
+        for tx in range(102, 107):  # evicted pages are occasionally back before the write: see ATTEMPTS
+            w.flush(); evict(d); writers.clear()
+            w.append(txn(tx, 1), complete=True)
+            if writers.count(False) >= 2:
+                break
         assert writers.count(False) >= 2, writers  # evicted: json and items from the pool's threads
         print("ok")
         """
