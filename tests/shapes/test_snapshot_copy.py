@@ -15,17 +15,9 @@ from sync.shapes.definition import ShapeDefinition
 from sync.shapes.identifiers import parse_columns, parse_relation
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import display_settings_sql
-from sync.shapes.snapshot_copy import (
-    CopyItemBuilder,
-    copy_items,
-    snapshot_copy_statement,
-    unescape_copy_text,
-)
+from sync.shapes.snapshot_copy import CopyItemBuilder, unescape_copy_text
 from tests.shapes.helpers import Col, Table, read_table
-from tests.shapes.test_snapshot_identity import COLUMNS, ROWS, _parse_inserts
-
-EXTRA = {"ip": "inet", "cidr_": "cidr", "nm": "name", "ch": '"char"', "tags": "varchar(3)[]", "pct%": "text"}
-NASTY = "E'tab\\there\\nnl\\rcr back\\\\slash \\\"q\\\" /sl//ash \\x01\\x1f\\x7f \\u2028 é'"
+from tests.shapes.snapshot_support import EXTRA, NASTY, ROWS, alltypes_table, copy_batches
 
 
 @pytest.fixture
@@ -33,55 +25,6 @@ def conn(db_dsn: str) -> Any:
     with psycopg.connect(db_dsn, autocommit=True) as c:
         c.execute(display_settings_sql())
         yield c
-
-
-def _copy(
-    conn: psycopg.Connection[Any],
-    definition: ShapeDefinition,
-    where: sql.Composable | None = None,
-    params: tuple[Any, ...] = (),
-    batch_rows: int = 1000,
-) -> list[list[tuple[str, bytes]]]:
-    builder = CopyItemBuilder(definition, ShapeLogEncoder(definition), conn.info.encoding)
-    with conn.cursor() as cur, cur.copy(snapshot_copy_statement(conn, definition, where, params)) as copy:
-        return list(copy_items(copy, builder, batch_rows))
-
-
-def _replicated(conn: psycopg.Connection[Any]) -> list[tuple[str | None, ...]]:
-    changes = conn.execute(
-        "SELECT data FROM pg_logical_slot_get_binary_changes('copy_slot', NULL, NULL,"
-        " 'proto_version', '1', 'publication_names', 'pub')"
-    ).fetchall()
-    return _parse_inserts([bytes(r[0]) for r in changes])
-
-
-def alltypes_table(
-    conn: psycopg.Connection[Any],
-    extra_columns: dict[str, str],
-    extra_rows: list[dict[str, str]],
-    defaults: dict[str, str] | None = None,
-) -> tuple[ShapeDefinition, list[Any]]:
-    """Table ``alltypes`` (COLUMNS + ``extra_columns``, published, a slot before any row) with ROWS +
-    ``extra_rows`` (each with ``defaults`` filled in); its definition and the rows as replication sent them."""
-    conn.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
-    conn.execute("CREATE DOMAIN posint AS int4 CHECK (VALUE > 0)")
-    conn.execute("CREATE TYPE pair AS (x float8, y text)")
-    columns = {**COLUMNS, **extra_columns}
-    cols = ", ".join(f'"{name}" {typ}' for name, typ in columns.items())
-    conn.execute(f"CREATE TABLE alltypes (id serial PRIMARY KEY, {cols})")
-    conn.execute("ALTER TABLE alltypes REPLICA IDENTITY FULL")
-    conn.execute("CREATE PUBLICATION pub FOR TABLE alltypes")
-    conn.execute("SELECT pg_create_logical_replication_slot('copy_slot', 'pgoutput')")
-    for row in [*ROWS, *extra_rows]:
-        values = {**(defaults or {}), **row}
-        names = [n for n in values if n in columns]
-        conn.execute(
-            f"INSERT INTO alltypes ({', '.join(f'{n!r}'.replace(chr(39), chr(34)) for n in names)}) "
-            f"VALUES ({', '.join(values[n] for n in names)})"
-        )
-    table = read_table(conn, "public", "alltypes")
-    assert table is not None
-    return ShapeDefinition.create(("public", "alltypes"), table), _replicated(conn)
 
 
 def test_copy_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connection[Any]) -> None:
@@ -93,7 +36,7 @@ def test_copy_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connect
     assert len(replicated) == len(ROWS) + 2
     encoder = ShapeLogEncoder(definition)
     expected = sorted(encoder.snapshot_item(row) for row in replicated)
-    batches = _copy(conn, definition, batch_rows=3)
+    batches = copy_batches(conn, definition, batch_rows=3)
     assert [len(b) for b in batches] == [3, 3, 1]
     got = sorted(item for batch in batches for item in batch)
     assert got == expected
@@ -128,20 +71,20 @@ def test_keys_with_escapes_quoted_names_where_params_and_no_pk(conn: psycopg.Con
     # char(3)::text drops the padding: the expected items use the padded output, as replication does
     rows = [(z, a, None if m is None else m.ljust(3)) for z, a, m in rows]
     expected = sorted(encoder.snapshot_item(r) for r in rows)
-    got = sorted(item for batch in _copy(conn, definition) for item in batch)
+    got = sorted(item for batch in copy_batches(conn, definition) for item in batch)
     assert got == expected
     assert '"We..ird//S"."Ta"b%le"/"1"/"x  "/"k\t1//2\\x\n"' in dict(got)  # keyed by a, m, z
     assert '"We..ird//S"."Ta"b%le"/_/_/_' in dict(got)
     where = sql.SQL("{} > %s OR z LIKE '%%0%%'").format(
         sql.Identifier("a%%b")
     )  # escaped as the WHERE package does
-    got_where = [item for batch in _copy(conn, definition, where, (2,)) for item in batch]
+    got_where = [item for batch in copy_batches(conn, definition, where, (2,)) for item in batch]
     assert sorted(got_where) == [item for item in got if "x//y" in item[0] or "50%" in item[0]]
     only = ShapeDefinition.create(
         relation, table, columns=parse_columns('z,"a%b",m'), log_mode="changes_only"
     )
-    assert _copy(conn, only, where, (0,)) == []
-    assert _copy(conn, only) == []
+    assert copy_batches(conn, only, where, (0,)) == []
+    assert copy_batches(conn, only) == []
 
 
 def test_unescape_copy_text() -> None:
@@ -155,7 +98,7 @@ def test_a_dropped_table_fails_the_copy(conn: psycopg.Connection[Any]) -> None:
     definition = ShapeDefinition.create(("public", "gone"), read_table(conn, "public", "gone"))
     conn.execute("DROP TABLE gone")
     with pytest.raises(psycopg.errors.UndefinedTable, match="gone"):
-        _copy(conn, definition)
+        copy_batches(conn, definition)
 
 
 def _copy_line(row: Sequence[str | None], encoding: str = "utf-8") -> bytes:

@@ -32,46 +32,28 @@ from sync.shapes.snapshot_blocks import (
     parallel_blocks,
     planner_uses_index,
     read_blocks,
-    snapshot_blocks,
     table_ranges,
 )
 from sync.shapes.snapshot_sql import SUB_PAGES, UNCHECKED_FAILURES, TableSize, range_bounds
 from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import definition_of, read_table
-from tests.shapes.test_snapshot_copy import EXTRA, NASTY, _copy, alltypes_table
-from tests.shapes.test_snapshot_identity import ROWS
+from tests.shapes.snapshot_support import (
+    EXTRA,
+    NASTY,
+    ROWS,
+    alltypes_table,
+    block_items,
+    copy_batches,
+    scalar_int,
+    sorted_jsons,
+)
 
 
 @pytest.fixture
 def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with connect_snapshot(db_dsn) as c:
         yield c
-
-
-def _items(
-    conn: psycopg.Connection[Any],
-    definition: ShapeDefinition,
-    where: sql.Composable | None = None,
-    params: tuple[Any, ...] = (),
-    pages: int = 128,
-) -> list[bytes]:
-    out: list[bytes] = []
-    for count, block in snapshot_blocks(conn, definition, where, params, pages=pages):
-        items = split_items(block)
-        assert len(items) == count
-        out.extend(items)
-    return out
-
-
-def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> int:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _jsons(items: list[tuple[str, bytes]]) -> list[bytes]:
-    return sorted(j for _, j in items)
 
 
 def test_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connection[Any]) -> None:
@@ -86,10 +68,10 @@ def test_items_equal_encoder_items_of_replicated_rows(conn: psycopg.Connection[A
     encoder = ShapeLogEncoder(definition)
     expected = sorted(encoder.snapshot_item(row)[1] for row in replicated)
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    got = sorted(_items(conn, definition))
+    got = sorted(block_items(conn, definition))
     conn.execute("ROLLBACK")
     assert got == expected
-    assert got == _jsons([i for b in _copy(conn, definition) for i in b])
+    assert got == sorted_jsons([i for b in copy_batches(conn, definition) for i in b])
     assert any(b'"b":"t"' in j for j in got) and any(b'"b":"f"' in j for j in got)
     assert any(b'"ip":"10.0.0.1"' in j for j in got) and any(b'"ch2":"a  "' in j for j in got)
     assert any(b'"txt":"tab\\there\\nnl\\rcr back\\\\slash' in j for j in got)
@@ -110,16 +92,16 @@ def test_keys_quoted_names_where_params_no_pk_and_small_ranges(conn: psycopg.Con
     table = read_table(conn, *relation)
     assert table is not None
     definition = ShapeDefinition.create(relation, table)
-    reference = _jsons([i for b in _copy(conn, definition) for i in b])
+    reference = sorted_jsons([i for b in copy_batches(conn, definition) for i in b])
     assert len(reference) == 1995
-    assert sorted(_items(conn, definition)) == reference
-    assert sorted(_items(conn, definition, pages=1)) == reference  # many ranges, the last one open
+    assert sorted(block_items(conn, definition)) == reference
+    assert sorted(block_items(conn, definition, pages=1)) == reference  # many ranges, the last one open
     where = sql.SQL("{} > %s OR z LIKE '%%0%%'").format(sql.Identifier("a%%b"))
-    got_where = sorted(_items(conn, definition, where, (2,), pages=2))
-    assert got_where == _jsons([i for b in _copy(conn, definition, where, (2,)) for i in b])
+    got_where = sorted(block_items(conn, definition, where, (2,), pages=2))
+    assert got_where == sorted_jsons([i for b in copy_batches(conn, definition, where, (2,)) for i in b])
     assert 0 < len(got_where) < 1995
     only = ShapeDefinition.create(relation, table, log_mode="changes_only")
-    assert _items(conn, only, where, (0,)) == []
+    assert block_items(conn, only, where, (0,)) == []
 
 
 @pytest.mark.parametrize("key_type", ["int8", "text", "inet", "timestamptz", "uuid"])
@@ -134,10 +116,12 @@ def test_plain_and_escaped_key_forms(conn: psycopg.Connection[Any], key_type: st
     conn.execute(f'CREATE TABLE k (a {key_type}, b int, "q""" text, PRIMARY KEY (a, b))')
     conn.execute(f"INSERT INTO k VALUES ({values[key_type]}, 1, NULL), ({values[key_type]}, 2, 'v')")
     definition = definition_of(conn, "public", "k")
-    assert sorted(_items(conn, definition)) == _jsons([i for b in _copy(conn, definition) for i in b])
+    assert sorted(block_items(conn, definition)) == sorted_jsons(
+        [i for b in copy_batches(conn, definition) for i in b]
+    )
     subset = definition_of(conn, "public", "k", columns=parse_columns('b,"q""",a'))
-    got = sorted(_items(conn, subset))
-    assert got == _jsons([i for b in _copy(conn, subset) for i in b]) and len(got) == 2
+    got = sorted(block_items(conn, subset))
+    assert got == sorted_jsons([i for b in copy_batches(conn, subset) for i in b]) and len(got) == 2
 
 
 def test_toast_heavy_tables_get_fewer_pages_per_query(conn: psycopg.Connection[Any]) -> None:
@@ -235,7 +219,7 @@ def test_a_selective_shape_reads_through_the_index(conn: psycopg.Connection[Any]
         return int(row[0] or 0)
 
     before = index_scans()
-    items = _items(conn, definition, where, (42,), pages=1)
+    items = block_items(conn, definition, where, (42,), pages=1)
     assert len(items) == 10
     conn.execute("SELECT pg_stat_force_next_flush()")  # this backend's counters, published at once
     conn.execute("SELECT 1")  # (the flush happens when the backend next goes idle)
@@ -243,7 +227,7 @@ def test_a_selective_shape_reads_through_the_index(conn: psycopg.Connection[Any]
     while index_scans() == before and time.monotonic() < deadline:  # no event: stats are published async
         time.sleep(0.05)
     assert index_scans() > before
-    assert sorted(items) == _jsons([i for b in _copy(conn, definition, where, (42,)) for i in b])
+    assert sorted(items) == sorted_jsons([i for b in copy_batches(conn, definition, where, (42,)) for i in b])
     # and a WHERE that keeps most rows is read by page ranges (in parallel lanes), as the planner would scan
     for clause, param, indexed in [("owner = %s", 42, True), ("owner >= %s", 0, False)]:
         found = block_query(conn, definition, sql.SQL(clause), (param,))
@@ -283,7 +267,7 @@ def test_unchecked_text_values_are_checked_per_range(conn: psycopg.Connection[An
         items = [i for _, block in blocks for i in split_items(block)]
         assert query.failures == expect_failures
         assert query.statement()[1] is unchecked_at_end
-        assert sorted(items) == _jsons([i for b in _copy(conn, definition) for i in b])
+        assert sorted(items) == sorted_jsons([i for b in copy_batches(conn, definition) for i in b])
         conn.execute("ROLLBACK")
 
     check(0, True)
@@ -305,7 +289,7 @@ def test_unchecked_text_values_are_checked_per_range(conn: psycopg.Connection[An
         found = block_query(conn, definition, pages=2)
         assert found is not None
         items = [i for _, b in parallel_blocks([conn, other], found[0], found[1]) for i in split_items(b)]
-        assert sorted(items) == _jsons([i for b in _copy(conn, definition) for i in b])
+        assert sorted(items) == sorted_jsons([i for b in copy_batches(conn, definition) for i in b])
     conn.execute("ROLLBACK")
 
 
@@ -329,7 +313,7 @@ def test_every_byte_json_escapes_sends_an_unchecked_range_to_the_checked_query(
         assert query.statement()[1] is True
         items = [i for _, block in read_blocks(conn, query, ranges) for i in split_items(block)]
         assert query.failures == expect_failures
-        assert sorted(items) == _jsons([i for b in _copy(conn, definition) for i in b])
+        assert sorted(items) == sorted_jsons([i for b in copy_batches(conn, definition) for i in b])
         conn.execute("ROLLBACK")
 
     read(0)
@@ -362,14 +346,16 @@ def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connect
     conn.execute("CREATE TABLE w (id int PRIMARY KEY, t text NOT NULL, n int)")
     fill = "INSERT INTO w SELECT g, CASE WHEN g = %s THEN E'quo\"te' ELSE md5(g::text) END, NULLIF(g %% 3, 0)"
     conn.execute(fill + " FROM generate_series(1, 200) g", (0,))
-    per_page = _one(conn, "SELECT count(*) FROM w WHERE ctid < '(1,0)'")
+    per_page = scalar_int(conn, "SELECT count(*) FROM w WHERE ctid < '(1,0)'")
     conn.execute("TRUNCATE w")
     # the quote in the first row of page SUB_PAGES + 1: the first range's second sub-range
     dirty = per_page * (SUB_PAGES + 1) + 1
     conn.execute(fill + " FROM generate_series(1, %s) g", (dirty, per_page * 12 * SUB_PAGES))
-    assert _one(conn, "SELECT (ctid::text::point)[0]::int FROM w WHERE id = %s", (dirty,)) == SUB_PAGES + 1
+    assert (
+        scalar_int(conn, "SELECT (ctid::text::point)[0]::int FROM w WHERE id = %s", (dirty,)) == SUB_PAGES + 1
+    )
     definition = definition_of(conn, "public", "w")
-    reference = _jsons([i for b in _copy(conn, definition) for i in b])
+    reference = sorted_jsons([i for b in copy_batches(conn, definition) for i in b])
     conn.execute(BEGIN_SNAPSHOT)
     found = block_query(conn, definition, pages=3 * SUB_PAGES)
     assert found is not None
@@ -392,7 +378,9 @@ def test_a_range_is_aggregated_by_sub_ranges_in_page_order(conn: psycopg.Connect
     conn.execute("INSERT INTO pt SELECT g, 'v' || g FROM generate_series(0, 199) g")
     definition = definition_of(conn, "public", "pt")
     conn.execute(BEGIN_SNAPSHOT)
-    assert sorted(_items(conn, definition)) == _jsons([i for b in _copy(conn, definition) for i in b])
+    assert sorted(block_items(conn, definition)) == sorted_jsons(
+        [i for b in copy_batches(conn, definition) for i in b]
+    )
     conn.execute("ROLLBACK")
 
 

@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from sync.postgres.inspector import TableInfo
 from sync.shapes import subset_runner
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.item_sql import raw_values_clean
@@ -32,8 +31,8 @@ from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner, metadata_
 from sync.shapes.xid import PgSnapshot
 from sync.where import compile_where
 from tests.shapes.helpers import read_table
-from tests.shapes.test_snapshot_copy import EXTRA, NASTY, alltypes_table
-from tests.shapes.test_snapshot_identity import ROWS
+from tests.shapes.snapshot_support import EXTRA, NASTY, ROWS, alltypes_table
+from tests.shapes.subset_support import expected_body, whole_table_shape
 
 
 @pytest.fixture
@@ -50,19 +49,6 @@ def runner(db_dsn: str) -> Iterator[SubsetRunner]:
     r.close()
 
 
-def _shape(conn: psycopg.Connection[Any], name: str) -> tuple[TableInfo, ShapeLogEncoder]:
-    """The catalog info of table ``public.<name>`` and the encoder of its whole-table shape."""
-    table = read_table(conn, "public", name)
-    assert table is not None
-    return table, ShapeLogEncoder(ShapeDefinition.create(("public", name), table))
-
-
-def _expected_body(metadata: dict[str, Any], items: list[bytes]) -> bytes:
-    mark = b',"snapshot_mark":%d}}' % metadata["snapshot_mark"]
-    marked = [item[:-2] + mark for item in items]
-    return b'{"metadata":' + orjson.dumps(metadata) + b',"data":[' + b",".join(marked) + b"]}"
-
-
 def test_items_equal_the_encoders_items_of_replicated_rows(
     conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
@@ -76,13 +62,13 @@ def test_items_equal_the_encoders_items_of_replicated_rows(
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
     result = runner.run(query, params, encoder.definition)
     assert result.count == len(ROWS) + 2
-    assert result.body() == _expected_body(result.metadata, expected)
+    assert result.body() == expected_body(result.metadata, expected)
     # again on the same connection (its prepared statement), and a page of it
     query, params = build_subset_query(
         definition, None, SubsetQuery(order_by=(OrderItem("id", descending=True),), limit=2, offset=1)
     )
     page = runner.run(query, params, encoder.definition)
-    assert page.body() == _expected_body(page.metadata, expected[::-1][1:3])
+    assert page.body() == expected_body(page.metadata, expected[::-1][1:3])
     assert page.metadata["snapshot_mark"] != result.metadata["snapshot_mark"]
 
 
@@ -91,13 +77,13 @@ def test_keys_with_nulls_and_slashes_without_primary_key(
 ) -> None:
     conn.execute('CREATE TABLE "we/ird" (z text, "a%b" int)')
     conn.execute("""INSERT INTO "we/ird" VALUES ('x/y', 1), (NULL, 2), (E'q"\\\\', NULL)""")
-    table, encoder = _shape(conn, "we/ird")
+    table, encoder = whole_table_shape(conn, "we/ird")
     definition = encoder.definition
     rows = [("x/y", "1"), (None, "2"), ('q"\\', None)]
     where = compile_where('"a%b" > $1 OR "a%b" IS NULL', table, {1: "0"})
     query, params = build_subset_query(definition, None, SubsetQuery(where, (OrderItem("a%b"),)))
     result = runner.run(query, params, encoder.definition)
-    assert result.body() == _expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+    assert result.body() == expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
     assert b'"key":"\\"public\\".\\"we//ird\\"/\\"2\\"/_"' in result.body()  # NULL key part
 
 
@@ -107,13 +93,13 @@ def test_a_statement_built_for_other_columns_is_built_again(
     # v is int4 NOT NULL, t text NOT NULL: quoted without escaping / to_json as is, neither has a NULL case
     conn.execute("CREATE TABLE s (id int PRIMARY KEY, v int NOT NULL, t text NOT NULL)")
     conn.execute("INSERT INTO s VALUES (1, 5, 'x')")
-    _, encoder = _shape(conn, "s")
+    _, encoder = whole_table_shape(conn, "s")
     definition = encoder.definition
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
 
     def check(rows: list[tuple[str | None, ...]]) -> None:
         got = runner.run(query, params, encoder.definition)  # one pooled connection: its prepared statement
-        assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+        assert got.body() == expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
 
     check([("1", "5", "x")])
     conn.execute("ALTER TABLE s ALTER COLUMN t DROP NOT NULL")  # same result types: the plan stays
@@ -129,7 +115,7 @@ def test_the_metadata_is_the_statements_snapshot(
     db_dsn: str, conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    table, encoder = _shape(conn, "t")
+    table, encoder = whole_table_shape(conn, "t")
     definition = encoder.definition
     query, params = build_subset_query(definition, None, SubsetQuery(compile_where("id > 1", table)))
     snapshot_sql = "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn() - '0/0'"
@@ -159,7 +145,7 @@ def test_a_failed_statement_closes_its_connection_and_the_next_one_works(
     conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    _, encoder = _shape(conn, "t")
+    _, encoder = whole_table_shape(conn, "t")
 
     def backend_pid() -> str:  # the subset connection's backend, as the row's "id"
         body = runner.run(b'SELECT CAST(pg_backend_pid() AS text) AS "id"', [], encoder.definition).body()
@@ -182,7 +168,7 @@ def test_settle_pending_reads_the_end_of_the_runners_last_statement(
     conn: psycopg.Connection[Any], runner: SubsetRunner
 ) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    _, encoder = _shape(conn, "t")
+    _, encoder = whole_table_shape(conn, "t")
     runner.run(b'SELECT CAST(1 AS text) AS "id"', [], encoder.definition)
     [(kept, _, unsettled)] = runner._kept._kept  # the connection the run put back, as it was put back
     assert unsettled and kept.unsettled  # its statement's end still unread: the answer may leave first
@@ -236,7 +222,7 @@ def test_shapes_with_other_key_columns_do_not_share_a_statement(
     for definition in (by_pk, by_row, by_pk):
         encoder = ShapeLogEncoder(definition)
         got = runner.run(query, params, encoder.definition)
-        assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(("1", "a"))[1]])
+        assert got.body() == expected_body(got.metadata, [encoder.snapshot_item(("1", "a"))[1]])
 
 
 def test_columns_named_like_the_statements_own_names(
@@ -246,12 +232,12 @@ def test_columns_named_like_the_statements_own_names(
         'CREATE TABLE n (x int PRIMARY KEY, s text NOT NULL, snapshot text, lsn int, info text, "item" text)'
     )
     conn.execute("INSERT INTO n VALUES (1, 'a', 'b', 2, 'c', 'd'), (3, 'e', NULL, NULL, NULL, NULL)")
-    _, encoder = _shape(conn, "n")
+    _, encoder = whole_table_shape(conn, "n")
     definition = encoder.definition
     query, params = build_subset_query(definition, None, SubsetQuery(order_by=(OrderItem("x"),)))
     got = runner.run(query, params, encoder.definition)
     rows = [("1", "a", "b", "2", "c", "d"), ("3", "e", None, None, None, None)]
-    assert got.body() == _expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+    assert got.body() == expected_body(got.metadata, [encoder.snapshot_item(r)[1] for r in rows])
 
 
 @pytest.mark.parametrize(
@@ -294,12 +280,12 @@ def test_a_value_needing_escapes_gets_the_checked_statements_own_tail(
     one); when a value needs escaping, the checked statement's items (to_json) end with their own tail."""
     conn.execute("CREATE TABLE m (id int PRIMARY KEY, t text NOT NULL)")
     conn.execute("""INSERT INTO m VALUES (1, 'plain'), (2, E'needs "escaping"')""")
-    _, encoder = _shape(conn, "m")
+    _, encoder = whole_table_shape(conn, "m")
     query, params = build_subset_query(encoder.definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
     rows = [("1", "plain"), ("2", 'needs "escaping"')]
     for _ in range(2):  # unchecked, then checked; then the checked one first
         result = runner.run(query, params, encoder.definition)
-        assert result.body() == _expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
+        assert result.body() == expected_body(result.metadata, [encoder.snapshot_item(r)[1] for r in rows])
 
 
 def test_early_rows_come_before_the_statements_end_which_settle_reads(db_dsn: str) -> None:
@@ -329,19 +315,19 @@ def test_items_holding_the_separator_byte_are_joined_by_postgres(
 ) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
     conn.execute("INSERT INTO t VALUES (1, 'a,b'), (2, 'c'), (3, ',')")
-    _, encoder = _shape(conn, "t")
+    _, encoder = whole_table_shape(conn, "t")
     query, params = build_subset_query(encoder.definition, None, SubsetQuery(order_by=(OrderItem("id"),)))
     rows = [("1", "a,b"), ("2", "c"), ("3", ",")]
     expected = [encoder.snapshot_item(r)[1] for r in rows]
     plain = runner.run(query, params, encoder.definition)
-    assert plain.body() == _expected_body(plain.metadata, expected)
+    assert plain.body() == expected_body(plain.metadata, expected)
     # a byte the items do hold (no JSON value holds the real one unescaped): Postgres joins them instead
     monkeypatch.setattr(subset_runner, "SEPARATOR", b",")
     joined = runner.run(query, params, encoder.definition)
-    assert joined.body() == _expected_body(joined.metadata, expected) and joined.count == 3
+    assert joined.body() == expected_body(joined.metadata, expected) and joined.count == 3
     monkeypatch.setattr(subset_runner, "SEPARATOR", b"\x02")
     one = runner.run(*build_subset_query(encoder.definition, None, SubsetQuery(limit=1)), encoder.definition)
-    assert one.body() == _expected_body(one.metadata, expected[:1])
+    assert one.body() == expected_body(one.metadata, expected[:1])
 
 
 _DIRTY = [chr(c) for c in range(1, 32)] + ['"', "\\"]  # what JSON escapes (Postgres text holds no NUL)
@@ -369,7 +355,7 @@ def test_unchecked_items_never_let_a_value_that_needs_escaping_through(
     ]
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO u VALUES (%s, %s, %s, %s)", clean + dirty)
-    table, encoder = _shape(conn, "u")
+    table, encoder = whole_table_shape(conn, "u")
     definition = encoder.definition
     one = build_subset_query(definition, None, SubsetQuery(compile_where("id = $1", table, {1: "1"})))[0]
     some = build_subset_query(definition, None, SubsetQuery(compile_where("id <= $1", table, {1: "1"})))[0]
@@ -399,7 +385,7 @@ def test_unchecked_items_never_let_a_value_that_needs_escaping_through(
     ]
     for _ in range(2):  # unchecked refused then checked; then checked first
         result = runner.run(query, params, definition)
-        assert result.body() == _expected_body(result.metadata, expected)
+        assert result.body() == expected_body(result.metadata, expected)
     clean_only = build_subset_query(definition, None, SubsetQuery(compile_where("id <= $1", table, {1: "3"})))
     result = runner.run(*clean_only, definition)
-    assert result.body() == _expected_body(result.metadata, expected[:3])
+    assert result.body() == expected_body(result.metadata, expected[:3])
