@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from sync.postgres.inspector import inspect_table
 from sync.where import WhereError, compile_where
+from tests.where.language_cases import ACCEPTED
 from tests.where.oracle_gen import DDL, bool_expr
 from tests.where.tables import ITEMS, oracle_table
-from tests.where.test_language import ACCEPTED
 
 INJECTIONS_REJECTED = [
     "1=1) OR (1=1",
