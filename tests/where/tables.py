@@ -58,7 +58,7 @@ ITEMS = make_table(
 
 
 def oracle_table() -> TableInfo:
-    """The oracle test's table ``t`` (see ``oracle_gen.DDL``), without asking Postgres."""
+    """The oracle test's table ``t`` (see ``oracle_values.DDL``), without asking Postgres."""
     names = {
         "i2": "int2", "i4": "int4", "i8": "int8", "f4": "float4", "f8": "float8", "n": "numeric", "t": "text",
         "v": "varchar", "b": "bool", "u": "uuid", "d": "date", "tm": "time", "ts": "timestamp",

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from sync.postgres.inspector import TableInfo, inspect_table
 from sync.where import WhereError, WhereEvalError, compile_where
-from tests.where.oracle_gen import COLUMNS, DDL, VALUES, bool_expr, rows
+from tests.where.oracle_gen import bool_expr
+from tests.where.oracle_values import COLUMNS, DDL, VALUES, rows
 
 EXAMPLES = int(os.environ.get("SHAPESYNC_ORACLE_EXAMPLES", "200"))
 EXPLORE = "SHAPESYNC_ORACLE_EXAMPLES" in os.environ

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from sync.postgres.inspector import inspect_table
 from sync.where import WhereError, compile_where
 from tests.where.language_cases import ACCEPTED
-from tests.where.oracle_gen import DDL, bool_expr
+from tests.where.oracle_gen import bool_expr
+from tests.where.oracle_values import DDL
 from tests.where.tables import ITEMS, oracle_table
 
 INJECTIONS_REJECTED = [
