@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,29 +11,7 @@ from falcon.testing import Result, TestClient
 from sync.offsets import LogOffset
 from tests.api.conftest import TEST_SETTINGS, Backend, FakeBackend, build_app
 from tests.api.fake_engine import FakeEngine
-from tests.api.test_shape_resource import body, controls, follow_snapshot, get, rows
-
-ROWS = [{"id": "1", "title": "a"}]
-
-
-class Background:
-    """Runs one request in a thread; ``result()`` joins it."""
-
-    def __init__(self, fn: Callable[[], Result]) -> None:
-        self._result: list[Result] = []
-        self._thread = threading.Thread(target=lambda: self._result.append(fn()), daemon=True)
-        self._thread.start()
-
-    def result(self, timeout: float = 10) -> Result:
-        self._thread.join(timeout)
-        assert self._result, "request did not finish"
-        return self._result[0]
-
-
-def caught_up(client: TestClient, backend: Backend) -> tuple[str, str, str]:
-    table = backend.create_table(ROWS)
-    handle, offset, _ = follow_snapshot(client, table)
-    return table, handle, offset
+from tests.api.shape_support import Background, body, caught_up, controls, get, rows
 
 
 def test_long_poll_timeout_returns_up_to_date_without_data(client: TestClient, backend: Backend) -> None:

@@ -11,8 +11,7 @@ from api.live_memo import LiveAnswer, LiveMemo
 from sync.offsets import LogOffset
 from tests.api.conftest import TEST_SETTINGS, Backend
 from tests.api.fake_engine import FakeEngine
-from tests.api.test_live import Background, caught_up
-from tests.api.test_shape_resource import body, get, rows
+from tests.api.shape_support import Background, body, caught_up, get, rows
 
 
 class Clock:

@@ -10,33 +10,16 @@ from typing import Any
 
 import orjson
 import pytest
-from falcon.testing import Result, TestClient
+from falcon.testing import TestClient
 
 from api.engine_port import LogChunk
 from sync.offsets import LogOffset
 from tests.api.conftest import TEST_SETTINGS, Backend, build_app
 from tests.api.fake_engine import FakeEngine
+from tests.api.shape_support import body, controls, follow_snapshot, get, rows
 
 ROWS = [{"id": str(i), "title": f"t{i}"} for i in range(1, 3)]
 MUST_REFETCH = [{"headers": {"control": "must-refetch"}}]
-
-
-def get(client: TestClient, query: str, **kwargs: Any) -> Result:
-    return client.simulate_get("/v1/shape", query_string=query, **kwargs)
-
-
-def body(result: Result) -> list[dict[str, Any]]:
-    data = orjson.loads(result.content)
-    assert isinstance(data, list)
-    return data
-
-
-def controls(result: Result) -> list[str]:
-    return [m["headers"]["control"] for m in body(result) if "control" in m["headers"]]
-
-
-def rows(result: Result) -> list[dict[str, Any]]:
-    return [m["value"] for m in body(result) if "key" in m]
 
 
 def test_initial_snapshot(client: TestClient, backend: Backend) -> None:
@@ -71,19 +54,6 @@ def test_empty_table_sequence(client: TestClient, backend: Backend) -> None:
     assert "electric-schema" in r.headers
     lsn = body(r)[0]["headers"]["global_last_seen_lsn"]
     assert isinstance(lsn, str) and lsn.isdigit()
-
-
-def follow_snapshot(client: TestClient, table: str) -> tuple[str, str, list[list[dict[str, Any]]]]:
-    """Read the snapshot chunk by chunk; returns handle, final offset and the chunks' bodies."""
-    r = get(client, f"table={table}&offset=-1")
-    handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
-    chunks = [body(r)]
-    while "up-to-date" not in controls(r):
-        r = get(client, f"table={table}&offset={offset}&handle={handle}")
-        assert r.status_code == 200
-        offset = r.headers["electric-offset"]
-        chunks.append(body(r))
-    return handle, offset, chunks
 
 
 def test_snapshot_chunks_then_log_chunks(client: TestClient, backend: Backend) -> None:
