@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,43 +11,13 @@ import falcon
 import falcon.testing
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.metrics import ApiMetrics, start_metrics_server
 from sync.postgres.cluster import free_port
 from sync.settings import MetricsSettings, Settings
+from tests.api.metrics_support import parse, scrape, until, value
 from tests.fixtures.service import ServiceProcess
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-        assert resp.headers["content-type"].startswith("text/plain")
-        return parse(resp.read().decode())
-
-
-def until(predicate: object, what: str, deadline_s: float = 20.0) -> None:
-    """Poll an observable condition (the service runs in another process: there is no event to wait on)."""
-    assert callable(predicate)
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class _Stream:

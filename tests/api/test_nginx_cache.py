@@ -28,7 +28,7 @@ import pytest
 from api.nginx_conf import NginxOptions, options_for, render_nginx_conf
 from sync.postgres.cluster import free_port
 from sync.settings import HttpSettings, Settings
-from tests.api.test_metrics import scrape, until, value
+from tests.api.metrics_support import scrape, until, value
 from tests.fixtures.service import ServiceProcess
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # .ci/run installs nginx-light when it is missing
