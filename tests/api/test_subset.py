@@ -5,7 +5,6 @@ One service and database for the module (see ``subset_support``); each test has 
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import threading
@@ -17,7 +16,18 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.api.subset_support import module_database, module_service, module_tmp, request
+from tests.api.subset_support import (
+    INVALID_SUBSETS,
+    create_items_table,
+    ids,
+    module_database,
+    module_service,
+    module_tmp,
+    pg_rows,
+    request,
+    subset,
+    wire,
+)
 from tests.fixtures.pg import ClusterInfo
 from tests.fixtures.service import ServiceProcess
 
@@ -45,34 +55,8 @@ def svc(dsn: str, module_tmp: Path) -> Iterator[ServiceProcess]:
 def table(dsn: str) -> str:
     """A fresh ``items`` table with ROWS rows: id, grp (0..4), name, score (NULL for every 7th), tag."""
     name = f"items_{next(_TABLES)}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-        conn.execute(
-            f'CREATE TABLE "{name}" (id int PRIMARY KEY, grp int NOT NULL, name text NOT NULL, '
-            "score int, tag text)"
-        )
-        conn.execute(f'CREATE INDEX ON "{name}" (grp)')
-        conn.execute(
-            f'INSERT INTO "{name}" SELECT i, i % 5, $$n$$ || lpad(i::text, 4, $$0$$), '
-            "CASE WHEN i % 7 = 0 THEN NULL ELSE (i * 37) % 50 END, "
-            f"CASE WHEN i % 2 = 0 THEN $$even$$ ELSE $$odd$$ END FROM generate_series(1, {ROWS}) i"
-        )
+    create_items_table(dsn, name, ROWS)
     return name
-
-
-def pg_rows(dsn: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def ids(body: dict[str, Any]) -> list[int]:
-    return [int(item["value"]["id"]) for item in body["data"]]
-
-
-def subset(svc: ServiceProcess, table: str, **sub: str) -> tuple[int, dict[str, str], Any]:
-    params = {"table": table, "offset": "-1"}
-    params.update({f"subset__{k}": v for k, v in sub.items()})
-    return request(svc, params)
 
 
 # -- responses --------------------------------------------------------------------------------------------
@@ -104,19 +88,6 @@ def test_get_subset_headers_body_and_rows(svc: ServiceProcess, dsn: str, table: 
     assert all(isinstance(v, str) for v in first["value"].values())
 
 
-def _wire(
-    svc: ServiceProcess, method: str, path: str, headers: dict[str, str]
-) -> tuple[int, list[Any], bytes]:
-    """Status, every header in wire order (names lower-cased), body."""
-    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
-    try:
-        conn.request(method, path, headers=headers)
-        r = conn.getresponse()
-        return r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read()
-    finally:
-        conn.close()
-
-
 def test_a_get_answers_with_the_headers_falcon_sends(svc: ServiceProcess, table: str) -> None:
     """Under our worker a GET subset leaves pre-rendered (api/raw_response.py), a POST through Falcon: the
     same headers in the same order, with the request's own id and CORS origin."""
@@ -127,8 +98,8 @@ def test_a_get_answers_with_the_headers_falcon_sends(svc: ServiceProcess, table:
     own_id = "client-chosen-request-id-0002"
     varying = {"date", "x-request-id", "access-control-allow-origin"}
     for headers in ({}, {"Origin": "https://app.example", "X-Request-Id": own_id}):
-        got = _wire(svc, "GET", f"/v1/shape?{query}", headers)
-        reference = _wire(svc, "POST", f"/v1/shape?{query}", headers)
+        got = wire(svc, "GET", f"/v1/shape?{query}", headers)
+        reference = wire(svc, "POST", f"/v1/shape?{query}", headers)
         assert got[0] == reference[0] == 200
         assert [name for name, _ in got[1]] == [name for name, _ in reference[1]]
         assert [h for h in got[1] if h[0] not in varying] == [h for h in reference[1] if h[0] not in varying]
@@ -237,32 +208,10 @@ def test_metadata_matches_pg_current_snapshot(svc: ServiceProcess, dsn: str, tab
 
 # -- validation ------------------------------------------------------------------------------------------
 
-INVALID = [
-    ({"limit": "0", "order_by": "id"}, {"limit": ["must be greater than 0"]}),
-    ({"limit": "x", "order_by": "id"}, {"limit": ["is invalid"]}),
-    ({"offset": "-1", "order_by": "id"}, {"offset": ["must be greater than or equal to 0"]}),
-    ({"limit": "5"}, {"order_by": ["order_by is required when limit or offset is present"]}),
-    ({"offset": "5"}, {"order_by": ["order_by is required when limit or offset is present"]}),
-    (
-        {"limit": "0", "offset": "-2"},
-        {
-            "limit": ["must be greater than 0"],
-            "offset": ["must be greater than or equal to 0"],
-            "order_by": ["order_by is required when limit or offset is present"],
-        },
-    ),
-    ({"where": "id IN (SELECT id FROM items)"}, {"where": ["Subqueries are not allowed in subsets"]}),
-    ({"where": "EXISTS (SELECT 1)"}, {"where": ["Subqueries are not allowed in subsets"]}),
-    ({"where": "1 x 1"}, {"where": ['At location 17: syntax error at or near "x"']}),
-    ({"where": "nope = 1"}, {"where": ["At location 0: unknown reference nope"]}),
-    ({"where": "id = $1", "params": '{"2":"1"}'}, {"params": ["Parameters must be numbered sequentially, starting from 1"]}),
-    ({"where": "id = $1", "params": '{"a":"1"}'}, {"params": ["Parameters can only use numbers as keys"]}),
-    ({"where": "id = $1", "params": "[1]"}, {"params": ["params must be a JSON object"]}),
-    ({"where": "id = $1", "params": "{"}, {"params": ["params must be valid JSON"]}),
-]  # fmt: skip
 
-
-@pytest.mark.parametrize(("sub", "errors"), INVALID, ids=[str(i) for i in range(len(INVALID))])
+@pytest.mark.parametrize(
+    ("sub", "errors"), INVALID_SUBSETS, ids=[str(i) for i in range(len(INVALID_SUBSETS))]
+)
 def test_validation_errors_nested_under_subset(
     svc: ServiceProcess, table: str, sub: dict[str, str], errors: dict[str, list[str]]
 ) -> None:
