@@ -1,4 +1,5 @@
-"""Test doubles for the downstream (a recording sink playing the collector) and small helpers."""
+"""Test doubles for the downstream (a recording sink playing the collector) and small helpers (slots, a
+published table, the walsender serving a slot and the status updates it has seen)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,35 @@ def running_connection(
         yield sup, handles
     finally:
         assert stop_tree(sup, 30)
+
+
+def walsender(conn: psycopg.Connection[Any], slot: str) -> tuple[int, Any] | None:
+    row = conn.execute(
+        "SELECT r.pid, r.reply_time FROM pg_replication_slots s JOIN pg_stat_replication r "
+        "ON r.pid = s.active_pid WHERE s.slot_name = %s",
+        (slot,),
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def replies_seen(conn: psycopg.Connection[Any], slot: str, n: int) -> None:
+    """Wait until the client has sent ``n`` more status updates (reply_time moves each time)."""
+    seen: list[Any] = []
+
+    def moved() -> bool:
+        ws = walsender(conn, slot)
+        if ws is not None and (not seen or ws[1] != seen[-1]):
+            seen.append(ws[1])
+        return len(seen) > n
+
+    wait_until(moved, timeout=10, interval=0.02)
+
+
+def setup_table(conn: psycopg.Connection[Any], config: ConnectionConfig, table: str = "items") -> None:
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE {table}")
+
+
+def replies_seen_for(dsn: str, slot: str, n: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        replies_seen(conn, slot, n)

@@ -18,10 +18,14 @@ from sync.replication.sink import ActorSink, GetResumePoint, Pending, ResumePoin
 from tests.replication.support import (
     RecordingSink,
     confirmed_flush,
+    replies_seen,
+    replies_seen_for,
     running_connection,
+    setup_table,
     slot_row,
     stream_id_for,
     wait_until,
+    walsender,
 )
 
 
@@ -57,33 +61,6 @@ def test_streams_transactions_in_commit_order(db_dsn: str, config: ConnectionCon
         wait_until(lambda: confirmed_flush(db_dsn, config.slot) >= sink.processed)
 
 
-def _walsender(conn: psycopg.Connection[Any], slot: str) -> tuple[int, Any] | None:
-    row = conn.execute(
-        "SELECT r.pid, r.reply_time FROM pg_replication_slots s JOIN pg_stat_replication r "
-        "ON r.pid = s.active_pid WHERE s.slot_name = %s",
-        (slot,),
-    ).fetchone()
-    return (int(row[0]), row[1]) if row else None
-
-
-def _replies_seen(conn: psycopg.Connection[Any], slot: str, n: int) -> None:
-    """Wait until the client has sent ``n`` more status updates (reply_time moves each time)."""
-    seen: list[Any] = []
-
-    def moved() -> bool:
-        ws = _walsender(conn, slot)
-        if ws is not None and (not seen or ws[1] != seen[-1]):
-            seen.append(ws[1])
-        return len(seen) > n
-
-    wait_until(moved, timeout=10, interval=0.02)
-
-
-def _setup_table(conn: psycopg.Connection[Any], config: ConnectionConfig, table: str = "items") -> None:
-    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
-    conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE {table}")
-
-
 def test_confirmed_flush_advances_only_after_ack(db_dsn: str, config: ConnectionConfig) -> None:
     sink = RecordingSink(auto_ack=False)
     with (
@@ -91,14 +68,14 @@ def test_confirmed_flush_advances_only_after_ack(db_dsn: str, config: Connection
         running_connection(config, sink) as (_sup, handles),
     ):
         wait_until(lambda: handles.state() == "active")
-        _setup_table(conn, config)
+        setup_table(conn, config)
         conn.execute("CREATE TABLE other (n int)")  # not published: unrelated traffic
         conn.execute("INSERT INTO items VALUES (1, 'a')")
         sink.wait_for(lambda: sink.processed > 0)
         commit = sink.processed
         for _ in range(20):
             conn.execute("INSERT INTO other SELECT generate_series(1, 100)")
-        _replies_seen(conn, config.slot, 5)
+        replies_seen(conn, config.slot, 5)
         assert confirmed_flush(db_dsn, config.slot) <= commit  # pending: neither the txn nor wal_end
         sink.ack(commit)
         wait_until(lambda: confirmed_flush(db_dsn, config.slot) > commit)
@@ -113,7 +90,7 @@ def test_idle_traffic_advances_the_slot_when_nothing_is_pending(
         running_connection(config, sink) as (_sup, handles),
     ):
         wait_until(lambda: handles.state() == "active")
-        _setup_table(conn, config)
+        setup_table(conn, config)
         conn.execute("INSERT INTO items VALUES (1, 'a')")
         sink.wait_for(lambda: sink.processed > 0)
         conn.execute("CREATE TABLE other (n int)")
@@ -136,13 +113,13 @@ def test_walsender_terminated_mid_stream_delivers_every_transaction_once(
         running_connection(config, sink) as (_sup, handles),
     ):
         wait_until(lambda: handles.state() == "active")
-        _setup_table(conn, config)
+        setup_table(conn, config)
         pids = set()
         for i in range(300):
             conn.execute("INSERT INTO items VALUES (%s, 'x')", (i,))
             if i % 75 == 40:
                 sink.wait_for(lambda i=i: len(sink.inserted()) >= i - 20)
-                ws = _walsender(conn, config.slot)
+                ws = walsender(conn, config.slot)
                 assert ws is not None
                 pids.add(ws[0])
                 conn.execute("SELECT pg_terminate_backend(%s)", (ws[0],))
@@ -170,8 +147,8 @@ def test_stalled_downstream_keeps_connection_alive(db_dsn: str, config: Connecti
         running_connection(config, sink) as (_sup, handles),
     ):
         wait_until(lambda: handles.state() == "active")
-        _setup_table(conn, config)
-        before = _walsender(conn, config.slot)
+        setup_table(conn, config)
+        before = walsender(conn, config.slot)
         sink.on_deliver = stall
         for i in range(config.max_in_flight + 20):
             conn.execute("INSERT INTO items VALUES (%s, 'x')", (i,))
@@ -180,7 +157,7 @@ def test_stalled_downstream_keeps_connection_alive(db_dsn: str, config: Connecti
         assert len(sink.inserted()) < 20  # really stalled
         assert release.wait(15.0)
         sink.wait_for(lambda: len(sink.inserted()) == config.max_in_flight + 20 + 29001)
-        after = _walsender(conn, config.slot)
+        after = walsender(conn, config.slot)
         assert before is not None and after is not None and before[0] == after[0]
         assert handles.status.error is None
 
@@ -216,10 +193,10 @@ def test_slot_dropped_from_outside_is_recreated_and_announced(db_dsn: str, confi
         running_connection(config, sink) as (_sup, handles),
     ):
         wait_until(lambda: handles.state() == "active")
-        _setup_table(conn, config)
+        setup_table(conn, config)
         conn.execute("INSERT INTO items VALUES (1, 'a')")
         sink.wait_for(lambda: sink.inserted() == ["1"])
-        ws = _walsender(conn, config.slot)
+        ws = walsender(conn, config.slot)
         assert ws is not None
         conn.execute("SELECT pg_terminate_backend(%s)", (ws[0],))
         wait_until(lambda: (slot_row(db_dsn, config.slot) or (None, 1))[1] is None, timeout=5)
@@ -249,7 +226,7 @@ def test_sink_learns_each_connection_and_each_flush_position_before_it_is_report
         assert (first.system.system_id, first.system.timeline) == (row[0], row[1])
         assert first.slot.recreated == "slot did not exist" == sink.slot_events()[0].reason
         assert 0 < first.system.xlogpos <= first.slot.confirmed_flush_lsn
-        _setup_table(conn, config)
+        setup_table(conn, config)
         conn.execute("INSERT INTO items VALUES (1, 'a')")
         sink.wait_for(lambda: sink.processed > 0)
         wait_until(lambda: confirmed_flush(db_dsn, config.slot) >= sink.processed)
@@ -257,7 +234,7 @@ def test_sink_learns_each_connection_and_each_flush_position_before_it_is_report
         assert reports == sorted(set(reports))  # only ever higher
         confirmed = confirmed_flush(db_dsn, config.slot)
         assert reports[-1] >= confirmed  # Postgres holds nothing it was not announced first
-        ws = _walsender(conn, config.slot)
+        ws = walsender(conn, config.slot)
         assert ws is not None
         conn.execute("SELECT pg_terminate_backend(%s)", (ws[0],))
         sink.wait_for(lambda: len(sink.connections) == 2)
@@ -277,7 +254,7 @@ def test_publication_dropped_from_outside_recreates_publication_and_slot(
         running_connection(config, sink) as (_sup, handles),
     ):
         wait_until(lambda: handles.state() == "active")
-        _setup_table(conn, config)
+        setup_table(conn, config)
         conn.execute("INSERT INTO items VALUES (1, 'a')")
         sink.wait_for(lambda: sink.inserted() == ["1"])
         conn.execute(f"DROP PUBLICATION {config.publication}")
@@ -402,7 +379,7 @@ def test_actor_sink_bounds_in_flight_events(db_dsn: str, config: ConnectionConfi
             for i in range(20):
                 conn.execute("INSERT INTO items VALUES (%s)", (i,))
         wait_until(lambda: ref.actor_inbox.qsize() >= 2)  # the actor is stuck on the first event
-        _replies_seen_for(db_dsn, config.slot, 2)  # time passes: the client keeps the connection alive...
+        replies_seen_for(db_dsn, config.slot, 2)  # time passes: the client keeps the connection alive...
         assert ref.actor_inbox.qsize() <= config.max_in_flight  # ...but sends no more than its window
         gate.set()
         wait_until(lambda: len(ref.proxy().events.get(timeout=5)) >= 22)  # SlotRecreated, Relation, 20 txns
@@ -412,8 +389,3 @@ def test_actor_sink_bounds_in_flight_events(db_dsn: str, config: ConnectionConfi
     finally:
         stop_tree(sup, 30)
         ref.stop(timeout=5)
-
-
-def _replies_seen_for(dsn: str, slot: str, n: int) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        _replies_seen(conn, slot, n)
