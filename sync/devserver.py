@@ -118,14 +118,23 @@ class ServiceProcess:
             f"service not {status} after {deadline_s}s (last: {last!r}):\n{self.output()[-5000:]}"
         )
 
-    def worker_pid(self) -> int | None:
-        """The gunicorn worker's pid (sync.cli -> gunicorn master -> worker)."""
+    def master_pid(self) -> int | None:
+        """The gunicorn master's pid (sync.cli -> gunicorn master): where SIGHUP reloads."""
         if self.proc is None:
             return None
         with contextlib.suppress(OSError):
             for pid in _children(self.proc.pid):
-                for worker in _children(pid):
-                    return worker
+                return pid
+        return None
+
+    def worker_pid(self) -> int | None:
+        """The gunicorn worker's pid (sync.cli -> gunicorn master -> worker)."""
+        master = self.master_pid()
+        if master is None:
+            return None
+        with contextlib.suppress(OSError):
+            for worker in _children(master):
+                return worker
         return None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
