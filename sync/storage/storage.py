@@ -21,6 +21,7 @@ followed by removal in the background; leftovers in the trash are removed again 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from supervisors.stripes import native_lock
 from sync import runtime
 from sync.storage import fdcache
 from sync.storage.files import DiskFiles, MemoryFiles, ShapeFiles, fsync_dir
@@ -111,6 +113,31 @@ class _States:
             state.view = state.view._replace(deleted=True)
 
 
+class _DirSync:
+    """fsync of one directory, shared by concurrent callers (group commit): a caller returns once an fsync
+    that started after its call did, so shapes created together cost one fsync of their parent, not one
+    each.  Callers run on OS threads (the lock is the OS thread's: waiting for it never switches greenlets
+    and no greenlet holds it)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = native_lock()
+        self._tickets = itertools.count(1)
+        self._issued = 0  # the newest ticket handed out
+        self._synced = 0  # every ticket up to this one is covered by a completed fsync
+        self.fsyncs = 0
+
+    def sync(self) -> None:
+        ticket = self._issued = next(self._tickets)  # under the GIL: tickets are issued in order
+        with self._lock:
+            if self._synced >= ticket:  # an fsync that started after our call covered us
+                return
+            upto = self._issued  # every ticket issued so far: their entries exist before this fsync starts
+            fsync_dir(self._path)
+            self.fsyncs += 1
+            self._synced = max(self._synced, upto)
+
+
 class FileStorage:
     """Shape logs of one stack on local disk."""
 
@@ -131,6 +158,7 @@ class FileStorage:
         self.trash_dir = base / "trash"
         self.chunk_bytes = chunk_bytes
         self._states = _States()
+        self._shapes_dir_sync = _DirSync(str(self.shapes_dir))
         self.shapes_dir.mkdir(parents=True, exist_ok=True)
         self.trash_dir.mkdir(parents=True, exist_ok=True)
 
@@ -140,14 +168,21 @@ class FileStorage:
         return self.shapes_dir / handle
 
     def create(self, handle: str, definition: object) -> ShapeLogWriter:
-        """Create an empty log (raises FileExistsError if the handle exists)."""
+        """Create an empty log (raises FileExistsError if the handle exists).
+
+        On an OS thread (:func:`~sync.runtime.run_blocking`): creating files and directories and fsyncing
+        them waits for the filesystem's journal, which every concurrent fsync holds up (measured: 1,000
+        shapes created 100 at a time spent ~1.6 ms per shape in ``open(O_CREAT)`` alone, on the hub)."""
+        return runtime.run_blocking(self._create, handle, definition)
+
+    def _create(self, handle: str, definition: object) -> ShapeLogWriter:
         path = self._dir(handle)
         path.mkdir()
         for name in FILES:
             os.close(os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
         writer = self._states.create(DiskFiles(str(path)), handle, definition, self.chunk_bytes)  # fsyncs dir
         writer.reader()
-        fsync_dir(str(self.shapes_dir))
+        self._shapes_dir_sync.sync()
         return writer
 
     def open(self, handle: str) -> ShapeLogWriter:
