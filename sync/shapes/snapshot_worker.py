@@ -153,8 +153,13 @@ def run_snapshot(
     helpers: Callable[[], psycopg.Connection[Any]] | None = None,
     lanes: int = 2,
     pages: int = DEFAULT_PAGES,
+    release: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> int:
     """Take the snapshot of ``request`` on ``conn``; returns the row count.
+
+    With ``release``, ``conn`` is handed to it as soon as every row is read and the transaction ended,
+    before waiting for storage to write and fsync the last of them: the connection serves the next
+    snapshot meanwhile, and this function never touches it again.
 
     Each batch is handed to the storage actor with ``ask`` (``timeout`` each), which bounds memory: the
     worker never runs ahead of the disk.  With a UTF-8 connection the rows come as blocks of items built by
@@ -166,6 +171,7 @@ def run_snapshot(
     """
     storage = request.storage
     count = 0
+    released = False
     request.consumer.ask(PrepareSnapshot(), timeout=timeout)  # registered before the snapshot is taken
     extra: list[psycopg.Connection[Any]] = []
     batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]] | None = None
@@ -196,21 +202,37 @@ def run_snapshot(
             count += rows
             in_flight += size
             pending.append((storage.ask(message, block=False), count, size))
+        if release is not None:  # every row is read: the connection can serve the next snapshot
+            _end_reads(conn, batches, extra)
+            released = True
+            release(conn)
         while pending:
             _stored(pending, request, timeout)
         storage.ask(
             CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
         )
     finally:
-        if isinstance(batches, Generator):
-            batches.close()  # stops and joins the readers before their connections are closed
-        for helper in extra:
-            helper.close()
-        if not conn.closed and not conn.broken:
-            conn.execute("ROLLBACK")
+        if not released:
+            _end_reads(conn, batches, extra)
     request.consumer.tell(SnapshotCompleted(count))
     logger.info("shape %s: snapshot of %d rows complete (%s)", request.handle, count, snapshot)
     return count
+
+
+def _end_reads(
+    conn: psycopg.Connection[Any],
+    batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]] | None,
+    extra: list[psycopg.Connection[Any]],
+) -> None:
+    """Stop reading: the readers joined, the helper connections closed, the transaction on ``conn`` ended
+    (unless the connection broke)."""
+    if isinstance(batches, Generator):
+        batches.close()  # stops and joins the readers before their connections are closed
+    for helper in extra:
+        helper.close()
+    extra.clear()
+    if not conn.closed and not conn.broken:
+        conn.execute("ROLLBACK")
 
 
 def _stored(
@@ -298,13 +320,24 @@ def take_snapshot(
     timeout: float = 60.0,
     pages: int = DEFAULT_PAGES,
     fresh: bool = False,
+    release: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> psycopg.Connection[Any] | None:
     """A worker's whole job: (re)connect if needed, run the snapshot, report a failure to the consumer.
     ``fresh``: ``conn`` was handed back less than :data:`FRESH_S` ago (used without checking it first).
+    ``release``: see :func:`run_snapshot` (a connection handed to it is no longer this worker's).
 
-    Returns the connection if it is healthy and idle (the pool reuses it), else None (it was closed).
-    Never raises: every outcome is a message to the consumer (or nobody, if the shape is already gone).
+    Returns the connection if it is healthy and idle (the pool reuses it), else None (it was closed, or
+    handed to ``release``).  Never raises: every outcome is a message to the consumer (or nobody, if the
+    shape is already gone).
     """
+    handed_back = False
+
+    def hand_back(done: psycopg.Connection[Any]) -> None:
+        nonlocal handed_back
+        handed_back = True
+        assert release is not None
+        release(done)
+
     try:
         conn = _usable(conn, fresh)
         reused = conn is not None
@@ -319,6 +352,7 @@ def take_snapshot(
                 timeout=timeout,
                 helpers=lambda: connect_snapshot(dsn, timeout),
                 pages=pages,
+                release=hand_back if release is not None else None,
             )
 
         try:
@@ -341,7 +375,7 @@ def take_snapshot(
             request.consumer.tell(SnapshotFailed(f"{type(exc).__name__}: {exc}"))
         except pykka.ActorDeadError:
             logger.debug("shape %s: consumer gone, snapshot failure not reported", request.handle)
-    if conn is None or conn.closed:
+    if handed_back or conn is None or conn.closed:  # handed back: another snapshot may be using it
         return None
     if conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.close()

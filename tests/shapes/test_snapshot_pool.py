@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from sync.shapes.consumer import ConsumerInfo, GetConsumerInfo
 from sync.shapes.snapshot_pool import GetPoolStatus, PoolStatus
+from sync.storage import ShapeLogWriter
 from tests.shapes.consumer_harness import Harness, ShapeUnderTest, read_log, replay, wait_for
 
 
@@ -48,6 +51,34 @@ def test_at_most_size_snapshots_run_at_once(h: Harness) -> None:
     final = status(h)
     assert (final.running, final.queued, final.completed) == (0, 0, 3)
     assert final.idle_connections <= 2
+    for s in shapes:
+        assert s.reader is not None
+        assert replay(read_log(s.reader)) == h.expected(s)
+
+
+def test_a_snapshot_waiting_for_storage_hands_its_slot_to_the_next(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h.conn.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)")
+    h.slot.add_table("t")
+    gate = threading.Event()
+    real = ShapeLogWriter.complete_snapshot
+
+    def slow_complete(self: ShapeLogWriter, *args: Any) -> None:  # a slow disk for the first two shapes
+        if self.handle in ("0-1", "1-1"):
+            assert gate.wait(30)
+        real(self, *args)
+
+    monkeypatch.setattr(ShapeLogWriter, "complete_snapshot", slow_complete)
+    shapes = [h.start_shape(ShapeUnderTest(f"{i}-1", h.definition("t"), None, None)) for i in range(3)]
+    # both slots (size 2) were handed back once their rows were read: the third ran meanwhile
+    wait_for(lambda: snapshot_done(shapes[2]))
+    assert status(h).finishing == 2
+    assert not snapshot_done(shapes[0]) and not snapshot_done(shapes[1])
+    gate.set()
+    wait_for(lambda: all(snapshot_done(s) for s in shapes))
+    wait_for(lambda: status(h).running == 0 and status(h).finishing == 0)
+    assert status(h).completed == 3
     for s in shapes:
         assert s.reader is not None
         assert replay(read_log(s.reader)) == h.expected(s)
