@@ -51,8 +51,9 @@ _monotonic = time.monotonic
 
 
 class ColdCounters:
-    """Process-wide counts of I/O that found its page uncached and went to an OS thread (monotonic;
-    incremented only by the single writer of a log or by a reading request, on the hub's thread)."""
+    """Process-wide counts of I/O that found its page uncached and went to an OS thread (monotonic).
+    Incremented under the GIL by whichever thread does the I/O (the hub's, or a pool thread reading for
+    one): an increment lost to a thread switch between two threads is possible and harmless in a metric."""
 
     __slots__ = ("reads", "writes")
 

@@ -125,7 +125,6 @@ class _DirSync:
         self._tickets = itertools.count(1)
         self._issued = 0  # the newest ticket handed out
         self._synced = 0  # every ticket up to this one is covered by a completed fsync
-        self.fsyncs = 0
 
     def sync(self) -> None:
         ticket = self._issued = next(self._tickets)  # under the GIL: tickets are issued in order
@@ -134,7 +133,6 @@ class _DirSync:
                 return
             upto = self._issued  # every ticket issued so far: their entries exist before this fsync starts
             fsync_dir(self._path)
-            self.fsyncs += 1
             self._synced = max(self._synced, upto)
 
 
