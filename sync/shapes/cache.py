@@ -157,7 +157,7 @@ class ShapeCache(SupervisedActor):
             collector,
             self._start_snapshot,
             self._invalidate_later,
-            self._marks.record,
+            self._marks,
             max_held=s.max_held,
             max_held_changes=s.max_held_changes,
             flush_bytes=s.flush_bytes,

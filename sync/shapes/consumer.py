@@ -60,6 +60,7 @@ from sync.shapes.log_items import (
     ShapeTruncated,
 )
 from sync.shapes.snapshot_worker import (
+    MarkJournal,
     PrepareSnapshot,
     SnapshotCompleted,
     SnapshotFailed,
@@ -138,7 +139,7 @@ class Consumer(SupervisedActor):
         start_snapshot: Callable[[SnapshotRequest], None],
         on_invalidate: Callable[[str, str], None],
         stored: StoredShape | None = None,
-        record_snapshot: Callable[[str, int], None] | None = None,
+        marks: MarkJournal | None = None,
         routing_clause: Any = None,
         predicate: Predicate | None = None,
         where_sql: sql.Composable | None = None,
@@ -155,7 +156,7 @@ class Consumer(SupervisedActor):
         self._start_snapshot = start_snapshot
         self._on_invalidate = on_invalidate
         self._stored = stored
-        self._record_snapshot = record_snapshot
+        self._marks = marks
         self._clause = routing_clause
         self._where_sql = where_sql
         self._where_params = tuple(where_params)
@@ -194,7 +195,7 @@ class Consumer(SupervisedActor):
                     self.actor_ref,
                     self._where_sql,
                     self._where_params,
-                    self._record_snapshot,
+                    self._marks,
                 )
             )
 

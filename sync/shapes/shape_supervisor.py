@@ -47,7 +47,7 @@ from sync.shapes.consumer import Consumer, StorageDurable, StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.invalidation import CompiledShape
-from sync.shapes.snapshot_worker import SnapshotRequest
+from sync.shapes.snapshot_worker import MarkJournal, SnapshotRequest
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import StorageActor
 from sync.storage.ticker import FlushTicker
@@ -93,7 +93,7 @@ class ShapeWiring:
     collector: pykka.ActorRef[Any]
     start_snapshot: Callable[[SnapshotRequest], None]
     on_invalidate: Callable[[str, str], None]
-    record_snapshot: Callable[[str, int], None] | None = None
+    marks: MarkJournal | None = None
     max_held: int = 10_000
     max_held_changes: int = 1_000_000
     flush_bytes: int = 64 * 1024
@@ -233,7 +233,7 @@ class _Shape(_Subtree):
             start_snapshot=w.start_snapshot,
             on_invalidate=w.on_invalidate,
             stored=self.stored,
-            record_snapshot=w.record_snapshot,
+            marks=w.marks,
             routing_clause=compiled.routing_clause,
             predicate=compiled.predicate,
             where_sql=compiled.where_sql,

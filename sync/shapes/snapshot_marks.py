@@ -6,8 +6,12 @@ the snapshot (``pg_current_wal_insert_lsn()``, see :mod:`sync.shapes.xid`): it e
 without it 32-bit xids could not be widened safely once 2^31 transactions have passed.  The storage
 metadata has no room for it, so the ShapeCache keeps this small journal next to the shape logs.
 
-Format: a msgpack stream of ``[handle, lsn]`` records (``lsn = -1`` forgets the handle), appended and
-fsynced by the snapshot worker *before* it streams any row, so a completed snapshot always has its mark.
+Format: a msgpack stream of ``[handle, lsn]`` records (``lsn = -1`` forgets the handle), appended by the
+snapshot worker before it streams any row and made durable (:meth:`SnapshotMarks.sync`) before the snapshot
+is recorded complete, so a completed snapshot always has its mark; a log whose snapshot is not complete is
+never resumed, mark or not.  The fsync is shared by the snapshots finishing together
+(:class:`~sync.storage.shared_fsync.SharedFsync`) and happens after the worker has handed its connection
+back: one fsync per snapshot under the journal's lock, before the rows, was what paced shape creation.
 On load the journal is read up to its last complete record (a torn tail is dropped) and rewritten
 compacted.  Without a path the marks live in memory only (tests, MemoryStorage).
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 import msgpack
 
 from sync import runtime
+from sync.storage.shared_fsync import SharedFsync
 
 __all__ = ["SnapshotMarks", "marks_path"]
 
@@ -32,13 +37,15 @@ _FORGET = -1
 
 
 class SnapshotMarks:
-    """Thread-safe: snapshot workers record, the ShapeCache loads, forgets and compacts."""
+    """Thread-safe: snapshot workers record and sync, the ShapeCache loads, forgets and compacts."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self._path = Path(path) if path is not None else None
         self._lock = threading.Lock()
         self._marks: dict[str, int] = {}
         self._fd: int | None = None
+        # a gevent-aware lock under monkey patching: its holder waits for the fsync in run_blocking
+        self._shared = SharedFsync(self._fsync, threading.Lock())
 
     def load(self) -> dict[str, int]:
         """Read the journal (dropping a torn tail); returns handle -> WAL LSN."""
@@ -63,8 +70,28 @@ class SnapshotMarks:
         return self._marks.get(handle)
 
     def record(self, handle: str, wal_lsn: int) -> None:
-        """Durably remember ``handle``'s snapshot WAL position (called before its rows are streamed)."""
+        """Remember ``handle``'s snapshot WAL position (called before its rows are streamed); durable once
+        :meth:`sync` returns."""
         self._append(handle, wal_lsn)
+
+    def sync(self) -> None:
+        """Return once every mark recorded before this call is on disk (one fsync shared by the callers
+        that arrive while one runs)."""
+        if self._path is not None:
+            self._shared.sync()
+
+    def _fsync(self) -> None:
+        # A duplicate of the descriptor, taken under the lock: what was written before is in this file, or
+        # in the one a compaction replaced it with (written and fsynced by ``compact``), and a concurrent
+        # ``close`` cannot close it under the fsync (nor hand its number to another file).
+        with self._lock:
+            fd = os.dup(self._fd) if self._fd is not None else None
+        if fd is None:
+            return
+        try:
+            runtime.run_blocking(os.fsync, fd)
+        finally:
+            os.close(fd)
 
     def forget(self, handle: str) -> None:
         if handle in self._marks:
@@ -105,8 +132,6 @@ class SnapshotMarks:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             os.write(self._fd, msgpack.packb([handle, lsn]))
-            if lsn != _FORGET:  # forgetting needs no fsync: a stale mark is harmless
-                runtime.run_blocking(os.fsync, self._fd)
 
     def _close(self) -> None:
         if self._fd is not None:

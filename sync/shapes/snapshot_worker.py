@@ -22,7 +22,7 @@ import collections
 import logging
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import psycopg
 import pykka
@@ -49,6 +49,7 @@ from sync.shapes.xid import PgSnapshot
 from sync.storage.storage_actor import AppendSnapshot, AppendSnapshotBlock, CompleteSnapshot
 
 __all__ = [
+    "MarkJournal",
     "PrepareSnapshot",
     "SnapshotCompleted",
     "SnapshotFailed",
@@ -72,6 +73,16 @@ STORE_ALONE: Final = 1 << 20
 STORE_AHEAD_BYTES: Final = 8 << 20
 
 
+class MarkJournal(Protocol):
+    """Where a worker records the WAL position read with its snapshot
+    (:class:`~sync.shapes.snapshot_marks.SnapshotMarks`): ``record`` before the rows, ``sync`` (every mark
+    recorded before it durable) before the snapshot is recorded complete."""
+
+    def record(self, handle: str, wal_lsn: int) -> None: ...
+
+    def sync(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotRequest:
     """Everything a worker needs to snapshot one shape: rows go to ``storage`` (the shape's StorageActor),
@@ -83,7 +94,7 @@ class SnapshotRequest:
     consumer: pykka.ActorRef[Any]
     where_sql: sql.Composable | None = None
     where_params: Sequence[Any] = field(default=())
-    record_mark: Callable[[str, int], None] | None = None  # persists the WAL position before any row
+    marks: MarkJournal | None = None  # where the WAL position read with the snapshot is recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +198,8 @@ def run_snapshot(
         assert row is not None
         snapshot = PgSnapshot.parse(str(row[0]))
         wal_lsn = parse_lsn(str(row[1]))
-        if request.record_mark is not None:
-            request.record_mark(request.handle, wal_lsn)
+        if request.marks is not None:
+            request.marks.record(request.handle, wal_lsn)
         request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))
         # up to STORE_AHEAD_BYTES of appends in storage (written, then fsynced) while the next streams in
         pending: collections.deque[tuple[pykka.Future[Any], int, int]] = collections.deque()
@@ -208,6 +219,8 @@ def run_snapshot(
             release(conn)
         while pending:
             _stored(pending, request, timeout)
+        if request.marks is not None:  # a complete snapshot always has its mark on disk
+            request.marks.sync()
         storage.ask(
             CompleteSnapshot(snapshot.xmin, snapshot.xmax, tuple(snapshot.xip_sorted)), timeout=timeout
         )

@@ -21,7 +21,6 @@ followed by removal in the background; leftovers in the trash are removed again 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import secrets
@@ -38,6 +37,7 @@ from sync.storage.format import FILES, encode_meta
 from sync.storage.positions import SeqPosition
 from sync.storage.reader import LogState, ShapeLogReader
 from sync.storage.recovery import recover
+from sync.storage.shared_fsync import SharedFsync
 from sync.storage.writer import ShapeLogWriter
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "FileStorage", "MemoryStorage", "Storage"]
@@ -113,29 +113,6 @@ class _States:
             state.view = state.view._replace(deleted=True)
 
 
-class _DirSync:
-    """fsync of one directory, shared by concurrent callers (group commit): a caller returns once an fsync
-    that started after its call did, so shapes created together cost one fsync of their parent, not one
-    each.  Callers run on OS threads (the lock is the OS thread's: waiting for it never switches greenlets
-    and no greenlet holds it)."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._lock = native_lock()
-        self._tickets = itertools.count(1)
-        self._issued = 0  # the newest ticket handed out
-        self._synced = 0  # every ticket up to this one is covered by a completed fsync
-
-    def sync(self) -> None:
-        ticket = self._issued = next(self._tickets)  # under the GIL: tickets are issued in order
-        with self._lock:
-            if self._synced >= ticket:  # an fsync that started after our call covered us
-                return
-            upto = self._issued  # every ticket issued so far: their entries exist before this fsync starts
-            fsync_dir(self._path)
-            self._synced = max(self._synced, upto)
-
-
 class FileStorage:
     """Shape logs of one stack on local disk."""
 
@@ -156,7 +133,9 @@ class FileStorage:
         self.trash_dir = base / "trash"
         self.chunk_bytes = chunk_bytes
         self._states = _States()
-        self._shapes_dir_sync = _DirSync(str(self.shapes_dir))
+        # shapes created together share the fsync of their parent directory
+        shapes = str(self.shapes_dir)
+        self._shapes_dir_sync = SharedFsync(lambda: fsync_dir(shapes), native_lock())
         self.shapes_dir.mkdir(parents=True, exist_ok=True)
         self.trash_dir.mkdir(parents=True, exist_ok=True)
 

@@ -181,7 +181,7 @@ class Harness:
                 start_snapshot=self.start_snapshot,
                 on_invalidate=lambda h, r: self.invalidated.put((h, r)),
                 stored=stored,
-                record_snapshot=self.marks.record,
+                marks=self.marks,
                 routing_clause=shape.predicate,
                 predicate=shape.predicate,
                 where_sql=shape.where_sql,

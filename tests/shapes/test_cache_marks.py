@@ -1,10 +1,18 @@
-"""SnapshotMarks: the snapshot WAL positions survive restarts, a torn tail is dropped, compaction forgets."""
+"""SnapshotMarks: the snapshot WAL positions survive restarts, a torn tail is dropped, compaction forgets;
+recording waits for no disk, and concurrent syncs share their fsyncs."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from sync.shapes.snapshot_marks import SnapshotMarks
+
+WORKERS = 20
 
 
 def test_marks_round_trip_forget_and_compact(tmp_path: Path) -> None:
@@ -42,3 +50,63 @@ def test_in_memory_marks() -> None:
     marks.forget("1-1")
     assert marks.get("1-1") is None
     marks.compact([])
+
+
+def test_record_writes_and_sync_fsyncs_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "marks"
+    marks = SnapshotMarks(path)
+    synced: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    marks.record("1-1", 100)
+    assert synced == []  # recording alone waits for no disk
+    marks.sync()
+    assert synced == [path.stat().st_ino]
+    marks.compact(["1-1"])  # a new file (written and fsynced by the compaction itself)
+    marks.record("2-1", 200)
+    synced.clear()
+    marks.sync()
+    assert synced == [path.stat().st_ino]  # the file the new mark went to
+    marks.close()
+    assert SnapshotMarks(path).load() == {"1-1": 100, "2-1": 200}
+
+
+def test_concurrent_syncs_share_fsyncs_and_each_is_covered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks = SnapshotMarks(tmp_path / "marks")
+    starts: list[float] = []
+    real = os.fsync
+
+    def slow_fsync(fd: int) -> None:  # a busy disk: callers pile up behind a running fsync
+        starts.append(time.monotonic())
+        time.sleep(0.005)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    barrier = threading.Barrier(WORKERS)
+    spans: dict[int, tuple[float, float]] = {}
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        marks.record(f"{i}-1", i)
+        began = time.monotonic()
+        marks.sync()
+        spans[i] = (began, time.monotonic())
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(spans) == WORKERS
+    assert 1 <= len(starts) < WORKERS  # shared
+    for began, returned in spans.values():  # covered: an fsync began after the mark was written
+        assert any(began <= s <= returned for s in starts), (began, returned, starts)
+    marks.close()
+    assert SnapshotMarks(tmp_path / "marks").load() == {f"{i}-1": i for i in range(WORKERS)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,30 @@ def test_a_snapshot_waiting_for_storage_hands_its_slot_to_the_next(
     wait_for(lambda: status(h).running == 0 and status(h).finishing == 0)
     assert status(h).completed == 3
     for s in shapes:
+        assert s.reader is not None
+        assert replay(read_log(s.reader)) == h.expected(s)
+
+
+def test_the_snapshot_mark_is_made_durable_after_the_rows_are_read_and_before_completion(h: Harness) -> None:
+    h.conn.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)")
+    h.slot.add_table("t")
+    gate = threading.Event()
+    calls = itertools.count()
+
+    def held_sync() -> None:  # a slow fsync of the marks journal for the first two snapshots
+        if next(calls) < 2:
+            assert gate.wait(30)
+
+    h.marks.sync = held_sync  # type: ignore[method-assign]
+    shapes = [h.start_shape(ShapeUnderTest(f"{i}-1", h.definition("t"), None, None)) for i in range(2)]
+    wait_for(lambda: status(h).finishing == 2)  # rows read and connections handed back, marks not yet synced
+    assert h.marks.get("0-1") is not None and h.marks.get("1-1") is not None  # recorded before the sync
+    third = h.start_shape(ShapeUnderTest("2-1", h.definition("t"), None, None))
+    wait_for(lambda: snapshot_done(third))  # the pending syncs hold no slot
+    assert not snapshot_done(shapes[0]) and not snapshot_done(shapes[1])  # complete only once synced
+    gate.set()
+    wait_for(lambda: all(snapshot_done(s) for s in shapes))
+    for s in [*shapes, third]:
         assert s.reader is not None
         assert replay(read_log(s.reader)) == h.expected(s)
 
