@@ -42,6 +42,7 @@ from sync.shapes.snapshot_blocks import (
     parallel_blocks,
     planner_uses_index,
     read_blocks,
+    read_few,
     read_filtered,
 )
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
@@ -283,7 +284,11 @@ def _batches(
     if found is None:
         return
     query, ranges = found
-    if request.where_sql is not None and planner_uses_index(conn, query):  # a selective shape
+    few = read_few(conn, query) if request.where_sql is not None else None  # most shapes: one round trip
+    blocks: Iterable[tuple[int, bytes]]
+    if few is not None:
+        blocks = few
+    elif request.where_sql is not None and planner_uses_index(conn, query):  # a selective shape
         blocks = read_filtered(conn, query)
     elif helpers is None or lanes < 2 or len(ranges) < 2 * lanes:
         blocks = read_blocks(conn, query, ranges)
