@@ -29,7 +29,7 @@ from psycopg.adapt import Loader
 
 from sync import runtime
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.item_sql import item_expression, unchecked_allowed
+from sync.shapes.item_sql import Column, item_expression, unchecked_allowed
 from sync.shapes.snapshot_sql import BlockQuery, TableSize, fetch_table, range_bounds
 
 __all__ = [
@@ -331,17 +331,19 @@ def block_query(
     *,
     pages: int = DEFAULT_PAGES,
     unchecked: bool = True,
+    table: tuple[TableSize, list[Column]] | None = None,
 ) -> tuple[BlockQuery, list[tuple[int, int | None]]] | None:
     """The shape's :class:`BlockQuery` and the page ranges to read (:func:`table_ranges`, at most ``pages``
     pages each), on ``conn`` in the snapshot's transaction; None when the shape has no snapshot rows
     (``changes_only``).  Needs a UTF-8 client encoding.  With ``unchecked`` (where
     :func:`~sync.shapes.item_sql.unchecked_allowed`), text values go out unescaped and each range is
-    checked, read again with ``to_json`` if a value needed escaping."""
+    checked, read again with ``to_json`` if a value needed escaping.  ``table``: what
+    :func:`~sync.shapes.snapshot_sql.fetch_table` answers, when already read in this transaction."""
     if definition.log_mode == "changes_only":
         return None
     if conn.info.encoding != "utf-8":
         raise ValueError(f"snapshot blocks need a UTF-8 client encoding, not {conn.info.encoding}")
-    size, columns = fetch_table(conn, definition)
+    size, columns = table if table is not None else fetch_table(conn, definition)
     checked = item_expression(conn, definition, columns)
     if unchecked and unchecked_allowed(definition, columns):
         item = item_expression(conn, definition, columns, unchecked=True)

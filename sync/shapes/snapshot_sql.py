@@ -31,14 +31,24 @@ __all__ = [
     "TableSize",
     "fetch_table",
     "range_bounds",
+    "table_of",
+    "table_query_of",
 ]
 
-TABLE_QUERY: Final = (
+_TABLE_SELECT: Final = (
     "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8, pg_table_size(c.oid), a.attname,"
     " a.atttypid::int, a.attnotnull FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-    " WHERE n.nspname = %s AND c.relname = %s"
 )
+TABLE_QUERY: Final = f"{_TABLE_SELECT} WHERE n.nspname = %s AND c.relname = %s"
+
+
+def table_query_of(conn: psycopg.Connection[Any], definition: ShapeDefinition) -> str:
+    """:data:`TABLE_QUERY` of the shape's table with its names merged client-side (as quoted literals, like
+    the identifiers of the rows' query): it can follow other statements in one simple query, as the
+    snapshot's first round trip does."""
+    schema, table = (sql.Literal(name).as_string(conn) for name in (definition.schema, definition.table))
+    return TABLE_QUERY % (schema, table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +61,11 @@ def fetch_table(conn: psycopg.Connection[Any], definition: ShapeDefinition) -> t
     """The table's size and the shape's selected columns with their types, in the definition's order, in one
     query (read in the snapshot's transaction, so they are the columns the rows have; any row visible to the
     snapshot is in a heap page below the size read after the snapshot was taken)."""
-    rows = conn.execute(TABLE_QUERY, (definition.schema, definition.table)).fetchall()
+    return table_of(conn.execute(TABLE_QUERY, (definition.schema, definition.table)).fetchall(), definition)
+
+
+def table_of(rows: Sequence[Sequence[Any]], definition: ShapeDefinition) -> tuple[TableSize, list[Column]]:
+    """:func:`fetch_table`'s answer from the rows of :data:`TABLE_QUERY` (or :func:`table_query_of`)."""
     by_name = {str(r[2]): Column(str(r[2]), int(r[3]), bool(r[4])) for r in rows}
     missing = [c for c in definition.columns if c not in by_name]
     if missing:

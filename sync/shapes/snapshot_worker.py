@@ -6,14 +6,16 @@ gevent, where psycopg's high-level API is cooperative; a thread otherwise).
 
 Sequence (architecture §3, hard spot 3): ask the consumer to register with the collector
 (``PrepareSnapshot``; registering only now, not when the shape was created, means shapes queued behind
-busy workers hold nothing and pin no acknowledgement), then ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
-ONLY``, the display settings (so values are byte-identical to what replication sends),
-``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it may now filter the
-transactions it holds), then the rows as finished log items, built by Postgres and read range by range of
-heap pages on up to two connections sharing the snapshot (:mod:`sync.shapes.snapshot_blocks`; ``COPY`` and
-:mod:`sync.shapes.snapshot_copy` for a non-UTF-8 connection), appended to storage a range (or a few MB of
-small ranges) at a time, up to :data:`STORE_AHEAD_BYTES` of appends in the storage actor while the next
-ranges stream in, then ``snapshot-end``.  The table is never held in memory.
+busy workers hold nothing and pin no acknowledgement), then, in one round trip, ``BEGIN ISOLATION LEVEL
+REPEATABLE READ READ ONLY``, ``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it
+may now filter the transactions it holds) and the table's size and columns (the connection has the display
+settings, so values are byte-identical to what replication sends); then the rows as finished log items,
+built by Postgres: a shape with a WHERE clause and at most a few thousand rows in one more round trip,
+others read range by range of heap pages on up to two connections sharing the snapshot
+(:mod:`sync.shapes.snapshot_blocks`; ``COPY`` and :mod:`sync.shapes.snapshot_copy` for a non-UTF-8
+connection), appended to storage a range (or a few MB of small ranges) at a time, up to
+:data:`STORE_AHEAD_BYTES` of appends in the storage actor while the next ranges stream in, then
+``snapshot-end``.  The table is never held in memory.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import psycopg
 import pykka
 from psycopg import sql
 
-from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import (
     BEGIN_SNAPSHOT,
@@ -46,6 +46,16 @@ from sync.shapes.snapshot_blocks import (
     read_filtered,
 )
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
+from sync.shapes.snapshot_messages import (
+    MarkJournal,
+    PrepareSnapshot,
+    SnapshotCompleted,
+    SnapshotFailed,
+    SnapshotProgress,
+    SnapshotRequest,
+    SnapshotStarted,
+)
+from sync.shapes.snapshot_sql import table_of, table_query_of
 from sync.shapes.xid import PgSnapshot
 from sync.storage.storage_actor import AppendSnapshot, AppendSnapshotBlock, CompleteSnapshot
 
@@ -72,65 +82,6 @@ STORE_ALONE: Final = 1 << 20
 # Bytes of appends in flight: the storage actor writes and fsyncs them while the next ranges stream in (with
 # one 4 MB append at a time, the worker waited ~0.1-0.6 s per million rows on a busy disk).
 STORE_AHEAD_BYTES: Final = 8 << 20
-
-
-class MarkJournal(Protocol):
-    """Where a worker records the WAL position read with its snapshot
-    (:class:`~sync.shapes.snapshot_marks.SnapshotMarks`): ``record`` before the rows, ``sync`` (every mark
-    recorded before it durable) before the snapshot is recorded complete."""
-
-    def record(self, handle: str, wal_lsn: int) -> None: ...
-
-    def sync(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotRequest:
-    """Everything a worker needs to snapshot one shape: rows go to ``storage`` (the shape's StorageActor),
-    ``consumer`` receives the Snapshot* messages."""
-
-    handle: str
-    definition: ShapeDefinition
-    storage: pykka.ActorRef[Any]
-    consumer: pykka.ActorRef[Any]
-    where_sql: sql.Composable | None = None
-    where_params: Sequence[Any] = field(default=())
-    marks: MarkJournal | None = None  # where the WAL position read with the snapshot is recorded
-
-
-@dataclass(frozen=True, slots=True)
-class PrepareSnapshot:
-    """ask (worker -> consumer) -> None: register with the collector now; the snapshot starts after."""
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotStarted:
-    """tell (worker -> consumer): the snapshot's visibility and ``pg_current_wal_insert_lsn()`` read with it;
-    rows are being written."""
-
-    snapshot: PgSnapshot
-    wal_lsn: int
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotProgress:
-    """tell (worker -> consumer): ``rows`` rows are written so far (snapshot chunks may have closed)."""
-
-    rows: int
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotCompleted:
-    """tell (worker -> consumer): every row and ``snapshot-end`` are written and fsynced."""
-
-    rows: int
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotFailed:
-    """tell (worker/pool -> consumer): the snapshot could not be taken; the shape must be invalidated."""
-
-    reason: str
 
 
 BEGIN_AND_INFO: Final = f"{BEGIN_SNAPSHOT}; {SNAPSHOT_INFO_QUERY}"
@@ -188,15 +139,17 @@ def run_snapshot(
     extra: list[psycopg.Connection[Any]] = []
     batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]] | None = None
     try:
-        # one round trip for both (the simple query protocol runs them in order; the first result is BEGIN's)
+        # One round trip for the transaction, its snapshot and the table's size and columns: the simple query
+        # protocol runs them in order (the first result is BEGIN's).
         try:
-            cur = conn.execute(BEGIN_AND_INFO)
+            cur = conn.execute(f"{BEGIN_AND_INFO}; {table_query_of(conn, request.definition)}")
         except psycopg.OperationalError as exc:
             if conn.broken:  # nothing started yet: the caller may retry on a new connection
                 raise _ConnectionLost(exc) from exc
             raise
         row = cur.fetchone() if cur.nextset() else None
         assert row is not None
+        table_rows = cur.fetchall() if cur.nextset() else None
         snapshot = PgSnapshot.parse(str(row[0]))
         wal_lsn = parse_lsn(str(row[1]))
         if request.marks is not None:
@@ -206,7 +159,14 @@ def run_snapshot(
         pending: collections.deque[tuple[pykka.Future[Any], int, int]] = collections.deque()
         in_flight = 0
         batches = _batches(
-            conn, request, fetch_rows=fetch_rows, helpers=helpers, lanes=lanes, pages=pages, extra=extra
+            conn,
+            request,
+            fetch_rows=fetch_rows,
+            helpers=helpers,
+            lanes=lanes,
+            pages=pages,
+            extra=extra,
+            table_rows=table_rows,
         )
         for message, rows, size in batches:
             while pending and in_flight >= STORE_AHEAD_BYTES:
@@ -269,9 +229,12 @@ def _batches(
     lanes: int,
     pages: int,
     extra: list[psycopg.Connection[Any]],
+    table_rows: Sequence[Sequence[Any]] | None = None,
 ) -> Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]]:
     """The storage messages of the snapshot's rows (in the snapshot's transaction on ``conn``), their row
-    counts and sizes (bytes); helper connections opened go to ``extra`` (the caller closes them)."""
+    counts and sizes (bytes); helper connections opened go to ``extra`` (the caller closes them).
+    ``table_rows``: the answer of :func:`~sync.shapes.snapshot_sql.table_query_of` read with the
+    snapshot, if it was."""
     definition = request.definition
     if conn.info.encoding != "utf-8":
         statement = snapshot_copy_statement(conn, definition, request.where_sql, request.where_params)
@@ -280,7 +243,8 @@ def _batches(
             for batch in copy_items(copy, builder, fetch_rows):
                 yield AppendSnapshot(tuple(batch)), len(batch), sum(len(j) for _, j in batch)
         return
-    found = block_query(conn, definition, request.where_sql, request.where_params, pages=pages)
+    table = table_of(table_rows, definition) if table_rows is not None else None
+    found = block_query(conn, definition, request.where_sql, request.where_params, pages=pages, table=table)
     if found is None:
         return
     query, ranges = found
