@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -50,7 +50,7 @@ class ShapeFiles(ReadFiles, Protocol):
 
     def read_meta(self) -> bytes | None: ...
 
-    def write_meta(self, data: bytes) -> None: ...
+    def write_meta(self, data: bytes, *, durable: bool = True) -> None: ...
 
     def reader(self) -> ReadFiles: ...
 
@@ -197,12 +197,14 @@ class DiskFiles(_DiskReader):
 
     Sizes are tracked here, not per descriptor, so they survive the cache closing and reopening a file.
     Every write marks its descriptor dirty until :meth:`sync` covers it (the cache fsyncs a dirty file
-    before closing it; a failure there is raised by the next :meth:`sync`).
+    before closing it; a failure there is raised by the next :meth:`sync`).  ``parent_sync`` makes the
+    directory's own entry in its parent durable (called after each durable :meth:`write_meta`).
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *, parent_sync: Callable[[], None] | None = None) -> None:
         super().__init__(directory, writable=True)
         self._sizes: dict[str, int] = {}
+        self._parent_sync = parent_sync
         self.device = DEVICES.note(directory)  # before any write: syncfs reports errors from then on
 
     @property
@@ -296,17 +298,32 @@ class DiskFiles(_DiskReader):
         except FileNotFoundError:
             return None
 
-    def write_meta(self, data: bytes) -> None:
-        path = os.path.join(self._dir, _META)
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    def write_meta(self, data: bytes, *, durable: bool = True) -> None:
+        """Write the metadata in place; with ``durable``, fsync it, the directory (every file created in it so
+        far) and the directory's own entry in its parent.
+
+        A log's metadata is written twice: when it is created (not durable: a log is only ever resumed once
+        its snapshot completed) and when its snapshot completes (durable).  In place, not a new file renamed
+        over the old one, because a torn write is harmless here: it fails the checksum, and a log with damaged
+        metadata is dropped on restart exactly like one whose snapshot never completed (clients refetch).  A
+        new file per completion allocated an inode and freed another, and inode allocation is where ext4
+        spends most of its CPU when many shapes are created (``recently_deleted`` scans over freed inodes).
+        On an OS thread under gevent: these calls wait for the filesystem's journal."""
+        runtime.run_blocking(self._write_meta, data, durable)
+
+    def _write_meta(self, data: bytes, durable: bool) -> None:
+        fd = os.open(os.path.join(self._dir, _META), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             _write_all(fd, data, 0)
-            runtime.run_blocking(os.fsync, fd)
+            os.ftruncate(fd, len(data))
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        runtime.run_blocking(fsync_dir, self._dir)
+        if durable:
+            fsync_dir(self._dir)
+            if self._parent_sync is not None:
+                self._parent_sync()
 
     def reader(self) -> ReadFiles:
         return _DiskReader(self._dir)
@@ -358,7 +375,7 @@ class MemoryFiles:
     def read_meta(self) -> bytes | None:
         return self._meta
 
-    def write_meta(self, data: bytes) -> None:
+    def write_meta(self, data: bytes, *, durable: bool = True) -> None:
         self._meta = data
 
     def reader(self) -> ReadFiles:

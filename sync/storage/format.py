@@ -3,7 +3,7 @@
 Layout (``FileStorage(root, stack_id)``)::
 
     <root>/<stack_id>/shapes/<handle>/
-        meta.bin           metadata, replaced atomically (meta.bin.tmp, fsync, rename, fsync dir)
+        meta.bin           metadata, written at creation and rewritten in place at completion (2)
         log.json           live-log items' JSON, each followed by one ``,`` byte        append-only
         log.items          one 32-byte ITEM entry per item                              append-only (1)
         log.chunks         one 32-byte CHUNK entry per closed chunk                     append-only
@@ -11,6 +11,10 @@ Layout (``FileStorage(root, stack_id)``)::
         snapshot.json      snapshot items' JSON, each followed by one ``,`` byte       append-only
         snapshot.chunks    one 32-byte CHUNK entry per closed snapshot chunk            append-only
     <root>/<stack_id>/trash/<handle>.<hex>/    deleted shapes, removed in the background
+
+(2) Only its rewrite when the snapshot completes is fsynced (then the directory, then its parent): before
+that nothing of the log is trusted, and a torn rewrite fails the checksum (rule 1 below), which drops the
+log exactly like an incomplete one.
 
 All integers are little-endian.  The live log and the snapshot are two independent *sequences*;
 ``<seq>`` below is ``log`` or ``snapshot``.  The live log has the three files ``.json``, ``.items``,

@@ -1,8 +1,10 @@
-"""Creating shape logs: the filesystem work runs on an OS thread, and shapes created together share the
-fsync of their parent directory, each returning only once an fsync that started after its call is done."""
+"""Creating shape logs: the filesystem work runs on an OS thread and fsyncs nothing; completing their
+snapshots makes them durable, logs completing together sharing the fsync of their parent directory, each
+returning only once an fsync that started after its call is done."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,17 +14,36 @@ from pathlib import Path
 
 import pytest
 
-from sync.storage import FileStorage
+from sync.storage import FileStorage, files
 from sync.storage import storage as storage_module
+from sync.storage.errors import ShapeMustBeRecreated
+from sync.storage.format import FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATORS = 20
 
 
-def test_concurrent_creations_share_the_parent_fsync_and_each_is_covered(
+def test_creating_logs_fsyncs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = FileStorage(tmp_path, "stack")
+    fsyncs: list[str] = []
+    for module, name in (
+        (os, "fsync"),
+        (os, "fdatasync"),
+        (storage_module, "fsync_dir"),
+        (files, "fsync_dir"),
+    ):
+        monkeypatch.setattr(module, name, lambda *a, _name=name: fsyncs.append(_name))
+    for i in range(5):
+        storage.create(f"h{i}", {"table": "items"})
+    assert fsyncs == []
+    assert sorted(storage.handles()) == [f"h{i}" for i in range(5)]
+
+
+def test_completed_snapshots_share_the_parent_fsync_and_each_is_covered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = FileStorage(tmp_path, "stack")
+    writers = [storage.create(f"h{i}", {"table": "items"}) for i in range(CREATORS)]
     starts: list[float] = []
     real = storage_module.fsync_dir
 
@@ -36,13 +57,13 @@ def test_concurrent_creations_share_the_parent_fsync_and_each_is_covered(
     barrier = threading.Barrier(CREATORS)
     spans: dict[int, tuple[float, float]] = {}
 
-    def create(i: int) -> None:
+    def complete(i: int) -> None:
         barrier.wait()
         began = time.monotonic()
-        storage.create(f"h{i}", {"table": "items"})
+        writers[i].complete_snapshot(10, 12, [11])
         spans[i] = (began, time.monotonic())
 
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(CREATORS)]
+    threads = [threading.Thread(target=complete, args=(i,)) for i in range(CREATORS)]
     for t in threads:
         t.start()
     for t in threads:
@@ -51,7 +72,20 @@ def test_concurrent_creations_share_the_parent_fsync_and_each_is_covered(
     assert 1 <= len(starts) < CREATORS  # shared
     for began, returned in spans.values():  # covered: an fsync of the parent began after the entry existed
         assert any(began <= s <= returned for s in starts), (began, returned, starts)
-    assert sorted(FileStorage(tmp_path, "stack").handles()) == sorted(f"h{i}" for i in range(CREATORS))
+    again = FileStorage(tmp_path, "stack")
+    for i in range(CREATORS):
+        assert again.open(f"h{i}").metadata["xip_list"] == [11]
+
+
+def test_a_log_whose_snapshot_never_completed_is_not_resumed_even_without_metadata(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path, "stack")
+    storage.create("h1", {"table": "items"})
+    storage.create("h2", {"table": "items"})
+    (storage.shapes_dir / "h2" / "meta.bin").unlink()  # a crash before the kernel wrote it back
+    again = FileStorage(tmp_path, "stack")
+    for handle in ("h1", "h2"):
+        with pytest.raises(ShapeMustBeRecreated):
+            again.open(handle)
 
 
 def test_under_gevent_a_log_is_created_on_an_os_thread(tmp_path: Path) -> None:
@@ -84,3 +118,20 @@ def test_under_gevent_a_log_is_created_on_an_os_thread(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
     )
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_completing_rewrites_the_metadata_in_place_and_a_torn_rewrite_drops_the_log(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path, "stack")
+    writers = [storage.create(f"h{i}", {"table": "items"}) for i in range(2)]
+    meta = [storage.shapes_dir / f"h{i}" / "meta.bin" for i in range(2)]
+    inodes = [m.stat().st_ino for m in meta]
+    for w in writers:
+        w.complete_snapshot(10, 12, [11])
+    assert [m.stat().st_ino for m in meta] == inodes  # no new file: no inode allocated, none freed
+    assert sorted(p.name for p in meta[0].parent.iterdir()) == sorted([*FILES, "meta.bin"])
+    data = meta[1].read_bytes()
+    meta[1].write_bytes(data[: len(data) // 2])  # a crash in the middle of the rewrite
+    again = FileStorage(tmp_path, "stack")
+    assert again.open("h0").snapshot_complete
+    with pytest.raises(ShapeMustBeRecreated):
+        again.open("h1")
