@@ -62,14 +62,17 @@ def create_shapes(engine: Any, keys: range, concurrency: int) -> list[str]:
 
     with ThreadPoolExecutor(concurrency) as pool:
         handles = list(pool.map(one, keys))
-    pending = set(handles)
+    # Snapshots complete about in request order: each poll goes on from the first one not complete yet (a
+    # poll of every pending shape each 5 ms took ~5% of the engine's event loop, in this very process).
     deadline = time.monotonic() + 600
-    while pending:
-        pending = {h for h in pending if not directory.get(h).reader.snapshot_complete}
+    done = 0
+    while done < len(handles):
+        if directory.get(handles[done]).reader.snapshot_complete:
+            done += 1
+            continue
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(pending)} snapshots not complete")
-        if pending:
-            time.sleep(0.005)
+            raise RuntimeError(f"{len(handles) - done} snapshots not complete")
+        time.sleep(0.005)
     return handles
 
 
