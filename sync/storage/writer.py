@@ -225,7 +225,8 @@ class ShapeLogWriter:
         self._publish()
 
     def complete_snapshot(self, xmin: int, xmax: int, xip_list: Sequence[int]) -> None:
-        """Append ``snapshot-end``, close the last snapshot chunk, fsync it and record it in metadata."""
+        """Append ``snapshot-end``, close the last snapshot chunk, fsync it (and the log's directory entries)
+        and record it in metadata."""
         seq = self._snap
         if self.state.view.snap_complete:
             raise ValueError("snapshot already complete")
@@ -239,7 +240,9 @@ class ShapeLogWriter:
             pos.chunks += 1
             pos.open_chunk_bytes = 0
         names = (seq.json, seq.chunks)
-        self._files.sync(names)
+        # Two steps of fsyncs: the snapshot's files with every directory entry of the log (created, never
+        # fsynced, with the log) at once; then the metadata that vouches for them.
+        self._files.sync(names, entries=True)
         seq.dirty_names.clear()
         self._files.release(names)
         self._meta.update(snapshot_complete=True, xmin=xmin, xmax=xmax, xip_list=list(xip_list))

@@ -5,6 +5,7 @@ returning only once an fsync that started after its call is done."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -135,3 +136,41 @@ def test_completing_rewrites_the_metadata_in_place_and_a_torn_rewrite_drops_the_
     assert again.open("h0").snapshot_complete
     with pytest.raises(ShapeMustBeRecreated):
         again.open("h1")
+
+
+def test_completion_fsyncs_files_and_entries_together_then_the_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = FileStorage(tmp_path, "stack")
+    writer = storage.create("h1", {"table": "items"})
+    shape_dir = str(storage.shapes_dir / "h1")
+    together = threading.Barrier(4, timeout=10)  # passes only while all four run at once
+    events: list[str] = []
+    real_fdatasync, real_fsync, real_dir = os.fdatasync, os.fsync, files.fsync_dir
+
+    def fdatasync(fd: int) -> None:
+        together.wait()
+        real_fdatasync(fd)
+        events.append("data")
+
+    def fsync_dir(path: str) -> None:
+        if path in (shape_dir, str(storage.shapes_dir)):
+            together.wait()
+        real_dir(path)
+        events.append("shapes dir" if path == str(storage.shapes_dir) else "dir")
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # (fsync_dir fsyncs directories through it too)
+            events.append("meta")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(files, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(storage_module, "fsync_dir", fsync_dir)
+    writer.complete_snapshot(10, 12, [11])
+    # snapshot.json and .chunks, the shape's directory and its entry in shapes/ at once; then the metadata
+    assert sorted(events[:4]) == ["data", "data", "dir", "shapes dir"]
+    assert events[4:] == ["meta"]
+    monkeypatch.undo()
+    assert FileStorage(tmp_path, "stack").open("h1").snapshot_complete
