@@ -117,7 +117,10 @@ class SnapshotMarks:
             _fsync_dir(self._path.parent)
 
     def close(self) -> None:
+        """Close the journal, its marks on disk (a worker may have recorded one it has not synced yet)."""
         with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
             self._close()
 
     def _append(self, handle: str, lsn: int) -> None:

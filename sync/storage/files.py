@@ -88,11 +88,6 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def fdatasync_parallel(fds: list[int]) -> None:
-    """fdatasync several files at once, off the event loop (see :func:`blocking_parallel`)."""
-    blocking_parallel([functools.partial(os.fdatasync, fd) for fd in fds])
-
-
 def blocking_parallel(calls: list[Callable[[], object]]) -> None:
     """Run several blocking calls (fsyncs) at once, off the event loop; raise the first error.
 
@@ -204,7 +199,7 @@ class DiskFiles(_DiskReader):
     Sizes are tracked here, not per descriptor, so they survive the cache closing and reopening a file.
     Every write marks its descriptor dirty until :meth:`sync` covers it (the cache fsyncs a dirty file
     before closing it; a failure there is raised by the next :meth:`sync`).  ``parent_sync`` makes the
-    directory's own entry in its parent durable (called after each durable :meth:`write_meta`).
+    directory's own entry in its parent durable (called by :meth:`sync` with ``entries``).
     """
 
     def __init__(self, directory: str, *, parent_sync: Callable[[], None] | None = None) -> None:
