@@ -24,17 +24,13 @@ __all__ = ["AddTable", "PublicationManager", "RemoveTable", "TableName"]
 
 logger = logging.getLogger(__name__)
 
-RECHECK_AFTER_S = 1.0
-"""How long after a catalog check of a table its answer stands for new requests (see ``on_receive``)."""
-
 
 @dataclass(frozen=True, slots=True)
 class AddTable:
     """Ask -> ``DbConnectionError | None``: ``owner`` (a shape handle) needs ``table`` published.
 
     ``sent_at`` (``time.monotonic()`` when the message was made) lets one catalog check answer every
-    request for the table sent before that check finished, or less than ``recheck_after`` seconds after
-    (see :meth:`PublicationManager.on_receive`)."""
+    request for the table sent before that check finished (see :meth:`PublicationManager._attempt`)."""
 
     table: TableName
     owner: str
@@ -60,20 +56,13 @@ class PublicationManager(SupervisedActor):
     """
 
     def __init__(
-        self,
-        dsn: str,
-        publication: str,
-        *,
-        lock_timeout: float = 5.0,
-        connect_timeout: float = 30.0,
-        recheck_after: float = RECHECK_AFTER_S,
+        self, dsn: str, publication: str, *, lock_timeout: float = 5.0, connect_timeout: float = 30.0
     ) -> None:
         super().__init__()
         self._dsn = dsn
         self._publication = publication
         self._lock_timeout = lock_timeout
         self._connect_timeout = connect_timeout
-        self._recheck_after = recheck_after
         self._conn: psycopg.Connection[Any] | None = None
         self.refs = TableRefs()
         # table -> time.monotonic() when a check found it (or made it) published with REPLICA IDENTITY FULL;
@@ -83,14 +72,12 @@ class PublicationManager(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AddTable):
             checked = self._checked.get(message.table)
-            if checked is not None and message.sent_at <= checked + self._recheck_after:
-                # Sent while a check of the table was running, before, or shortly after: that check answers
-                # it too.  A burst of new shapes on one table (16 built at once) used to queue here for one
-                # catalog round trip each, ~60 ms per shape under load; answering only those sent before the
-                # check finished still cost a round trip for ~60% of 1,000 shapes created at once.  A request
-                # sent later checks again, so a table dropped from the publication from outside is still
-                # repaired by the next shape that needs it (a change right after a check goes unseen until
-                # then either way: the window only widens that race by ``recheck_after``).
+            if checked is not None and message.sent_at <= checked:
+                # Sent while a check of the table was running or before: that check answers it too.  A burst
+                # of new shapes on one table (16 built at once) used to queue here for one catalog round trip
+                # each, ~60 ms per shape under load.  A request sent after the last check finished checks
+                # again, so a table dropped from the publication from outside is still repaired by the next
+                # shape that needs it.
                 self.refs.add(message.table, message.owner)
                 return None
             return self._attempt(message.table, message.owner, add=True)

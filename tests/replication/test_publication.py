@@ -26,7 +26,7 @@ def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def manager(db_dsn: str, conn: psycopg.Connection[Any]) -> Iterator[pykka.ActorRef[Any]]:
     del conn
-    ref = PublicationManager.start(db_dsn, PUB, lock_timeout=0.3, recheck_after=0.0)
+    ref = PublicationManager.start(db_dsn, PUB, lock_timeout=0.3)
     yield ref
     ref.stop(timeout=5)
 
@@ -122,21 +122,3 @@ def test_one_check_answers_the_requests_sent_before_it_finished(
     # after the last owner left, an old request is checked again (the table is no longer published)
     assert manager.ask(early, timeout=10) is None
     assert published(conn) == [("public", "burst")]
-
-
-def test_a_check_also_answers_requests_sent_shortly_after_it(
-    db_dsn: str, conn: psycopg.Connection[Any]
-) -> None:
-    """Within ``recheck_after`` of a check, a request for the same table needs no catalog round trip (~60%
-    of 1,000 shapes created at once sent theirs just after the previous check finished)."""
-    conn.execute("CREATE TABLE soon (id int PRIMARY KEY)")
-    table = TableName("public", "soon")
-    manager = PublicationManager.start(db_dsn, PUB, lock_timeout=0.3, recheck_after=60.0)
-    try:
-        assert manager.ask(AddTable(table, "shape-1"), timeout=10) is None
-        assert published(conn) == [("public", "soon")]
-        conn.execute(f"ALTER PUBLICATION {PUB} DROP TABLE soon")
-        assert manager.ask(AddTable(table, "shape-2"), timeout=10) is None  # sent after the check finished
-        assert published(conn) == []  # answered by that check: the outside change is not seen yet
-    finally:
-        manager.stop(timeout=5)
