@@ -4,13 +4,12 @@ recording waits for no disk, and concurrent syncs share their fsyncs."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from sync.shapes.snapshot_marks import SnapshotMarks
+from tests.storage.group_commit import assert_shared_and_covered, slowed
 
 WORKERS = 20
 
@@ -81,32 +80,9 @@ def test_concurrent_syncs_share_fsyncs_and_each_is_covered(
 ) -> None:
     marks = SnapshotMarks(tmp_path / "marks")
     starts: list[float] = []
-    real = os.fsync
-
-    def slow_fsync(fd: int) -> None:  # a busy disk: callers pile up behind a running fsync
-        starts.append(time.monotonic())
-        time.sleep(0.005)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", slow_fsync)
-    barrier = threading.Barrier(WORKERS)
-    spans: dict[int, tuple[float, float]] = {}
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        marks.record(f"{i}-1", i)
-        began = time.monotonic()
-        marks.sync()
-        spans[i] = (began, time.monotonic())
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(spans) == WORKERS
-    assert 1 <= len(starts) < WORKERS  # shared
-    for began, returned in spans.values():  # covered: an fsync began after the mark was written
-        assert any(began <= s <= returned for s in starts), (began, returned, starts)
+    monkeypatch.setattr(os, "fsync", slowed(os.fsync, starts))
+    assert_shared_and_covered(
+        WORKERS, lambda i: marks.sync(), starts, before=lambda i: marks.record(f"{i}-1", i)
+    )
     marks.close()
     assert SnapshotMarks(tmp_path / "marks").load() == {f"{i}-1": i for i in range(WORKERS)}

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from sync.storage import FileStorage, files
 from sync.storage import storage as storage_module
 from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.format import FILES
+from tests.storage.group_commit import assert_shared_and_covered, slowed
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATORS = 20
@@ -46,33 +46,14 @@ def test_completed_snapshots_share_the_parent_fsync_and_each_is_covered(
     storage = FileStorage(tmp_path, "stack")
     writers = [storage.create(f"h{i}", {"table": "items"}) for i in range(CREATORS)]
     starts: list[float] = []
-    real = storage_module.fsync_dir
+    parent = slowed(storage_module.fsync_dir, starts)
 
-    def slow_fsync_dir(path: str) -> None:  # a disk whose fsync takes a while: callers pile up behind it
+    def fsync_dir(path: str) -> None:
         assert path == str(storage.shapes_dir)
-        starts.append(time.monotonic())
-        time.sleep(0.005)
-        real(path)
+        parent(path)
 
-    monkeypatch.setattr(storage_module, "fsync_dir", slow_fsync_dir)
-    barrier = threading.Barrier(CREATORS)
-    spans: dict[int, tuple[float, float]] = {}
-
-    def complete(i: int) -> None:
-        barrier.wait()
-        began = time.monotonic()
-        writers[i].complete_snapshot(10, 12, [11])
-        spans[i] = (began, time.monotonic())
-
-    threads = [threading.Thread(target=complete, args=(i,)) for i in range(CREATORS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(spans) == CREATORS
-    assert 1 <= len(starts) < CREATORS  # shared
-    for began, returned in spans.values():  # covered: an fsync of the parent began after the entry existed
-        assert any(began <= s <= returned for s in starts), (began, returned, starts)
+    monkeypatch.setattr(storage_module, "fsync_dir", fsync_dir)
+    assert_shared_and_covered(CREATORS, lambda i: writers[i].complete_snapshot(10, 12, [11]), starts)
     again = FileStorage(tmp_path, "stack")
     for i in range(CREATORS):
         assert again.open(f"h{i}").metadata["xip_list"] == [11]
