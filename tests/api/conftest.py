@@ -10,7 +10,7 @@ internals (failures, status) use the ``fake`` fixture directly instead.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import falcon
 import falcon.testing
@@ -46,15 +46,18 @@ class Backend(Protocol):
 
 
 class FakeBackend:
+    engine: ShapeEngine  # the fake, which has no subset_snapshot (subsets are tested on the real engine)
+
     def __init__(self, fake: FakeEngine) -> None:
-        self.engine = fake
+        self.engine = cast(ShapeEngine, fake)
         self.create_table = fake.create_table
         self.insert = fake.insert
         self.truncate = fake.truncate
 
     def wait_for_waiter(self, timeout: float) -> bool:
-        ok = self.engine.waiter_registered.wait(timeout)
-        self.engine.waiter_registered.clear()
+        fake = cast(FakeEngine, self.engine)
+        ok = fake.waiter_registered.wait(timeout)
+        fake.waiter_registered.clear()
         return ok
 
 

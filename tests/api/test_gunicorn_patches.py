@@ -17,6 +17,7 @@ import importlib
 import io
 import logging
 import types
+from typing import Any
 
 import pytest
 from gunicorn import util
@@ -133,7 +134,7 @@ class _ShortSocket:
 
 def test_a_raw_answer_is_sent_whole_when_one_send_takes_only_part() -> None:
     sock = _ShortSocket()
-    response = types.SimpleNamespace(
+    response: Any = types.SimpleNamespace(  # stands in for a gunicorn Response
         req=types.SimpleNamespace(version=(1, 1)), should_close=lambda: False, version="gunicorn", sock=sock
     )
     body = bytes(range(256)) * 40

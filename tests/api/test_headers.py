@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -143,8 +144,8 @@ def test_preflight_allow_headers_only_exact_values() -> None:
     assert dict(preflight_headers("x-custom")) == base
 
 
-def meta(**kw) -> ShapeResponseMeta:  # type: ignore[no-untyped-def]
-    base = {
+def meta(**kw: Any) -> ShapeResponseMeta:
+    base: dict[str, Any] = {
         "handle": "H",
         "request_offset": "5_0",
         "offset": LogOffset(9, 2),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
-from falcon.testing import TestClient
+from falcon.testing import Result, TestClient
 
 from api.live_memo import LiveAnswer, LiveMemo
 from sync.offsets import LogOffset
@@ -81,10 +82,15 @@ def test_parked_requests_share_one_read(client: TestClient, backend: Backend, fa
         reads.append(o)
         return real_read(h, o, **kwargs)
 
-    fake.read = counting_read  # type: ignore[method-assign]
+    fake.read = counting_read  # type: ignore[method-assign, assignment]  # a spy (its parameters: h, o)
     cursors = ["1", "99999999999", "1"]
     parked = [
-        Background(lambda c=c: get(client, f"table={table}&offset={offset}&handle={handle}&live&cursor={c}"))
+        Background(
+            cast(
+                Callable[[], Result],
+                lambda c=c: get(client, f"table={table}&offset={offset}&handle={handle}&live&cursor={c}"),
+            )
+        )
         for c in cursors
     ]
     assert _parked(fake, handle, 3)

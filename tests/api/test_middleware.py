@@ -9,13 +9,14 @@ import sys
 import textwrap
 import threading
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
+from wsgiref.types import StartResponse
 
 import orjson
 import pytest
 from falcon.testing import TestClient
 
-from api.middleware import AdmissionMiddleware, RequestIds, normalize_path, request_kind
+from api.middleware import AdmissionMiddleware, RequestIds, _ReleasingStream, normalize_path, request_kind
 from api.params import parse_query
 from tests.api.conftest import TEST_SETTINGS, build_app
 from tests.api.fake_engine import FakeEngine
@@ -128,7 +129,7 @@ def test_streamed_body_keeps_slot_until_closed(fake: FakeEngine) -> None:
     app = build_app(fake, settings)
     admission = admission_of(app)
     table = fake.create_table([{"id": str(i), "title": "x" * 50} for i in range(3)])
-    env = {
+    env: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/v1/shape",
         "QUERY_STRING": f"table={table}&offset=-1",
@@ -141,7 +142,8 @@ def test_streamed_body_keeps_slot_until_closed(fake: FakeEngine) -> None:
     }
     env["wsgi.input"] = io.BytesIO()
     env["wsgi.errors"] = sys.stderr
-    body = app(env, lambda status, headers, exc_info=None: None)
+    start_response = cast(StartResponse, lambda status, headers, exc_info=None: None)
+    body = cast(_ReleasingStream, app(env, start_response))  # the middleware's wrapper of a streamed body
     assert admission.control.in_flight("initial") == 1
     first = next(iter(body))  # the client reads a little, then goes away
     assert first.startswith(b"[")

@@ -11,9 +11,9 @@ import http.client as hc
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -183,7 +183,12 @@ def test_woken_long_polls_answer_exactly_as_an_immediate_request(http: Http, db:
             (
                 headers,
                 cursor,
-                Background(lambda h=headers, c=cursor: _wire_headers(http, f"{path}&cursor={c}", h)),
+                Background(
+                    cast(
+                        Callable[[], Any],
+                        lambda h=headers, c=cursor: _wire_headers(http, f"{path}&cursor={c}", h),
+                    )
+                ),
             )
         )
     deadline = time.monotonic() + 10

@@ -44,7 +44,7 @@ def dsn(pg_cluster: ClusterInfo) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def svc(dsn: str, module_tmp: Path) -> Iterator[ServiceProcess]:
-    extra = {
+    extra: dict[str, dict[str, Any]] = {
         "database": {"snapshot_pool_size": 2, "snapshot_queue_timeout_s": 0.5},
         "http": {"long_poll_timeout_ms": 2000},
     }

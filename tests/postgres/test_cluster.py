@@ -38,7 +38,9 @@ def test_start_serves_logical_slot_and_stop_leaves_no_process() -> None:
         assert pid is not None
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
-            assert int(conn.execute("SHOW max_replication_slots").fetchone()[0]) >= 20
+            slots = conn.execute("SHOW max_replication_slots").fetchone()
+            assert slots is not None
+            assert int(slots[0]) >= 20
             conn.execute("CREATE TABLE t (id int primary key)")
             conn.execute("SELECT pg_create_logical_replication_slot('s', 'pgoutput')")
             conn.execute("CREATE PUBLICATION p FOR TABLE t")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import psycopg
 import pykka
@@ -118,7 +120,7 @@ def test_walsender_terminated_mid_stream_delivers_every_transaction_once(
         for i in range(300):
             conn.execute("INSERT INTO items VALUES (%s, 'x')", (i,))
             if i % 75 == 40:
-                sink.wait_for(lambda i=i: len(sink.inserted()) >= i - 20)
+                sink.wait_for(cast(Callable[[], bool], lambda i=i: len(sink.inserted()) >= i - 20))
                 ws = walsender(conn, config.slot)
                 assert ws is not None
                 pids.add(ws[0])
@@ -138,7 +140,7 @@ def test_stalled_downstream_keeps_connection_alive(db_dsn: str, config: Connecti
     def stall(event: ReplicationEvent) -> Pending | None:
         if isinstance(event, TransactionFragment) and event.commit and not release.is_set():
             future: pykka.ThreadingFuture[None] = pykka.ThreadingFuture()
-            threading.Timer(10.0, lambda: (release.set(), future.set(None))).start()
+            threading.Timer(10.0, lambda: (release.set(), future.set(None))).start()  # type: ignore[func-returns-value]  # two calls in a lambda
             return future
         return None
 
@@ -368,6 +370,7 @@ class _Downstream(pykka.ThreadingActor):
 def test_actor_sink_bounds_in_flight_events(db_dsn: str, config: ConnectionConfig) -> None:
     gate = threading.Event()
     ref = _Downstream.start(gate)
+    inbox = cast(queue.Queue[Any], ref.actor_inbox)  # a ThreadingActor's inbox is a queue.Queue
     config = dataclasses.replace(config, max_in_flight=3)
     handles = ConnectionHandles(config)
     sup = start_connection_supervisor(config, ActorSink(ref, timeout=10), handles)
@@ -378,13 +381,15 @@ def test_actor_sink_bounds_in_flight_events(db_dsn: str, config: ConnectionConfi
             conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE items")
             for i in range(20):
                 conn.execute("INSERT INTO items VALUES (%s)", (i,))
-        wait_until(lambda: ref.actor_inbox.qsize() >= 2)  # the actor is stuck on the first event
+        wait_until(lambda: inbox.qsize() >= 2)  # the actor is stuck on the first event
         replies_seen_for(db_dsn, config.slot, 2)  # time passes: the client keeps the connection alive...
-        assert ref.actor_inbox.qsize() <= config.max_in_flight  # ...but sends no more than its window
+        assert inbox.qsize() <= config.max_in_flight  # ...but sends no more than its window
         gate.set()
         wait_until(lambda: len(ref.proxy().events.get(timeout=5)) >= 22)  # SlotRecreated, Relation, 20 txns
         events = ref.proxy().events.get(timeout=5)
-        inserted = [c.new[0] for e in events if isinstance(e, TransactionFragment) for c in e.changes]
+        inserted = [
+            cast(Insert, c).new[0] for e in events if isinstance(e, TransactionFragment) for c in e.changes
+        ]
         assert inserted == [str(i) for i in range(20)]
     finally:
         stop_tree(sup, 30)

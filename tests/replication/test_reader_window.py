@@ -4,8 +4,9 @@ does not hold it for a downstream that makes no progress for ``unacked_stall_s``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import psycopg
 import pytest
@@ -125,6 +126,8 @@ def test_the_byte_window_holds_wide_transactions_too(db_dsn: str) -> None:
         sink.wait_for(lambda: sink.commits > held)
         while sink.commits < TXNS:
             reader.ack(commit_lsns(sink)[-1])
-            sink.wait_for(lambda n=sink.commits: sink.commits > n or sink.commits == TXNS)
+            sink.wait_for(
+                cast(Callable[[], bool], lambda n=sink.commits: sink.commits > n or sink.commits == TXNS)
+            )
         assert sink.inserted() == [str(i) for i in range(TXNS * ROWS_PER_TXN)]
         assert sink.violations == []

@@ -19,7 +19,7 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
 import gevent  # noqa: E402
 import psycopg  # noqa: E402
@@ -28,6 +28,7 @@ from sync.engine import Engine  # noqa: E402
 from sync.settings import Settings  # noqa: E402
 from sync.shapes.cache import get_or_create_shape  # noqa: E402
 from sync.shapes.definition import ShapeDefinition  # noqa: E402
+from sync.shapes.directory import LiveShape  # noqa: E402
 from sync.stack import SHAPE_CACHE  # noqa: E402
 
 
@@ -82,7 +83,10 @@ def main() -> None:
             jobs = [gevent.spawn(_create, cache, make(k)) for k in range(1, n + 1)]
             gevent.joinall(jobs, timeout=600, raise_error=True)
             handles = [str(j.value) for j in jobs]
-            _wait(lambda: all(directory.get(h).reader.snapshot_complete for h in handles), "snapshots")
+            _wait(
+                lambda: all(cast(LiveShape, directory.get(h)).reader.snapshot_complete for h in handles),
+                "snapshots",
+            )
             out["create_s"] = round(time.monotonic() - t0, 2)
             out["distinct_handles"] = len(set(handles))
             state.write_text(json.dumps(handles))
@@ -91,17 +95,22 @@ def main() -> None:
             out["reload_start_s"] = round(start_s, 2)
             out["reloaded"] = sum(1 for h in handles if directory.get(h) is not None)
         out["live"] = len(directory)
-        before = {k: directory.get(handles[k - 1]).reader.latest_offset() for k in range(1, n + 1)}
+        before = {
+            k: cast(LiveShape, directory.get(handles[k - 1])).reader.latest_offset() for k in range(1, n + 1)
+        }
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("UPDATE items SET v = v || '!' WHERE id = ANY(%s)", (sample,))
         _wait(
-            lambda: all(directory.get(handles[k - 1]).reader.latest_offset() > before[k] for k in sample),
+            lambda: all(
+                cast(LiveShape, directory.get(handles[k - 1])).reader.latest_offset() > before[k]
+                for k in sample
+            ),
             "an update reached the sampled shapes",
             60,
         )
         touched = set(sample)
         out["untouched_unchanged"] = all(
-            directory.get(handles[k - 1]).reader.latest_offset() == before[k]
+            cast(LiveShape, directory.get(handles[k - 1])).reader.latest_offset() == before[k]
             for k in range(1, n + 1)
             if k not in touched
         )

@@ -25,6 +25,7 @@ from sync.shapes.cache import (
     ShapeResult,
     get_or_create_shape,
 )
+from sync.shapes.invalidation import relation_change_reasons
 from sync.shapes.shape_supervisor import build_shape
 from sync.shapes.waiters import AwaitData, WaitResult
 from tests.shapes.cache_harness import ITEMS_SQL, CacheHarness, cache_harness, check, snapshot_done
@@ -152,7 +153,7 @@ def test_a_relation_message_is_judged_in_slices_with_one_memo(
     """The cache judges a Relation message's shapes a slice at a time (a turn of the event loop between
     slices), sharing one verdict memo: the outcome is that of judging them all at once."""
     calls: list[tuple[int, int]] = []  # (shapes in the slice, id of the memo)
-    judge = relations_module.relation_change_reasons
+    judge = relation_change_reasons  # the one cache_relations imports
 
     def sliced(shapes: Any, relation: Any, previous: Any, verdicts: Any = None) -> Any:
         shapes = list(shapes)

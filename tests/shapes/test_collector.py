@@ -86,7 +86,7 @@ def frag(xid: int, lsn: int, *changes: Any, begin: bool = True, commit: bool = T
 
 
 def drain(q: queue.Queue[Any]) -> list[ShapeChanges]:
-    out = []
+    out: list[ShapeChanges] = []
     while True:
         try:
             out.extend(routed_changes(q.get(timeout=0.5 if not out else 0.05)))

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 import pykka
 import pytest
 
-from supervisors import SupervisedActor
+from supervisors import SupervisedActor, runners
 from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, TransactionFragment
 from sync.shapes import collector as collector_module
@@ -286,7 +286,7 @@ def test_a_run_queue_backlog_gathers_a_narrow_batch_for_a_bounded_time(
     """While the actors' run queue has a backlog (supervisors.runners.backlog() > 0), even a narrow batch
     for an idle consumer keeps gathering, but only for _MAX_BACKLOG_S (not the _MAX_GATHER_S of a busy
     consumer).  Without a backlog the same consumer gets each transaction at once (the first test)."""
-    monkeypatch.setattr(collector_module.runners, "backlog", lambda: 1)  # a backlog that never drains
+    monkeypatch.setattr(runners, "backlog", lambda: 1)  # the collector's runners: a backlog that never drains
     monkeypatch.setattr(collector_module, "_MAX_BACKLOG_S", 1.0)
     monkeypatch.setattr(collector_module, "_MAX_GATHER_S", 60.0)
     collector = ShapeLogCollector.start(BruteIndex(), on_ack=lambda lsn: None)
@@ -344,7 +344,7 @@ def test_a_transaction_resent_from_its_beginning_does_not_turn_its_first_attempt
             f.get(timeout=T)
         assert lsns(got.get(timeout=T)) == [150]
         told = [
-            (m.commit_lsn, m.begin, m.commit, [c.new for c in m.changes])
+            (m.commit_lsn, m.begin, m.commit, [cast(Insert, c).new for c in m.changes])
             for m in routed_changes(got.get(timeout=T))
         ]
         assert told == [(200, True, False, [("200-0",)]), (200, True, True, [("200-0",), ("200-2",)])]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, cast
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -19,7 +22,7 @@ from sync.shapes.consumer_state import (
     WholeTransactions,
 )
 from sync.shapes.definition import ShapeDefinition
-from sync.shapes.log_items import ShapeLogEncoder
+from sync.shapes.log_items import LogItem, ShapeLogEncoder
 from sync.shapes.xid import PgSnapshot, SnapshotFilter
 
 REL = Relation(7, "public", "t", "f", (Column("id", 23, -1, True), Column("v", 25, -1, True)))
@@ -145,7 +148,7 @@ def test_routed_messages_queued_back_to_back_flatten_in_order() -> None:
 
     first = (msg(1), msg(2))
     queued: list[object] = [msg(3), ShapeBatch((msg(4), msg(5))), msg(6)]
-    assert [m.commit_lsn for m in _routed(first, queued)] == [1, 2, 3, 4, 5, 6]
+    assert [cast(ShapeChanges, m).commit_lsn for m in _routed(first, queued)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_batch_gives_the_actions_of_its_messages_one_by_one() -> None:
@@ -296,7 +299,7 @@ def _encode_run_calls(s: ConsumerState) -> list[bool]:
     calls: list[bool] = []
     encode_run = s._encoder.encode_run
 
-    def spy(items: list[object]) -> object:
+    def spy(items: Sequence[Any]) -> list[LogItem] | None:
         result = encode_run(items)
         calls.append(result is not None)
         return result

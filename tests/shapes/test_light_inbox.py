@@ -34,7 +34,7 @@ def test_blocked_get_is_woken_by_a_put_from_another_thread() -> None:
 
     t = threading.Thread(target=reader)
     t.start()
-    writers = [threading.Thread(target=lambda k=k: [inbox.put((k, i)) for i in range(250)]) for k in range(4)]
+    writers = [threading.Thread(target=lambda k=k: [inbox.put((k, i)) for i in range(250)]) for k in range(4)]  # type: ignore[func-returns-value]  # puts in a lambda
     for w in writers:
         w.start()
     for w in writers:

@@ -86,7 +86,7 @@ def test_replayed_log_equals_select_after_every_transaction(db_dsn: str, seed: i
             conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY FULL")
         conn.execute("CREATE PUBLICATION pub FOR TABLE items, bag")
         conn.execute("SELECT pg_create_logical_replication_slot('replay', 'pgoutput')")
-        shapes = []
+        shapes: list[tuple[ShapeLogEncoder, str | None, dict[str, dict[str, Any]]]] = []
         for table, columns, replica, predicate, where in SHAPES:
             info = read_table(conn, "public", table)
             definition = ShapeDefinition.create(("public", table), info, columns=columns, replica=replica)

@@ -71,7 +71,7 @@ def test_shared_ticker_makes_every_actor_durable(ticker: FlushTicker, actors: An
     started = time.monotonic()
     for ref in refs[::2]:  # only half of them get data: the others must not be pending
         ref.tell(AppendTransaction(tuple(txn(20, 2)), complete=True))
-    seen = {}
+    seen: dict[int, LogOffset] = {}
     while len(seen) < 15:
         i, off = durable.get(timeout=T)
         seen[i] = off

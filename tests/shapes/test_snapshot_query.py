@@ -112,6 +112,7 @@ def test_percent_in_names_with_and_without_bound_values(db_dsn: str, where: str 
         conn.execute('CREATE TABLE "we%ird" ("a%b" int PRIMARY KEY, "c%%d" text)')
         conn.execute("""INSERT INTO "we%ird" VALUES (1, 'x'), (5, 'y')""")
         table = read_table(conn, "public", "we%ird")
+        assert table is not None
         params = ["2"] if where and "$1" in where else []
         definition = ShapeDefinition.create(("public", "we%ird"), table, where=where, params=params)
         clause = compile_where(where, table, {i + 1: v for i, v in enumerate(params)}) if where else None

@@ -29,7 +29,7 @@ def row(i: int, size: int = 0) -> SnapshotRow:
 
 
 def parse(read: ChunkRead) -> list[dict[str, object]]:
-    items = orjson.loads(b"[" + read.body + b"]")
+    items: list[dict[str, object]] = orjson.loads(b"[" + read.body + b"]")
     assert len(items) == read.count
     return items
 

@@ -19,7 +19,7 @@ import pytest
 
 from sync import runtime
 from sync.offsets import LogOffset
-from sync.storage import FileStorage, coldio, files
+from sync.storage import FileStorage, coldio
 from tests.storage.conftest import CHUNK
 from tests.storage.helpers import evict, follow, log_items, row, txn
 
@@ -81,7 +81,7 @@ def offloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             calls.append(name)
         return real(fn, *args)
 
-    monkeypatch.setattr(files.runtime, "run_blocking", recording)
+    monkeypatch.setattr(runtime, "run_blocking", recording)  # sync.storage.files.runtime
     return calls
 
 

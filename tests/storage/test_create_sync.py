@@ -46,7 +46,7 @@ def test_completed_snapshots_share_the_parent_fsync_and_each_is_covered(
     storage = FileStorage(tmp_path, "stack")
     writers = [storage.create(f"h{i}", {"table": "items"}) for i in range(CREATORS)]
     starts: list[float] = []
-    parent = slowed(storage_module.fsync_dir, starts)
+    parent = slowed(files.fsync_dir, starts)  # storage's, imported from files
 
     def fsync_dir(path: str) -> None:
         assert path == str(storage.shapes_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import orjson
 import pytest
 
@@ -55,7 +57,7 @@ def test_snapshot_chunks_then_log_chunks(storage: Storage) -> None:
     for chunk in chain.chunks[:-1]:
         lens = sizes[pos : pos + len(chunk)]
         pos += len(chunk)
-        if chunk and chunk[-1].get("headers", {}).get("control") != "snapshot-end":  # type: ignore[union-attr]
+        if chunk and cast(dict[str, object], chunk[-1].get("headers", {})).get("control") != "snapshot-end":
             assert sum(lens) >= CHUNK > sum(lens[:-1])
     assert chain.ends[-1] == r.latest_offset() == LogOffset(1029, 4)
 

@@ -14,13 +14,14 @@ if __name__ == "__main__" and "--gevent" in sys.argv:
 
     monkey.patch_all()
 
+import _thread
 import gc
 import json
 import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pykka
 
@@ -316,7 +317,7 @@ def _stripes_are_os_thread_locks() -> dict[str, Any]:
         thread.join(T)
         return result[0]
 
-    lock = stripes.lock_for(object())
+    lock = cast(_thread.RLock, stripes.lock_for(object()))  # what native_lock() makes
     kinds = {type(lock).__module__, type(runners._lock).__module__}
     with lock:
         while_held = elsewhere(lock.acquire, True, 0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from typing import Any
 
 import pykka
 import pytest
@@ -73,7 +74,7 @@ def test_static_child_failing_start_fails_the_supervisor_start(journal: Journal)
 
 
 def test_start_function_raising_fails_the_supervisor_start(journal: Journal) -> None:
-    def broken() -> pykka.ActorRef:
+    def broken() -> pykka.ActorRef[Any]:
         raise OSError("no such device")
 
     specs = [spec("a", journal), ChildSpec("b", broken)]
@@ -102,7 +103,7 @@ def test_child_not_supervised_is_a_start_error(journal: Journal) -> None:
 def test_start_failure_during_restart_counts_against_intensity(journal: Journal) -> None:
     plan = itertools.chain([False], itertools.repeat(True))  # starts once, then never again
 
-    def start() -> pykka.ActorRef:
+    def start() -> pykka.ActorRef[Any]:
         return Worker.start("w", journal, fail_on_start=next(plan))
 
     root = start_tree(
@@ -120,7 +121,7 @@ def test_start_failure_during_restart_counts_against_intensity(journal: Journal)
 def test_restart_succeeds_after_transient_start_failures(journal: Journal) -> None:
     plan = iter([False, True, False])  # start, crash, one failed restart, then ok
 
-    def start() -> pykka.ActorRef:
+    def start() -> pykka.ActorRef[Any]:
         return Worker.start("w", journal, fail_on_start=next(plan))
 
     root = start_tree(lambda: Supervisor.start([ChildSpec("w", start)], max_restarts=3), timeout=5)

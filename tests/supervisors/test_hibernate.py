@@ -113,11 +113,15 @@ def test_mailbox_take_tells_takes_only_leading_tells_of_the_kinds() -> None:
     for env in (_Envelope(1, None), _Envelope(2, None), _Envelope("x", None), _Envelope(3, None)):
         box.put(env)
     assert box.take_tells((int,), 10) == [1, 2]  # stops at the first message of another kind
-    assert box.take().message == "x"
+    taken = box.take()
+    assert taken is not None
+    assert taken.message == "x"
     box.put(_Envelope(4, future))  # an ask: its caller waits for its own answer, never merged
     box.put(_Envelope(5, None))
     assert box.take_tells((int,), 10) == [3]
-    assert box.take().message == 4
+    taken = box.take()
+    assert taken is not None
+    assert taken.message == 4
     for i in range(6, 9):
         box.put(_Envelope(i, None))
     assert box.take_tells((int,), 2) == [5, 6]  # the limit

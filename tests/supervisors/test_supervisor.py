@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pykka
 import pytest
 
@@ -23,12 +25,12 @@ from supervisors import (
 from tests.supervisors.actors import Journal, Worker, eventually, spec
 
 
-def _tree(journal: Journal, strategy: Strategy, names: str = "abc", **kw: object) -> pykka.ActorRef:
+def _tree(journal: Journal, strategy: Strategy, names: str = "abc", **kw: object) -> pykka.ActorRef[Any]:
     specs = [spec(n, journal) for n in names]
     return start_tree(lambda: Supervisor.start(specs, strategy=strategy, name="root", **kw), timeout=5)
 
 
-def _settled(root: pykka.ActorRef) -> None:
+def _settled(root: pykka.ActorRef[Any]) -> None:
     """Wait until every child has a started, current incarnation."""
     eventually(lambda: all(v.status == "running" and v.alive for v in which_children(root)))
 

@@ -50,7 +50,7 @@ def _pg_batch(conn: psycopg.Connection[Any], exprs: list[tuple[str, list[Any] | 
         return []
     if all(p is not None for _, p in exprs):
         sql = "SELECT " + ", ".join(f"({s})" for s, _ in exprs) + " FROM t"
-        params = [x for _, p in exprs for x in (p or [])]
+        params: list[Any] | None = [x for _, p in exprs for x in (p or [])]
         try:
             row = conn.execute(sql, params).fetchone()
             assert row is not None
@@ -123,7 +123,7 @@ def test_evaluator_agrees_with_postgres(
         assert _same(mine, pg_gen), context + f"\ngenerated: {sql}\npostgres on generated: {pg_gen!r}"
 
 
-def _same(mine: Any, pg: Any) -> bool:
+def _same(mine: object, pg: object) -> bool:
     if mine == ERROR or (isinstance(pg, str) and pg.startswith(ERROR)):
         return mine == ERROR and pg == ERROR
     return mine is pg or mine == pg

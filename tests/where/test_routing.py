@@ -231,7 +231,7 @@ def test_bulk_routing_reports_exact_matches_and_errors() -> None:
     index.add("all", "items", None)
     positions = {"id": 0, "t": 1}
     rows_ = [("5", "a"), ("5", "b"), ("6", "a")]
-    out: dict[object, list[int]] = {}
+    out: dict[object, list[object]] = {}  # row positions, then the items of the second call
     inexact: set[object] = set()
     errors: dict[object, WhereEvalError] = {}
     index.route_new_rows("items", positions, rows_, [0, 1, 2], out=out, inexact=inexact, errors=errors)
