@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from tests.background import Background
 from tests.fixtures.pg import ClusterInfo, drop_database
 from tests.fixtures.service import ServiceProcess
 
@@ -41,6 +41,7 @@ SERVICE: dict[str, dict[str, Any]] = {
     "shapes": {"schema_check_interval_s": 0.3},  # a dropped table is noticed quickly
 }
 LONG_POLL_S = 2.0
+WAIT_S = 30.0  # how long a request run in the Background may take
 BEFORE_ALL_CC = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
 CATCH_UP_CC = "public, max-age=60, stale-while-revalidate=300"
 LIVE_CC = "public, max-age=5, stale-while-revalidate=5"
@@ -115,22 +116,8 @@ class Http:
     def shape(self, query: str, headers: Mapping[str, str] | None = None, method: str = "GET") -> Resp:
         return self.request(method, f"/v1/shape?{query}", headers)
 
-    def background(self, query: str, headers: Mapping[str, str] | None = None) -> Background:
-        return Background(lambda: self.shape(query, headers))
-
-
-class Background:
-    """Runs one request in a thread; ``result()`` joins it."""
-
-    def __init__(self, fn: Callable[[], Resp]) -> None:
-        self._result: list[Resp] = []
-        self._thread = threading.Thread(target=lambda: self._result.append(fn()), daemon=True)
-        self._thread.start()
-
-    def result(self, timeout: float = 30.0) -> Resp:
-        self._thread.join(timeout)
-        assert self._result, "request did not finish"
-        return self._result[0]
+    def background(self, query: str, headers: Mapping[str, str] | None = None) -> Background[Resp]:
+        return Background(lambda: self.shape(query, headers), timeout=WAIT_S)
 
 
 def q(value: str) -> str:

@@ -7,14 +7,15 @@ real service over HTTP.)  They live here because a test module must not import f
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from falcon.testing import Result, TestClient
 
 from tests.api.conftest import Backend
+from tests.background import Background
+
+__all__ = ["Background", "body", "caught_up", "controls", "follow_snapshot", "get", "rows"]
 
 CAUGHT_UP_ROWS = [{"id": "1", "title": "a"}]  # the one row of caught_up's table
 
@@ -48,20 +49,6 @@ def follow_snapshot(client: TestClient, table: str) -> tuple[str, str, list[list
         offset = r.headers["electric-offset"]
         chunks.append(body(r))
     return handle, offset, chunks
-
-
-class Background:
-    """Runs one request in a thread; ``result()`` joins it."""
-
-    def __init__(self, fn: Callable[[], Result]) -> None:
-        self._result: list[Result] = []
-        self._thread = threading.Thread(target=lambda: self._result.append(fn()), daemon=True)
-        self._thread.start()
-
-    def result(self, timeout: float = 10) -> Result:
-        self._thread.join(timeout)
-        assert self._result, "request did not finish"
-        return self._result[0]
 
 
 def caught_up(client: TestClient, backend: Backend) -> tuple[str, str, str]:

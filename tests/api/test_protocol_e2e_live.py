@@ -25,13 +25,14 @@ from tests.api.e2e_support import (
     MUST_REFETCH,
     SCHEMA,
     SERVICE,
-    Background,
+    WAIT_S,
     Http,
     Shape,
     Tables,
     caught_up,
     running_service,
 )
+from tests.background import Background
 from tests.fixtures.pg import ClusterInfo
 
 CURSOR_EPOCH = 1728432000  # 2024-10-09T00:00:00Z
@@ -187,7 +188,8 @@ def test_woken_long_polls_answer_exactly_as_an_immediate_request(http: Http, db:
                     cast(
                         Callable[[], Any],
                         lambda h=headers, c=cursor: _wire_headers(http, f"{path}&cursor={c}", h),
-                    )
+                    ),
+                    timeout=WAIT_S,
                 ),
             )
         )
