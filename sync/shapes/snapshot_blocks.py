@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import orjson
@@ -41,6 +41,7 @@ __all__ = [
     "read_blocks",
     "read_few",
     "read_filtered",
+    "read_selected",
     "snapshot_blocks",
     "table_ranges",
 ]
@@ -201,6 +202,16 @@ def read_few(
         if len(found) > rows:
             return None
         return [(len(found), query.join([bytes(row[0]) for row in found]))] if found else []
+
+
+def read_selected(conn: psycopg.Connection[Any], query: BlockQuery) -> Iterable[tuple[int, bytes]] | None:
+    """The ``(count, block)`` of a shape with a WHERE clause read through that WHERE: at most a few items in
+    one round trip (:func:`read_few`), else through an index where Postgres would use one
+    (:func:`read_filtered`); None when its page ranges are to be scanned instead."""
+    few = read_few(conn, query)
+    if few is not None:
+        return few
+    return read_filtered(conn, query) if planner_uses_index(conn, query) else None
 
 
 def read_filtered(
@@ -366,10 +377,5 @@ def snapshot_blocks(
     found = block_query(conn, definition, where_sql, params, pages=pages)
     if found is not None:
         query, ranges = found
-        few = read_few(conn, query) if where_sql is not None else None
-        if few is not None:
-            yield from few
-        elif where_sql is not None and planner_uses_index(conn, query):
-            yield from read_filtered(conn, query)
-        else:
-            yield from read_blocks(conn, query, ranges)
+        selected = read_selected(conn, query) if where_sql is not None else None
+        yield from selected if selected is not None else read_blocks(conn, query, ranges)

@@ -40,10 +40,8 @@ from sync.shapes.snapshot_blocks import (
     DEFAULT_PAGES,
     block_query,
     parallel_blocks,
-    planner_uses_index,
     read_blocks,
-    read_few,
-    read_filtered,
+    read_selected,
 )
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.shapes.snapshot_messages import (
@@ -248,12 +246,10 @@ def _batches(
     if found is None:
         return
     query, ranges = found
-    few = read_few(conn, query) if request.where_sql is not None else None  # most shapes: one round trip
+    selected = read_selected(conn, query) if request.where_sql is not None else None
     blocks: Iterable[tuple[int, bytes]]
-    if few is not None:
-        blocks = few
-    elif request.where_sql is not None and planner_uses_index(conn, query):  # a selective shape
-        blocks = read_filtered(conn, query)
+    if selected is not None:  # most shapes with a WHERE clause: a few rows in one round trip
+        blocks = selected
     elif helpers is None or lanes < 2 or len(ranges) < 2 * lanes:
         blocks = read_blocks(conn, query, ranges)
     else:
