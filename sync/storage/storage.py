@@ -150,8 +150,8 @@ class FileStorage:
         Nothing is fsynced yet: a log is resumed after a crash only if its snapshot completed, and
         completing it makes the log durable with its directory's entries and the directory's own entry in
         :attr:`shapes_dir` (one fsync of it shared by the logs completing together); a log left incomplete
-        by a crash (even without its metadata) is dropped on restart, its clients told to refetch.  Each
-        fsync here cost every new shape ~3 fsyncs more, and the journal commits that go with them.
+        by a crash (even without its metadata) is dropped on restart, its clients told to refetch.  The three
+        fsyncs creation used to do (metadata, directory, parent) protected nothing and cost journal commits.
 
         On an OS thread (:func:`~sync.runtime.run_blocking`): creating files and directories waits for the
         filesystem's journal, which every concurrent fsync holds up (measured: 1,000 shapes created 100 at a
