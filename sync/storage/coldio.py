@@ -10,7 +10,8 @@ for seconds.  The same holds for reading a range of a log that is no longer cach
 
 So before a small write into a partial page of a file that has not been written for :data:`COLD_AFTER`
 seconds, and before a small read, :func:`page_cached` asks the kernel whether the page is cached without
-waiting for it (``preadv`` with ``RWF_NOWAIT``: ``EAGAIN`` when it is not; ~1 µs).  The callers
+waiting for it (``cachestat``, see :mod:`sync.storage.cachestat`, or on older kernels ``preadv`` with
+``RWF_NOWAIT``: ``EAGAIN`` when it is not; ~1 µs either way).  The callers
 (:mod:`sync.storage.files`) send an uncached one to :func:`sync.runtime.run_blocking`: only the calling
 actor or request waits for the disk.  A log written within the last second is assumed cached and costs no
 probe.  :data:`COUNTERS` counts both kinds for the metrics endpoint: a steady rate of cold writes says the
@@ -27,6 +28,8 @@ from __future__ import annotations
 import os
 import time
 from typing import TYPE_CHECKING
+
+from sync.storage import cachestat
 
 if TYPE_CHECKING:
     from sync.storage.fdcache import FdEntry
@@ -67,8 +70,12 @@ COUNTERS = ColdCounters()
 
 def page_cached(fd: int, at: int) -> bool:
     """Whether the page holding byte ``at`` of ``fd`` (opened for reading) is in the page cache, asked
-    without waiting for the disk.  True where the kernel cannot tell (no ``RWF_NOWAIT``, or ``at`` past the
-    end of the file): the caller then does what it did before this module existed."""
+    without waiting for the disk: with ``cachestat`` where the kernel has it (exact, no I/O), else with the
+    ``RWF_NOWAIT`` probe.  True where the kernel cannot tell, or ``at`` is past the end of the file: the
+    caller then does what it did before this module existed."""
+    answer = cachestat.cached(fd, at)
+    if answer is not None:
+        return answer or at >= os.fstat(fd).st_size  # (an uncached page only: the common case asks once)
     if not _NOWAIT:
         return True
     try:

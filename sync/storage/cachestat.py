@@ -1,0 +1,78 @@
+"""Whether a page of a file is in the page cache, asked with Linux's ``cachestat`` (6.5+): no I/O, ~1 µs.
+
+:func:`sync.storage.coldio.page_cached` asks here first.  Its other way, a one-byte ``preadv`` with
+``RWF_NOWAIT``, answers ``EAGAIN`` for an uncached page but starts reading it in on its way (readahead);
+on a disk fast enough, the read is done before the probe looks again and the page is reported cached.
+Measured on this project's VMs: ~1 probe in 200 right after an eviction here, and on CI's machine every
+one of five in a row.  ``cachestat`` only counts, so its answer is exact and has no side effect.
+
+Python has no binding for it (3.11), so it is called through libc's ``syscall`` with :mod:`ctypes`: the
+number is the same on every Linux architecture (451).  Where the call does not exist (an older kernel, a
+seccomp filter, not Linux), :data:`AVAILABLE` is false (asked once, at import) and callers use the probe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+from collections.abc import Callable
+
+__all__ = ["AVAILABLE", "cached"]
+
+_SYS_CACHESTAT = 451
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Stat(ctypes.Structure):
+    _fields_ = [
+        ("nr_cache", ctypes.c_uint64),
+        ("nr_dirty", ctypes.c_uint64),
+        ("nr_writeback", ctypes.c_uint64),
+        ("nr_evicted", ctypes.c_uint64),
+        ("nr_recently_evicted", ctypes.c_uint64),
+    ]
+
+
+def _syscall() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_long
+    fn.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
+    return fn
+
+
+def _answers(call: Callable[..., int] | None) -> bool:
+    """Whether the call exists here: asked about no file, it says "bad file descriptor" (not ENOSYS)."""
+    if call is None:
+        return False
+    span, stat = _Range(0, 1), _Stat()
+    return call(_SYS_CACHESTAT, -1, ctypes.byref(span), ctypes.byref(stat), 0) != 0 and (
+        ctypes.get_errno() == errno.EBADF
+    )
+
+
+_call = _syscall()
+AVAILABLE = _answers(_call)
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cached(fd: int, at: int) -> bool | None:
+    """Whether the page holding byte ``at`` of ``fd`` is in the page cache; None when this cannot be asked
+    (see :data:`AVAILABLE`; also a file ``cachestat`` refuses, such as one on hugetlbfs).  A page past the
+    end of the file is not cached: the caller tells that case apart."""
+    if not AVAILABLE or _call is None:
+        return None
+    span = _Range(at - at % _PAGE, 1)
+    stat = _Stat()
+    if _call(_SYS_CACHESTAT, fd, ctypes.byref(span), ctypes.byref(stat), 0) == 0:
+        return bool(stat.nr_cache)
+    return None
