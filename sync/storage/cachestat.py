@@ -1,4 +1,4 @@
-"""Whether a page of a file is in the page cache, asked with Linux's ``cachestat`` (6.5+): no I/O, ~1 µs.
+"""Whether a page of a file is in the page cache, asked with Linux's ``cachestat`` (6.5+): no I/O, ~2 µs.
 
 :func:`sync.storage.coldio.page_cached` asks here first.  Its other way, a one-byte ``preadv`` with
 ``RWF_NOWAIT``, answers ``EAGAIN`` for an uncached page but starts reading it in on its way (readahead);
@@ -24,21 +24,15 @@ __all__ = ["AVAILABLE", "cached"]
 _SYS_CACHESTAT = 451
 
 
-class _Range(ctypes.Structure):
-    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-class _Stat(ctypes.Structure):
-    _fields_ = [
-        ("nr_cache", ctypes.c_uint64),
-        ("nr_dirty", ctypes.c_uint64),
-        ("nr_writeback", ctypes.c_uint64),
-        ("nr_evicted", ctypes.c_uint64),
-        ("nr_recently_evicted", ctypes.c_uint64),
-    ]
+# struct cachestat_range {u64 off, len} then struct cachestat {u64 nr_cache, nr_dirty, nr_writeback,
+# nr_evicted, nr_recently_evicted}: one array per call (thread-safe), passed as two pointers into it.
+_Args = ctypes.c_uint64 * 7
+_NR_CACHE = 2
 
 
 def _syscall() -> Callable[..., int] | None:
+    """libc's ``syscall`` without declared argument types: ~1 µs cheaper per call than with them.  Python
+    ints go as C ints (libffi widens them to the register), pointers as ``byref``."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -46,7 +40,6 @@ def _syscall() -> Callable[..., int] | None:
     except (OSError, AttributeError):
         return None
     fn.restype = ctypes.c_long
-    fn.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
     return fn
 
 
@@ -54,8 +47,8 @@ def _answers(call: Callable[..., int] | None) -> bool:
     """Whether the call exists here: asked about no file, it says "bad file descriptor" (not ENOSYS)."""
     if call is None:
         return False
-    span, stat = _Range(0, 1), _Stat()
-    return call(_SYS_CACHESTAT, -1, ctypes.byref(span), ctypes.byref(stat), 0) != 0 and (
+    args = _Args(0, 1)
+    return call(_SYS_CACHESTAT, -1, ctypes.byref(args), ctypes.byref(args, 16), 0) != 0 and (
         ctypes.get_errno() == errno.EBADF
     )
 
@@ -63,6 +56,7 @@ def _answers(call: Callable[..., int] | None) -> bool:
 _call = _syscall()
 AVAILABLE = _answers(_call)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_byref = ctypes.byref
 
 
 def cached(fd: int, at: int) -> bool | None:
@@ -71,8 +65,7 @@ def cached(fd: int, at: int) -> bool | None:
     end of the file is not cached: the caller tells that case apart."""
     if not AVAILABLE or _call is None:
         return None
-    span = _Range(at - at % _PAGE, 1)
-    stat = _Stat()
-    if _call(_SYS_CACHESTAT, fd, ctypes.byref(span), ctypes.byref(stat), 0) == 0:
-        return bool(stat.nr_cache)
+    args = _Args(at - at % _PAGE, 1)  # (~1.9 µs in all here; a RWF_NOWAIT probe is ~0.5 µs)
+    if _call(_SYS_CACHESTAT, fd, _byref(args), _byref(args, 16), 0) == 0:
+        return bool(args[_NR_CACHE])
     return None
