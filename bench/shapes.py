@@ -11,10 +11,11 @@ Two figures of the real engine (in this process, ``sync.engine.Engine``), on a t
 * **memory**: RSS of this process after ``gc.collect()`` before and after ``--idle`` more idle shapes
   (snapshots done, no waiter), divided by their number (target <= 20 KB per shape).
 
-``--gevent`` patches the process with gevent first (actors run on greenlets, as in the gunicorn worker);
-the default runs the engine on plain threads.  Either way a shape's three actors (its supervisor, consumer
-and storage) hibernate while idle (``supervisors.hibernate``): they hold no thread/greenlet of their own,
-so the memory figure is the shape's data and bookkeeping, not parked stacks.
+The process is patched with gevent first (actors run on greenlets, as in the gunicorn worker: the
+production mode); ``--threads`` runs the engine on plain threads instead.  Either way a shape's three
+actors (its supervisor, consumer and storage) hibernate while idle (``supervisors.hibernate``): they hold
+no thread/greenlet of their own, so the memory figure is the shape's data and bookkeeping, not parked
+stacks.
 
 Prints one JSON line; the headline is the creation time (lower is better) against the baseline.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import sys
 
-if "--gevent" in sys.argv:
+if "--threads" not in sys.argv:
     from gevent import monkey
 
     monkey.patch_all()
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=2_000, help="idle shapes for the memory figure")
     parser.add_argument("--concurrency", type=int, default=100, help="concurrent creating requests")
     parser.add_argument("--repeat", type=int, default=2, help="creation rounds (fresh shapes each)")
-    parser.add_argument("--gevent", action="store_true", help="run the engine under gevent")
+    parser.add_argument("--threads", action="store_true", help="run the engine on plain threads, not gevent")
     args = parser.parse_args()
     pool_size = 8  # the engine's default snapshot_pool_size, used by both sides
 
@@ -174,7 +175,7 @@ def main() -> None:
             "shapes_alive_at_end": shapes_after,
             "rss_before_mb": round(before / 2**20, 1),
             "rss_after_mb": round(after / 2**20, 1),
-            "mode": "gevent" if args.gevent else "threads",
+            "mode": "threads" if args.threads else "gevent",
             "rows": args.rows,
             "create": args.create,
             "concurrency": args.concurrency,
