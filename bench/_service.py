@@ -68,14 +68,20 @@ def rss_bytes() -> int:
 
 
 def start_engine(dsn: str, storage_dir: str, stream_id: str = "bench", **sections: Mapping[str, Any]) -> Any:
-    """Start the real engine in this process and wait until it streams (status ``active``)."""
+    """Start the real engine in this process and wait until it streams (status ``active``).
+
+    The engine serves no HTTP here, so its shape logs get the descriptors that the automatic
+    ``storage.max_open_files`` keeps for HTTP sockets (``sync.storage.fdlimit``): the open-files limit less
+    the reserve, as a deployment sized for its shapes has (a caller's ``storage`` section may say
+    otherwise)."""
     from sync import heap  # noqa: PLC0415
     from sync.engine import Engine  # noqa: PLC0415 - after a caller's gevent patching
     from sync.settings import Settings  # noqa: PLC0415
+    from sync.storage import fdlimit  # noqa: PLC0415
 
-    raise_nofile()
+    limit = raise_nofile()
     settings = Settings().replace("database", url=dsn)
-    settings = settings.replace("storage", dir=storage_dir)
+    settings = settings.replace("storage", dir=storage_dir, max_open_files=max(64, limit - fdlimit.RESERVE))
     settings = settings.replace("replication", stream_id=stream_id)
     for name, values in sections.items():
         settings = settings.replace(name, **values)

@@ -61,6 +61,7 @@ from bench import _service
 from bench._common import emit
 from bench._ingest_trace import Trace, attach_profiler
 from bench._service import lsn_int, raise_nofile, start_engine, temp_cluster
+from sync.storage.fdlimit import RESERVE
 
 STREAM = "bench"
 PUB = f"shapesync_pub_{STREAM}"
@@ -357,11 +358,10 @@ def main() -> None:
         sys.stdout.write(json.dumps(worker(args)) + "\n")
         return
     limit = raise_nofile()
-    if args.only != "one" and 3 * args.shapes + 200 > limit:
+    if args.only != "one" and 2 * args.shapes > limit - RESERVE:  # (bench._service.start_engine's cap)
         sys.stderr.write(
-            f"note: {args.shapes} shapes with log data use ~{3 * args.shapes} files (log.items/.json/"
-            f".durable); the open-files limit here is {limit}, so the engine's descriptor cache reopens some "
-            "of them (storage.max_open_files)\n"
+            f"note: a window writes {2 * args.shapes} files (each shape's log.items and log.json); the "
+            f"open-files limit here is {limit}, so the engine's descriptor cache reopens some of them\n"
         )
     workloads: dict[str, dict[str, Any]] = {}
     for kind in ("one", "many"):
