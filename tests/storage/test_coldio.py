@@ -68,10 +68,11 @@ def test_page_cached_tells_an_evicted_page_exactly(disk_dir: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         assert coldio.page_cached(fd, 9_999)
-        assert any(evict(disk_dir) and not coldio.page_cached(fd, 9_999) for _ in range(ATTEMPTS))
         if cachestat.AVAILABLE:  # exact: asking reads nothing in, however often it is asked
+            assert any(evict(disk_dir) and not coldio.page_cached(fd, 9_999) for _ in range(ATTEMPTS))
             assert [coldio.page_cached(fd, at) for at in (0, 9_999, 9_999)] == [False, False, False]
             assert not cachestat.cached(fd, 9_999)  # (the RWF_NOWAIT probe would have started reading it in)
+        # (without cachestat the probe's answer for an evicted page depends on the disk: the next test)
         assert os.pread(fd, 1, 9_999) == b"x"
         assert coldio.page_cached(fd, 9_999)
         assert coldio.page_cached(fd, 20_000)  # past the end: nothing to wait for
