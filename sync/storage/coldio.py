@@ -11,7 +11,7 @@ for seconds.  The same holds for reading a range of a log that is no longer cach
 So before a small write into a partial page of a file that has not been written for :data:`COLD_AFTER`
 seconds, and before a small read, :func:`page_cached` asks the kernel whether the page is cached without
 waiting for it (``cachestat``, see :mod:`sync.storage.cachestat`, or on older kernels ``preadv`` with
-``RWF_NOWAIT``: ``EAGAIN`` when it is not; ~1 µs either way).  The callers
+``RWF_NOWAIT``: ``EAGAIN`` when it is not; 1-2 µs either way).  The callers
 (:mod:`sync.storage.files`) send an uncached one to :func:`sync.runtime.run_blocking`: only the calling
 actor or request waits for the disk.  A log written within the last second is assumed cached and costs no
 probe.  :data:`COUNTERS` counts both kinds for the metrics endpoint: a steady rate of cold writes says the

@@ -7,6 +7,7 @@ tmpfs the page cache is the file and nothing can be evicted."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,8 +55,9 @@ def disk_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def _kernel_has_cachestat() -> bool:
-    major, minor = (int(part) for part in os.uname().release.split(".")[:2])
-    return (major, minor) >= (6, 5)
+    version = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    assert version is not None
+    return (int(version[1]), int(version[2])) >= (6, 5)
 
 
 def test_cachestat_is_used_where_the_kernel_has_it() -> None:
@@ -180,7 +182,7 @@ def test_under_gevent_an_evicted_tail_is_written_by_another_os_thread(disk_dir: 
         from gevent import monkey; monkey.patch_all()
         import os, threading
         from pathlib import Path
-        from sync.storage import FileStorage, cachestat, coldio
+        from sync.storage import FileStorage, coldio
         from tests.storage.helpers import row, txn
         from tests.storage.helpers import evict
         coldio.COLD_AFTER = 0.0
