@@ -123,7 +123,7 @@ class WorkerResponse(wsgi.Response):  # type: ignore[misc]
             offset, left = arg.offset, size
             while left:
                 piece = min(left, coldio.PIECE)  # an uncached piece is read in on an OS thread first
-                if coldio.read_may_wait(fd, offset):
+                if coldio.read_may_wait(fd, offset, piece):
                     runtime.run_blocking(coldio.page_in, fd, offset, piece)
                 try:
                     sent = os.sendfile(out, fd, offset, piece)

@@ -62,13 +62,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _byref = ctypes.byref
 
 
-def cached(fd: int, at: int) -> bool | None:
-    """Whether the page holding byte ``at`` of ``fd`` is in the page cache; None when this cannot be asked
-    (see :data:`AVAILABLE`; also a file ``cachestat`` refuses, such as one on hugetlbfs).  A page past the
-    end of the file is not cached: the caller tells that case apart."""
+def cached(fd: int, at: int, length: int = 1) -> bool | None:
+    """Whether every page holding a byte of ``fd``'s range ``[at, at + length)`` is in the page cache (one
+    question, whatever the length); None when this cannot be asked (see :data:`AVAILABLE`; also a file
+    ``cachestat`` refuses, such as one on hugetlbfs).  A page past the end of the file is not cached: the
+    caller tells that case apart."""
     if not AVAILABLE or _call is None:
         return None
-    args = _Args(at - at % _PAGE, 1)  # (~1.9 µs in all here; a RWF_NOWAIT probe is ~0.5 µs)
+    first = at - at % _PAGE
+    pages = -(-(at + max(length, 1) - first) // _PAGE)
+    args = _Args(first, pages * _PAGE)  # (~1.9 µs in all here; a RWF_NOWAIT probe is ~0.5 µs)
     if _call(_SYS_CACHESTAT, fd, _byref(args), _byref(args, 16), 0) == 0:
-        return bool(args[_NR_CACHE])
+        return args[_NR_CACHE] >= pages
     return None

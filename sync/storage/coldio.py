@@ -9,9 +9,10 @@ reaching thousands of shapes that sat idle long enough for their last pages to b
 for seconds.  The same holds for reading a range of a log that is no longer cached.
 
 So before a small write into a partial page of a file that has not been written for :data:`COLD_AFTER`
-seconds, and before a small read, :func:`page_cached` asks the kernel whether the page is cached without
-waiting for it (``cachestat``, see :mod:`sync.storage.cachestat`, or on older kernels ``preadv`` with
-``RWF_NOWAIT``: ``EAGAIN`` when it is not; 1-2 µs either way).  The callers
+seconds, and before a small read (or a piece of a range sent with ``sendfile``), :func:`page_cached` asks
+the kernel whether the pages are cached without waiting for them (``cachestat``, see
+:mod:`sync.storage.cachestat`, every page of the range in one question; or on older kernels ``preadv``
+with ``RWF_NOWAIT``, the first page only: ``EAGAIN`` when it is not; 1-2 µs either way).  The callers
 (:mod:`sync.storage.files`) send an uncached one to :func:`sync.runtime.run_blocking`: only the calling
 actor or request waits for the disk.  A log written within the last second is assumed cached and costs no
 probe.  :data:`COUNTERS` counts both kinds for the metrics endpoint: a steady rate of cold writes says the
@@ -68,14 +69,20 @@ class ColdCounters:
 COUNTERS = ColdCounters()
 
 
-def page_cached(fd: int, at: int) -> bool:
-    """Whether the page holding byte ``at`` of ``fd`` (opened for reading) is in the page cache, asked
-    without waiting for the disk: with ``cachestat`` where the kernel has it (exact, no I/O), else with the
-    ``RWF_NOWAIT`` probe.  True where the kernel cannot tell, or ``at`` is past the end of the file: the
-    caller then does what it did before this module existed."""
-    answer = cachestat.cached(fd, at)
+def page_cached(fd: int, at: int, length: int = 1) -> bool:
+    """Whether the pages holding ``fd``'s bytes ``[at, at + length)`` are in the page cache, asked without
+    waiting for the disk: with ``cachestat`` where the kernel has it (exact, every page of the range, no
+    I/O), else with the ``RWF_NOWAIT`` probe (the first page only).  True where the kernel cannot tell, and
+    for the part of the range past the end of the file: the caller then does what it did before this module
+    existed."""
+    answer = cachestat.cached(fd, at, length)
     if answer is not None:
-        return answer or at >= os.fstat(fd).st_size  # (an uncached page only: the common case asks once)
+        if answer:
+            return True
+        inside = os.fstat(fd).st_size - at  # (an uncached range only: the common case asks once)
+        if inside <= 0:
+            return True
+        return inside < length and bool(cachestat.cached(fd, at, inside))
     if not _NOWAIT:
         return True
     try:
@@ -109,10 +116,10 @@ def write_may_wait(entry: FdEntry, pos: int, *, inside: bool = False) -> bool:
     return True
 
 
-def read_may_wait(fd: int, pos: int) -> bool:
-    """Whether a small read starting at ``pos`` would wait for the disk (its first page is not cached;
-    a read that starts cached and runs into an uncached page is not caught: ranges read here are small)."""
-    if page_cached(fd, pos):
+def read_may_wait(fd: int, pos: int, size: int = 1) -> bool:
+    """Whether a read of ``size`` bytes at ``pos`` would wait for the disk: a page of it is not cached (with
+    ``cachestat``; without it, only the first page is asked about)."""
+    if page_cached(fd, pos, size):
         return False
     COUNTERS.reads += 1
     return True

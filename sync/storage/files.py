@@ -172,7 +172,7 @@ class _DiskReader:
         cache = self._cache
         entry = cache.pin(self._group, name)
         try:
-            if size > BIG_IO or coldio.read_may_wait(entry.fd, pos):
+            if size > BIG_IO or coldio.read_may_wait(entry.fd, pos, size):
                 return runtime.run_blocking(read_exact, entry.fd, pos, size)
             return read_exact(entry.fd, pos, size)
         finally:

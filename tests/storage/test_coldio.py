@@ -111,6 +111,35 @@ def test_without_cachestat_the_probe_answers_uncached_or_reads_the_page_in(
         os.close(fd)
 
 
+def test_a_range_is_cached_when_every_page_of_it_is(disk_dir: Path) -> None:
+    """A sendfile'd piece (1 MiB) or a small read that starts in a cached page and runs into an evicted one
+    would wait on the event loop: with cachestat the whole range is asked about, at the same cost."""
+    page = coldio.PAGE
+    path = disk_dir / "f"
+    path.write_bytes(b"x" * (10 * page))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not cachestat.AVAILABLE:  # the probe asks about the first page only
+            assert coldio.page_cached(fd, 0, 10 * page)
+            return
+        assert any(evict(disk_dir) and not cachestat.cached(fd, 0, 10 * page) for _ in range(ATTEMPTS))
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # a read brings in its own page, no readahead
+        for k in (0, 1, 2, 3, 4, 6, 7, 8, 9):
+            os.pread(fd, 1, k * page)
+        assert not coldio.page_cached(fd, 5 * page)  # every page but the sixth
+        assert coldio.page_cached(fd, 0, 5 * page)
+        assert not coldio.page_cached(fd, 0, 10 * page)
+        assert not coldio.page_cached(fd, 4 * page + 100, page)  # two pages, the second evicted
+        assert coldio.page_cached(fd, 6 * page, 100 * page)  # the part past the end does not count
+        assert not coldio.page_cached(fd, 5 * page, 100 * page)
+        reads = coldio.COUNTERS.reads
+        assert not coldio.read_may_wait(fd, 0, 5 * page)
+        assert coldio.read_may_wait(fd, 0, 10 * page)
+        assert coldio.COUNTERS.reads == reads + 1
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def offloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the functions the storage files send to ``run_blocking`` (still run there), fsyncs
