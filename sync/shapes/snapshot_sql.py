@@ -35,12 +35,12 @@ __all__ = [
     "table_query_of",
 ]
 
-_TABLE_SELECT: Final = (
+TABLE_QUERY: Final = (
     "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8, pg_table_size(c.oid), a.attname,"
     " a.atttypid::int, a.attnotnull FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+    " WHERE n.nspname = %s AND c.relname = %s"
 )
-TABLE_QUERY: Final = f"{_TABLE_SELECT} WHERE n.nspname = %s AND c.relname = %s"
 
 
 def table_query_of(conn: psycopg.Connection[Any], definition: ShapeDefinition) -> str:
