@@ -68,8 +68,8 @@ from sync.shapes.schema_check import ColumnTypes, SchemaCatalog
 from sync.shapes.schema_checker import SchemaChecker
 from sync.shapes.shape_supervisor import ShapeWiring, build_shape, start_shape
 from sync.shapes.snapshot_marks import SnapshotMarks, marks_path
+from sync.shapes.snapshot_messages import SnapshotRequest
 from sync.shapes.snapshot_pool import StartSnapshot
-from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import Tick
 from sync.storage.ticker import FlushTicker

@@ -59,7 +59,7 @@ from sync.shapes.log_items import (
     ShapeLogEncoder,
     ShapeTruncated,
 )
-from sync.shapes.snapshot_worker import (
+from sync.shapes.snapshot_messages import (
     MarkJournal,
     PrepareSnapshot,
     SnapshotCompleted,

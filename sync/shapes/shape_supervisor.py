@@ -47,7 +47,7 @@ from sync.shapes.consumer import Consumer, StorageDurable, StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.invalidation import CompiledShape
-from sync.shapes.snapshot_worker import MarkJournal, SnapshotRequest
+from sync.shapes.snapshot_messages import MarkJournal, SnapshotRequest
 from sync.storage.storage import Storage
 from sync.storage.storage_actor import StorageActor
 from sync.storage.ticker import FlushTicker

@@ -1,7 +1,7 @@
 """The messages between a snapshot worker and the actors of its shape, and the request it works on.
 
 Why a separate module: the consumer, the pool and the worker all speak them; the worker's module
-(:mod:`sync.shapes.snapshot_worker`, which re-exports them) holds the work itself.
+(:mod:`sync.shapes.snapshot_worker`) holds the work itself.
 """
 
 from __future__ import annotations

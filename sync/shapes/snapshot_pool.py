@@ -28,7 +28,8 @@ import pykka
 from supervisors import SupervisedActor
 from sync import runtime
 from sync.shapes.snapshot_blocks import DEFAULT_PAGES
-from sync.shapes.snapshot_worker import FRESH_S, SnapshotRequest, take_snapshot
+from sync.shapes.snapshot_messages import SnapshotRequest
+from sync.shapes.snapshot_worker import FRESH_S, take_snapshot
 
 __all__ = ["GetPoolStatus", "PoolStatus", "SnapshotPool", "StartSnapshot", "WorkerDone", "WorkerFinished"]
 

@@ -45,7 +45,6 @@ from sync.shapes.snapshot_blocks import (
 )
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.shapes.snapshot_messages import (
-    MarkJournal,
     PrepareSnapshot,
     SnapshotCompleted,
     SnapshotFailed,
@@ -58,13 +57,6 @@ from sync.shapes.xid import PgSnapshot
 from sync.storage.storage_actor import AppendSnapshot, AppendSnapshotBlock, CompleteSnapshot
 
 __all__ = [
-    "MarkJournal",
-    "PrepareSnapshot",
-    "SnapshotCompleted",
-    "SnapshotFailed",
-    "SnapshotProgress",
-    "SnapshotRequest",
-    "SnapshotStarted",
     "connect_snapshot",
     "run_snapshot",
     "store_messages",

@@ -31,8 +31,8 @@ from sync.shapes.log_items import key_prefix, row_key
 from sync.shapes.shape_supervisor import ShapeSupervisor, shape_spec
 from sync.shapes.snapshot import display_settings_options, raw_text_cursor, snapshot_query
 from sync.shapes.snapshot_marks import SnapshotMarks
+from sync.shapes.snapshot_messages import SnapshotRequest
 from sync.shapes.snapshot_pool import SnapshotPool, StartSnapshot
-from sync.shapes.snapshot_worker import SnapshotRequest
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage import FileStorage
 from sync.storage.storage_actor import StorageActor

@@ -20,7 +20,7 @@ from sync.shapes.consumer import (
     StoredShape,
 )
 from sync.shapes.shape_supervisor import ShapeSupervisor
-from sync.shapes.snapshot_worker import PrepareSnapshot
+from sync.shapes.snapshot_messages import PrepareSnapshot
 from sync.shapes.waiters import AwaitData, CancelWait, WaitResult
 from sync.shapes.xid import PgSnapshot
 from sync.storage.errors import ShapeGone

@@ -13,7 +13,8 @@ import pytest
 from psycopg import sql
 
 from sync.shapes.identifiers import parse_relation
-from sync.shapes.snapshot_worker import SnapshotRequest, connect_snapshot, run_snapshot
+from sync.shapes.snapshot_messages import SnapshotRequest
+from sync.shapes.snapshot_worker import connect_snapshot, run_snapshot
 from sync.storage.snapshot_writer import split_items
 from sync.storage.storage_actor import AppendSnapshotBlock, CompleteSnapshot
 from tests.shapes.helpers import definition_of
