@@ -1,15 +1,17 @@
 """The reference data and helpers the snapshot tests share (test_snapshot_identity, test_snapshot_copy,
 test_snapshot_sql, test_subset_runner): the ``alltypes`` table of every column type (COLUMNS, ROWS, EXTRA,
 NASTY and ``alltypes_table``, which also returns the rows as logical replication sent them, decoded by
-``parse_inserts``), and the readers of a snapshot's items by COPY (``copy_batches``) and by Postgres-built
-blocks (``block_items``).  They live here, not in a test module, because a test module must not import
+``parse_inserts``), the readers of a snapshot's items by COPY (``copy_batches``) and by Postgres-built
+blocks (``block_items``), and ``round_trips`` (what a call costs in round trips to Postgres).  They live here, not in a test module, because a test module must not import
 from another one.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+import tempfile
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -20,6 +22,8 @@ from sync.shapes.snapshot_blocks import snapshot_blocks
 from sync.shapes.snapshot_copy import CopyItemBuilder, copy_items, snapshot_copy_statement
 from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import read_table
+
+T = TypeVar("T")
 
 COLUMNS = {
     "i2": "int2",
@@ -224,3 +228,16 @@ def scalar_int(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...
 
 def sorted_jsons(items: list[tuple[str, bytes]]) -> list[bytes]:
     return sorted(j for _, j in items)
+
+
+def round_trips(conn: psycopg.Connection[Any], call: Callable[[], T]) -> tuple[T, int]:
+    """``call()``'s answer and the round trips to Postgres it took on ``conn`` (libpq's trace of the
+    connection: one ReadyForQuery per round trip)."""
+    with tempfile.TemporaryFile() as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            answer = call()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return answer, trace.read().count(b"ReadyForQuery")

@@ -3,7 +3,6 @@ picks (through the index with a cursor, or by page ranges); the items are the sa
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from sync.shapes.snapshot_blocks import FILTERED_ROWS, block_query, read_few, sn
 from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
 from tests.shapes.helpers import definition_of
-from tests.shapes.snapshot_support import copy_batches, sorted_jsons
+from tests.shapes.snapshot_support import copy_batches, round_trips, sorted_jsons
 
 ROWS = 5  # at most this many items are read at once in these tests
 WHERE = sql.SQL("owner = %s")
@@ -43,20 +42,12 @@ def expected(conn: psycopg.Connection[Any], owner: int) -> list[bytes]:
 
 
 def few(conn: psycopg.Connection[Any], owner: int) -> tuple[list[tuple[int, bytes]] | None, int]:
-    """:func:`read_few` of ``owner = <owner>`` in a snapshot, and the round trips it took (libpq's trace of
-    the connection: one ReadyForQuery per round trip)."""
+    """:func:`read_few` of ``owner = <owner>`` in a snapshot, and the round trips it took."""
     conn.execute(BEGIN_SNAPSHOT)
     try:
         found = block_query(conn, definition(conn), WHERE, (owner,))
         assert found is not None
-        with tempfile.TemporaryFile() as trace:
-            conn.pgconn.trace(trace.fileno())
-            try:
-                blocks = read_few(conn, found[0], rows=ROWS)
-            finally:
-                conn.pgconn.untrace()
-            trace.seek(0)
-            return blocks, trace.read().count(b"ReadyForQuery")
+        return round_trips(conn, lambda: read_few(conn, found[0], rows=ROWS))
     finally:
         conn.execute("ROLLBACK")
 
@@ -72,19 +63,19 @@ def items(blocks: list[tuple[int, bytes]]) -> list[bytes]:
 
 def test_at_most_rows_items_take_one_round_trip(conn: psycopg.Connection[Any]) -> None:
     conn.execute("DELETE FROM owned WHERE owner = 5 AND id > 405")  # ids 5, 105, 205, 305, 405: ROWS items
-    blocks, round_trips = few(conn, 5)
-    assert blocks is not None and round_trips == 1
+    blocks, trips = few(conn, 5)
+    assert blocks is not None and trips == 1
     assert [count for count, _ in blocks] == [ROWS]
     assert items(blocks) == expected(conn, 5)
-    blocks, round_trips = few(conn, 100_000)
-    assert blocks == [] and round_trips == 1  # none: no block at all
+    blocks, trips = few(conn, 100_000)
+    assert blocks == [] and trips == 1  # none: no block at all
 
 
 def test_one_more_is_left_to_the_planners_way(conn: psycopg.Connection[Any]) -> None:
     conn.execute("DELETE FROM owned WHERE owner = 5 AND id > 405")
     conn.execute("INSERT INTO owned VALUES (3000, 5, 'one more')")
-    blocks, round_trips = few(conn, 5)
-    assert blocks is None and round_trips == 1
+    blocks, trips = few(conn, 5)
+    assert blocks is None and trips == 1
 
 
 @pytest.mark.parametrize("indexed", [True, False])

@@ -3,7 +3,6 @@ columns, the rows, ROLLBACK; names merged into that first query whatever charact
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from sync.shapes.snapshot_worker import connect_snapshot, run_snapshot
 from sync.storage.snapshot_writer import split_items
 from sync.storage.storage_actor import AppendSnapshotBlock, CompleteSnapshot
 from tests.shapes.helpers import definition_of
+from tests.shapes.snapshot_support import round_trips
 
 
 class Recorder(pykka.ThreadingActor):
@@ -55,16 +55,9 @@ def test_a_small_snapshot_takes_three_round_trips(
     conn: psycopg.Connection[Any], actor: pykka.ActorRef[Any]
 ) -> None:
     shape = request(conn, actor)
-    with tempfile.TemporaryFile() as trace:
-        conn.pgconn.trace(trace.fileno())
-        try:
-            rows = run_snapshot(conn, shape, timeout=10)
-        finally:
-            conn.pgconn.untrace()
-        trace.seek(0)
-        round_trips = trace.read().count(b"ReadyForQuery")
+    rows, trips = round_trips(conn, lambda: run_snapshot(conn, shape, timeout=10))
     assert rows == 3
-    assert round_trips == 3  # BEGIN + visibility + table; the rows; ROLLBACK
+    assert trips == 3  # BEGIN + visibility + table; the rows; ROLLBACK
     messages = actor.proxy().messages.get(timeout=5)
     blocks = [m for m in messages if isinstance(m, AppendSnapshotBlock)]
     assert [b.count for b in blocks] == [3]
