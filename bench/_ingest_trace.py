@@ -26,11 +26,12 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from bench._spawn import spawn
 
 __all__ = ["Trace", "attach_profiler"]
 
@@ -41,25 +42,29 @@ class _Acks(Protocol):
     ack_times: list[float]
 
 
-def attach_profiler(rep: int) -> subprocess.Popen[bytes] | None:
+def attach_profiler(rep: int) -> int | None:
     """Start the profiler the environment asks for on this process (see the module docstring), attached
-    before the window begins; None when none is asked for.  The caller waits for it after the window."""
+    before the window begins; its pid, or None when none is asked for.  The caller waits for it after the
+    window (:func:`bench._spawn.wait`).  Spawned, not forked: a fork would make every page the engine then
+    writes take a copy-on-write fault in the profiled window."""
     prefix = os.environ.get("BENCH_INGEST_PYSPY")
     template = os.environ.get("BENCH_INGEST_ATTACH")
     if template:
         out = f"{prefix or '/tmp/bench-ingest'}.{rep}.data"
         cmd = template.format(pid=os.getpid(), out=out).split()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.devnull, "wb") as null:
+            pid = spawn(cmd, stdout=null.fileno(), stderr=null.fileno())
     elif prefix:
         seconds = os.environ.get("BENCH_INGEST_PYSPY_S", "4")  # whole seconds
         spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
         rate = os.environ.get("BENCH_INGEST_PYSPY_RATE", "250")
         cmd = [spy, "record", "-p", str(os.getpid()), "-d", seconds, "-r", rate, "--format", "raw"]
-        proc = subprocess.Popen([*cmd, "-o", f"{prefix}.{rep}.txt"], stdout=subprocess.DEVNULL)
+        with open(os.devnull, "wb") as null:
+            pid = spawn([*cmd, "-o", f"{prefix}.{rep}.txt"], stdout=null.fileno())
     else:
         return None
     time.sleep(1.0)  # attached before the window starts
-    return proc
+    return pid
 
 
 class _Timed:

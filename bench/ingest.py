@@ -61,6 +61,7 @@ from bench import _service
 from bench._common import emit
 from bench._ingest_trace import Trace, attach_profiler
 from bench._service import lsn_int, raise_nofile, start_engine, temp_cluster
+from bench._spawn import LineChild, wait
 from sync.storage.fdlimit import RESERVE
 
 STREAM = "bench"
@@ -156,24 +157,21 @@ class WorkloadProcess:
     def __init__(self, dsn: str, rows: int, batch: int, shapes: int) -> None:
         cmd = [sys.executable, "-m", "bench.ingest", "--commit-workload", dsn]
         cmd += ["--rows", str(rows), "--batch", str(batch), "--shapes", str(shapes)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self._proc.stdout is not None
-        if self._proc.stdout.readline().strip() != "ready":
+        self._child = LineChild(cmd)  # not forked from the engine's process: see bench._spawn
+        if self._child.receive() != "ready":
+            self._child.kill()
             raise RuntimeError("workload process failed to connect")
 
     def __enter__(self) -> WorkloadProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._proc.kill()
-        self._proc.wait()
+        self._child.kill()
 
     def run(self) -> tuple[int, str]:
         """Start the commits; return (an LSN the last commit is after, the WAL end) once they are done."""
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write("go\n")
-        self._proc.stdin.flush()
-        out = json.loads(self._proc.stdout.readline())
+        self._child.send("go")
+        out = json.loads(self._child.receive())
         return int(out["target"]), str(out["end_lsn"])
 
 
@@ -274,7 +272,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                         probe.arm(target)
                         wait_acked(probe, engine, n_shapes)
                         if spy is not None:
-                            spy.wait()
+                            wait(spy)
                         run = {"ours_s": probe.done_at - w0, "workload_commit_s": workload_s}
                         run["cpu_us_per_row"] = (probe.done_cpu - c0) / rows * 1e6
                         if rows != args.rows:
