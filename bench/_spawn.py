@@ -5,11 +5,13 @@ forks (the standard library's uses ``vfork``).  bench.ingest's ``many`` workload
 process and started two children from it per window, the workload's committer just before it and
 ``pg_recvlogical`` just after it, so it paid for each fork twice:
 
-* the fork itself copies the page tables of a process holding 10,000 shapes (1-2 GB): ~0.15 s, which
-  landed inside pg_recvlogical's measured time (the baseline);
+* the fork itself: ``pg_recvlogical`` started through gevent's Popen from a process of this size
+  (~300 MB resident, ~19,000 open descriptors, measured with ``true`` in place of pg_recvlogical) took
+  85-98 ms to start and end against 5-8 ms spawned, and that landed in the baseline's measured time;
 * afterwards, the first write to every page of the engine's memory takes a copy-on-write fault, even once
-  the child has gone on to ``exec``.  Measured in one window: 54,000-58,000 minor faults against
-  5,000-16,000 without the forks, ~1.5 CPU µs per row of the engine's.
+  the child has gone on to ``exec``: writing one byte per page of 300 MB took 97-116 ms after such a fork
+  (76,000 faults) against 10-11 ms after a spawn.  Measured in one window of bench.ingest many: 54,000-58,000
+  minor faults against 5,000-16,000, ~1.5 CPU µs per row of the engine's.
 
 Neither is what the measurement is about: an application writing to Postgres, and pg_recvlogical, are not
 children of the sync engine.  ``posix_spawn`` (glibc: a ``CLONE_VM | CLONE_VFORK`` clone, the child runs
@@ -26,9 +28,23 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gevent import monkey
 
 __all__ = ["LineChild", "run", "spawn", "wait"]
+
+
+def _unpatched(name: str) -> Callable[..., Any]:
+    """``os.<name>`` as the standard library has it, patched or not.  gevent's ``posix_spawnp`` registers
+    the child with a libev child watcher, and its ``waitpid`` waits on that watcher: in a patched process
+    whose first child was started so, the watcher never fired and the waiter hung (seen here)."""
+    return monkey.get_original("os", name)  # type: ignore[no-any-return]
+
+
+_posix_spawnp = _unpatched("posix_spawnp")
+_waitpid = _unpatched("waitpid")
 
 
 def spawn(
@@ -36,10 +52,10 @@ def spawn(
 ) -> int:
     """Start ``cmd`` (looked up in PATH) with the given descriptors as its standard streams (None: this
     process's own); returns its pid."""
-    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2))]
-    return os.posix_spawnp(
-        cmd[0], list(cmd), os.environ, file_actions=[a for a in actions if a[1] is not None]
-    )
+    streams = ((stdin, 0), (stdout, 1), (stderr, 2))
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in streams if fd is not None]
+    pid: int = _posix_spawnp(cmd[0], list(cmd), os.environ, file_actions=actions)
+    return pid
 
 
 def wait(pid: int) -> int | None:
@@ -58,8 +74,8 @@ def wait(pid: int) -> int | None:
     finally:
         os.close(pidfd)
     try:
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    except ChildProcessError:
+        return os.waitstatus_to_exitcode(_waitpid(pid, 0)[1])
+    except ChildProcessError:  # reaped by gevent's loop meanwhile
         return None
 
 
@@ -70,7 +86,7 @@ def run(cmd: Sequence[str]) -> None:
     it.  For a baseline timed while the engine has nothing to do."""
     with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as null:
         pid = spawn(cmd, stdin=null.fileno(), stdout=out.fileno(), stderr=out.fileno())
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        code = os.waitstatus_to_exitcode(_waitpid(pid, 0)[1])
         if code != 0:
             out.seek(0)
             raise subprocess.CalledProcessError(code, list(cmd), output=out.read())
