@@ -1,10 +1,11 @@
 """The real service (gunicorn + gevent) killed with SIGKILL at random moments under a write workload.
 
-Several shapes of one table are followed by HTTP clients, each from its last offset across the restarts
-(same storage folder, database and port).  Each client applies the log to its own copy: an insert of a key
-it already holds is a duplicate, an update or delete of a key it lacks is a gap; both fail the test.  A 409
-makes the client start again from the new handle.  At the end every client's copy equals ``SELECT`` of its
-shape.
+The 50 assorted shapes of :mod:`tests.shapes.workload_oracle` are followed by HTTP clients, each from its
+last offset across the restarts (same storage folder, database and port).  Each client applies the log to
+its own copy: an insert of a key it already holds is a duplicate, an update or delete of a key it lacks is a
+gap; at the end of every transaction (its ``last`` item) the copy must equal the shape as Postgres evaluates
+it after that transaction, and no transaction that changed the shape may be skipped.  A 409 makes the client
+start again from the new handle.  At the end every client's copy equals ``SELECT`` of its shape.
 """
 
 from __future__ import annotations
@@ -23,27 +24,25 @@ import orjson
 import psycopg
 import pytest
 
+from sync.shapes.snapshot import display_settings_options
 from tests.fixtures.service import ServiceProcess
+from tests.shapes.workload_oracle import TABLES_SQL, Oracle, shape_specs, statement
 
-SHAPES = {
-    # params -> the SELECT the shape must equal (id, then the selected columns as text)
-    "table=items": "SELECT id::text, grp::text, v FROM items",
-    "table=items&where=grp%20%3D%201": "SELECT id::text, grp::text, v FROM items WHERE grp = 1",
-    "table=items&where=grp%20%3C%3E%201&columns=id,v": "SELECT id::text, NULL, v FROM items WHERE grp <> 1",
-    "table=items&where=id%20%3C%2040&replica=full": "SELECT id::text, grp::text, v FROM items WHERE id < 40",
-}
-KILLS = 3
-RUN_S = (2.0, 4.0)  # random run time before each kill
+KILLS = 4
+RUN_S = (1.5, 3.0)  # random run time before each kill
 
 
 class Client(threading.Thread):
     """Follows one shape from its last offset, across restarts and 409s, keeping a copy of the rows."""
 
-    def __init__(self, svc: ServiceProcess, params: str) -> None:
-        super().__init__(daemon=True, name=f"client {params}")
+    def __init__(self, svc: ServiceProcess, oracle: Oracle, index: int) -> None:
+        super().__init__(daemon=True, name=f"client {index}")
         self.svc = svc
-        self.params = params
+        self.oracle = oracle
+        self.index = index
+        self.params = oracle.specs[index].query()
         self.rows: dict[str, dict[str, Any]] = {}
+        self.logged: list[int] = []  # the transactions followed since the last snapshot, in turn
         self.handle: str | None = None
         self.offset = "-1"
         self.errors: list[str] = []
@@ -73,6 +72,7 @@ class Client(threading.Thread):
         if code == 409:
             self.refetches += 1
             self.rows.clear()
+            self.logged.clear()
             self.handle, self.offset = headers.get("electric-handle"), "-1"
             self.up_to_date.clear()
             return
@@ -102,84 +102,111 @@ class Client(threading.Thread):
             self.rows.setdefault(key, {}).update(item["value"])
         elif op == "delete" and self.rows.pop(key, None) is None:
             self.errors.append(f"delete of missing {key} at {self.offset}")
+        if h.get("last"):
+            (xid,) = h["txids"]
+            self.logged.append(xid)
+            try:
+                self.oracle.check_state(self.index, self.rows, xid)
+            except AssertionError as exc:
+                self.errors.append(f"at {self.offset}: {exc}")
 
-    def view(self) -> dict[str, tuple[str | None, ...]]:
-        return {v["id"]: (v["id"], v.get("grp"), v["v"]) for v in list(self.rows.values()) if "id" in v}
-
-
-def _writer(dsn: str, stop: threading.Event, rng: random.Random, errors: list[str]) -> None:
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            n = 0
-            while not stop.is_set():
-                with conn.transaction():
-                    for _ in range(rng.randint(1, 4)):
-                        n += 1
-                        i = rng.randrange(60)
-                        op = rng.random()
-                        if op < 0.45:
-                            conn.execute(
-                                "INSERT INTO items VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE"
-                                " SET grp = excluded.grp, v = excluded.v",
-                                (i, rng.randrange(3), f"v{n}"),
-                            )
-                        elif op < 0.8:
-                            conn.execute("UPDATE items SET v = %s WHERE id = %s", (f"u{n}", i))
-                        elif op < 0.9:
-                            conn.execute("UPDATE items SET grp = (grp + 1) %% 3 WHERE id = %s", (i,))
-                        else:
-                            conn.execute("DELETE FROM items WHERE id = %s", (i,))
-                time.sleep(rng.random() * 0.01)
-    except Exception as exc:
-        errors.append(f"writer: {exc!r}")
+    def final_errors(self) -> list[str]:
+        """What is wrong with the copy now: the client's errors, a skipped transaction, a wrong end state."""
+        errors = list(self.errors)
+        try:
+            self.oracle.check_no_skip(self.index, self.logged)
+            assert self.rows == self.oracle.expected(self.oracle.states[self.oracle.order[-1]], self.index)
+        except AssertionError as exc:
+            errors.append(str(exc))
+        return errors
 
 
-def _expected(dsn: str, query: str) -> dict[str, tuple[str | None, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return {r[0]: (r[0], r[1], r[2]) for r in conn.execute(query).fetchall()}
+class Writer(threading.Thread):
+    """Commits the random workload, paced, recording each transaction in the oracle; on request one burst: a
+    transaction that changes every row of ``items``, so that the engine has work in flight for a while."""
+
+    def __init__(self, dsn: str, oracle: Oracle, rng: random.Random) -> None:
+        super().__init__(daemon=True, name="writer")
+        self.dsn, self.oracle, self.rng = dsn, oracle, rng
+        self.stop = threading.Event()
+        self.burst_wanted, self.burst_done = threading.Event(), threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        rng = self.rng
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, options=display_settings_options()) as conn:
+                next_id = [2000]
+                while not self.stop.is_set():
+                    burst = self.burst_wanted.is_set()
+                    with conn.transaction():
+                        if burst:
+                            conn.execute("UPDATE items SET value = (value + 1) % 100, ts = now()")
+                        for _ in range(rng.randint(1, 4)):
+                            conn.execute(*statement(rng, next_id))
+                        self.oracle.record(conn)
+                    if burst:
+                        self.burst_wanted.clear()
+                        self.burst_done.set()
+                    time.sleep(rng.random() * 0.02)  # pacing, not synchronisation
+        except Exception as exc:
+            self.errors.append(f"writer: {exc!r}")
+        finally:
+            self.burst_done.set()
+
+    def burst(self) -> None:
+        """Commit a burst now; returns once it is committed."""
+        self.burst_done.clear()
+        self.burst_wanted.set()
+        assert self.burst_done.wait(30) and not self.errors, ("no burst", self.errors)
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_dsn: str, tmp_path: Path) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE items (id int PRIMARY KEY, grp int NOT NULL, v text)")
-        conn.execute("INSERT INTO items SELECT g, g % 3, 'init' FROM generate_series(0, 29) g")
+        conn.execute(TABLES_SQL)
+    oracle = Oracle(shape_specs())
     svc = ServiceProcess(
         db_dsn, tmp_path, {"http": {"long_poll_timeout_ms": 500}, "storage": {"chunk_bytes_threshold": 4000}}
     ).start()
-    stop_writer = threading.Event()
-    writer_errors: list[str] = []
+    writer = Writer(db_dsn, oracle, rng)
     clients: list[Client] = []
     try:
         svc.wait_healthy()
-        clients = [Client(svc, p) for p in SHAPES]
+        clients = [Client(svc, oracle, i) for i in range(len(oracle.specs))]
         for c in clients:
             c.start()
-        writer = threading.Thread(target=_writer, args=(db_dsn, stop_writer, rng, writer_errors), daemon=True)
         writer.start()
-        for _ in range(KILLS):
+        for kill in range(KILLS):
             time.sleep(rng.uniform(*RUN_S))  # the random moment of the kill
+            if (
+                kill % 2
+            ):  # or while the engine writes a burst to many logs: what it acknowledged must be on disk
+                writer.burst()
+                time.sleep(rng.uniform(0.0, 0.03))
             svc.stop(sig=signal.SIGKILL)
             time.sleep(rng.uniform(0.0, 0.5))
             svc.start()
             svc.wait_healthy()
         time.sleep(rng.uniform(*RUN_S))
-        stop_writer.set()
+        writer.stop.set()
         writer.join(10)
-        assert not writer_errors, writer_errors
-        expected = {p: _expected(db_dsn, q) for p, q in SHAPES.items()}
+        assert not writer.errors, writer.errors
+        with psycopg.connect(db_dsn, options=display_settings_options()) as conn:
+            now = oracle.snapshot(conn)
+        expected = [oracle.expected(now, i) for i in range(len(clients))]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if all(c.view() == expected[c.params] for c in clients):
+            if all(c.rows == expected[c.index] for c in clients):
                 break
             time.sleep(0.1)  # poll-with-deadline: the clients converge on their own
         for c in clients:
-            assert not c.errors, (seed, c.params, c.errors[:5])
-            assert c.view() == expected[c.params], (seed, c.params, c.refetches)
-            assert c.applied > 0, c.params  # the client did follow the log, not only snapshots
+            assert not c.final_errors(), (seed, c.index, oracle.specs[c.index], c.final_errors()[:5])
+            assert c.rows == expected[c.index], (seed, oracle.specs[c.index], c.refetches)
+        assert sum(c.applied > 0 for c in clients) > len(clients) // 2  # clients followed logs, not snapshots
     finally:
-        stop_writer.set()
+        writer.stop.set()
         for c in clients:
             c.stop.set()
         svc.stop()
