@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.fixtures.scenario import run_scenario
 
 
@@ -35,6 +33,5 @@ def test_one_thousand_shapes_created_concurrently(db_dsn: str, tmp_path: Path) -
     assert out["create_s"] < 120, out
 
 
-@pytest.mark.slow
 def test_ten_thousand_shapes_alive_at_once(db_dsn: str, tmp_path: Path) -> None:
     _run(db_dsn, tmp_path, 10_000, timeout=900)
