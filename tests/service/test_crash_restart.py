@@ -179,10 +179,11 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_dsn: str, tmp
             c.start()
         writer.start()
         for kill in range(KILLS):
-            time.sleep(rng.uniform(*RUN_S))  # the random moment of the kill
-            if (
-                kill % 2
-            ):  # or while the engine writes a burst to many logs: what it acknowledged must be on disk
+            # The random moment of the kill: the first one while the shapes are still being created, then
+            # after a while, or while the engine writes a burst to many logs (what it acknowledged must be on
+            # disk).
+            time.sleep(rng.uniform(0.05, 0.4) if kill == 0 else rng.uniform(*RUN_S))
+            if kill % 2:
                 writer.burst()
                 time.sleep(rng.uniform(0.0, 0.03))
             svc.stop(sig=signal.SIGKILL)
