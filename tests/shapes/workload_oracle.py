@@ -126,8 +126,8 @@ class ShapeSpec:
 
 
 def shape_specs(n: int = N_SHAPES) -> list[ShapeSpec]:
-    """``n`` distinct shapes: every WHERE of ``items`` in turn with the columns and replica modes cycled,
-    then the shapes of the other two tables."""
+    """``n`` distinct shapes: those of ``pairs`` and ``"Odd/Name"``, then every WHERE of ``items`` in turn,
+    with its column subsets and replica modes cycled, until there are ``n``."""
     out = [
         ShapeSpec(t, w, p, c, "full" if i % 2 else "default") for i, (t, w, p, c) in enumerate(OTHER_SHAPES)
     ]
