@@ -47,6 +47,10 @@ backlog = _settings.http.backlog
 graceful_timeout = _settings.http.graceful_timeout_s
 timeout = 60  # the gevent worker heartbeats from the hub; a stalled hub for a minute is a bug
 keepalive = 75
+# Long WHERE clauses (an IN list of ids) travel in the URL, as Electric's clients send them.  gunicorn's
+# default request line is 4094 bytes; 8190 is the largest bounded value it allows (Electric's server takes
+# 10,000; nginx's default buffers hold 8 KB).  Longer ones get a 414 in the API's JSON (api.gunicorn_patches).
+limit_request_line = 8190
 preload_app = False
 control_socket_disable = True  # gunicorn >= 27 otherwise creates ~/.gunicorn/gunicorn.ctl
 loglevel = _settings.logging.level.lower()

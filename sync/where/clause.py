@@ -190,12 +190,14 @@ def compile_for_columns(
     enums: dict[str, tuple[str, ...]],
     params: Mapping[int, str],
 ) -> WhereClause:
-    tree, param_types = build_tree(text, columns, enums, params)
-    used = a.columns_of(tree)
     try:
+        tree, param_types = build_tree(text, columns, enums, params)
+        used = a.columns_of(tree)
         fn = compile_node(tree, enums)
     except WhereEvalError as exc:  # e.g. an invalid constant LIKE escape
         raise WhereError([f"At location 0: {exc.message}"]) from None
+    except RecursionError:  # a safety net: syntax.MAX_NESTING / MAX_OPERATORS keep clauses far from it
+        raise WhereError(["At location 0: expression too deeply nested"]) from None
     # Thousands of shapes of one table differ in their constants only: their column sets and type maps are
     # shared (read-only) instead of copied per shape.
     return WhereClause(

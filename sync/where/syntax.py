@@ -20,6 +20,13 @@ from sqlglot.tokenizer_core import Token, TokenType
 from sync.where.errors import WhereError
 
 PREFIX = "SELECT 1 WHERE "
+# Bounds on what a clause may nest, checked on the tokens before sqlglot parses them.  sqlglot's parser, our
+# tree builder and the compiled predicate all recurse once per level (a chain ``a OR b OR c`` nests one
+# level per operator), so without them a long or deep clause ends in a RecursionError: in a request a 500,
+# in an actor (the collector evaluates clauses) a crash.  Within them every stage stays far below Python's
+# recursion limit from any caller's stack depth (tests/where/test_limits.py).
+MAX_NESTING = 32  # parentheses and brackets
+MAX_OPERATORS = 400  # tokens other than operands, commas and brackets: operators and keywords
 
 
 class _Dialect(Postgres):
@@ -34,6 +41,20 @@ TT = TokenType
 _LITERALS = {TT.NUMBER, TT.STRING, TT.BYTE_STRING, TT.HEREDOC_STRING, TT.UNICODE_STRING, TT.NATIONAL_STRING}
 _OPERAND_END = _LITERALS | {TT.IDENTIFIER, TT.VAR, TT.R_PAREN, TT.R_BRACKET, TT.NULL, TT.TRUE, TT.FALSE}
 _OPERAND_START = _LITERALS | {TT.IDENTIFIER, TT.VAR}
+_NOT_OPERATORS = _LITERALS | {
+    TT.IDENTIFIER,
+    TT.VAR,
+    TT.COMMA,
+    TT.L_PAREN,
+    TT.R_PAREN,
+    TT.L_BRACKET,
+    TT.R_BRACKET,
+    TT.NULL,
+    TT.TRUE,
+    TT.FALSE,
+    TT.PARAMETER,
+    TT.PLACEHOLDER,
+}
 _KEYWORD_VARS = {"AT", "ZONE", "SYMMETRIC", "ASYMMETRIC", "VARIADIC", "SOME", "PRECISION", "VARYING"}
 _CLAUSES = {
     TT.FROM,
@@ -215,6 +236,7 @@ def parse_text(text: str) -> Parsed:
     except TokenError:
         raise _unterminated(text) from None
     tokens = _check_tokens(text, tokens)
+    _check_size(text, tokens)
     body = text[: tokens[-1].end + 1]
     try:
         trees = [t for t in sqlglot.parse(body, read=_DIALECT) if t is not None]
@@ -223,6 +245,30 @@ def parse_text(text: str) -> Parsed:
     if len(trees) != 1:
         raise WhereError(['unescaped ";" causing statement split'])
     return Parsed(text, trees[0], tokens)
+
+
+def _check_size(text: str, tokens: list[Token]) -> None:
+    """Refuse a clause nested deeper than ``MAX_NESTING`` or with more than ``MAX_OPERATORS`` operators."""
+    depth = operators = 0
+    for tok in tokens:
+        tt = tok.token_type
+        if tt in (TT.L_PAREN, TT.L_BRACKET):
+            depth += 1
+            if depth > MAX_NESTING:
+                loc = len(text[: tok.start].encode())
+                msg = f"At location {loc}: expression nested deeper than {MAX_NESTING} levels"
+                raise WhereError([msg])
+        elif tt in (TT.R_PAREN, TT.R_BRACKET):
+            depth -= 1
+        elif tt not in _NOT_OPERATORS:
+            operators += 1
+            if operators > MAX_OPERATORS:
+                loc = len(text[: tok.start].encode())
+                msg = (
+                    f"At location {loc}: more than {MAX_OPERATORS} operators in one clause"
+                    " (a long list of alternatives is one IN (...) or = ANY ($1))"
+                )
+                raise WhereError([msg])
 
 
 def _function_arity_error(text: str, tokens: list[Token], close: int) -> WhereError | None:

@@ -135,6 +135,41 @@ def test_cors_and_common_headers_on_every_response(http: Http) -> None:
     assert shape(http, "table=items&offset=-1", {"x-request-id": rid}).headers["x-request-id"] == rid
 
 
+def test_long_urls_are_served_and_the_server_s_own_refusals_are_json_with_the_common_headers(
+    http: Http,
+) -> None:
+    """A WHERE of ~6,000 URL bytes (an IN list, as Electric's clients send it) is served; what the HTTP server
+    refuses before the app (a request line over 8190 bytes: 414; a header over its limit: 431; a malformed
+    request line: 400) still answers JSON with the headers of every response."""
+    ids = ",".join(str(i) for i in range(1, 1000))
+    served = shape(http, f"table=items&offset=-1&where={q(f'id IN ({ids})')}")
+    assert served.status == 200, served.body
+    assert len(served.rows()) == 2
+    refused = {
+        414: shape(http, f"table=items&offset=-1&where={'x' * 9000}"),
+        431: shape(http, "table=items&offset=-1", {"x-big": "y" * 9000}),
+    }
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        sock.sendall(b"NOT A REQUEST LINE\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines)}
+    refused[int(status_line.split()[1])] = Resp(int(status_line.split()[1]), headers, body, 0.0)
+    assert sorted(refused) == [400, 414, 431], refused.keys()
+    for status, r in refused.items():
+        assert r.headers["content-type"] == "application/json; charset=utf-8", status
+        assert r.json()["message"], status
+        assert r.headers["access-control-allow-origin"] == "*", status
+        assert r.headers["access-control-expose-headers"] == EXPOSE, status
+        assert r.headers["electric-server"].startswith("ElectricSQL/"), status
+        assert len(r.headers["x-request-id"]) == 20, status
+    message = refused[414].json()["message"]
+    assert message.startswith("URI Too Long: Request Line is too large (") and message.endswith(" > 8190)")
+
+
 def test_options_preflight(http: Http) -> None:
     for requested in ("if-none-match", "traceparent"):
         r = http.request(
