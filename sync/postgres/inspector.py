@@ -127,12 +127,19 @@ class ColumnInfo:
         return entry
 
 
+FIRST_NORMAL_OID = 16384  # Postgres' FirstNormalObjectId: below it, what initdb created (system catalogs)
+_UNPUBLISHABLE_KINDS = {"v": "views", "m": "materialized views", "f": "foreign tables"}
+_UNPUBLISHABLE_PERSISTENCE = {"u": "unlogged tables", "t": "temporary tables"}
+
+
 @dataclass(frozen=True, slots=True)
 class TableInfo:
     oid: int
     schema: str
     name: str
     columns: tuple[ColumnInfo, ...]
+    kind: str = "r"  # pg_class.relkind: r table, p partitioned table, v view, m materialized view, f foreign
+    persistence: str = "p"  # pg_class.relpersistence: p permanent, u unlogged, t temporary
     by_name: dict[str, ColumnInfo] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -148,11 +155,23 @@ class TableInfo:
     def column(self, name: str) -> ColumnInfo | None:
         return self.by_name.get(name)
 
+    def unpublishable(self) -> str | None:
+        """What kind of relation logical replication does not publish this is (``"views"``...), or None for
+        a table that it does: Postgres' ``is_publishable_class``."""
+        if self.kind in _UNPUBLISHABLE_KINDS:
+            return _UNPUBLISHABLE_KINDS[self.kind]
+        if self.persistence in _UNPUBLISHABLE_PERSISTENCE:
+            return _UNPUBLISHABLE_PERSISTENCE[self.persistence]
+        if self.oid < FIRST_NORMAL_OID:
+            return "system tables"
+        return None
+
 
 _COLUMNS_SQL = """
 SELECT c.oid, n.nspname, c.relname, a.attname, a.attnum, a.atttypid, a.atttypmod, a.attndims,
        a.attnotnull, a.attgenerated <> '',
-       array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1)
+       array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1),
+       c.relkind::text, c.relpersistence::text
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -224,4 +243,7 @@ def inspect_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tabl
         )
         for r in rows
     )
-    return TableInfo(oid=rows[0][0], schema=rows[0][1], name=rows[0][2], columns=columns)
+    first = rows[0]
+    return TableInfo(
+        oid=first[0], schema=first[1], name=first[2], columns=columns, kind=first[11], persistence=first[12]
+    )

@@ -154,6 +154,10 @@ class ShapeResolver:
         except TableNotFound:
             self._missing(schema, name)
             raise ShapeRequestError({"table": [_missing_table(schema, name)]}) from None
+        kind = info.unpublishable()
+        if kind is not None:  # its publication would fail on every try: a 400, not a 503 to retry for ever
+            msg = f'Table "{schema}"."{name}" cannot be synced: logical replication does not publish {kind}'
+            raise ShapeRequestError({"table": [msg]})
         columns: Sequence[str] | None = None
         if request.columns is not None:
             try:
