@@ -186,6 +186,7 @@ def _enum_parser(t: str, labels: tuple[str, ...]) -> Parser:
 
 
 _ONE_BASED = re.compile(r"(\[1:[0-9]+\])+")
+_MAXDIM = 6  # MAXDIM of Postgres' arrays
 
 
 def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...]:
@@ -209,9 +210,13 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
     def bad() -> WhereEvalError:
         return WhereEvalError(f'malformed array literal: "{text}"')
 
-    def level(i: int) -> tuple[tuple[Any, ...], int]:
+    def level(i: int, depth: int) -> tuple[tuple[Any, ...], int]:
         if i >= n or s[i] != "{":
             raise bad()
+        if depth > _MAXDIM:  # Postgres' limit; it also bounds this recursion
+            raise WhereEvalError(
+                f"number of array dimensions ({depth}) exceeds the maximum allowed ({_MAXDIM})"
+            )
         i += 1
         items: list[Any] = []
         while True:
@@ -222,7 +227,7 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
             if s[i] == "}" and not items:
                 return (), i + 1
             if s[i] == "{":
-                sub, i = level(i)
+                sub, i = level(i, depth + 1)
                 items.append(sub)
             elif s[i] == '"':
                 i += 1
@@ -261,7 +266,7 @@ def parse_array(text: str, parse_elem: Parser, type_name: str) -> tuple[Any, ...
                 return tuple(items), i + 1
             raise bad()
 
-    value, pos = level(pos)
+    value, pos = level(pos, 1)
     if s[pos:].strip(PG_SPACE):
         raise bad()
     _check_rectangular(value, text)

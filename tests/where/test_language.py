@@ -73,6 +73,10 @@ REJECTED = [
     ("NOT id", "At location 4: argument of NOT must be type boolean, not type int4"),
     ("id IS TRUE", "At location 3: argument of IS TRUE must be type boolean, not type int4"),
     ("id::mood = 'a'", "At location 2: cannot cast type int4 to mood"),
+    (
+        "nums = '{{{{{{{1}}}}}}}'",
+        "At location 5: number of array dimensions (7) exceeds the maximum allowed (6)",
+    ),
 ]
 
 

@@ -77,3 +77,11 @@ def test_beyond_the_limits_a_clause_is_refused_before_parsing(text: str, message
         compile_for_columns(text, COLUMNS, {}, {})
     assert message in err.value.messages[0]
     assert err.value.messages[0].startswith("At location ")
+
+
+def test_a_deeply_nested_array_value_is_refused_at_postgres_limit() -> None:
+    deep = "{" * 5000 + "1" + "}" * 5000  # a parameter or a literal: Postgres allows 6 dimensions
+    for text, params in (("id = ANY($1)", {1: deep}), (f"id = ANY('{deep}'::int4[])", {})):
+        with pytest.raises(WhereError) as err:
+            compile_for_columns(text, COLUMNS, {}, params)
+        assert "number of array dimensions (7) exceeds the maximum allowed (6)" in err.value.messages[0]
