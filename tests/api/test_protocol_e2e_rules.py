@@ -48,6 +48,9 @@ def env(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> It
             "INSERT INTO public.\"with spaces\" VALUES (1, 's')",
             f"CREATE TABLE {LONGEST} (id int PRIMARY KEY, title text)",
             f"INSERT INTO {LONGEST} VALUES (1, 'l')",
+            "CREATE VIEW items_view AS SELECT * FROM items",
+            "CREATE MATERIALIZED VIEW items_mat AS SELECT * FROM items",
+            "CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)",
         )
         yield Http(svc.port), db
 
@@ -213,6 +216,7 @@ MISSING_TABLE = (
     'Table "public"."{}" does not exist. If the table name contains capitals or special characters you must '
     "quote it."
 )
+UNPUBLISHED = 'Table "{}"."{}" cannot be synced: logical replication does not publish {}'
 BAD_PARAMS: list[tuple[str, dict[str, list[str]]]] = [
     ("table=items", {"offset": ["can't be blank"]}),
     ("table=items&live=true", {"offset": ["can't be blank"]}),  # checks stop early
@@ -275,6 +279,21 @@ BAD_PARAMS: list[tuple[str, dict[str, list[str]]]] = [
         {"columns": ["The following columns are not found on the table: nope"]},
     ),
     ("table=items&offset=-1&columns=id,,title", {"columns": ["Invalid zero-length delimited identifier"]}),
+    # relations logical replication does not publish: their publication would fail on every retry
+    ("table=items_view&offset=-1", {"table": [UNPUBLISHED.format("public", "items_view", "views")]}),
+    (
+        "table=items_mat&offset=-1",
+        {"table": [UNPUBLISHED.format("public", "items_mat", "materialized views")]},
+    ),
+    ("table=scratch&offset=-1", {"table": [UNPUBLISHED.format("public", "scratch", "unlogged tables")]}),
+    (
+        "table=pg_catalog.pg_class&offset=-1",
+        {"table": [UNPUBLISHED.format("pg_catalog", "pg_class", "system tables")]},
+    ),
+    (
+        "table=information_schema.tables&offset=-1",
+        {"table": [UNPUBLISHED.format("information_schema", "tables", "views")]},
+    ),
 ]
 
 
