@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from tests.api.e2e_support import MUST_REFETCH, Http, Resp, Tables, running_service
 from tests.fixtures.pg import ClusterInfo
 
-EXTRA: dict[str, dict[str, Any]] = {"http": {"allow_shape_deletion": True, "long_poll_timeout_ms": 300}}
+EXTRA: dict[str, dict[str, Any]] = {
+    "http": {
+        "allow_shape_deletion": True,
+        "long_poll_timeout_ms": 300,
+        "sse_timeout_s": 1,
+        "sse_keepalive_s": 0.5,
+    }
+}
 
 TABLE_SQL = (
     "CREATE TABLE items (id int PRIMARY KEY, title text, n int, price numeric, ts timestamptz, flag boolean,"
@@ -70,19 +77,29 @@ SUBSET_KEYS = st.sampled_from(
 
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, str, bytes | None]:
-    """(method, query string, body) of one shape request: half of them a valid request, with one parameter
-    made adversarial or garbage half of the time; the other half any mix of parameters."""
+    """(method, query string, body) of one shape request: a valid request, with one parameter made
+    adversarial or garbage half of the time; any mix of parameters; or a live shape's follow-up request."""
     params: dict[str, str] = {}
-    if not draw(st.booleans()):  # hypothesis leans to False, the simpler choice: the valid requests
+    mode = draw(st.integers(0, 2))  # hypothesis leans to 0, the simplest: the valid requests
+    if mode == 2:  # a request of a live shape's client: its real handle (@real), any offset, live or not
+        params = {"table": "items", "handle": "@real", "offset": draw(st.just("@latest") | OFFSETS | GARBAGE)}
+        if draw(st.booleans()):
+            params["live"] = draw(LIVE)
+        if draw(st.booleans()):
+            params[draw(st.sampled_from(["cursor", "live_sse", "where", "replica"]))] = draw(GARBAGE)
+    elif mode == 0:
         params = {"table": "items", "offset": "-1"}
         if draw(st.booleans()):
             params["where"] = draw(st.sampled_from(["n = 3", "n > 2", "title LIKE 't1%'", "flag"]))
         if draw(st.booleans()):
             params["columns"] = draw(st.sampled_from(["id,title", '"id","n"', "id,n,ts,data,tags"]))
-        name = draw(st.sampled_from(["table", "offset", "where", "columns", "replica", "log", "params[1]"]))
-        params[name] = draw(
-            GARBAGE | {"table": TABLES, "offset": OFFSETS, "where": WHERES}.get(name, GARBAGE)
-        )
+        if draw(st.booleans()):
+            name = draw(
+                st.sampled_from(["table", "offset", "where", "columns", "replica", "log", "params[1]"])
+            )
+            params[name] = draw(
+                {"table": TABLES, "offset": OFFSETS, "where": WHERES}.get(name, GARBAGE) | GARBAGE
+            )
     else:
         for name, values, p in [
             ("table", TABLES, 0.9),
@@ -117,6 +134,15 @@ def env(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> It
         yield Http(svc.port), db
 
 
+def _live_shape(http: Http, query: str) -> str:
+    """``query`` with ``@real`` / ``@latest`` replaced by the handle and latest offset of ``table=items``."""
+    if "%40" not in query:
+        return query
+    r = http.shape("table=items&offset=-1")
+    assert r.status == 200, r.body
+    return query.replace("%40real", urllib.parse.quote(r.handle)).replace("%40latest", r.offset)
+
+
 def _check(r: Resp, method: str, query: str) -> None:
     where = f"{method} /v1/shape?{query} -> {r.status} {r.body[:300]!r}"
     # spec §2: a snapshot that Postgres fails (a cast or a division in the WHERE on the table's rows) is a 503
@@ -139,6 +165,7 @@ def _check(r: Resp, method: str, query: str) -> None:
 def test_random_requests_get_no_5xx(env: tuple[Http, Tables], request: tuple[str, str, bytes | None]) -> None:
     http, _ = env
     method, query, body = request
+    query = _live_shape(http, query)
     headers = {"content-type": "application/json"} if body is not None else None
     r = http.request(method, f"/v1/shape?{query}", headers, body=body, timeout=15)
     event(f"{method} {r.status}")  # the spread of answers: --hypothesis-show-statistics
