@@ -23,8 +23,9 @@ PREFIX = "SELECT 1 WHERE "
 # Bounds on what a clause may nest, checked on the tokens before sqlglot parses them.  sqlglot's parser, our
 # tree builder and the compiled predicate all recurse once per level (a chain ``a OR b OR c`` nests one
 # level per operator), so without them a long or deep clause ends in a RecursionError: in a request a 500,
-# in an actor (the collector evaluates clauses) a crash.  Within them every stage stays far below Python's
-# recursion limit from any caller's stack depth (tests/where/test_limits.py).
+# in an actor (the collector evaluates clauses) a crash.  Within them a compiled clause evaluates from any
+# caller's stack depth; parsing the most nested forms (hundreds of NOTs) can still run out, which
+# ``clause.compile_for_columns`` turns into a 400 (tests/where/test_limits.py).
 MAX_NESTING = 32  # parentheses and brackets
 MAX_OPERATORS = 400  # tokens other than operands, commas and brackets: operators and keywords
 
