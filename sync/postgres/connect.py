@@ -25,14 +25,12 @@ from psycopg.conninfo import conninfo_attempts, conninfo_to_dict, make_conninfo
 from psycopg.pq.abc import PGconn
 
 from sync import runtime
+from sync.postgres.display import display_settings_options
 from sync.postgres.errors import DbConnectionError, classify
 
 __all__ = ["DISPLAY_OPTIONS", "connect", "query", "replication_conninfo", "resolve_attempts", "wait_idle"]
 
-DISPLAY_OPTIONS = (
-    "-c DateStyle=ISO,DMY -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=1 "
-    "-c bytea_output=hex"
-)
+DISPLAY_OPTIONS = display_settings_options()  # the snapshot sessions' settings (sync.postgres.display)
 
 
 def replication_conninfo(dsn: str, *, extra_options: str = "") -> str:

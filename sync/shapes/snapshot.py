@@ -27,6 +27,7 @@ import psycopg.postgres
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
+from sync.postgres.display import DISPLAY_SETTINGS, display_settings_options
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder, TextRow
 from sync.shapes.xid import PgSnapshot, SnapshotFilter, widen_xid
@@ -47,14 +48,6 @@ __all__ = [
     "widen_xid",
 ]
 
-DISPLAY_SETTINGS: Final[dict[str, str]] = {
-    "DateStyle": "ISO, DMY",
-    "TimeZone": "UTC",
-    "IntervalStyle": "iso_8601",
-    "extra_float_digits": "1",
-    "bytea_output": "hex",
-}
-
 # For an autocommit connection (psycopg would otherwise open its own transaction first); end with COMMIT.
 BEGIN_SNAPSHOT: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # One statement, so the insert LSN is read after the snapshot was taken (see sync.shapes.xid).
@@ -66,11 +59,6 @@ def display_settings_sql() -> sql.Composed:
     return sql.SQL(" ").join(
         sql.SQL("SET {} = {};").format(sql.Identifier(k), sql.Literal(v)) for k, v in DISPLAY_SETTINGS.items()
     )
-
-
-def display_settings_options() -> str:
-    """The settings as a libpq ``options`` value (``-c name=value`` with spaces escaped)."""
-    return " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}" for k, v in DISPLAY_SETTINGS.items())
 
 
 def parse_lsn(text: str) -> int:
