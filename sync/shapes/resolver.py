@@ -67,6 +67,20 @@ class ShapeRequest:
     log_mode: Literal["full", "changes_only"] = "full"
 
 
+def _unsyncable(info: TableInfo) -> str | None:
+    """Why no shape can follow ``info``, or None.  Relations logical replication does not publish would fail
+    their publication on every try (a 503 to retry for ever); a partitioned table's changes are published
+    under its partitions' names, which the collector does not route to the parent's shapes (a snapshot, then
+    a log that never moves)."""
+    table = f'Table "{info.schema}"."{info.name}"'
+    kind = info.unpublishable()
+    if kind is not None:
+        return f"{table} cannot be synced: logical replication does not publish {kind}"
+    if info.kind == "p":
+        return f"{table} is partitioned: shapes of partitioned tables are not supported yet (use partitions)"
+    return None
+
+
 def _missing_table(schema: str, name: str) -> str:
     return (
         f'Table "{schema}"."{name}" does not exist. If the table name contains capitals or special '
@@ -154,10 +168,9 @@ class ShapeResolver:
         except TableNotFound:
             self._missing(schema, name)
             raise ShapeRequestError({"table": [_missing_table(schema, name)]}) from None
-        kind = info.unpublishable()
-        if kind is not None:  # its publication would fail on every try: a 400, not a 503 to retry for ever
-            msg = f'Table "{schema}"."{name}" cannot be synced: logical replication does not publish {kind}'
-            raise ShapeRequestError({"table": [msg]})
+        refusal = _unsyncable(info)
+        if refusal is not None:
+            raise ShapeRequestError({"table": [refusal]})
         columns: Sequence[str] | None = None
         if request.columns is not None:
             try:
@@ -209,6 +222,9 @@ class ShapeResolver:
         if info.oid != definition.relation_oid:
             msg = f"table {definition.schema}.{definition.table} was re-created (oid {info.oid})"
             raise ShapeDefinitionError("table", msg)
+        refusal = _unsyncable(info)
+        if refusal is not None:  # a shape stored before it was refused: reloading drops it (clients get 409)
+            raise ShapeDefinitionError("table", refusal)
         clause = self._compile(definition.where, info, definition.params)
         return replace(compiled_from_clause(clause), column_types=table_column_types(info))
 

@@ -51,6 +51,9 @@ def env(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> It
             "CREATE VIEW items_view AS SELECT * FROM items",
             "CREATE MATERIALIZED VIEW items_mat AS SELECT * FROM items",
             "CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)",
+            "CREATE TABLE parted (id int PRIMARY KEY, title text) PARTITION BY RANGE (id)",
+            "CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100)",
+            "CREATE TABLE parted_high PARTITION OF parted FOR VALUES FROM (100) TO (200)",
         )
         yield Http(svc.port), db
 
@@ -279,6 +282,15 @@ BAD_PARAMS: list[tuple[str, dict[str, list[str]]]] = [
         {"columns": ["The following columns are not found on the table: nope"]},
     ),
     ("table=items&offset=-1&columns=id,,title", {"columns": ["Invalid zero-length delimited identifier"]}),
+    (
+        "table=parted&offset=-1",
+        {
+            "table": [
+                'Table "public"."parted" is partitioned: shapes of partitioned tables are not supported yet'
+                " (use partitions)"
+            ]
+        },
+    ),
     # relations logical replication does not publish: their publication would fail on every retry
     ("table=items_view&offset=-1", {"table": [UNPUBLISHED.format("public", "items_view", "views")]}),
     (
@@ -328,6 +340,23 @@ def test_table_name_forms(http: Http, table: str, relation: list[str], rows: lis
     assert r.status == 200, r.body
     assert r.rows() == rows
     assert {tuple(m["headers"]["relation"]) for m in r.items() if "key" in m} == {tuple(relation)}
+
+
+def test_a_partition_s_shape_follows_the_changes_made_through_its_parent(http: Http, db: Tables) -> None:
+    first = shape(http, "table=parted_low&offset=-1")
+    assert first.status == 200, first.body
+    db.sql(
+        "INSERT INTO parted VALUES (7, 'low'), (107, 'high')",
+        "UPDATE parted SET title = 'moved' WHERE id = 7",
+    )
+    offset = first.offset
+    seen: list[tuple[str, dict[str, str]]] = []
+    while len(seen) < 2:  # each live request returns once the shape has new data
+        r = shape(http, f"table=parted_low&offset={offset}&handle={first.handle}&live=true")
+        assert r.status == 200, r.body
+        seen += [(m["headers"]["operation"], m["value"]) for m in r.items() if "key" in m]
+        offset = r.offset
+    assert seen == [("insert", {"id": "7", "title": "low"}), ("update", {"id": "7", "title": "moved"})]
 
 
 def test_table_forms_of_one_relation_share_the_shape(http: Http) -> None:

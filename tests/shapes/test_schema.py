@@ -4,9 +4,10 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 
-from sync.shapes.definition import ShapeDefinition
-from sync.shapes.resolver import ShapeRequest, ShapeResolver
+from sync.shapes.definition import ShapeDefinition, ShapeDefinitionError
+from sync.shapes.resolver import ShapeRequest, ShapeRequestError, ShapeResolver
 from sync.shapes.schema import schema_header, shape_schema
 from tests.shapes.helpers import read_table
 
@@ -99,5 +100,28 @@ def test_resolver_compiles_a_where_once_per_catalog_entry(db_dsn: str) -> None:
             assert clause.evaluate({"id": "1", "n": "6"}) is True
             resolver.forget("public", "w")  # a new catalog entry: compiled again
             assert resolver.compile(definition).routing_clause is not clause
+        finally:
+            resolver.close()
+
+
+def test_resolver_refuses_a_partitioned_table_and_drops_a_shape_stored_on_one(db_dsn: str) -> None:
+    """A partitioned table's changes come under its partitions' names, so no log of its own would move: a
+    request is a 400, and a shape stored on one earlier no longer compiles (reloading drops it: 409).  Its
+    partitions are tables like any other."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pt (id int PRIMARY KEY) PARTITION BY RANGE (id)")
+        conn.execute("CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (100)")
+        parent = read_table(conn, "public", "pt")
+        assert parent is not None
+        resolver = ShapeResolver(db_dsn)
+        try:
+            with pytest.raises(ShapeRequestError) as err:
+                resolver.resolve(ShapeRequest("pt"))
+            message = 'Table "public"."pt" is partitioned: shapes of partitioned tables are not supported yet'
+            assert err.value.errors["table"][0].startswith(message)
+            with pytest.raises(ShapeDefinitionError):
+                resolver.compile(ShapeDefinition.create(("public", "pt"), parent))
+            partition, _ = resolver.resolve(ShapeRequest("pt1"))
+            resolver.compile(partition)
         finally:
             resolver.close()
