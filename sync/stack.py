@@ -232,7 +232,7 @@ def shapes_children(
                 flush_interval=settings.storage.flush_interval_ms / 1000,
                 schema_check_interval=settings.shapes.schema_check_interval_s,
             ),
-            catalog=SchemaCatalog(settings.database.url),
+            catalog=SchemaCatalog(settings.database.url, publication=settings.publication_name),
             forget_table=services.resolver.forget,
         )
         return _registered(registry, SHAPE_CACHE, ref)

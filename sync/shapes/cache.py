@@ -143,6 +143,7 @@ class ShapeCache(SupervisedActor):
         self._marks = marks if marks is not None else SnapshotMarks(marks_path(storage))
         self._monitors: dict[str, Monitor] = {}
         self._builds: Builds[ShapeFuture] = Builds(self._settings.max_parallel_builds)
+        self._catalog = catalog
         self._checker = (
             SchemaChecker(catalog, self._settings.schema_check_interval, self._invalidate_later, forget_table)
             if catalog is not None
@@ -316,7 +317,7 @@ class ShapeCache(SupervisedActor):
         handles = self._storage.handles()
         for handle in handles:
             self._clock.observe(handle)
-        for shape in reopen_stored(self._storage, handles, self._marks, self._compile):
+        for shape in reopen_stored(self._storage, handles, self._marks, self._compile, self._catalog):
             self._resume(shape)
         self._marks.compact(self.directory.handles())
         logger.info("reloaded %d of %d stored shapes", len(self.directory), len(handles))

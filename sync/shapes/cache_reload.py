@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import psycopg
+
 from sync.shapes.consumer import StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.invalidation import CompiledShape
-from sync.shapes.schema_check import ColumnTypes, column_types_from_meta
+from sync.shapes.schema_check import ColumnTypes, SchemaCatalog, column_types_from_meta
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.stored import changed_while_down, stored_shape
 from sync.storage.errors import ShapeMustBeRecreated
@@ -47,8 +49,14 @@ def reopen_stored(
     handles: Iterable[str],
     marks: SnapshotMarks,
     compile_shape: Callable[[ShapeDefinition], CompiledShape],
+    catalog: SchemaCatalog | None = None,
 ) -> Iterator[Reopened]:
-    """Each of ``handles`` whose log can resume, reopened, one at a time; the others' logs are deleted."""
+    """Each of ``handles`` whose log can resume, reopened, one at a time; the others' logs are deleted.
+
+    With a ``catalog`` (naming the stream's publication), a shape whose table left the publication while
+    we were down is deleted too: the cache would add the table back, and the changes made in between would
+    never come (Postgres decides what a publication sends as of each change)."""
+    published = _membership(catalog)
     for handle in handles:
         try:
             writer = storage.open(handle)
@@ -63,6 +71,8 @@ def reopen_stored(
             stored = stored_shape(writer, marks.get(handle))
             types = column_types_from_meta(stored_definition.get("column_types"))
             changed = changed_while_down(definition, compiled, types)
+            if changed is None and not published(definition.relation_oid):
+                changed = "its table left the publication while the engine was down"
             if changed is not None:
                 raise ShapeMustBeRecreated(changed)
         except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
@@ -71,3 +81,23 @@ def reopen_stored(
             storage.delete(handle)
             continue
         yield Reopened(handle, definition, compiled, writer, stored, types)
+
+
+def _membership(catalog: SchemaCatalog | None) -> Callable[[int], bool]:
+    """Whether a table (by OID) is in the publication, asked once per table; True when it cannot be told
+    (no catalog, or Postgres did not answer: the periodic schema check looks again later)."""
+    known: dict[int, bool] = {}
+
+    def published(oid: int) -> bool:
+        if catalog is None:
+            return True
+        if oid not in known:
+            try:
+                table = catalog.tables([oid]).get(oid)
+            except psycopg.Error as exc:
+                logger.warning("publication membership of table %d unknown (%s): kept", oid, exc)
+                return True
+            known[oid] = table is None or table.published  # a dropped table fails its compile already
+        return known[oid]
+
+    return published

@@ -1,4 +1,5 @@
-"""Schema changes that no replication message reports: dropped tables, renames and type changes seen late.
+"""Schema changes that no replication message reports: dropped tables, renames, type changes seen late, and a
+table dropped from the stream's publication (whose changes stop coming without a word).
 
 pgoutput sends nothing when a table is dropped, and announces a rename or an ``ALTER TABLE`` only with the
 next change to the table (with no previous Relation to compare against after a restart).  Like Electric's
@@ -41,11 +42,14 @@ _QUERY = """
 SELECT c.oid::bigint, n.nspname, c.relname,
        coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
        coalesce(array_agg(a.atttypid::bigint ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
-       coalesce(array_agg(a.atttypmod ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}')
+       coalesce(array_agg(a.atttypmod ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
+       %(publication)s::text IS NULL OR EXISTS (
+           SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+           WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.oid = ANY(%s::oid[])
+WHERE c.oid = ANY(%(oids)s::oid[])
 GROUP BY c.oid, n.nspname, c.relname
 """
 
@@ -58,6 +62,7 @@ class CatalogTable:
     schema: str
     name: str
     columns: ColumnTypes
+    published: bool = True  # a member of the stream's publication (always True when none was named)
 
 
 def table_column_types(info: Any) -> ColumnTypes:
@@ -93,6 +98,8 @@ def catalog_reason(
         return f"table {label} was dropped"
     if (table.schema, table.name) != (d.schema, d.table):
         return f"table {label} was renamed to {table.schema}.{table.name}"
+    if not table.published:  # someone dropped it from the publication: its changes since then never came
+        return f"table {label} was removed from the publication"
     now = {name: (oid, mod) for name, oid, mod in table.columns}
     needed = set(d.columns) | set(d.key_columns)
     missing = sorted(c for c in needed if c not in now)
@@ -109,13 +116,15 @@ def catalog_reason(
 
 
 class SchemaCatalog:
-    """Reads tables by OID over one lazily opened autocommit connection (re-opened after an error).
+    """Reads tables by OID over one lazily opened autocommit connection (re-opened after an error), and
+    whether each is in ``publication`` (the stream's).
 
     Used from one background loop at a time (the ShapeCache's schema check, or its reload).
     """
 
-    def __init__(self, dsn: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, publication: str | None = None, connect_timeout: float = 10.0) -> None:
         self._dsn = dsn
+        self._publication = publication
         self._timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -126,7 +135,7 @@ class SchemaCatalog:
             return {}
         conn = self._connection()
         try:
-            rows = conn.execute(_QUERY, (wanted,)).fetchall()
+            rows = conn.execute(_QUERY, {"oids": wanted, "publication": self._publication}).fetchall()
         except psycopg.Error:
             self.close()
             raise
@@ -148,7 +157,7 @@ def _table(row: Sequence[Any]) -> CatalogTable:
     oids: Sequence[int] = row[4]
     mods: Sequence[int] = row[5]
     columns = tuple((n, int(o), int(m)) for n, o, m in zip(names, oids, mods, strict=True))
-    return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns)
+    return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns, bool(row[6]))
 
 
 def check_shapes(

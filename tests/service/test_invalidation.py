@@ -1,8 +1,9 @@
 """Schema changes against the real service (gunicorn, HTTP): exactly the affected shapes are invalidated.
 
-TRUNCATE and ALTER TABLE reach the engine through the replication stream; a dropped or renamed table sends
-nothing, so the ShapeCache's periodic catalog check (``shapes.schema_check_interval_s``, short here) finds
-it.  A column type changed while the service was down is found on reload (types stored with the shape).
+TRUNCATE and ALTER TABLE reach the engine through the replication stream; a dropped or renamed table, or a
+table dropped from the publication, sends nothing, so the ShapeCache's periodic catalog check
+(``shapes.schema_check_interval_s``, short here) finds it.  A column type changed, or the table dropped
+from the publication, while the service was down is found on reload.
 Clients of an invalidated shape get 409 (with a new handle when the table still exists); shapes of other
 tables, and shapes the change does not touch, keep their handle.
 """
@@ -207,5 +208,62 @@ def test_a_request_for_a_dropped_table_checks_its_shapes_at_once(db_dsn: str, tm
         code, handle = a.poll()
         assert code in (400, 409) and handle is None, code  # gone, and no shape can replace it
         _still_live(b)
+    finally:
+        svc.stop()
+
+
+def _drop_from_publication(dsn: str, table: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pubname FROM pg_publication").fetchone()  # the service's one
+        assert row is not None
+        conn.execute(f'ALTER PUBLICATION "{row[0]}" DROP TABLE {table}')
+
+
+def test_a_table_dropped_from_the_publication_invalidates_its_shapes(
+    svc: ServiceProcess, db_dsn: str
+) -> None:
+    """Its changes stop coming without a word: the catalog check finds it, its clients refetch, and the new
+    shape (which adds the table back) follows the table again."""
+    a = Shape(svc, "table=a")
+    b = Shape(svc, "table=b")
+    _drop_from_publication(db_dsn, "a")
+    _sql(db_dsn, "INSERT INTO a VALUES (3, 'never replicated')")
+    code, new_handle = _until_gone(a)
+    assert code == 409 and new_handle is not None and new_handle != a.handle
+    _still_live(b)
+    fresh = Shape(svc, "table=a")
+    assert fresh.handle == new_handle and fresh.rows == 3  # the row its log missed is in the new snapshot
+    _sql(db_dsn, "INSERT INTO a VALUES (4, 'replicated')")
+    code, headers, body = svc.get(
+        f"/v1/shape?table=a&offset={fresh.offset}&handle={urllib.parse.quote(fresh.handle)}&live=true"
+    )
+    while code == 200 and not any(
+        "key" in item for item in orjson.loads(body)
+    ):  # a live request returns on data
+        code, headers, body = svc.get(
+            f"/v1/shape?table=a&offset={headers['electric-offset']}&handle={urllib.parse.quote(fresh.handle)}"
+            "&live=true"
+        )
+    assert code == 200 and [item["value"]["id"] for item in orjson.loads(body) if "key" in item] == ["4"]
+
+
+def test_a_table_dropped_from_the_publication_while_down_invalidates_on_restart(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    _sql(db_dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE u (id int PRIMARY KEY)")
+    svc = ServiceProcess(db_dsn, tmp_path, {"shapes": {"schema_check_interval_s": 0}}).start()
+    try:
+        svc.wait_healthy()
+        t = Shape(svc, "table=t")
+        u = Shape(svc, "table=u")
+        assert svc.stop() == 0
+        _drop_from_publication(db_dsn, "t")
+        _sql(db_dsn, "INSERT INTO t VALUES (1)")  # never sent: the engine would re-add t and miss it
+        svc.start()
+        svc.wait_healthy()
+        code, new_handle = t.poll()
+        assert code == 409 and new_handle is not None and new_handle != t.handle
+        _still_live(u)
+        assert Shape(svc, "table=t").rows == 1
     finally:
         svc.stop()

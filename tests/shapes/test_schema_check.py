@@ -107,3 +107,29 @@ def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
 def test_column_types_as_created_are_accepted() -> None:
     assert column_types_from_meta(COLS) == COLS  # the in-memory (tuple) form, before any reload
     assert column_types_from_meta("not types") is None
+
+
+def test_a_table_out_of_the_publication_invalidates() -> None:
+    assert catalog_reason(shape(), dataclasses.replace(table(), published=False), None) == (
+        "table public.t was removed from the publication"
+    )
+
+
+def test_catalog_reads_publication_membership(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE inpub (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE outpub (id int PRIMARY KEY)")
+        conn.execute("CREATE PUBLICATION pub FOR TABLE inpub")
+        row = conn.execute(
+            "SELECT 'inpub'::regclass::oid::bigint, 'outpub'::regclass::oid::bigint"
+        ).fetchone()
+    assert row is not None
+    inside, outside = row
+    with_pub, without = SchemaCatalog(db_dsn, publication="pub"), SchemaCatalog(db_dsn)
+    try:
+        assert with_pub.tables([inside])[inside].published
+        assert not with_pub.tables([outside])[outside].published
+        assert without.tables([outside])[outside].published  # no publication named: not judged
+    finally:
+        with_pub.close()
+        without.close()
