@@ -147,10 +147,12 @@ def _big_note(rng: random.Random) -> str:
     return "big" + "".join(f"{rng.getrandbits(32):08x}" for _ in range(400))  # ~3.2 KB: out of line
 
 
-def statement(rng: random.Random, next_id: list[int]) -> tuple[str, tuple[Any, ...]]:
-    """One random statement (``next_id``: ``[n]``, n >= 2000 and above every id used so far): inserts, updates of one column or several, deletes, primary key changes, rows
-    moving in and out of shapes, no-op updates, updates that leave a large value unchanged."""
-    kind = rng.randrange(16)
+def statement(rng: random.Random, next_id: list[int]) -> tuple[str, tuple[Any, ...] | None]:
+    """One random statement (``next_id``: ``[n]``, n >= 2000 and above every id used so far), with its
+    parameters (None: several statements, no parameters): inserts, updates of one column or several,
+    deletes, primary key changes, rows moving in and out of shapes, no-op updates, updates that leave a
+    large value unchanged, and savepoints rolled back or released."""
+    kind = rng.randrange(18)
     some = rng.randrange(1, 61) if rng.random() < 0.8 else rng.randrange(2000, next_id[0] + 1)  # mostly hits
     value = rng.randrange(100)
     label = rng.choice([None, f"a{value}", f"b{value}", f"B1{value}", f"c{value}"])
@@ -193,7 +195,16 @@ def statement(rng: random.Random, next_id: list[int]) -> tuple[str, tuple[Any, .
             rng.choice([None, "x.y"]),
             rng.randrange(1, 13),
         )
-    return 'UPDATE "Odd/Name" SET n = n + 100 WHERE n = %s', (rng.randrange(1, 13),)  # a key change
+    if kind == 15:
+        return 'UPDATE "Odd/Name" SET n = n + 100 WHERE n = %s', (rng.randrange(1, 13),)  # a key change
+    # Subtransactions (no parameters: several statements in one simple query): one rolled back, whose
+    # changes must never reach a log, and one released, whose changes belong to the transaction.
+    verb = "ROLLBACK TO" if kind == 16 else "RELEASE"
+    return (
+        f"SAVEPOINT s; UPDATE items SET value = {value}, label = 'sp{value}' WHERE id = {some};"
+        f" DELETE FROM pairs WHERE b = 'p{rng.randrange(1, 21)}'; {verb} SAVEPOINT s",
+        None,
+    )
 
 
 @dataclass
