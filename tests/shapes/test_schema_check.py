@@ -84,16 +84,25 @@ def test_shapes_sharing_a_verdict_each_get_their_own() -> None:
     assert [h for h, _ in changed] == ["k0", "k1", "k2", "other"]  # not k3 (created as bigint), k4, narrow
 
 
-def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
+def _oids_after(db_dsn: str, statements: list[str], tables: list[str]) -> list[int]:
+    """Run ``statements``; the OIDs of ``tables`` (as ``regclass`` reads them)."""
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute('CREATE TABLE "T x" (id int PRIMARY KEY, v varchar(12), gone text)')
-        conn.execute('ALTER TABLE "T x" DROP COLUMN gone')
-        conn.execute("CREATE TABLE nocols ()")
-        rows = conn.execute(
-            "SELECT '\"T x\"'::regclass::oid::bigint, 'nocols'::regclass::oid::bigint"
-        ).fetchone()
-    assert rows is not None
-    oid, empty = rows
+        for statement in statements:
+            conn.execute(statement)
+        rows = [conn.execute("SELECT %s::regclass::oid::bigint", (t,)).fetchone() for t in tables]
+    return [int(row[0]) for row in rows if row is not None]
+
+
+def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
+    oid, empty = _oids_after(
+        db_dsn,
+        [
+            'CREATE TABLE "T x" (id int PRIMARY KEY, v varchar(12), gone text)',
+            'ALTER TABLE "T x" DROP COLUMN gone',
+            "CREATE TABLE nocols ()",
+        ],
+        ['"T x"', "nocols"],
+    )
     catalog = SchemaCatalog(db_dsn)
     try:
         tables = catalog.tables([oid, empty, 1])
@@ -116,15 +125,12 @@ def test_a_table_out_of_the_publication_invalidates() -> None:
 
 
 def test_catalog_reads_publication_membership(db_dsn: str) -> None:
-    with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE inpub (id int PRIMARY KEY)")
-        conn.execute("CREATE TABLE outpub (id int PRIMARY KEY)")
-        conn.execute("CREATE PUBLICATION pub FOR TABLE inpub")
-        row = conn.execute(
-            "SELECT 'inpub'::regclass::oid::bigint, 'outpub'::regclass::oid::bigint"
-        ).fetchone()
-    assert row is not None
-    inside, outside = row
+    statements = [
+        "CREATE TABLE inpub (id int)",
+        "CREATE TABLE outpub (id int)",
+        "CREATE PUBLICATION pub FOR TABLE inpub",
+    ]
+    inside, outside = _oids_after(db_dsn, statements, ["inpub", "outpub"])
     with_pub, without = SchemaCatalog(db_dsn, publication="pub"), SchemaCatalog(db_dsn)
     try:
         assert with_pub.tables([inside])[inside].published
