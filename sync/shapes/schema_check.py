@@ -43,9 +43,9 @@ SELECT c.oid::bigint, n.nspname, c.relname,
        coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
        coalesce(array_agg(a.atttypid::bigint ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
        coalesce(array_agg(a.atttypmod ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
-       %(publication)s::text IS NULL OR EXISTS (
-           SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-           WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid)
+       %(publication)s::text IS NULL OR EXISTS (  -- what it publishes, however it was told to
+           SELECT 1 FROM pg_publication_tables pt
+           WHERE pt.pubname = %(publication)s AND pt.schemaname = n.nspname AND pt.tablename = c.relname)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped

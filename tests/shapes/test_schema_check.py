@@ -139,3 +139,14 @@ def test_catalog_reads_publication_membership(db_dsn: str) -> None:
     finally:
         with_pub.close()
         without.close()
+
+
+def test_a_table_published_through_its_schema_counts_as_published(db_dsn: str) -> None:
+    (oid,) = _oids_after(
+        db_dsn, ["CREATE TABLE s (id int)", "CREATE PUBLICATION p FOR TABLES IN SCHEMA public"], ["s"]
+    )
+    catalog = SchemaCatalog(db_dsn, publication="p")
+    try:
+        assert catalog.tables([oid])[oid].published
+    finally:
+        catalog.close()
