@@ -26,6 +26,7 @@ import pytest
 
 from sync.shapes.snapshot import display_settings_options
 from tests.fixtures.service import ServiceProcess
+from tests.shapes.consumer_harness import apply_item
 from tests.shapes.workload_oracle import TABLES_SQL, Oracle, shape_specs, statement
 
 KILLS = 4
@@ -41,7 +42,7 @@ class Client(threading.Thread):
         self.oracle = oracle
         self.index = index
         self.params = oracle.specs[index].query()
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, dict[str, str | None]] = {}
         self.logged: list[int] = []  # the transactions followed since the last snapshot, in turn
         self.handle: str | None = None
         self.offset = "-1"
@@ -90,18 +91,10 @@ class Client(threading.Thread):
             if h["control"] == "up-to-date":
                 self.up_to_date.set()
             return
-        key, op = item["key"], h["operation"]
         self.applied += "lsn" in h
-        if op == "insert":
-            if key in self.rows:
-                self.errors.append(f"duplicate insert of {key} at {self.offset}")
-            self.rows[key] = dict(item["value"])
-        elif op == "update":
-            if key not in self.rows:
-                self.errors.append(f"update of missing {key} at {self.offset}")
-            self.rows.setdefault(key, {}).update(item["value"])
-        elif op == "delete" and self.rows.pop(key, None) is None:
-            self.errors.append(f"delete of missing {key} at {self.offset}")
+        error = apply_item(self.rows, item)
+        if error is not None:
+            self.errors.append(f"{error} at {self.offset}")
         if h.get("last"):
             (xid,) = h["txids"]
             self.logged.append(xid)

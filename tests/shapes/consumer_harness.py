@@ -254,23 +254,30 @@ def read_log(reader: ShapeLogReader) -> list[dict[str, Any]]:
     raise AssertionError("log did not end")
 
 
+def apply_item(rows: dict[str, dict[str, str | None]], item: dict[str, Any]) -> str | None:
+    """Apply one log item to a client's copy (``rows``: key -> values), as a client does; returns the gap
+    (a change of a missing key) or duplicate (an insert of a present key) it reveals, else None."""
+    op = item["headers"].get("operation")
+    if op is None:  # a control message
+        return None
+    key = item["key"]
+    if op == "insert":
+        present = key in rows
+        rows[key] = dict(item["value"])
+        return f"duplicate insert of {key}" if present else None
+    if op == "update":
+        missing = key not in rows
+        rows.setdefault(key, {}).update(item["value"])
+        return f"update of missing {key}" if missing else None
+    return f"delete of missing {key}" if rows.pop(key, None) is None else None
+
+
 def replay(items: list[dict[str, Any]]) -> dict[str, dict[str, str | None]]:
     """Apply items strictly: an insert of a present key (duplicate) or a change of a missing one (gap) fails."""
     rows: dict[str, dict[str, str | None]] = {}
     for item in items:
-        op = item["headers"].get("operation")
-        if op is None:
-            continue
-        key = item["key"]
-        if op == "insert":
-            assert key not in rows, f"duplicate insert of {key}"
-            rows[key] = dict(item["value"])
-        elif op == "update":
-            assert key in rows, f"update of missing {key}"
-            rows[key].update(item["value"])
-        else:
-            assert key in rows, f"delete of missing {key}"
-            del rows[key]
+        error = apply_item(rows, item)
+        assert error is None, error
     return rows
 
 

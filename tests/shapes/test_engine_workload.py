@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -23,7 +21,7 @@ from api.engine_port import ShapeDefinition
 from sync.engine import Engine
 from sync.settings import Settings
 from sync.shapes.snapshot import display_settings_options
-from tests.shapes.consumer_harness import read_log, replay
+from tests.shapes.consumer_harness import read_log, replay, wait_for
 from tests.shapes.workload_oracle import (
     TABLES,
     TABLES_SQL,
@@ -47,17 +45,10 @@ def engine(db_dsn: str, tmp_path: Path) -> Iterator[Engine]:
     settings = settings.replace("replication", stream_id=f"w{random.randrange(1 << 30):x}")
     engine = Engine.start(settings, timeout=60)
     try:
-        _until(lambda: engine.status() == "active", "engine active")
+        wait_for(lambda: engine.status() == "active", timeout=60)
         yield engine
     finally:
         engine.stop(30)
-
-
-def _until(cond: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        time.sleep(0.01)
 
 
 def _definition(spec: ShapeSpec) -> ShapeDefinition:
@@ -113,9 +104,9 @@ def test_fifty_shapes_replay_every_transaction_of_a_workload_racing_their_snapsh
     directory = engine.services.directory
     live = {h: directory.get(h) for h in handles}
     assert all(live.values()), "a shape was invalidated"
-    _until(lambda: all(s.reader.snapshot_complete for s in live.values() if s), "snapshots complete")
+    wait_for(lambda: all(s.reader.snapshot_complete for s in live.values() if s), timeout=60)
     acknowledged = engine.connection.status.wal_positions
-    _until(lambda: (acknowledged() or (0, 0))[0] > target[0], "last transaction acknowledged")
+    wait_for(lambda: (acknowledged() or (0, 0))[0] > target[0], timeout=60)  # the last commit
     assert set(directory.handles()) >= set(handles), "a shape was invalidated"
 
     with psycopg.connect(db_dsn, options=display_settings_options()) as conn:
