@@ -1,10 +1,11 @@
 """Which shapes a schema change invalidates, and the compiled form of a shape's WHERE clause.
 
 Pure rules for the ShapeCache (spec §7): a relation change invalidates a shape when the table was renamed or
-re-created (another OID under the same name), when a selected or key column disappeared or changed type, or
-when a shape following all columns no longer matches the table's column list.  A change that leaves the
-selected columns alone (a nullability change, a column added to a table whose shape selects a subset) does
-not invalidate.
+re-created (another OID under the same name), when a selected or key column disappeared or changed type,
+when a shape following all columns no longer matches the table's column list, or when the table is no longer
+``REPLICA IDENTITY FULL`` (its changes lose the old row that routing, WHERE and ``old_value`` need).  A
+change that leaves the selected columns alone (a nullability change, a column added to a table whose shape
+selects a subset) does not invalidate.
 
 :class:`CompiledShape` is what a consumer and the collector need from a WHERE clause: the routing clause (a
 ``sync.where.WhereClause`` for the RoutingIndex), the row predicate, and the snapshot's SQL with its params
@@ -45,6 +46,9 @@ def compiled_from_clause(clause: WhereClause | None) -> CompiledShape:
     return CompiledShape(clause, clause.evaluate, _where_sql(text), tuple(params))
 
 
+_IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "i": "USING INDEX", "f": "FULL"}
+
+
 @functools.lru_cache(maxsize=1024)
 def _where_sql(text: str) -> sql.SQL:
     """One (immutable) ``sql.SQL`` per clause template: shapes differing in constants only share it."""
@@ -63,6 +67,13 @@ def relation_change_reason(
     if (relation.schema, relation.name) != (definition.schema, definition.table):
         return (
             f"table {definition.schema}.{definition.table} was renamed to {relation.schema}.{relation.name}"
+        )
+    if relation.replica_identity != "f":
+        # Changes now come without the whole old row: an update moving a row out of a WHERE is routed by its
+        # new values only, unchanged-TOAST values cannot be filled, old_value cannot be sent.
+        return (
+            f"table {definition.schema}.{definition.table} is no longer REPLICA IDENTITY FULL "
+            f"({_IDENTITY[relation.replica_identity]})"
         )
     names = relation.column_index
     needed = set(definition.columns) | set(definition.key_columns)

@@ -277,3 +277,28 @@ def test_a_recreated_slot_invalidates_every_shape(h: CacheHarness) -> None:
     wait_for(lambda: h.directory.handles() == [])
     assert all("re-created" in (h.directory.rotation_reason(s.handle) or "") for s in shapes)
     wait_for(lambda: h.storage.handles() == [])
+
+
+def test_replica_identity_no_longer_full_invalidates_the_shapes_of_that_table(h: CacheHarness) -> None:
+    """Without the old row an update that moves a row out of ``value = 5`` is routed to ``value = 6`` only:
+    the first shape would keep the row for ever.  The Relation message that precedes the table's next change
+    carries the new identity, and every shape of the table is invalidated by it; another table's shape is
+    not.  A new shape of the table makes it FULL again."""
+    h.conn.execute("CREATE TABLE other (id int PRIMARY KEY, n int)")
+    five = h.live(h.definition("items", where="value = 5"))
+    whole = h.live(h.definition("items"))
+    other = h.live(h.definition("other"))
+    wait_for(lambda: all(snapshot_done(s) for s in (five, whole, other)))
+    events: list[Any] = []
+    decoder = PgOutputDecoder(events.append)
+    h.conn.execute("INSERT INTO items VALUES (100, 1, 'x'); INSERT INTO other VALUES (1, 1)")
+    relay(h, decoder, events)  # first Relation messages of this decoding session: nothing changed
+    h.conn.execute("ALTER TABLE items REPLICA IDENTITY DEFAULT")
+    h.conn.execute("UPDATE items SET value = 6 WHERE id = 5; INSERT INTO other VALUES (2, 2)")
+    relay(h, decoder, events)
+    wait_for(lambda: h.directory.handles() == [other.handle])
+    assert "REPLICA IDENTITY" in (h.directory.rotation_reason(five.handle) or "")
+    again = h.live(h.definition("items", where="value = 5"))
+    assert again.handle != five.handle
+    ident = h.conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'items'").fetchone()
+    assert ident == ("f",)
