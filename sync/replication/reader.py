@@ -158,8 +158,8 @@ class ReplicationReader:
             if timeout > 0:
                 self._interval = min(cfg.status_interval, timeout / 3)
             self._check_stop()
-            created = stream.ensure_publication(cfg.publication)
-            slot = stream.ensure_slot(cfg.slot, publication_created=created)
+            reset = stream.ensure_publication(cfg.publication)
+            slot = stream.ensure_slot(cfg.slot, reset=reset)
             self._sink.connected(Connected(info, slot))
             # A new slot starts a new history: what the downstream processed from the old one says
             # nothing about it (after a restore the LSNs may even go back), so nothing is skipped.

@@ -26,6 +26,7 @@ from sync import runtime
 from sync.postgres.connect import connect, flush, query, replication_conninfo, wait_idle
 from sync.postgres.errors import DbConnectionError, classify
 from sync.postgres.lsn import format_lsn, parse_lsn
+from sync.replication.tables import EVERY_OPERATION
 
 __all__ = ["ReplicationStream", "SlotState", "StreamEnded", "SystemInfo", "now_pg_us"]
 
@@ -116,11 +117,12 @@ class ReplicationStream:
         )
         return float(str(rows[0][0])) if rows else 60.0
 
-    def ensure_publication(self, name: str) -> bool:
-        """Create the (empty) publication if missing; True if it was created now.
+    def ensure_publication(self, name: str) -> str | None:
+        """Create the (empty) publication if missing; why every shape must refetch, or None.
 
-        An existing publication must be usable: owned by us (or we are superuser) so that tables can be
-        added, and publishing insert, update, delete and truncate.
+        An existing publication must be ours (owned by us, or we are superuser) so that tables can be added.
+        One that no longer publishes insert, update, delete and truncate (altered from outside) is set back:
+        changes it left out are lost, so every shape must refetch, as when it is re-created.
         """
         rows = self.query(
             "SELECT p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate, "
@@ -131,7 +133,7 @@ class ReplicationStream:
         if not rows:
             self.query(f"CREATE PUBLICATION {_ident(name)}")
             logger.info("created publication %s", name)
-            return True
+            return "publication was re-created"
         publishes_all, ours = rows[0]
         if ours != "t":
             raise DbConnectionError(
@@ -141,15 +143,12 @@ class ReplicationStream:
                 retry_may_fix=False,
             )
         if publishes_all != "t":
-            raise DbConnectionError(
-                "publication_not_ours",
-                f"publication {name!r} exists but does not publish insert, update, delete and truncate: "
-                f"ALTER PUBLICATION {name} SET (publish = 'insert, update, delete, truncate')",
-                retry_may_fix=False,
-            )
-        return False
+            self.query(f"ALTER PUBLICATION {_ident(name)} SET (publish = {_lit(EVERY_OPERATION)})")
+            logger.warning("publication %s did not publish every operation: set back", name)
+            return "publication did not publish insert, update, delete and truncate"
+        return None
 
-    def ensure_slot(self, slot: str, *, publication_created: bool, release_timeout: float = 5.0) -> SlotState:
+    def ensure_slot(self, slot: str, *, reset: str | None, release_timeout: float = 5.0) -> SlotState:
         """Reuse the permanent slot, or (re)create it; see :class:`SlotState`."""
         reason: str | None = None
         row = self._slot_row(slot)
@@ -169,8 +168,8 @@ class ReplicationStream:
                 released = self._slot_row(slot)  # where the released walsender left it
                 if released is not None:
                     confirmed, wal_status = released[2], released[4]
-            if publication_created:
-                reason = "publication was re-created"
+            if reset is not None:  # the publication's doing: changes were lost
+                reason = reset
             elif wal_status == "lost" or confirmed is None:
                 reason = "slot was invalidated (max_slot_wal_keep_size exceeded)"
             if reason is None:

@@ -58,6 +58,9 @@ class TableRefs:
         return True
 
 
+EVERY_OPERATION = "insert, update, delete, truncate"  # what the stream's publication must publish
+
+
 def _timeout_sql(lock_timeout: float) -> sql.Composed:
     return sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{max(1, int(lock_timeout * 1000))}ms"))
 
@@ -91,24 +94,34 @@ def _run(conn: psycopg.Connection[Any], table: TableName, what: str, steps: list
 def publish_table(
     conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
 ) -> None:
-    """Make ``table`` REPLICA IDENTITY FULL and a member of ``publication`` (no-op if already so)."""
+    """Make ``table`` REPLICA IDENTITY FULL and a member of ``publication`` that sends every change of it
+    (no-op if already so): a publication altered from outside to leave out operations, or to filter the
+    table's rows or columns, is set back (the shapes it starved were invalidated by the schema check)."""
     row = conn.execute(
-        "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p "
-        "ON p.oid = pr.prpubid WHERE p.pubname = %s AND pr.prrelid = c.oid) "
+        "SELECT c.relreplident, pr.oid IS NOT NULL, "
+        "to_jsonb(pr) ->> 'prqual' IS NOT NULL OR to_jsonb(pr) ->> 'prattrs' IS NOT NULL, "  # Postgres 15+
+        "coalesce(p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate, true) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_publication p ON p.pubname = %s "
+        "LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = c.oid "
         "WHERE n.nspname = %s AND c.relname = %s",
         (publication, table.schema, table.name),
     ).fetchone()
     if row is None:
         raise DbConnectionError("table_missing", f"table {table} does not exist", retry_may_fix=False)
-    replident, member = row
+    replident, member, filtered, every_operation = row
+    pub = sql.Identifier(publication)
     steps: list[sql.Composed] = []
     if replident != "f":
         steps.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.sql()))
-    if not member:
+    if not every_operation:
         steps.append(
-            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(publication), table.sql())
+            sql.SQL("ALTER PUBLICATION {} SET (publish = {})").format(pub, sql.Literal(EVERY_OPERATION))
         )
+    if filtered:
+        steps.append(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(pub, table.sql()))
+    if filtered or not member:
+        steps.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, table.sql()))
     if steps:
         _run(conn, table, "publish", [_timeout_sql(lock_timeout), *steps])
 

@@ -56,7 +56,7 @@ def reopen_stored(
     With a ``catalog`` (naming the stream's publication), a shape whose table left the publication while
     we were down is deleted too: the cache would add the table back, and the changes made in between would
     never come (Postgres decides what a publication sends as of each change)."""
-    published = _membership(catalog)
+    unpublished = _membership(catalog)
     for handle in handles:
         try:
             writer = storage.open(handle)
@@ -71,8 +71,8 @@ def reopen_stored(
             stored = stored_shape(writer, marks.get(handle))
             types = column_types_from_meta(stored_definition.get("column_types"))
             changed = changed_while_down(definition, compiled, types)
-            if changed is None and not published(definition.relation_oid):
-                changed = "its table left the publication while the engine was down"
+            if changed is None:
+                changed = unpublished(definition.relation_oid)
             if changed is not None:
                 raise ShapeMustBeRecreated(changed)
         except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
@@ -83,21 +83,24 @@ def reopen_stored(
         yield Reopened(handle, definition, compiled, writer, stored, types)
 
 
-def _membership(catalog: SchemaCatalog | None) -> Callable[[int], bool]:
-    """Whether a table (by OID) is in the publication, asked once per table; True when it cannot be told
-    (no catalog, or Postgres did not answer: the periodic schema check looks again later)."""
-    known: dict[int, bool] = {}
+def _membership(catalog: SchemaCatalog | None) -> Callable[[int], str | None]:
+    """Why the publication may have missed a table's changes (by OID) while we were down, asked once per
+    table; None when it did not, or when it cannot be told (no catalog, or Postgres did not answer: the
+    periodic schema check looks again later)."""
+    known: dict[int, str | None] = {}
 
-    def published(oid: int) -> bool:
+    def unpublished(oid: int) -> str | None:
         if catalog is None:
-            return True
+            return None
         if oid not in known:
             try:
                 table = catalog.tables([oid]).get(oid)
             except psycopg.Error as exc:
                 logger.warning("publication membership of table %d unknown (%s): kept", oid, exc)
-                return True
-            known[oid] = table is None or table.published  # a dropped table fails its compile already
-        return known[oid]
+                return None
+            # a dropped table fails its compile already
+            known[oid] = None if table is None else table.unpublished
+        reason = known[oid]
+        return None if reason is None else f"while the engine was down, its table {reason}"
 
-    return published
+    return unpublished

@@ -45,7 +45,14 @@ SELECT c.oid::bigint, n.nspname, c.relname,
        coalesce(array_agg(a.atttypmod ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
        %(publication)s::text IS NULL OR EXISTS (  -- what it publishes, however it was told to
            SELECT 1 FROM pg_publication_tables pt
-           WHERE pt.pubname = %(publication)s AND pt.schemaname = n.nspname AND pt.tablename = c.relname)
+           WHERE pt.pubname = %(publication)s AND pt.schemaname = n.nspname AND pt.tablename = c.relname),
+       %(publication)s::text IS NULL OR EXISTS (  -- every operation (missing publication: see above)
+           SELECT 1 FROM pg_publication p WHERE p.pubname = %(publication)s
+           AND p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate),
+       %(publication)s::text IS NOT NULL AND EXISTS (  -- a row filter or column list (Postgres 15+)
+           SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+           WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid
+           AND (to_jsonb(pr) ->> 'prqual' IS NOT NULL OR to_jsonb(pr) ->> 'prattrs' IS NOT NULL))
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -62,7 +69,9 @@ class CatalogTable:
     schema: str
     name: str
     columns: ColumnTypes
-    published: bool = True  # a member of the stream's publication (always True when none was named)
+    # Why the stream's publication may not send all of the table's changes (None: it does, or none was
+    # named): not a member, not every operation published, or a row filter or column list on the table.
+    unpublished: str | None = None
 
 
 def table_column_types(info: Any) -> ColumnTypes:
@@ -98,8 +107,8 @@ def catalog_reason(
         return f"table {label} was dropped"
     if (table.schema, table.name) != (d.schema, d.table):
         return f"table {label} was renamed to {table.schema}.{table.name}"
-    if not table.published:  # someone dropped it from the publication: its changes since then never came
-        return f"table {label} was removed from the publication"
+    if table.unpublished is not None:  # changed from outside: changes since then never came, or not all
+        return f"table {label} {table.unpublished}"
     now = {name: (oid, mod) for name, oid, mod in table.columns}
     needed = set(d.columns) | set(d.key_columns)
     missing = sorted(c for c in needed if c not in now)
@@ -157,7 +166,17 @@ def _table(row: Sequence[Any]) -> CatalogTable:
     oids: Sequence[int] = row[4]
     mods: Sequence[int] = row[5]
     columns = tuple((n, int(o), int(m)) for n, o, m in zip(names, oids, mods, strict=True))
-    return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns, bool(row[6]))
+    return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns, _unpublished(row[6], row[7], row[8]))
+
+
+def _unpublished(member: bool, every_operation: bool, filtered: bool) -> str | None:
+    if not member:
+        return "was removed from the publication"
+    if not every_operation:
+        return "is in a publication that no longer publishes insert, update, delete and truncate"
+    if filtered:
+        return "is published with a row filter or column list"
+    return None
 
 
 def check_shapes(

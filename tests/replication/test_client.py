@@ -269,6 +269,26 @@ def test_publication_dropped_from_outside_recreates_publication_and_slot(
         sink.wait_for(lambda: sink.inserted()[-1:] == ["3"])
 
 
+def test_publication_altered_to_send_less_is_set_back_at_start(db_dsn: str, config: ConnectionConfig) -> None:
+    """Updates left out of the publication while the engine was down were lost: on start the publication
+    publishes every operation again and the slot is re-created with the reason (every shape refetches)."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        with running_connection(config, RecordingSink()) as (_sup, handles):
+            wait_until(lambda: handles.state() == "active")
+        conn.execute(f"ALTER PUBLICATION {config.publication} SET (publish = 'insert')")
+        sink = RecordingSink()
+        with running_connection(config, sink) as (_sup, handles):
+            wait_until(lambda: handles.state() == "active")
+            assert [e.reason for e in sink.slot_events()] == [
+                "publication did not publish insert, update, delete and truncate"
+            ]
+        row = conn.execute(
+            "SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate FROM pg_publication WHERE pubname = %s",
+            (config.publication,),
+        ).fetchone()
+        assert row == (True,)
+
+
 def test_publication_owned_by_another_role_is_a_clear_error(db_dsn: str, config: ConnectionConfig) -> None:
     dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
     with psycopg.connect(db_dsn, autocommit=True) as conn:

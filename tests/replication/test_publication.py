@@ -122,3 +122,23 @@ def test_one_check_answers_the_requests_sent_before_it_finished(
     # after the last owner left, an old request is checked again (the table is no longer published)
     assert manager.ask(early, timeout=10) is None
     assert published(conn) == [("public", "burst")]
+
+
+def test_adding_sets_back_a_publication_altered_to_send_less(
+    conn: psycopg.Connection[Any], manager: pykka.ActorRef[Any]
+) -> None:
+    """Operations left out of the publication, or a row filter or column list put on the table, from
+    outside: the next shape that needs the table gets every change of it again."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    table = TableName("public", "t")
+    assert manager.ask(AddTable(table, "shape-1"), timeout=10) is None
+    conn.execute(f"ALTER PUBLICATION {PUB} SET (publish = 'insert')")
+    conn.execute(f"ALTER PUBLICATION {PUB} SET TABLE t (id) WHERE (id > 10)")
+    assert manager.ask(AddTable(table, "shape-2"), timeout=10) is None
+    row = conn.execute(
+        "SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, pr.prqual IS NULL, pr.prattrs IS NULL "
+        "FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid WHERE p.pubname = %s",
+        (PUB,),
+    ).fetchone()
+    assert row == (True, True, True, True, True, True)
+    assert published(conn) == [("public", "t")]

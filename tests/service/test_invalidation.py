@@ -1,7 +1,8 @@
 """Schema changes against the real service (gunicorn, HTTP): exactly the affected shapes are invalidated.
 
-TRUNCATE and ALTER TABLE reach the engine through the replication stream; a dropped or renamed table, or a
-table dropped from the publication, sends nothing, so the ShapeCache's periodic catalog check
+TRUNCATE and ALTER TABLE reach the engine through the replication stream; a dropped or renamed table, a
+table dropped from the publication, or a publication altered to send less, sends nothing, so the ShapeCache's
+periodic catalog check
 (``shapes.schema_check_interval_s``, short here) finds it.  A column type changed, or the table dropped
 from the publication, while the service was down is found on reload.
 Clients of an invalidated shape get 409 (with a new handle when the table still exists); shapes of other
@@ -245,6 +246,35 @@ def test_a_table_dropped_from_the_publication_invalidates_its_shapes(
             "&live=true"
         )
     assert code == 200 and [item["value"]["id"] for item in orjson.loads(body) if "key" in item] == ["4"]
+
+
+@pytest.mark.parametrize("change", ["SET (publish = 'insert, delete')", "SET TABLE a WHERE (id > 1)"])
+def test_a_publication_altered_to_send_less_invalidates_the_shapes_it_starves(
+    svc: ServiceProcess, db_dsn: str, change: str
+) -> None:
+    """Updates left out, or a row filter put on the table, from outside: the publication still lists the
+    table but its update of row 1 never comes.  The catalog check finds it, the client refetches, and the
+    new shape (which sets the publication back) has the update and follows the table again."""
+    a = Shape(svc, "table=a")
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pubname FROM pg_publication").fetchone()
+        assert row is not None
+        pub = row[0]
+        conn.execute(f'ALTER PUBLICATION "{pub}" {change}')
+        conn.execute("UPDATE a SET x = 'missed' WHERE id = 1")
+        code, new_handle = _until_gone(a)
+        assert code == 409 and new_handle is not None and new_handle != a.handle
+        code, headers, body = svc.get("/v1/shape?table=a&offset=-1")
+        assert code == 200 and headers["electric-handle"] == new_handle
+        assert {i["value"]["id"]: i["value"]["x"] for i in orjson.loads(body) if "key" in i} == {
+            "1": "missed",
+            "2": "b",
+        }
+        state = conn.execute(
+            "SELECT p.pubupdate, pr.prqual IS NULL FROM pg_publication p "
+            "JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = 'a'::regclass"
+        ).fetchone()
+        assert state == (True, True)
 
 
 def test_a_table_dropped_from_the_publication_while_down_invalidates_on_restart(

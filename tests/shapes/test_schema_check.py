@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import psycopg
+import pytest
 
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.schema_check import (
@@ -119,9 +120,8 @@ def test_column_types_as_created_are_accepted() -> None:
 
 
 def test_a_table_out_of_the_publication_invalidates() -> None:
-    assert catalog_reason(shape(), dataclasses.replace(table(), published=False), None) == (
-        "table public.t was removed from the publication"
-    )
+    gone = dataclasses.replace(table(), unpublished="was removed from the publication")
+    assert catalog_reason(shape(), gone, None) == "table public.t was removed from the publication"
 
 
 def test_catalog_reads_publication_membership(db_dsn: str) -> None:
@@ -133,9 +133,9 @@ def test_catalog_reads_publication_membership(db_dsn: str) -> None:
     inside, outside = _oids_after(db_dsn, statements, ["inpub", "outpub"])
     with_pub, without = SchemaCatalog(db_dsn, publication="pub"), SchemaCatalog(db_dsn)
     try:
-        assert with_pub.tables([inside])[inside].published
-        assert not with_pub.tables([outside])[outside].published
-        assert without.tables([outside])[outside].published  # no publication named: not judged
+        assert with_pub.tables([inside])[inside].unpublished is None
+        assert with_pub.tables([outside])[outside].unpublished == "was removed from the publication"
+        assert without.tables([outside])[outside].unpublished is None  # no publication named: not judged
     finally:
         with_pub.close()
         without.close()
@@ -147,6 +147,36 @@ def test_a_table_published_through_its_schema_counts_as_published(db_dsn: str) -
     )
     catalog = SchemaCatalog(db_dsn, publication="p")
     try:
-        assert catalog.tables([oid])[oid].published
+        assert catalog.tables([oid])[oid].unpublished is None
+    finally:
+        catalog.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("ALTER PUBLICATION pub SET (publish = 'insert, delete')", "no longer publishes insert, update"),
+        (
+            "ALTER PUBLICATION pub SET (publish = 'insert, update, delete')",
+            "no longer publishes insert, update",
+        ),
+        ("ALTER PUBLICATION pub SET TABLE f WHERE (id > 10)", "published with a row filter or column list"),
+        ("ALTER PUBLICATION pub SET TABLE f (id)", "published with a row filter or column list"),
+    ],
+)
+def test_a_publication_that_sends_less_than_every_change_is_seen(
+    db_dsn: str, change: str, reason: str
+) -> None:
+    """Changed from outside, the publication still lists the table but sends only some of its changes:
+    operations left out, or a row filter or column list; the catalog says why."""
+    (oid,) = _oids_after(
+        db_dsn, ["CREATE TABLE f (id int PRIMARY KEY, v int)", "CREATE PUBLICATION pub FOR TABLE f"], ["f"]
+    )
+    catalog = SchemaCatalog(db_dsn, publication="pub")
+    try:
+        assert catalog.tables([oid])[oid].unpublished is None
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute(change)
+        assert reason in (catalog.tables([oid])[oid].unpublished or "")
     finally:
         catalog.close()
