@@ -1,4 +1,5 @@
-"""The session settings that decide how Postgres prints values, pinned alike in every session we open.
+"""The session settings that decide how Postgres prints values (and resolves names), pinned alike in every
+session we open.
 
 Why this module exists: a value must be byte-identical whether it reaches a client from a snapshot (a
 query in a pooled session) or from the log (pgoutput, printed by the walsender of the replication session),
@@ -21,6 +22,16 @@ DISPLAY_SETTINGS: Final[dict[str, str]] = {
     "extra_float_digits": "1",
     "bytea_output": "hex",
     "lc_monetary": "C",  # money's symbol and separators
+    # Only Postgres' own operators and functions resolve in our SQL (the WHERE evaluator implements those):
+    # an overload that anyone with CREATE on a schema in the path could add would otherwise decide which
+    # rows a snapshot holds, and run as the engine's user (CVE-2018-1058).  It also prints reg* values
+    # (regclass...) schema-qualified alike in both kinds of session.  Tables and enum types are qualified.
+    # One schema, not a list: ``SET x = 'a, b'`` would name a single schema "a, b".  (pg_temp, searched
+    # first for relations and types, is the session's own: nobody else can put anything there.)
+    "search_path": "pg_catalog",
+    # A row-level security policy would filter a snapshot while the stream sends every row's changes: with
+    # this off, a query that a policy would affect fails instead (as pg_dump does), saying so.
+    "row_security": "off",
 }
 
 

@@ -18,6 +18,8 @@ OTHER_DEFAULTS = {
     "extra_float_digits": "0",
     "bytea_output": "escape",
     "lc_monetary": "C.utf8",
+    "search_path": "public",
+    "row_security": "on",
 }
 
 

@@ -24,8 +24,8 @@ import orjson
 import psycopg
 import pytest
 
-from sync.shapes.snapshot import display_settings_options
 from tests.fixtures.service import ServiceProcess
+from tests.fixtures.sessions import SESSION_OPTIONS
 from tests.shapes.consumer_harness import apply_item
 from tests.shapes.workload_oracle import TABLES_SQL, Oracle, shape_specs, statement
 
@@ -128,7 +128,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         rng = self.rng
         try:
-            with psycopg.connect(self.dsn, autocommit=True, options=display_settings_options()) as conn:
+            with psycopg.connect(self.dsn, autocommit=True, options=SESSION_OPTIONS) as conn:
                 next_id = [2000]
                 while not self.stop.is_set():
                     burst = self.burst_wanted.is_set()
@@ -187,7 +187,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_dsn: str, tmp
         writer.stop.set()
         writer.join(10)
         assert not writer.errors, writer.errors
-        with psycopg.connect(db_dsn, options=display_settings_options()) as conn:
+        with psycopg.connect(db_dsn, options=SESSION_OPTIONS) as conn:
             now = oracle.snapshot(conn)
         expected = [oracle.expected(now, i) for i in range(len(clients))]
         deadline = time.monotonic() + 30

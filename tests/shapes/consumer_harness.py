@@ -29,13 +29,14 @@ from sync.shapes.consumer import Consumer, StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import key_prefix, row_key
 from sync.shapes.shape_supervisor import ShapeSupervisor, shape_spec
-from sync.shapes.snapshot import display_settings_options, raw_text_cursor, snapshot_query
+from sync.shapes.snapshot import raw_text_cursor, snapshot_query
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.snapshot_messages import SnapshotRequest
 from sync.shapes.snapshot_pool import SnapshotPool, StartSnapshot
 from sync.storage.reader import ShapeLogReader
 from sync.storage.storage import FileStorage
 from sync.storage.storage_actor import StorageActor
+from tests.fixtures.sessions import SESSION_OPTIONS
 from tests.replication.sqlslot import SqlSlot
 from tests.shapes.helpers import read_table
 
@@ -106,7 +107,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.conn = psycopg.connect(self.dsn, autocommit=True)
-        self.slot = SqlSlot(make_conninfo(self.dsn, options=display_settings_options()))
+        self.slot = SqlSlot(make_conninfo(self.dsn, options=SESSION_OPTIONS))
         self.index: Any = self.make_index()
         self._ack_cond = threading.Condition()
         self.collector = ShapeLogCollector.start(self.index, on_ack=self.on_ack)
@@ -221,7 +222,7 @@ class Harness:
 
     def expected(self, shape: ShapeUnderTest) -> dict[str, dict[str, str | None]]:
         d = shape.definition
-        with psycopg.connect(self.dsn, options=display_settings_options()) as conn:
+        with psycopg.connect(self.dsn, options=SESSION_OPTIONS) as conn:
             cur = raw_text_cursor(conn)
             cur.execute(snapshot_query(d, shape.where_sql), tuple(shape.where_params))
             rows = cur.fetchall()

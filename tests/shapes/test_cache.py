@@ -302,3 +302,17 @@ def test_replica_identity_no_longer_full_invalidates_the_shapes_of_that_table(h:
     assert again.handle != five.handle
     ident = h.conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'items'").fetchone()
     assert ident == ("f",)
+
+
+def test_a_snapshot_uses_the_built_in_operators_whatever_the_search_path_offers(h: CacheHarness) -> None:
+    """An operator created in ``public`` that matches a varchar comparison better than the built-in one
+    (CVE-2018-1058's pattern) must not decide a snapshot's rows: the log's side evaluates Postgres' own
+    operator, and a function of anyone with CREATE on ``public`` would run as the engine's user."""
+    h.conn.execute("CREATE TABLE tags (id int PRIMARY KEY, v varchar(10))")
+    h.conn.execute("INSERT INTO tags VALUES (1, 'a'), (2, 'b')")
+    h.conn.execute("CREATE FUNCTION public.always(varchar, text) RETURNS bool LANGUAGE sql AS 'SELECT true'")
+    h.conn.execute("CREATE OPERATOR public.= (LEFTARG = varchar, RIGHTARG = text, FUNCTION = public.always)")
+    shape = h.live(h.definition("tags", where="v = 'a'"))
+    wait_for(lambda: snapshot_done(shape))
+    assert [i["value"]["id"] for i in read_log(shape.reader) if "key" in i] == ["1"]
+

@@ -16,7 +16,8 @@ from sync.shapes.cache import get_or_create_shape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.log_items import key_prefix, row_key
-from sync.shapes.snapshot import display_settings_options, raw_text_cursor
+from sync.shapes.snapshot import raw_text_cursor
+from tests.fixtures.sessions import SESSION_OPTIONS
 from tests.shapes.cache_harness import CacheHarness, cache_harness, check, snapshot_done
 from tests.shapes.consumer_harness import read_log, replay, wait_for
 
@@ -122,7 +123,7 @@ def test_random_workload_racing_shape_creation(h: CacheHarness, seed: int) -> No
 
     def writer() -> None:
         try:
-            with psycopg.connect(h.dsn, autocommit=True, options=display_settings_options()) as conn:
+            with psycopg.connect(h.dsn, autocommit=True, options=SESSION_OPTIONS) as conn:
                 next_id = [1000]
                 for n in range(80):
                     if n == 10:  # most of the workload comes after some shapes exist, the rest races them

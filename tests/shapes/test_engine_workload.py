@@ -20,7 +20,7 @@ from api.engine_adapter import EngineShapes
 from api.engine_port import ShapeDefinition
 from sync.engine import Engine
 from sync.settings import Settings
-from sync.shapes.snapshot import display_settings_options
+from tests.fixtures.sessions import SESSION_OPTIONS
 from tests.shapes.consumer_harness import read_log, replay, wait_for
 from tests.shapes.workload_oracle import (
     TABLES,
@@ -69,7 +69,7 @@ def test_fifty_shapes_replay_every_transaction_of_a_workload_racing_their_snapsh
 
     def writer() -> None:
         try:
-            with psycopg.connect(db_dsn, autocommit=True, options=display_settings_options()) as conn:
+            with psycopg.connect(db_dsn, autocommit=True, options=SESSION_OPTIONS) as conn:
                 next_id = [2000]
                 for n in range(TRANSACTIONS):
                     if n == 5:
@@ -109,7 +109,7 @@ def test_fifty_shapes_replay_every_transaction_of_a_workload_racing_their_snapsh
     wait_for(lambda: (acknowledged() or (0, 0))[0] > target[0], timeout=60)  # the last commit
     assert set(directory.handles()) >= set(handles), "a shape was invalidated"
 
-    with psycopg.connect(db_dsn, options=display_settings_options()) as conn:
+    with psycopg.connect(db_dsn, options=SESSION_OPTIONS) as conn:
         now = oracle.snapshot(conn)
     boundaries = 0
     for i, handle in enumerate(handles):

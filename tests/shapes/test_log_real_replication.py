@@ -16,7 +16,8 @@ from sync.replication.changes import UNCHANGED_TOAST, RelationChanged, Transacti
 from sync.replication.pgoutput import PgOutputDecoder
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import Predicate, ShapeLogEncoder
-from sync.shapes.snapshot import display_settings_sql, raw_text_cursor, snapshot_items, snapshot_query
+from sync.shapes.snapshot import raw_text_cursor, snapshot_items, snapshot_query
+from tests.fixtures.sessions import session_settings_sql
 from tests.shapes.helpers import read_table
 
 
@@ -78,7 +79,7 @@ def _statement(rng: random.Random) -> str:
 def test_replayed_log_equals_select_after_every_transaction(db_dsn: str, seed: int) -> None:
     rng = random.Random(seed)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute(display_settings_sql())
+        conn.execute(session_settings_sql())
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, title text, n int, big text)")
         conn.execute("ALTER TABLE items ALTER big SET STORAGE EXTERNAL")  # out of line, uncompressed
         conn.execute("CREATE TABLE bag (s text, n int, note text)")  # no primary key

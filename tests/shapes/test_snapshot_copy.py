@@ -14,8 +14,8 @@ from psycopg import sql
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.identifiers import parse_columns, parse_relation
 from sync.shapes.log_items import ShapeLogEncoder
-from sync.shapes.snapshot import display_settings_sql
 from sync.shapes.snapshot_copy import CopyItemBuilder, unescape_copy_text
+from tests.fixtures.sessions import session_settings_sql
 from tests.shapes.helpers import Col, Table, read_table
 from tests.shapes.snapshot_support import EXTRA, NASTY, ROWS, alltypes_table, copy_batches
 
@@ -23,7 +23,7 @@ from tests.shapes.snapshot_support import EXTRA, NASTY, ROWS, alltypes_table, co
 @pytest.fixture
 def conn(db_dsn: str) -> Any:
     with psycopg.connect(db_dsn, autocommit=True) as c:
-        c.execute(display_settings_sql())
+        c.execute(session_settings_sql())
         yield c
 
 

@@ -14,8 +14,8 @@ from sync.shapes.definition import ShapeDefinition
 from sync.shapes.identifiers import parse_relation
 from sync.shapes.snapshot import BEGIN_SNAPSHOT
 from sync.shapes.snapshot_blocks import FILTERED_ROWS, block_query, read_few, snapshot_blocks
-from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
+from tests.fixtures.sessions import connect_session
 from tests.shapes.helpers import definition_of
 from tests.shapes.snapshot_support import copy_batches, round_trips, sorted_jsons
 
@@ -25,7 +25,7 @@ WHERE = sql.SQL("owner = %s")
 
 @pytest.fixture
 def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with connect_snapshot(db_dsn) as c:
+    with connect_session(db_dsn) as c:
         c.execute("CREATE TABLE owned (id int PRIMARY KEY, owner int NOT NULL, doc text)")
         c.execute("CREATE INDEX owned_owner ON owned (owner)")
         c.execute("INSERT INTO owned SELECT g, g % 100, 'd' || g FROM generate_series(1, 2000) g")

@@ -14,11 +14,11 @@ from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import (
     DISPLAY_SETTINGS,
     display_settings_options,
-    display_settings_sql,
     raw_text_cursor,
     snapshot_items,
     snapshot_query,
 )
+from tests.fixtures.sessions import session_settings_sql
 from tests.shapes.helpers import read_table
 from tests.shapes.snapshot_support import COLUMNS, ROWS, parse_inserts
 
@@ -26,7 +26,7 @@ from tests.shapes.snapshot_support import COLUMNS, ROWS, parse_inserts
 @pytest.fixture
 def conn(db_dsn: str) -> Any:
     with psycopg.connect(db_dsn, autocommit=True) as c:
-        c.execute(display_settings_sql())
+        c.execute(session_settings_sql())
         yield c
 
 

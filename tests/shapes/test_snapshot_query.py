@@ -11,7 +11,6 @@ from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import (
     BEGIN_SNAPSHOT,
     SNAPSHOT_INFO_QUERY,
-    display_settings_sql,
     parse_lsn,
     raw_text_cursor,
     snapshot_batches,
@@ -19,6 +18,7 @@ from sync.shapes.snapshot import (
     snapshot_query,
 )
 from sync.shapes.xid import PgSnapshot
+from tests.fixtures.sessions import session_settings_sql
 from tests.shapes.helpers import read_table
 
 
@@ -39,7 +39,7 @@ def test_snapshot_of_quoted_table_with_where_and_params(db_dsn: str) -> None:
         )
     relation = parse_relation('"We.ird/S"."Ta""ble"')
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute(display_settings_sql())
+        conn.execute(session_settings_sql())
         table = read_table(conn, *relation)
         definition = ShapeDefinition.create(
             relation, table, columns=parse_columns('"N","Id"'), where="$1 < 1", params=["2"]

@@ -13,9 +13,10 @@ from psycopg import sql
 
 from sync.shapes.identifiers import parse_relation
 from sync.shapes.snapshot_messages import SnapshotRequest
-from sync.shapes.snapshot_worker import connect_snapshot, run_snapshot
+from sync.shapes.snapshot_worker import run_snapshot
 from sync.storage.snapshot_writer import split_items
 from sync.storage.storage_actor import AppendSnapshotBlock, CompleteSnapshot
+from tests.fixtures.sessions import connect_session
 from tests.shapes.helpers import definition_of
 from tests.shapes.snapshot_support import round_trips
 
@@ -33,7 +34,7 @@ class Recorder(pykka.ThreadingActor):
 
 @pytest.fixture
 def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with connect_snapshot(db_dsn) as c:
+    with connect_session(db_dsn) as c:
         c.execute("CREATE TABLE t (id int PRIMARY KEY, label text)")
         c.execute("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g")
         yield c

@@ -35,8 +35,8 @@ from sync.shapes.snapshot_blocks import (
     table_ranges,
 )
 from sync.shapes.snapshot_sql import SUB_PAGES, UNCHECKED_FAILURES, TableSize, range_bounds
-from sync.shapes.snapshot_worker import connect_snapshot
 from sync.storage.snapshot_writer import split_items
+from tests.fixtures.sessions import connect_session
 from tests.shapes.helpers import definition_of, read_table
 from tests.shapes.snapshot_support import (
     EXTRA,
@@ -52,7 +52,7 @@ from tests.shapes.snapshot_support import (
 
 @pytest.fixture
 def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with connect_snapshot(db_dsn) as c:
+    with connect_session(db_dsn) as c:
         yield c
 
 
@@ -173,7 +173,7 @@ def test_parallel_lanes_share_the_snapshot_and_keep_range_order(
     conn.execute(BEGIN_SNAPSHOT)
     exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
     assert exported is not None
-    with connect_snapshot(db_dsn) as other, psycopg.connect(db_dsn, autocommit=True) as writer:
+    with connect_session(db_dsn) as other, psycopg.connect(db_dsn, autocommit=True) as writer:
         writer.execute(
             "INSERT INTO p SELECT g, 'later' FROM generate_series(3001, 3100) g"
         )  # not in the snapshot
@@ -283,7 +283,7 @@ def test_unchecked_text_values_are_checked_per_range(conn: psycopg.Connection[An
     conn.execute(BEGIN_SNAPSHOT)
     exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
     assert exported is not None
-    with connect_snapshot(db_dsn) as other:
+    with connect_session(db_dsn) as other:
         other.execute(BEGIN_SNAPSHOT)
         other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported[0])))
         found = block_query(conn, definition, pages=2)

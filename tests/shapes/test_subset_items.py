@@ -9,11 +9,11 @@ import psycopg
 
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder
-from sync.shapes.snapshot import display_settings_sql
 from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
 from sync.shapes.subset_exec import numbered_query
 from sync.shapes.subset_items import item_statement
 from sync.shapes.subset_runner import SubsetRunner
+from tests.fixtures.sessions import session_settings_sql
 from tests.shapes.helpers import read_table
 
 
@@ -23,7 +23,7 @@ def _nodes(plan: dict[str, Any]) -> list[str]:
 
 def test_the_type_guard_adds_no_plan_node(db_dsn: str) -> None:
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute(display_settings_sql())
+        conn.execute(session_settings_sql())
         conn.execute("CREATE TABLE g (id int PRIMARY KEY, v text, n numeric NOT NULL)")
         table = read_table(conn, "public", "g")
         assert table is not None
@@ -52,7 +52,7 @@ def test_a_dropped_not_null_never_gives_a_wrong_item(db_dsn: str) -> None:
     item; the runner builds the statement again and the item says ``null``."""
     wide = ", ".join(f"w{i} int NOT NULL DEFAULT {i}" for i in range(12))
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute(display_settings_sql())
+        conn.execute(session_settings_sql())
         conn.execute(
             "CREATE TABLE p (id int PRIMARY KEY, t text NOT NULL, v varchar(9) NOT NULL DEFAULT 'x')"
         )

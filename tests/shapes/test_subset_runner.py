@@ -16,7 +16,7 @@ from sync.shapes import subset_runner
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.item_sql import raw_values_clean
 from sync.shapes.log_items import ShapeLogEncoder
-from sync.shapes.snapshot import display_settings_sql, parse_lsn
+from sync.shapes.snapshot import parse_lsn
 from sync.shapes.subset import OrderItem, SubsetQuery, build_subset_query
 from sync.shapes.subset_exec import (
     Statements,
@@ -30,6 +30,7 @@ from sync.shapes.subset_items import RAW_AT, item_statement
 from sync.shapes.subset_runner import SubsetQueryFailed, SubsetRunner, metadata_json
 from sync.shapes.xid import PgSnapshot
 from sync.where import compile_where
+from tests.fixtures.sessions import session_settings_sql
 from tests.shapes.helpers import read_table
 from tests.shapes.snapshot_support import EXTRA, NASTY, ROWS, alltypes_table
 from tests.shapes.subset_support import expected_body, whole_table_shape
@@ -38,7 +39,7 @@ from tests.shapes.subset_support import expected_body, whole_table_shape
 @pytest.fixture
 def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(db_dsn, autocommit=True) as c:
-        c.execute(display_settings_sql())
+        c.execute(session_settings_sql())
         yield c
 
 
@@ -360,7 +361,7 @@ def test_unchecked_items_never_let_a_value_that_needs_escaping_through(
     one = build_subset_query(definition, None, SubsetQuery(compile_where("id = $1", table, {1: "1"})))[0]
     some = build_subset_query(definition, None, SubsetQuery(compile_where("id <= $1", table, {1: "1"})))[0]
     with SubsetConnection.connect(db_dsn, autocommit=True) as sc:
-        sc.execute(display_settings_sql())
+        sc.execute(session_settings_sql())
         sc.setup_subsets()
         by_query = {}
         for name, query in (("one", one), ("some", some)):
