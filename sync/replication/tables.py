@@ -7,6 +7,11 @@ also repair a publication edited from outside) and each runs in its own transact
 lock_timeout``, so an application transaction holding a lock on the table makes the step fail with a
 clear ``lock_timeout`` error instead of hanging the engine (and queueing every other query on that table
 behind our ACCESS EXCLUSIVE request).
+
+Adding a table to the publication waits for the table's writers (``LOCK TABLE ... IN SHARE MODE``, or the
+ACCESS EXCLUSIVE lock of ``REPLICA IDENTITY FULL``): pgoutput publishes a change as of when it was made,
+so a writer in flight across the ``ADD TABLE`` would otherwise be lost to the shape whose snapshot
+follows it.
 """
 
 from __future__ import annotations
@@ -112,8 +117,14 @@ def publish_table(
     replident, member, filtered, every_operation = row
     pub = sql.Identifier(publication)
     steps: list[sql.Composed] = []
-    if replident != "f":
+    if replident != "f":  # ACCESS EXCLUSIVE: also waits for the table's writers, as below
         steps.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.sql()))
+    else:
+        # A change is published or not as of when it is made, not when its transaction commits.  A writer
+        # that changed the table before it is published, and commits after the new shape's snapshot, would
+        # be in neither: wait for the table's writers to finish (they are then in the snapshot), and hold
+        # new ones back until the table is published (their changes are then sent).
+        steps.append(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table.sql()))
     if not every_operation:
         steps.append(
             sql.SQL("ALTER PUBLICATION {} SET (publish = {})").format(pub, sql.Literal(EVERY_OPERATION))
@@ -122,7 +133,7 @@ def publish_table(
         steps.append(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(pub, table.sql()))
     if filtered or not member:
         steps.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, table.sql()))
-    if steps:
+    if len(steps) > 1 or replident != "f":  # more than the lock: something to do
         _run(conn, table, "publish", [_timeout_sql(lock_timeout), *steps])
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pykka
 import pytest
 
@@ -316,3 +317,36 @@ def test_a_snapshot_uses_the_built_in_operators_whatever_the_search_path_offers(
     wait_for(lambda: snapshot_done(shape))
     assert [i["value"]["id"] for i in read_log(shape.reader) if "key" in i] == ["1"]
 
+
+def test_a_write_in_flight_while_the_table_is_published_again_is_not_lost(h: CacheHarness) -> None:
+    """The table's last shape went away, so it left the publication.  A transaction writes to it, and is still
+    open while a new shape adds the table back and takes its snapshot.  Its change was made while the table
+    was not published, so pgoutput never sends it: were the shape's snapshot taken before it commits, the
+    row would be in neither the snapshot nor the log.  Publishing must wait for such writers (and hold new
+    ones back until it commits), so that the snapshot sees them."""
+    first = h.live(h.definition("items", where="value > 10"))
+    wait_for(lambda: snapshot_done(first))
+    assert h.cache.ask(DeleteShape(first.handle), timeout=10) is True
+    published = "SELECT count(*) FROM pg_publication_tables WHERE pubname = %s AND tablename = 'items'"
+    wait_for(lambda: h.conn.execute(published, (h.slot.pub,)).fetchone() == (0,))
+    created: list[ShapeResult] = []
+    with psycopg.connect(h.dsn) as writer:
+        writer.execute("INSERT INTO items VALUES (99, 99, 'in flight')")
+        creating = threading.Thread(
+            target=lambda: created.append(h.create(h.definition("items", where="value > 10")))
+        )
+        creating.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'items'::regclass"
+        wait_for(lambda: bool(created) or h.conn.execute(waiting).fetchone() != (0,))
+        writer.commit()
+    creating.join(timeout=30)
+    assert created and created[0].shape is not None, created
+    shape = created[0].shape
+    wait_for(lambda: snapshot_done(shape))
+    h.sync_all()
+    ids = {
+        i["value"]["id"]
+        for i in read_log(shape.reader)
+        if "key" in i and i["headers"]["operation"] == "insert"
+    }
+    assert "99" in ids, sorted(ids, key=int)
