@@ -170,7 +170,9 @@ def test_log_chunks_split_a_transaction(http: Http, db: Tables) -> None:
         last = r.items()[-1]
         if "up-to-date" in r.controls():
             assert r.headers["electric-up-to-date"] == ""
-            assert last["headers"]["global_last_seen_lsn"] == r.offset.split("_")[0]
+            # max(global LSN, chunk end) (spec §5): the stream may have moved past this shape's last
+            # transaction meanwhile (WAL of other databases, acknowledged while idle)
+            assert int(last["headers"]["global_last_seen_lsn"]) >= int(r.offset.split("_")[0])
             break
         assert "electric-up-to-date" not in r.headers
         assert 10000 <= len(r.body) <= 12000
