@@ -116,25 +116,25 @@ def publish_table(
         raise DbConnectionError("table_missing", f"table {table} does not exist", retry_may_fix=False)
     replident, member, filtered, every_operation = row
     pub = sql.Identifier(publication)
-    steps: list[sql.Composed] = []
-    if replident != "f":  # ACCESS EXCLUSIVE: also waits for the table's writers, as below
-        steps.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.sql()))
-    else:
-        # A change is published or not as of when it is made, not when its transaction commits.  A writer
-        # that changed the table before it is published, and commits after the new shape's snapshot, would
-        # be in neither: wait for the table's writers to finish (they are then in the snapshot), and hold
-        # new ones back until the table is published (their changes are then sent).
-        steps.append(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table.sql()))
+    changes: list[sql.Composed] = []
     if not every_operation:
-        steps.append(
-            sql.SQL("ALTER PUBLICATION {} SET (publish = {})").format(pub, sql.Literal(EVERY_OPERATION))
-        )
+        every = sql.Literal(EVERY_OPERATION)
+        changes.append(sql.SQL("ALTER PUBLICATION {} SET (publish = {})").format(pub, every))
     if filtered:
-        steps.append(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(pub, table.sql()))
+        changes.append(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(pub, table.sql()))
     if filtered or not member:
-        steps.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, table.sql()))
-    if len(steps) > 1 or replident != "f":  # more than the lock: something to do
-        _run(conn, table, "publish", [_timeout_sql(lock_timeout), *steps])
+        changes.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, table.sql()))
+    # A change is published or not as of when it is made, not when its transaction commits.  A writer that
+    # changed the table before it is published, and commits after the new shape's snapshot, would be in
+    # neither: the first step waits for the table's writers to finish (they are then in the snapshot) and
+    # holds new ones back until the table is published (their changes are then sent).
+    if replident != "f":  # its ACCESS EXCLUSIVE lock does both
+        first = sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.sql())
+    elif changes:
+        first = sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table.sql())
+    else:
+        return
+    _run(conn, table, "publish", [_timeout_sql(lock_timeout), first, *changes])
 
 
 def unpublish_table(
