@@ -22,6 +22,7 @@ import orjson
 
 from sync.shapes.catalog import TableInfo
 from sync.shapes.identifiers import quote_relation
+from sync.where import referenced_columns
 from sync.where.interning import shared
 
 __all__ = [
@@ -127,6 +128,14 @@ class ShapeDefinition:
                 + ", ".join(c for c in selected if c in generated),
             )
         where_text = normalise_where(where)
+        if where_text is not None and generated:
+            in_where = sorted(generated.intersection(referenced_columns(where_text)))
+            if in_where:  # PG < 18 never replicates them: changes could not be judged
+                raise ShapeDefinitionError(
+                    "where",
+                    "The following columns are generated and cannot be used in a shape's where clause: "
+                    + ", ".join(in_where),
+                )
         param_tuple = _param_tuple(params) if where_text is not None else ()
         # Column tuples are shared by every shape of the table, the modes are the module's constants (not
         # the request's strings): an idle shape keeps only what is its own.
@@ -149,11 +158,31 @@ class ShapeDefinition:
 
     @property
     def schema_aspects(self) -> tuple[object, ...]:
-        """What a check of the table's schema reads of the definition (its table, columns and key; not its
-        WHERE, params or modes): shapes equal in these get the same verdict, so the checks over thousands
-        of shapes judge each distinct value once (:func:`sync.shapes.schema_check.check_shapes`,
+        """What a check of the table's schema reads of the definition (its table, columns, key and the
+        columns its WHERE reads; not the WHERE itself, params or modes): shapes equal in these get the same
+        verdict, so the checks over thousands of shapes judge each distinct value once
+        (:func:`sync.shapes.schema_check.check_shapes`,
         :func:`sync.shapes.invalidation.relation_change_reasons`)."""
-        return (self.relation_oid, self.schema, self.table, self.columns, self.primary_key, self.all_columns)
+        return (
+            self.relation_oid,
+            self.schema,
+            self.table,
+            self.columns,
+            self.primary_key,
+            self.all_columns,
+            self.where_columns,
+        )
+
+    @property
+    def where_columns(self) -> frozenset[str]:
+        """The columns the WHERE reads (selected or not)."""
+        return referenced_columns(self.where) if self.where is not None else frozenset()
+
+    @property
+    def read_columns(self) -> frozenset[str]:
+        """Every column the shape reads: selected, key and WHERE columns.  One of them dropped, renamed or
+        retyped invalidates the shape."""
+        return frozenset(self.columns) | frozenset(self.key_columns) | self.where_columns
 
     @property
     def key_columns(self) -> tuple[str, ...]:

@@ -76,7 +76,7 @@ def relation_change_reason(
             f"({_IDENTITY[relation.replica_identity]})"
         )
     names = relation.column_index
-    needed = set(definition.columns) | set(definition.key_columns)
+    needed = definition.read_columns
     missing = sorted(c for c in needed if c not in names)
     if missing:
         return f"column(s) {', '.join(missing)} of {definition.schema}.{definition.table} are gone"

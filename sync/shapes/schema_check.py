@@ -110,7 +110,7 @@ def catalog_reason(
     if table.unpublished is not None:  # changed from outside: changes since then never came, or not all
         return f"table {label} {table.unpublished}"
     now = {name: (oid, mod) for name, oid, mod in table.columns}
-    needed = set(d.columns) | set(d.key_columns)
+    needed = d.read_columns
     missing = sorted(c for c in needed if c not in now)
     if missing:
         return f"column(s) {', '.join(missing)} of {label} are gone"

@@ -5,6 +5,7 @@ Public API::
     clause = compile_where(text, table, params)     # table: sync.postgres.inspector.TableInfo
     clause.evaluate(row) -> bool                     # row: {column: Postgres text | None}; TRUE only
     clause.columns -> frozenset[str]                 # the columns the clause reads
+    referenced_columns(text) -> frozenset[str]       # the same, from the text alone (no catalog)
     clause.to_sql() -> (sql, params)                 # psycopg %s placeholders, constants bound + cast
     clause.equality_facts()                          # indexable conjuncts, for RoutingIndex
 
@@ -32,5 +33,13 @@ from __future__ import annotations
 from sync.where.clause import WhereClause, compile_where
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.index import RoutingIndex
+from sync.where.parse import referenced_columns
 
-__all__ = ["RoutingIndex", "WhereClause", "WhereError", "WhereEvalError", "compile_where"]
+__all__ = [
+    "RoutingIndex",
+    "WhereClause",
+    "WhereError",
+    "WhereEvalError",
+    "compile_where",
+    "referenced_columns",
+]

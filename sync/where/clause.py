@@ -14,7 +14,7 @@ from sync.where.comparisons import cmp_key
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.evaluate import Fn, Row, compile_node
 from sync.where.interning import shared, shared_mapping
-from sync.where.parse import build_tree
+from sync.where.parse import build_tree, remember_columns
 from sync.where.sqlgen import render
 from sync.where.values import parser
 
@@ -93,9 +93,14 @@ class WhereClause:
     def evaluate(self, row: Row) -> bool:
         """True only when the clause is TRUE for ``row`` (column name -> Postgres text, None = NULL).
 
-        Raises :class:`~sync.where.errors.WhereEvalError` where Postgres would raise (overflow...).
+        Raises :class:`~sync.where.errors.WhereEvalError` where Postgres would raise (overflow...), and when
+        the row has no value for a column the clause reads: a change made after the column was dropped
+        reaches the shapes before the schema change invalidates them, and must not crash their router.
         """
-        return self._fn(row) is True
+        try:
+            return self._fn(row) is True
+        except KeyError as exc:
+            raise WhereEvalError(f'column "{exc.args[0]}" does not exist') from None
 
     def to_sql(self) -> tuple[str, list[str | None]]:
         """``(sql, params)`` for psycopg: ``%s`` placeholders, each cast to its type, ``%`` escaped."""
@@ -200,10 +205,12 @@ def compile_for_columns(
         raise WhereError(["At location 0: expression too deeply nested"]) from None
     # Thousands of shapes of one table differ in their constants only: their column sets and type maps are
     # shared (read-only) instead of copied per shape.
+    used = shared(used)
+    remember_columns(text, used)  # for the schema checks of the definitions with this text
     return WhereClause(
         text=text,
         tree=tree,
-        columns=shared(used),
+        columns=used,
         param_types=shared_mapping(param_types),
         enums=shared_mapping(enums),
         column_types=shared_mapping({c: columns[c] for c in used}),

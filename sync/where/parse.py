@@ -36,7 +36,7 @@ from sync.where.syntax import TT, Parsed, parse_text, syntax_error
 from sync.where.typenames import INT_RANGES
 from sync.where.values import parse_numeric
 
-__all__ = ["build_tree"]
+__all__ = ["build_tree", "referenced_columns", "remember_columns"]
 
 _AGGREGATES = (exp.AggFunc, exp.Window)
 _SUBLINK = "only `value IN (SELECT ...)` sublinks are supported right now"
@@ -205,7 +205,7 @@ class _Builder:
     def column(self, e: exp.Column) -> a.Node:
         ident = e.this
         parts = [p for p in (e.args.get("catalog"), e.args.get("db"), e.args.get("table")) if p is not None]
-        name = ident.this if ident.quoted else str(ident.this).lower()
+        name = _column_name(e)
         shown = ".".join(show_ident(p.this if p.quoted else str(p.this).lower()) for p in [*parts, ident])
         if parts or name not in self.columns:
             raise self.p.at(self.pos.loc(e), f"unknown reference {shown}")
@@ -356,3 +356,35 @@ def _syntax_at(p: Parsed, e: exp.Expr, positions: Positions) -> WhereError:
     pos = positions.loc(e)
     tok = positions.token_at(pos)
     return syntax_error(p.text, pos, p.text[tok.start : tok.end + 1] if tok is not None else None)
+
+
+def _column_name(e: exp.Column) -> str:
+    """The column a reference names: as written when quoted, folded to lower case otherwise."""
+    ident = e.this
+    return str(ident.this) if ident.quoted else str(ident.this).lower()
+
+
+_REFERENCED: dict[str, frozenset[str]] = {}  # clause text -> the columns it reads
+_REFERENCED_MAX = 100_000
+
+
+def referenced_columns(text: str) -> frozenset[str]:
+    """The column names an accepted clause's text reads: what its compilation found
+    (:func:`remember_columns`), or else what its syntax refers to (parsed here, no catalog needed).
+
+    What the schema checks need of a stored shape's WHERE: a column it reads that is dropped, renamed or
+    retyped invalidates the shape as a selected one does.  Compiling a clause records its columns, so the
+    checks over thousands of shapes (``id = k``, each its own text) parse none of them again.  Raises
+    :class:`WhereError` for text that does not parse (never the case for a stored, once accepted clause)."""
+    found = _REFERENCED.get(text)
+    if found is None:
+        found = frozenset(_column_name(c) for c in parse_text(text).tree.find_all(exp.Column))
+        remember_columns(text, found)
+    return found
+
+
+def remember_columns(text: str, columns: frozenset[str]) -> None:
+    """Record the columns the compiled clause ``text`` reads (bounded: forgotten all at once when full)."""
+    if len(_REFERENCED) >= _REFERENCED_MAX:
+        _REFERENCED.clear()
+    _REFERENCED[text] = columns

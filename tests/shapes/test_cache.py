@@ -350,3 +350,29 @@ def test_a_write_in_flight_while_the_table_is_published_again_is_not_lost(h: Cac
         if "key" in i and i["headers"]["operation"] == "insert"
     }
     assert "99" in ids, sorted(ids, key=int)
+
+
+def test_a_dropped_column_that_only_a_where_reads_invalidates_without_crashing_the_router(
+    h: CacheHarness,
+) -> None:
+    """``label`` is not selected but the WHERE reads it.  The Relation message after the drop invalidates
+    the shape; the row after it has no label, and reaches the router before the invalidation does: it must
+    not crash the collector (which every shape depends on), and the shape that does not read label lives."""
+    reads_label = h.live(h.definition("items", columns=["id", "value"], where="label LIKE 'row 1%'"))
+    other = h.live(h.definition("items", columns=["id", "value"]))
+    wait_for(lambda: snapshot_done(reads_label) and snapshot_done(other))
+    events: list[Any] = []
+    decoder = PgOutputDecoder(events.append)
+    h.conn.execute("INSERT INTO items VALUES (100, 1, 'row 100')")
+    relay(h, decoder, events)
+    h.conn.execute("ALTER TABLE items DROP COLUMN label")
+    h.conn.execute("INSERT INTO items VALUES (101, 1)")
+    relay(h, decoder, events)
+    wait_for(lambda: h.directory.get(reads_label.handle) is None)
+    assert "label" in (h.directory.rotation_reason(reads_label.handle) or "")
+    assert h.collector.is_alive()
+    h.conn.execute("INSERT INTO items VALUES (102, 2)")
+    relay(h, decoder, events)
+    h.sync_all()
+    assert h.directory.handles() == [other.handle]
+    assert {i["value"]["id"] for i in read_log(other.reader) if "key" in i} >= {"100", "101", "102"}

@@ -173,6 +173,29 @@ def test_generated_columns_rejected() -> None:
             "columns",
             "The following columns are generated and cannot be included in a shape: twice",
         )
+    # nor read by the WHERE: the log would have no value to judge a change by (PG < 18)
+    with pytest.raises(ShapeDefinitionError) as exc:
+        ShapeDefinition.create(
+            ("public", "g"), gen, columns=["id", "a"], where='a > 1 AND "TWICE" > 2 OR twice < 0'
+        )
+    assert (exc.value.field, exc.value.message) == (
+        "where",
+        "The following columns are generated and cannot be used in a shape's where clause: twice",
+    )
+    assert ShapeDefinition.create(("public", "g"), gen, columns=["id", "a"], where="a > 1").where == "a > 1"
+
+
+def test_the_columns_a_shape_reads_include_its_where_columns() -> None:
+    """Selected, key and WHERE columns: the ones whose loss or retyping invalidates the shape; and part of
+    what the schema checks group shapes by."""
+    d = ShapeDefinition.create(
+        ("public", "items"), ITEMS, columns=["id", "title"], where='"Value" > 1 OR n IS NULL'
+    )
+    assert d.where_columns == {"Value", "n"}
+    assert d.read_columns == {"id", "title", "Value", "n"}
+    plain = ShapeDefinition.create(("public", "items"), ITEMS, columns=["id", "title"])
+    assert plain.where_columns == frozenset() and plain.read_columns == {"id", "title"}
+    assert d.schema_aspects != plain.schema_aspects
 
 
 def test_stored_form_is_the_dict_form_with_shared_tuples() -> None:
