@@ -33,7 +33,7 @@ from sync.shapes.identifiers import InvalidIdentifier, parse_columns, parse_rela
 from sync.shapes.invalidation import CompiledShape, compiled_from_clause
 from sync.shapes.schema import schema_header
 from sync.shapes.schema_check import table_column_types
-from sync.where import WhereClause, WhereError, compile_where
+from sync.where import WhereClause, WhereError, compile_where, remember_columns
 
 __all__ = ["CatalogUnavailable", "ShapeRequest", "ShapeRequestError", "ShapeResolver"]
 
@@ -226,6 +226,8 @@ class ShapeResolver:
         if refusal is not None:  # a shape stored before it was refused: reloading drops it (clients get 409)
             raise ShapeDefinitionError("table", refusal)
         clause = self._compile(definition.where, info, definition.params)
+        if clause is not None and definition.where is not None:  # for the schema checks: no parse again
+            remember_columns(definition.where, clause.columns)
         return replace(compiled_from_clause(clause), column_types=table_column_types(info))
 
     def schema_header(self, definition: ShapeDefinition) -> str:

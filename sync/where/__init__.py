@@ -6,6 +6,7 @@ Public API::
     clause.evaluate(row) -> bool                     # row: {column: Postgres text | None}; TRUE only
     clause.columns -> frozenset[str]                 # the columns the clause reads
     referenced_columns(text) -> frozenset[str]       # the same, from the text alone (no catalog)
+    remember_columns(text, clause.columns)           # ...recorded for a shape's clause (no parse again)
     clause.to_sql() -> (sql, params)                 # psycopg %s placeholders, constants bound + cast
     clause.equality_facts()                          # indexable conjuncts, for RoutingIndex
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 from sync.where.clause import WhereClause, compile_where
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.index import RoutingIndex
-from sync.where.parse import referenced_columns
+from sync.where.parse import referenced_columns, remember_columns
 
 __all__ = [
     "RoutingIndex",
@@ -42,4 +43,5 @@ __all__ = [
     "WhereEvalError",
     "compile_where",
     "referenced_columns",
+    "remember_columns",
 ]

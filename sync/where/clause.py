@@ -14,7 +14,7 @@ from sync.where.comparisons import cmp_key
 from sync.where.errors import WhereError, WhereEvalError
 from sync.where.evaluate import Fn, Row, compile_node
 from sync.where.interning import shared, shared_mapping
-from sync.where.parse import build_tree, remember_columns
+from sync.where.parse import build_tree
 from sync.where.sqlgen import render
 from sync.where.values import parser
 
@@ -206,7 +206,6 @@ def compile_for_columns(
     # Thousands of shapes of one table differ in their constants only: their column sets and type maps are
     # shared (read-only) instead of copied per shape.
     used = shared(used)
-    remember_columns(text, used)  # for the schema checks of the definitions with this text
     return WhereClause(
         text=text,
         tree=tree,

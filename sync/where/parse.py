@@ -365,7 +365,8 @@ def _column_name(e: exp.Column) -> str:
 
 
 _REFERENCED: dict[str, frozenset[str]] = {}  # clause text -> the columns it reads
-_REFERENCED_MAX = 100_000
+_REFERENCED_MAX_CHARS = 8_000_000  # of clause text kept: a cache, forgotten all at once when full
+_referenced_chars = 0
 
 
 def referenced_columns(text: str) -> frozenset[str]:
@@ -373,9 +374,9 @@ def referenced_columns(text: str) -> frozenset[str]:
     (:func:`remember_columns`), or else what its syntax refers to (parsed here, no catalog needed).
 
     What the schema checks need of a stored shape's WHERE: a column it reads that is dropped, renamed or
-    retyped invalidates the shape as a selected one does.  Compiling a clause records its columns, so the
-    checks over thousands of shapes (``id = k``, each its own text) parse none of them again.  Raises
-    :class:`WhereError` for text that does not parse (never the case for a stored, once accepted clause)."""
+    retyped invalidates the shape as a selected one does.  Compiling a shape's clause records its columns,
+    so the checks over thousands of shapes (``id = k``, each its own text) parse none of them again.
+    Raises :class:`WhereError` for text that does not parse (never the case for a stored, accepted clause)."""
     found = _REFERENCED.get(text)
     if found is None:
         found = frozenset(_column_name(c) for c in parse_text(text).tree.find_all(exp.Column))
@@ -384,7 +385,13 @@ def referenced_columns(text: str) -> frozenset[str]:
 
 
 def remember_columns(text: str, columns: frozenset[str]) -> None:
-    """Record the columns the compiled clause ``text`` reads (bounded: forgotten all at once when full)."""
-    if len(_REFERENCED) >= _REFERENCED_MAX:
+    """Record the columns the compiled clause ``text`` reads (bounded by the text kept, so that clauses of
+    any length from any number of clients cannot grow it without end)."""
+    global _referenced_chars
+    if text in _REFERENCED:
+        return
+    if _referenced_chars + len(text) > _REFERENCED_MAX_CHARS:
         _REFERENCED.clear()
+        _referenced_chars = 0
     _REFERENCED[text] = columns
+    _referenced_chars += len(text)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sync.where import RoutingIndex, WhereEvalError, referenced_columns
+import sync.where.parse as parse_module
+from sync.where import RoutingIndex, WhereEvalError, referenced_columns, remember_columns
 from sync.where.clause import compile_for_columns
 
 COLUMNS = {"id": "int4", "label": "text", "value": "int4"}
@@ -27,8 +28,21 @@ def test_the_router_includes_the_shape_and_records_why() -> None:
     assert list(errors) == ["reads-label"]
 
 
-def test_compiling_records_the_columns_a_clause_text_reads() -> None:
-    text = 'value > 1 AND "Odd" IS NULL'
-    compile_for_columns(text, {**COLUMNS, "Odd": "text"}, {}, {})
-    assert referenced_columns(text) == {"value", "Odd"}
+def test_the_columns_a_clause_text_reads_come_from_its_compilation_or_its_syntax() -> None:
+    text = 'value > 1 AND ("Odd" IS NULL OR true)'
+    clause = compile_for_columns(text, {**COLUMNS, "Odd": "text"}, {}, {})
+    remember_columns(text, clause.columns)  # what the resolver does for a shape's clause
+    assert referenced_columns(text) == clause.columns
     assert referenced_columns("lower(label) = 'x' OR id = $1") == {"label", "id"}  # from the syntax alone
+
+
+def test_the_record_of_clause_columns_is_bounded_by_the_text_it_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(parse_module, "_REFERENCED", {})
+    monkeypatch.setattr(parse_module, "_referenced_chars", 0)
+    monkeypatch.setattr(parse_module, "_REFERENCED_MAX_CHARS", 100)
+    for k in range(30):  # 30 distinct texts of 9-10 characters: past 100 characters, it starts again
+        remember_columns(f"id = {k:04d}", frozenset({"id"}))
+    assert 0 < len(parse_module._REFERENCED) <= 11
+    assert sum(map(len, parse_module._REFERENCED)) <= 100
