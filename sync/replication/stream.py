@@ -26,7 +26,7 @@ from sync import runtime
 from sync.postgres.connect import connect, flush, query, replication_conninfo, wait_idle
 from sync.postgres.errors import DbConnectionError, classify
 from sync.postgres.lsn import format_lsn, parse_lsn
-from sync.replication.tables import EVERY_OPERATION
+from sync.replication.tables import EVERY_OPERATION, PUBLISHES_EVERY_OPERATION_SQL
 
 __all__ = ["ReplicationStream", "SlotState", "StreamEnded", "SystemInfo", "now_pg_us"]
 
@@ -125,7 +125,7 @@ class ReplicationStream:
         changes it left out are lost, so every shape must refetch, as when it is re-created.
         """
         rows = self.query(
-            "SELECT p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate, "
+            f"SELECT {PUBLISHES_EVERY_OPERATION_SQL}, "
             "pg_has_role(current_user, p.pubowner, 'USAGE') OR "
             "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
             f"FROM pg_publication p WHERE p.pubname = {_lit(name)}"

@@ -24,7 +24,15 @@ from psycopg import sql
 
 from sync.postgres.errors import DbConnectionError, classify
 
-__all__ = ["TableName", "TableRefs", "publish_table", "unpublish_table"]
+__all__ = [
+    "EVERY_OPERATION",
+    "FILTERED_SQL",
+    "PUBLISHES_EVERY_OPERATION_SQL",
+    "TableName",
+    "TableRefs",
+    "publish_table",
+    "unpublish_table",
+]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -64,6 +72,11 @@ class TableRefs:
 
 
 EVERY_OPERATION = "insert, update, delete, truncate"  # what the stream's publication must publish
+# The catalog's side of it, as SQL over ``pg_publication p`` and ``pg_publication_rel pr``: the publication
+# publishes every operation; the table is published with a row filter or column list.  Those two columns
+# exist from Postgres 15 on: read through ``to_jsonb`` so that the query runs on older servers too.
+PUBLISHES_EVERY_OPERATION_SQL = "p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate"
+FILTERED_SQL = "(to_jsonb(pr) ->> 'prqual' IS NOT NULL OR to_jsonb(pr) ->> 'prattrs' IS NOT NULL)"
 
 
 def _timeout_sql(lock_timeout: float) -> sql.Composed:
@@ -103,9 +116,8 @@ def publish_table(
     (no-op if already so): a publication altered from outside to leave out operations, or to filter the
     table's rows or columns, is set back (the shapes it starved were invalidated by the schema check)."""
     row = conn.execute(
-        "SELECT c.relreplident, pr.oid IS NOT NULL, "
-        "to_jsonb(pr) ->> 'prqual' IS NOT NULL OR to_jsonb(pr) ->> 'prattrs' IS NOT NULL, "  # Postgres 15+
-        "coalesce(p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate, true) "
+        f"SELECT c.relreplident, pr.oid IS NOT NULL, {FILTERED_SQL}, "
+        f"coalesce({PUBLISHES_EVERY_OPERATION_SQL}, true) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_publication p ON p.pubname = %s "
         "LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = c.oid "

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from sync.replication.tables import FILTERED_SQL, PUBLISHES_EVERY_OPERATION_SQL
 from sync.shapes.definition import ShapeDefinition
 from sync.where.interning import shared
 
@@ -48,17 +49,16 @@ SELECT c.oid::bigint, n.nspname, c.relname,
            WHERE pt.pubname = %(publication)s AND pt.schemaname = n.nspname AND pt.tablename = c.relname),
        %(publication)s::text IS NULL OR EXISTS (  -- every operation (missing publication: see above)
            SELECT 1 FROM pg_publication p WHERE p.pubname = %(publication)s
-           AND p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate),
-       %(publication)s::text IS NOT NULL AND EXISTS (  -- a row filter or column list (Postgres 15+)
+           AND @PUBLISHES_EVERY_OPERATION@),
+       %(publication)s::text IS NOT NULL AND EXISTS (  -- a row filter or column list
            SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-           WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid
-           AND (to_jsonb(pr) ->> 'prqual' IS NOT NULL OR to_jsonb(pr) ->> 'prattrs' IS NOT NULL))
+           WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid AND @FILTERED@)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE c.oid = ANY(%(oids)s::oid[])
 GROUP BY c.oid, n.nspname, c.relname
-"""
+""".replace("@PUBLISHES_EVERY_OPERATION@", PUBLISHES_EVERY_OPERATION_SQL).replace("@FILTERED@", FILTERED_SQL)
 
 
 @dataclass(frozen=True, slots=True)
