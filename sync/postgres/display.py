@@ -6,14 +6,17 @@ query in a pooled session) or from the log (pgoutput, printed by the walsender o
 and both use the type's output function under their own session's settings.  A database or role default
 (``ALTER DATABASE ... SET DateStyle``) would otherwise print a timestamp one way in the snapshot and another
 in the log.  One table, read by both :func:`sync.postgres.connect.replication_conninfo` and the snapshot and
-subset sessions (:mod:`sync.shapes.snapshot`), so neither can drift from the other.
+subset sessions (:mod:`sync.shapes.snapshot`), so neither can drift from the other; its two renderings
+(connection options and ``SET`` statements) live beside it.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DISPLAY_SETTINGS", "display_settings_options"]
+from psycopg import sql
+
+__all__ = ["DISPLAY_SETTINGS", "display_settings_options", "display_settings_sql"]
 
 DISPLAY_SETTINGS: Final[dict[str, str]] = {
     "DateStyle": "ISO, DMY",
@@ -38,3 +41,10 @@ DISPLAY_SETTINGS: Final[dict[str, str]] = {
 def display_settings_options() -> str:
     """The settings as a libpq ``options`` value (``-c name=value`` with spaces escaped)."""
     return " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}" for k, v in DISPLAY_SETTINGS.items())
+
+
+def display_settings_sql() -> sql.Composed:
+    """``SET name = 'value'; …`` for every setting (run once per session)."""
+    return sql.SQL(" ").join(
+        sql.SQL("SET {} = {};").format(sql.Identifier(k), sql.Literal(v)) for k, v in DISPLAY_SETTINGS.items()
+    )

@@ -27,7 +27,7 @@ import psycopg.postgres
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
-from sync.postgres.display import DISPLAY_SETTINGS, display_settings_options
+from sync.postgres.display import DISPLAY_SETTINGS, display_settings_options, display_settings_sql
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import ShapeLogEncoder, TextRow
 from sync.shapes.xid import PgSnapshot, SnapshotFilter, widen_xid
@@ -52,13 +52,6 @@ __all__ = [
 BEGIN_SNAPSHOT: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # One statement, so the insert LSN is read after the snapshot was taken (see sync.shapes.xid).
 SNAPSHOT_INFO_QUERY: Final = "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
-
-
-def display_settings_sql() -> sql.Composed:
-    """``SET name = 'value'; …`` for every display setting (run once per session)."""
-    return sql.SQL(" ").join(
-        sql.SQL("SET {} = {};").format(sql.Identifier(k), sql.Literal(v)) for k, v in DISPLAY_SETTINGS.items()
-    )
 
 
 def parse_lsn(text: str) -> int:
