@@ -205,11 +205,10 @@ def compile_for_columns(
         raise WhereError(["At location 0: expression too deeply nested"]) from None
     # Thousands of shapes of one table differ in their constants only: their column sets and type maps are
     # shared (read-only) instead of copied per shape.
-    used = shared(used)
     return WhereClause(
         text=text,
         tree=tree,
-        columns=used,
+        columns=shared(used),
         param_types=shared_mapping(param_types),
         enums=shared_mapping(enums),
         column_types=shared_mapping({c: columns[c] for c in used}),
