@@ -20,7 +20,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.fixtures.service import ServiceProcess
+from tests.fixtures.service import ServiceProcess, actor_nodes
 
 EXTRA: dict[str, dict[str, object]] = {
     "shapes": {"schema_check_interval_s": 0.3},
@@ -82,15 +82,7 @@ def _no_replacement(shape: Shape, code: int, handle: str | None) -> None:
 
 def _restarts(svc: ServiceProcess) -> int:
     """Restarts of every actor of the tree (``/v1/health/actors``)."""
-    code, _, body = svc.get("/v1/health/actors")
-    assert code == 200
-    nodes = [orjson.loads(body)["tree"]]
-    total = 0
-    while nodes:
-        node = nodes.pop()
-        total += node["restarts"]
-        nodes.extend(node.get("children", []))
-    return total
+    return sum(node["restarts"] for node in actor_nodes(svc))
 
 
 def _still_live(*shapes: Shape) -> None:

@@ -10,21 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.fixtures.service import ServiceProcess
-
-
-def _nodes(tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {tree["name"]: tree}
-    for child in tree.get("children", []):
-        out.update(_nodes(child))
-    return out
+from tests.fixtures.service import ServiceProcess, actor_nodes
 
 
 def _tree(service: ServiceProcess) -> dict[str, dict[str, Any]]:
-    code, headers, body = service.get("/v1/health/actors")
-    assert code == 200
-    assert headers["cache-control"] == "no-cache, no-store, must-revalidate"
-    return _nodes(json.loads(body)["tree"])
+    return {node["name"]: node for node in actor_nodes(service)}
 
 
 def test_health_root_404_and_actor_tree(service: ServiceProcess) -> None:
