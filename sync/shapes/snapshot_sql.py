@@ -73,6 +73,12 @@ def table_of(rows: Sequence[Sequence[Any]], definition: ShapeDefinition) -> tupl
     return TableSize(int(rows[0][0] or 0), int(rows[0][1] or 0)), [by_name[c] for c in definition.columns]
 
 
+# The aliases of the ranges' first pages and of the table in each range's query: a table of any name, with
+# columns of any names, hides neither the first page (``_shapesync_pages.first``) nor ``ctid``.
+_PAGES: Final = "_shapesync_pages"
+_ROWS: Final = "_shapesync_rows"
+
+
 class _Form:
     """One way of building a range's items: its aggregate and the text Python puts around the middles."""
 
@@ -81,7 +87,7 @@ class _Form:
     def __init__(self, item: ItemSql, table: str) -> None:
         # an unchecked item's unescaped values also come alone, one aggregate per column, for the check
         raw = "".join(f", string_agg({ident}, '')" for ident in item.raw)
-        self.select = f"SELECT count(*), string_agg({item.middle}, E'\\x1e'){raw} FROM {table}"
+        self.select = f"SELECT count(*), string_agg({item.middle}, E'\\x1e'){raw} FROM {table} AS {_ROWS}"
         self.head = item.head.encode()
         self.tail = item.tail.encode()
         self.between = self.tail + b"," + self.head
@@ -189,12 +195,14 @@ class BlockQuery:
     def _ranged(self, form: _Form) -> str:
         # one row per sub-range of SUB_PAGES pages: (first page, count, aggregate, raw values...); every
         # range runs the same text, so a connection prepares it once (``%`` of names, literals and the WHERE
-        # doubled: the bounds are psycopg placeholders)
-        sub = f"('(' || (s + {SUB_PAGES}) || ',0)')::tid"
+        # doubled: the bounds are psycopg placeholders).  Inside the LATERAL the table's columns come first:
+        # the first page is named qualified (a column ``s`` took the place of a plain ``s``).
+        page = f"{_PAGES}.first"
+        sub = f"('(' || ({page} + {SUB_PAGES}) || ',0)')::tid"
         return (
-            f"SELECT s, r.* FROM generate_series(%s::int, %s::int - 1, {SUB_PAGES}) s, LATERAL ("
-            f"{_escaped(form.select)} WHERE ctid >= ('(' || s || ',0)')::tid AND ctid < CASE WHEN"
-            f" s + {SUB_PAGES} >= %s::int THEN %s::tid ELSE {sub} END{_escaped(self._where)}) r"
+            f"SELECT {page}, r.* FROM generate_series(%s::int, %s::int - 1, {SUB_PAGES}) {_PAGES}(first),"
+            f" LATERAL ({_escaped(form.select)} WHERE ctid >= ('(' || {page} || ',0)')::tid AND ctid < CASE"
+            f" WHEN {page} + {SUB_PAGES} >= %s::int THEN %s::tid ELSE {sub} END{_escaped(self._where)}) r"
         )
 
     def range_items(self, rows: Sequence[Sequence[Any]], unchecked: bool) -> tuple[int, bytes | None]:

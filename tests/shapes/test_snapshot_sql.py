@@ -104,6 +104,31 @@ def test_keys_quoted_names_where_params_no_pk_and_small_ranges(conn: psycopg.Con
     assert block_items(conn, only, where, (0,)) == []
 
 
+def test_columns_and_tables_named_as_the_range_query_names_its_own(conn: psycopg.Connection[Any]) -> None:
+    """A column ``s`` once took the place of the range's first page inside the LATERAL: of another type the
+    snapshot failed ("operator does not exist: status + integer"), of an integer type it silently read the
+    pages its values named, so rows were lost or doubled."""
+    for name in ("t", "_shapesync_pages", "_shapesync_rows", "generate_series"):
+        conn.execute(
+            f'CREATE TABLE "{name}" (id int PRIMARY KEY, s int, r text, first int, "count" int,'
+            " _shapesync_pages int, _shapesync_rows int, ctid_ text)"
+        )
+        conn.execute(
+            f"INSERT INTO \"{name}\" SELECT g, g * 7, g::text, 0, 1, 2, 3, 'x' FROM generate_series(1, 900) g"
+        )
+        relation = parse_relation(name)
+        table = read_table(conn, *relation)
+        assert table is not None
+        definition = ShapeDefinition.create(relation, table)
+        reference = sorted_jsons([i for b in copy_batches(conn, definition) for i in b])
+        assert len(reference) == 900
+        assert sorted(block_items(conn, definition, pages=1)) == reference, name
+        where = sql.SQL("s > %s")
+        got = sorted(block_items(conn, definition, where, (3500,), pages=2))
+        assert got == sorted_jsons([i for b in copy_batches(conn, definition, where, (3500,)) for i in b])
+        assert len(got) == 400
+
+
 @pytest.mark.parametrize("key_type", ["int8", "text", "inet", "timestamptz", "uuid"])
 def test_plain_and_escaped_key_forms(conn: psycopg.Connection[Any], key_type: str) -> None:
     values = {
