@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 
+from sync.postgres.enum_labels import EnumLabels, enum_labels
+
 __all__ = ["ColumnInfo", "TableInfo", "TableNotFound", "TypeInfo", "inspect_table"]
 
 
@@ -108,6 +110,9 @@ class ColumnInfo:
     not_null: bool
     pk_index: int | None  # 0-based position in the primary key, None if not part of it
     generated: bool
+    # Every enum label the column's values may print, by pg_enum OID (a rename changes how rows print:
+    # sync.postgres.enum_labels); empty for a type that prints none.
+    enum_labels: EnumLabels = ()
 
     @property
     def type_name(self) -> str:
@@ -230,6 +235,7 @@ def inspect_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tabl
     if not rows:
         raise TableNotFound(f"{schema}.{name}")
     types = _load_types(conn, {r[5] for r in rows})
+    labels = enum_labels(conn, types)
     columns = tuple(
         ColumnInfo(
             name=r[3],
@@ -240,6 +246,7 @@ def inspect_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tabl
             not_null=bool(r[8]),
             pk_index=r[10],
             generated=bool(r[9]),
+            enum_labels=labels.get(r[5], ()),
         )
         for r in rows
     )

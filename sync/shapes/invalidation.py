@@ -24,6 +24,7 @@ from psycopg import sql
 from sync.replication.changes import Relation
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.log_items import Predicate
+from sync.shapes.schema_check import ColumnTypes
 from sync.where.clause import WhereClause
 
 __all__ = ["CompiledShape", "compiled_from_clause", "relation_change_reason", "relation_change_reasons"]
@@ -35,7 +36,7 @@ class CompiledShape:
     predicate: Predicate | None = None
     where_sql: sql.Composable | None = None
     where_params: Sequence[Any] = field(default=())
-    column_types: tuple[tuple[str, int, int], ...] = ()  # (name, type oid, typmod) when compiled (stored)
+    column_types: ColumnTypes = ()  # (name, type oid, typmod, enum labels) when compiled (stored)
 
 
 def compiled_from_clause(clause: WhereClause | None) -> CompiledShape:

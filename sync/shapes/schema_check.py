@@ -7,9 +7,10 @@ SchemaReconciler, the ShapeCache therefore compares every live shape with the ca
 reload), by table OID: :func:`catalog_reason` says why a shape must be invalidated, :class:`SchemaCatalog`
 reads the few catalog facts it needs for many tables in one query.
 
-A shape's column types (``column_types``: ``(name, type oid, typmod)`` of every table column when the shape
-was compiled) are stored in its log metadata, so a type changed while the engine was down is noticed on
-reload.
+A shape's column types (``column_types``: ``(name, type oid, typmod, enum labels)`` of every table column
+when the shape was compiled) are stored in its log metadata, so a type changed while the engine was down is
+noticed on reload.  The enum labels are there because a renamed label (``ALTER TYPE ... RENAME VALUE``)
+changes how existing rows print and sends nothing at all (:mod:`sync.postgres.enum_labels`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from sync.postgres.enum_labels import EnumLabels, enum_labels, renamed_label
 from sync.replication.tables import FILTERED_SQL, PUBLISHES_EVERY_OPERATION_SQL
 from sync.shapes.definition import ShapeDefinition
 from sync.where.interning import shared
@@ -37,7 +39,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ColumnTypes = tuple[tuple[str, int, int], ...]  # (name, type oid, typmod) in attnum order
+ColumnType = tuple[str, int, int, EnumLabels]  # name, type oid, typmod, the enum labels it may print
+ColumnTypes = tuple[ColumnType, ...]  # in attnum order
 
 _QUERY = """
 SELECT c.oid::bigint, n.nspname, c.relname,
@@ -75,22 +78,30 @@ class CatalogTable:
 
 
 def table_column_types(info: Any) -> ColumnTypes:
-    """``(name, type oid, typmod)`` of an inspector ``TableInfo``'s columns (``column.type.oid``).
+    """``(name, type oid, typmod, enum labels)`` of an inspector ``TableInfo``'s columns.
 
     The tuple is shared by every shape compiled against an equal table (each keeps it while it lives).
     """
-    return shared(tuple((c.name, int(c.type.oid), int(c.type_mod)) for c in info.columns))
+    return shared(
+        tuple((c.name, int(c.type.oid), int(c.type_mod), tuple(c.enum_labels)) for c in info.columns)
+    )
 
 
 def column_types_to_meta(types: ColumnTypes) -> list[list[object]]:
-    return [[n, o, m] for n, o, m in types]
+    return [[n, o, m, [[e, label] for e, label in labels]] for n, o, m, labels in types]
 
 
 def column_types_from_meta(value: object) -> ColumnTypes | None:
-    """The stored column types, or None when the metadata has none (logs written before they were kept)."""
+    """The stored column types, or None when the metadata has none (logs written before they were kept).
+    Entries stored before the enum labels were have none (a rename is then not noticed)."""
     if not isinstance(value, list | tuple):  # a list when read back, a tuple as created
         return None
-    return tuple((str(n), int(o), int(m)) for n, o, m in value)
+    out: list[ColumnType] = []
+    for entry in value:
+        name, oid, mod, *rest = entry
+        labels = tuple((int(e), str(label)) for e, label in rest[0]) if rest else ()
+        out.append((str(name), int(oid), int(mod), labels))
+    return tuple(out)
 
 
 def catalog_reason(
@@ -109,18 +120,36 @@ def catalog_reason(
         return f"table {label} was renamed to {table.schema}.{table.name}"
     if table.unpublished is not None:  # changed from outside: changes since then never came, or not all
         return f"table {label} {table.unpublished}"
-    now = {name: (oid, mod) for name, oid, mod in table.columns}
+    now = {name: (oid, mod) for name, oid, mod, _ in table.columns}
     needed = d.read_columns
     missing = sorted(c for c in needed if c not in now)
     if missing:
         return f"column(s) {', '.join(missing)} of {label} are gone"
-    if d.all_columns and tuple(name for name, _, _ in table.columns) != d.columns:
+    if d.all_columns and tuple(name for name, _, _, _ in table.columns) != d.columns:
         return f"the columns of {label} changed"
     if stored is not None:
-        before = {name: (oid, mod) for name, oid, mod in stored}
+        before = {name: (oid, mod) for name, oid, mod, _ in stored}
         for name in sorted(needed):
             if name in before and before[name] != now[name]:
                 return f"column {name} of {label} changed type"
+        return _renamed_labels(stored, table.columns, needed, label)
+    return None
+
+
+def _renamed_labels(stored: ColumnTypes, now: ColumnTypes, needed: frozenset[str], table: str) -> str | None:
+    """Why rows of a column the shape reads print otherwise than when it was created: an enum label of
+    its type renamed (the column's type is the same)."""
+    labels_now = {name: labels for name, _, _, labels in now}
+    for name, _, _, labels in stored:
+        if labels and name in needed:
+            renamed = renamed_label(labels, labels_now.get(name, ()))
+            if renamed is not None:
+                old, new = renamed
+                return (
+                    f"enum label {old!r} of column {name} of {table} was renamed to {new!r}"
+                    if new is not None
+                    else f"enum label {old!r} of column {name} of {table} is gone"
+                )
     return None
 
 
@@ -145,10 +174,11 @@ class SchemaCatalog:
         conn = self._connection()
         try:
             rows = conn.execute(_QUERY, {"oids": wanted, "publication": self._publication}).fetchall()
+            labels = enum_labels(conn, (int(o) for r in rows for o in r[4]))
         except psycopg.Error:
             self.close()
             raise
-        return {int(r[0]): _table(r) for r in rows}
+        return {int(r[0]): _table(r, labels) for r in rows}
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -161,11 +191,13 @@ class SchemaCatalog:
         return self._conn
 
 
-def _table(row: Sequence[Any]) -> CatalogTable:
+def _table(row: Sequence[Any], labels: Mapping[int, EnumLabels]) -> CatalogTable:
     names: Sequence[str] = row[3]
     oids: Sequence[int] = row[4]
     mods: Sequence[int] = row[5]
-    columns = tuple((n, int(o), int(m)) for n, o, m in zip(names, oids, mods, strict=True))
+    columns = tuple(
+        (n, int(o), int(m), labels.get(int(o), ())) for n, o, m in zip(names, oids, mods, strict=True)
+    )
     return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns, _unpublished(row[6], row[7], row[8]))
 
 

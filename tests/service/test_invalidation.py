@@ -3,7 +3,7 @@
 TRUNCATE and ALTER TABLE reach the engine through the replication stream; a dropped or renamed table, a
 table dropped from the publication, or a publication altered to send less, sends nothing, so the ShapeCache's
 periodic catalog check
-(``shapes.schema_check_interval_s``, short here) finds it.  A column type changed, or the table dropped
+(``shapes.schema_check_interval_s``, short here) finds it; so is a renamed enum label.  A column type changed, or the table dropped
 from the publication, while the service was down is found on reload.
 Clients of an invalidated shape get 409 (with a new handle when the table still exists); shapes of other
 tables, and shapes the change does not touch, keep their handle.
@@ -188,6 +188,54 @@ def test_type_change_while_down_invalidates_on_restart(db_dsn: str, tmp_path: Pa
         code, headers, _ = svc.get(f"/v1/shape?table=t&columns=id,v&offset=-1&handle={new_handle}")
         assert code == 200 and headers["electric-handle"] == new_handle
         assert '"v":{"type":"int8"' in headers["electric-schema"].replace(" ", "")
+    finally:
+        svc.stop()
+
+
+def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(db_dsn: str, tmp_path: Path) -> None:
+    """RENAME VALUE changes how existing rows print and replicates nothing (no row is written, the type and
+    the column stay): the catalog check finds it live, the reload while down.  ADD VALUE prints nothing new
+    for existing rows and invalidates nothing."""
+    _sql(
+        db_dsn,
+        "CREATE TYPE status AS ENUM ('todo', 'done')",
+        "CREATE TYPE colour AS ENUM ('red')",
+        "CREATE TABLE e (id int PRIMARY KEY, s status, tags status[], x text)",
+        "CREATE TABLE f (id int PRIMARY KEY, c colour)",
+        "INSERT INTO e VALUES (1, 'todo', '{done}', 'x')",
+        "INSERT INTO f VALUES (1, 'red')",
+    )
+    svc = ServiceProcess(db_dsn, tmp_path, EXTRA).start()
+    try:
+        svc.wait_healthy()
+        e_s = Shape(svc, "table=e&columns=id,s")
+        e_tags = Shape(svc, "table=e&columns=id,tags")
+        e_x = Shape(svc, "table=e&columns=id,x")
+        f = Shape(svc, "table=f")
+        # ADD VALUE, then a rename elsewhere: once f's shape is gone, a catalog check ran after the ADD.
+        _sql(
+            db_dsn, "ALTER TYPE status ADD VALUE 'doing'", "ALTER TYPE colour RENAME VALUE 'red' TO 'crimson'"
+        )
+        assert _until_gone(f)[0] == 409
+        _still_live(e_s, e_tags, e_x)
+
+        _sql(db_dsn, "ALTER TYPE status RENAME VALUE 'todo' TO 'open'")
+        code, new_handle = _until_gone(e_s)
+        assert code == 409 and new_handle is not None and new_handle != e_s.handle
+        assert _until_gone(e_tags)[0] == 409  # its values may print the label too
+        _still_live(e_x)
+        code, _, body = svc.get(f"/v1/shape?table=e&columns=id,s&offset=-1&handle={new_handle}")
+        assert code == 200
+        assert [item["value"]["s"] for item in orjson.loads(body) if "key" in item] == ["open"]
+
+        fresh = Shape(svc, "table=e&columns=id,s")  # follows the new label; renamed while down:
+        assert svc.stop() == 0
+        _sql(db_dsn, "ALTER TYPE status RENAME VALUE 'open' TO 'new'")
+        svc.start()
+        svc.wait_healthy()
+        code, handle = fresh.poll()
+        assert code == 409 and handle is not None and handle != fresh.handle
+        _still_live(e_x)
     finally:
         svc.stop()
 

@@ -8,25 +8,28 @@ import dataclasses
 import psycopg
 import pytest
 
+from sync.postgres.inspector import inspect_table
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.schema_check import (
     CatalogTable,
+    ColumnTypes,
     SchemaCatalog,
     catalog_reason,
     check_shapes,
     column_types_from_meta,
     column_types_to_meta,
+    table_column_types,
 )
 
 INT, TEXT, BIGINT = 23, 25, 20
-COLS = (("id", INT, -1), ("a", TEXT, -1), ("b", INT, -1))
+COLS: ColumnTypes = (("id", INT, -1, ()), ("a", TEXT, -1, ()), ("b", INT, -1, ()))
 
 
 def shape(columns: tuple[str, ...] = ("id", "a", "b"), *, all_columns: bool = True) -> ShapeDefinition:
     return ShapeDefinition("public", "t", 100, columns, ("id",), all_columns)
 
 
-def table(columns: tuple[tuple[str, int, int], ...] = COLS, name: str = "t") -> CatalogTable:
+def table(columns: ColumnTypes = COLS, name: str = "t") -> CatalogTable:
     return CatalogTable(100, "public", name, columns)
 
 
@@ -44,17 +47,17 @@ def test_columns_gone_or_added() -> None:
     without_b = COLS[:2]
     assert catalog_reason(shape(("id", "b"), all_columns=False), table(without_b), COLS) is not None
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(without_b), COLS) is None
-    added = (*COLS, ("c", INT, -1))
+    added = (*COLS, ("c", INT, -1, ()))
     assert catalog_reason(shape(), table(added), COLS) == "the columns of public.t changed"
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(added), COLS) is None
 
 
 def test_type_changes_of_selected_columns_only() -> None:
-    b_bigint = (COLS[0], COLS[1], ("b", BIGINT, -1))
+    b_bigint: ColumnTypes = (COLS[0], COLS[1], ("b", BIGINT, -1, ()))
     assert catalog_reason(shape(), table(b_bigint), COLS) == "column b of public.t changed type"
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(b_bigint), COLS) is None
     assert catalog_reason(shape(), table(b_bigint), None) is None  # no stored types: not compared
-    a_varchar = (COLS[0], ("a", TEXT, 14), COLS[2])  # a typmod change counts too
+    a_varchar: ColumnTypes = (COLS[0], ("a", TEXT, 14, ()), COLS[2])  # a typmod change counts too
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(a_varchar), COLS) is not None
 
 
@@ -68,7 +71,7 @@ def test_meta_round_trip_and_check_shapes() -> None:
 def test_shapes_sharing_a_verdict_each_get_their_own() -> None:
     """check_shapes gives one verdict per (table, columns, stored types): each shape's is still the one
     catalog_reason gives it alone."""
-    b_bigint = (("id", INT, -1), ("a", TEXT, -1), ("b", BIGINT, -1))
+    b_bigint: ColumnTypes = (("id", INT, -1, ()), ("a", TEXT, -1, ()), ("b", BIGINT, -1, ()))
     other = ShapeDefinition("public", "u", 200, ("id", "a", "b"), ("id",), True)
     shapes = [
         *((f"k{k}", dataclasses.replace(shape(), where=f"id = {k}")) for k in range(5)),
@@ -109,14 +112,86 @@ def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
         tables = catalog.tables([oid, empty, 1])
     finally:
         catalog.close()
-    assert tables[oid] == CatalogTable(oid, "public", "T x", (("id", INT, -1), ("v", 1043, 16)))
+    assert tables[oid] == CatalogTable(oid, "public", "T x", (("id", INT, -1, ()), ("v", 1043, 16, ())))
     assert tables[empty].columns == ()
     assert 1 not in tables
+
+
+def test_catalog_and_inspector_read_the_labels_a_column_may_print(db_dsn: str) -> None:
+    """Through arrays, domains, composites, ranges and multiranges, the catalog check and the compiler's
+    inspection read the same labels (a fresh shape is never invalidated), and a rename shows in both."""
+    (oid,) = _oids_after(
+        db_dsn,
+        [
+            "CREATE TYPE mood AS ENUM ('sad', 'ok')",
+            "CREATE TYPE other AS ENUM ('x')",
+            "CREATE DOMAIN dmood AS mood",
+            "CREATE TYPE pair AS (n int, ms dmood[])",
+            "CREATE TYPE moods AS RANGE (subtype = mood)",
+            "CREATE TABLE t (id int PRIMARY KEY, m mood, ms mood[], d dmood, p pair, r moods, mr moods_multirange,"
+            " o other, x text)",
+        ],
+        ["t"],
+    )
+
+    def read() -> tuple[ColumnTypes, ColumnTypes]:
+        catalog = SchemaCatalog(db_dsn)
+        try:
+            columns = catalog.tables([oid])[oid].columns
+        finally:
+            catalog.close()
+        with psycopg.connect(db_dsn) as conn:
+            return columns, table_column_types(inspect_table(conn, "public", "t"))
+
+    columns, compiled = read()
+    assert columns == compiled
+    labels = {name: [label for _, label in found] for name, _, _, found in columns}
+    moods = ["sad", "ok"]
+    assert labels == {"id": [], "m": moods, "ms": moods, "d": moods, "p": moods, "r": moods, "mr": moods,
+                      "o": ["x"], "x": []}  # fmt: skip
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'")
+    renamed, _ = read()
+    every = shape(tuple(name for name, *_ in columns))
+    reason = catalog_reason(every, CatalogTable(oid, "public", "t", renamed), compiled)
+    assert reason == "enum label 'ok' of column m of public.t was renamed to 'fine'"
+    for name in ("ms", "d", "p", "r", "mr"):
+        one = dataclasses.replace(every, columns=("id", name), all_columns=False)
+        assert catalog_reason(one, CatalogTable(oid, "public", "t", renamed), compiled) is not None, name
+    others = dataclasses.replace(every, columns=("id", "o", "x"), all_columns=False)
+    assert catalog_reason(others, CatalogTable(oid, "public", "t", renamed), compiled) is None
 
 
 def test_column_types_as_created_are_accepted() -> None:
     assert column_types_from_meta(COLS) == COLS  # the in-memory (tuple) form, before any reload
     assert column_types_from_meta("not types") is None
+    # Logs written before the labels were recorded: no labels, so a rename cannot be told (not an error).
+    assert column_types_from_meta([["id", INT, -1], ["a", TEXT, -1]]) == (
+        ("id", INT, -1, ()),
+        ("a", TEXT, -1, ()),
+    )
+
+
+MOOD = 16500  # an enum type's OID; its labels' pg_enum OIDs are 1..3
+MOODS = ((1, "sad"), (2, "ok"), (3, "happy"))
+WITH_ENUM: ColumnTypes = (("id", INT, -1, ()), ("m", MOOD, -1, MOODS), ("a", TEXT, -1, ()))
+
+
+def test_a_renamed_enum_label_of_a_read_column_invalidates() -> None:
+    """RENAME VALUE changes how existing rows print and replicates nothing: the stored labels tell."""
+    renamed = (("id", INT, -1, ()), ("m", MOOD, -1, ((1, "sad"), (2, "fine"), (3, "happy"))), WITH_ENUM[2])
+    assert catalog_reason(shape(("id", "m", "a")), table(renamed), WITH_ENUM) == (
+        "enum label 'ok' of column m of public.t was renamed to 'fine'"
+    )
+    narrow = shape(("id", "a"), all_columns=False)
+    assert catalog_reason(narrow, table(renamed), WITH_ENUM) is None  # m is not read
+    in_where = dataclasses.replace(narrow, where="m = 'ok'")
+    assert catalog_reason(in_where, table(renamed), WITH_ENUM) is not None  # read by the WHERE only
+    added = (WITH_ENUM[0], ("m", MOOD, -1, (*MOODS, (4, "glad"))), WITH_ENUM[2])
+    assert (
+        catalog_reason(shape(("id", "m", "a")), table(added), WITH_ENUM) is None
+    )  # ADD VALUE: rows print alike
+    assert column_types_from_meta(column_types_to_meta(WITH_ENUM)) == WITH_ENUM
 
 
 def test_a_table_out_of_the_publication_invalidates() -> None:
