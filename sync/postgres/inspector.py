@@ -113,6 +113,7 @@ class ColumnInfo:
     # Every enum label the column's values may print, by pg_enum OID (a rename changes how rows print:
     # sync.postgres.enum_labels); empty for a type that prints none.
     enum_labels: EnumLabels = ()
+    attribute_xmin: int = 0  # the xmin of its pg_attribute row (an ALTER of the column writes a new one)
 
     @property
     def type_name(self) -> str:
@@ -145,6 +146,7 @@ class TableInfo:
     columns: tuple[ColumnInfo, ...]
     kind: str = "r"  # pg_class.relkind: r table, p partitioned table, v view, m materialized view, f foreign
     persistence: str = "p"  # pg_class.relpersistence: p permanent, u unlogged, t temporary
+    relfilenode: int = 0  # a rewrite of the table (ALTER ... TYPE ... USING, VACUUM FULL) gives a new one
     by_name: dict[str, ColumnInfo] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,7 +178,7 @@ _COLUMNS_SQL = """
 SELECT c.oid, n.nspname, c.relname, a.attname, a.attnum, a.atttypid, a.atttypmod, a.attndims,
        a.attnotnull, a.attgenerated <> '',
        array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1),
-       c.relkind::text, c.relpersistence::text
+       c.relkind::text, c.relpersistence::text, c.relfilenode::bigint, a.xmin::text::bigint
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -247,10 +249,17 @@ def inspect_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tabl
             pk_index=r[10],
             generated=bool(r[9]),
             enum_labels=labels.get(r[5], ()),
+            attribute_xmin=r[14],
         )
         for r in rows
     )
     first = rows[0]
     return TableInfo(
-        oid=first[0], schema=first[1], name=first[2], columns=columns, kind=first[11], persistence=first[12]
+        oid=first[0],
+        schema=first[1],
+        name=first[2],
+        columns=columns,
+        kind=first[11],
+        persistence=first[12],
+        relfilenode=first[13],
     )

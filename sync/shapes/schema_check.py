@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -29,6 +29,7 @@ from sync.where.interning import shared
 
 __all__ = [
     "CatalogTable",
+    "ColumnType",
     "ColumnTypes",
     "SchemaCatalog",
     "catalog_reason",
@@ -39,7 +40,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ColumnType = tuple[str, int, int, EnumLabels]  # name, type oid, typmod, the enum labels it may print
+
+class ColumnType(NamedTuple):
+    """A column as a shape's checks compare it (stored in the log's metadata: an array)."""
+
+    name: str
+    type_oid: int
+    typmod: int
+    enum_labels: EnumLabels = ()  # every enum label its values may print (sync.postgres.enum_labels)
+    # (the table's relfilenode, the column's pg_attribute row's xmin) when read, (0, 0) unknown: both
+    # changed means the table was rewritten by an ALTER of this column (see catalog_reason)
+    rewrite: tuple[int, int] = (0, 0)
+
+
 ColumnTypes = tuple[ColumnType, ...]  # in attnum order
 
 _QUERY = """
@@ -55,7 +68,9 @@ SELECT c.oid::bigint, n.nspname, c.relname,
            AND @PUBLISHES_EVERY_OPERATION@),
        %(publication)s::text IS NOT NULL AND EXISTS (  -- a row filter or column list
            SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-           WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid AND @FILTERED@)
+           WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid AND @FILTERED@),
+       c.relfilenode::bigint,
+       coalesce(array_agg(a.xmin::text::bigint ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}')
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -83,25 +98,36 @@ def table_column_types(info: Any) -> ColumnTypes:
     The tuple is shared by every shape compiled against an equal table (each keeps it while it lives).
     """
     return shared(
-        tuple((c.name, int(c.type.oid), int(c.type_mod), tuple(c.enum_labels)) for c in info.columns)
+        tuple(
+            ColumnType(
+                c.name,
+                int(c.type.oid),
+                int(c.type_mod),
+                tuple(c.enum_labels),
+                (int(info.relfilenode), int(c.attribute_xmin)),
+            )
+            for c in info.columns
+        )
     )
 
 
 def column_types_to_meta(types: ColumnTypes) -> list[list[object]]:
-    return [[n, o, m, [[e, label] for e, label in labels]] for n, o, m, labels in types]
+    return [[c.name, c.type_oid, c.typmod, [list(e) for e in c.enum_labels], list(c.rewrite)] for c in types]
 
 
 def column_types_from_meta(value: object) -> ColumnTypes | None:
     """The stored column types, or None when the metadata has none (logs written before they were kept).
-    Entries stored before the enum labels were have none (a rename is then not noticed)."""
+    Entries stored before the enum labels or the rewrite marks were have none (what they would tell is then
+    not noticed)."""
     if not isinstance(value, list | tuple):  # a list when read back, a tuple as created
         return None
     out: list[ColumnType] = []
     for entry in value:
         name, oid, mod, *rest = entry
         labels = tuple((int(e), str(label)) for e, label in rest[0]) if rest else ()
-        out.append((str(name), int(oid), int(mod), labels))
-    return tuple(out)
+        rewrite = (int(rest[1][0]), int(rest[1][1])) if len(rest) > 1 else (0, 0)
+        out.append(ColumnType(str(name), int(oid), int(mod), labels, rewrite))
+    return shared(tuple(out))  # one object for the shapes of a table reloaded alike
 
 
 def catalog_reason(
@@ -120,27 +146,45 @@ def catalog_reason(
         return f"table {label} was renamed to {table.schema}.{table.name}"
     if table.unpublished is not None:  # changed from outside: changes since then never came, or not all
         return f"table {label} {table.unpublished}"
-    now = {name: (oid, mod) for name, oid, mod, _ in table.columns}
+    now = {c.name: (c.type_oid, c.typmod) for c in table.columns}
     needed = d.read_columns
     missing = sorted(c for c in needed if c not in now)
     if missing:
         return f"column(s) {', '.join(missing)} of {label} are gone"
-    if d.all_columns and tuple(name for name, _, _, _ in table.columns) != d.columns:
+    if d.all_columns and tuple(c.name for c in table.columns) != d.columns:
         return f"the columns of {label} changed"
     if stored is not None:
-        before = {name: (oid, mod) for name, oid, mod, _ in stored}
+        before = {c.name: (c.type_oid, c.typmod) for c in stored}
         for name in sorted(needed):
             if name in before and before[name] != now[name]:
                 return f"column {name} of {label} changed type"
-        return _renamed_labels(stored, table.columns, needed, label)
+        return _rewritten(stored, table.columns, needed, label) or _renamed_labels(
+            stored, table.columns, needed, label
+        )
+    return None
+
+
+def _rewritten(stored: ColumnTypes, now: ColumnTypes, needed: frozenset[str], table: str) -> str | None:
+    """Why the values of a column the shape reads may have changed with no change replicated: an ``ALTER
+    COLUMN ... TYPE`` to the same type ``USING`` an expression rewrites the table (a new relfilenode) and
+    the column's catalog row, and a rewrite's rows are never decoded.  A rewrite alone (``VACUUM FULL``,
+    ``CLUSTER``) keeps every value, and a column's row changed alone (``SET NOT NULL``) rewrites nothing:
+    neither invalidates."""
+    marks = {c.name: c.rewrite for c in now}
+    for c in stored:
+        if c.name in needed and c.rewrite != (0, 0) and c.name in marks:
+            (file_then, xmin_then), (file_now, xmin_now) = c.rewrite, marks[c.name]
+            if file_now != file_then and xmin_now != xmin_then:
+                return f"column {c.name} of {table} was rewritten by ALTER TABLE (its values may differ)"
     return None
 
 
 def _renamed_labels(stored: ColumnTypes, now: ColumnTypes, needed: frozenset[str], table: str) -> str | None:
     """Why rows of a column the shape reads print otherwise than when it was created: an enum label of
     its type renamed (the column's type is the same)."""
-    labels_now = {name: labels for name, _, _, labels in now}
-    for name, _, _, labels in stored:
+    labels_now = {c.name: c.enum_labels for c in now}
+    for c in stored:
+        name, labels = c.name, c.enum_labels
         if labels and name in needed:
             renamed = renamed_label(labels, labels_now.get(name, ()))
             if renamed is not None:
@@ -195,8 +239,11 @@ def _table(row: Sequence[Any], labels: Mapping[int, EnumLabels]) -> CatalogTable
     names: Sequence[str] = row[3]
     oids: Sequence[int] = row[4]
     mods: Sequence[int] = row[5]
+    relfilenode = int(row[9])
+    xmins: Sequence[int] = row[10]
     columns = tuple(
-        (n, int(o), int(m), labels.get(int(o), ())) for n, o, m in zip(names, oids, mods, strict=True)
+        ColumnType(n, int(o), int(m), labels.get(int(o), ()), (relfilenode, int(x)))
+        for n, o, m, x in zip(names, oids, mods, xmins, strict=True)
     )
     return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns, _unpublished(row[6], row[7], row[8]))
 
@@ -221,12 +268,14 @@ def check_shapes(
     Shapes that differ only in their WHERE (10,000 ``id = k`` shapes of one table) get one verdict: the
     reason depends only on their ``schema_aspects`` and stored types, and the check runs in one go on the
     worker's event loop (~8 µs a shape without the memo: 80 ms of 10,000 shapes every check interval, ~10 ms
-    with it)."""
+    with it).  Stored types count by identity: they are shared tuples (:func:`table_column_types`,
+    :func:`column_types_from_meta`), and hashing them for each shape would cost, with a large enum's labels
+    in them, more than the verdict."""
     out = []
     verdicts: dict[tuple[object, ...], str | None] = {}
     for handle, d in shapes:
         types = stored.get(handle)
-        key = (d.schema_aspects, types)
+        key = (d.schema_aspects, id(types))  # ``stored`` keeps them alive meanwhile
         try:
             reason = verdicts[key]
         except KeyError:

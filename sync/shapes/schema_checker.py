@@ -6,6 +6,12 @@ shapes, and :meth:`run` compares them with the catalog in a spawned task, report
 through ``invalidate(handle, reason)`` (the cache's own InvalidateShape tell).  At most one check runs at a
 time; one asked for meanwhile (a request found a table missing) runs right after it, with the shapes live
 then.  A failed check (Postgres away) is logged and the next one tries again.
+
+A shape is judged against the catalog as the last check found it harmless, not as it was when the shape was
+created: a rewrite of the table alone (``VACUUM FULL``) and a column's catalog row changed alone (``SET NOT
+NULL``) are each harmless, but both since the shape's creation look like ``ALTER ... TYPE ... USING``
+(:func:`~sync.shapes.schema_check.catalog_reason`), and an enum label added and used since then is renamed
+unseen.  The checker keeps, per live shape, the table's columns of the last check (shared tuples).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class SchemaChecker:
         self._lock = threading.Lock()
         self._tick: Callable[[], bool] | None = None
         self._stopped = runtime.Event()
+        self._seen: dict[str, ColumnTypes] = {}  # handle -> its table's columns when last judged harmless
 
     def start(self, tick: Callable[[], bool]) -> None:
         """Call ``tick()`` every ``interval`` seconds until it returns False or :meth:`stop` (0: never);
@@ -71,14 +78,30 @@ class SchemaChecker:
             if not tick():
                 return
 
+    def check(
+        self, shapes: Sequence[tuple[str, ShapeDefinition]], types: Mapping[str, ColumnTypes]
+    ) -> list[tuple[str, str]]:
+        """Compare ``shapes`` with the catalog now (``types``: their columns as created) and invalidate those
+        it breaks; returns them.  Raises ``psycopg.Error`` if Postgres cannot answer.  One at a time."""
+        tables = self._catalog.tables(d.relation_oid for _, d in shapes)
+        baselines = {h: self._seen.get(h, t) for h, t in types.items()}
+        broken = check_shapes(shapes, tables, baselines)
+        gone = {h for h, _ in broken}
+        self._seen = {
+            h: table.columns
+            for h, d in shapes
+            if h not in gone and h in types and (table := tables.get(d.relation_oid)) is not None
+        }
+        definitions = dict(shapes)
+        for handle, reason in broken:
+            if self._forget_table is not None:  # or the next shape is compiled from the stale entry
+                self._forget_table(definitions[handle].schema, definitions[handle].table)
+            self._invalidate(handle, reason)
+        return broken
+
     def _check(self, shapes: list[tuple[str, ShapeDefinition]], types: dict[str, ColumnTypes]) -> None:
         try:
-            tables = self._catalog.tables(d.relation_oid for _, d in shapes)
-            definitions = dict(shapes)
-            for handle, reason in check_shapes(shapes, tables, types):
-                if self._forget_table is not None:  # or the next shape is compiled from the stale entry
-                    self._forget_table(definitions[handle].schema, definitions[handle].table)
-                self._invalidate(handle, reason)
+            self.check(shapes, types)
         except Exception as exc:  # Postgres away: the next check tries again
             logger.warning("schema check failed: %r", exc)
         finally:

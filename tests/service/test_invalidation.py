@@ -3,7 +3,8 @@
 TRUNCATE and ALTER TABLE reach the engine through the replication stream; a dropped or renamed table, a
 table dropped from the publication, or a publication altered to send less, sends nothing, so the ShapeCache's
 periodic catalog check
-(``shapes.schema_check_interval_s``, short here) finds it; so is a renamed enum label.  A column type changed, or the table dropped
+(``shapes.schema_check_interval_s``, short here) finds it; so is a renamed enum label, and a table rewritten
+by ``ALTER COLUMN ... TYPE ... USING``.  A column type changed, or the table dropped
 from the publication, while the service was down is found on reload.
 Clients of an invalidated shape get 409 (with a new handle when the table still exists); shapes of other
 tables, and shapes the change does not touch, keep their handle.
@@ -238,6 +239,28 @@ def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(db_dsn: str, 
         _still_live(e_x)
     finally:
         svc.stop()
+
+
+def test_a_rewrite_by_alter_invalidates_the_shapes_reading_the_column(
+    svc: ServiceProcess, db_dsn: str
+) -> None:
+    """``ALTER COLUMN ... TYPE`` to the same type ``USING`` an expression rewrites every row, and a rewrite is
+    never replicated: the catalog check finds it.  VACUUM FULL rewrites the table and changes no value."""
+    a_x = Shape(svc, "table=a&columns=id,x")
+    a_y = Shape(svc, "table=a&columns=id,y")
+    b = Shape(svc, "table=b")
+    c = Shape(svc, "table=c")
+    _sql(db_dsn, "VACUUM FULL a", "DROP TABLE c")  # once c's shape is gone, a check ran after the VACUUM
+    _until_gone(c)
+    _still_live(a_x, a_y, b)
+
+    _sql(db_dsn, "ALTER TABLE a ALTER COLUMN x TYPE text USING upper(x)")
+    code, new_handle = _until_gone(a_x)
+    assert code == 409 and new_handle is not None and new_handle != a_x.handle
+    _still_live(a_y, b)
+    code, _, body = svc.get(f"/v1/shape?table=a&columns=id,x&offset=-1&handle={new_handle}")
+    assert code == 200
+    assert sorted(item["value"]["x"] for item in orjson.loads(body) if "key" in item) == ["A", "B"]
 
 
 def test_a_request_for_a_dropped_table_checks_its_shapes_at_once(db_dsn: str, tmp_path: Path) -> None:

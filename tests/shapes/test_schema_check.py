@@ -1,5 +1,5 @@
-"""Pure rules of the catalog check (dropped, renamed, columns gone or changed, type changes) and the catalog
-query against a real Postgres."""
+"""Pure rules of the catalog check (dropped, renamed, columns gone or changed, type changes, enum labels
+renamed, rewrites by ALTER) and the catalog query and the checker against a real Postgres."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sync.postgres.inspector import inspect_table
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.schema_check import (
     CatalogTable,
+    ColumnType,
     ColumnTypes,
     SchemaCatalog,
     catalog_reason,
@@ -20,9 +21,10 @@ from sync.shapes.schema_check import (
     column_types_to_meta,
     table_column_types,
 )
+from sync.shapes.schema_checker import SchemaChecker
 
 INT, TEXT, BIGINT = 23, 25, 20
-COLS: ColumnTypes = (("id", INT, -1, ()), ("a", TEXT, -1, ()), ("b", INT, -1, ()))
+COLS: ColumnTypes = (ColumnType("id", INT, -1), ColumnType("a", TEXT, -1), ColumnType("b", INT, -1))
 
 
 def shape(columns: tuple[str, ...] = ("id", "a", "b"), *, all_columns: bool = True) -> ShapeDefinition:
@@ -47,17 +49,17 @@ def test_columns_gone_or_added() -> None:
     without_b = COLS[:2]
     assert catalog_reason(shape(("id", "b"), all_columns=False), table(without_b), COLS) is not None
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(without_b), COLS) is None
-    added = (*COLS, ("c", INT, -1, ()))
+    added = (*COLS, ColumnType("c", INT, -1))
     assert catalog_reason(shape(), table(added), COLS) == "the columns of public.t changed"
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(added), COLS) is None
 
 
 def test_type_changes_of_selected_columns_only() -> None:
-    b_bigint: ColumnTypes = (COLS[0], COLS[1], ("b", BIGINT, -1, ()))
+    b_bigint: ColumnTypes = (COLS[0], COLS[1], ColumnType("b", BIGINT, -1))
     assert catalog_reason(shape(), table(b_bigint), COLS) == "column b of public.t changed type"
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(b_bigint), COLS) is None
     assert catalog_reason(shape(), table(b_bigint), None) is None  # no stored types: not compared
-    a_varchar: ColumnTypes = (COLS[0], ("a", TEXT, 14, ()), COLS[2])  # a typmod change counts too
+    a_varchar: ColumnTypes = (COLS[0], ColumnType("a", TEXT, 14), COLS[2])  # a typmod change counts too
     assert catalog_reason(shape(("id", "a"), all_columns=False), table(a_varchar), COLS) is not None
 
 
@@ -71,7 +73,7 @@ def test_meta_round_trip_and_check_shapes() -> None:
 def test_shapes_sharing_a_verdict_each_get_their_own() -> None:
     """check_shapes gives one verdict per (table, columns, stored types): each shape's is still the one
     catalog_reason gives it alone."""
-    b_bigint: ColumnTypes = (("id", INT, -1, ()), ("a", TEXT, -1, ()), ("b", BIGINT, -1, ()))
+    b_bigint: ColumnTypes = (COLS[0], COLS[1], ColumnType("b", BIGINT, -1))
     other = ShapeDefinition("public", "u", 200, ("id", "a", "b"), ("id",), True)
     shapes = [
         *((f"k{k}", dataclasses.replace(shape(), where=f"id = {k}")) for k in range(5)),
@@ -112,7 +114,9 @@ def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
         tables = catalog.tables([oid, empty, 1])
     finally:
         catalog.close()
-    assert tables[oid] == CatalogTable(oid, "public", "T x", (("id", INT, -1, ()), ("v", 1043, 16, ())))
+    table = tables[oid]
+    assert table == CatalogTable(oid, "public", "T x", table.columns)
+    assert [c[:3] for c in table.columns] == [("id", INT, -1), ("v", 1043, 16)]
     assert tables[empty].columns == ()
     assert 1 not in tables
 
@@ -145,14 +149,14 @@ def test_catalog_and_inspector_read_the_labels_a_column_may_print(db_dsn: str) -
 
     columns, compiled = read()
     assert columns == compiled
-    labels = {name: [label for _, label in found] for name, _, _, found in columns}
+    labels = {c.name: [label for _, label in c.enum_labels] for c in columns}
     moods = ["sad", "ok"]
     assert labels == {"id": [], "m": moods, "ms": moods, "d": moods, "p": moods, "r": moods, "mr": moods,
                       "o": ["x"], "x": []}  # fmt: skip
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute("ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'")
     renamed, _ = read()
-    every = shape(tuple(name for name, *_ in columns))
+    every = shape(tuple(c.name for c in columns))
     reason = catalog_reason(every, CatalogTable(oid, "public", "t", renamed), compiled)
     assert reason == "enum label 'ok' of column m of public.t was renamed to 'fine'"
     for name in ("ms", "d", "p", "r", "mr"):
@@ -162,24 +166,102 @@ def test_catalog_and_inspector_read_the_labels_a_column_may_print(db_dsn: str) -
     assert catalog_reason(others, CatalogTable(oid, "public", "t", renamed), compiled) is None
 
 
+def test_a_rewrite_by_an_alter_of_a_read_column_invalidates() -> None:
+    """Both the table's relfilenode and the column's catalog row new: ALTER COLUMN ... TYPE ... USING."""
+    then = tuple(c._replace(rewrite=(500, 700 + i)) for i, c in enumerate(COLS))
+
+    def now(file: int, b_xmin: int) -> CatalogTable:
+        return table(
+            tuple(c._replace(rewrite=(file, b_xmin if c.name == "b" else c.rewrite[1])) for c in then)
+        )
+
+    reason = "column b of public.t was rewritten by ALTER TABLE (its values may differ)"
+    assert catalog_reason(shape(), now(501, 799), then) == reason
+    assert catalog_reason(shape(("id", "a"), all_columns=False), now(501, 799), then) is None  # b not read
+    assert catalog_reason(shape(), now(501, 702), then) is None  # VACUUM FULL, CLUSTER: the file alone
+    assert catalog_reason(shape(), now(500, 799), then) is None  # SET NOT NULL: the column's row alone
+    assert catalog_reason(shape(), now(501, 799), COLS) is None  # marks unknown (an older log)
+    assert column_types_from_meta(column_types_to_meta(then)) == then
+
+
+def test_the_checker_tells_an_alter_rewrite_from_harmless_changes(db_dsn: str) -> None:
+    """Against a real catalog, check after check: VACUUM FULL, SET NOT NULL and CLUSTER keep every shape
+    (each judged against the last check), ALTER COLUMN ... TYPE ... USING invalidates the shapes reading
+    the column, and the inspection that compiles a shape reads what the check reads."""
+    _oids_after(
+        db_dsn, ["CREATE TABLE t (id int PRIMARY KEY, v text, w int)", "INSERT INTO t VALUES (1, 'a', 1)"], []
+    )
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        info = inspect_table(conn, "public", "t")
+    created = table_column_types(info)
+    every = dataclasses.replace(shape(("id", "v", "w")), relation_oid=info.oid)
+    shapes = [("all", every), ("id_w", dataclasses.replace(every, columns=("id", "w"), all_columns=False))]
+    invalidated: list[tuple[str, str]] = []
+    checker = SchemaChecker(SchemaCatalog(db_dsn), 0, lambda h, r: invalidated.append((h, r)))
+    try:
+
+        def check_after(statement: str) -> list[tuple[str, str]]:
+            with psycopg.connect(db_dsn, autocommit=True) as conn:
+                conn.execute(statement)
+                assert table_column_types(inspect_table(conn, "public", "t")) == checker_columns()
+            return checker.check(shapes, {"all": created, "id_w": created})
+
+        def checker_columns() -> ColumnTypes:
+            catalog = SchemaCatalog(db_dsn)
+            try:
+                return catalog.tables([info.oid])[info.oid].columns
+            finally:
+                catalog.close()
+
+        assert checker.check(shapes, {"all": created, "id_w": created}) == []
+        for harmless in (
+            "VACUUM FULL t",
+            "ALTER TABLE t ALTER COLUMN v SET NOT NULL",
+            "CLUSTER t USING t_pkey",
+        ):
+            assert check_after(harmless) == [], harmless
+        rewritten = check_after(
+            "ALTER TABLE t ALTER COLUMN v TYPE text USING upper(v)"
+        )  # rows now 'A', unsent
+        assert rewritten == [
+            ("all", "column v of public.t was rewritten by ALTER TABLE (its values may differ)")
+        ]
+        assert invalidated == rewritten
+    finally:
+        checker.stop()
+
+
+def test_a_rewrite_and_a_column_change_between_two_checks_look_like_an_alter(db_dsn: str) -> None:
+    """Both since the last check (or while the engine was down): told apart from an ALTER rewrite they are
+    not, and the shape is invalidated (a refetch too many, never a stale shape)."""
+    _oids_after(db_dsn, ["CREATE TABLE t (id int PRIMARY KEY, v text)"], [])
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        info = inspect_table(conn, "public", "t")
+        conn.execute("VACUUM FULL t")
+        conn.execute("ALTER TABLE t ALTER COLUMN v SET NOT NULL")
+    checker = SchemaChecker(SchemaCatalog(db_dsn), 0, lambda h, r: None)
+    try:
+        every = dataclasses.replace(shape(("id", "v")), relation_oid=info.oid)
+        assert [h for h, _ in checker.check([("h", every)], {"h": table_column_types(info)})] == ["h"]
+    finally:
+        checker.stop()
+
+
 def test_column_types_as_created_are_accepted() -> None:
     assert column_types_from_meta(COLS) == COLS  # the in-memory (tuple) form, before any reload
     assert column_types_from_meta("not types") is None
     # Logs written before the labels were recorded: no labels, so a rename cannot be told (not an error).
-    assert column_types_from_meta([["id", INT, -1], ["a", TEXT, -1]]) == (
-        ("id", INT, -1, ()),
-        ("a", TEXT, -1, ()),
-    )
+    assert column_types_from_meta([["id", INT, -1], ["a", TEXT, -1]]) == COLS[:2]
 
 
 MOOD = 16500  # an enum type's OID; its labels' pg_enum OIDs are 1..3
 MOODS = ((1, "sad"), (2, "ok"), (3, "happy"))
-WITH_ENUM: ColumnTypes = (("id", INT, -1, ()), ("m", MOOD, -1, MOODS), ("a", TEXT, -1, ()))
+WITH_ENUM: ColumnTypes = (COLS[0], ColumnType("m", MOOD, -1, MOODS), COLS[1])
 
 
 def test_a_renamed_enum_label_of_a_read_column_invalidates() -> None:
     """RENAME VALUE changes how existing rows print and replicates nothing: the stored labels tell."""
-    renamed = (("id", INT, -1, ()), ("m", MOOD, -1, ((1, "sad"), (2, "fine"), (3, "happy"))), WITH_ENUM[2])
+    renamed = (COLS[0], ColumnType("m", MOOD, -1, ((1, "sad"), (2, "fine"), (3, "happy"))), COLS[1])
     assert catalog_reason(shape(("id", "m", "a")), table(renamed), WITH_ENUM) == (
         "enum label 'ok' of column m of public.t was renamed to 'fine'"
     )
@@ -187,7 +269,7 @@ def test_a_renamed_enum_label_of_a_read_column_invalidates() -> None:
     assert catalog_reason(narrow, table(renamed), WITH_ENUM) is None  # m is not read
     in_where = dataclasses.replace(narrow, where="m = 'ok'")
     assert catalog_reason(in_where, table(renamed), WITH_ENUM) is not None  # read by the WHERE only
-    added = (WITH_ENUM[0], ("m", MOOD, -1, (*MOODS, (4, "glad"))), WITH_ENUM[2])
+    added = (COLS[0], ColumnType("m", MOOD, -1, (*MOODS, (4, "glad"))), COLS[1])
     assert (
         catalog_reason(shape(("id", "m", "a")), table(added), WITH_ENUM) is None
     )  # ADD VALUE: rows print alike
