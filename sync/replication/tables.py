@@ -46,6 +46,13 @@ class TableName:
     def sql(self) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
 
+    def only(self) -> sql.Composed:
+        """``ONLY schema.name``: the table without the tables that inherit from it (``INHERITS``).  Added to
+        a publication without ONLY, those came along with it, and an UPDATE or DELETE of one without a
+        replica identity (no primary key, not FULL) then failed in the application; their changes were
+        published under their own names, which no shape of this table follows."""
+        return sql.SQL("ONLY {}").format(self.sql())
+
 
 @dataclass(slots=True)
 class TableRefs:
@@ -133,17 +140,17 @@ def publish_table(
         every = sql.Literal(EVERY_OPERATION)
         changes.append(sql.SQL("ALTER PUBLICATION {} SET (publish = {})").format(pub, every))
     if filtered:
-        changes.append(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(pub, table.sql()))
+        changes.append(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(pub, table.only()))
     if filtered or not member:
-        changes.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, table.sql()))
+        changes.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, table.only()))
     # A change is published or not as of when it is made, not when its transaction commits.  A writer that
     # changed the table before it is published, and commits after the new shape's snapshot, would be in
     # neither: the first step waits for the table's writers to finish (they are then in the snapshot) and
     # holds new ones back until the table is published (their changes are then sent).
     if replident != "f":  # its ACCESS EXCLUSIVE lock does both
-        first = sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.sql())
+        first = sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.only())
     elif changes:
-        first = sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table.sql())
+        first = sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table.only())
     else:
         return
     _run(conn, table, "publish", [_timeout_sql(lock_timeout), first, *changes])
@@ -165,6 +172,6 @@ def unpublish_table(
         "unpublish",
         [
             _timeout_sql(lock_timeout),
-            sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(sql.Identifier(publication), table.sql()),
+            sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(sql.Identifier(publication), table.only()),
         ],
     )

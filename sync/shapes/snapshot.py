@@ -76,7 +76,7 @@ def snapshot_query(definition: ShapeDefinition, where_sql: sql.Composable | None
     visibility filters the log, ``snapshot-end`` is written): its query is ``... WHERE false [AND (...)]``,
     which keeps the WHERE's placeholders and which Postgres folds into a one-time filter (no scan).
     """
-    query = sql.SQL("SELECT {} FROM {}.{}").format(
+    query = sql.SQL("SELECT {} FROM ONLY {}.{}").format(  # the table's own rows: TableName.only
         sql.SQL(", ").join(_identifier(c) for c in definition.columns),
         _identifier(definition.schema),
         _identifier(definition.table),

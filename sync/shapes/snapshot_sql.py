@@ -156,7 +156,8 @@ class BlockQuery:
         *,
         fallback: ItemSql | None = None,
     ) -> None:
-        table = f"{quote_ident(conn, definition.schema)}.{quote_ident(conn, definition.table)}"
+        # ONLY: the table's own rows, as the publication sends them (sync.replication.tables.TableName.only)
+        table = f"ONLY {quote_ident(conn, definition.schema)}.{quote_ident(conn, definition.table)}"
         if item.unchecked and (fallback is None or fallback.unchecked):
             raise ValueError("an unchecked item needs a checked fallback")
         checked = fallback if item.unchecked and fallback is not None else item

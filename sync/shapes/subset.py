@@ -303,7 +303,7 @@ def build_subset_query(
     parts = [
         "SELECT ",
         ", ".join(_ident(c) for c in definition.columns),
-        f" FROM {_ident(definition.schema)}.{_ident(definition.table)}",
+        f" FROM ONLY {_ident(definition.schema)}.{_ident(definition.table)}",  # as the snapshot reads it
     ]
     params: list[Any] = []
     conditions: list[str] = []

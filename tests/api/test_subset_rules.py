@@ -139,7 +139,7 @@ def test_sql_ands_the_shape_where_and_binds_every_value() -> None:
     )  # fmt: skip
     query, params = build_subset_query(DEFINITION, shape_where, subset)
     text = rendered(query)
-    assert text.startswith('SELECT "id", "grp", "Name", "note" FROM "public"."items" WHERE (')
+    assert text.startswith('SELECT "id", "grp", "Name", "note" FROM ONLY "public"."items" WHERE (')
     assert ") AND (" in text
     assert text.endswith('ORDER BY "Name" DESC LIMIT %s OFFSET %s')
     assert "DROP" not in text  # the client's value is a bound parameter
