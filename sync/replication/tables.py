@@ -46,7 +46,7 @@ class TableName:
     def sql(self) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
 
-    def only(self) -> sql.Composed:
+    def only(self) -> psycopg.sql.Composed:  # (``sql`` here is the method above)
         """``ONLY schema.name``: the table without the tables that inherit from it (``INHERITS``).  Added to
         a publication without ONLY, those came along with it, and an UPDATE or DELETE of one without a
         replica identity (no primary key, not FULL) then failed in the application; their changes were
