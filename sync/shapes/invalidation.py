@@ -36,7 +36,7 @@ class CompiledShape:
     predicate: Predicate | None = None
     where_sql: sql.Composable | None = None
     where_params: Sequence[Any] = field(default=())
-    column_types: ColumnTypes = ()  # (name, type oid, typmod, enum labels) when compiled (stored)
+    column_types: ColumnTypes = ()  # the table's columns as the checks compare them, when compiled (stored)
 
 
 def compiled_from_clause(clause: WhereClause | None) -> CompiledShape:

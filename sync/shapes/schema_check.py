@@ -7,10 +7,11 @@ SchemaReconciler, the ShapeCache therefore compares every live shape with the ca
 reload), by table OID: :func:`catalog_reason` says why a shape must be invalidated, :class:`SchemaCatalog`
 reads the few catalog facts it needs for many tables in one query.
 
-A shape's column types (``column_types``: ``(name, type oid, typmod, enum labels)`` of every table column
-when the shape was compiled) are stored in its log metadata, so a type changed while the engine was down is
-noticed on reload.  The enum labels are there because a renamed label (``ALTER TYPE ... RENAME VALUE``)
-changes how existing rows print and sends nothing at all (:mod:`sync.postgres.enum_labels`).
+A shape's column types (``column_types``: a :class:`ColumnType` of every table column when the shape was
+compiled) are stored in its log metadata, so a type changed while the engine was down is noticed on reload.
+Two things in them change what rows hold, or how they print, and send nothing at all: a renamed enum label
+(``ALTER TYPE ... RENAME VALUE``, :mod:`sync.postgres.enum_labels`) and a table rewritten by an ``ALTER
+COLUMN ... TYPE ... USING`` to the same type (its rows are never decoded).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class CatalogTable:
 
 
 def table_column_types(info: Any) -> ColumnTypes:
-    """``(name, type oid, typmod, enum labels)`` of an inspector ``TableInfo``'s columns.
+    """The :class:`ColumnType` of each of an inspector ``TableInfo``'s columns.
 
     The tuple is shared by every shape compiled against an equal table (each keeps it while it lives).
     """
