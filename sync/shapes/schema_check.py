@@ -52,6 +52,9 @@ class ColumnType(NamedTuple):
     # (the table's relfilenode, the column's pg_attribute row's xmin) when read, (0, 0) unknown: both
     # changed means the table was rewritten by an ALTER of this column (see catalog_reason)
     rewrite: tuple[int, int] = (0, 0)
+    # pg_attribute.attnum (0 unknown): another under the same name means the name now labels other values
+    # (columns renamed in a ring, or dropped and added again), and a rename sends nothing for existing rows
+    attnum: int = 0
 
 
 ColumnTypes = tuple[ColumnType, ...]  # in attnum order
@@ -71,7 +74,8 @@ SELECT c.oid::bigint, n.nspname, c.relname,
            SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
            WHERE p.pubname = %(publication)s AND pr.prrelid = c.oid AND @FILTERED@),
        c.relfilenode::bigint,
-       coalesce(array_agg(a.xmin::text::bigint ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}')
+       coalesce(array_agg(a.xmin::text::bigint ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
+       coalesce(array_agg(a.attnum::int ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}')
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -106,6 +110,7 @@ def table_column_types(info: Any) -> ColumnTypes:
                 int(c.type_mod),
                 tuple(c.enum_labels),
                 (int(info.relfilenode), int(c.attribute_xmin)),
+                int(c.attnum),
             )
             for c in info.columns
         )
@@ -113,13 +118,16 @@ def table_column_types(info: Any) -> ColumnTypes:
 
 
 def column_types_to_meta(types: ColumnTypes) -> list[list[object]]:
-    return [[c.name, c.type_oid, c.typmod, [list(e) for e in c.enum_labels], list(c.rewrite)] for c in types]
+    return [
+        [c.name, c.type_oid, c.typmod, [list(e) for e in c.enum_labels], list(c.rewrite), c.attnum]
+        for c in types
+    ]
 
 
 def column_types_from_meta(value: object) -> ColumnTypes | None:
     """The stored column types, or None when the metadata has none (logs written before they were kept).
-    Entries stored before the enum labels or the rewrite marks were have none (what they would tell is then
-    not noticed)."""
+    Entries stored before the enum labels, the rewrite marks or the attnums were have none (what they would
+    tell is then not noticed)."""
     if not isinstance(value, list | tuple):  # a list when read back, a tuple as created
         return None
     out: list[ColumnType] = []
@@ -127,7 +135,8 @@ def column_types_from_meta(value: object) -> ColumnTypes | None:
         name, oid, mod, *rest = entry
         labels = tuple((int(e), str(label)) for e, label in rest[0]) if rest else ()
         rewrite = (int(rest[1][0]), int(rest[1][1])) if len(rest) > 1 else (0, 0)
-        out.append(ColumnType(str(name), int(oid), int(mod), labels, rewrite))
+        attnum = int(rest[2]) if len(rest) > 2 else 0
+        out.append(ColumnType(str(name), int(oid), int(mod), labels, rewrite, attnum))
     return shared(tuple(out))  # one object for the shapes of a table reloaded alike
 
 
@@ -159,9 +168,21 @@ def catalog_reason(
         for name in sorted(needed):
             if name in before and before[name] != now[name]:
                 return f"column {name} of {label} changed type"
+        moved = _another_column(stored, table.columns, needed)
+        if moved is not None:
+            return f"column {moved} of {label} is another column now (renamed, or dropped and added again)"
         return _rewritten(stored, table.columns, needed, label) or _renamed_labels(
             stored, table.columns, needed, label
         )
+    return None
+
+
+def _another_column(stored: ColumnTypes, now: ColumnTypes, needed: frozenset[str]) -> str | None:
+    """A column the shape reads whose name now labels another column (its attnum changed)."""
+    attnums = {c.name: c.attnum for c in now}
+    for c in stored:
+        if c.name in needed and c.attnum and attnums.get(c.name, c.attnum) not in (c.attnum, 0):
+            return c.name
     return None
 
 
@@ -242,9 +263,10 @@ def _table(row: Sequence[Any], labels: Mapping[int, EnumLabels]) -> CatalogTable
     mods: Sequence[int] = row[5]
     relfilenode = int(row[9])
     xmins: Sequence[int] = row[10]
+    attnums: Sequence[int] = row[11]
     columns = tuple(
-        ColumnType(n, int(o), int(m), labels.get(int(o), ()), (relfilenode, int(x)))
-        for n, o, m, x in zip(names, oids, mods, xmins, strict=True)
+        ColumnType(n, int(o), int(m), labels.get(int(o), ()), (relfilenode, int(x)), int(a))
+        for n, o, m, x, a in zip(names, oids, mods, xmins, attnums, strict=True)
     )
     return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns, _unpublished(row[6], row[7], row[8]))
 

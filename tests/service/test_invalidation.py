@@ -4,7 +4,7 @@ TRUNCATE and ALTER TABLE reach the engine through the replication stream; a drop
 table dropped from the publication, or a publication altered to send less, sends nothing, so the ShapeCache's
 periodic catalog check
 (``shapes.schema_check_interval_s``, short here) finds it; so is a renamed enum label, and a table rewritten
-by ``ALTER COLUMN ... TYPE ... USING``.  A column type changed, or the table dropped
+by ``ALTER COLUMN ... TYPE ... USING``, or a column name that labels another column after renames.  A column type changed, or the table dropped
 from the publication, while the service was down is found on reload.
 Clients of an invalidated shape get 409 (with a new handle when the table still exists); shapes of other
 tables, and shapes the change does not touch, keep their handle.
@@ -261,6 +261,20 @@ def test_a_rewrite_by_alter_invalidates_the_shapes_reading_the_column(
     code, _, body = svc.get(f"/v1/shape?table=a&columns=id,x&offset=-1&handle={new_handle}")
     assert code == 200
     assert sorted(item["value"]["x"] for item in orjson.loads(body) if "key" in item) == ["A", "B"]
+
+
+def test_a_name_that_labels_another_column_now_invalidates(svc: ServiceProcess, db_dsn: str) -> None:
+    """Renames in a ring leave every name a shape reads in place, with the same type, and send nothing for
+    existing rows: y's shape would serve the old y for ever.  The catalog check compares attnums."""
+    a_y = Shape(svc, "table=a&columns=id,y")
+    b = Shape(svc, "table=b")
+    _sql(db_dsn, "ALTER TABLE a RENAME y TO z", "ALTER TABLE a RENAME x TO y")
+    code, new_handle = _until_gone(a_y)
+    assert code == 409 and new_handle is not None and new_handle != a_y.handle
+    _still_live(b)
+    code, _, body = svc.get(f"/v1/shape?table=a&columns=id,y&offset=-1&handle={new_handle}")
+    assert code == 200
+    assert sorted(item["value"]["y"] for item in orjson.loads(body) if "key" in item) == ["a", "b"]
 
 
 def test_a_request_for_a_dropped_table_checks_its_shapes_at_once(db_dsn: str, tmp_path: Path) -> None:

@@ -247,6 +247,42 @@ def test_a_rewrite_and_a_column_change_between_two_checks_look_like_an_alter(db_
         checker.stop()
 
 
+def test_a_name_that_labels_another_column_now_invalidates() -> None:
+    """attnum by name: columns renamed in a ring (``b`` to ``c``, ``a`` to ``b``) or a column dropped and
+    added again; a rename sends nothing for existing rows, and the shape's type checks see the same types."""
+    then = tuple(c._replace(attnum=i + 1) for i, c in enumerate(COLS))  # id 1, a 2, b 3
+    shifted = (then[0], ColumnType("b", INT, -1, attnum=2), ColumnType("c", INT, -1, attnum=3))
+    narrow = shape(("id", "b"), all_columns=False)
+    reason = "column b of public.t is another column now (renamed, or dropped and added again)"
+    assert catalog_reason(narrow, table(shifted), then) == reason
+    a_dropped = (then[0], then[2])  # b keeps attnum 3: a drop renumbers nothing
+    assert catalog_reason(narrow, table(a_dropped), then) is None
+    assert catalog_reason(shape(("id", "a"), all_columns=False), table((then[0], then[1])), then) is None
+    assert catalog_reason(narrow, table(shifted), COLS) is None  # attnums unknown (an older log)
+    assert column_types_from_meta(column_types_to_meta(then)) == then
+
+
+def test_the_checker_sees_columns_renamed_in_a_ring(db_dsn: str) -> None:
+    _oids_after(db_dsn, ["CREATE TABLE t (id int PRIMARY KEY, a int, b int, x int)"], [])
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        info = inspect_table(conn, "public", "t")
+    created = table_column_types(info)
+    base = dataclasses.replace(shape(("id", "b")), relation_oid=info.oid, all_columns=False)
+    shapes = [("b", base), ("x", dataclasses.replace(base, columns=("id", "x")))]
+    checker = SchemaChecker(SchemaCatalog(db_dsn), 0, lambda h, r: None)
+    try:
+        types = {"b": created, "x": created}
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE t DROP COLUMN a")  # renumbers nothing
+        assert checker.check(shapes, types) == []
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE t RENAME b TO c")
+            conn.execute("ALTER TABLE t RENAME x TO b")
+        assert [h for h, _ in checker.check(shapes, types)] == ["b", "x"]  # x is gone, b is x's values
+    finally:
+        checker.stop()
+
+
 def test_column_types_as_created_are_accepted() -> None:
     assert column_types_from_meta(COLS) == COLS  # the in-memory (tuple) form, before any reload
     assert column_types_from_meta("not types") is None
