@@ -86,6 +86,25 @@ def _restarts(svc: ServiceProcess) -> int:
     return sum(node["restarts"] for node in actor_nodes(svc))
 
 
+def _changed_while_down(svc: ServiceProcess, dsn: str, shape: Shape, *statements: str) -> str:
+    """Stop the service, run ``statements``, start it: ``shape``'s next poll is a 409 with a new handle
+    (returned), found on reload."""
+    assert svc.stop() == 0
+    _sql(dsn, *statements)
+    svc.start()
+    svc.wait_healthy()
+    code, handle = shape.poll()
+    assert code == 409 and handle is not None and handle != shape.handle
+    return handle
+
+
+def _column(svc: ServiceProcess, params: str, handle: str, column: str) -> list[str]:
+    """The sorted values of ``column`` in the snapshot of the shape ``params`` under ``handle``."""
+    code, _, body = svc.get(f"/v1/shape?{params}&offset=-1&handle={handle}")
+    assert code == 200, body
+    return sorted(item["value"][column] for item in orjson.loads(body) if "key" in item)
+
+
 def _still_live(*shapes: Shape) -> None:
     for shape in shapes:
         assert shape.poll() == (200, shape.handle), shape.params
@@ -179,12 +198,7 @@ def test_type_change_while_down_invalidates_on_restart(db_dsn: str, tmp_path: Pa
         t_v = Shape(svc, "table=t&columns=id,v")
         t_w = Shape(svc, "table=t&columns=id,w")
         u = Shape(svc, "table=u")
-        assert svc.stop() == 0
-        _sql(db_dsn, "ALTER TABLE t ALTER COLUMN v TYPE bigint")
-        svc.start()
-        svc.wait_healthy()
-        code, new_handle = t_v.poll()
-        assert code == 409 and new_handle is not None and new_handle != t_v.handle
+        new_handle = _changed_while_down(svc, db_dsn, t_v, "ALTER TABLE t ALTER COLUMN v TYPE bigint")
         _still_live(t_w, u)  # w's type did not change; u's table was not touched
         code, headers, _ = svc.get(f"/v1/shape?table=t&columns=id,v&offset=-1&handle={new_handle}")
         assert code == 200 and headers["electric-handle"] == new_handle
@@ -193,7 +207,7 @@ def test_type_change_while_down_invalidates_on_restart(db_dsn: str, tmp_path: Pa
         svc.stop()
 
 
-def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(db_dsn: str, tmp_path: Path) -> None:
+def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(svc: ServiceProcess, db_dsn: str) -> None:
     """RENAME VALUE changes how existing rows print and replicates nothing (no row is written, the type and
     the column stay): the catalog check finds it live, the reload while down.  ADD VALUE prints nothing new
     for existing rows and invalidates nothing."""
@@ -206,39 +220,25 @@ def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(db_dsn: str, 
         "INSERT INTO e VALUES (1, 'todo', '{done}', 'x')",
         "INSERT INTO f VALUES (1, 'red')",
     )
-    svc = ServiceProcess(db_dsn, tmp_path, EXTRA).start()
-    try:
-        svc.wait_healthy()
-        e_s = Shape(svc, "table=e&columns=id,s")
-        e_tags = Shape(svc, "table=e&columns=id,tags")
-        e_x = Shape(svc, "table=e&columns=id,x")
-        f = Shape(svc, "table=f")
-        # ADD VALUE, then a rename elsewhere: once f's shape is gone, a catalog check ran after the ADD.
-        _sql(
-            db_dsn, "ALTER TYPE status ADD VALUE 'doing'", "ALTER TYPE colour RENAME VALUE 'red' TO 'crimson'"
-        )
-        assert _until_gone(f)[0] == 409
-        _still_live(e_s, e_tags, e_x)
+    e_s = Shape(svc, "table=e&columns=id,s")
+    e_tags = Shape(svc, "table=e&columns=id,tags")
+    e_x = Shape(svc, "table=e&columns=id,x")
+    f = Shape(svc, "table=f")
+    # ADD VALUE, then a rename elsewhere: once f's shape is gone, a catalog check ran after the ADD.
+    _sql(db_dsn, "ALTER TYPE status ADD VALUE 'doing'", "ALTER TYPE colour RENAME VALUE 'red' TO 'crimson'")
+    assert _until_gone(f)[0] == 409
+    _still_live(e_s, e_tags, e_x)
 
-        _sql(db_dsn, "ALTER TYPE status RENAME VALUE 'todo' TO 'open'")
-        code, new_handle = _until_gone(e_s)
-        assert code == 409 and new_handle is not None and new_handle != e_s.handle
-        assert _until_gone(e_tags)[0] == 409  # its values may print the label too
-        _still_live(e_x)
-        code, _, body = svc.get(f"/v1/shape?table=e&columns=id,s&offset=-1&handle={new_handle}")
-        assert code == 200
-        assert [item["value"]["s"] for item in orjson.loads(body) if "key" in item] == ["open"]
+    _sql(db_dsn, "ALTER TYPE status RENAME VALUE 'todo' TO 'open'")
+    code, new_handle = _until_gone(e_s)
+    assert code == 409 and new_handle is not None and new_handle != e_s.handle
+    assert _until_gone(e_tags)[0] == 409  # its values may print the label too
+    _still_live(e_x)
+    assert _column(svc, "table=e&columns=id,s", new_handle, "s") == ["open"]
 
-        fresh = Shape(svc, "table=e&columns=id,s")  # follows the new label; renamed while down:
-        assert svc.stop() == 0
-        _sql(db_dsn, "ALTER TYPE status RENAME VALUE 'open' TO 'new'")
-        svc.start()
-        svc.wait_healthy()
-        code, handle = fresh.poll()
-        assert code == 409 and handle is not None and handle != fresh.handle
-        _still_live(e_x)
-    finally:
-        svc.stop()
+    fresh = Shape(svc, "table=e&columns=id,s")  # follows the new label; renamed while down:
+    _changed_while_down(svc, db_dsn, fresh, "ALTER TYPE status RENAME VALUE 'open' TO 'new'")
+    _still_live(e_x)
 
 
 def test_a_rewrite_by_alter_invalidates_the_shapes_reading_the_column(
@@ -258,9 +258,7 @@ def test_a_rewrite_by_alter_invalidates_the_shapes_reading_the_column(
     code, new_handle = _until_gone(a_x)
     assert code == 409 and new_handle is not None and new_handle != a_x.handle
     _still_live(a_y, b)
-    code, _, body = svc.get(f"/v1/shape?table=a&columns=id,x&offset=-1&handle={new_handle}")
-    assert code == 200
-    assert sorted(item["value"]["x"] for item in orjson.loads(body) if "key" in item) == ["A", "B"]
+    assert _column(svc, "table=a&columns=id,x", new_handle, "x") == ["A", "B"]
 
 
 def test_a_name_that_labels_another_column_now_invalidates(svc: ServiceProcess, db_dsn: str) -> None:
@@ -272,9 +270,7 @@ def test_a_name_that_labels_another_column_now_invalidates(svc: ServiceProcess, 
     code, new_handle = _until_gone(a_y)
     assert code == 409 and new_handle is not None and new_handle != a_y.handle
     _still_live(b)
-    code, _, body = svc.get(f"/v1/shape?table=a&columns=id,y&offset=-1&handle={new_handle}")
-    assert code == 200
-    assert sorted(item["value"]["y"] for item in orjson.loads(body) if "key" in item) == ["a", "b"]
+    assert _column(svc, "table=a&columns=id,y", new_handle, "y") == ["a", "b"]
 
 
 def test_a_request_for_a_dropped_table_checks_its_shapes_at_once(db_dsn: str, tmp_path: Path) -> None:
