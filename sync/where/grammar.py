@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from sync.where.functions import ascii_lower
+
 __all__ = [
     "BINARY_OPS",
     "COMPARISON_NODES",
@@ -109,9 +111,9 @@ def func_parts(e: exp.Func, text: str) -> tuple[str, list[exp.Expr]]:
     meta = e.meta if e._meta else {}
     if "start" in meta:
         name = text[int(meta["start"]) : int(meta["end"]) + 1]
-        name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+        name = name[1:-1].replace('""', '"') if name.startswith('"') else ascii_lower(name)
     elif isinstance(e, exp.Anonymous):
-        name = str(e.this).lower()
+        name = ascii_lower(str(e.this))
     else:
         name = e.sql_name().lower()
     if isinstance(e, exp.Anonymous):

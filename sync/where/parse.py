@@ -20,6 +20,7 @@ from sync.where import ast as a
 from sync.where.binder import Binder
 from sync.where.errors import WhereError
 from sync.where.folding import check_folding
+from sync.where.functions import ascii_lower
 from sync.where.grammar import (
     BINARY_OPS,
     COMPARISON_NODES,
@@ -206,7 +207,9 @@ class _Builder:
         ident = e.this
         parts = [p for p in (e.args.get("catalog"), e.args.get("db"), e.args.get("table")) if p is not None]
         name = _column_name(e)
-        shown = ".".join(show_ident(p.this if p.quoted else str(p.this).lower()) for p in [*parts, ident])
+        shown = ".".join(
+            show_ident(str(p.this) if p.quoted else ascii_lower(str(p.this))) for p in [*parts, ident]
+        )
         if parts or name not in self.columns:
             raise self.p.at(self.pos.loc(e), f"unknown reference {shown}")
         return a.Col(name, self.columns[name])
@@ -359,9 +362,10 @@ def _syntax_at(p: Parsed, e: exp.Expr, positions: Positions) -> WhereError:
 
 
 def _column_name(e: exp.Column) -> str:
-    """The column a reference names: as written when quoted, folded to lower case otherwise."""
+    """The column a reference names: as written when quoted, folded otherwise as Postgres folds it (ASCII
+    ``A-Z`` only: ``Äpfel`` names the column ``Äpfel``, which ``str.lower`` would have made ``äpfel``)."""
     ident = e.this
-    return str(ident.this) if ident.quoted else str(ident.this).lower()
+    return str(ident.this) if ident.quoted else ascii_lower(str(ident.this))
 
 
 _REFERENCED: dict[str, frozenset[str]] = {}  # clause text -> the columns it reads
