@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,6 +18,8 @@ from sync.where.interning import shared, shared_mapping
 from sync.where.parse import build_tree
 from sync.where.sqlgen import render
 from sync.where.values import parser
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EqualityFact", "WhereClause", "column_type", "compile_where", "table_types"]
 
@@ -96,11 +99,18 @@ class WhereClause:
         Raises :class:`~sync.where.errors.WhereEvalError` where Postgres would raise (overflow...), and when
         the row has no value for a column the clause reads: a change made after the column was dropped
         reaches the shapes before the schema change invalidates them, and must not crash their router.
+        Any other exception is a fault of the evaluator: logged, and raised as a WhereEvalError too, so that
+        it costs the one shape (invalidated by its consumer) and not the router every shape depends on.
         """
         try:
             return self._fn(row) is True
         except KeyError as exc:
             raise WhereEvalError(f'column "{exc.args[0]}" does not exist') from None
+        except WhereEvalError:
+            raise
+        except Exception as exc:
+            logger.exception("evaluating WHERE %r failed", self.text)
+            raise WhereEvalError(f"the WHERE clause could not be evaluated ({type(exc).__name__})") from exc
 
     def to_sql(self) -> tuple[str, list[str | None]]:
         """``(sql, params)`` for psycopg: ``%s`` placeholders, each cast to its type, ``%`` escaped."""

@@ -17,12 +17,15 @@ holding ``1.0`` finds the shape ``n = 1``, a float ``-0`` finds ``f = 0``, ``NaN
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sync.where.clause import WhereClause
 from sync.where.errors import WhereEvalError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RoutingIndex"]
 
@@ -46,10 +49,19 @@ class _Group:
     memo: dict[str, Any] = field(default_factory=dict)
 
     def key_of(self, text: str) -> Any:
-        """``key(text)``, remembered; raises what ``key`` raises (WhereEvalError)."""
+        """``key(text)``, remembered; raises WhereEvalError where Postgres would (invalid input...), and for
+        any fault of ``key`` (logged): a fault costs the group's shapes, never the router."""
         key = self.memo.get(text, _EMPTY)
         if key is _EMPTY:
-            key = self.key(text)
+            try:
+                key = self.key(text)
+            except WhereEvalError:
+                raise
+            except Exception as exc:
+                logger.exception("the routing key of %r for column %s failed", text[:100], self.column)
+                raise WhereEvalError(
+                    f"the WHERE clause could not be evaluated ({type(exc).__name__})"
+                ) from exc
             memo = self.memo
             if len(memo) >= _MEMO_MAX:
                 memo.clear()

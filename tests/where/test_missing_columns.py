@@ -1,7 +1,9 @@
 """A row without a column the clause reads (a change made after the column was dropped, before the shape
-is invalidated): an evaluation error like Postgres', never a crash of the router."""
+is invalidated), or a fault of the evaluator itself: an evaluation error, never a crash of the router."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -46,3 +48,27 @@ def test_the_record_of_clause_columns_is_bounded_by_the_text_it_keeps(
         remember_columns(f"id = {k:04d}", frozenset({"id"}))
     assert 0 < len(parse_module._REFERENCED) <= 11
     assert sum(map(len, parse_module._REFERENCED)) <= 100
+
+
+def test_a_fault_of_the_evaluator_is_an_evaluation_error_of_its_shape_only() -> None:
+    """Any exception but WhereEvalError is a bug of ours: it must cost the shape whose clause met it (the
+    router includes it, its consumer invalidates it), not the router that every shape depends on."""
+
+    def broken(row: object) -> bool:
+        raise ZeroDivisionError("a bug")
+
+    index = RoutingIndex()
+    faulty = dataclasses.replace(compile_for_columns("label LIKE 'row%'", COLUMNS, {}, {}), _fn=broken)
+    with pytest.raises(WhereEvalError, match="could not be evaluated"):
+        faulty.evaluate({"id": "1", "label": "row 1", "value": "2"})
+    index.add("faulty", "t", faulty)
+    index.add("fine", "t", compile_for_columns("value > 1", COLUMNS, {}, {}))
+    errors: dict[object, WhereEvalError] = {}
+    assert index.affected("t", {"id": "1", "label": "x", "value": "2"}, None, errors) == {"faulty", "fine"}
+    assert list(errors) == ["faulty"]
+
+    keyed = RoutingIndex()
+    keyed.add("k", "t", compile_for_columns("id = 1", COLUMNS, {}, {}))
+    (group,) = keyed._tables["t"].groups.values()
+    group.key = broken  # a fault of the routing key's parser
+    assert keyed.affected("t", {"id": "1", "label": "x", "value": "2"}, None, errors) == {"k"}
