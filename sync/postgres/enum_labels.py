@@ -35,7 +35,8 @@ WITH RECURSIVE reach(root, typ) AS (
         SELECT t.typelem WHERE t.typelem <> 0
         UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
         UNION ALL SELECT g.rngsubtype FROM pg_catalog.pg_range g WHERE g.rngtypid = t.oid
-        UNION ALL SELECT g.rngtypid FROM pg_catalog.pg_range g WHERE g.rngmultitypid = t.oid
+        UNION ALL SELECT g.rngtypid FROM pg_catalog.pg_range g  -- multiranges: PG >= 14, read as on older
+                  WHERE (pg_catalog.to_jsonb(g) ->> 'rngmultitypid')::oid = t.oid
         UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
                   WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
     ) AS dep(typ)
