@@ -1,5 +1,6 @@
 """Pure rules of the catalog check (dropped, renamed, columns gone or changed, type changes, enum labels
-renamed, rewrites by ALTER) and the catalog query and the checker against a real Postgres."""
+renamed, rewrites by ALTER, names that label other columns) and the catalog query and the checker against a
+real Postgres."""
 
 from __future__ import annotations
 
