@@ -23,7 +23,7 @@ def test_only_ascii_letters_fold_in_names_of_columns_and_functions() -> None:
     assert compile_for_columns('"äpfel" > 1', columns, {}, {}).columns == {"äpfel"}
     assert compile_for_columns("LOWER(STRAßE) = 'x'", columns, {}, {}).columns == {"straße"}
     assert referenced_columns("Äpfel > 1 OR ÄPFEL < 0") == {"Äpfel"}
-    enums = {"enum:public.Äfarbe": ("rot",), "enum:public.äfarbe": ("grün",)}
+    enums: dict[str, tuple[str, ...]] = {"enum:public.Äfarbe": ("rot",), "enum:public.äfarbe": ("grün",)}
     typed = compile_for_columns("f = 'rot'::ÄFARBE", {"id": "int4", "f": "enum:public.Äfarbe"}, enums, {})
     assert typed.evaluate({"id": "1", "f": "rot"})
     with pytest.raises(WhereError, match='unknown reference "Äpfel"'):
