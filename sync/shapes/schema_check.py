@@ -36,6 +36,7 @@ __all__ = [
     "catalog_reason",
     "column_types_from_meta",
     "column_types_to_meta",
+    "labels_added",
     "table_column_types",
 ]
 
@@ -278,6 +279,27 @@ def _unpublished(member: bool, every_operation: bool, filtered: bool) -> str | N
         return "is in a publication that no longer publishes insert, update, delete and truncate"
     if filtered:
         return "is published with a row filter or column list"
+    return None
+
+
+def labels_added(definition: ShapeDefinition, stored: ColumnTypes | None, now: ColumnTypes) -> str | None:
+    """Why a shape reloaded after a restart must refetch although :func:`catalog_reason` keeps it: an enum
+    label its columns may print was added since the shape was created.  While shapesync runs, the checker
+    records additions as it sees them (:class:`~sync.shapes.schema_checker.SchemaChecker`), so that a later
+    rename of such a label is told; across a restart only the labels of the shape's creation are known, and
+    an added label renamed while shapesync was down (a deploy's migration, say) looks like an addition."""
+    if not stored:
+        return None
+    labels_now = {c.name: c.enum_labels for c in now}
+    for c in stored:
+        if c.enum_labels and c.name in definition.read_columns:
+            added = sorted(set(labels_now.get(c.name, ())) - set(c.enum_labels))
+            if added:
+                table = f"{definition.schema}.{definition.table}"
+                return (
+                    f"enum label {added[0][1]!r} of column {c.name} of {table} was added since the shape was "
+                    "created (it may have been renamed since: not known across a restart)"
+                )
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sync.shapes.consumer import StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.invalidation import CompiledShape
-from sync.shapes.schema_check import CatalogTable, ColumnTypes, catalog_reason
+from sync.shapes.schema_check import CatalogTable, ColumnTypes, catalog_reason, labels_added
 from sync.shapes.xid import PgSnapshot
 from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.writer import ShapeLogWriter
@@ -26,7 +26,7 @@ def changed_while_down(
     if not compiled.column_types:
         return None  # the compiler gave no types (tests): nothing to compare
     now = CatalogTable(definition.relation_oid, definition.schema, definition.table, compiled.column_types)
-    return catalog_reason(definition, now, stored)
+    return catalog_reason(definition, now, stored) or labels_added(definition, stored, compiled.column_types)
 
 
 def stored_shape(writer: ShapeLogWriter, wal_lsn: int | None) -> StoredShape:
