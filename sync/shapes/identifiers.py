@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from sync.where.functions import ascii_lower
+
 __all__ = [
     "MAX_IDENTIFIER_LENGTH",
     "InvalidIdentifier",
@@ -55,10 +57,6 @@ def _is_valid_unquoted(ident: str) -> bool:
     return True
 
 
-def _fold(ident: str) -> str:
-    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in ident)
-
-
 def _unquote(body: str) -> str:
     """The inside of a quoted identifier; every quote in it must be doubled."""
     if not body:
@@ -88,7 +86,7 @@ def parse_identifier(ident: str) -> str:
     elif not _is_valid_unquoted(ident):
         raise InvalidIdentifier(f"Invalid unquoted identifier contains special characters: {ident}")
     else:
-        name = _fold(ident)
+        name = ascii_lower(ident)
     if len(name.encode()) > MAX_IDENTIFIER_LENGTH:
         raise InvalidIdentifier(
             f"Invalid identifier, longer than {MAX_IDENTIFIER_LENGTH} characters: {ident}"

@@ -12,7 +12,7 @@ from sync.where import ast as a
 from sync.where.arrays import flatten
 from sync.where.casts import cast_fn
 from sync.where.comparisons import cmp_key
-from sync.where.errors import WhereError, WhereEvalError
+from sync.where.errors import WhereError, WhereEvalError, evaluation_fault
 from sync.where.evaluate import Fn, Row, compile_node
 from sync.where.interning import shared, shared_mapping
 from sync.where.parse import build_tree
@@ -110,7 +110,7 @@ class WhereClause:
             raise
         except Exception as exc:
             logger.exception("evaluating WHERE %r failed", self.text)
-            raise WhereEvalError(f"the WHERE clause could not be evaluated ({type(exc).__name__})") from exc
+            raise evaluation_fault(exc) from exc
 
     def to_sql(self) -> tuple[str, list[str | None]]:
         """``(sql, params)`` for psycopg: ``%s`` placeholders, each cast to its type, ``%`` escaped."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["WhereError", "WhereEvalError"]
+__all__ = ["WhereError", "WhereEvalError", "evaluation_fault"]
 
 
 class WhereError(ValueError):
@@ -25,3 +25,10 @@ class WhereEvalError(ArithmeticError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def evaluation_fault(exc: Exception) -> WhereEvalError:
+    """The WhereEvalError for an exception that is a fault of the evaluator itself, not a row Postgres would
+    refuse: raised in its place so that it costs the shape whose clause met it, never the router that every
+    shape depends on (the caller logs it)."""
+    return WhereEvalError(f"the WHERE clause could not be evaluated ({type(exc).__name__})")

@@ -18,6 +18,7 @@ __all__ = [
     "COMPARISON_NODES",
     "COMPARISON_OPS",
     "any_all",
+    "fold_identifier",
     "func_parts",
     "negated_number",
     "rotate_prefix",
@@ -95,6 +96,12 @@ def any_all(e: exp.Expr) -> tuple[bool, exp.Expr] | None:
     return None
 
 
+def fold_identifier(written: str) -> str:
+    """The name an identifier as written denotes: inside its quotes (``""`` for one quote) when quoted, else
+    folded as Postgres folds it, ASCII ``A-Z`` only (``Äpfel`` stays ``Äpfel``; ``str.lower`` would not)."""
+    return written[1:-1].replace('""', '"') if written.startswith('"') else ascii_lower(written)
+
+
 def show_ident(name: str) -> str:
     """An identifier as Postgres shows it in messages: quoted unless it is a plain lower-case name."""
     if (
@@ -111,7 +118,7 @@ def func_parts(e: exp.Func, text: str) -> tuple[str, list[exp.Expr]]:
     meta = e.meta if e._meta else {}
     if "start" in meta:
         name = text[int(meta["start"]) : int(meta["end"]) + 1]
-        name = name[1:-1].replace('""', '"') if name.startswith('"') else ascii_lower(name)
+        name = fold_identifier(name)
     elif isinstance(e, exp.Anonymous):
         name = ascii_lower(str(e.this))
     else:

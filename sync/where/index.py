@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sync.where.clause import WhereClause
-from sync.where.errors import WhereEvalError
+from sync.where.errors import WhereEvalError, evaluation_fault
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ class _Group:
                 raise
             except Exception as exc:
                 logger.exception("the routing key of %r for column %s failed", text[:100], self.column)
-                raise WhereEvalError(
-                    f"the WHERE clause could not be evaluated ({type(exc).__name__})"
-                ) from exc
+                raise evaluation_fault(exc) from exc
             memo = self.memo
             if len(memo) >= _MEMO_MAX:
                 memo.clear()

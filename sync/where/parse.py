@@ -207,9 +207,7 @@ class _Builder:
         ident = e.this
         parts = [p for p in (e.args.get("catalog"), e.args.get("db"), e.args.get("table")) if p is not None]
         name = _column_name(e)
-        shown = ".".join(
-            show_ident(str(p.this) if p.quoted else ascii_lower(str(p.this))) for p in [*parts, ident]
-        )
+        shown = ".".join(show_ident(_folded(p)) for p in [*parts, ident])
         if parts or name not in self.columns:
             raise self.p.at(self.pos.loc(e), f"unknown reference {shown}")
         return a.Col(name, self.columns[name])
@@ -361,11 +359,15 @@ def _syntax_at(p: Parsed, e: exp.Expr, positions: Positions) -> WhereError:
     return syntax_error(p.text, pos, p.text[tok.start : tok.end + 1] if tok is not None else None)
 
 
-def _column_name(e: exp.Column) -> str:
-    """The column a reference names: as written when quoted, folded otherwise as Postgres folds it (ASCII
-    ``A-Z`` only: ``Äpfel`` names the column ``Äpfel``, which ``str.lower`` would have made ``äpfel``)."""
-    ident = e.this
+def _folded(ident: exp.Identifier) -> str:
+    """The name a parsed identifier denotes: as written when quoted, folded otherwise as Postgres folds it
+    (ASCII ``A-Z`` only: ``Äpfel`` names ``Äpfel``, which ``str.lower`` would have made ``äpfel``)."""
     return str(ident.this) if ident.quoted else ascii_lower(str(ident.this))
+
+
+def _column_name(e: exp.Column) -> str:
+    """The column a reference names."""
+    return _folded(e.this)
 
 
 _REFERENCED: dict[str, frozenset[str]] = {}  # clause text -> the columns it reads

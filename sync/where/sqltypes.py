@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from sync.where.functions import ascii_lower
+from sync.where.grammar import fold_identifier
 from sync.where.syntax import Parsed
 
 __all__ = ["ALIASES", "NAMED_TYPES", "readable", "type_from_sql"]
@@ -89,7 +89,7 @@ def type_from_sql(
 
 
 def _named_type(raw: str, loc: int, enums: dict[str, tuple[str, ...]], parsed: Parsed) -> str:
-    parts = [p[1:-1].replace('""', '"') if p.startswith('"') else ascii_lower(p) for p in raw.split(".")]
+    parts = [fold_identifier(p) for p in raw.split(".")]
     if len(parts) == 2 and parts[0] == "pg_catalog" and parts[1] in NAMED_TYPES:
         return ALIASES.get(parts[1], parts[1])
     for t in enums:
