@@ -157,67 +157,51 @@ def catalog_reason(
         return f"table {label} was renamed to {table.schema}.{table.name}"
     if table.unpublished is not None:  # changed from outside: changes since then never came, or not all
         return f"table {label} {table.unpublished}"
-    now = {c.name: (c.type_oid, c.typmod) for c in table.columns}
+    now = {c.name: c for c in table.columns}
     needed = d.read_columns
     missing = sorted(c for c in needed if c not in now)
     if missing:
         return f"column(s) {', '.join(missing)} of {label} are gone"
     if d.all_columns and tuple(c.name for c in table.columns) != d.columns:
         return f"the columns of {label} changed"
-    if stored is not None:
-        before = {c.name: (c.type_oid, c.typmod) for c in stored}
-        for name in sorted(needed):
-            if name in before and before[name] != now[name]:
-                return f"column {name} of {label} changed type"
-        moved = _another_column(stored, table.columns, needed)
-        if moved is not None:
-            return f"column {moved} of {label} is another column now (renamed, or dropped and added again)"
-        return _rewritten(stored, table.columns, needed, label) or _renamed_labels(
-            stored, table.columns, needed, label
-        )
+    if stored is None:
+        return None
+    read = _read_pairs(stored, now, needed)
+    for then, cur in sorted(read, key=lambda pair: pair[0].name):
+        if (then.type_oid, then.typmod) != (cur.type_oid, cur.typmod):
+            return f"column {then.name} of {label} changed type"
+    for then, cur in read:  # another attnum under the name
+        if then.attnum and cur.attnum not in (then.attnum, 0):
+            return (
+                f"column {then.name} of {label} is another column now (renamed, or dropped and added again)"
+            )
+    for then, cur in read:
+        if _rewritten(then.rewrite, cur.rewrite):
+            return f"column {then.name} of {label} was rewritten by ALTER TABLE (its values may differ)"
+    for then, cur in read:
+        renamed = renamed_label(then.enum_labels, cur.enum_labels) if then.enum_labels else None
+        if renamed is not None:
+            old, new = renamed
+            if new is None:
+                return f"enum label {old!r} of column {then.name} of {label} is gone"
+            return f"enum label {old!r} of column {then.name} of {label} was renamed to {new!r}"
     return None
 
 
-def _another_column(stored: ColumnTypes, now: ColumnTypes, needed: frozenset[str]) -> str | None:
-    """A column the shape reads whose name now labels another column (its attnum changed)."""
-    attnums = {c.name: c.attnum for c in now}
-    for c in stored:
-        if c.name in needed and c.attnum and attnums.get(c.name, c.attnum) not in (c.attnum, 0):
-            return c.name
-    return None
+def _read_pairs(
+    stored: ColumnTypes, now: Mapping[str, ColumnType], needed: frozenset[str]
+) -> list[tuple[ColumnType, ColumnType]]:
+    """``(as stored, as now)`` of each stored column the shape reads that the table still has, in attnum
+    order."""
+    return [(then, now[then.name]) for then in stored if then.name in needed and then.name in now]
 
 
-def _rewritten(stored: ColumnTypes, now: ColumnTypes, needed: frozenset[str], table: str) -> str | None:
-    """Why the values of a column the shape reads may have changed with no change replicated: an ``ALTER
-    COLUMN ... TYPE`` to the same type ``USING`` an expression rewrites the table (a new relfilenode) and
-    the column's catalog row, and a rewrite's rows are never decoded.  A rewrite alone (``VACUUM FULL``,
-    ``CLUSTER``) keeps every value, and a column's row changed alone (``SET NOT NULL``) rewrites nothing:
-    neither invalidates."""
-    marks = {c.name: c.rewrite for c in now}
-    for c in stored:
-        if c.name in needed and c.rewrite != (0, 0) and c.name in marks:
-            (file_then, xmin_then), (file_now, xmin_now) = c.rewrite, marks[c.name]
-            if file_now != file_then and xmin_now != xmin_then:
-                return f"column {c.name} of {table} was rewritten by ALTER TABLE (its values may differ)"
-    return None
-
-
-def _renamed_labels(stored: ColumnTypes, now: ColumnTypes, needed: frozenset[str], table: str) -> str | None:
-    """Why rows of a column the shape reads print otherwise than when it was created: an enum label of
-    its type renamed (the column's type is the same)."""
-    labels_now = {c.name: c.enum_labels for c in now}
-    for c in stored:
-        name, labels = c.name, c.enum_labels
-        if labels and name in needed:
-            renamed = renamed_label(labels, labels_now.get(name, ()))
-            if renamed is not None:
-                old, new = renamed
-                return (
-                    f"enum label {old!r} of column {name} of {table} was renamed to {new!r}"
-                    if new is not None
-                    else f"enum label {old!r} of column {name} of {table} is gone"
-                )
-    return None
+def _rewritten(then: tuple[int, int], now: tuple[int, int]) -> bool:
+    """Whether a column's values may have changed with no change replicated: an ``ALTER COLUMN ... TYPE``
+    to the same type ``USING`` an expression rewrites the table (a new relfilenode) and the column's catalog
+    row, and a rewrite's rows are never decoded.  A rewrite alone (``VACUUM FULL``, ``CLUSTER``) keeps every
+    value, and a column's row changed alone (``SET NOT NULL``) rewrites nothing: neither counts."""
+    return then != (0, 0) and now[0] != then[0] and now[1] != then[1]
 
 
 class SchemaCatalog:
@@ -290,16 +274,14 @@ def labels_added(definition: ShapeDefinition, stored: ColumnTypes | None, now: C
     an added label renamed while shapesync was down (a deploy's migration, say) looks like an addition."""
     if not stored:
         return None
-    labels_now = {c.name: c.enum_labels for c in now}
-    for c in stored:
-        if c.enum_labels and c.name in definition.read_columns:
-            added = sorted(set(labels_now.get(c.name, ())) - set(c.enum_labels))
-            if added:
-                table = f"{definition.schema}.{definition.table}"
-                return (
-                    f"enum label {added[0][1]!r} of column {c.name} of {table} was added since the shape was "
-                    "created (it may have been renamed since: not known across a restart)"
-                )
+    for then, cur in _read_pairs(stored, {c.name: c for c in now}, definition.read_columns):
+        added = sorted(set(cur.enum_labels) - set(then.enum_labels)) if then.enum_labels else []
+        if added:
+            table = f"{definition.schema}.{definition.table}"
+            return (
+                f"enum label {added[0][1]!r} of column {then.name} of {table} was added since the shape was "
+                "created (it may have been renamed since: not known across a restart)"
+            )
     return None
 
 
