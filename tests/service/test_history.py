@@ -21,15 +21,10 @@ import psycopg
 import pytest
 
 from sync.postgres.cluster import LocalCluster
+from tests.fixtures.pg import run_sql
 from tests.fixtures.service import ServiceProcess
 
 STREAM = "e2e"
-
-
-def _sql(dsn: str, *statements: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for stmt in statements:
-            conn.execute(stmt)
 
 
 def _one(target: str | psycopg.Connection[Any], query: str, params: tuple[str, ...] = ()) -> Any:
@@ -117,9 +112,9 @@ def clusters() -> Iterator[Callable[[], LocalCluster]]:
 
 
 def _items(dsn: str, *values: str) -> None:
-    _sql(dsn, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+    run_sql(dsn, "CREATE TABLE items (id int PRIMARY KEY, v text)")
     for i, v in enumerate(values):
-        _sql(dsn, f"INSERT INTO items VALUES ({i}, '{v}')")
+        run_sql(dsn, f"INSERT INTO items VALUES ({i}, '{v}')")
 
 
 def test_a_new_timeline_invalidates_every_shape(clusters: Callable[[], LocalCluster], tmp_path: Path) -> None:
@@ -138,7 +133,7 @@ def test_a_new_timeline_invalidates_every_shape(clusters: Callable[[], LocalClus
         assert code == 409 and handle is not None and handle != before.handle
         after = Client(svc)
         assert after.handle == handle and after.values() == ["a", "b"]
-        _sql(dsn, "INSERT INTO items VALUES (9, 'c')")  # and the new shape follows the new timeline
+        run_sql(dsn, "INSERT INTO items VALUES (9, 'c')")  # and the new shape follows the new timeline
         end = time.monotonic() + 20
         while time.monotonic() < end and after.values() != ["a", "b", "c"]:
             time.sleep(0.1)
@@ -165,8 +160,8 @@ def test_another_cluster_with_our_slot_invalidates_every_shape(
         assert svc.stop() == 0
     # The second cluster already has our publication and slot (e.g. restored from a file-system
     # snapshot), so the slot is reused: nothing else tells that the LSNs in our logs mean nothing there.
-    _sql(second, f"CREATE PUBLICATION shapesync_pub_{STREAM} FOR TABLE items")
-    _sql(second, f"SELECT pg_create_logical_replication_slot('shapesync_slot_{STREAM}', 'pgoutput')")
+    run_sql(second, f"CREATE PUBLICATION shapesync_pub_{STREAM} FOR TABLE items")
+    run_sql(second, f"SELECT pg_create_logical_replication_slot('shapesync_slot_{STREAM}', 'pgoutput')")
     svc = ServiceProcess(second, tmp_path, stream_id=STREAM).start()  # the same storage folder
     try:
         svc.wait_healthy()

@@ -15,13 +15,8 @@ from typing import Any
 import orjson
 import psycopg
 
+from tests.fixtures.pg import run_sql
 from tests.fixtures.service import ServiceProcess
-
-
-def _sql(dsn: str, *statements: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for stmt in statements:
-            conn.execute(stmt)
 
 
 def _values(items: list[dict[str, Any]]) -> dict[str, str]:
@@ -31,7 +26,7 @@ def _values(items: list[dict[str, Any]]) -> dict[str, str]:
 def test_a_parent_s_shape_is_its_own_rows_and_breaks_no_write_to_its_children(
     service: ServiceProcess, db_dsn: str
 ) -> None:
-    _sql(
+    run_sql(
         db_dsn,
         "CREATE TABLE parent (id int PRIMARY KEY, v text)",
         "CREATE TABLE child (extra text) INHERITS (parent)",
@@ -48,7 +43,7 @@ def test_a_parent_s_shape_is_its_own_rows_and_breaks_no_write_to_its_children(
     assert _values(orjson.loads(body)["data"]) == {'"public"."parent"/"1"': "p1"}
 
     # The application's writes to the child work (it has no replica identity), and none reaches the shape.
-    _sql(
+    run_sql(
         db_dsn, "UPDATE child SET v = 'c2b'", "DELETE FROM child", "UPDATE parent SET v = 'p1b' WHERE id = 1"
     )
     with psycopg.connect(db_dsn) as conn:

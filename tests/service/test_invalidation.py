@@ -21,6 +21,7 @@ import orjson
 import psycopg
 import pytest
 
+from tests.fixtures.pg import run_sql
 from tests.fixtures.service import ServiceProcess, actor_nodes
 
 EXTRA: dict[str, dict[str, object]] = {
@@ -46,12 +47,6 @@ class Shape:
         q = f"/v1/shape?{self.params}&offset={self.offset}&handle={urllib.parse.quote(self.handle)}"
         code, headers, _ = self.svc.get(q)
         return code, headers.get("electric-handle")
-
-
-def _sql(dsn: str, *statements: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for stmt in statements:
-            conn.execute(stmt)
 
 
 def _until_gone(shape: Shape, deadline_s: float = 20.0) -> tuple[int, str | None]:
@@ -90,7 +85,7 @@ def _changed_while_down(svc: ServiceProcess, dsn: str, shape: Shape, *statements
     """Stop the service, run ``statements``, start it: ``shape``'s next poll is a 409 with a new handle
     (returned), found on reload."""
     assert svc.stop() == 0
-    _sql(dsn, *statements)
+    run_sql(dsn, *statements)
     svc.start()
     svc.wait_healthy()
     code, handle = shape.poll()
@@ -112,7 +107,7 @@ def _still_live(*shapes: Shape) -> None:
 
 @pytest.fixture
 def svc(db_dsn: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    _sql(
+    run_sql(
         db_dsn,
         "CREATE TABLE a (id int PRIMARY KEY, x text, y text)",
         "CREATE TABLE b (id int PRIMARY KEY, x text)",
@@ -139,30 +134,30 @@ def test_truncate_and_alter_invalidate_exactly_the_affected_shapes(svc: ServiceP
     c_x = Shape(svc, "table=c&columns=id,x")
 
     # A nullability-only change touches no selected column: every shape keeps its handle.
-    _sql(db_dsn, "ALTER TABLE a ALTER COLUMN x SET NOT NULL", "INSERT INTO a VALUES (3, 'c', 'y')")
+    run_sql(db_dsn, "ALTER TABLE a ALTER COLUMN x SET NOT NULL", "INSERT INTO a VALUES (3, 'c', 'y')")
     time.sleep(1.0)  # several schema checks and the Relation message: nothing may be invalidated
     _still_live(a_all, a_xy, a_x, b, c_all, c_x)
 
     # Dropping y: shapes selecting y (the all-columns one included) or filtering on it go, the id,x one
     # stays; the rows after the drop have no y, and routing them never crashes an actor.
-    _sql(db_dsn, "ALTER TABLE a DROP COLUMN y", "INSERT INTO a VALUES (4, 'd')")
+    run_sql(db_dsn, "ALTER TABLE a DROP COLUMN y", "INSERT INTO a VALUES (4, 'd')")
     code, new_handle = _until_gone(a_xy)
     assert code == 409
     assert new_handle is not None and new_handle != a_xy.handle
     assert _until_gone(a_all)[0] == 409
     assert _until_gone(a_where_y)[0] in (400, 409)  # its WHERE names a column that is gone
-    _sql(db_dsn, "INSERT INTO a VALUES (5, 'e')")
+    run_sql(db_dsn, "INSERT INTO a VALUES (5, 'e')")
     _still_live(a_x, b, c_all, c_x)
     assert _restarts(svc) == 0
 
     # Adding a column: only the all-columns shape of c follows the table's columns.  No row is written, so
     # no Relation message comes: the catalog check must find it.
-    _sql(db_dsn, "ALTER TABLE c ADD COLUMN z int")
+    run_sql(db_dsn, "ALTER TABLE c ADD COLUMN z int")
     assert _until_gone(c_all)[0] == 409
     _still_live(a_x, b, c_x)
 
     # TRUNCATE invalidates every shape of the table, and only those.
-    _sql(db_dsn, "TRUNCATE a")
+    run_sql(db_dsn, "TRUNCATE a")
     code, new_handle = _until_gone(a_x)
     assert code == 409 and new_handle != a_x.handle
     _still_live(b, c_x)
@@ -174,10 +169,10 @@ def test_drop_and_rename_are_found_by_the_catalog_check(svc: ServiceProcess, db_
     a = Shape(svc, "table=a")
     b = Shape(svc, "table=b&columns=id")
     c = Shape(svc, "table=c")
-    _sql(db_dsn, "DROP TABLE a")
+    run_sql(db_dsn, "DROP TABLE a")
     _no_replacement(a, *_until_gone(a))  # the table is gone: no new shape can take its place
     _still_live(b, c)
-    _sql(db_dsn, "ALTER TABLE b RENAME TO b2")
+    run_sql(db_dsn, "ALTER TABLE b RENAME TO b2")
     _no_replacement(b, *_until_gone(b))
     _still_live(c)
     renamed = Shape(svc, "table=b2&columns=id")
@@ -185,7 +180,7 @@ def test_drop_and_rename_are_found_by_the_catalog_check(svc: ServiceProcess, db_
 
 
 def test_type_change_while_down_invalidates_on_restart(db_dsn: str, tmp_path: Path) -> None:
-    _sql(
+    run_sql(
         db_dsn,
         "CREATE TABLE t (id int PRIMARY KEY, v int, w text)",
         "CREATE TABLE u (id int PRIMARY KEY, v int)",
@@ -211,7 +206,7 @@ def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(svc: ServiceP
     """RENAME VALUE changes how existing rows print and replicates nothing (no row is written, the type and
     the column stay): the catalog check finds it live, the reload while down.  ADD VALUE prints nothing new
     for existing rows and invalidates nothing while the service runs."""
-    _sql(
+    run_sql(
         db_dsn,
         "CREATE TYPE status AS ENUM ('todo', 'done')",
         "CREATE TYPE colour AS ENUM ('red')",
@@ -225,11 +220,13 @@ def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(svc: ServiceP
     e_x = Shape(svc, "table=e&columns=id,x")
     f = Shape(svc, "table=f")
     # ADD VALUE, then a rename elsewhere: once f's shape is gone, a catalog check ran after the ADD.
-    _sql(db_dsn, "ALTER TYPE status ADD VALUE 'doing'", "ALTER TYPE colour RENAME VALUE 'red' TO 'crimson'")
+    run_sql(
+        db_dsn, "ALTER TYPE status ADD VALUE 'doing'", "ALTER TYPE colour RENAME VALUE 'red' TO 'crimson'"
+    )
     assert _until_gone(f)[0] == 409
     _still_live(e_s, e_tags, e_x)
 
-    _sql(db_dsn, "ALTER TYPE status RENAME VALUE 'todo' TO 'open'")
+    run_sql(db_dsn, "ALTER TYPE status RENAME VALUE 'todo' TO 'open'")
     code, new_handle = _until_gone(e_s)
     assert code == 409 and new_handle is not None and new_handle != e_s.handle
     assert _until_gone(e_tags)[0] == 409  # its values may print the label too
@@ -242,7 +239,7 @@ def test_a_renamed_enum_label_invalidates_the_shapes_that_print_it(svc: ServiceP
     # A label added (and used) after the shape was created, renamed while down: across a restart only the
     # creation's labels are known, so any label added since makes the shape refetch.
     fresher = Shape(svc, "table=e&columns=id,s")
-    _sql(db_dsn, "ALTER TYPE status ADD VALUE 'later'", "INSERT INTO e VALUES (2, 'later', '{}', 'y')")
+    run_sql(db_dsn, "ALTER TYPE status ADD VALUE 'later'", "INSERT INTO e VALUES (2, 'later', '{}', 'y')")
     _changed_while_down(svc, db_dsn, fresher, "ALTER TYPE status RENAME VALUE 'later' TO 'latest'")
     _still_live(e_x)
 
@@ -256,11 +253,11 @@ def test_a_rewrite_by_alter_invalidates_the_shapes_reading_the_column(
     a_y = Shape(svc, "table=a&columns=id,y")
     b = Shape(svc, "table=b")
     c = Shape(svc, "table=c")
-    _sql(db_dsn, "VACUUM FULL a", "DROP TABLE c")  # once c's shape is gone, a check ran after the VACUUM
+    run_sql(db_dsn, "VACUUM FULL a", "DROP TABLE c")  # once c's shape is gone, a check ran after the VACUUM
     _until_gone(c)
     _still_live(a_x, a_y, b)
 
-    _sql(db_dsn, "ALTER TABLE a ALTER COLUMN x TYPE text USING upper(x)")
+    run_sql(db_dsn, "ALTER TABLE a ALTER COLUMN x TYPE text USING upper(x)")
     code, new_handle = _until_gone(a_x)
     assert code == 409 and new_handle is not None and new_handle != a_x.handle
     _still_live(a_y, b)
@@ -272,7 +269,7 @@ def test_a_name_that_labels_another_column_now_invalidates(svc: ServiceProcess, 
     existing rows: y's shape would serve the old y for ever.  The catalog check compares attnums."""
     a_y = Shape(svc, "table=a&columns=id,y")
     b = Shape(svc, "table=b")
-    _sql(db_dsn, "ALTER TABLE a RENAME y TO z", "ALTER TABLE a RENAME x TO y")
+    run_sql(db_dsn, "ALTER TABLE a RENAME y TO z", "ALTER TABLE a RENAME x TO y")
     code, new_handle = _until_gone(a_y)
     assert code == 409 and new_handle is not None and new_handle != a_y.handle
     _still_live(b)
@@ -280,7 +277,7 @@ def test_a_name_that_labels_another_column_now_invalidates(svc: ServiceProcess, 
 
 
 def test_a_request_for_a_dropped_table_checks_its_shapes_at_once(db_dsn: str, tmp_path: Path) -> None:
-    _sql(
+    run_sql(
         db_dsn,
         "CREATE TABLE a (id int PRIMARY KEY, x text)",
         "CREATE TABLE b (id int PRIMARY KEY, x text)",
@@ -293,7 +290,7 @@ def test_a_request_for_a_dropped_table_checks_its_shapes_at_once(db_dsn: str, tm
         svc.wait_healthy()
         a = Shape(svc, "table=a")
         b = Shape(svc, "table=b")
-        _sql(db_dsn, "DROP TABLE a")
+        run_sql(db_dsn, "DROP TABLE a")
         assert a.poll() == (200, a.handle)  # nothing tells the engine yet
         code, _, body = svc.get("/v1/shape?table=a&columns=id&offset=-1")  # a new client of the table
         assert code == 400 and b"does not exist" in body, (code, body)
@@ -325,13 +322,13 @@ def test_a_table_dropped_from_the_publication_invalidates_its_shapes(
     a = Shape(svc, "table=a")
     b = Shape(svc, "table=b")
     _drop_from_publication(db_dsn, "a")
-    _sql(db_dsn, "INSERT INTO a VALUES (3, 'never replicated')")
+    run_sql(db_dsn, "INSERT INTO a VALUES (3, 'never replicated')")
     code, new_handle = _until_gone(a)
     assert code == 409 and new_handle is not None and new_handle != a.handle
     _still_live(b)
     fresh = Shape(svc, "table=a")
     assert fresh.handle == new_handle and fresh.rows == 3  # the row its log missed is in the new snapshot
-    _sql(db_dsn, "INSERT INTO a VALUES (4, 'replicated')")
+    run_sql(db_dsn, "INSERT INTO a VALUES (4, 'replicated')")
     code, headers, body = svc.get(
         f"/v1/shape?table=a&offset={fresh.offset}&handle={urllib.parse.quote(fresh.handle)}&live=true"
     )
@@ -377,7 +374,7 @@ def test_a_publication_altered_to_send_less_invalidates_the_shapes_it_starves(
 def test_a_table_dropped_from_the_publication_while_down_invalidates_on_restart(
     db_dsn: str, tmp_path: Path
 ) -> None:
-    _sql(db_dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE u (id int PRIMARY KEY)")
+    run_sql(db_dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE u (id int PRIMARY KEY)")
     svc = ServiceProcess(db_dsn, tmp_path, {"shapes": {"schema_check_interval_s": 0}}).start()
     try:
         svc.wait_healthy()
@@ -385,7 +382,7 @@ def test_a_table_dropped_from_the_publication_while_down_invalidates_on_restart(
         u = Shape(svc, "table=u")
         assert svc.stop() == 0
         _drop_from_publication(db_dsn, "t")
-        _sql(db_dsn, "INSERT INTO t VALUES (1)")  # never sent: the engine would re-add t and miss it
+        run_sql(db_dsn, "INSERT INTO t VALUES (1)")  # never sent: the engine would re-add t and miss it
         svc.start()
         svc.wait_healthy()
         code, new_handle = t.poll()
