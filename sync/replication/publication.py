@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -23,6 +23,12 @@ from sync.replication.tables import TableName, TableRefs, publish_table, unpubli
 __all__ = ["AddTable", "PublicationManager", "RemoveTable", "TableName"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Step(Protocol):
+    def __call__(
+        self, conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,7 @@ class PublicationManager(SupervisedActor):
         self._lock_timeout = lock_timeout
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
+        self._used = False  # whether the connection of the last step had served an earlier one
         self.refs = TableRefs()
         # table -> time.monotonic() when a check found it (or made it) published with REPLICA IDENTITY FULL;
         # only for tables with owners (removing the last one forgets it)
@@ -98,20 +105,43 @@ class PublicationManager(SupervisedActor):
         return self._conn
 
     def _attempt(self, table: TableName, owner: str, *, add: bool) -> DbConnectionError | None:
+        if not add:
+            if not self.refs.remove(table, owner):
+                return None
+            self._checked.pop(table, None)
+        step = publish_table if add else unpublish_table
         try:
-            conn = self._connection()
-            if add:
-                publish_table(conn, self._publication, table, lock_timeout=self._lock_timeout)
-                self.refs.add(table, owner)
-                self._checked[table] = time.monotonic()
-            elif self.refs.remove(table, owner):
-                self._checked.pop(table, None)
-                unpublish_table(conn, self._publication, table, lock_timeout=self._lock_timeout)
+            try:
+                self._step(step, table)
+            except (psycopg.Error, DbConnectionError):
+                if not self._cut_while_idle():
+                    raise
+                # The server or the network cut the connection since its last use (a restart,
+                # ``idle_session_timeout``, a proxy's idle timeout): the steps are idempotent, so they run
+                # again on a new connection rather than fail the shape that came first.
+                logger.info("publication %s: connection cut while idle, reconnecting", self._publication)
+                self._step(step, table)
         except (psycopg.Error, DbConnectionError) as exc:
             error = classify(exc)
-            if isinstance(exc, psycopg.OperationalError) and self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._cut_while_idle()
             logger.warning("publication %s: %s", self._publication, error.message)
             return error
+        if add:
+            self.refs.add(table, owner)
+            self._checked[table] = time.monotonic()
         return None
+
+    def _step(self, step: _Step, table: TableName) -> None:
+        """Run ``step`` on the connection; ``self._used`` says whether it had served an earlier step."""
+        self._used = self._conn is not None and not self._conn.closed
+        step(self._connection(), self._publication, table, lock_timeout=self._lock_timeout)
+
+    def _cut_while_idle(self) -> bool:
+        """After a failed step: close the connection if it broke (a new one serves the next step); whether it
+        had served an earlier step (and so may have been cut while it sat idle)."""
+        conn = self._conn
+        if conn is None or not (conn.broken or conn.closed):
+            return False
+        conn.close()
+        self._conn = None
+        return self._used

@@ -106,6 +106,10 @@ class ShapeResolver:
             min_size=0,
             max_size=pool_size,
             kwargs={"autocommit": True, "connect_timeout": int(connect_timeout)},
+            # Checked when lent (a round trip; the catalog is read once per table and TTL): an idle one the
+            # server cut (a restart, ``idle_session_timeout``, a proxy) is replaced, instead of failing the
+            # request that found it with a 503 while the database is up.
+            check=ConnectionPool.check_connection,
             open=False,
             name="catalog",
         )

@@ -222,14 +222,29 @@ class SchemaCatalog:
         wanted = sorted(set(oids))
         if not wanted:
             return {}
+        reused = self._conn is not None and not self._conn.closed
         conn = self._connection()
         try:
-            rows = conn.execute(_QUERY, {"oids": wanted, "publication": self._publication}).fetchall()
-            labels = enum_labels(conn, (int(o) for r in rows for o in r[4]))
+            rows, labels = self._read(conn, wanted)
         except psycopg.Error:
             self.close()
-            raise
+            if not (reused and conn.broken):
+                raise
+            # cut while it sat idle between checks (a restart, ``idle_session_timeout``, a proxy): once more
+            # on a new connection, rather than leave the shapes unchecked for another interval
+            conn = self._connection()
+            try:
+                rows, labels = self._read(conn, wanted)
+            except psycopg.Error:
+                self.close()
+                raise
         return {int(r[0]): _table(r, labels) for r in rows}
+
+    def _read(
+        self, conn: psycopg.Connection[Any], oids: list[int]
+    ) -> tuple[list[Any], dict[int, EnumLabels]]:
+        rows = conn.execute(_QUERY, {"oids": oids, "publication": self._publication}).fetchall()
+        return rows, enum_labels(conn, (int(o) for r in rows for o in r[4]))
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

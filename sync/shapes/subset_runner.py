@@ -182,19 +182,29 @@ class SubsetRunner:
         # kept connections over the pool's getconn/putconn (sync/shapes/subset_hot.py), never
         # pool.connection(): that one also enters the connection's own context, whose exit takes its lock to
         # commit an autocommit connection (~20 µs under gevent)
-        try:
-            conn = self._kept.get(self._queue_timeout)
-        except PoolTimeout:
-            raise SubsetBusy("no subset connection free within the queue timeout") from None
-        try:
-            result, items = _items(conn, query, values, definition, mark)
-        except (psycopg.Error, LookupError) as exc:
-            conn.close()  # its prepared statements and session state are unknown now: never reuse it
-            logger.warning("subset query failed: %r", exc)
-            raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            self._kept.put(conn, unsettled=conn.unsettled)
-        return _result(result, items, mark)
+        # A connection the server or the network cut while it sat idle (a restart, ``idle_session_timeout``,
+        # a proxy) fails its next query with the database up: the query (read-only) runs again on another.
+        # Each such one is closed and leaves the pool, which holds at most ``max_size``: one more try than
+        # that reaches a new connection.
+        for tries_left in range(self._pool.max_size, -1, -1):
+            try:
+                conn = self._kept.get(self._queue_timeout)
+            except PoolTimeout:
+                raise SubsetBusy("no subset connection free within the queue timeout") from None
+            try:
+                result, items = _items(conn, query, values, definition, mark)
+            except (psycopg.Error, LookupError) as exc:
+                cut = conn.broken
+                conn.close()  # its prepared statements and session state are unknown now: never reuse it
+                if cut and tries_left:
+                    logger.info("a subset connection was cut (%r): the query runs again on another", exc)
+                    continue
+                logger.warning("subset query failed: %r", exc)
+                raise SubsetQueryFailed(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                self._kept.put(conn, unsettled=conn.unsettled)
+            return _result(result, items, mark)
+        raise AssertionError("unreachable: the last try returns or raises")
 
 
 @lru_cache(maxsize=1024)

@@ -123,6 +123,25 @@ def test_catalog_reads_tables_by_oid(db_dsn: str) -> None:
     assert 1 not in tables
 
 
+def test_catalog_reads_on_after_its_connection_was_cut_while_idle(db_dsn: str) -> None:
+    """A restart, ``idle_session_timeout`` or a proxy cuts the connection between two checks: the next
+    check reads on a new one instead of failing (and leaving the shapes unchecked another interval)."""
+    (oid,) = _oids_after(db_dsn, ["CREATE TABLE t (id int PRIMARY KEY)"], ["t"])
+    catalog = SchemaCatalog(db_dsn)
+    try:
+        assert set(catalog.tables([oid])) == {oid}
+        with psycopg.connect(db_dsn, autocommit=True) as admin:
+            cut = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
+            ).fetchall()
+        assert cut == [(True,)]
+        assert set(catalog.tables([oid])) == {oid}
+    finally:
+        catalog.close()
+
+
 def test_catalog_and_inspector_read_the_labels_a_column_may_print(db_dsn: str) -> None:
     """Through arrays, domains, composites, ranges and multiranges, the catalog check and the compiler's
     inspection read the same labels (a fresh shape is never invalidated), and a rename shows in both."""
