@@ -44,6 +44,7 @@ class ReplicationSettings:
     stream_id: str = "default"
     max_batch: int = 500
     status_interval_s: float = 5.0
+    receive_timeout_s: float = 60.0  # silence after which the replication connection is given up; 0: never
     backoff_max_s: float = 10.0
 
 
@@ -152,6 +153,10 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
     ),
     ("replication", "max_batch"): ("an integer from 1 to 100000", lambda v: 1 <= v <= 100_000),
     ("replication", "status_interval_s"): ("a number of seconds from 0.1 to 60", lambda v: 0.1 <= v <= 60),
+    ("replication", "receive_timeout_s"): (
+        "0 (never) or a number of seconds from 1 to 3600",
+        lambda v: v == 0 or 1 <= v <= 3600,
+    ),
     ("replication", "backoff_max_s"): ("a number of seconds from 0.5 to 600", lambda v: 0.5 <= v <= 600),
     ("storage", "dir"): ("a non-empty path", bool),
     ("storage", "chunk_bytes_threshold"): ("an integer number of bytes >= 1", lambda v: v >= 1),

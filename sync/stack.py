@@ -143,6 +143,7 @@ def connection_config(settings: Settings) -> ConnectionConfig:
         stream_id=settings.replication.stream_id,
         max_batch=settings.replication.max_batch,
         status_interval=settings.replication.status_interval_s,
+        receive_timeout=settings.replication.receive_timeout_s,
         backoff_max=settings.replication.backoff_max_s,
     )
 

@@ -41,6 +41,7 @@ class ConnectionConfig:
     max_batch: int = DEFAULT_MAX_BATCH
     max_in_flight: int = 4
     status_interval: float = 5.0
+    receive_timeout: float = 60.0
     backoff_base: float = 1.0
     backoff_max: float = 10.0
     misconfiguration_retry: float = 30.0
@@ -64,6 +65,7 @@ class ConnectionConfig:
             max_batch=self.max_batch,
             max_in_flight=self.max_in_flight,
             status_interval=self.status_interval,
+            receive_timeout=self.receive_timeout,
             connect_timeout=self.connect_timeout,
             extra_options=self.extra_options,
         )

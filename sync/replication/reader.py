@@ -43,7 +43,7 @@ from sync.replication.changes import (
 from sync.replication.pgoutput import DEFAULT_MAX_BATCH, PgOutputDecoder, RelationCache
 from sync.replication.sink import Connected, Pending, ReplicationSink, ResumePoint
 from sync.replication.status import ConnectionStatus
-from sync.replication.stream import KEEPALIVE, ReplicationStream
+from sync.replication.stream import KEEPALIVE, ReplicationStream, StreamEnded
 
 __all__ = ["ReaderConfig", "ReplicationReader", "Stopped"]
 
@@ -72,6 +72,9 @@ class ReaderConfig:
     max_unacked_bytes: int = 16 * 1024 * 1024  # of pgoutput messages: bounds memory for wide rows
     unacked_stall_s: float = 1.0  # no durable progress for this long: stop holding the stream
     status_interval: float = 5.0  # capped at wal_sender_timeout / 3
+    # nothing received for this long while listening: the connection is taken for dead (0: never); a reply is
+    # asked for at half of it, so a live server is never silent that long (Postgres' wal_receiver_timeout)
+    receive_timeout: float = 60.0
     connect_timeout: float = 30.0
     stable_after: float = 10.0  # streaming this long resets the restart backoff
     extra_options: str = ""  # extra ``-c name=value`` for the replication session (tests)
@@ -114,6 +117,8 @@ class ReplicationReader:
         self._next_status = 0.0
         self._last_flush = 0
         self._stable_at = 0.0  # streaming since then without failure resets the backoff
+        self._heard_at = 0.0  # when a message last came in (noted at each socket wait and yield)
+        self._pinged = False  # a reply was asked for since then
         # the durability window: changes delivered, changes known durable, (commit LSN, delivered) marks
         self._delivered_changes = 0
         self._durable_changes = 0
@@ -197,7 +202,7 @@ class ReplicationReader:
         assert tracker is not None
         fd = pg.socket
         self._stable_at = time.monotonic() + self.config.stable_after
-        self._progress_at = time.monotonic()
+        self._progress_at = self._heard_at = time.monotonic()
         count = 0
         drained = False
         # Under gevent, let the hub run a full loop iteration (timers included: sleep(0) only runs
@@ -220,6 +225,7 @@ class ReplicationReader:
                 count += 1
                 if count >= _YIELD_EVERY:
                     count = 0
+                    self._heard_at = time.monotonic()
                     decoder.behind = True  # _YIELD_EVERY messages without finding the connection empty
                     self._maintain()
                     if yield_s:
@@ -230,6 +236,7 @@ class ReplicationReader:
             if drained:
                 # nothing buffered, nothing in the kernel either: housekeeping, then wait for the socket
                 decoder.behind = False
+                self._listened(count)
                 self._poll_in_flight()
                 self._maintain()
                 if 0 < count < _SMALL_BURST:
@@ -262,14 +269,39 @@ class ReplicationReader:
             if flush > self._last_flush and now >= self._next_status - self._interval + 0.1:
                 self._send_status()
 
-    def _send_status(self) -> None:
+    def _listened(self, count: int) -> None:
+        """At a socket wait, ``count`` messages since the last one: note that the server was heard, or ask it
+        for a reply after ``receive_timeout / 2`` of silence and give the connection up after all of it.  A
+        network that drops packets without a reset (a partition, a NAT's expired entry) or a hung server
+        leaves the socket open and silent: without this the shapes would stay silently stale until the
+        kernel gives up retransmitting our status updates (~15 min)."""
+        now = time.monotonic()
+        if count:
+            self._heard_at = now
+            self._pinged = False
+            return
+        timeout = self.config.receive_timeout
+        silent = now - self._heard_at
+        if not timeout or silent < timeout / 2:
+            return
+        if silent >= timeout:
+            raise StreamEnded(
+                "connection_lost",
+                f"nothing received from the server for {silent:.0f} s (replication.receive_timeout_s): "
+                "the connection is taken for dead",
+            )
+        if not self._pinged:
+            self._pinged = True
+            self._send_status(reply=True)
+
+    def _send_status(self, *, reply: bool = False) -> None:
         stream, tracker, decoder = self._stream, self.tracker, self.decoder
         if stream is None or not stream.streaming or tracker is None or decoder is None:
             return
         flush = tracker.flush_lsn(in_transaction=decoder.in_transaction)
         if flush > self._last_flush:
             self._sink_flushing(flush)
-        stream.send_status(max(tracker.received, flush), flush, flush)
+        stream.send_status(max(tracker.received, flush), flush, flush, reply=reply)
         self._last_flush = flush
         self._next_status = time.monotonic() + self._interval
 
