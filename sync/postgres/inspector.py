@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from sync.postgres.enum_labels import EnumLabels, enum_labels
+from sync.postgres.type_output import EnumLabels, Layouts, TypeOutput, type_outputs
 
 __all__ = ["ColumnInfo", "TableInfo", "TableNotFound", "TypeInfo", "inspect_table"]
 
@@ -110,9 +110,11 @@ class ColumnInfo:
     not_null: bool
     pk_index: int | None  # 0-based position in the primary key, None if not part of it
     generated: bool
-    # Every enum label the column's values may print, by pg_enum OID (a rename changes how rows print:
-    # sync.postgres.enum_labels); empty for a type that prints none.
+    # Every enum label the column's values may print, by pg_enum OID, and every composite type's layout (a
+    # rename, an attribute added or dropped, changes how rows print: sync.postgres.type_output); empty for a
+    # type that prints none.
     enum_labels: EnumLabels = ()
+    layouts: Layouts = ()
     attribute_xmin: int = 0  # the xmin of its pg_attribute row (an ALTER of the column writes a new one)
 
     @property
@@ -237,7 +239,8 @@ def inspect_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tabl
     if not rows:
         raise TableNotFound(f"{schema}.{name}")
     types = _load_types(conn, {r[5] for r in rows})
-    labels = enum_labels(conn, types)
+    outputs = type_outputs(conn, types)
+    none = TypeOutput()
     columns = tuple(
         ColumnInfo(
             name=r[3],
@@ -248,7 +251,8 @@ def inspect_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tabl
             not_null=bool(r[8]),
             pk_index=r[10],
             generated=bool(r[9]),
-            enum_labels=labels.get(r[5], ()),
+            enum_labels=outputs.get(r[5], none).labels,
+            layouts=outputs.get(r[5], none).layouts,
             attribute_xmin=r[14],
         )
         for r in rows

@@ -10,8 +10,9 @@ reads the few catalog facts it needs for many tables in one query.
 A shape's column types (``column_types``: a :class:`ColumnType` of every table column when the shape was
 compiled) are stored in its log metadata, so a type changed while the engine was down is noticed on reload.
 Two things in them change what rows hold, or how they print, and send nothing at all: a renamed enum label
-(``ALTER TYPE ... RENAME VALUE``, :mod:`sync.postgres.enum_labels`) and a table rewritten by an ``ALTER
-COLUMN ... TYPE ... USING`` to the same type (its rows are never decoded).
+(``ALTER TYPE ... RENAME VALUE``) or composite type (``ALTER TYPE ... ADD ATTRIBUTE``; see
+:mod:`sync.postgres.type_output`), and a table rewritten by an ``ALTER COLUMN ... TYPE ... USING`` to the
+same type (its rows are never decoded).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from sync.postgres.enum_labels import EnumLabels, enum_labels, renamed_label
+from sync.postgres.type_output import (
+    EnumLabels,
+    Layouts,
+    TypeOutput,
+    changed_layout,
+    renamed_label,
+    type_outputs,
+)
 from sync.replication.tables import FILTERED_SQL, PUBLISHES_EVERY_OPERATION_SQL
 from sync.shapes.definition import ShapeDefinition
 from sync.where.interning import shared
@@ -49,13 +57,14 @@ class ColumnType(NamedTuple):
     name: str
     type_oid: int
     typmod: int
-    enum_labels: EnumLabels = ()  # every enum label its values may print (sync.postgres.enum_labels)
+    enum_labels: EnumLabels = ()  # every enum label its values may print (sync.postgres.type_output)
     # (the table's relfilenode, the column's pg_attribute row's xmin) when read, (0, 0) unknown: both
     # changed means the table was rewritten by an ALTER of this column (see catalog_reason)
     rewrite: tuple[int, int] = (0, 0)
     # pg_attribute.attnum (0 unknown): another under the same name means the name now labels other values
     # (columns renamed in a ring, or dropped and added again), and a rename sends nothing for existing rows
     attnum: int = 0
+    layouts: Layouts = ()  # every composite type its values may print, with its attributes (type_output)
 
 
 ColumnTypes = tuple[ColumnType, ...]  # in attnum order
@@ -112,6 +121,7 @@ def table_column_types(info: Any) -> ColumnTypes:
                 tuple(c.enum_labels),
                 (int(info.relfilenode), int(c.attribute_xmin)),
                 int(c.attnum),
+                tuple(c.layouts),
             )
             for c in info.columns
         )
@@ -120,15 +130,23 @@ def table_column_types(info: Any) -> ColumnTypes:
 
 def column_types_to_meta(types: ColumnTypes) -> list[list[object]]:
     return [
-        [c.name, c.type_oid, c.typmod, [list(e) for e in c.enum_labels], list(c.rewrite), c.attnum]
+        [
+            c.name,
+            c.type_oid,
+            c.typmod,
+            [list(e) for e in c.enum_labels],
+            list(c.rewrite),
+            c.attnum,
+            [list(e) for e in c.layouts],
+        ]
         for c in types
     ]
 
 
 def column_types_from_meta(value: object) -> ColumnTypes | None:
     """The stored column types, or None when the metadata has none (logs written before they were kept).
-    Entries stored before the enum labels, the rewrite marks or the attnums were have none (what they would
-    tell is then not noticed)."""
+    Entries stored before the enum labels, the rewrite marks, the attnums or the layouts were have none (what
+    they would tell is then not noticed)."""
     if not isinstance(value, list | tuple):  # a list when read back, a tuple as created
         return None
     out: list[ColumnType] = []
@@ -137,7 +155,8 @@ def column_types_from_meta(value: object) -> ColumnTypes | None:
         labels = tuple((int(e), str(label)) for e, label in rest[0]) if rest else ()
         rewrite = (int(rest[1][0]), int(rest[1][1])) if len(rest) > 1 else (0, 0)
         attnum = int(rest[2]) if len(rest) > 2 else 0
-        out.append(ColumnType(str(name), int(oid), int(mod), labels, rewrite, attnum))
+        layouts = tuple((int(e), str(layout)) for e, layout in rest[3]) if len(rest) > 3 else ()
+        out.append(ColumnType(str(name), int(oid), int(mod), labels, rewrite, attnum, layouts))
     return shared(tuple(out))  # one object for the shapes of a table reloaded alike
 
 
@@ -185,6 +204,12 @@ def catalog_reason(
             if new is None:
                 return f"enum label {old!r} of column {then.name} of {label} is gone"
             return f"enum label {old!r} of column {then.name} of {label} was renamed to {new!r}"
+    for then, cur in read:
+        if then.layouts and changed_layout(then.layouts, cur.layouts):
+            return (
+                f"a composite type of column {then.name} of {label} has other attributes now (ALTER TYPE): "
+                "its values print otherwise"
+            )
     return None
 
 
@@ -225,7 +250,7 @@ class SchemaCatalog:
         reused = self._conn is not None and not self._conn.closed
         conn = self._connection()
         try:
-            rows, labels = self._read(conn, wanted)
+            rows, outputs = self._read(conn, wanted)
         except psycopg.Error:
             self.close()
             if not (reused and conn.broken):
@@ -234,17 +259,17 @@ class SchemaCatalog:
             # on a new connection, rather than leave the shapes unchecked for another interval
             conn = self._connection()
             try:
-                rows, labels = self._read(conn, wanted)
+                rows, outputs = self._read(conn, wanted)
             except psycopg.Error:
                 self.close()
                 raise
-        return {int(r[0]): _table(r, labels) for r in rows}
+        return {int(r[0]): _table(r, outputs) for r in rows}
 
     def _read(
         self, conn: psycopg.Connection[Any], oids: list[int]
-    ) -> tuple[list[Any], dict[int, EnumLabels]]:
+    ) -> tuple[list[Any], dict[int, TypeOutput]]:
         rows = conn.execute(_QUERY, {"oids": oids, "publication": self._publication}).fetchall()
-        return rows, enum_labels(conn, (int(o) for r in rows for o in r[4]))
+        return rows, type_outputs(conn, (int(o) for r in rows for o in r[4]))
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -257,16 +282,18 @@ class SchemaCatalog:
         return self._conn
 
 
-def _table(row: Sequence[Any], labels: Mapping[int, EnumLabels]) -> CatalogTable:
+def _table(row: Sequence[Any], outputs: Mapping[int, TypeOutput]) -> CatalogTable:
     names: Sequence[str] = row[3]
     oids: Sequence[int] = row[4]
     mods: Sequence[int] = row[5]
     relfilenode = int(row[9])
     xmins: Sequence[int] = row[10]
     attnums: Sequence[int] = row[11]
+    none = TypeOutput()
     columns = tuple(
-        ColumnType(n, int(o), int(m), labels.get(int(o), ()), (relfilenode, int(x)), int(a))
+        ColumnType(n, int(o), int(m), out.labels, (relfilenode, int(x)), int(a), out.layouts)
         for n, o, m, x, a in zip(names, oids, mods, xmins, attnums, strict=True)
+        for out in (outputs.get(int(o), none),)
     )
     return CatalogTable(int(row[0]), str(row[1]), str(row[2]), columns, _unpublished(row[6], row[7], row[8]))
 
