@@ -260,8 +260,9 @@ class EngineShapes(EngineSubsets):
             raise ShapeGone(handle) from None
 
     def global_last_seen_lsn(self) -> int:
-        # Everything before the flush position acknowledged to Postgres was processed (in this run or an
-        # earlier one), so it is a floor: right after a restart no transaction has been routed yet.
+        # Every shape's log holds every transaction up to the position the collector acknowledged (in this
+        # run), or the reader reports to Postgres as flushed (with nothing pending, the server's own
+        # position; in an earlier run too): a client may retire a subset snapshot there (spec §10).
         positions = self._engine.connection.status.wal_positions()
         acknowledged = positions[0] if positions is not None else 0
-        return max(self._services.last_seen_lsn, acknowledged)
+        return max(self._services.durable_lsn, acknowledged)

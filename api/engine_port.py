@@ -278,7 +278,8 @@ class ShapeEngine(Protocol):
         ...
 
     def global_last_seen_lsn(self) -> int:
-        """The LSN (as an integer) of the last transaction the engine has fully processed."""
+        """An LSN (as an integer) up to which every shape's log holds every transaction: the engine has fully
+        processed them (written where readers see them), not just received or routed them."""
         ...
 
 

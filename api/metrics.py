@@ -250,7 +250,7 @@ class EngineCollector(Collector):
         shapes.add_metric([], float(len(engine.services.directory)))
         yield shapes
         seen = GaugeMetricFamily(
-            "shapesync_last_seen_lsn", "Commit LSN of the last transaction the engine has processed."
+            "shapesync_last_seen_lsn", "Commit LSN of the last transaction routed to the shapes."
         )
         seen.add_metric([], float(engine.services.last_seen_lsn))
         yield seen

@@ -86,16 +86,24 @@ SHAPE_CACHE = "shape_cache"
 @dataclass(slots=True)
 class StackServices:
     """What request handlers use without asking an actor: the catalog resolver, the live-shape directory
-    (replaced with each ShapeCache incarnation), the storage, and the last commit LSN routed."""
+    (replaced with each ShapeCache incarnation), the storage, the last commit LSN routed (a metric) and the
+    last one every shape's log holds (acknowledged by the collector: global_last_seen_lsn)."""
 
     registry: Registry
     resolver: ShapeResolver
     storage: FileStorage
     directory: ShapeDirectory = field(default_factory=ShapeDirectory)
-    last_seen_lsn: int = 0
+    # global_last_seen_lsn is durable_lsn, not last_seen_lsn: a client retires a subset snapshot once an
+    # up-to-date's LSN reaches the snapshot's position, so every shape's log (as readers see it) must hold
+    # everything up to it, and a routed transaction may still be on its way to a shape's storage.
+    durable_lsn: int = 0
+    last_seen_lsn: int = 0  # routed (a metric)
 
     def note_commit(self, lsn: int) -> None:
         self.last_seen_lsn = max(self.last_seen_lsn, lsn)
+
+    def note_durable(self, lsn: int) -> None:
+        self.durable_lsn = max(self.durable_lsn, lsn)
 
 
 class RegistrySink:
@@ -162,7 +170,12 @@ def shapes_children(
         if cache is not None:
             cache.tell(event)
 
+    def on_ack(lsn: int) -> None:
+        services.note_durable(lsn)
+        handles.ack(lsn)
+
     def on_slot_recreated(event: SlotRecreated) -> None:
+        services.durable_lsn = services.last_seen_lsn = 0  # positions of the old history mean nothing now
         cache = registry.whereis(SHAPE_CACHE)
         if cache is not None:
             cache.tell(event)
@@ -175,11 +188,11 @@ def shapes_children(
     def start_collector() -> pykka.ActorRef[Any]:
         ref = ShapeLogCollector.start(
             RoutingIndex(),
-            on_ack=handles.ack,
+            on_ack=on_ack,
+            on_commit=services.note_commit,
             on_overloaded=on_overloaded,
             on_relation_changed=on_relation_changed,
             on_slot_recreated=on_slot_recreated,
-            on_commit=services.note_commit,
             max_consumer_queue=settings.shapes.max_consumer_queue,
         )
         return _registered(registry, COLLECTOR, ref)
