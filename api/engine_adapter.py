@@ -40,7 +40,7 @@ from api.engine_port import (
 from api.engine_subsets import EngineSubsets
 from sync.engine import Engine
 from sync.offsets import LogOffset
-from sync.shapes.cache import DeleteShape, get_or_create_shape
+from sync.shapes.cache import DeleteShape, ShapeResult, get_or_create_shape
 from sync.shapes.definition import ShapeDefinition as SyncDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.resolver import CatalogUnavailable, ShapeRequest, ShapeRequestError
@@ -153,21 +153,28 @@ class EngineShapes(EngineSubsets):
             return shape.handle
         if self._engine.status() != "active":
             raise StackNotReady("Stack not ready: waiting for the replication stream")
-        try:
-            # Builds run outside the cache's inbox, so creations of different shapes proceed in parallel.
-            result = get_or_create_shape(self._cache(), defn, self._timeout)
-        except (pykka.ActorDeadError, pykka.Timeout) as exc:
-            logger.warning("creating a shape failed: %r", exc)
-            raise ShapeCreationFailed(str(exc)) from None
+        result = self._create(defn)
         if result.shape is None:
             logger.warning("creating a shape for %s failed: %s", defn.relation, result.error)
             # The cached definition may be stale (a dropped table sends no Relation message): check the
-            # catalog again so that a table that is gone is the 400 it is for a new client, not a 503 retry.
+            # catalog again, so that a table that is gone is the 400 it is for a new client, not a 503 retry,
+            # and a table created again under its name (another OID) gets its shape now.
             self._memo.pop(definition, None)
             self._services.resolver.forget(defn.schema, defn.table)
-            self._definition(definition)
+            fresh = self._definition(definition)
+            if fresh != defn:
+                result = self._create(fresh)
+        if result.shape is None:
             raise ShapeCreationFailed(result.error or "unknown error")
         return result.shape.handle
+
+    def _create(self, defn: SyncDefinition) -> ShapeResult:
+        try:
+            # Builds run outside the cache's inbox, so creations of different shapes proceed in parallel.
+            return get_or_create_shape(self._cache(), defn, self._timeout)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            logger.warning("creating a shape failed: %r", exc)
+            raise ShapeCreationFailed(str(exc)) from None
 
     def exists(self, handle: str) -> bool:
         return self._services.directory.get(handle) is not None
