@@ -84,6 +84,12 @@ EVERY_OPERATION = "insert, update, delete, truncate"  # what the stream's public
 # exist from Postgres 15 on: read through ``to_jsonb`` so that the query runs on older servers too.
 PUBLISHES_EVERY_OPERATION_SQL = "p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate"
 FILTERED_SQL = "(to_jsonb(pr) ->> 'prqual' IS NOT NULL OR to_jsonb(pr) ->> 'prattrs' IS NOT NULL)"
+# Whether the publication sends the table's changes by itself (FOR ALL TABLES, FOR TABLES IN SCHEMA), over
+# ``pg_class c``, ``pg_namespace n`` and the publication's name as ``%(pub)s``.
+_PUBLISHED_SQL = (
+    "SELECT 1 FROM pg_publication_tables pt "
+    "WHERE pt.pubname = %(pub)s AND pt.schemaname = n.nspname AND pt.tablename = c.relname"
+)
 
 
 def _timeout_sql(lock_timeout: float) -> sql.Composed:
@@ -121,15 +127,18 @@ def publish_table(
 ) -> None:
     """Make ``table`` REPLICA IDENTITY FULL and a member of ``publication`` that sends every change of it
     (no-op if already so): a publication altered from outside to leave out operations, or to filter the
-    table's rows or columns, is set back (the shapes it starved were invalidated by the schema check)."""
+    table's rows or columns, is set back (the shapes it starved were invalidated by the schema check).
+
+    A table the publication takes in already (``FOR ALL TABLES``, ``FOR TABLES IN SCHEMA``: an operator's
+    choice) is not added: Postgres refuses to, and its changes are sent anyway."""
     row = conn.execute(
-        f"SELECT c.relreplident, pr.oid IS NOT NULL, {FILTERED_SQL}, "
+        f"SELECT c.relreplident, pr.oid IS NOT NULL OR EXISTS ({_PUBLISHED_SQL}), {FILTERED_SQL}, "
         f"coalesce({PUBLISHES_EVERY_OPERATION_SQL}, true) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "LEFT JOIN pg_publication p ON p.pubname = %s "
+        "LEFT JOIN pg_publication p ON p.pubname = %(pub)s "
         "LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = c.oid "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (publication, table.schema, table.name),
+        "WHERE n.nspname = %(schema)s AND c.relname = %(name)s",
+        {"pub": publication, "schema": table.schema, "name": table.name},
     ).fetchone()
     if row is None:
         raise DbConnectionError("table_missing", f"table {table} does not exist", retry_may_fix=False)
@@ -159,9 +168,12 @@ def publish_table(
 def unpublish_table(
     conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
 ) -> None:
-    """Remove ``table`` from ``publication`` if it is a member (its replica identity is left as is)."""
+    """Remove ``table`` from ``publication`` if it was added to it (its replica identity is left as is); one
+    the publication takes in by itself (``FOR ALL TABLES``, ``FOR TABLES IN SCHEMA``) stays."""
     row = conn.execute(
-        "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND tablename = %s",
+        "SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
+        "JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE p.pubname = %s AND n.nspname = %s AND c.relname = %s",
         (publication, table.schema, table.name),
     ).fetchone()
     if row is None:

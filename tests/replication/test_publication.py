@@ -142,3 +142,20 @@ def test_adding_sets_back_a_publication_altered_to_send_less(
     ).fetchone()
     assert row == (True, True, True, True, True, True)
     assert published(conn) == [("public", "t")]
+
+
+@pytest.mark.parametrize("covers", ["FOR ALL TABLES", "FOR TABLES IN SCHEMA public"])
+def test_a_publication_that_takes_the_table_in_by_itself_is_left_so(
+    conn: psycopg.Connection[Any], manager: pykka.ActorRef[Any], covers: str
+) -> None:
+    """An operator made the stream's publication cover every table (or a schema): Postgres refuses to add
+    or drop one table (every shape creation was a 503), and the table's changes are sent anyway."""
+    conn.execute(f"DROP PUBLICATION {PUB}")
+    conn.execute(f"CREATE PUBLICATION {PUB} {covers}")
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    table = TableName("public", "t")
+    assert manager.ask(AddTable(table, "shape-1"), timeout=10) is None
+    assert replident(conn, "t") == "f"
+    assert published(conn) == [("public", "t")]
+    assert manager.ask(RemoveTable(table, "shape-1"), timeout=10) is None
+    assert published(conn) == [("public", "t")]
