@@ -62,7 +62,7 @@ def test_a_quiet_but_live_server_is_kept(db_dsn: str) -> None:
     config = dataclasses.replace(
         ConnectionConfig(dsn=db_dsn, stream_id=stream_id_for(db_dsn)),
         status_interval=5.0,
-        receive_timeout=1.0,
+        receive_timeout=2.0,  # a reply asked for after 1 s of silence: 1 s for it to come
     )
     sink = RecordingSink()
     with (
@@ -71,6 +71,6 @@ def test_a_quiet_but_live_server_is_kept(db_dsn: str) -> None:
     ):
         wait_until(lambda: handles.state() == "active")
         (first, _) = walsender(conn, config.slot) or (0, None)
-        conn.execute("SELECT pg_sleep(4)")  # four timeouts of a quiet stream (the thing under test is time)
+        conn.execute("SELECT pg_sleep(5)")  # timeouts of a quiet stream (the thing under test is time)
         (now, _) = walsender(conn, config.slot) or (0, None)
         assert (now, handles.state(), handles.status.error) == (first, "active", None)
