@@ -133,7 +133,7 @@ def publish_table(
     choice) is not added: Postgres refuses to, and its changes are sent anyway."""
     row = conn.execute(
         f"SELECT c.relreplident, pr.oid IS NOT NULL OR EXISTS ({_PUBLISHED_SQL}), {FILTERED_SQL}, "
-        f"coalesce({PUBLISHES_EVERY_OPERATION_SQL}, true) "
+        f"coalesce({PUBLISHES_EVERY_OPERATION_SQL}, true), c.oid "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_publication p ON p.pubname = %(pub)s "
         "LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = c.oid "
@@ -142,7 +142,7 @@ def publish_table(
     ).fetchone()
     if row is None:
         raise DbConnectionError("table_missing", f"table {table} does not exist", retry_may_fix=False)
-    replident, member, filtered, every_operation = row
+    replident, member, filtered, every_operation, oid = row
     pub = sql.Identifier(publication)
     changes: list[sql.Composed] = []
     if not every_operation:
@@ -158,11 +158,55 @@ def publish_table(
     # holds new ones back until the table is published (their changes are then sent).
     if replident != "f":  # its ACCESS EXCLUSIVE lock does both
         first = sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table.only())
+        conflicts = _CONFLICT_ALL
     elif changes:
         first = sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table.only())
+        conflicts = _CONFLICT_SHARE
     else:
         return
+    _refuse_behind_long_holder(conn, table, oid, conflicts, lock_timeout)
     _run(conn, table, "publish", [_timeout_sql(lock_timeout), first, *changes])
+
+
+# The lock modes a request for ACCESS EXCLUSIVE, and for SHARE, waits behind.
+_CONFLICT_ALL = [
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+]
+_CONFLICT_SHARE = _CONFLICT_ALL[2:4] + _CONFLICT_ALL[5:]
+_LONG_HOLDER_SQL = """
+SELECT a.pid, extract(epoch FROM clock_timestamp() - a.xact_start)
+FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.relation = %s AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+  AND l.mode = ANY(%s)
+  AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => %s)
+ORDER BY a.xact_start LIMIT 1
+"""
+
+
+def _refuse_behind_long_holder(
+    conn: psycopg.Connection[Any], table: TableName, oid: int, conflicts: list[str], lock_timeout: float
+) -> None:
+    """Fail at once when a transaction older than ``lock_timeout`` holds a lock the first step would wait
+    behind: the step would time out, and meanwhile every writer of the table queues behind our request.  A
+    client retrying its shape every second then kept the application's writes stalled for as long as a
+    batch job held the table.  A younger holder is waited for (``lock_timeout`` at most): writers come and
+    go on a busy table."""
+    row = conn.execute(_LONG_HOLDER_SQL, (oid, conflicts, lock_timeout)).fetchone()
+    if row is not None:
+        pid, age = row
+        raise DbConnectionError(
+            "lock_timeout",
+            f"could not publish {table}: the transaction of backend {pid} has held a lock on it for "
+            f"{float(age):.0f} s; not queueing behind it (the table's writers would queue behind us); "
+            "it will be retried when a shape needs the table again",
+        )
 
 
 def unpublish_table(

@@ -159,3 +159,43 @@ def test_a_publication_that_takes_the_table_in_by_itself_is_left_so(
     assert published(conn) == [("public", "t")]
     assert manager.ask(RemoveTable(table, "shape-1"), timeout=10) is None
     assert published(conn) == [("public", "t")]
+
+
+def waiting_locks(conn: psycopg.Connection[Any], table: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass", (table,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("identity", ["DEFAULT", "FULL"])
+def test_a_long_transaction_on_the_table_is_not_queued_behind(
+    db_dsn: str, conn: psycopg.Connection[Any], manager: pykka.ActorRef[Any], identity: str
+) -> None:
+    """A transaction that has held the table longer than ``lock_timeout`` (a batch job): adding the table
+    fails at once instead of queueing a lock request, behind which every writer of the table would queue
+    for ``lock_timeout``, again at each retry of the shape.  Once it ends, the table is added."""
+    conn.execute("CREATE TABLE busy (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO busy VALUES (1, 1)")
+    conn.execute(f"ALTER TABLE busy REPLICA IDENTITY {identity}")
+    table = TableName("public", "busy")
+    with psycopg.connect(db_dsn) as app:
+        app.execute("UPDATE busy SET v = 2")  # a writer: its lock conflicts with SHARE and ACCESS EXCLUSIVE
+        app.execute("SELECT pg_sleep(0.5)")  # older than the manager's lock_timeout (0.3 s)
+        future = manager.ask(AddTable(table, "shape-1"), block=False)
+        seen = 0
+        deadline = time.monotonic() + 10
+        while True:
+            seen += waiting_locks(conn, "busy")
+            try:
+                error = future.get(timeout=0.005)
+                break
+            except pykka.Timeout:
+                assert time.monotonic() < deadline
+        assert seen == 0  # no lock request queued: the application's writers never waited behind one
+        assert isinstance(error, DbConnectionError) and error.kind == "lock_timeout"
+        assert "has held a lock on it" in error.message
+        app.rollback()
+    assert manager.ask(AddTable(table, "shape-1"), timeout=10) is None
+    assert published(conn) == [("public", "busy")]
