@@ -181,11 +181,13 @@ _CONFLICT_ALL = [
 ]
 _CONFLICT_SHARE = _CONFLICT_ALL[2:4] + _CONFLICT_ALL[5:]
 _LONG_HOLDER_SQL = """
-SELECT a.pid, extract(epoch FROM clock_timestamp() - a.xact_start)
+SELECT a.pid, extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'relation' AND l.relation = %s AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
   AND l.mode = ANY(%s)
   AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => %s)
+  -- autovacuum gives way to a lock request after deadlock_timeout, unless it prevents wraparound
+  AND NOT (a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%%(to prevent wraparound)%%')
 ORDER BY a.xact_start LIMIT 1
 """
 
@@ -197,7 +199,8 @@ def _refuse_behind_long_holder(
     behind: the step would time out, and meanwhile every writer of the table queues behind our request.  A
     client retrying its shape every second then kept the application's writes stalled for as long as a
     batch job held the table.  A younger holder is waited for (``lock_timeout`` at most): writers come and
-    go on a busy table."""
+    go on a busy table; and so is an autovacuum worker (it is cancelled for us), unless it runs to prevent
+    wraparound."""
     row = conn.execute(_LONG_HOLDER_SQL, (oid, conflicts, lock_timeout)).fetchone()
     if row is not None:
         pid, age = row
