@@ -12,23 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
 from supervisors import SupervisedActor
 from sync.postgres.errors import DbConnectionError, classify
-from sync.replication.tables import TableName, TableRefs, publish_table, unpublish_table
+from sync.replication.tables import LockedOut, TableName, TableRefs, publish_table, unpublish_table
 
 __all__ = ["AddTable", "PublicationManager", "RemoveTable", "TableName"]
 
 logger = logging.getLogger(__name__)
-
-
-class _Step(Protocol):
-    def __call__(
-        self, conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +69,9 @@ class PublicationManager(SupervisedActor):
         # table -> time.monotonic() when a check found it (or made it) published with REPLICA IDENTITY FULL;
         # only for tables with owners (removing the last one forgets it)
         self._checked: dict[TableName, float] = {}
+        # table -> the transactions whose locks on it made the last try fail (LockedOut): not waited behind
+        # again while they last
+        self._blockers: dict[TableName, frozenset[str]] = {}
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AddTable):
@@ -109,10 +106,9 @@ class PublicationManager(SupervisedActor):
             if not self.refs.remove(table, owner):
                 return None
             self._checked.pop(table, None)
-        step = publish_table if add else unpublish_table
         try:
             try:
-                self._step(step, table)
+                self._step(table, add=add)
             except (psycopg.Error, DbConnectionError):
                 if not self._cut_while_idle():
                     raise
@@ -120,21 +116,30 @@ class PublicationManager(SupervisedActor):
                 # ``idle_session_timeout``, a proxy's idle timeout): the steps are idempotent, so they run
                 # again on a new connection rather than fail the shape that came first.
                 logger.info("publication %s: connection cut while idle, reconnecting", self._publication)
-                self._step(step, table)
+                self._step(table, add=add)
         except (psycopg.Error, DbConnectionError) as exc:
             error = classify(exc)
+            if isinstance(exc, LockedOut):
+                self._blockers[table] = exc.blockers
             self._cut_while_idle()
             logger.warning("publication %s: %s", self._publication, error.message)
             return error
+        self._blockers.pop(table, None)
         if add:
             self.refs.add(table, owner)
             self._checked[table] = time.monotonic()
         return None
 
-    def _step(self, step: _Step, table: TableName) -> None:
-        """Run ``step`` on the connection; ``self._used`` says whether it had served an earlier step."""
+    def _step(self, table: TableName, *, add: bool) -> None:
+        """Publish or unpublish ``table`` on the connection; ``self._used`` says whether it had served an
+        earlier step."""
         self._used = self._conn is not None and not self._conn.closed
-        step(self._connection(), self._publication, table, lock_timeout=self._lock_timeout)
+        conn = self._connection()
+        if add:
+            blockers = self._blockers.get(table, frozenset())
+            publish_table(conn, self._publication, table, lock_timeout=self._lock_timeout, blockers=blockers)
+        else:
+            unpublish_table(conn, self._publication, table, lock_timeout=self._lock_timeout)
 
     def _cut_while_idle(self) -> bool:
         """After a failed step: close the connection if it broke (a new one serves the next step); whether it

@@ -28,6 +28,7 @@ __all__ = [
     "EVERY_OPERATION",
     "FILTERED_SQL",
     "PUBLISHES_EVERY_OPERATION_SQL",
+    "LockedOut",
     "TableName",
     "TableRefs",
     "publish_table",
@@ -122,15 +123,34 @@ def _run(conn: psycopg.Connection[Any], table: TableName, what: str, steps: list
         raise classify(exc) from exc
 
 
+class LockedOut(DbConnectionError):
+    """Publishing the table waited ``lock_timeout`` in vain, or would have: ``blockers`` are the
+    transactions (``pg_locks.virtualtransaction``) holding a lock the step waits behind."""
+
+    def __init__(self, message: str, blockers: frozenset[str]) -> None:
+        super().__init__("lock_timeout", message)
+        self.blockers = blockers
+
+
 def publish_table(
-    conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
+    conn: psycopg.Connection[Any],
+    publication: str,
+    table: TableName,
+    *,
+    lock_timeout: float,
+    blockers: frozenset[str] = frozenset(),
 ) -> None:
     """Make ``table`` REPLICA IDENTITY FULL and a member of ``publication`` that sends every change of it
     (no-op if already so): a publication altered from outside to leave out operations, or to filter the
     table's rows or columns, is set back (the shapes it starved were invalidated by the schema check).
 
     A table the publication takes in already (``FOR ALL TABLES``, ``FOR TABLES IN SCHEMA``: an operator's
-    choice) is not added: Postgres refuses to, and its changes are sent anyway."""
+    choice) is not added: Postgres refuses to, and its changes are sent anyway.
+
+    Raises :class:`LockedOut` at once, queueing no lock request, when a transaction that holds a lock the
+    first step would wait behind is older than ``lock_timeout`` or among ``blockers`` (those that made an
+    earlier try time out: a transaction's start is visible only to privileged roles); and after
+    ``lock_timeout`` when the step waited in vain."""
     row = conn.execute(
         f"SELECT c.relreplident, pr.oid IS NOT NULL OR EXISTS ({_PUBLISHED_SQL}), {FILTERED_SQL}, "
         f"coalesce({PUBLISHES_EVERY_OPERATION_SQL}, true), c.oid "
@@ -164,8 +184,22 @@ def publish_table(
         conflicts = _CONFLICT_SHARE
     else:
         return
-    _refuse_behind_long_holder(conn, table, oid, conflicts, lock_timeout)
-    _run(conn, table, "publish", [_timeout_sql(lock_timeout), first, *changes])
+    holders = _holders(conn, oid, conflicts, lock_timeout)
+    long = [pid for vxid, pid, old in holders if old or vxid in blockers]
+    if long:
+        raise LockedOut(
+            f"could not publish {table}: the transaction of backend {long[0]} has held a lock on it for "
+            "longer than lock_timeout; not queueing behind it (the table's writers would queue behind us); "
+            "it will be retried when a shape needs the table again",
+            frozenset(vxid for vxid, _, _ in holders),
+        )
+    try:
+        _run(conn, table, "publish", [_timeout_sql(lock_timeout), first, *changes])
+    except DbConnectionError as exc:
+        if exc.kind != "lock_timeout":
+            raise
+        now = frozenset(vxid for vxid, _, _ in _holders(conn, oid, conflicts, lock_timeout))
+        raise LockedOut(exc.message, now) from exc
 
 
 # The lock modes a request for ACCESS EXCLUSIVE, and for SHARE, waits behind.
@@ -180,36 +214,29 @@ _CONFLICT_ALL = [
     "AccessExclusiveLock",
 ]
 _CONFLICT_SHARE = _CONFLICT_ALL[2:4] + _CONFLICT_ALL[5:]
-_LONG_HOLDER_SQL = """
-SELECT a.pid, extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)
-FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+_HOLDERS_SQL = """
+SELECT l.virtualtransaction, l.pid,
+       coalesce(a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => %s), false)
+FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'relation' AND l.relation = %s AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
   AND l.mode = ANY(%s)
-  AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => %s)
   -- autovacuum gives way to a lock request after deadlock_timeout, unless it prevents wraparound
-  AND NOT (a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%%(to prevent wraparound)%%')
-ORDER BY a.xact_start LIMIT 1
+  AND NOT coalesce(
+      a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%%(to prevent wraparound)%%', false)
 """
 
 
-def _refuse_behind_long_holder(
-    conn: psycopg.Connection[Any], table: TableName, oid: int, conflicts: list[str], lock_timeout: float
-) -> None:
-    """Fail at once when a transaction older than ``lock_timeout`` holds a lock the first step would wait
-    behind: the step would time out, and meanwhile every writer of the table queues behind our request.  A
-    client retrying its shape every second then kept the application's writes stalled for as long as a
-    batch job held the table.  A younger holder is waited for (``lock_timeout`` at most): writers come and
-    go on a busy table; and so is an autovacuum worker (it is cancelled for us), unless it runs to prevent
-    wraparound."""
-    row = conn.execute(_LONG_HOLDER_SQL, (oid, conflicts, lock_timeout)).fetchone()
-    if row is not None:
-        pid, age = row
-        raise DbConnectionError(
-            "lock_timeout",
-            f"could not publish {table}: the transaction of backend {pid} has held a lock on it for "
-            f"{float(age):.0f} s; not queueing behind it (the table's writers would queue behind us); "
-            "it will be retried when a shape needs the table again",
-        )
+def _holders(
+    conn: psycopg.Connection[Any], oid: int, conflicts: list[str], lock_timeout: float
+) -> list[tuple[str, int, bool]]:
+    """The transactions holding a lock on the table that a request conflicting with ``conflicts`` waits
+    behind: ``(virtualtransaction, pid, older than lock_timeout)`` (the age is known only where this role
+    may see the transaction's start).  Waiting behind one holds the table's writers back too: a client
+    retrying its shape every second kept them stalled for as long as a batch job held the table.  A
+    younger holder is waited for (``lock_timeout`` at most): writers come and go on a busy table; and so
+    is an autovacuum worker (it is cancelled for us), unless it runs to prevent wraparound."""
+    rows = conn.execute(_HOLDERS_SQL, (lock_timeout, oid, conflicts)).fetchall()
+    return [(str(vxid), int(pid), bool(old)) for vxid, pid, old in rows]
 
 
 def unpublish_table(

@@ -199,3 +199,52 @@ def test_a_long_transaction_on_the_table_is_not_queued_behind(
         app.rollback()
     assert manager.ask(AddTable(table, "shape-1"), timeout=10) is None
     assert published(conn) == [("public", "busy")]
+
+
+def test_a_blocker_this_role_cannot_see_the_age_of_is_queued_behind_once(db_dsn: str) -> None:
+    """Without the privileges to see another role's transaction start (``pg_read_all_stats``), the first
+    try waits ``lock_timeout`` in vain; the transactions that held it back are remembered, and while they
+    last no later try queues behind them."""
+    dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
+    with psycopg.connect(db_dsn, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS restricted")
+        admin.execute("CREATE ROLE restricted LOGIN")
+        admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO restricted')
+        admin.execute("GRANT CREATE ON SCHEMA public TO restricted")
+        admin.execute("SET ROLE restricted")
+        admin.execute(f"CREATE PUBLICATION {PUB}")
+        admin.execute("CREATE TABLE busy (id int PRIMARY KEY, v int)")
+        admin.execute("INSERT INTO busy VALUES (1, 1)")
+        admin.execute("RESET ROLE")
+    manager = PublicationManager.start(
+        db_dsn.replace("user=postgres", "user=restricted"), PUB, lock_timeout=0.3
+    )
+    table = TableName("public", "busy")
+    try:
+        with psycopg.connect(db_dsn, autocommit=True) as conn, psycopg.connect(db_dsn) as app:
+            app.execute("UPDATE busy SET v = 2")  # the superuser's transaction: its start is hidden
+            app.execute("SELECT pg_sleep(0.5)")
+            first = manager.ask(AddTable(table, "shape-1"), timeout=10)
+            assert isinstance(first, DbConnectionError) and first.kind == "lock_timeout"
+            future = manager.ask(AddTable(table, "shape-2"), block=False)
+            seen = 0
+            while True:
+                seen += waiting_locks(conn, "busy")
+                try:
+                    second = future.get(timeout=0.005)
+                    break
+                except pykka.Timeout:
+                    pass
+            assert seen == 0
+            assert isinstance(second, DbConnectionError) and "has held a lock on it" in second.message
+            app.rollback()
+            assert manager.ask(AddTable(table, "shape-3"), timeout=10) is None
+            assert published(conn) == [("public", "busy")]
+    finally:
+        manager.stop(timeout=5)
+        with psycopg.connect(db_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP PUBLICATION IF EXISTS {PUB}")
+            admin.execute("DROP TABLE IF EXISTS busy")
+            admin.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM restricted')
+            admin.execute("REVOKE ALL ON SCHEMA public FROM restricted")
+            admin.execute("DROP ROLE restricted")
