@@ -161,12 +161,23 @@ def test_a_publication_that_takes_the_table_in_by_itself_is_left_so(
     assert published(conn) == [("public", "t")]
 
 
-def waiting_locks(conn: psycopg.Connection[Any], table: str) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass", (table,)
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+def add_watching_queue(
+    manager: pykka.ActorRef[Any], conn: psycopg.Connection[Any], table: TableName, owner: str
+) -> tuple[Any, int]:
+    """``AddTable``'s answer, and how often a lock request on the table was seen queued while it ran."""
+    future = manager.ask(AddTable(table, owner), block=False)
+    seen = 0
+    deadline = time.monotonic() + 10
+    while True:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass", (str(table),)
+        ).fetchone()
+        assert row is not None
+        seen += int(row[0])
+        try:
+            return future.get(timeout=0.005), seen
+        except pykka.Timeout:
+            assert time.monotonic() < deadline
 
 
 @pytest.mark.parametrize("identity", ["DEFAULT", "FULL"])
@@ -183,16 +194,7 @@ def test_a_long_transaction_on_the_table_is_not_queued_behind(
     with psycopg.connect(db_dsn) as app:
         app.execute("UPDATE busy SET v = 2")  # a writer: its lock conflicts with SHARE and ACCESS EXCLUSIVE
         app.execute("SELECT pg_sleep(0.5)")  # older than the manager's lock_timeout (0.3 s)
-        future = manager.ask(AddTable(table, "shape-1"), block=False)
-        seen = 0
-        deadline = time.monotonic() + 10
-        while True:
-            seen += waiting_locks(conn, "busy")
-            try:
-                error = future.get(timeout=0.005)
-                break
-            except pykka.Timeout:
-                assert time.monotonic() < deadline
+        error, seen = add_watching_queue(manager, conn, table, "shape-1")
         assert seen == 0  # no lock request queued: the application's writers never waited behind one
         assert isinstance(error, DbConnectionError) and error.kind == "lock_timeout"
         assert "has held a lock on it" in error.message
@@ -226,15 +228,7 @@ def test_a_blocker_this_role_cannot_see_the_age_of_is_queued_behind_once(db_dsn:
             app.execute("SELECT pg_sleep(0.5)")
             first = manager.ask(AddTable(table, "shape-1"), timeout=10)
             assert isinstance(first, DbConnectionError) and first.kind == "lock_timeout"
-            future = manager.ask(AddTable(table, "shape-2"), block=False)
-            seen = 0
-            while True:
-                seen += waiting_locks(conn, "busy")
-                try:
-                    second = future.get(timeout=0.005)
-                    break
-                except pykka.Timeout:
-                    pass
+            second, seen = add_watching_queue(manager, conn, table, "shape-2")
             assert seen == 0
             assert isinstance(second, DbConnectionError) and "has held a lock on it" in second.message
             app.rollback()
