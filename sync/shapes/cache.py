@@ -59,7 +59,7 @@ from sync.shapes.cache_messages import (
     get_or_create_shape,
 )
 from sync.shapes.cache_relations import broken_shapes
-from sync.shapes.cache_reload import Reopened, reopen_stored
+from sync.shapes.cache_reload import Reopened, reopen_stored, wait_for_database
 from sync.shapes.consumer import RotateShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
@@ -317,6 +317,8 @@ class ShapeCache(SupervisedActor):
         handles = self._storage.handles()
         for handle in handles:
             self._clock.observe(handle)
+        if handles and self._catalog is not None:
+            wait_for_database(self._catalog)
         for shape in reopen_stored(self._storage, handles, self._marks, self._compile, self._catalog):
             self._resume(shape)
         self._marks.compact(self.directory.handles())

@@ -11,15 +11,18 @@ the others and starts their subtrees.  This module does the storage side, off th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
 
+from sync import runtime
 from sync.shapes.consumer import StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.invalidation import CompiledShape
+from sync.shapes.resolver import CatalogUnavailable
 from sync.shapes.schema_check import ColumnTypes, SchemaCatalog, column_types_from_meta
 from sync.shapes.snapshot_marks import SnapshotMarks
 from sync.shapes.stored import changed_while_down, stored_shape
@@ -27,7 +30,35 @@ from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.storage import Storage
 from sync.storage.writer import ShapeLogWriter
 
-__all__ = ["Reopened", "reopen_stored"]
+__all__ = ["DatabaseDown", "Reopened", "reopen_stored", "wait_for_database"]
+
+RELOAD_WAIT_S = 20.0  # waited for Postgres to answer, then the cache fails its start
+
+
+class DatabaseDown(RuntimeError):
+    """Postgres does not answer, so stored shapes cannot be reloaded; their logs are kept for later."""
+
+
+def wait_for_database(catalog: SchemaCatalog, budget: float = RELOAD_WAIT_S) -> None:
+    """Return once Postgres answers; raise :class:`DatabaseDown` after ``budget`` seconds.
+
+    Reloading a shape compiles it against the catalog and publishes its table.  Started while Postgres was
+    down (a host reboot, a compose file that starts both at once), the reload took every shape for one
+    that no longer compiles and deleted its log: every client had to refetch everything.  Waiting a little
+    covers the common race; past it the cache's start fails with its logs intact, and the supervisor (or
+    the next start) tries again."""
+    deadline = time.monotonic() + budget
+    while True:
+        try:
+            catalog.ping()
+            return
+        except Exception as exc:  # psycopg errors, and anything the connection attempt raises
+            if time.monotonic() >= deadline:
+                msg = f"the database does not answer ({exc}): stored shapes are kept for a later start"
+                raise DatabaseDown(msg) from exc
+            logger.info("waiting for the database before reloading stored shapes (%s)", exc)
+            runtime.sleep(0.5)
+
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +106,9 @@ def reopen_stored(
                 changed = unpublished(definition.relation_oid)
             if changed is not None:
                 raise ShapeMustBeRecreated(changed)
+        except CatalogUnavailable as exc:  # Postgres stopped answering: keep every log for a later start
+            writer.abort()
+            raise DatabaseDown(f"the catalog is unavailable ({exc}): stored shapes are kept") from exc
         except Exception as exc:  # any doubt about a stored shape: drop it, clients refetch
             logger.warning("shape %s cannot be reloaded (%r): deleted", handle, exc)
             writer.abort()

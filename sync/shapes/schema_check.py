@@ -271,6 +271,14 @@ class SchemaCatalog:
         rows = conn.execute(_QUERY, {"oids": oids, "publication": self._publication}).fetchall()
         return rows, type_outputs(conn, (int(o) for r in rows for o in r[4]))
 
+    def ping(self) -> None:
+        """Ask Postgres something; raises ``psycopg.Error`` if it cannot answer."""
+        try:
+            self._connection().execute("SELECT 1")
+        except psycopg.Error:
+            self.close()
+            raise
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
