@@ -18,6 +18,7 @@ import psycopg
 
 from supervisors import SupervisedActor
 from sync.postgres.errors import DbConnectionError, classify
+from sync.postgres.kept_connection import KeptConnection
 from sync.replication.tables import LockedOut, TableName, TableRefs, publish_table, unpublish_table
 
 __all__ = ["AddTable", "PublicationManager", "RemoveTable", "TableName"]
@@ -59,12 +60,12 @@ class PublicationManager(SupervisedActor):
         self, dsn: str, publication: str, *, lock_timeout: float = 5.0, connect_timeout: float = 30.0
     ) -> None:
         super().__init__()
-        self._dsn = dsn
         self._publication = publication
         self._lock_timeout = lock_timeout
-        self._connect_timeout = connect_timeout
-        self._conn: psycopg.Connection[Any] | None = None
-        self._used = False  # whether the connection of the last step had served an earlier one
+        # The steps are idempotent: one that found the connection cut since its last use (a restart,
+        # ``idle_session_timeout``, a proxy's idle timeout) runs again on a new one rather than fail the
+        # shape that came first.
+        self._conn = KeptConnection(dsn, connect_timeout=connect_timeout, name=f"publication {publication}")
         self.refs = TableRefs()
         # table -> time.monotonic() when a check found it (or made it) published with REPLICA IDENTITY FULL;
         # only for tables with owners (removing the last one forgets it)
@@ -91,15 +92,7 @@ class PublicationManager(SupervisedActor):
         return None
 
     def on_stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
-            )
-        return self._conn
+        self._conn.close()
 
     def _attempt(self, table: TableName, owner: str, *, add: bool) -> DbConnectionError | None:
         if not add:
@@ -107,21 +100,11 @@ class PublicationManager(SupervisedActor):
                 return None
             self._checked.pop(table, None)
         try:
-            try:
-                self._step(table, add=add)
-            except (psycopg.Error, DbConnectionError):
-                if not self._cut_while_idle():
-                    raise
-                # The server or the network cut the connection since its last use (a restart,
-                # ``idle_session_timeout``, a proxy's idle timeout): the steps are idempotent, so they run
-                # again on a new connection rather than fail the shape that came first.
-                logger.info("publication %s: connection cut while idle, reconnecting", self._publication)
-                self._step(table, add=add)
+            self._conn.run(lambda conn: self._step(conn, table, add=add))
         except (psycopg.Error, DbConnectionError) as exc:
             error = classify(exc)
             if isinstance(exc, LockedOut):
                 self._blockers[table] = exc.blockers
-            self._cut_while_idle()
             logger.warning("publication %s: %s", self._publication, error.message)
             return error
         self._blockers.pop(table, None)
@@ -130,23 +113,9 @@ class PublicationManager(SupervisedActor):
             self._checked[table] = time.monotonic()
         return None
 
-    def _step(self, table: TableName, *, add: bool) -> None:
-        """Publish or unpublish ``table`` on the connection; ``self._used`` says whether it had served an
-        earlier step."""
-        self._used = self._conn is not None and not self._conn.closed
-        conn = self._connection()
+    def _step(self, conn: psycopg.Connection[Any], table: TableName, *, add: bool) -> None:
         if add:
             blockers = self._blockers.get(table, frozenset())
             publish_table(conn, self._publication, table, lock_timeout=self._lock_timeout, blockers=blockers)
         else:
             unpublish_table(conn, self._publication, table, lock_timeout=self._lock_timeout)
-
-    def _cut_while_idle(self) -> bool:
-        """After a failed step: close the connection if it broke (a new one serves the next step); whether it
-        had served an earlier step (and so may have been cut while it sat idle)."""
-        conn = self._conn
-        if conn is None or not (conn.broken or conn.closed):
-            return False
-        conn.close()
-        self._conn = None
-        return self._used

@@ -32,6 +32,8 @@ from sync.storage.writer import ShapeLogWriter
 
 __all__ = ["DatabaseDown", "Reopened", "reopen_stored", "wait_for_database"]
 
+logger = logging.getLogger(__name__)
+
 RELOAD_WAIT_S = 20.0  # waited for Postgres to answer, then the cache fails its start
 
 
@@ -58,9 +60,6 @@ def wait_for_database(catalog: SchemaCatalog, budget: float = RELOAD_WAIT_S) -> 
                 raise DatabaseDown(msg) from exc
             logger.info("waiting for the database before reloading stored shapes (%s)", exc)
             runtime.sleep(0.5)
-
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

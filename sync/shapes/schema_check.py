@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from sync.postgres.kept_connection import KeptConnection
 from sync.postgres.type_output import (
     EnumLabels,
     Layouts,
@@ -237,32 +238,17 @@ class SchemaCatalog:
     """
 
     def __init__(self, dsn: str, *, publication: str | None = None, connect_timeout: float = 10.0) -> None:
-        self._dsn = dsn
         self._publication = publication
-        self._timeout = connect_timeout
-        self._conn: psycopg.Connection[Any] | None = None
+        # one cut while it sat idle between checks is replaced at once, rather than leave the shapes
+        # unchecked for another interval
+        self._conn = KeptConnection(dsn, connect_timeout=connect_timeout, name="schema catalog")
 
     def tables(self, oids: Iterable[int]) -> dict[int, CatalogTable]:
         """The tables among ``oids`` that exist; raises ``psycopg.Error`` if Postgres cannot answer."""
         wanted = sorted(set(oids))
         if not wanted:
             return {}
-        reused = self._conn is not None and not self._conn.closed
-        conn = self._connection()
-        try:
-            rows, outputs = self._read(conn, wanted)
-        except psycopg.Error:
-            self.close()
-            if not (reused and conn.broken):
-                raise
-            # cut while it sat idle between checks (a restart, ``idle_session_timeout``, a proxy): once more
-            # on a new connection, rather than leave the shapes unchecked for another interval
-            conn = self._connection()
-            try:
-                rows, outputs = self._read(conn, wanted)
-            except psycopg.Error:
-                self.close()
-                raise
+        rows, outputs = self._conn.run(lambda conn: self._read(conn, wanted))
         return {int(r[0]): _table(r, outputs) for r in rows}
 
     def _read(
@@ -273,21 +259,10 @@ class SchemaCatalog:
 
     def ping(self) -> None:
         """Ask Postgres something; raises ``psycopg.Error`` if it cannot answer."""
-        try:
-            self._connection().execute("SELECT 1")
-        except psycopg.Error:
-            self.close()
-            raise
+        self._conn.run(lambda conn: conn.execute("SELECT 1"))
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=int(self._timeout))
-        return self._conn
+        self._conn.close()
 
 
 def _table(row: Sequence[Any], outputs: Mapping[int, TypeOutput]) -> CatalogTable:
