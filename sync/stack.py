@@ -46,6 +46,7 @@ from typing import Any
 import pykka
 
 from supervisors import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, ChildSpec, Registry, Supervisor
+from sync.postgres.errors import DbConnectionError
 from sync.replication.changes import RelationChanged, ReplicationEvent, SlotRecreated
 from sync.replication.connection import ConnectionConfig, ConnectionHandles, connection_children
 from sync.replication.history import HistoryFile, HistoryGuard
@@ -210,12 +211,14 @@ def shapes_children(
     def start_shape_supervisor() -> pykka.ActorRef[Any]:
         return _registered(registry, SHAPE_SUPERVISOR, ShapeSupervisor.start())
 
-    def publish(definition: ShapeDefinition, handle: str) -> str | None:
+    def publish(definition: ShapeDefinition, handle: str) -> DbConnectionError | None:
         manager = registry.whereis(PUBLICATION_MANAGER)
-        if manager is None:
-            return "the publication manager is not running"
+        if manager is None:  # between its crash and its restart: a connection error, as far as callers go
+            return DbConnectionError("connection_lost", "the publication manager is not running")
         error = manager.ask(AddTable(TableName(*definition.relation), handle), timeout=60.0)
-        return None if error is None else str(error)
+        if error is not None and not isinstance(error, DbConnectionError):
+            raise TypeError(f"the publication manager answered AddTable with {error!r}")
+        return error
 
     def unpublish(definition: ShapeDefinition, handle: str) -> None:
         manager = registry.whereis(PUBLICATION_MANAGER)

@@ -59,7 +59,7 @@ from sync.shapes.cache_messages import (
     get_or_create_shape,
 )
 from sync.shapes.cache_relations import broken_shapes
-from sync.shapes.cache_reload import Reopened, reopen_stored, wait_for_database
+from sync.shapes.cache_reload import RELOAD_KEEPS, DatabaseDown, Reopened, reopen_stored, wait_for_database
 from sync.shapes.consumer import RotateShape
 from sync.shapes.definition import HandleClock, ShapeDefinition
 from sync.shapes.directory import LiveShape, ShapeDirectory
@@ -330,6 +330,10 @@ class ShapeCache(SupervisedActor):
         if shape.types is not None:
             self._types[handle] = shape.types
         if self._publish is not None and (error := self._publish(definition, handle)) is not None:
+            if error.kind in RELOAD_KEEPS:  # Postgres stopped answering: keep every log for a later start
+                shape.writer.abort()
+                msg = f"the table of shape {handle} cannot be published now ({error}): stored shapes are kept"
+                raise DatabaseDown(msg)
             logger.warning("shape %s: table not published (%s): deleted", handle, error)
             shape.writer.abort()
             self._storage.delete(handle)

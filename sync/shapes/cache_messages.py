@@ -14,6 +14,7 @@ from typing import Any
 
 import pykka
 
+from sync.postgres.errors import DbConnectionError
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 
@@ -33,7 +34,7 @@ __all__ = [
     "get_or_create_shape",
 ]
 
-Publish = Callable[[ShapeDefinition, str], str | None]  # error message or None
+Publish = Callable[[ShapeDefinition, str], DbConnectionError | None]  # the classified error or None
 Unpublish = Callable[[ShapeDefinition, str], None]
 
 

@@ -30,11 +30,14 @@ from sync.storage.errors import ShapeMustBeRecreated
 from sync.storage.storage import Storage
 from sync.storage.writer import ShapeLogWriter
 
-__all__ = ["DatabaseDown", "Reopened", "reopen_stored", "wait_for_database"]
+__all__ = ["RELOAD_KEEPS", "DatabaseDown", "Reopened", "reopen_stored", "wait_for_database"]
 
 logger = logging.getLogger(__name__)
 
 RELOAD_WAIT_S = 20.0  # waited for Postgres to answer, then the cache fails its start
+# Kinds of a publish step's error (DbConnectionError.kind) that say nothing about the shape, only that
+# Postgres did not answer: the reload stops with every log kept, as when the catalog stops answering.
+RELOAD_KEEPS = frozenset({"connection_failed", "connection_lost"})
 
 
 class DatabaseDown(RuntimeError):

@@ -43,6 +43,7 @@ from supervisors import (
     start_child,
 )
 from sync.offsets import LogOffset
+from sync.postgres.errors import DbConnectionError
 from sync.shapes.consumer import Consumer, StorageDurable, StoredShape
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
@@ -276,7 +277,7 @@ def build_shape(
     definition: ShapeDefinition,
     *,
     compile_shape: Callable[[ShapeDefinition], CompiledShape],
-    publish: Callable[[ShapeDefinition, str], str | None] | None,
+    publish: Callable[[ShapeDefinition, str], DbConnectionError | None] | None,
     unpublish: Callable[[ShapeDefinition, str], None] | None,
 ) -> tuple[LiveShape, pykka.ActorRef[Any]] | str:
     """Create a new shape end to end: compile, publish its table, create its log, start its subtree.
@@ -291,7 +292,7 @@ def build_shape(
     if publish is not None:
         error = publish(definition, handle)
         if error is not None:
-            return error
+            return str(error)
     try:
         stored = definition.to_stored()
         if compiled.column_types:  # compared with the catalog on reload (type changes while down)

@@ -11,6 +11,7 @@ import psycopg
 import pykka
 
 from supervisors import wait_started
+from sync.postgres.errors import DbConnectionError
 from sync.postgres.inspector import inspect_table
 from sync.replication.publication import AddTable, PublicationManager, RemoveTable
 from sync.replication.tables import TableName
@@ -44,12 +45,17 @@ class CacheHarness(Harness):
             compile_where(definition.where, table, dict(enumerate(definition.params, 1)))
         )
 
-    def start_cache(self, settings: CacheSettings | None = None) -> pykka.ActorRef[Any]:
-        self.publications = PublicationManager.start(self.dsn, self.slot.pub)
+    def start_cache(
+        self, settings: CacheSettings | None = None, *, publication_dsn: str | None = None
+    ) -> pykka.ActorRef[Any]:
+        """Start a PublicationManager (on ``publication_dsn``, by default the database's) and the cache,
+        and wait for the cache's reload (raises ``StartError`` if it fails)."""
+        self.publications = PublicationManager.start(publication_dsn or self.dsn, self.slot.pub)
 
-        def publish(d: ShapeDefinition, handle: str) -> str | None:
-            err = self.publications.ask(AddTable(TableName(d.schema, d.table), handle), timeout=10)
-            return None if err is None else str(err)
+        def publish(d: ShapeDefinition, handle: str) -> DbConnectionError | None:
+            error = self.publications.ask(AddTable(TableName(d.schema, d.table), handle), timeout=10)
+            assert error is None or isinstance(error, DbConnectionError)
+            return error
 
         def unpublish(d: ShapeDefinition, handle: str) -> None:
             self.publications.ask(RemoveTable(TableName(d.schema, d.table), handle), timeout=10)

@@ -3,14 +3,16 @@ and a crashed consumer or storage invalidating its shape."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pykka
 import pytest
 
-from supervisors import crash
+from supervisors import StartError, crash
 from sync.offsets import LogOffset
 from sync.shapes.cache import CacheSettings
 from sync.shapes.collector import ShapeLogCollector
@@ -122,3 +124,29 @@ def test_a_crashed_storage_takes_its_shape_down_and_invalidates_it(h: CacheHarne
     wait_for(lambda: h.directory.get(shape.handle) is None)
     wait_for(lambda: h.storage.handles() == [])
     assert not shape.consumer.is_alive()
+
+
+def test_a_reload_that_cannot_publish_for_want_of_a_connection_keeps_every_log(h: CacheHarness) -> None:
+    """Postgres stopping between the reload's wait for it and a shape's publish step used to delete that
+    shape's log (any publish error did): its clients had to refetch for a database that was back a moment
+    later.  A connection error now fails the cache's start with every log kept, as the catalog's does."""
+    shape = h.live(h.definition("items", where="value > 20"))
+    wait_for(lambda: snapshot_done(shape))
+    before = read_log(shape.reader)
+    h.stop_cache()
+    h.shapes_sup.stop(timeout=10)
+    h.shapes_sup = ShapeSupervisor.start()
+    with socket.socket() as s:  # a port nothing listens on: the publication manager cannot connect
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nowhere = psycopg.conninfo.make_conninfo(h.dsn, host="127.0.0.1", port=port, connect_timeout=5)
+    with pytest.raises(StartError, match="cannot be published now"):
+        h.start_cache(publication_dsn=nowhere)
+    h.publications.stop(timeout=10)
+    assert h.storage.handles() == [shape.handle]
+    h.shapes_sup.stop(timeout=10)
+    h.shapes_sup = ShapeSupervisor.start()
+    h.start_cache()
+    again = h.directory.get(shape.handle)
+    assert again is not None
+    assert read_log(again.reader) == before
