@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from sync.postgres.tcp_timeout import with_tcp_timeout
+
 __all__ = ["DEFAULTS_FILE", "ENV", "ConfigError", "Settings", "load_settings"]
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "shapesync.toml"
@@ -37,6 +39,7 @@ class DatabaseSettings:
     snapshot_queue_timeout_s: float = 5.0
     statement_timeout_s: float = 30.0
     lock_timeout_s: float = 5.0
+    tcp_timeout_s: float = 60.0  # a server that stops answering is given up after about this; 0: OS defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +120,14 @@ class Settings:
         return f"shapesync_slot_{self.replication.stream_id}"
 
     @property
+    def database_dsn(self) -> str:
+        """``database.url`` with the engine's TCP timeouts (:mod:`sync.postgres.tcp_timeout`)."""
+        return with_tcp_timeout(self.database.url, self.database.tcp_timeout_s)
+
+    @property
     def snapshot_dsn(self) -> str:
-        return self.database.pooled_url or self.database.url
+        """``database.pooled_url`` (else ``database.url``) with the engine's TCP timeouts."""
+        return with_tcp_timeout(self.database.pooled_url or self.database.url, self.database.tcp_timeout_s)
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some keys of one section changed (validated like a file would be)."""
@@ -145,6 +154,10 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
     ("database", "snapshot_queue_timeout_s"): ("a number of seconds > 0", lambda v: v > 0),
     ("database", "statement_timeout_s"): ("a number of seconds > 0", lambda v: v > 0),
     ("database", "lock_timeout_s"): ("a number of seconds > 0", lambda v: v > 0),
+    ("database", "tcp_timeout_s"): (
+        "0 (the operating system's defaults) or a number of seconds from 2 to 3600",
+        lambda v: v == 0 or 2 <= v <= 3600,
+    ),
     ("replication", "stream_id"): (
         "1-40 characters of a-z, 0-9 and _",
         lambda v: (

@@ -148,7 +148,7 @@ def _registered(registry: Registry, name: str, ref: pykka.ActorRef[Any]) -> pykk
 
 def connection_config(settings: Settings) -> ConnectionConfig:
     return ConnectionConfig(
-        dsn=settings.database.url,
+        dsn=settings.database_dsn,
         stream_id=settings.replication.stream_id,
         max_batch=settings.replication.max_batch,
         status_interval=settings.replication.status_interval_s,
@@ -200,7 +200,7 @@ def shapes_children(
 
     def start_publication_manager() -> pykka.ActorRef[Any]:
         ref = PublicationManager.start(
-            settings.database.url, settings.publication_name, lock_timeout=settings.database.lock_timeout_s
+            settings.database_dsn, settings.publication_name, lock_timeout=settings.database.lock_timeout_s
         )
         return _registered(registry, PUBLICATION_MANAGER, ref)
 
@@ -249,7 +249,7 @@ def shapes_children(
                 flush_interval=settings.storage.flush_interval_ms / 1000,
                 schema_check_interval=settings.shapes.schema_check_interval_s,
             ),
-            catalog=SchemaCatalog(settings.database.url, publication=settings.publication_name),
+            catalog=SchemaCatalog(settings.database_dsn, publication=settings.publication_name),
             forget_table=services.resolver.forget,
         )
         return _registered(registry, SHAPE_CACHE, ref)
@@ -278,7 +278,7 @@ def build_services(settings: Settings) -> StackServices:
     group_sync.set_method(settings.storage.sync_method)
     services = StackServices(
         registry=Registry(stack_id),
-        resolver=ShapeResolver(settings.database.url),
+        resolver=ShapeResolver(settings.database_dsn),
         storage=FileStorage(
             settings.storage.dir,
             stack_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import get_type_hints
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from sync.settings import DEFAULTS_FILE, ConfigError, Settings, load_settings
 
@@ -46,7 +47,25 @@ def test_file_overrides_defaults_and_env_overrides_file(tmp_path: Path) -> None:
     assert s.database.url == "postgresql://u@h/db"
     assert s.storage.dir == "/srv/shapes"
     assert s.http.secret == "env-secret"
-    assert s.snapshot_dsn == "postgresql://u@h/db"
+    assert (
+        conninfo_to_dict(s.snapshot_dsn)
+        == conninfo_to_dict(s.database_dsn)
+        == {
+            "user": "u",
+            "host": "h",
+            "dbname": "db",
+            "keepalives": "1",
+            "keepalives_idle": "30",
+            "keepalives_interval": "10",
+            "keepalives_count": "3",
+            "tcp_user_timeout": "60000",
+        }
+    )
+    pooled = load_settings(environ={**env, "SHAPESYNC_POOLED_DATABASE_URL": "host=p keepalives_idle=5"})
+    assert conninfo_to_dict(pooled.snapshot_dsn)["host"] == "p"
+    assert conninfo_to_dict(pooled.snapshot_dsn)["keepalives_idle"] == "5"  # the URL's own value wins
+    off = pooled.replace("database", tcp_timeout_s=0)
+    assert (off.database_dsn, off.snapshot_dsn) == ("postgresql://u@h/db", "host=p keepalives_idle=5")
 
 
 @pytest.mark.parametrize(
