@@ -13,7 +13,11 @@ never resumed, mark or not.  The fsync is shared by the snapshots finishing toge
 (:class:`~sync.storage.shared_fsync.SharedFsync`) and happens after the worker has handed its connection
 back: one fsync per snapshot under the journal's lock, before the rows, was what paced shape creation.
 On load the journal is read up to its last complete record (a torn tail is dropped) and rewritten
-compacted.  Without a path the marks live in memory only (tests, MemoryStorage).
+compacted.  It is also rewritten whenever the records of shapes already forgotten reach both
+``_COMPACT_MIN`` and the number of live marks: before, it grew by ~64 bytes for every shape created and
+deleted until the next restart (measured: 760 KB after 12,000 shapes came and went, with none alive), so a
+server whose shapes churn (short-lived subsets, LRU eviction) wrote and then read back an ever longer file.
+Without a path the marks live in memory only (tests, MemoryStorage).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = ["SnapshotMarks", "marks_path"]
 logger = logging.getLogger(__name__)
 
 _FORGET = -1
+_COMPACT_MIN = 1024  # records of forgotten shapes in the journal before it is rewritten while running
 
 
 class SnapshotMarks:
@@ -43,6 +48,7 @@ class SnapshotMarks:
         self._path = Path(path) if path is not None else None
         self._lock = threading.Lock()
         self._marks: dict[str, int] = {}
+        self._records = 0  # records in the journal file, live or not
         self._fd: int | None = None
         # a gevent-aware lock under monkey patching: its holder waits for the fsync in run_blocking
         self._shared = SharedFsync(self._fsync, threading.Lock())
@@ -51,6 +57,7 @@ class SnapshotMarks:
         """Read the journal (dropping a torn tail); returns handle -> WAL LSN."""
         with self._lock:
             self._marks = {}
+            self._records = 0
             if self._path is None or not self._path.exists():
                 return dict(self._marks)
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
@@ -58,6 +65,7 @@ class SnapshotMarks:
             try:
                 for record in unpacker:
                     handle, lsn = record
+                    self._records += 1
                     if lsn == _FORGET:
                         self._marks.pop(str(handle), None)
                     else:
@@ -94,27 +102,32 @@ class SnapshotMarks:
             os.close(fd)
 
     def forget(self, handle: str) -> None:
-        if handle in self._marks:
-            self._append(handle, _FORGET)
+        """Drop ``handle``'s mark (appended as a record; the journal is rewritten once such records are
+        many, see the module docstring)."""
+        if handle not in self._marks:
+            return
+        self._append(handle, _FORGET)
+        with self._lock:
+            dead = self._records - len(self._marks)
+            if self._path is not None and dead >= max(_COMPACT_MIN, len(self._marks)):
+                self._rewrite(dict(self._marks))
 
     def compact(self, live: Iterable[str]) -> None:
         """Rewrite the journal with the marks of ``live`` handles only (atomic replace)."""
         with self._lock:
-            keep = {h: self._marks[h] for h in live if h in self._marks}
-            self._marks = keep
-            if self._path is None:
-                return
-            self._close()
-            tmp = self._path.with_suffix(".tmp")
-            data = b"".join(msgpack.packb([h, lsn]) for h, lsn in keep.items())
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.replace(self._path)
-            _fsync_dir(self._path.parent)
+            self._rewrite({h: self._marks[h] for h in live if h in self._marks})
+
+    def _rewrite(self, keep: dict[str, int]) -> None:
+        """Keep only ``keep`` (lock held): the journal replaced by one holding just their marks, written and
+        fsynced with its directory before the swap (off the event loop), so a mark recorded before is
+        durable in the new file whatever a concurrent :meth:`sync` fsyncs."""
+        self._marks = keep
+        if self._path is None:
+            return
+        self._close()
+        data = b"".join(msgpack.packb([h, lsn]) for h, lsn in keep.items())
+        runtime.run_blocking(_replace, self._path, data)
+        self._records = len(keep)
 
     def close(self) -> None:
         """Close the journal, its marks on disk (a worker may have recorded one it has not synced yet)."""
@@ -135,11 +148,26 @@ class SnapshotMarks:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             os.write(self._fd, msgpack.packb([handle, lsn]))
+            self._records += 1
 
     def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -86,3 +86,27 @@ def test_concurrent_syncs_share_fsyncs_and_each_is_covered(
     )
     marks.close()
     assert SnapshotMarks(tmp_path / "marks").load() == {f"{i}-1": i for i in range(WORKERS)}
+
+
+def test_the_journal_stays_bounded_while_shapes_come_and_go(tmp_path: Path) -> None:
+    """Every shape created and deleted appended two records until the next restart's compaction: a server
+    whose shapes churn grew the file without bound.  Forgotten records are now compacted away as they pile
+    up, and what is live survives every rewrite."""
+    path = tmp_path / "marks"
+    marks = SnapshotMarks(path)
+    marks.load()
+    for k in range(10):  # long-lived shapes
+        marks.record(f"keep-{k}", 1000 + k)
+    sizes = []
+    for n in range(20_000):
+        marks.record(f"{n}-1", n + 1)
+        if n % 7 == 0:
+            marks.sync()
+        marks.forget(f"{n}-1")
+        sizes.append(path.stat().st_size if path.exists() else 0)
+    marks.record("last-1", 7)
+    marks.sync()
+    assert max(sizes) < 2 * 1100 * 40  # about two records for each of ~1,000 forgotten, not 40,000 records
+    assert SnapshotMarks(path).load() == {**{f"keep-{k}": 1000 + k for k in range(10)}, "last-1": 7}
+    marks.close()
+    assert SnapshotMarks(path).load() == {**{f"keep-{k}": 1000 + k for k in range(10)}, "last-1": 7}
