@@ -54,6 +54,10 @@ class NodeSnapshot:
     last_failure_at: float | None
     children: tuple[NodeSnapshot, ...] = field(default=())
     strategy: str | None = None
+    # Set when the children were summarised (see :func:`snapshot`): how many are not in ``children``, and
+    # how many of all of them are in each status.
+    omitted: int = 0
+    child_status: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (times as ISO 8601 UTC)."""
@@ -73,6 +77,9 @@ class NodeSnapshot:
         if self.kind == "supervisor":
             out["strategy"] = self.strategy
             out["children"] = [child.to_dict() for child in self.children]
+            if self.child_status is not None:
+                out["child_status"] = self.child_status
+                out["omitted"] = self.omitted
         return out
 
     def walk(self) -> list[NodeSnapshot]:
@@ -127,26 +134,53 @@ def which_children(sup: pykka.ActorRef[Any]) -> list[ChildView]:
     return cell.views()
 
 
-def _node(view: ChildView, depth: int) -> NodeSnapshot:
+def _status(view: ChildView, alive: bool) -> str:
+    return view.status if alive or view.ref is None else "down"
+
+
+def _node(view: ChildView, depth: int, limit: int | None) -> NodeSnapshot:
     cell = _cell(view.ref) if view.ref is not None and view.kind == "supervisor" else None
     children: tuple[NodeSnapshot, ...] = ()
+    omitted = 0
+    counts: dict[str, int] | None = None
     if cell is not None and depth < 64:
-        children = tuple(_node(v, depth + 1) for v in cell.views())
+        views = cell.views()
+        if limit is not None and len(views) > limit:
+            # Summarised: every child counted, only the ones worth a look (not running, or restarted, or
+            # failed once) shown, at most ``limit`` of them, without descending into the others.
+            counts = {}
+            notable: list[ChildView] = []
+            for v in views:
+                status = _status(v, v.alive)
+                counts[status] = counts.get(status, 0) + 1
+                if (status != "running" or v.restarts or v.last_failure) and len(notable) < limit:
+                    notable.append(v)
+            views = notable
+            omitted = sum(counts.values()) - len(notable)
+        children = tuple(_node(v, depth + 1, limit) for v in views)
+    alive = view.alive
     return NodeSnapshot(
         name=view.id,
         kind=view.kind,
-        alive=view.alive,
-        status=view.status if view.alive or view.ref is None else "down",
+        alive=alive,
+        status=_status(view, alive),
         restarts=view.restarts,
         last_failure=view.last_failure,
         last_failure_at=view.last_failure_at,
         children=children,
         strategy=None if cell is None else cell.strategy,
+        omitted=omitted,
+        child_status=counts,
     )
 
 
-def snapshot(root: pykka.ActorRef[Any]) -> NodeSnapshot:
-    """Snapshot of the tree under ``root`` (a supervisor ref); safe from any thread or greenlet."""
+def snapshot(root: pykka.ActorRef[Any], *, max_children: int | None = None) -> NodeSnapshot:
+    """Snapshot of the tree under ``root`` (a supervisor ref); safe from any thread or greenlet.
+
+    With ``max_children``, a supervisor with more children than that is summarised: its node counts them
+    by status (``child_status``) and lists only those not running, restarted or with a failure, at most
+    ``max_children`` of them (``omitted``: the others).  The whole tree of 10,000 shapes is ~30,000 nodes:
+    ~230 ms of a reader's CPU (an event loop's, under gevent) and a 10 MB answer; summarised, a few ms."""
     life = lifecycle_of(root)
     cell = life.tree if isinstance(life.tree, TreeCell) else None
     reason = life.reason
@@ -157,4 +191,4 @@ def snapshot(root: pykka.ActorRef[Any]) -> NodeSnapshot:
         status="running" if life.started and root.is_alive() else "starting",
         last_failure=None if reason is None else f"{type(reason).__name__}: {reason}",
     )
-    return _node(view, 0)
+    return _node(view, 0, max_children)

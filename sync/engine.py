@@ -55,12 +55,13 @@ class Engine:
         """``starting``, ``waiting`` (another instance holds the replication lock) or ``active``."""
         return self.connection.state()
 
-    def health_details(self) -> dict[str, Any]:
-        """The connection's state and last error (with the fix), and the live supervision tree."""
+    def health_details(self, max_children: int | None = None) -> dict[str, Any]:
+        """The connection's state and last error (with the fix), and the live supervision tree (a supervisor
+        with more than ``max_children`` children summarised: :func:`supervisors.snapshot`)."""
         return {
             "stack_id": self.stack_id,
             "connection": self.connection.health(),
-            "tree": snapshot(self.root).to_dict(),
+            "tree": snapshot(self.root, max_children=max_children).to_dict(),
         }
 
     def stop(self, timeout: float = 30.0) -> bool:

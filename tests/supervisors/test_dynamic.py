@@ -126,3 +126,30 @@ def test_slow_starting_child_does_not_block_the_supervisor(journal: Journal) -> 
     gate.set()
     assert lifecycle_of(slow).wait_settled(5)
     assert stop_tree(sup, 5)
+
+
+def test_a_snapshot_summarises_a_supervisor_with_many_children(journal: Journal) -> None:
+    """With thousands of shapes the whole tree was tens of thousands of nodes for every health request; above
+    ``max_children`` a supervisor's node counts its children by status and lists only the notable ones."""
+    n = 150
+    sup = start_tree(lambda: DynamicSupervisor.start(name="many", max_restarts=50), timeout=5)
+    for i in range(n):
+        start_child(sup, spec(f"w{i}", journal))
+    for i in (7, 99):
+        journal.ref(f"w{i}").tell("boom")
+        journal.wait_count("started", f"w{i}", 2)
+    eventually(lambda: all(v.status == "running" for v in which_children(sup)), 10)
+    whole = snapshot(sup)
+    assert len(whole.children) == n
+    assert (whole.omitted, whole.child_status) == (0, None)
+    assert "child_status" not in whole.to_dict()
+    summary = snapshot(sup, max_children=100)
+    assert [c.name for c in summary.children] == ["w7", "w99"]  # restarted: worth a look
+    assert all(c.restarts == 1 and c.last_failure for c in summary.children)
+    assert (summary.omitted, summary.child_status) == (n - 2, {"running": n})
+    assert summary.to_dict()["child_status"] == {"running": n}
+    capped = snapshot(sup, max_children=1)
+    assert [c.name for c in capped.children] == ["w7"]
+    assert capped.omitted == n - 1
+    assert len(snapshot(sup, max_children=n).children) == n  # not above the limit: listed whole
+    assert stop_tree(sup, 30)
