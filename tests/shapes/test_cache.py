@@ -189,6 +189,8 @@ def relay(h: CacheHarness, decoder: PgOutputDecoder, events: list[Any]) -> None:
             h.cache.tell(event)
         else:
             h.collector.ask(event, timeout=10)
+            if event.commit:  # what h.sync_all() then waits for, as after h.feed()
+                h.last_commit_lsn = event.commit_lsn
     events.clear()
 
 
