@@ -67,6 +67,8 @@ class ShapesSettings:
     max_pending_transactions: int = 10000
     max_consumer_queue: int = 50000
     schema_check_interval_s: float = 10.0  # catalog check of dropped/renamed tables and types; 0: never
+    log_rotate_ratio: float = 0.0  # a shape's log past this many times its snapshot is rotated; 0: never
+    log_rotate_min_mb: int = 64  # ... and past this many MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ _RULES: dict[tuple[str, str], tuple[str, Any]] = {
     ("shapes", "max_pending_transactions"): ("an integer >= 1", lambda v: v >= 1),
     ("shapes", "max_consumer_queue"): ("an integer >= 1", lambda v: v >= 1),
     ("shapes", "schema_check_interval_s"): ("a number of seconds >= 0 (0 = never)", lambda v: v >= 0),
+    ("shapes", "log_rotate_ratio"): ("0 (never) or a number >= 1", lambda v: v == 0 or v >= 1),
+    ("shapes", "log_rotate_min_mb"): ("an integer number of MiB >= 1", lambda v: v >= 1),
     ("http", "port"): ("an integer from 1 to 65535", lambda v: 1 <= v <= 65535),
     ("http", "host"): ("a host name or address", bool),
     ("http", "long_poll_timeout_ms"): (

@@ -56,6 +56,7 @@ from sync.replication.tables import TableName
 from sync.settings import Settings
 from sync.shapes.cache import CacheSettings, CheckSchemas, InvalidateShape, ShapeCache
 from sync.shapes.collector import ShapeLogCollector
+from sync.shapes.consumer_rotation import LogRotation
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import ShapeDirectory
 from sync.shapes.resolver import ShapeResolver
@@ -248,6 +249,9 @@ def shapes_children(
                 flush_bytes=settings.storage.flush_bytes,
                 flush_interval=settings.storage.flush_interval_ms / 1000,
                 schema_check_interval=settings.shapes.schema_check_interval_s,
+                log_rotation=LogRotation.of(
+                    settings.shapes.log_rotate_ratio, settings.shapes.log_rotate_min_mb
+                ),
             ),
             catalog=SchemaCatalog(settings.database_dsn, publication=settings.publication_name),
             forget_table=services.resolver.forget,

@@ -161,6 +161,7 @@ class ShapeCache(SupervisedActor):
             self._marks,
             max_held=s.max_held,
             max_held_changes=s.max_held_changes,
+            log_rotation=s.log_rotation,
             flush_bytes=s.flush_bytes,
             flush_interval=s.flush_interval,
             ask_timeout=s.ask_timeout,

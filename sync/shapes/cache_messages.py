@@ -15,6 +15,7 @@ from typing import Any
 import pykka
 
 from sync.postgres.errors import DbConnectionError
+from sync.shapes.consumer_rotation import LogRotation
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 
@@ -113,6 +114,7 @@ class CacheSettings:
     ask_timeout: float = 30.0
     max_parallel_builds: int = 16  # new shapes built at once (CreateShape)
     schema_check_interval: float = 10.0  # seconds between catalog checks (dropped/renamed tables); 0: never
+    log_rotation: LogRotation | None = None  # when a shape's log is rotated for its size (None: never)
 
 
 def get_or_create_shape(

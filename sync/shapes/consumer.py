@@ -49,6 +49,7 @@ from sync.shapes.consumer_messages import (
     StorageDurable,
     StoredShape,
 )
+from sync.shapes.consumer_rotation import LogRotation, SizeWatch
 from sync.shapes.consumer_state import Action, CommitEmpty, ConsumerState, ShapeFailed
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.durable_reports import DurableReports
@@ -146,6 +147,7 @@ class Consumer(SupervisedActor):
         where_params: Sequence[Any] = (),
         max_held: int = 10_000,
         max_held_changes: int = 1_000_000,
+        log_rotation: LogRotation | None = None,
         ask_timeout: float = 30.0,
     ) -> None:
         super().__init__()
@@ -176,6 +178,7 @@ class Consumer(SupervisedActor):
         self._failed: str | None = None
         self._registered = False
         self._sink: DurableReports | None = None  # the collector's, once registered
+        self._size = SizeWatch(log_rotation) if log_rotation is not None else None
 
     def __str__(self) -> str:
         return f"Consumer[{self.handle}]"
@@ -301,6 +304,8 @@ class Consumer(SupervisedActor):
             self._notify()
         else:
             self._storage.tell(msg)
+        if self._size is not None and self._reader is not None and (why := self._size.due(self._reader)):
+            self._fail(why)
 
     def _report(self, offset: LogOffset) -> None:
         if self._failed is None:

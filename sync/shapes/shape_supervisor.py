@@ -45,6 +45,7 @@ from supervisors import (
 from sync.offsets import LogOffset
 from sync.postgres.errors import DbConnectionError
 from sync.shapes.consumer import Consumer, StorageDurable, StoredShape
+from sync.shapes.consumer_rotation import LogRotation
 from sync.shapes.definition import ShapeDefinition
 from sync.shapes.directory import LiveShape
 from sync.shapes.invalidation import CompiledShape
@@ -97,6 +98,7 @@ class ShapeWiring:
     marks: MarkJournal | None = None
     max_held: int = 10_000
     max_held_changes: int = 1_000_000
+    log_rotation: LogRotation | None = None
     flush_bytes: int = 64 * 1024
     flush_interval: float = 0.05
     ask_timeout: float = 30.0
@@ -241,6 +243,7 @@ class _Shape(_Subtree):
             where_params=compiled.where_params,
             max_held=w.max_held,
             max_held_changes=w.max_held_changes,
+            log_rotation=w.log_rotation,
             ask_timeout=w.ask_timeout,
         )
         return self.consumer

@@ -186,6 +186,15 @@ class ShapeLogReader:
         """Closed snapshot chunks so far (all of them once the snapshot is complete)."""
         return self._view().snap_chunks
 
+    def json_bytes(self) -> tuple[int, int]:
+        """(the snapshot's JSON bytes, 0 until it is complete; the log's JSON bytes readers may see)."""
+        view = self._view()
+        snapshot = 0
+        if view.snap_complete and view.snap_chunks:
+            self._snap.load(self._files, view.snap_chunks)
+            snapshot = self._snap.end_json[view.snap_chunks - 1]
+        return snapshot, view.log_json
+
     def close(self) -> None:
         self._files.close()
 
