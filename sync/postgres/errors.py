@@ -21,7 +21,8 @@ class DbConnectionError(Exception):
 
     ``kind`` is one of: ``connection_failed``, ``connection_lost``, ``auth``, ``database_missing``,
     ``wal_level``, ``replication_privilege``, ``slot_limit``, ``slot_not_ours``, ``publication_not_ours``,
-    ``lock_timeout``, ``query_failed``, ``protocol``.
+    ``lock_timeout``, ``query_failed``, ``protocol``; from the publication steps also ``table_missing``,
+    ``table_privilege``, ``publication_missing``.
     """
 
     def __init__(

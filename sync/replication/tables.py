@@ -97,7 +97,9 @@ def _timeout_sql(lock_timeout: float) -> sql.Composed:
     return sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{max(1, int(lock_timeout * 1000))}ms"))
 
 
-def _run(conn: psycopg.Connection[Any], table: TableName, what: str, steps: list[sql.Composed]) -> None:
+def _run(
+    conn: psycopg.Connection[Any], table: TableName, what: str, steps: list[sql.Composed], publication: str
+) -> None:
     try:
         with conn.transaction():
             for step in steps:
@@ -112,6 +114,15 @@ def _run(conn: psycopg.Connection[Any], table: TableName, what: str, steps: list
     except psycopg.errors.UndefinedTable as exc:
         raise DbConnectionError(
             "table_missing", f"table {table} does not exist", retry_may_fix=False, sqlstate=exc.sqlstate
+        ) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DbConnectionError(
+            "table_privilege",
+            f"could not {what} {table}: {str(exc).strip()}. shapesync's database role must own the table, or "
+            f"the table's owner sets it up once: ALTER TABLE {table} REPLICA IDENTITY FULL; ALTER PUBLICATION "
+            f"{publication} ADD TABLE {table} (shapesync then leaves it published)",
+            retry_may_fix=False,
+            sqlstate=exc.sqlstate,
         ) from exc
     except psycopg.errors.UndefinedObject as exc:
         raise DbConnectionError(
@@ -194,7 +205,7 @@ def publish_table(
             frozenset(vxid for vxid, _, _ in holders),
         )
     try:
-        _run(conn, table, "publish", [_timeout_sql(lock_timeout), first, *changes])
+        _run(conn, table, "publish", [_timeout_sql(lock_timeout), first, *changes], publication)
     except DbConnectionError as exc:
         if exc.kind != "lock_timeout":
             raise
@@ -243,21 +254,16 @@ def unpublish_table(
     conn: psycopg.Connection[Any], publication: str, table: TableName, *, lock_timeout: float
 ) -> None:
     """Remove ``table`` from ``publication`` if it was added to it (its replica identity is left as is); one
-    the publication takes in by itself (``FOR ALL TABLES``, ``FOR TABLES IN SCHEMA``) stays."""
+    the publication takes in by itself (``FOR ALL TABLES``, ``FOR TABLES IN SCHEMA``) stays, and so does a
+    table this role does not own: it could not add it back for the next shape (its owner set it up for us)."""
     row = conn.execute(
-        "SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
+        "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_publication_rel pr "
+        "JOIN pg_publication p ON p.oid = pr.prpubid "
         "JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE p.pubname = %s AND n.nspname = %s AND c.relname = %s",
         (publication, table.schema, table.name),
     ).fetchone()
-    if row is None:
+    if row is None or not row[0]:
         return
-    _run(
-        conn,
-        table,
-        "unpublish",
-        [
-            _timeout_sql(lock_timeout),
-            sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(sql.Identifier(publication), table.only()),
-        ],
-    )
+    drop = sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(sql.Identifier(publication), table.only())
+    _run(conn, table, "unpublish", [_timeout_sql(lock_timeout), drop], publication)

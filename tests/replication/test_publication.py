@@ -242,3 +242,43 @@ def test_a_blocker_this_role_cannot_see_the_age_of_is_queued_behind_once(db_dsn:
             admin.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM restricted')
             admin.execute("REVOKE ALL ON SCHEMA public FROM restricted")
             admin.execute("DROP ROLE restricted")
+
+
+def test_a_table_this_role_does_not_own_says_how_to_set_it_up_and_stays_once_set_up(db_dsn: str) -> None:
+    """Publishing a table needs its ownership.  Without it every try failed with Postgres' bare "must be
+    owner" (a 503 retried for ever); and once the owner had set the table up, the last shape's removal
+    dropped it from the publication again, which this role cannot undo."""
+    dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
+    with psycopg.connect(db_dsn, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS tenant")
+        admin.execute("CREATE ROLE tenant LOGIN")
+        admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO tenant')
+        admin.execute("CREATE TABLE theirs (id int PRIMARY KEY)")
+        admin.execute("GRANT SELECT ON theirs TO tenant")
+        admin.execute("SET ROLE tenant")
+        admin.execute(f"CREATE PUBLICATION {PUB}")
+        admin.execute("RESET ROLE")
+    manager = PublicationManager.start(db_dsn.replace("user=postgres", "user=tenant"), PUB, lock_timeout=0.3)
+    table = TableName("public", "theirs")
+    try:
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            error = manager.ask(AddTable(table, "shape-1"), timeout=10)
+            assert isinstance(error, DbConnectionError) and error.kind == "table_privilege"
+            assert not error.retry_may_fix
+            setup = error.message.split("sets it up once: ")[1].split(" (shapesync")[0]
+            assert (
+                setup
+                == f"ALTER TABLE public.theirs REPLICA IDENTITY FULL; ALTER PUBLICATION {PUB} ADD TABLE public.theirs"
+            )
+            conn.execute(setup)  # what the owner is told to run
+            assert manager.ask(AddTable(table, "shape-2"), timeout=10) is None
+            assert manager.ask(RemoveTable(table, "shape-2"), timeout=10) is None
+            assert published(conn) == [("public", "theirs")]  # left: this role could not add it back
+            assert manager.ask(AddTable(table, "shape-3"), timeout=10) is None
+    finally:
+        manager.stop(timeout=5)
+        with psycopg.connect(db_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP PUBLICATION IF EXISTS {PUB}")
+            admin.execute("DROP TABLE IF EXISTS theirs")
+            admin.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM tenant')
+            admin.execute("DROP ROLE tenant")
