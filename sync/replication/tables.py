@@ -118,9 +118,9 @@ def _run(
     except psycopg.errors.InsufficientPrivilege as exc:
         raise DbConnectionError(
             "table_privilege",
-            f"could not {what} {table}: {str(exc).strip()}. shapesync's database role must own the table, or "
-            f"the table's owner sets it up once: ALTER TABLE {table} REPLICA IDENTITY FULL; ALTER PUBLICATION "
-            f"{publication} ADD TABLE {table} (shapesync then leaves it published)",
+            f"could not {what} {table}: {str(exc).strip()}. shapesync's database role must own the table, "
+            f"or the table's owner sets it up once: ALTER TABLE {table} REPLICA IDENTITY FULL; "
+            f"ALTER PUBLICATION {publication} ADD TABLE {table} (shapesync then leaves it published)",
             retry_may_fix=False,
             sqlstate=exc.sqlstate,
         ) from exc
