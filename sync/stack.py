@@ -142,6 +142,9 @@ class RegistrySink:
         pass
 
 
+UNPUBLISH_GRACE_S = 60.0  # a table whose last shape went away stays published this long (publication.py)
+
+
 def _registered(registry: Registry, name: str, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
     registry.register(name, ref)
     return ref
@@ -201,7 +204,10 @@ def shapes_children(
 
     def start_publication_manager() -> pykka.ActorRef[Any]:
         ref = PublicationManager.start(
-            settings.database_dsn, settings.publication_name, lock_timeout=settings.database.lock_timeout_s
+            settings.database_dsn,
+            settings.publication_name,
+            lock_timeout=settings.database.lock_timeout_s,
+            unpublish_grace=UNPUBLISH_GRACE_S,
         )
         return _registered(registry, PUBLICATION_MANAGER, ref)
 

@@ -5,18 +5,27 @@ connection per shape; this actor serialises the steps of :mod:`sync.replication.
 of its own (cooperative under gevent: high-level psycopg, never ``pgconn.exec_()``), keeps the reference
 counts, and answers every request with a value: ``None`` on success, the :class:`DbConnectionError` that
 explains the failure otherwise (errors are part of its contract, so it does not crash on them).
+
+A table whose last shape went away stays published for ``unpublish_grace`` seconds: when every shape of a
+table is invalidated at once (a TRUNCATE, a column change) its clients come back within a second or two for
+new shapes, and removing the table only to add it again took the table's SHARE lock again (queueing its
+writers behind whatever writer was in flight) for nothing; nor does an LRU eviction followed by a new shape
+of the same table.  While it stays, re-adding it is one catalog look.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import pykka
 
 from supervisors import SupervisedActor
+from sync import runtime
 from sync.postgres.errors import DbConnectionError, classify
 from sync.postgres.kept_connection import KeptConnection
 from sync.replication.tables import LockedOut, TableName, TableRefs, publish_table, unpublish_table
@@ -46,22 +55,38 @@ class RemoveTable:
     owner: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Expire:
+    """tell (to itself): ``table``'s grace, started at ``since``, is over."""
+
+    table: TableName
+    since: float
+
+
 class PublicationManager(SupervisedActor):
     """Adds and removes tables in the stream's publication, reference-counted by shape.
 
     Owns:       one autocommit connection (reopened after a failure); the table -> owners counts; per
                 table, when its last successful check finished.
-    Receives:   AddTable, RemoveTable (ask) -> DbConnectionError | None.
-    Sends:      nothing.
+    Receives:   AddTable, RemoveTable (ask) -> DbConnectionError | None; _Expire (tell, from its timers).
+    Sends:      _Expire to itself, ``unpublish_grace`` after a table lost its last owner.
     Crashes on: nothing expected: database errors are returned to the asker.
     """
 
     def __init__(
-        self, dsn: str, publication: str, *, lock_timeout: float = 5.0, connect_timeout: float = 30.0
+        self,
+        dsn: str,
+        publication: str,
+        *,
+        lock_timeout: float = 5.0,
+        connect_timeout: float = 30.0,
+        unpublish_grace: float = 0.0,
     ) -> None:
         super().__init__()
         self._publication = publication
         self._lock_timeout = lock_timeout
+        self._grace = unpublish_grace
+        self._idle: dict[TableName, float] = {}  # tables without owners kept published: since when
         # The steps are idempotent: one that found the connection cut since its last use (a restart,
         # ``idle_session_timeout``, a proxy's idle timeout) runs again on a new one rather than fail the
         # shape that came first.
@@ -76,6 +101,7 @@ class PublicationManager(SupervisedActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AddTable):
+            self._idle.pop(message.table, None)
             checked = self._checked.get(message.table)
             if checked is not None and message.sent_at <= checked:
                 # Sent while a check of the table was running or before: that check answers it too.  A burst
@@ -87,16 +113,34 @@ class PublicationManager(SupervisedActor):
                 return None
             return self._attempt(message.table, message.owner, add=True)
         if isinstance(message, RemoveTable):
+            if self._grace > 0:
+                if self.refs.remove(message.table, message.owner):
+                    self._checked.pop(message.table, None)
+                    since = self._idle[message.table] = time.monotonic()
+                    runtime.spawn(self._expire_later, _Expire(message.table, since), name="unpublish-grace")
+                return None
             return self._attempt(message.table, message.owner, add=False)
+        if isinstance(message, _Expire):
+            if self._idle.get(message.table) == message.since and not self.refs.holders(message.table):
+                del self._idle[message.table]
+                self._attempt(message.table, None, add=False)
+            return None
         logger.warning("%s: unexpected message %r", self, message)
         return None
 
     def on_stop(self) -> None:
         self._conn.close()
 
-    def _attempt(self, table: TableName, owner: str, *, add: bool) -> DbConnectionError | None:
+    def _expire_later(self, message: _Expire) -> None:
+        runtime.sleep(self._grace)
+        # stopped meanwhile: the table stays published (a later shape of it removes it in time)
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
+
+    def _attempt(self, table: TableName, owner: str | None, *, add: bool) -> DbConnectionError | None:
+        """The step for ``table`` (``owner``: whose reference is added or removed; None: the grace's end)."""
         if not add:
-            if not self.refs.remove(table, owner):
+            if owner is not None and not self.refs.remove(table, owner):
                 return None
             self._checked.pop(table, None)
         try:
@@ -108,7 +152,7 @@ class PublicationManager(SupervisedActor):
             logger.warning("publication %s: %s", self._publication, error.message)
             return error
         self._blockers.pop(table, None)
-        if add:
+        if add and owner is not None:
             self.refs.add(table, owner)
             self._checked[table] = time.monotonic()
         return None

@@ -282,3 +282,30 @@ def test_a_table_this_role_does_not_own_says_how_to_set_it_up_and_stays_once_set
             admin.execute("DROP TABLE IF EXISTS theirs")
             admin.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM tenant')
             admin.execute("DROP ROLE tenant")
+
+
+def test_a_table_stays_published_for_the_grace_after_its_last_shape(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Every shape of a table invalidated at once (a TRUNCATE) comes back a moment later: removing the table
+    and adding it again took its SHARE lock again, behind the writer in flight.  Within the grace it is still
+    published and re-adding it takes no lock; past the grace without an owner it is removed."""
+    conn.execute("CREATE TABLE hot (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO hot VALUES (1, 1)")
+    manager = PublicationManager.start(db_dsn, PUB, lock_timeout=0.3, unpublish_grace=1.0)
+    table = TableName("public", "hot")
+    try:
+        assert manager.ask(AddTable(table, "shape-1"), timeout=10) is None
+        assert manager.ask(RemoveTable(table, "shape-1"), timeout=10) is None
+        assert published(conn) == [("public", "hot")]
+        with psycopg.connect(db_dsn) as writer:
+            writer.execute("UPDATE hot SET v = 2")  # in flight: a SHARE lock request would wait behind it
+            assert manager.ask(AddTable(table, "shape-2"), timeout=10) is None
+            writer.rollback()
+        assert manager.ask(RemoveTable(table, "shape-2"), timeout=10) is None
+        deadline = time.monotonic() + 10
+        while published(conn):
+            assert time.monotonic() < deadline, "not removed after the grace"
+            time.sleep(0.05)
+    finally:
+        manager.stop(timeout=5)
