@@ -9,10 +9,7 @@ carry the options.
 from __future__ import annotations
 
 import os
-import random
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -20,9 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from api.engine_adapter import EngineShapes
 from api.engine_port import ShapeDefinition
-from sync.engine import Engine
-from sync.settings import Settings
-from tests.shapes.consumer_harness import wait_for
+from tests.fixtures.engine import streaming_engine
 
 
 def _sockets_to(port: int) -> dict[int, socket.socket]:
@@ -50,19 +45,6 @@ def _sockets_to(port: int) -> dict[int, socket.socket]:
     return found
 
 
-@contextmanager
-def _engine(db_dsn: str, tmp_path: Path) -> Iterator[Engine]:
-    settings = Settings().replace("database", url=db_dsn, tcp_timeout_s=12)
-    settings = settings.replace("storage", dir=str(tmp_path / "storage"))
-    settings = settings.replace("replication", stream_id=f"t{random.randrange(1 << 30):x}")
-    engine = Engine.start(settings, timeout=60)
-    try:
-        wait_for(lambda: engine.status() == "active", timeout=60)
-        yield engine
-    finally:
-        engine.stop(30)
-
-
 def test_every_engine_connection_gives_a_silent_server_up_in_tcp_timeout_s(
     db_dsn: str, tmp_path: Path
 ) -> None:
@@ -72,7 +54,7 @@ def test_every_engine_connection_gives_a_silent_server_up_in_tcp_timeout_s(
     before = _sockets_to(port)
     for sock in before.values():
         sock.close()
-    with _engine(db_dsn, tmp_path) as engine:
+    with streaming_engine(db_dsn, tmp_path, tcp_timeout_s=12) as engine:
         handle = EngineShapes(engine).get_or_create(ShapeDefinition("tcp_items", None, (), None, "default"))
         assert handle
         opened = {fd: s for fd, s in _sockets_to(port).items() if fd not in before}

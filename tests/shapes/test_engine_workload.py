@@ -19,7 +19,7 @@ import pytest
 from api.engine_adapter import EngineShapes
 from api.engine_port import ShapeDefinition
 from sync.engine import Engine
-from sync.settings import Settings
+from tests.fixtures.engine import streaming_engine
 from tests.fixtures.sessions import SESSION_OPTIONS
 from tests.shapes.consumer_harness import read_log, replay, wait_for
 from tests.shapes.workload_oracle import (
@@ -40,15 +40,8 @@ AFTER_LAST_SHAPE = 40  # transactions committed once every shape exists
 def engine(db_dsn: str, tmp_path: Path) -> Iterator[Engine]:
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute(TABLES_SQL)
-    settings = Settings().replace("database", url=db_dsn)
-    settings = settings.replace("storage", dir=str(tmp_path / "storage"))
-    settings = settings.replace("replication", stream_id=f"w{random.randrange(1 << 30):x}")
-    engine = Engine.start(settings, timeout=60)
-    try:
-        wait_for(lambda: engine.status() == "active", timeout=60)
+    with streaming_engine(db_dsn, tmp_path) as engine:
         yield engine
-    finally:
-        engine.stop(30)
 
 
 def _definition(spec: ShapeSpec) -> ShapeDefinition:
@@ -117,7 +110,10 @@ def test_fifty_shapes_replay_every_transaction_of_a_workload_racing_their_snapsh
         assert shape is not None
         assert set(shape.definition.columns) == set(specs[i].resolved_columns())
         items = read_log(shape.reader)
-        boundaries += check_log(oracle, i, items)
+        try:
+            boundaries += check_log(oracle, i, items)
+        except AssertionError as exc:  # the seed replays the workload (the races with it only sometimes)
+            raise AssertionError(f"seed {seed}, {specs[i]}: {exc}") from exc
         final = replay(items)
         assert final == oracle.expected(oracle.states[oracle.order[-1]], i), (seed, specs[i])
         assert final == oracle.expected(now, i), (seed, specs[i])
