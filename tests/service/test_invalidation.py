@@ -142,8 +142,10 @@ def test_truncate_and_alter_invalidate_exactly_the_affected_shapes(svc: ServiceP
     # stays; the rows after the drop have no y, and routing them never crashes an actor.
     run_sql(db_dsn, "ALTER TABLE a DROP COLUMN y", "INSERT INTO a VALUES (4, 'd')")
     code, new_handle = _until_gone(a_xy)
-    assert code == 409
-    assert new_handle is not None and new_handle != a_xy.handle
+    # 409, with a new shape's handle, or with none when creating one failed (spec 7 allows it): the
+    # replacement selects y, which is gone, so whether it can be made depends on how stale the definition
+    # memo of that instant is.
+    assert code == 409 and new_handle != a_xy.handle
     assert _until_gone(a_all)[0] == 409
     assert _until_gone(a_where_y)[0] in (400, 409)  # its WHERE names a column that is gone
     run_sql(db_dsn, "INSERT INTO a VALUES (5, 'e')")
