@@ -41,6 +41,7 @@ from sync.postgres.lsn import format_lsn
 from sync.replication.changes import ReplicationEvent, SlotRecreated
 from sync.replication.sink import Connected, Pending, ReplicationSink, ResumePoint
 from sync.replication.stream import SystemInfo
+from sync.storage.files import replace_file
 
 __all__ = ["History", "HistoryFile", "HistoryGuard", "StoredHistory", "history_change"]
 
@@ -126,19 +127,7 @@ class HistoryFile:
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, data)
 
 
 class HistoryGuard:

@@ -31,6 +31,7 @@ from pathlib import Path
 import msgpack
 
 from sync import runtime
+from sync.storage.files import replace_file
 from sync.storage.shared_fsync import SharedFsync
 
 __all__ = ["SnapshotMarks", "marks_path"]
@@ -126,7 +127,7 @@ class SnapshotMarks:
             return
         self._close()
         data = b"".join(msgpack.packb([h, lsn]) for h, lsn in keep.items())
-        runtime.run_blocking(_replace, self._path, data)
+        runtime.run_blocking(replace_file, self._path, data)
         self._records = len(keep)
 
     def close(self) -> None:
@@ -154,28 +155,6 @@ class SnapshotMarks:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def marks_path(storage: object) -> Path | None:

@@ -157,6 +157,22 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Make ``data`` the content of ``path`` atomically and durably: written to ``<path>.tmp`` and fsynced,
+    renamed over ``path``, then the directory fsynced.  Blocking: off the event loop, callers use
+    ``runtime.run_blocking``."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
 class _DiskReader:
     """Descriptors of one shape directory, held in the process-wide :data:`fdcache.CACHE` (opened on use,
     closed when least recently used), pinned around each call: safe to share between threads/greenlets."""
