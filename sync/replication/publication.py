@@ -103,27 +103,31 @@ class PublicationManager(SupervisedActor):
         if isinstance(message, AddTable):
             self._idle.pop(message.table, None)
             checked = self._checked.get(message.table)
-            if checked is not None and message.sent_at <= checked:
-                # Sent while a check of the table was running or before: that check answers it too.  A burst
-                # of new shapes on one table (16 built at once) used to queue here for one catalog round trip
-                # each, ~60 ms per shape under load.  A request sent after the last check finished checks
-                # again, so a table dropped from the publication from outside is still repaired by the next
-                # shape that needs it.
-                self.refs.add(message.table, message.owner)
-                return None
-            return self._attempt(message.table, message.owner, add=True)
+            if checked is None or message.sent_at > checked:
+                # A request sent after the last check finished checks again, so a table dropped from the
+                # publication from outside is still repaired by the next shape that needs it.  One sent while
+                # a check of the table was running or before is answered by that check: a burst of new shapes
+                # on one table (16 built at once) used to queue here for one catalog round trip each, ~60 ms
+                # per shape under load.
+                error = self._attempt(message.table, add=True)
+                if error is not None:
+                    return error
+                self._checked[message.table] = time.monotonic()
+            self.refs.add(message.table, message.owner)
+            return None
         if isinstance(message, RemoveTable):
-            if self._grace > 0:
-                if self.refs.remove(message.table, message.owner):
-                    self._checked.pop(message.table, None)
-                    since = self._idle[message.table] = time.monotonic()
-                    runtime.spawn(self._expire_later, _Expire(message.table, since), name="unpublish-grace")
-                return None
-            return self._attempt(message.table, message.owner, add=False)
+            if not self.refs.remove(message.table, message.owner):
+                return None  # others still need the table
+            self._checked.pop(message.table, None)
+            if self._grace <= 0:
+                return self._attempt(message.table, add=False)
+            since = self._idle[message.table] = time.monotonic()
+            runtime.spawn(self._expire_later, _Expire(message.table, since), name="unpublish-grace")
+            return None
         if isinstance(message, _Expire):
             if self._idle.get(message.table) == message.since and not self.refs.holders(message.table):
                 del self._idle[message.table]
-                self._attempt(message.table, None, add=False)
+                self._attempt(message.table, add=False)
             return None
         logger.warning("%s: unexpected message %r", self, message)
         return None
@@ -137,12 +141,8 @@ class PublicationManager(SupervisedActor):
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(message)
 
-    def _attempt(self, table: TableName, owner: str | None, *, add: bool) -> DbConnectionError | None:
-        """The step for ``table`` (``owner``: whose reference is added or removed; None: the grace's end)."""
-        if not add:
-            if owner is not None and not self.refs.remove(table, owner):
-                return None
-            self._checked.pop(table, None)
+    def _attempt(self, table: TableName, *, add: bool) -> DbConnectionError | None:
+        """Publish or unpublish ``table`` now: None, or the classified error (logged)."""
         try:
             self._conn.run(lambda conn: self._step(conn, table, add=add))
         except (psycopg.Error, DbConnectionError) as exc:
@@ -152,9 +152,6 @@ class PublicationManager(SupervisedActor):
             logger.warning("publication %s: %s", self._publication, error.message)
             return error
         self._blockers.pop(table, None)
-        if add and owner is not None:
-            self.refs.add(table, owner)
-            self._checked[table] = time.monotonic()
         return None
 
     def _step(self, conn: psycopg.Connection[Any], table: TableName, *, add: bool) -> None:
