@@ -44,8 +44,8 @@ class LogRotation:
 
 
 class SizeWatch:
-    """A consumer's check of its log's size after each append: two attribute reads until the log reaches the
-    floor, then the limit is computed once from the completed snapshot's size."""
+    """A consumer's check of its log's size after each append: one read of the log's size until it reaches
+    the floor (or the limit computed there from the completed snapshot's size)."""
 
     __slots__ = ("_at", "_rotation")
 
@@ -58,9 +58,10 @@ class SizeWatch:
         if not self._at:
             return None
         try:
-            snapshot, log = reader.json_bytes()
+            log = reader.log_json_bytes()
             if log < self._at or not reader.snapshot_complete:
                 return None
+            snapshot = reader.snapshot_json_bytes()
         except ShapeGone:
             return None
         limit = self._rotation.limit(snapshot)

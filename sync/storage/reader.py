@@ -186,14 +186,17 @@ class ShapeLogReader:
         """Closed snapshot chunks so far (all of them once the snapshot is complete)."""
         return self._view().snap_chunks
 
-    def json_bytes(self) -> tuple[int, int]:
-        """(the snapshot's JSON bytes, 0 until it is complete; the log's JSON bytes readers may see)."""
+    def log_json_bytes(self) -> int:
+        """The log's JSON bytes readers may see."""
+        return self._view().log_json
+
+    def snapshot_json_bytes(self) -> int:
+        """The snapshot's JSON bytes (0 until it is complete)."""
         view = self._view()
-        snapshot = 0
-        if view.snap_complete and view.snap_chunks:
-            self._snap.load(self._files, view.snap_chunks)
-            snapshot = self._snap.end_json[view.snap_chunks - 1]
-        return snapshot, view.log_json
+        if not (view.snap_complete and view.snap_chunks):
+            return 0
+        self._snap.load(self._files, view.snap_chunks)
+        return self._snap.end_json[view.snap_chunks - 1]
 
     def close(self) -> None:
         self._files.close()

@@ -30,7 +30,7 @@ def _grow(h: CacheHarness, rounds: int) -> None:
 
 
 def _json_bytes(shape: LiveShape) -> tuple[int, int]:
-    return shape.reader.json_bytes()
+    return shape.reader.snapshot_json_bytes(), shape.reader.log_json_bytes()
 
 
 def test_a_log_past_ratio_times_its_snapshot_is_rotated(h: CacheHarness) -> None:
