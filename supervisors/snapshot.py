@@ -155,8 +155,8 @@ def _node(view: ChildView, depth: int, limit: int | None) -> NodeSnapshot:
                 counts[status] = counts.get(status, 0) + 1
                 if (status != "running" or v.restarts or v.last_failure) and len(notable) < limit:
                     notable.append(v)
+            omitted = len(views) - len(notable)
             views = notable
-            omitted = sum(counts.values()) - len(notable)
         children = tuple(_node(v, depth + 1, limit) for v in views)
     alive = view.alive
     return NodeSnapshot(
