@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -203,85 +204,95 @@ def test_a_long_transaction_on_the_table_is_not_queued_behind(
     assert published(conn) == [("public", "busy")]
 
 
-def test_a_blocker_this_role_cannot_see_the_age_of_is_queued_behind_once(db_dsn: str) -> None:
-    """Without the privileges to see another role's transaction start (``pg_read_all_stats``), the first
-    try waits ``lock_timeout`` in vain; the transactions that held it back are remembered, and while they
-    last no later try queues behind them."""
+@contextmanager
+def role_publishing(
+    db_dsn: str, role: str, *, as_admin: list[str], as_role: list[str], tables: list[str]
+) -> Iterator[pykka.ActorRef[Any]]:
+    """A login ``role`` that may create in the database and owns the stream's publication (``as_admin``
+    statements run before it is made, ``as_role`` ones as it), and a PublicationManager connected as it;
+    afterwards the manager stopped and the publication, ``tables``, its grants and the role dropped."""
     dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
     with psycopg.connect(db_dsn, autocommit=True) as admin:
-        admin.execute("DROP ROLE IF EXISTS restricted")
-        admin.execute("CREATE ROLE restricted LOGIN")
-        admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO restricted')
-        admin.execute("GRANT CREATE ON SCHEMA public TO restricted")
-        admin.execute("SET ROLE restricted")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO {role}')
+        for statement in as_admin:
+            admin.execute(statement)
+        admin.execute(f"SET ROLE {role}")
         admin.execute(f"CREATE PUBLICATION {PUB}")
-        admin.execute("CREATE TABLE busy (id int PRIMARY KEY, v int)")
-        admin.execute("INSERT INTO busy VALUES (1, 1)")
+        for statement in as_role:
+            admin.execute(statement)
         admin.execute("RESET ROLE")
-    manager = PublicationManager.start(
-        db_dsn.replace("user=postgres", "user=restricted"), PUB, lock_timeout=0.3
-    )
-    table = TableName("public", "busy")
+    manager = PublicationManager.start(db_dsn.replace("user=postgres", f"user={role}"), PUB, lock_timeout=0.3)
     try:
-        with psycopg.connect(db_dsn, autocommit=True) as conn, psycopg.connect(db_dsn) as app:
-            app.execute("UPDATE busy SET v = 2")  # the superuser's transaction: its start is hidden
-            app.execute("SELECT pg_sleep(0.5)")
-            first = manager.ask(AddTable(table, "shape-1"), timeout=10)
-            assert isinstance(first, DbConnectionError) and first.kind == "lock_timeout"
-            second, seen = add_watching_queue(manager, conn, table, "shape-2")
-            assert seen == 0
-            assert isinstance(second, DbConnectionError) and "has held a lock on it" in second.message
-            app.rollback()
-            assert manager.ask(AddTable(table, "shape-3"), timeout=10) is None
-            assert published(conn) == [("public", "busy")]
+        yield manager
     finally:
         manager.stop(timeout=5)
         with psycopg.connect(db_dsn, autocommit=True) as admin:
             admin.execute(f"DROP PUBLICATION IF EXISTS {PUB}")
-            admin.execute("DROP TABLE IF EXISTS busy")
-            admin.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM restricted')
-            admin.execute("REVOKE ALL ON SCHEMA public FROM restricted")
-            admin.execute("DROP ROLE restricted")
+            for table in tables:
+                admin.execute(f"DROP TABLE IF EXISTS {table}")
+            admin.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM {role}')
+            admin.execute(f"REVOKE ALL ON SCHEMA public FROM {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_blocker_this_role_cannot_see_the_age_of_is_queued_behind_once(db_dsn: str) -> None:
+    """Without the privileges to see another role's transaction start (``pg_read_all_stats``), the first
+    try waits ``lock_timeout`` in vain; the transactions that held it back are remembered, and while they
+    last no later try queues behind them."""
+    table = TableName("public", "busy")
+    with (
+        role_publishing(
+            db_dsn,
+            "restricted",
+            as_admin=["GRANT CREATE ON SCHEMA public TO restricted"],
+            as_role=["CREATE TABLE busy (id int PRIMARY KEY, v int)", "INSERT INTO busy VALUES (1, 1)"],
+            tables=["busy"],
+        ) as manager,
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+        psycopg.connect(db_dsn) as app,
+    ):
+        app.execute("UPDATE busy SET v = 2")  # the superuser's transaction: its start is hidden
+        app.execute("SELECT pg_sleep(0.5)")
+        first = manager.ask(AddTable(table, "shape-1"), timeout=10)
+        assert isinstance(first, DbConnectionError) and first.kind == "lock_timeout"
+        second, seen = add_watching_queue(manager, conn, table, "shape-2")
+        assert seen == 0
+        assert isinstance(second, DbConnectionError) and "has held a lock on it" in second.message
+        app.rollback()
+        assert manager.ask(AddTable(table, "shape-3"), timeout=10) is None
+        assert published(conn) == [("public", "busy")]
 
 
 def test_a_table_this_role_does_not_own_says_how_to_set_it_up_and_stays_once_set_up(db_dsn: str) -> None:
     """Publishing a table needs its ownership.  Without it every try failed with Postgres' bare "must be
     owner" (a 503 retried for ever); and once the owner had set the table up, the last shape's removal
     dropped it from the publication again, which this role cannot undo."""
-    dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
-    with psycopg.connect(db_dsn, autocommit=True) as admin:
-        admin.execute("DROP ROLE IF EXISTS tenant")
-        admin.execute("CREATE ROLE tenant LOGIN")
-        admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO tenant')
-        admin.execute("CREATE TABLE theirs (id int PRIMARY KEY)")
-        admin.execute("GRANT SELECT ON theirs TO tenant")
-        admin.execute("SET ROLE tenant")
-        admin.execute(f"CREATE PUBLICATION {PUB}")
-        admin.execute("RESET ROLE")
-    manager = PublicationManager.start(db_dsn.replace("user=postgres", "user=tenant"), PUB, lock_timeout=0.3)
     table = TableName("public", "theirs")
-    try:
-        with psycopg.connect(db_dsn, autocommit=True) as conn:
-            error = manager.ask(AddTable(table, "shape-1"), timeout=10)
-            assert isinstance(error, DbConnectionError) and error.kind == "table_privilege"
-            assert not error.retry_may_fix
-            setup = error.message.split("sets it up once: ")[1].split(" (shapesync")[0]
-            assert (
-                setup
-                == f"ALTER TABLE public.theirs REPLICA IDENTITY FULL; ALTER PUBLICATION {PUB} ADD TABLE public.theirs"
-            )
-            conn.execute(setup)  # what the owner is told to run
-            assert manager.ask(AddTable(table, "shape-2"), timeout=10) is None
-            assert manager.ask(RemoveTable(table, "shape-2"), timeout=10) is None
-            assert published(conn) == [("public", "theirs")]  # left: this role could not add it back
-            assert manager.ask(AddTable(table, "shape-3"), timeout=10) is None
-    finally:
-        manager.stop(timeout=5)
-        with psycopg.connect(db_dsn, autocommit=True) as admin:
-            admin.execute(f"DROP PUBLICATION IF EXISTS {PUB}")
-            admin.execute("DROP TABLE IF EXISTS theirs")
-            admin.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM tenant')
-            admin.execute("DROP ROLE tenant")
+    with (
+        role_publishing(
+            db_dsn,
+            "tenant",
+            as_admin=["CREATE TABLE theirs (id int PRIMARY KEY)", "GRANT SELECT ON theirs TO tenant"],
+            as_role=[],
+            tables=["theirs"],
+        ) as manager,
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+    ):
+        error = manager.ask(AddTable(table, "shape-1"), timeout=10)
+        assert isinstance(error, DbConnectionError) and error.kind == "table_privilege"
+        assert not error.retry_may_fix
+        setup = error.message.split("sets it up once: ")[1].split(" (shapesync")[0]
+        assert (
+            setup
+            == f"ALTER TABLE public.theirs REPLICA IDENTITY FULL; ALTER PUBLICATION {PUB} ADD TABLE public.theirs"
+        )
+        conn.execute(setup)  # what the owner is told to run
+        assert manager.ask(AddTable(table, "shape-2"), timeout=10) is None
+        assert manager.ask(RemoveTable(table, "shape-2"), timeout=10) is None
+        assert published(conn) == [("public", "theirs")]  # left: this role could not add it back
+        assert manager.ask(AddTable(table, "shape-3"), timeout=10) is None
 
 
 def test_a_table_stays_published_for_the_grace_after_its_last_shape(
