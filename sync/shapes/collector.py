@@ -12,25 +12,25 @@ backlog), and, when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost i
 transactions ride along almost for free), for as long as transactions keep arriving (no gap of
 ``_FLOWING_S``; up to ``_WIDE_FLOWING_S``, or ``_BEHIND_FLOWING_S`` while the replication reader is
 behind), is gathered per shape and told as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS``
-transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few
-shapes on an idle engine is told at once.  A consumer whose inbox grows past ``max_consumer_queue``
-cannot keep up: it is reported to the ShapeCache for invalidation instead of stalling every other shape.
+transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few shapes on an idle engine is told at
+once.  A consumer whose inbox grows past ``max_consumer_queue`` cannot keep up: it is reported to the
+ShapeCache for invalidation instead of stalling every other shape.
 
 Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
 shapes received the transaction; storages report the offsets they made durable (batched through the
 :class:`~sync.shapes.durable_reports.DurableReports` that ``RegisterShape`` answers with, or one
-``ShapeDurable`` each); whenever the durable
-commit LSN advances the collector calls ``on_ack(commit_lsn)`` (the stack wires it to the replication
-client's ``AckLsn``), and the client acknowledges it to Postgres; when that leaves nothing pending it tells
-:func:`sync.heap.idle` (a quiet moment for the garbage collector, if the process enabled it).  Relation
-changes and a re-created slot are passed on (``on_relation_changed`` / ``on_slot_recreated``) to whoever
-invalidates shapes.
+``ShapeDurable`` each); whenever the durable commit LSN advances the collector calls ``on_ack(commit_lsn)``
+(the stack wires it to the replication client's ``AckLsn``), and the client acknowledges it to Postgres;
+when that leaves nothing pending it tells :func:`sync.heap.idle` (a quiet moment for the garbage collector,
+if the process enabled it).  Relation changes and a re-created slot are passed on (``on_relation_changed``
+/ ``on_slot_recreated``) to whoever invalidates shapes.
 
 How a fragment's routed changes join what each shape already has waiting is the pure
 :mod:`sync.shapes.collector_outbox`; routing a change to its shapes is :mod:`sync.shapes.collector_routing`.
 
 Register before snapshot (hard spot 3): a shape is routed changes from the moment ``RegisterShape``
-returns; its consumer holds them until its snapshot's visibility is known.
+returns; its consumer holds them until its snapshot's visibility is known.  The answer also names the
+transactions routed before, which its snapshot must see (:mod:`sync.shapes.routed_history`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from sync import heap, runtime
 from sync.replication.changes import RelationChanged, SlotRecreated, TransactionFragment
 from sync.replication.sink import GetResumePoint, ResumePoint
 from sync.shapes.collector_messages import (
+    ForgetVisible,
+    Registered,
     RegisterShape,
     ShapeBatch,
     ShapeChanges,
@@ -65,6 +67,7 @@ from sync.shapes.collector_routing import (
 )
 from sync.shapes.durable_reports import DrainDurable, DurableReports
 from sync.shapes.flush_tracker import FlushTracker
+from sync.shapes.routed_history import RoutedHistory
 
 __all__ = [
     "RegisterShape",
@@ -88,8 +91,7 @@ _MAX_GATHER_S = 0.1  # the longest wait for busy consumers before telling anyway
 _MAX_BACKLOG_S = 1.0  # the longest wait while the actors' run queue has a backlog (see _maybe_tell)
 _WIDE_BATCH = 256  # shapes reached by a batch that waits for more transactions while they keep coming
 _WIDE_FLOWING_S = 0.5  # ... (no gap of _FLOWING_S) up to this long
-# ... or this long while the replication reader is behind (TransactionFragment.behind)
-_BEHIND_FLOWING_S = 2.0
+_BEHIND_FLOWING_S = 2.0  # ... or this long while the replication reader is behind (fragment.behind)
 _FLOWING_S = 0.02
 
 
@@ -111,10 +113,11 @@ def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
 class ShapeLogCollector(SupervisedActor):
     """Routes committed transactions to shape consumers and tracks what may be acknowledged.
 
-    Owns:       the routing index, the registered shapes, the FlushTracker, the last routed commit LSN, the
-                changes routed but not yet told (per shape), the DurableReports sink.
-    Receives:   RegisterShape (ask) -> DurableReports; UnregisterShape (tell/ask); from the ReplicationClient
-                (ask): TransactionFragment -> None, RelationChanged -> None, SlotRecreated -> None,
+    Owns:       the routing index, the registered shapes, the FlushTracker, the RoutedHistory, the last routed
+                commit LSN, the changes routed but not yet told (per shape), the DurableReports sink.
+    Receives:   RegisterShape (ask) -> Registered; UnregisterShape (tell/ask); ForgetVisible (tell, from a
+                consumer whose snapshot is taken); from the ReplicationClient (ask): TransactionFragment ->
+                None, RelationChanged -> None, SlotRecreated -> None,
                 GetResumePoint -> ResumePoint; DrainDurable (tell, from its DurableReports); ShapeDurable
                 (tell, from consumers whose storage reports one by one).
     Sends:      ShapeChanges / ShapeBatch (tell) to consumers; ``on_ack(commit_lsn)`` towards the replication
@@ -153,6 +156,7 @@ class ShapeLogCollector(SupervisedActor):
         self._last_commit_lsn = 0
         self._last_acked = acked_lsn
         self._reports: DurableReports | None = None  # created on start (needs our ref)
+        self._history = RoutedHistory()  # what a new shape's snapshot must see
         # routed, not yet told: per shape, its messages in commit order
         self._outbox: Outbox = {}
         self._outbox_commits = 0
@@ -199,6 +203,7 @@ class ShapeLogCollector(SupervisedActor):
                 self._told_lsn = 0
                 self._last_acked = 0
                 self._tracker = FlushTracker()
+                self._history.clear()
                 if self._on_slot_recreated is not None:
                     self._on_slot_recreated(message)
             case ShapeDurable(handle, offset):
@@ -206,7 +211,9 @@ class ShapeLogCollector(SupervisedActor):
                     self._report(self._tracker.durable(handle, offset))
             case RegisterShape(handle, table, clause, consumer):
                 self._register(handle, table, clause, consumer)
-                return self._reports
+                return Registered(self._reports, self._history.pending())
+            case ForgetVisible(snapshot):
+                self._history.forget_visible(snapshot)
             case UnregisterShape(handle):
                 self._unregister(handle)
             case _:
@@ -260,6 +267,7 @@ class ShapeLogCollector(SupervisedActor):
                 self._open = None
                 return
             self._open = OpenTransaction(fragment.xid, fragment.commit_lsn)
+            self._history.add(fragment.xid)
         txn = self._open
         if txn is None or txn.commit_lsn != fragment.commit_lsn:
             if txn is None and fragment.commit_lsn <= self._last_commit_lsn:
@@ -320,13 +328,10 @@ class ShapeLogCollector(SupervisedActor):
         transaction waits at most ``_FLOWING_S`` for a follower; a narrow batch never waits.  While the
         replication reader is behind (the burst is already on the connection, ahead of us) the batch may
         gather for ``_BEHIND_FLOWING_S`` instead of ``_WIDE_FLOWING_S``: its transactions are late anyway,
-        and cutting it would send each of its shapes a second visit for the rest of the burst (measured at
-        10,000 shapes on a loaded machine: 97 of 100 transactions told at the 0.5 s bound, the last 3 as a
-        3,000-shape batch of their own).  The gap rule is the same: the end of a burst is told at once; but
-        not in the middle of a transaction (its other fragments are on their way, and no reader can see any
-        of it before its commit anyway): bench.ingest many's first window often saw a 20-27 ms gap right
-        after the first fragment of its first or second transaction (the first Relation message of the
-        session is being judged meanwhile), and told those 500-1,500 shapes apart, each then visited twice."""
+        and cutting it would visit each of its shapes again for the rest of the burst.  The gap rule is the
+        same: the end of a burst is told at once, but not in the middle of a transaction (its other fragments
+        are on their way; bench.ingest many's first window often saw a 20-27 ms gap right after the first
+        fragment of its first transactions, and each of their shapes was visited twice)."""
         if len(self._outbox) < _WIDE_BATCH:
             return False
         now = time.monotonic()

@@ -15,27 +15,50 @@ import pykka
 from sync.offsets import LogOffset
 from sync.replication.changes import Change
 from sync.shapes.collector_routing import TableKey
+from sync.shapes.durable_reports import DurableReports
+from sync.shapes.xid import PgSnapshot
 
 __all__ = [
+    "ForgetVisible",
     "RegisterShape",
+    "Registered",
     "ShapeBatch",
     "ShapeChanges",
     "ShapeDurable",
     "ShapeRun",
     "UnregisterShape",
+    "flatten_routed",
     "shape_changes",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class RegisterShape:
-    """ask (the consumer) -> DurableReports: from now on route changes of ``table`` matching ``clause`` to
-    ``consumer``; the answer is where the shape's storage reports durability."""
+    """ask (the consumer) -> Registered: from now on route changes of ``table`` matching ``clause`` to
+    ``consumer``."""
 
     handle: str
     table: TableKey
     clause: Any  # a compiled WHERE clause, or None for "every row"
     consumer: pykka.ActorRef[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The answer to ``RegisterShape``: where the shape's storage reports durability, and the xids of the
+    transactions routed before (the one being routed included) that a new snapshot must see
+    (:mod:`sync.shapes.routed_history`)."""
+
+    reports: DurableReports | None
+    routed: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetVisible:
+    """tell (a consumer, once its snapshot is taken): every later snapshot sees what ``snapshot`` sees; the
+    collector forgets those routed transactions."""
+
+    snapshot: PgSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +143,17 @@ def shape_changes(  # noqa: PLR0917 - the message's fields, in order
     s_commit(msg, commit)
     s_exact(msg, exact)
     return msg
+
+
+def flatten_routed(
+    first: tuple[ShapeChanges | ShapeRun, ...], queued: Sequence[Any]
+) -> tuple[ShapeChanges | ShapeRun, ...]:
+    """``first`` and the routed messages queued behind it (a consumer takes them as one batch), flattened in
+    order."""
+    out = list(first)
+    for msg in queued:
+        if msg.__class__ is ShapeBatch:
+            out.extend(msg.messages)
+        else:
+            out.append(msg)
+    return tuple(out)

@@ -41,6 +41,7 @@ from sync.shapes.collector import (
     ShapeRun,
     UnregisterShape,
 )
+from sync.shapes.collector_messages import ForgetVisible, Registered, flatten_routed
 from sync.shapes.consumer_durable import DirectDurability
 from sync.shapes.consumer_messages import (
     ConsumerInfo,
@@ -93,19 +94,6 @@ _INVALIDATING = (ShapeFailed, ShapeTruncated, RelationMismatch, IncompleteChange
 _ROUTED = (ShapeChanges, ShapeBatch, ShapeRun)  # what the collector tells: consecutive ones are one batch
 
 
-def _routed(
-    first: tuple[ShapeChanges | ShapeRun, ...], queued: list[Any]
-) -> tuple[ShapeChanges | ShapeRun, ...]:
-    """``first`` and the routed messages queued behind it, flattened in order."""
-    out = list(first)
-    for msg in queued:
-        if msg.__class__ is ShapeBatch:
-            out.extend(msg.messages)
-        else:
-            out.append(msg)
-    return tuple(out)
-
-
 # -- the actor --------------------------------------------------------------------------------------------
 
 
@@ -115,12 +103,14 @@ class Consumer(SupervisedActor):
     Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
                 the reader of its log, what was appended and what is durable.
     Receives:   ShapeChanges / ShapeBatch / ShapeRun (tell, collector; those queued back to back are one
-                batch: one append to the storage); PrepareSnapshot (ask) / SnapshotStarted /
+                batch: one append to the storage); PrepareSnapshot (ask) -> the xids its snapshot must see
+                / SnapshotStarted /
                 SnapshotProgress / SnapshotCompleted / SnapshotFailed (tell, snapshot worker);
                 StorageDurable (tell, storage, only without a report sink); AwaitData / CancelWait (tell,
                 API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask).
-    Sends:      RegisterShape (ask: on start if reloaded, on PrepareSnapshot if new), UnregisterShape and
-                ShapeDurable (tell, without a report sink) to the collector; AppendBatch (tell, or ask when
+    Sends:      RegisterShape (ask: on start if reloaded, on PrepareSnapshot if new), ForgetVisible (tell, on
+                SnapshotStarted), UnregisterShape and ShapeDurable (tell, without a report sink) to the
+                collector; AppendBatch (tell, or ask when
                 waiters exist), ReportTo (tell), GetReader and DeleteLog (ask) to the storage;
                 ``start_snapshot(SnapshotRequest)`` once for a new shape; ``on_invalidate(handle, reason)``
                 when the shape cannot continue.
@@ -178,6 +168,7 @@ class Consumer(SupervisedActor):
         self._failed: str | None = None
         self._registered = False
         self._sink: DurableReports | None = None  # the collector's, once registered
+        self._must_see: tuple[int, ...] = ()  # xids routed before registering (sync.shapes.routed_history)
         self._size = SizeWatch(log_rotation) if log_rotation is not None else None
 
     def __str__(self) -> str:
@@ -220,16 +211,16 @@ class Consumer(SupervisedActor):
                 if self._failed is None:
                     queued = self.take_queued(_ROUTED)
                     if queued:
-                        self._batch(_routed((message,), queued))
+                        self._batch(flatten_routed((message,), queued))
                     else:
                         self._guarded(self._state.changes, message)
             case ShapeBatch(messages):
                 if self._failed is None:
                     queued = self.take_queued(_ROUTED)
-                    self._batch(_routed(messages, queued) if queued else messages)
+                    self._batch(flatten_routed(messages, queued) if queued else messages)
             case ShapeRun():
                 if self._failed is None:
-                    self._batch(_routed((message,), self.take_queued(_ROUTED)))
+                    self._batch(flatten_routed((message,), self.take_queued(_ROUTED)))
             case StorageDurable(offset):
                 self._report(self._direct.stored(offset))
             case AwaitData(after, future, deadline):
@@ -239,8 +230,11 @@ class Consumer(SupervisedActor):
             case PrepareSnapshot():
                 if self._failed is None:
                     self._register()
+                return self._must_see  # again to a worker that retries on a new connection
             case SnapshotStarted(snapshot, wal_lsn):
                 if self._failed is None:
+                    self._must_see = ()
+                    self._collector.tell(ForgetVisible(snapshot))
                     self._guarded(self._state.snapshot_known, snapshot, wal_lsn)
             case SnapshotProgress():
                 self._notify()
@@ -375,13 +369,17 @@ class Consumer(SupervisedActor):
         if self._registered:
             return  # re-registering would make the collector forget what this shape still owes
         self._registered = True
-        answer = self._collector.ask(
-            RegisterShape(self.handle, self._definition.relation, self._clause, self.actor_ref),
-            timeout=self._timeout,
+        answer = cast(
+            "Registered",
+            self._collector.ask(
+                RegisterShape(self.handle, self._definition.relation, self._clause, self.actor_ref),
+                timeout=self._timeout,
+            ),
         )
-        if isinstance(answer, DurableReports):
-            self._sink = answer
-            self._storage.tell(ReportTo(self.handle, answer.report))
+        if answer.reports is not None:
+            self._sink = answer.reports
+            self._storage.tell(ReportTo(self.handle, answer.reports.report))
+        self._must_see = answer.routed
 
     def _unregister(self) -> None:
         try:

@@ -53,7 +53,8 @@ class SnapshotRequest:
 
 @dataclass(frozen=True, slots=True)
 class PrepareSnapshot:
-    """ask (worker -> consumer) -> None: register with the collector now; the snapshot starts after."""
+    """ask (worker -> consumer) -> tuple[int, ...]: register with the collector now; the snapshot starts
+    after, and must see the transactions whose xids the answer holds (:mod:`sync.shapes.routed_history`)."""
 
 
 @dataclass(frozen=True, slots=True)

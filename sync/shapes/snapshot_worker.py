@@ -9,9 +9,10 @@ Sequence (architecture §3, hard spot 3): ask the consumer to register with the 
 busy workers hold nothing and pin no acknowledgement), then, in one round trip, ``BEGIN ISOLATION LEVEL
 REPEATABLE READ READ ONLY``, ``pg_current_snapshot()`` whose xmin/xmax/xip go to the consumer at once (it
 may now filter the transactions it holds) and the table's size and columns (the connection has the display
-settings, so values are byte-identical to what replication sends); then the rows as finished log items,
-built by Postgres: a shape with a WHERE clause and at most a few thousand rows in one more round trip,
-others read range by range of heap pages on up to two connections sharing the snapshot
+settings, so values are byte-identical to what replication sends), again until the snapshot sees every
+transaction routed before the registration (:mod:`sync.shapes.snapshot_start`); then the rows as finished
+log items, built by Postgres: a shape with a WHERE clause and at most a few thousand rows in one more round
+trip, others read range by range of heap pages on up to two connections sharing the snapshot
 (:mod:`sync.shapes.snapshot_blocks`; ``COPY`` and :mod:`sync.shapes.snapshot_copy` for a non-UTF-8
 connection), appended to storage a range (or a few MB of small ranges) at a time, up to
 :data:`STORE_AHEAD_BYTES` of appends in the storage actor while the next ranges stream in, then
@@ -23,7 +24,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import psycopg
 import pykka
@@ -32,9 +33,7 @@ from psycopg import sql
 from sync.shapes.log_items import ShapeLogEncoder
 from sync.shapes.snapshot import (
     BEGIN_SNAPSHOT,
-    SNAPSHOT_INFO_QUERY,
     display_settings_sql,
-    parse_lsn,
 )
 from sync.shapes.snapshot_blocks import (
     DEFAULT_PAGES,
@@ -52,8 +51,8 @@ from sync.shapes.snapshot_messages import (
     SnapshotRequest,
     SnapshotStarted,
 )
-from sync.shapes.snapshot_sql import table_of, table_query_of
-from sync.shapes.xid import PgSnapshot
+from sync.shapes.snapshot_sql import table_of
+from sync.shapes.snapshot_start import ConnectionLost, begin_snapshot
 from sync.storage.storage_actor import AppendSnapshot, AppendSnapshotBlock, CompleteSnapshot
 
 __all__ = [
@@ -74,20 +73,10 @@ STORE_ALONE: Final = 1 << 20
 STORE_AHEAD_BYTES: Final = 8 << 20
 
 
-BEGIN_AND_INFO: Final = f"{BEGIN_SNAPSHOT}; {SNAPSHOT_INFO_QUERY}"
-
 FRESH_S: Final = 1.0
 """A pooled connection handed back less than this long ago is used without a ``SELECT 1`` first (a round trip
 per snapshot, ~2 ms when the process is busy creating shapes); if the server cut it meanwhile, the snapshot's
-first statement finds out and the snapshot starts again on a new connection (:class:`_ConnectionLost`)."""
-
-
-class _ConnectionLost(Exception):
-    """The snapshot's first statement found the connection broken: nothing was started, retry elsewhere."""
-
-    def __init__(self, error: psycopg.OperationalError) -> None:
-        super().__init__(str(error))
-        self.error = error
+first statement finds out and the snapshot starts again on a new connection (:class:`ConnectionLost`)."""
 
 
 def connect_snapshot(dsn: str, connect_timeout: float = 10.0) -> psycopg.Connection[Any]:
@@ -125,23 +114,11 @@ def run_snapshot(
     storage = request.storage
     count = 0
     released = False
-    request.consumer.ask(PrepareSnapshot(), timeout=timeout)  # registered before the snapshot is taken
+    must_see = cast("tuple[int, ...]", request.consumer.ask(PrepareSnapshot(), timeout=timeout))
     extra: list[psycopg.Connection[Any]] = []
     batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]] | None = None
     try:
-        # One round trip for the transaction, its snapshot and the table's size and columns: the simple query
-        # protocol runs them in order (the first result is BEGIN's).
-        try:
-            cur = conn.execute(f"{BEGIN_AND_INFO}; {table_query_of(conn, request.definition)}")
-        except psycopg.OperationalError as exc:
-            if conn.broken:  # nothing started yet: the caller may retry on a new connection
-                raise _ConnectionLost(exc) from exc
-            raise
-        row = cur.fetchone() if cur.nextset() else None
-        assert row is not None
-        table_rows = cur.fetchall() if cur.nextset() else None
-        snapshot = PgSnapshot.parse(str(row[0]))
-        wal_lsn = parse_lsn(str(row[1]))
+        snapshot, wal_lsn, table_rows = begin_snapshot(conn, request, must_see, timeout)
         if request.marks is not None:
             request.marks.record(request.handle, wal_lsn)
         request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))
@@ -327,7 +304,7 @@ def take_snapshot(
 
         try:
             run(conn)
-        except _ConnectionLost as lost:
+        except ConnectionLost as lost:
             conn.close()
             if not reused:
                 raise lost.error from None
@@ -335,7 +312,7 @@ def take_snapshot(
             conn = connect_snapshot(dsn, timeout)
             try:
                 run(conn)
-            except _ConnectionLost as again:
+            except ConnectionLost as again:
                 raise again.error from None
     except pykka.ActorDeadError:
         logger.info("shape %s went away during its snapshot", request.handle)

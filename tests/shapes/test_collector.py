@@ -30,6 +30,8 @@ from sync.shapes.collector import (
     ShapeLogCollector,
     UnregisterShape,
 )
+from sync.shapes.collector_messages import ForgetVisible
+from sync.shapes.xid import PgSnapshot
 from tests.shapes.consumer_harness import BruteIndex, routed_changes
 
 Row = Mapping[str, str | None]
@@ -170,3 +172,30 @@ def test_a_recreated_slot_starts_positions_afresh(setup: Any) -> None:
         collector.ask(ShapeDurable(name, LogOffset(100, 0)), timeout=5)
     assert acks[-1] == 100
     assert collector.ask(GetResumePoint(), timeout=5) == ResumePoint(processed_lsn=100, durable_lsn=100)
+
+
+def test_a_registration_names_the_transactions_routed_before_until_a_snapshot_sees_them(setup: Any) -> None:
+    """What a new shape's snapshot must see (sync.shapes.routed_history): every transaction routed before it
+    registered, the one being routed included, whatever shapes it reached; forgotten once a snapshot sees
+    them, oldest first up to the first it does not see."""
+    collector, _, _ = setup
+    late = Sink.start(queue.Queue())
+    try:
+        collector.ask(frag(30, 1000, Insert(REL, ("1", "alice", "x"), 0)), timeout=5)
+        collector.ask(frag(31, 1100, Insert(OTHER, ("9",), 0)), timeout=5)  # reaches no shape
+        collector.ask(frag(33, 1200, Insert(REL, ("2", "bob", "y"), 0)), timeout=5)
+        collector.ask(frag(32, 1300, Insert(REL, ("3", "bob", "z"), 0), commit=False), timeout=5)  # open
+        answer = collector.ask(RegisterShape("late", ("public", "items"), None, late), timeout=5)
+        assert answer.routed == (30, 31, 33, 32)
+        collector.tell(ForgetVisible(PgSnapshot(31, 34, frozenset({31, 32}))))  # sees 30 and 33, not 31
+        again = collector.ask(RegisterShape("later", ("public", "items"), None, late), timeout=5)
+        assert again.routed == (31, 33, 32)  # 33 stays behind 31
+        collector.tell(ForgetVisible(PgSnapshot(33, 33, frozenset())))  # sees 31, not 32 (>= xmax) nor 33
+        assert collector.ask(RegisterShape("last", ("public", "items"), None, late), timeout=5).routed == (
+            33,
+            32,
+        )
+        collector.ask(SlotRecreated("t_slot", "another history"), timeout=5)
+        assert collector.ask(RegisterShape("new", ("public", "items"), None, late), timeout=5).routed == ()
+    finally:
+        late.stop()

@@ -59,7 +59,7 @@ class Held(NamedTuple):
     consumer: pykka.ActorRef[Any]
     got: queue.Queue[Any]  # what the consumer was told
     release: threading.Event  # lets the consumer go on
-    sink: Any  # what RegisterShape answered
+    sink: Any  # where RegisterShape's answer says the storage reports
 
 
 @contextlib.contextmanager
@@ -71,7 +71,7 @@ def holding_consumer(on_ack: Callable[[int], None] = lambda lsn: None) -> Iterat
     release = threading.Event()
     consumer = Gate.start(got, release)
     try:
-        sink = collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        sink = collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T).reports
         collector.ask(frag(100), timeout=T)
         assert lsns(got.get(timeout=T)) == [100]  # idle: told at once; the consumer now holds it
         yield Held(collector, consumer, got, release, sink)

@@ -140,15 +140,14 @@ def test_a_transaction_resent_from_its_beginning_after_a_reconnect_is_not_append
 
 
 def test_routed_messages_queued_back_to_back_flatten_in_order() -> None:
-    from sync.shapes.collector import ShapeBatch, ShapeChanges  # noqa: PLC0415
-    from sync.shapes.consumer import _routed  # noqa: PLC0415
+    from sync.shapes.collector_messages import ShapeBatch, ShapeChanges, flatten_routed  # noqa: PLC0415
 
     def msg(lsn: int) -> ShapeChanges:
         return ShapeChanges(xid=lsn, commit_lsn=lsn, changes=(), begin=True, commit=True)
 
     first = (msg(1), msg(2))
     queued: list[object] = [msg(3), ShapeBatch((msg(4), msg(5))), msg(6)]
-    assert [cast(ShapeChanges, m).commit_lsn for m in _routed(first, queued)] == [1, 2, 3, 4, 5, 6]
+    assert [cast(ShapeChanges, m).commit_lsn for m in flatten_routed(first, queued)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_batch_gives_the_actions_of_its_messages_one_by_one() -> None:

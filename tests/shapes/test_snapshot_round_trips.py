@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from sync.shapes.identifiers import parse_relation
-from sync.shapes.snapshot_messages import SnapshotRequest
+from sync.shapes.snapshot_messages import PrepareSnapshot, SnapshotRequest
 from sync.shapes.snapshot_worker import run_snapshot
 from sync.storage.snapshot_writer import split_items
 from sync.storage.storage_actor import AppendSnapshotBlock, CompleteSnapshot
@@ -22,14 +22,16 @@ from tests.shapes.snapshot_support import round_trips
 
 
 class Recorder(pykka.ThreadingActor):
-    """Stands in for the shape's consumer and storage actors: answers every message with None."""
+    """Stands in for the shape's consumer and storage actors: answers every message with None, but
+    PrepareSnapshot with no transaction the snapshot must see."""
 
     def __init__(self) -> None:
         super().__init__()
         self.messages: list[Any] = []
 
-    def on_receive(self, message: Any) -> None:
+    def on_receive(self, message: Any) -> Any:
         self.messages.append(message)
+        return () if isinstance(message, PrepareSnapshot) else None
 
 
 @pytest.fixture

@@ -1,0 +1,102 @@
+"""A new shape's snapshot against a transaction that was already replicated but is not yet visible.
+
+A commit is written to the WAL (and so decoded, sent and routed) before its backend leaves the proc array,
+where snapshots see it.  A shape registering with the collector in that window missed the transaction's
+changes (routed before it registered) and its snapshot missed them too (the transaction was still running
+for it): a gap, for good.  The window is short unless the commit waits in it: synchronous replication holds
+every commit there until a standby confirms it, which this test uses, with a standby that never comes, to
+hold one transaction in it for as long as the test needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.engine_adapter import EngineShapes
+from api.engine_port import ShapeDefinition
+from sync.engine import Engine
+from tests.fixtures.engine import streaming_engine
+from tests.shapes.consumer_harness import read_log, replay, wait_for
+
+KEY_2 = '"public"."items"/"2"'
+
+
+@pytest.fixture
+def engine(db_dsn: str, tmp_path: Path) -> Iterator[Engine]:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a')")
+    with streaming_engine(db_dsn, tmp_path) as engine:
+        yield engine
+
+
+@contextmanager
+def no_standby(db_dsn: str) -> Iterator[None]:
+    """Synchronous replication to a standby that never connects: every commit from now on waits, after its
+    commit record is written, until its wait is cancelled."""
+    with psycopg.connect(db_dsn, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'shapesync_test_nobody'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            yield
+        finally:
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            admin.execute("SELECT pg_reload_conf()")
+
+
+def _complete(engine: Engine, handle: str) -> bool:
+    shape = engine.services.directory.get(handle)
+    return shape is not None and shape.reader.snapshot_complete
+
+
+def _keys(engine: Engine, handle: str) -> set[str]:
+    shape = engine.services.directory.get(handle)
+    assert shape is not None
+    return {item["key"] for item in read_log(shape.reader) if "key" in item}
+
+
+def test_a_snapshot_waits_for_a_routed_transaction_it_does_not_see_yet(
+    engine: Engine, db_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sync.shapes.snapshot_start")
+    port = EngineShapes(engine)
+    everything = port.get_or_create(ShapeDefinition("items"))
+    wait_for(lambda: _complete(engine, everything), timeout=30)
+
+    with no_standby(db_dsn), psycopg.connect(db_dsn, autocommit=True) as writer:
+        wait_for(
+            lambda: writer.execute("SHOW synchronous_standby_names").fetchone() == ("shapesync_test_nobody",)
+        )
+        pid = writer.info.backend_pid
+        committed = threading.Event()
+
+        def insert() -> None:
+            writer.execute("INSERT INTO items VALUES (2, 'b')")  # its commit waits for the standby
+            committed.set()
+
+        thread = threading.Thread(target=insert)
+        thread.start()
+        try:
+            # Replicated and routed: the existing shape has it.  Still running for every snapshot.
+            wait_for(lambda: KEY_2 in _keys(engine, everything), timeout=30)
+            assert not committed.is_set()
+            late = port.get_or_create(ShapeDefinition("items", where="id > 0"))
+            wait_for(lambda: _complete(engine, late) or "waits for" in caplog.text, timeout=30)
+        finally:
+            with psycopg.connect(db_dsn, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_cancel_backend(%s)", (pid,)
+                )  # the commit returns (committed locally)
+            thread.join(30)
+        assert committed.is_set()
+
+    wait_for(lambda: _complete(engine, late), timeout=30)
+    shape = engine.services.directory.get(late)
+    assert shape is not None
+    assert set(replay(read_log(shape.reader))) == {'"public"."items"/"1"', KEY_2}
