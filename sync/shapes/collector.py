@@ -209,9 +209,9 @@ class ShapeLogCollector(SupervisedActor):
             case ShapeDurable(handle, offset):
                 if handle in self._routes:
                     self._report(self._tracker.durable(handle, offset))
-            case RegisterShape(handle, table, clause, consumer):
+            case RegisterShape(handle, table, clause, consumer, snapshot):
                 self._register(handle, table, clause, consumer)
-                return Registered(self._reports, self._history.pending())
+                return Registered(self._reports, self._history.pending() if snapshot else ())
             case ForgetVisible(snapshot):
                 self._history.forget_visible(snapshot)
             case UnregisterShape(handle):

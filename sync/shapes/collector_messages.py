@@ -35,12 +35,14 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class RegisterShape:
     """ask (the consumer) -> Registered: from now on route changes of ``table`` matching ``clause`` to
-    ``consumer``."""
+    ``consumer``; ``snapshot``: a snapshot follows, which must see what was routed before (a reloaded shape
+    takes none, and is answered no such transactions)."""
 
     handle: str
     table: TableKey
     clause: Any  # a compiled WHERE clause, or None for "every row"
     consumer: pykka.ActorRef[Any]
+    snapshot: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -369,13 +369,9 @@ class Consumer(SupervisedActor):
         if self._registered:
             return  # re-registering would make the collector forget what this shape still owes
         self._registered = True
-        answer = cast(
-            "Registered",
-            self._collector.ask(
-                RegisterShape(self.handle, self._definition.relation, self._clause, self.actor_ref),
-                timeout=self._timeout,
-            ),
-        )
+        shape = (self.handle, self._definition.relation, self._clause, self.actor_ref)
+        message = RegisterShape(*shape, snapshot=self._stored is None)  # a reloaded shape takes none
+        answer = cast("Registered", self._collector.ask(message, timeout=self._timeout))
         if answer.reports is not None:
             self._sink = answer.reports
             self._storage.tell(ReportTo(self.handle, answer.reports.report))

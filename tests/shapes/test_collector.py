@@ -195,6 +195,8 @@ def test_a_registration_names_the_transactions_routed_before_until_a_snapshot_se
             33,
             32,
         )
+        reloaded = RegisterShape("reloaded", ("public", "items"), None, late, snapshot=False)
+        assert collector.ask(reloaded, timeout=5).routed == ()  # takes no snapshot
         collector.ask(SlotRecreated("t_slot", "another history"), timeout=5)
         assert collector.ask(RegisterShape("new", ("public", "items"), None, late), timeout=5).routed == ()
     finally:
