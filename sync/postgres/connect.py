@@ -28,17 +28,33 @@ from sync import runtime
 from sync.postgres.display import display_settings_options
 from sync.postgres.errors import DbConnectionError, classify
 
-__all__ = ["DISPLAY_OPTIONS", "connect", "query", "replication_conninfo", "resolve_attempts", "wait_idle"]
+__all__ = [
+    "DISPLAY_OPTIONS",
+    "REPLICATION_APPLICATION_NAME",
+    "connect",
+    "query",
+    "replication_conninfo",
+    "resolve_attempts",
+    "wait_idle",
+]
 
 DISPLAY_OPTIONS = display_settings_options()  # the snapshot sessions' settings (sync.postgres.display)
 
 
+REPLICATION_APPLICATION_NAME = "shapesync"
+"""The replication session's ``application_name`` unless the URL sets one: what ``pg_stat_replication``
+shows, and what ``synchronous_standby_names`` must not select (Postgres would hold every commit until
+shapesync has it on disk)."""
+
+
 def replication_conninfo(dsn: str, *, extra_options: str = "") -> str:
-    """``dsn`` (keyword or URL form) with ``replication=database`` and the display settings added."""
+    """``dsn`` (keyword or URL form) with ``replication=database``, the display settings and a fallback
+    ``application_name`` added."""
     params = conninfo_to_dict(dsn)
     options = " ".join(p for p in (str(params.get("options") or ""), DISPLAY_OPTIONS, extra_options) if p)
     params.pop("options", None)
     params.pop("replication", None)
+    params.setdefault("fallback_application_name", REPLICATION_APPLICATION_NAME)
     return make_conninfo("", **params, replication="database", options=options)
 
 

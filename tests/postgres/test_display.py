@@ -57,3 +57,9 @@ def test_every_display_setting_is_pinned_in_both_kinds_of_session(db_dsn: str) -
         replication = _replication_show(db_dsn, name)
         assert snapshot[name] == (replication,), name
         assert replication == value, name
+
+
+def test_the_replication_session_names_itself_unless_the_url_does(db_dsn: str) -> None:
+    """An operator tells it apart in pg_stat_replication and keeps synchronous_standby_names off it."""
+    assert _replication_show(db_dsn, "application_name") == "shapesync"
+    assert _replication_show(f"{db_dsn} application_name=app-sync", "application_name") == "app-sync"
