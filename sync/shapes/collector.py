@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -59,6 +58,7 @@ from sync.shapes.collector_messages import (
 )
 from sync.shapes.collector_outbox import OpenTransaction, Outbox, gather_fragment, open_provisional
 from sync.shapes.collector_routing import (
+    ShapeRoute,
     ShapeRouting,
     TableKey,
     TableRouting,
@@ -95,21 +95,6 @@ _BEHIND_FLOWING_S = 2.0  # ... or this long while the replication reader is behi
 _FLOWING_S = 0.02
 
 
-@dataclass(slots=True)
-class _Route:
-    handle: str
-    table: TableKey
-    consumer: pykka.ActorRef[Any]
-    columns: frozenset[str] | None  # the columns the shape's WHERE reads; None without a WHERE
-    qsize: Callable[[], int] | None  # the consumer inbox's length, looked up once
-
-
-def _inbox_length(ref: pykka.ActorRef[Any]) -> Callable[[], int] | None:
-    """How to count the messages waiting in an actor's inbox (``qsize`` of its queue), if it can be."""
-    qsize = getattr(ref.actor_inbox, "qsize", None)
-    return qsize if callable(qsize) else None
-
-
 class ShapeLogCollector(SupervisedActor):
     """Routes committed transactions to shape consumers and tracks what may be acknowledged.
 
@@ -143,7 +128,7 @@ class ShapeLogCollector(SupervisedActor):
     ) -> None:
         super().__init__()
         self._index = index
-        self._routes: dict[str, _Route] = {}
+        self._routes: dict[str, ShapeRoute] = {}
         self._by_table: dict[TableKey, TableRouting] = {}
         self._tracker = FlushTracker(acked_lsn)
         self._on_ack = on_ack
@@ -182,8 +167,11 @@ class ShapeLogCollector(SupervisedActor):
             if self._outbox:
                 self._maybe_tell()
             return None
-        if message.__class__ is DrainDurable:
-            self._drain_reports()
+        if message.__class__ is DrainDurable or message.__class__ is ForgetVisible:  # not a cut in the batch
+            if isinstance(message, ForgetVisible):
+                self._history.forget_visible(message.snapshot)
+            else:
+                self._drain_reports()
             if self._outbox:
                 self._maybe_tell()
             return None
@@ -212,8 +200,6 @@ class ShapeLogCollector(SupervisedActor):
             case RegisterShape(handle, table, clause, consumer, snapshot):
                 self._register(handle, table, clause, consumer)
                 return Registered(self._reports, self._history.pending() if snapshot else ())
-            case ForgetVisible(snapshot):
-                self._history.forget_visible(snapshot)
             case UnregisterShape(handle):
                 self._unregister(handle)
             case _:
@@ -227,7 +213,7 @@ class ShapeLogCollector(SupervisedActor):
         if handle in self._routes:
             self._unregister(handle)
         columns = clause_columns(clause)
-        self._routes[handle] = _Route(handle, table, consumer, columns, _inbox_length(consumer))
+        self._routes[handle] = ShapeRoute(handle, table, consumer, columns)
         routing = self._by_table.get(table)
         if routing is None:
             routing = self._by_table[table] = TableRouting()

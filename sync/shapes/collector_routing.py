@@ -1,20 +1,24 @@
 """What the ShapeLogCollector needs to route a change of one table: the routing index's contract, the
-table's shapes and the columns their clauses read, rows turned into ``{column: text}`` for them, and
-:func:`route_changes`, which routes a transaction fragment's changes to the shapes they reach.
+registered shapes (:class:`ShapeRoute`), the table's shapes and the columns their clauses read, rows turned
+into ``{column: text}`` for them, and :func:`route_changes`, which routes a transaction fragment's changes
+to the shapes they reach.
 
 Pure (no actor): the collector owns one :class:`TableRouting` per table it routes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import pykka
 
 from sync.replication.changes import UNCHANGED_TOAST, Change, Delete, Insert, Relation, Row, Truncate, Update
 
 __all__ = [
     "ALL_COLUMNS",
+    "ShapeRoute",
     "ShapeRouting",
     "TableKey",
     "TableRouting",
@@ -26,6 +30,22 @@ __all__ = [
 
 TableKey = tuple[str, str]
 TextRow = Mapping[str, str | None]
+
+
+@dataclass(slots=True)
+class ShapeRoute:
+    """A registered shape: where its changes go, and what its consumer's inbox holds (``qsize``, looked up
+    once; None if that inbox cannot say)."""
+
+    handle: str
+    table: TableKey
+    consumer: pykka.ActorRef[Any]
+    columns: frozenset[str] | None  # the columns the shape's WHERE reads; None without a WHERE
+    qsize: Callable[[], int] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        qsize = getattr(self.consumer.actor_inbox, "qsize", None)
+        self.qsize = qsize if callable(qsize) else None
 
 
 class ShapeRouting(Protocol):
