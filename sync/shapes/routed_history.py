@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
-from sync.shapes.xid import PgSnapshot, widen_xid
+from sync.shapes.xid import PgSnapshot
 
 __all__ = ["HISTORY_MAX", "RoutedHistory", "unseen"]
 
@@ -53,17 +53,13 @@ class RoutedHistory:
         """Forget the oldest transactions up to the first one ``snapshot`` does not see: every snapshot
         taken after it sees them too."""
         routed = self._routed
-        while routed and snapshot.is_visible(widen_xid(routed[0], snapshot.xmax)):
+        while routed and snapshot.sees(routed[0]):
             routed.popleft()
 
     def clear(self) -> None:
         self._routed.clear()
 
-    def __len__(self) -> int:
-        return len(self._routed)
-
 
 def unseen(snapshot: PgSnapshot, routed: Iterable[int]) -> list[int]:
     """The xids (32-bit) among ``routed`` that ``snapshot`` does not see."""
-    xmax = snapshot.xmax
-    return [xid for xid in routed if not snapshot.is_visible(widen_xid(xid, xmax))]
+    return [xid for xid in routed if not snapshot.sees(xid)]

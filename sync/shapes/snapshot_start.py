@@ -21,7 +21,7 @@ from sync.shapes.snapshot_messages import SnapshotRequest
 from sync.shapes.snapshot_sql import table_query_of
 from sync.shapes.xid import PgSnapshot
 
-__all__ = ["BEGIN_AND_INFO", "ConnectionLost", "begin_snapshot"]
+__all__ = ["BEGIN_AND_INFO", "UNSEEN_WAIT_S", "ConnectionLost", "begin_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ BEGIN_AND_INFO: Final = f"{BEGIN_SNAPSHOT}; {SNAPSHOT_INFO_QUERY}"
 # the most: the transaction's backend is about to leave the proc array (or waits for a standby).
 _UNSEEN_PAUSE_S: Final = 0.002
 _UNSEEN_MAX_PAUSE_S: Final = 0.25
+UNSEEN_WAIT_S = 60.0
+"""How long a snapshot waits for such a transaction before the shape fails (a commit held by a standby
+that is gone would hold every new shape of the stream until then)."""
 
 
 class ConnectionLost(Exception):
@@ -41,15 +44,15 @@ class ConnectionLost(Exception):
 
 
 def begin_snapshot(
-    conn: psycopg.Connection[Any], request: SnapshotRequest, must_see: tuple[int, ...], timeout: float
+    conn: psycopg.Connection[Any], request: SnapshotRequest, must_see: tuple[int, ...]
 ) -> tuple[PgSnapshot, int, list[tuple[Any, ...]] | None]:
     """Start the snapshot's transaction: the snapshot, the WAL position read with it, the table's size and
     columns, in one round trip (the simple query protocol runs them in order; the first result is BEGIN's).
 
     A snapshot that does not see a transaction of ``must_see`` (routed before the shape registered, still
     running for Postgres: :mod:`sync.shapes.routed_history`) is given up and taken again after a pause, for
-    up to ``timeout`` seconds."""
-    pause, deadline = _UNSEEN_PAUSE_S, time.monotonic() + timeout
+    up to :data:`UNSEEN_WAIT_S`."""
+    pause, deadline = _UNSEEN_PAUSE_S, time.monotonic() + UNSEEN_WAIT_S
     while True:
         try:
             cur = conn.execute(f"{BEGIN_AND_INFO}; {table_query_of(conn, request.definition)}")
@@ -65,17 +68,19 @@ def begin_snapshot(
         if not missing:
             return snapshot, parse_lsn(str(row[1])), table_rows
         conn.execute("ROLLBACK")
+        xids = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
         if time.monotonic() >= deadline:
             msg = (
-                f"transactions {missing} were replicated but are still running for Postgres after"
-                f" {timeout:.0f} s (a commit waiting for a synchronous standby?)"
+                f"{len(missing)} transactions (xid {xids}) were replicated but are still running for"
+                f" Postgres after {UNSEEN_WAIT_S:g} s (a commit waiting for a synchronous standby?)"
             )
             raise TimeoutError(msg)
         if pause == _UNSEEN_PAUSE_S:
             logger.info(
-                "shape %s: snapshot waits for transactions %s, replicated but not yet visible",
+                "shape %s: snapshot waits for %d transactions (xid %s), replicated but not yet visible",
                 request.handle,
-                missing,
+                len(missing),
+                xids,
             )
         must_see = tuple(missing)
         runtime.sleep(pause)

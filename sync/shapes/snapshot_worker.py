@@ -118,7 +118,7 @@ def run_snapshot(
     extra: list[psycopg.Connection[Any]] = []
     batches: Iterator[tuple[AppendSnapshot | AppendSnapshotBlock, int, int]] | None = None
     try:
-        snapshot, wal_lsn, table_rows = begin_snapshot(conn, request, must_see, timeout)
+        snapshot, wal_lsn, table_rows = begin_snapshot(conn, request, must_see)
         if request.marks is not None:
             request.marks.record(request.handle, wal_lsn)
         request.consumer.tell(SnapshotStarted(snapshot, wal_lsn))

@@ -71,6 +71,10 @@ class PgSnapshot:
         """Whether a transaction with this 64-bit xid is committed in the snapshot (if it commits)."""
         return xid8 < self.xmin or (xid8 < self.xmax and xid8 not in self.xip)
 
+    def sees(self, xid: int) -> bool:
+        """:meth:`is_visible` for a replicated transaction's 32-bit xid (widened next to ``xmax``)."""
+        return self.is_visible(widen_xid(xid, self.xmax))
+
 
 class SnapshotFilter:
     """Decides, per incoming transaction (in commit order), whether the snapshot already holds it.
@@ -93,4 +97,4 @@ class SnapshotFilter:
         if commit_lsn >= self.wal_lsn:
             self.active = False
             return True
-        return not self.snapshot.is_visible(widen_xid(xid, self.snapshot.xmax))
+        return not self.snapshot.sees(xid)

@@ -22,9 +22,11 @@ import pytest
 from api.engine_adapter import EngineShapes
 from api.engine_port import ShapeDefinition
 from sync.engine import Engine
+from sync.shapes import snapshot_start
 from tests.fixtures.engine import streaming_engine
 from tests.shapes.consumer_harness import read_log, replay, wait_for
 
+KEY_1 = '"public"."items"/"1"'
 KEY_2 = '"public"."items"/"2"'
 
 
@@ -37,14 +39,33 @@ def engine(db_dsn: str, tmp_path: Path) -> Iterator[Engine]:
 
 
 @contextmanager
-def no_standby(db_dsn: str) -> Iterator[None]:
-    """Synchronous replication to a standby that never connects: every commit from now on waits, after its
-    commit record is written, until its wait is cancelled."""
+def held_commit(engine: Engine, db_dsn: str, routed_to: str) -> Iterator[None]:
+    """Insert row 2 in a transaction whose commit is written (so replicated, and routed to the shape
+    ``routed_to``) but waits, running for every snapshot, until the block ends: synchronous replication to
+    a standby that never connects, then the wait cancelled (the commit returns, committed locally)."""
     with psycopg.connect(db_dsn, autocommit=True) as admin:
         admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'shapesync_test_nobody'")
         admin.execute("SELECT pg_reload_conf()")
         try:
-            yield
+            with psycopg.connect(db_dsn, autocommit=True) as writer:
+                nobody = ("shapesync_test_nobody",)
+                wait_for(lambda: writer.execute("SHOW synchronous_standby_names").fetchone() == nobody)
+                committed = threading.Event()
+
+                def insert() -> None:
+                    writer.execute("INSERT INTO items VALUES (2, 'b')")  # its commit waits for the standby
+                    committed.set()
+
+                thread = threading.Thread(target=insert)
+                thread.start()
+                try:
+                    wait_for(lambda: KEY_2 in _keys(engine, routed_to), timeout=30)
+                    assert not committed.is_set()
+                    yield
+                finally:
+                    admin.execute("SELECT pg_cancel_backend(%s)", (writer.info.backend_pid,))
+                    thread.join(30)
+                assert committed.is_set()
         finally:
             admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
             admin.execute("SELECT pg_reload_conf()")
@@ -61,6 +82,13 @@ def _keys(engine: Engine, handle: str) -> set[str]:
     return {item["key"] for item in read_log(shape.reader) if "key" in item}
 
 
+def _rows(engine: Engine, handle: str) -> set[str]:
+    wait_for(lambda: _complete(engine, handle), timeout=30)
+    shape = engine.services.directory.get(handle)
+    assert shape is not None
+    return set(replay(read_log(shape.reader)))
+
+
 def test_a_snapshot_waits_for_a_routed_transaction_it_does_not_see_yet(
     engine: Engine, db_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -68,35 +96,26 @@ def test_a_snapshot_waits_for_a_routed_transaction_it_does_not_see_yet(
     port = EngineShapes(engine)
     everything = port.get_or_create(ShapeDefinition("items"))
     wait_for(lambda: _complete(engine, everything), timeout=30)
+    with held_commit(engine, db_dsn, routed_to=everything):
+        late = port.get_or_create(ShapeDefinition("items", where="id > 0"))
+        wait_for(lambda: _complete(engine, late) or "waits for 1 transactions" in caplog.text, timeout=30)
+    assert _rows(engine, late) == {KEY_1, KEY_2}
 
-    with no_standby(db_dsn), psycopg.connect(db_dsn, autocommit=True) as writer:
-        wait_for(
-            lambda: writer.execute("SHOW synchronous_standby_names").fetchone() == ("shapesync_test_nobody",)
-        )
-        pid = writer.info.backend_pid
-        committed = threading.Event()
 
-        def insert() -> None:
-            writer.execute("INSERT INTO items VALUES (2, 'b')")  # its commit waits for the standby
-            committed.set()
-
-        thread = threading.Thread(target=insert)
-        thread.start()
-        try:
-            # Replicated and routed: the existing shape has it.  Still running for every snapshot.
-            wait_for(lambda: KEY_2 in _keys(engine, everything), timeout=30)
-            assert not committed.is_set()
-            late = port.get_or_create(ShapeDefinition("items", where="id > 0"))
-            wait_for(lambda: _complete(engine, late) or "waits for" in caplog.text, timeout=30)
-        finally:
-            with psycopg.connect(db_dsn, autocommit=True) as admin:
-                admin.execute(
-                    "SELECT pg_cancel_backend(%s)", (pid,)
-                )  # the commit returns (committed locally)
-            thread.join(30)
-        assert committed.is_set()
-
-    wait_for(lambda: _complete(engine, late), timeout=30)
-    shape = engine.services.directory.get(late)
-    assert shape is not None
-    assert set(replay(read_log(shape.reader))) == {'"public"."items"/"1"', KEY_2}
+def test_a_snapshot_gives_up_on_a_transaction_that_stays_invisible(
+    engine: Engine, db_dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit held for longer than the snapshot's wait (a standby gone): the new shape fails with a
+    message naming the transaction, and is created afresh once the commit is through."""
+    monkeypatch.setattr(snapshot_start, "UNSEEN_WAIT_S", 0.5)
+    port = EngineShapes(engine)
+    everything = port.get_or_create(ShapeDefinition("items"))
+    wait_for(lambda: _complete(engine, everything), timeout=30)
+    definition = ShapeDefinition("items", where="id > 0")
+    with held_commit(engine, db_dsn, routed_to=everything):
+        late = port.get_or_create(definition)
+        wait_for(lambda: engine.services.directory.get(late) is None, timeout=30)  # failed, removed
+        assert "1 transactions (xid " in caplog.text and "still running for Postgres after" in caplog.text
+    again = port.get_or_create(definition)
+    assert again != late
+    assert _rows(engine, again) == {KEY_1, KEY_2}
