@@ -10,11 +10,12 @@ replication client keeps handing over events (its reads), while the consumers ar
 previous batch (at most ``_MAX_GATHER_S``; up to ``_MAX_BACKLOG_S`` while the actors' run queue has a
 backlog), and, when the batch reaches ``_WIDE_BATCH`` shapes or more (its cost is per shape: more
 transactions ride along almost for free), for as long as transactions keep arriving (no gap of
-``_FLOWING_S``; up to ``_WIDE_FLOWING_S``, or ``_BEHIND_FLOWING_S`` while the replication reader is
-behind), is gathered per shape and told as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS``
-transactions / ``_BATCH_CHANGES`` changes).  A transaction reaching few shapes on an idle engine is told at
-once.  A consumer whose inbox grows past ``max_consumer_queue`` cannot keep up: it is reported to the
-ShapeCache for invalidation instead of stalling every other shape.
+``_FLOWING_S`` unless the replication reader is behind; up to ``_WIDE_FLOWING_S``, or ``_BEHIND_FLOWING_S``
+while it is behind, after the consumers are done with the previous batch), is gathered per shape and told
+as one ``ShapeBatch`` (at the latest after ``_BATCH_COMMITS`` transactions / ``_BATCH_CHANGES`` changes).  A
+transaction reaching few shapes on an idle engine is told at once.  A consumer whose inbox grows past
+``max_consumer_queue`` cannot keep up: it is reported to the ShapeCache for invalidation instead of
+stalling every other shape.
 
 Durability (hard spot 2): at each commit the collector registers, with its :class:`FlushTracker`, which
 shapes received the transaction; storages report the offsets they made durable (batched through the

@@ -103,15 +103,14 @@ class Consumer(SupervisedActor):
     Owns:       the shape's ConsumerState (encoder, snapshot filter, held transactions), its WaiterList,
                 the reader of its log, what was appended and what is durable.
     Receives:   ShapeChanges / ShapeBatch / ShapeRun (tell, collector; those queued back to back are one
-                batch: one append to the storage); PrepareSnapshot (ask) -> the xids its snapshot must see
-                / SnapshotStarted /
-                SnapshotProgress / SnapshotCompleted / SnapshotFailed (tell, snapshot worker);
-                StorageDurable (tell, storage, only without a report sink); AwaitData / CancelWait (tell,
-                API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask).
+                batch: one append to the storage); PrepareSnapshot (ask) -> the xids its snapshot must
+                see; SnapshotStarted / SnapshotProgress / SnapshotCompleted / SnapshotFailed (tell,
+                snapshot worker); StorageDurable (tell, storage, only without a report sink); AwaitData /
+                CancelWait (tell, API); RotateShape (ask, cache) -> None; GetConsumerInfo (ask).
     Sends:      RegisterShape (ask: on start if reloaded, on PrepareSnapshot if new), ForgetVisible (tell, on
                 SnapshotStarted), UnregisterShape and ShapeDurable (tell, without a report sink) to the
-                collector; AppendBatch (tell, or ask when
-                waiters exist), ReportTo (tell), GetReader and DeleteLog (ask) to the storage;
+                collector; AppendBatch (tell, or ask when waiters exist), ReportTo (tell), GetReader and
+                DeleteLog (ask) to the storage;
                 ``start_snapshot(SnapshotRequest)`` once for a new shape; ``on_invalidate(handle, reason)``
                 when the shape cannot continue.
     Crashes on: storage or collector ask timeouts and unexpected errors; ``on_failure`` then invalidates the
@@ -369,8 +368,8 @@ class Consumer(SupervisedActor):
         if self._registered:
             return  # re-registering would make the collector forget what this shape still owes
         self._registered = True
-        shape = (self.handle, self._definition.relation, self._clause, self.actor_ref)
-        message = RegisterShape(*shape, snapshot=self._stored is None)  # a reloaded shape takes none
+        relation = self._definition.relation
+        message = RegisterShape(self.handle, relation, self._clause, self.actor_ref, self._stored is None)
         answer = cast("Registered", self._collector.ask(message, timeout=self._timeout))
         if answer.reports is not None:
             self._sink = answer.reports
