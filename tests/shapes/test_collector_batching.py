@@ -242,6 +242,15 @@ def test_a_wide_batch_waits_for_more_transactions_while_they_keep_coming(
         assert got[2].empty()
 
 
+def assert_told_100_200(got: list[queue.Queue[Any]], *, together: bool) -> None:
+    """Each consumer was told the transactions 100 and 200 in one message (``together``), else apart."""
+    for q in got:
+        if together:
+            assert lsns(q.get(timeout=T)) == [100, 200]
+        else:
+            assert [lsns(q.get(timeout=T)), lsns(q.get(timeout=T))] == [[100], [200]]
+
+
 @pytest.mark.parametrize("behind", [False, True])
 def test_a_wide_batch_gathers_longer_while_the_reader_is_behind(
     monkeypatch: pytest.MonkeyPatch, behind: bool
@@ -260,12 +269,7 @@ def test_a_wide_batch_gathers_longer_while_the_reader_is_behind(
         asked.append(collector.ask(frag(200, begin=False), block=False))  # the burst's end: caught up
         for future in asked:
             future.get(timeout=T)
-        for q in got:
-            if behind:
-                assert lsns(q.get(timeout=T)) == [100, 200]  # one message: both transactions
-            else:
-                assert lsns(q.get(timeout=T)) == [100]
-                assert lsns(q.get(timeout=T)) == [200]
+        assert_told_100_200(got, together=behind)
 
 
 def test_a_wide_batch_gathers_for_its_time_from_when_its_consumers_are_done(
@@ -306,12 +310,7 @@ def test_a_gap_ends_a_wide_batch_only_when_the_reader_has_caught_up(
         time.sleep(0.3)  # a gap well past _FLOWING_S
         collector.ask(frag(200), timeout=T)  # caught up: the gap after it ends the batch
         first.get(timeout=T)
-        for q in got:
-            if behind:
-                assert lsns(q.get(timeout=T)) == [100, 200]  # one message: both transactions
-            else:
-                assert lsns(q.get(timeout=T)) == [100]
-                assert lsns(q.get(timeout=T)) == [200]
+        assert_told_100_200(got, together=behind)
 
 
 def test_a_lone_wide_transaction_is_not_held_for_followers_that_do_not_come(
