@@ -11,9 +11,7 @@ hold one transaction in it for as long as the test needs.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -24,10 +22,12 @@ from api.engine_port import ShapeDefinition
 from sync.engine import Engine
 from sync.shapes import snapshot_start
 from tests.fixtures.engine import streaming_engine
+from tests.fixtures.held_commit import held_commit
 from tests.shapes.consumer_harness import read_log, replay, wait_for
 
 KEY_1 = '"public"."items"/"1"'
 KEY_2 = '"public"."items"/"2"'
+INSERT_2 = "INSERT INTO items VALUES (2, 'b')"
 
 
 @pytest.fixture
@@ -36,39 +36,6 @@ def engine(db_dsn: str, tmp_path: Path) -> Iterator[Engine]:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a')")
     with streaming_engine(db_dsn, tmp_path) as engine:
         yield engine
-
-
-@contextmanager
-def held_commit(engine: Engine, db_dsn: str, routed_to: str) -> Iterator[None]:
-    """Insert row 2 in a transaction whose commit is written (so replicated, and routed to the shape
-    ``routed_to``) but waits, running for every snapshot, until the block ends: synchronous replication to
-    a standby that never connects, then the wait cancelled (the commit returns, committed locally)."""
-    with psycopg.connect(db_dsn, autocommit=True) as admin:
-        admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'shapesync_test_nobody'")
-        admin.execute("SELECT pg_reload_conf()")
-        try:
-            with psycopg.connect(db_dsn, autocommit=True) as writer:
-                nobody = ("shapesync_test_nobody",)
-                wait_for(lambda: writer.execute("SHOW synchronous_standby_names").fetchone() == nobody)
-                committed = threading.Event()
-
-                def insert() -> None:
-                    writer.execute("INSERT INTO items VALUES (2, 'b')")  # its commit waits for the standby
-                    committed.set()
-
-                thread = threading.Thread(target=insert)
-                thread.start()
-                try:
-                    wait_for(lambda: KEY_2 in _keys(engine, routed_to), timeout=30)
-                    assert not committed.is_set()
-                    yield
-                finally:
-                    admin.execute("SELECT pg_cancel_backend(%s)", (writer.info.backend_pid,))
-                    thread.join(30)
-                assert committed.is_set()
-        finally:
-            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            admin.execute("SELECT pg_reload_conf()")
 
 
 def _complete(engine: Engine, handle: str) -> bool:
@@ -96,7 +63,7 @@ def test_a_snapshot_waits_for_a_routed_transaction_it_does_not_see_yet(
     port = EngineShapes(engine)
     everything = port.get_or_create(ShapeDefinition("items"))
     wait_for(lambda: _complete(engine, everything), timeout=30)
-    with held_commit(engine, db_dsn, routed_to=everything):
+    with held_commit(db_dsn, INSERT_2, replicated=lambda: KEY_2 in _keys(engine, everything)):
         late = port.get_or_create(ShapeDefinition("items", where="id > 0"))
         wait_for(lambda: _complete(engine, late) or "waits for 1 transactions" in caplog.text, timeout=30)
     assert _rows(engine, late) == {KEY_1, KEY_2}
@@ -112,7 +79,7 @@ def test_a_snapshot_gives_up_on_a_transaction_that_stays_invisible(
     everything = port.get_or_create(ShapeDefinition("items"))
     wait_for(lambda: _complete(engine, everything), timeout=30)
     definition = ShapeDefinition("items", where="id > 0")
-    with held_commit(engine, db_dsn, routed_to=everything):
+    with held_commit(db_dsn, INSERT_2, replicated=lambda: KEY_2 in _keys(engine, everything)):
         late = port.get_or_create(definition)
         wait_for(lambda: engine.services.directory.get(late) is None, timeout=30)  # failed, removed
         assert "1 transactions (xid " in caplog.text and "still running for Postgres after" in caplog.text
