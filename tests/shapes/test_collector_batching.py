@@ -20,6 +20,7 @@ from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, TransactionFragment
 from sync.shapes import collector as collector_module
 from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeLogCollector, ShapeRun
+from sync.shapes.collector_messages import Registered
 from sync.shapes.durable_reports import DrainDurable, DurableReports
 from tests.shapes.consumer_harness import BruteIndex, routed_changes
 
@@ -71,7 +72,10 @@ def holding_consumer(on_ack: Callable[[int], None] = lambda lsn: None) -> Iterat
     release = threading.Event()
     consumer = Gate.start(got, release)
     try:
-        sink = collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T).reports
+        registered = cast(
+            Registered, collector.ask(RegisterShape("s", ("public", "items"), None, consumer), timeout=T)
+        )
+        sink = registered.reports
         collector.ask(frag(100), timeout=T)
         assert lsns(got.get(timeout=T)) == [100]  # idle: told at once; the consumer now holds it
         yield Held(collector, consumer, got, release, sink)
