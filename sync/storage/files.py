@@ -309,6 +309,12 @@ class DiskFiles(_DiskReader):
                 self._cache.unpin(entry)
         self._group.check()
 
+    def keep_open(self, names: Iterable[str]) -> None:
+        """Open ``names`` (created if missing) into the descriptor cache now, for writes to come; the cache
+        may close them again like any other idle descriptor."""
+        for name in names:
+            self._cache.unpin(self._pin(name))
+
     def release(self, names: Iterable[str]) -> None:
         names = list(names)
         self._group.drop(names)
