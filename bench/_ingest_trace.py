@@ -6,10 +6,11 @@ of the storage write path, a profiler attached to the engine's process), so they
 benchmark, instead of in throwaway patches.  Everything is opt-in through the environment:
 
 * ``BENCH_INGEST_TRACE=1``: :class:`Trace` prints, per run, on stderr: garbage-collector time per
-  generation, the collector's batches (when, how many shapes, why), the acknowledgements, the flush rounds,
-  the descriptor cache's counters, and per handler ``(ms, calls, last end s)``; the storage's system-call
-  wrappers add the thread CPU ms (and, for writes, the bytes written).  CPU close to wall time there means
-  the kernel, not a wait, is the cost (on this project's VMs a ``pwrite`` of ~1.7 KB measured 4-22 us).
+  generation, the collector's batches (when, how many shapes, why, the process's CPU seconds so far), the
+  acknowledgements, the flush rounds, the descriptor cache's counters, and per handler ``(ms, calls, last
+  end s)``; the storage's system-call wrappers add the thread CPU ms (and, for writes, the bytes written).
+  CPU close to wall time there means the kernel, not a wait, is the cost (on this project's VMs a
+  ``pwrite`` of ~1.7 KB measured 4-22 us).
 * ``BENCH_INGEST_PYSPY=<prefix>``: py-spy records the process (every thread) for the first
   ``BENCH_INGEST_PYSPY_S`` seconds (default 4) of each live window into ``<prefix>.<rep>.txt`` (raw format)
   at ``BENCH_INGEST_PYSPY_RATE`` Hz (default 250).
@@ -115,6 +116,7 @@ class Trace:
 
     def __init__(self) -> None:
         self.start = 0.0
+        self.cpu_start = 0.0  # the process's CPU time (every thread) at the start of the window
         self.gc: list[tuple[int, float, float]] = []  # (generation, start, seconds)
         self.batches: list[tuple[float, int, str]] = []  # (when, shapes, why)
         self.rounds: list[tuple[float, int, float]] = []  # flush rounds: (start, members, seconds)
@@ -138,7 +140,8 @@ class Trace:
             why = (
                 f"{caller.f_code.co_name}:{caller.f_lineno} inbox={collector.actor_inbox.qsize()} "
                 f"age={now - collector._batch_started:.3f} gap={now - collector._routed_at:.3f} "
-                f"commits={collector._outbox_commits} changes={collector._outbox_changes}"
+                f"commits={collector._outbox_commits} changes={collector._outbox_changes} "
+                f"cpu={time.process_time() - trace.cpu_start:.3f}"
             )
             trace.batches.append((time.perf_counter(), len(collector._outbox), why))
             orig_tell(collector)
@@ -207,6 +210,7 @@ class Trace:
 
     def begin(self) -> None:
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
         self.gc.clear()
         self.batches.clear()
         self.rounds.clear()
