@@ -74,6 +74,9 @@ def _new_meta(handle: str, definition: object) -> dict[str, object]:
     }
 
 
+_APPENDED = ("log.json", "log.items")  # the files every append of the live log writes
+
+
 class _States:
     """One LogState per handle for the life of the process (readers survive writer restarts)."""
 
@@ -93,9 +96,10 @@ class _States:
         except BaseException:
             files.close()
             raise
-        # Recovery opened every file of the log; an idle log needs none of them (the descriptor cache would
-        # close them anyway, but only once others need room): the writer reopens on its next write.
-        files.release(FILES)
+        # Recovery opened every file of the log; the files every append writes stay in the descriptor cache
+        # (as at creation: the next append finds them there unless others needed the room), the others are
+        # closed now: most appends never touch them.
+        files.release([name for name in FILES if name not in _APPENDED])
         state = self._states.get(handle)
         writer = ShapeLogWriter(files, meta, log_pos, snap_pos, chunk_bytes=chunk_bytes, state=state)
         self._states[handle] = writer.state
@@ -111,9 +115,6 @@ class _States:
         state = self._states.pop(handle, None)
         if state is not None:
             state.view = state.view._replace(deleted=True)
-
-
-_APPENDED = ("log.json", "log.items")  # the files every append of the live log writes
 
 
 class FileStorage:
@@ -183,6 +184,7 @@ class FileStorage:
             raise FileNotFoundError(str(path))
         files = DiskFiles(str(path), parent_sync=self._shapes_dir_sync.sync)
         writer = self._states.open(files, handle, self.chunk_bytes)
+        files.keep_open(_APPENDED)  # those recovery did not read are opened now
         writer.reader()
         return writer
 
