@@ -166,15 +166,19 @@ class FileStorage:
         path = self._dir(handle)
         path.mkdir()  # FileExistsError for an existing handle: nothing below needs O_EXCL
         files = DiskFiles(str(path), parent_sync=self._shapes_dir_sync.sync)
-        for name in FILES:
-            if name not in _APPENDED:
-                os.close(os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        # The live log's two files are created by opening them into the descriptor cache, where the first
-        # appends find them: opened, closed, then reopened by the first write, they cost two more system
-        # calls per file, on the hub (measured: 10,000 new shapes' first appends spent ~270 ms reopening).
-        files.keep_open(_APPENDED)
-        writer = self._states.create(files, handle, definition, self.chunk_bytes)
-        writer.reader()
+        try:
+            for name in FILES:
+                if name not in _APPENDED:
+                    os.close(os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            # The live log's two files are created by opening them into the descriptor cache, where the first
+            # appends find them: opened, closed, then reopened by the first write, they cost two more system
+            # calls per file, on the hub (measured: 10,000 new shapes' first appends spent ~270 ms reopening).
+            files.keep_open(_APPENDED)
+            writer = self._states.create(files, handle, definition, self.chunk_bytes)
+            writer.reader()
+        except BaseException:
+            files.close()  # no descriptor of a log that does not exist stays in the cache
+            raise
         return writer
 
     def open(self, handle: str) -> ShapeLogWriter:
