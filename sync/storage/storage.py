@@ -188,7 +188,6 @@ class FileStorage:
             raise FileNotFoundError(str(path))
         files = DiskFiles(str(path), parent_sync=self._shapes_dir_sync.sync)
         writer = self._states.open(files, handle, self.chunk_bytes)
-        files.keep_open(_APPENDED)  # those recovery did not read are opened now
         writer.reader()
         return writer
 
