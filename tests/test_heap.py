@@ -141,3 +141,47 @@ def test_shapes_are_frozen_at_an_idle_point_and_thawed_once_enough_are_released(
         "still_frozen": True,
         "alive": True,
     }
+
+
+# Shapes added with no write burst in flight are frozen without waiting for the collector's next idle point
+# (creating thousands of shapes acknowledges nothing); during a burst they wait for it.
+WAVE = """
+import gc, json, time
+from sync import heap
+heap.tune()
+gc.collect()
+
+def wait_for(cond):
+    deadline = time.monotonic() + 10
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+
+out = {}
+shapes = [[i] for i in range(5000)]
+before = gc.get_freeze_count()
+heap.busy()  # the collector started a batch
+heap.shapes_added(heap.FREEZE_AFTER)
+time.sleep(4 * heap.IDLE_DELAY_S)
+out["frozen_in_burst"] = gc.get_freeze_count() - before >= 5000
+heap.idle()  # the burst is durable
+out["frozen_at_idle"] = wait_for(lambda: gc.get_freeze_count() - before >= 5000)
+more = [[i] for i in range(5000)]
+before = gc.get_freeze_count()
+heap.shapes_added(heap.FREEZE_AFTER - 1)
+time.sleep(4 * heap.IDLE_DELAY_S)
+out["frozen_early"] = gc.get_freeze_count() - before >= 5000
+heap.shapes_added(1)  # no idle() call
+out["frozen_without_burst"] = wait_for(lambda: gc.get_freeze_count() - before >= 5000)
+print(json.dumps(out))
+"""
+
+
+def test_a_wave_of_new_shapes_is_frozen_at_once_unless_a_burst_is_in_flight() -> None:
+    result = _run(WAVE)
+    assert result == {
+        "frozen_in_burst": False,
+        "frozen_at_idle": True,
+        "frozen_early": False,
+        "frozen_without_burst": True,
+    }

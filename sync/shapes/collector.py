@@ -23,8 +23,8 @@ shapes received the transaction; storages report the offsets they made durable (
 ``ShapeDurable`` each); whenever the durable commit LSN advances the collector calls ``on_ack(commit_lsn)``
 (the stack wires it to the replication client's ``AckLsn``), and the client acknowledges it to Postgres;
 when that leaves nothing pending it tells :func:`sync.heap.idle` (a quiet moment for the garbage collector,
-if the process enabled it).  Relation changes and a re-created slot are passed on (``on_relation_changed``
-/ ``on_slot_recreated``) to whoever invalidates shapes.
+if the process enabled it; :func:`sync.heap.busy` when a batch starts).  Relation changes and a re-created
+slot are passed on (``on_relation_changed`` / ``on_slot_recreated``) to whoever invalidates shapes.
 
 How a fragment's routed changes join what each shape already has waiting is the pure
 :mod:`sync.shapes.collector_outbox`; routing a change to its shapes is :mod:`sync.shapes.collector_routing`.
@@ -163,6 +163,7 @@ class ShapeLogCollector(SupervisedActor):
             if not self._outbox:  # a batch starts: under load (events waiting, or the last batch was large)?
                 self._backlog = self._last_batch > 1 or not self.actor_inbox.empty()
                 self._batch_started = time.monotonic()
+                heap.busy()  # no idle point for the garbage collector until this is durable
             self._route(message)
             self._behind = message.behind
             self._routed_at = time.monotonic()

@@ -16,8 +16,10 @@ import pykka
 import pytest
 
 from supervisors import SupervisedActor, runners
+from sync import heap
 from sync.offsets import LogOffset
 from sync.replication.changes import Column, Insert, Relation, TransactionFragment
+from sync.replication.sink import GetResumePoint
 from sync.shapes import collector as collector_module
 from sync.shapes.collector import RegisterShape, ShapeBatch, ShapeChanges, ShapeLogCollector, ShapeRun
 from sync.shapes.collector_messages import Registered
@@ -113,6 +115,24 @@ def test_busy_consumer_gets_one_batch_idle_one_each_transaction() -> None:
         sink.report("s", LogOffset(600, 0))
         collector.ask(frag(700), timeout=T)
         assert acks[-1] == 600
+
+
+def test_no_idle_point_for_the_garbage_collector_while_routed_changes_are_not_durable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sync.heap freezes a wave of new shapes at once unless a write burst is in flight: the collector says
+    when one starts (a batch) and when everything routed is durable."""
+    calls: list[str] = []
+    monkeypatch.setattr(heap, "busy", lambda: calls.append("busy"))
+    monkeypatch.setattr(heap, "idle", lambda: calls.append("idle"))
+    acks: list[int] = []
+    with holding_consumer(acks.append) as held:
+        assert calls == ["busy"]  # the transaction at 100 started a batch; it is not durable yet
+        held.release.set()
+        held.sink.report("s", LogOffset(100, 0))
+        held.collector.ask(GetResumePoint(), timeout=T)  # after the drain the report told it
+        assert acks == [100]
+        assert calls == ["busy", "idle"]
 
 
 def test_whole_one_change_transactions_travel_as_one_run() -> None:
