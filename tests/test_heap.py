@@ -81,14 +81,25 @@ def test_an_idle_point_does_nothing_unless_the_process_tuned_the_collector() -> 
     assert result["later"] == 0
 
 
-# The shapes' objects are frozen at an idle point once heap.FREEZE_AFTER shapes were added, and thawed and
-# collected in full once enough of them were released (their cycles are garbage, frozen).
-FREEZE = """
+# The start of both scripts below: a tuned process, and a poll with a deadline (the freezes run on a thread).
+TUNED = """
 import gc, json, sys, time, weakref
 from sync import heap
 heap.tune()
 gc.collect()
 
+def wait_for(cond):
+    deadline = time.monotonic() + 10
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+"""
+
+# The shapes' objects are frozen at an idle point once heap.FREEZE_AFTER shapes were added, and thawed and
+# collected in full once enough of them were released (their cycles are garbage, frozen).
+FREEZE = (
+    TUNED
+    + """
 class Node:
     pass
 
@@ -99,12 +110,6 @@ def cycles(n):
         a.other, b.other = b, a
         out.append(a)
     return out
-
-def wait_for(cond):
-    deadline = time.monotonic() + 10
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return cond()
 
 out = {}
 shapes = cycles(2000)  # the shapes' long-lived objects, in reference cycles
@@ -129,6 +134,7 @@ out["still_frozen"] = gc.get_freeze_count() - before >= 2000  # the survivors ar
 out["alive"] = all(s.other.other is s for s in shapes)
 print(json.dumps(out))
 """
+)
 
 
 def test_shapes_are_frozen_at_an_idle_point_and_thawed_once_enough_are_released() -> None:
@@ -145,18 +151,9 @@ def test_shapes_are_frozen_at_an_idle_point_and_thawed_once_enough_are_released(
 
 # Shapes added with no write burst in flight are frozen without waiting for the collector's next idle point
 # (creating thousands of shapes acknowledges nothing); during a burst they wait for it.
-WAVE = """
-import gc, json, time
-from sync import heap
-heap.tune()
-gc.collect()
-
-def wait_for(cond):
-    deadline = time.monotonic() + 10
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return cond()
-
+WAVE = (
+    TUNED
+    + """
 out = {}
 shapes = [[i] for i in range(5000)]
 before = gc.get_freeze_count()
@@ -175,6 +172,7 @@ heap.shapes_added(1)  # no idle() call
 out["frozen_without_burst"] = wait_for(lambda: gc.get_freeze_count() - before >= 5000)
 print(json.dumps(out))
 """
+)
 
 
 def test_a_wave_of_new_shapes_is_frozen_at_once_unless_a_burst_is_in_flight() -> None:
